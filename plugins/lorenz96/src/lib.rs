@@ -1,0 +1,50 @@
+//! Lorenz-96: dx_i/dt = (x_{i+1} − x_{i−2}) x_{i−1} − x_i + F on a periodic
+//! ring of `size` variables, integrated with classic RK4.
+//!
+//! Config: `F` (forcing, default 8), `size` (default 40, at least 4).
+
+use geohost_sdk::integrate::{rk4_step, Rk4Scratch};
+use geohost_sdk::{Config, ForwardModel, Grid, ModelInfo, Parameter};
+
+struct Lorenz96 {
+    forcing: f64,
+    size: usize,
+    scratch: Rk4Scratch,
+}
+
+fn tendency(forcing: f64, x: &[f64], dxdt: &mut [f64]) {
+    let n = x.len();
+    for i in 0..n {
+        let ip1 = (i + 1) % n;
+        let im1 = (i + n - 1) % n;
+        let im2 = (i + n - 2) % n;
+        dxdt[i] = (x[ip1] - x[im2]) * x[im1] - x[i] + forcing;
+    }
+}
+
+impl ForwardModel for Lorenz96 {
+    fn init(config: &Config) -> Result<Self, String> {
+        config.allow_only(&["F", "size"])?;
+        let size = config.usize_or("size", 40)?;
+        if size < 4 {
+            return Err(format!("config key `size` must be at least 4, got {size}"));
+        }
+        Ok(Lorenz96 { forcing: config.f64_or("F", 8.0)?, size, scratch: Rk4Scratch::default() })
+    }
+
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            parameters: vec![Parameter::new("F", self.forcing, "1")],
+            grid: Some(Grid { points: self.size, periodic: true }),
+            ..ModelInfo::new("lorenz96", env!("CARGO_PKG_VERSION"), self.size, 0.05)
+        }
+    }
+
+    fn step(&mut self, x: &mut [f64], _t: f64, dt: f64) -> Result<(), String> {
+        let forcing = self.forcing;
+        rk4_step(x, dt, &mut self.scratch, |x, dxdt| tendency(forcing, x, dxdt));
+        Ok(())
+    }
+}
+
+geohost_sdk::export_forward_model!(Lorenz96);

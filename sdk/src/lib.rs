@@ -1,0 +1,323 @@
+//! Write geohost plugins in plain Rust.
+//!
+//! A plugin is a WebAssembly component implementing one world of the
+//! `geohost:plugin@0.1.0` WIT package (see `wit/plugin.wit`). This crate
+//! hides the WIT bindings: implement [`ForwardModel`] or [`ObsOperator`] on
+//! your own type, call one export macro, and build for
+//! `wasm32-unknown-unknown` (see `plugins/build.sh`).
+//!
+//! ```ignore
+//! use geohost_sdk::{Config, ForwardModel, ModelInfo, Grid};
+//!
+//! struct Decay { rate: f64, n: usize }
+//!
+//! impl ForwardModel for Decay {
+//!     fn init(config: &Config) -> Result<Self, String> {
+//!         config.allow_only(&["rate", "size"])?;
+//!         Ok(Decay { rate: config.f64_or("rate", 1.0)?, n: config.usize_or("size", 3)? })
+//!     }
+//!     fn info(&self) -> ModelInfo {
+//!         ModelInfo::new("decay", env!("CARGO_PKG_VERSION"), self.n, 0.1)
+//!     }
+//!     fn step(&mut self, x: &mut [f64], _t: f64, dt: f64) -> Result<(), String> {
+//!         x.iter_mut().for_each(|v| *v *= (-self.rate * dt).exp());
+//!         Ok(())
+//!     }
+//! }
+//!
+//! geohost_sdk::export_forward_model!(Decay);
+//! ```
+//!
+//! The host calls `init` once with the plugin's config (a JSON object built
+//! from the plugin-set file), then calls the model on whole ensembles; the
+//! SDK loops over members for you unless you override
+//! [`ForwardModel::advance_ensemble`].
+
+// Lets the generated bindings name this crate the same way from inside it
+// and from the plugin crates that expand the export macros.
+extern crate self as geohost_sdk;
+
+mod config;
+pub mod integrate;
+
+pub use config::Config;
+
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+/// Generated bindings (not a stable API: use the traits below).
+#[doc(hidden)]
+pub mod bindings {
+    pub mod forward_model {
+        wit_bindgen::generate!({
+            world: "forward-model",
+            path: "../wit",
+            pub_export_macro: true,
+            default_bindings_module: "geohost_sdk::bindings::forward_model",
+            runtime_path: "geohost_sdk::__wit_bindgen::rt",
+        });
+    }
+    pub mod obs_operator {
+        wit_bindgen::generate!({
+            world: "obs-operator",
+            path: "../wit",
+            pub_export_macro: true,
+            default_bindings_module: "geohost_sdk::bindings::obs_operator",
+            runtime_path: "geohost_sdk::__wit_bindgen::rt",
+        });
+    }
+}
+
+/// A named parameter value, recorded by the host in the run's metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parameter {
+    pub name: String,
+    pub value: f64,
+    pub units: String,
+}
+
+impl Parameter {
+    pub fn new(name: &str, value: f64, units: &str) -> Self {
+        Parameter { name: name.into(), value, units: units.into() }
+    }
+}
+
+/// A 1-D grid: state variable `i` sits at coordinate `i`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Grid {
+    pub points: usize,
+    pub periodic: bool,
+}
+
+/// What a forward model says about itself after `init`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: String,
+    pub state_size: usize,
+    pub parameters: Vec<Parameter>,
+    pub default_dt: f64,
+    pub state_units: String,
+    pub time_units: String,
+    pub grid: Option<Grid>,
+}
+
+impl ModelInfo {
+    /// A description with no parameters, dimensionless units and no grid.
+    pub fn new(name: &str, version: &str, state_size: usize, default_dt: f64) -> Self {
+        ModelInfo {
+            name: name.into(),
+            version: version.into(),
+            state_size,
+            parameters: Vec::new(),
+            default_dt,
+            state_units: "1".into(),
+            time_units: "1".into(),
+            grid: None,
+        }
+    }
+}
+
+/// What an observation operator says about itself after `init`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObsInfo {
+    pub name: String,
+    pub version: String,
+    pub state_size: usize,
+    pub obs_size: usize,
+    /// Diagonal of R, one positive variance per observation.
+    pub noise_variance: Vec<f64>,
+    /// Grid coordinate of each observation (for localisation).
+    pub locations: Vec<f64>,
+    pub parameters: Vec<Parameter>,
+    pub units: String,
+}
+
+/// A dynamical model x(t + dt) = M(x(t)), advanced one member at a time
+/// (or a whole ensemble at once, see [`ForwardModel::advance_ensemble`]).
+pub trait ForwardModel: Sized + 'static {
+    /// Build the model from its config; unknown or ill-typed keys should be
+    /// errors that name the key.
+    fn init(config: &Config) -> Result<Self, String>;
+    /// Describe the configured model.
+    fn info(&self) -> ModelInfo;
+    /// Advance one state vector in place from `t` by `dt`.
+    fn step(&mut self, x: &mut [f64], t: f64, dt: f64) -> Result<(), String>;
+    /// Advance `states` (row-major, `state_size` values per member) in
+    /// place. The default calls [`ForwardModel::step`] on each member.
+    fn advance_ensemble(&mut self, states: &mut [f64], state_size: usize, t: f64, dt: f64) -> Result<(), String> {
+        for member in states.chunks_exact_mut(state_size) {
+            self.step(member, t, dt)?;
+        }
+        Ok(())
+    }
+}
+
+/// An observation operator y = H(x) with a diagonal error covariance.
+pub trait ObsOperator: Sized + 'static {
+    fn init(config: &Config) -> Result<Self, String>;
+    fn info(&self) -> ObsInfo;
+    /// Observe one state `x` into `y` (already sized `obs_size`).
+    fn observe(&mut self, x: &[f64], y: &mut [f64], t: f64) -> Result<(), String>;
+}
+
+/// Glue between the generated bindings and the traits; used by the export
+/// macros, not by plugin authors.
+#[doc(hidden)]
+pub mod glue {
+    use super::*;
+    use bindings::forward_model::exports::geohost::plugin::forward as fwd;
+    use bindings::forward_model::geohost::plugin::types as fwd_types;
+    use bindings::obs_operator::exports::geohost::plugin::observe as obs;
+    use bindings::obs_operator::geohost::plugin::types as obs_types;
+    use std::cell::RefCell;
+
+    pub type FwdEnsemble = fwd_types::Ensemble;
+    pub type FwdInfo = fwd::ModelInfo;
+    pub type ObsEnsemble = obs_types::Ensemble;
+    pub type ObsInfoWit = obs::ObsInfo;
+
+    /// The configured plugin instance. Components are single-threaded, so
+    /// a thread-local is simply a global.
+    /// Holds the instance with the sizes from its description (input and
+    /// output values per member), so calls need not rebuild the description.
+    pub struct Slot<T>(RefCell<Option<(T, usize, usize)>>);
+
+    impl<T> Slot<T> {
+        pub const fn new() -> Self {
+            Slot(RefCell::new(None))
+        }
+        fn set(&self, value: T, in_size: usize, out_size: usize) {
+            *self.0.borrow_mut() = Some((value, in_size, out_size));
+        }
+        fn with<R>(&self, f: impl FnOnce(&mut T, usize, usize) -> Result<R, String>) -> Result<R, String> {
+            match self.0.borrow_mut().as_mut() {
+                Some((value, in_size, out_size)) => f(value, *in_size, *out_size),
+                None => Err("plugin used before init: call init(config) first".into()),
+            }
+        }
+    }
+
+    fn parse(config: &str) -> Result<Config, String> {
+        Config::parse(config)
+    }
+
+    fn check_shape(members: u32, size: u32, len: usize, expected_size: usize) -> Result<(), String> {
+        if size as usize != expected_size {
+            return Err(format!("ensemble has {size} values per member, the plugin was configured for {expected_size}"));
+        }
+        if members as usize * size as usize != len {
+            return Err(format!("ensemble data has {len} values, but members × size = {members} × {size}"));
+        }
+        Ok(())
+    }
+
+    pub fn forward_init<M: ForwardModel>(slot: &Slot<M>, config: String) -> Result<FwdInfo, String> {
+        let model = M::init(&parse(&config)?)?;
+        let info = model.info();
+        slot.set(model, info.state_size, info.state_size);
+        Ok(FwdInfo {
+            name: info.name,
+            version: info.version,
+            state_size: info.state_size as u32,
+            parameters: info
+                .parameters
+                .into_iter()
+                .map(|p| fwd_types::Parameter { name: p.name, value: p.value, units: p.units })
+                .collect(),
+            default_dt: info.default_dt,
+            state_units: info.state_units,
+            time_units: info.time_units,
+            grid: info.grid.map(|g| fwd_types::Grid { points: g.points as u32, periodic: g.periodic }),
+        })
+    }
+
+    pub fn forward_advance<M: ForwardModel>(slot: &Slot<M>, mut states: FwdEnsemble, t: f64, dt: f64) -> Result<FwdEnsemble, String> {
+        slot.with(|model, n, _| {
+            check_shape(states.members, states.size, states.data.len(), n)?;
+            model.advance_ensemble(&mut states.data, n, t, dt)?;
+            Ok(states)
+        })
+    }
+
+    pub fn obs_init<H: ObsOperator>(slot: &Slot<H>, config: String) -> Result<ObsInfoWit, String> {
+        let op = H::init(&parse(&config)?)?;
+        let info = op.info();
+        if info.noise_variance.len() != info.obs_size || info.locations.len() != info.obs_size {
+            return Err(format!(
+                "obs-info is inconsistent: obs_size {} but {} noise variances and {} locations",
+                info.obs_size,
+                info.noise_variance.len(),
+                info.locations.len()
+            ));
+        }
+        slot.set(op, info.state_size, info.obs_size);
+        Ok(ObsInfoWit {
+            name: info.name,
+            version: info.version,
+            state_size: info.state_size as u32,
+            obs_size: info.obs_size as u32,
+            noise_variance: info.noise_variance,
+            locations: info.locations,
+            parameters: info
+                .parameters
+                .into_iter()
+                .map(|p| obs_types::Parameter { name: p.name, value: p.value, units: p.units })
+                .collect(),
+            units: info.units,
+        })
+    }
+
+    pub fn obs_observe<H: ObsOperator>(slot: &Slot<H>, states: ObsEnsemble, t: f64) -> Result<ObsEnsemble, String> {
+        slot.with(|op, state_size, obs_size| {
+            check_shape(states.members, states.size, states.data.len(), state_size)?;
+            let mut out = vec![0.0; states.members as usize * obs_size];
+            for (x, y) in states.data.chunks_exact(state_size).zip(out.chunks_exact_mut(obs_size)) {
+                op.observe(x, y, t)?;
+            }
+            Ok(ObsEnsemble { members: states.members, size: obs_size as u32, data: out })
+        })
+    }
+}
+
+/// Export a [`ForwardModel`] implementation as the plugin's
+/// `forward-model` world. Use once per plugin crate.
+#[macro_export]
+macro_rules! export_forward_model {
+    ($model:ty) => {
+        thread_local! {
+            static __GEOHOST_MODEL: $crate::glue::Slot<$model> = const { $crate::glue::Slot::new() };
+        }
+        struct __GeohostForward;
+        impl $crate::bindings::forward_model::exports::geohost::plugin::forward::Guest for __GeohostForward {
+            fn init(config: String) -> Result<$crate::glue::FwdInfo, String> {
+                __GEOHOST_MODEL.with(|slot| $crate::glue::forward_init::<$model>(slot, config))
+            }
+            fn advance(states: $crate::glue::FwdEnsemble, t: f64, dt: f64) -> Result<$crate::glue::FwdEnsemble, String> {
+                __GEOHOST_MODEL.with(|slot| $crate::glue::forward_advance::<$model>(slot, states, t, dt))
+            }
+        }
+        $crate::bindings::forward_model::export!(__GeohostForward);
+    };
+}
+
+/// Export an [`ObsOperator`] implementation as the plugin's `obs-operator`
+/// world. Use once per plugin crate.
+#[macro_export]
+macro_rules! export_obs_operator {
+    ($op:ty) => {
+        thread_local! {
+            static __GEOHOST_OBS: $crate::glue::Slot<$op> = const { $crate::glue::Slot::new() };
+        }
+        struct __GeohostObs;
+        impl $crate::bindings::obs_operator::exports::geohost::plugin::observe::Guest for __GeohostObs {
+            fn init(config: String) -> Result<$crate::glue::ObsInfoWit, String> {
+                __GEOHOST_OBS.with(|slot| $crate::glue::obs_init::<$op>(slot, config))
+            }
+            fn observe(states: $crate::glue::ObsEnsemble, t: f64) -> Result<$crate::glue::ObsEnsemble, String> {
+                __GEOHOST_OBS.with(|slot| $crate::glue::obs_observe::<$op>(slot, states, t))
+            }
+        }
+        $crate::bindings::obs_operator::export!(__GeohostObs);
+    };
+}
