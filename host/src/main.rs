@@ -1,1 +1,188 @@
-fn main(){}
+//! The `geohost` command line: a thin layer over the library.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use geohost::sandbox::{CompileCache, Limits, Runtime};
+use geohost::{bench, output, pluginset::PluginSet, run};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "geohost", version, about = "A plugin host for the data-driven modeling cycle of geoscience")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a twin experiment: truth, observations and every DA method of a plugin-set.
+    Run(RunArgs),
+    /// Load a plugin, check it, configure it and print its self-description.
+    Inspect(InspectArgs),
+    /// Print performance figures (not a test: read the numbers).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The plugin-set file (TOML).
+    plugin_set: PathBuf,
+    /// Output directory [default: out/<plugin-set name>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the results table as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Override the number of observation cycles.
+    #[arg(long)]
+    cycles: Option<usize>,
+    /// No progress bars.
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+/// Sandbox limits and caching (override the plugin-set's `[limits]`).
+#[derive(Args)]
+struct SandboxArgs {
+    /// Instruction budget per plugin call (0 = unmetered).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Wall-clock deadline per plugin call, in ms.
+    #[arg(long)]
+    deadline_ms: Option<u64>,
+    /// Linear-memory cap per plugin, in MiB.
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Maximum wasm stack, in KiB.
+    #[arg(long)]
+    stack_kib: Option<u64>,
+    /// Do not read or write the compiled-component cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl SandboxArgs {
+    fn runtime(&self, base: Limits) -> Result<Runtime> {
+        let limits = Limits {
+            fuel: self.fuel.unwrap_or(base.fuel),
+            deadline_ms: self.deadline_ms.unwrap_or(base.deadline_ms),
+            memory_mib: self.memory_mib.unwrap_or(base.memory_mib),
+            stack_kib: self.stack_kib.unwrap_or(base.stack_kib),
+        };
+        let cache = if self.no_cache { None } else { CompileCache::default_dir() };
+        Runtime::new(limits, cache)
+    }
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The component file.
+    plugin: PathBuf,
+    /// Which world to check it against.
+    #[arg(long, value_parser = ["forward-model", "obs-operator"], default_value = "forward-model")]
+    world: String,
+    /// Config document (JSON object) passed to init.
+    #[arg(long, default_value = "{}")]
+    config: String,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The Lorenz-96 component to compare with the native model.
+    #[arg(long, default_value = "plugins/dist/lorenz96.wasm")]
+    plugin: PathBuf,
+    /// Ensemble size.
+    #[arg(long, default_value_t = 40)]
+    members: usize,
+    /// Cycles per timing sample.
+    #[arg(long, default_value_t = 1000)]
+    cycles: usize,
+    /// Timing samples (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    samples: usize,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+fn progress_factory(quiet: bool) -> impl FnMut(&str, usize) -> Box<dyn FnMut(usize)> {
+    move |label, total| {
+        if quiet {
+            return Box::new(|_| {});
+        }
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(ProgressStyle::with_template("{msg:<36} [{bar:30}] {pos}/{len} {elapsed_precise}").expect("valid template").progress_chars("=> "));
+        bar.set_message(label.to_string());
+        Box::new(move |k| {
+            bar.set_position(k as u64 + 1);
+            if k + 1 >= total {
+                bar.finish();
+            }
+        })
+    }
+}
+
+fn cmd_run(args: RunArgs) -> Result<()> {
+    let set = PluginSet::load(&args.plugin_set)?;
+    let runtime = args.sandbox.runtime(set.set.limits)?;
+    let mut progress = progress_factory(args.quiet || args.json);
+    let result = run::run(&set, &runtime, args.cycles, &mut progress)?;
+    let out_dir = args.out.unwrap_or_else(|| PathBuf::from("out").join(&set.name));
+    let files = output::write(&out_dir, &result, &set.path)?;
+    if args.json {
+        let rows: Vec<_> = result.methods.iter().map(|r| r.row()).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{}", bench::table(&result));
+        println!("wrote {} files to {}", files.len(), out_dir.display());
+    }
+    Ok(())
+}
+
+fn cmd_inspect(args: InspectArgs) -> Result<()> {
+    use geohost::model::{ForwardModel, ObsOperator};
+    use geohost::sandbox::{WasmForward, WasmObs, World};
+    let runtime = args.sandbox.runtime(Limits::default())?;
+    let world = if args.world == "obs-operator" { World::ObsOperator } else { World::ForwardModel };
+    let name = args.plugin.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let loaded = runtime.load(&name, &args.plugin, world)?;
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&args.config).context("--config must be a JSON object")?;
+    let info = match world {
+        World::ForwardModel => serde_json::to_value(WasmForward::new(&runtime, &loaded, &args.config)?.info())?,
+        World::ObsOperator => serde_json::to_value(WasmObs::new(&runtime, &loaded, &args.config)?.info())?,
+    };
+    let report = serde_json::json!({
+        "path": args.plugin.display().to_string(),
+        "blake3": format!("blake3:{}", loaded.hash.to_hex()),
+        "size": loaded.size,
+        "world": world.name(),
+        "compiled_from_cache": loaded.from_cache,
+        "info": info,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn cmd_bench(args: BenchArgs) -> Result<()> {
+    let runtime = args.sandbox.runtime(Limits::default())?;
+    let report = bench::forward_cost(&runtime, &args.plugin, args.members, args.cycles, args.samples)?;
+    println!("{report}");
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => cmd_run(args),
+        Command::Inspect(args) => cmd_inspect(args),
+        Command::Bench(args) => cmd_bench(args),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}

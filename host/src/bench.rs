@@ -1,0 +1,94 @@
+//! Figures printed by `geohost bench` and the results table of `geohost run`.
+//! Benchmarks print medians of repeated samples; nothing here asserts a
+//! speed.
+
+use crate::da::twin::{self, Chronology, Prior};
+use crate::da::Method;
+use crate::model::{ForwardModel, ObsOperator};
+use crate::models::{linear::LinearObs, lorenz96::Lorenz96};
+use crate::run::RunOutput;
+use crate::sandbox::{Runtime, WasmForward, World};
+use anyhow::Result;
+use nalgebra::{DMatrix, DVector};
+use rand::SeedableRng;
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Instant;
+
+/// The `geohost run` table: method, rmse.a, spread.a, rmse.f, time per cycle.
+pub fn table(run: &RunOutput) -> String {
+    let width = run.methods.iter().map(|r| r.method.label().len()).max().unwrap_or(6).max(6);
+    let mut s = format!("{:<width$}  {:>8}  {:>8}  {:>8}  {:>10}\n", "method", "rmse.a", "spread.a", "rmse.f", "ms/cycle");
+    for r in &run.methods {
+        let x = &r.summary;
+        let _ = writeln!(s, "{:<width$}  {:>8.4}  {:>8.4}  {:>8.4}  {:>10.4}", r.method.label(), x.rmse_a, x.spread_a, x.rmse_f, r.ms_per_cycle);
+    }
+    if let Some(first) = run.methods.first() {
+        let _ = write!(s, "(time means over {} cycles after burn-in t > {})", first.summary.cycles_averaged, run.twin.chronology.burn_in);
+    }
+    s
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Time `f` `samples` times; median milliseconds divided by `per`.
+fn time_ms(samples: usize, per: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?; // warm-up
+    let mut v = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let start = Instant::now();
+        f()?;
+        v.push(start.elapsed().as_secs_f64() * 1e3 / per as f64);
+    }
+    Ok(median(v))
+}
+
+/// ETKF on Lorenz-96 (sakov2008 setup) with the wasm forward model and with
+/// the native one: milliseconds per analysis cycle and their ratio, plus
+/// the cost of one ensemble step alone.
+pub fn forward_cost(runtime: &Runtime, plugin: &Path, members: usize, cycles: usize, samples: usize) -> Result<String> {
+    let loaded = runtime.load("lorenz96", plugin, World::ForwardModel)?;
+    let mut wasm = WasmForward::new(runtime, &loaded, r#"{"F": 8.0, "size": 40}"#)?;
+    let mut native = Lorenz96::new(40, 8.0);
+    let mut obs = LinearObs::new(DMatrix::identity(40, 40), vec![1.0; 40]);
+    let mut x0 = vec![0.0; 40];
+    x0[0] = 1.0;
+    let chronology = Chronology { dt: 0.05, steps_per_obs: 1, cycles, burn_in: 0.0 };
+    let prior = Prior { mean: DVector::from_vec(x0), variance: 0.001 };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let twin = twin::simulate(&mut native, &mut obs, chronology, prior, &mut rng)?;
+    let etkf = Method::ETKF { n: members, infl: 1.02, rot: false };
+
+    let cycle_ms = |model: &mut dyn ForwardModel, obs: &mut dyn ObsOperator| {
+        time_ms(samples, cycles, || etkf.run(&twin, model, obs, 7, &mut |_| {}).map(|_| ()))
+    };
+    let native_cycle = cycle_ms(&mut native, &mut obs)?;
+    let wasm_cycle = cycle_ms(&mut wasm, &mut obs)?;
+
+    let mut e = twin.prior.sample(members, &mut rng);
+    let steps = 2000;
+    let mut step_us = |model: &mut dyn ForwardModel| {
+        let e0 = e.clone();
+        let r = time_ms(samples, steps, || {
+            e.copy_from(&e0);
+            (0..steps).try_for_each(|_| model.advance(&mut e, 0.0, 0.05))
+        });
+        r.map(|ms| ms * 1e3)
+    };
+    let native_step = step_us(&mut native)?;
+    let wasm_step = step_us(&mut wasm)?;
+
+    let mut s = String::new();
+    let _ = writeln!(s, "Lorenz-96 (40 variables), ETKF N={members}, {cycles} cycles per sample, median of {samples} samples");
+    let _ = writeln!(s, "limits: fuel {} per call, deadline {} ms, memory {} MiB", runtime.limits().fuel, runtime.limits().deadline_ms, runtime.limits().memory_mib);
+    let _ = writeln!(s, "  ms per analysis cycle, native forward: {native_cycle:.4}");
+    let _ = writeln!(s, "  ms per analysis cycle, wasm forward:   {wasm_cycle:.4}");
+    let _ = writeln!(s, "  cycle ratio wasm/native:               {:.3}", wasm_cycle / native_cycle);
+    let _ = writeln!(s, "  µs per ensemble step (RK4), native:    {native_step:.2}");
+    let _ = writeln!(s, "  µs per ensemble step (RK4), wasm:      {wasm_step:.2}");
+    let _ = write!(s, "  step ratio wasm/native:                {:.3}", wasm_step / native_step);
+    Ok(s)
+}

@@ -1,0 +1,92 @@
+//! The forecast–analysis cycle shared by every ensemble method, and the
+//! post-analysis treatment DAPPER applies (`post_process`): multiplicative
+//! inflation of the anomalies and an optional random mean-preserving
+//! rotation.
+
+use super::linalg::{self, center};
+use super::stats::{ensemble_spread, rmse, CycleStats};
+use super::twin::Twin;
+use crate::model::{ForwardModel, ObsOperator};
+use anyhow::{Context, Result};
+use nalgebra::{DMatrix, DVector};
+use rand::Rng;
+
+/// One analysis update: the only part that differs between EnKF variants.
+pub trait Analysis {
+    /// Update the forecast ensemble `e` (`size × N`) given the observed
+    /// ensemble `eo = H(e)` (`obs_size × N`), the observation `y` and the
+    /// diagonal of R.
+    fn analyse(&mut self, e: &mut DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>, rng: &mut dyn rand::RngCore) -> Result<()>;
+}
+
+/// Inflation and rotation applied to the anomalies after each analysis.
+#[derive(Clone, Copy, Debug)]
+pub struct PostProcess {
+    pub infl: f64,
+    pub rot: bool,
+}
+
+impl PostProcess {
+    pub fn apply(&self, e: &mut DMatrix<f64>, rng: &mut impl Rng) {
+        if self.infl == 1.0 && !self.rot {
+            return;
+        }
+        let (mu, mut a) = center(e);
+        if self.infl != 1.0 {
+            a *= self.infl;
+        }
+        if self.rot {
+            // DAPPER rotates the members × state anomalies from the left;
+            // with members as columns that is a right-multiplication by Ωᵀ.
+            let omega = linalg::random_mean_preserving_orthogonal(a.ncols(), rng);
+            a = a * omega.transpose();
+        }
+        *e = linalg::add_mean(&mu, a);
+    }
+}
+
+/// What a run of a method leaves behind.
+pub struct Trajectory {
+    pub stats: CycleStats,
+    /// Analysis mean at every observation time (`size × cycles`).
+    pub analysis_mean: DMatrix<f64>,
+}
+
+/// Run the cycle: forecast `steps_per_obs` model steps, record forecast
+/// statistics, analyse, post-process, record analysis statistics.
+pub fn cycle(
+    twin: &Twin,
+    model: &mut dyn ForwardModel,
+    obs: &mut dyn ObsOperator,
+    members: usize,
+    analysis: &mut dyn Analysis,
+    post: PostProcess,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Trajectory> {
+    let ch = twin.chronology;
+    let mut e = twin.prior.sample(members, rng);
+    let mut stats = CycleStats::with_capacity(ch.cycles);
+    let mut analysis_mean = DMatrix::zeros(e.nrows(), ch.cycles);
+    let mut t = 0.0;
+    for k in 0..ch.cycles {
+        for _ in 0..ch.steps_per_obs {
+            model.advance(&mut e, t, ch.dt).with_context(|| format!("forecast of cycle {k} (t = {t})"))?;
+            t += ch.dt;
+        }
+        t = twin.times[k];
+        let truth = twin.truth_at(k);
+        let (mu, a) = center(&e);
+        stats.push_forecast(rmse(&mu, &truth), ensemble_spread(&a));
+
+        let eo = obs.observe(&e, t).with_context(|| format!("observing the ensemble at cycle {k}"))?;
+        analysis.analyse(&mut e, &eo, &twin.obs_at(k), &twin.obs_variance, rng).with_context(|| format!("analysis at cycle {k}"))?;
+        post.apply(&mut e, rng);
+
+        let (mu, a) = center(&e);
+        stats.push_analysis(rmse(&mu, &truth), ensemble_spread(&a));
+        analysis_mean.set_column(k, &mu);
+        progress(k);
+    }
+    Ok(Trajectory { stats, analysis_mean })
+}

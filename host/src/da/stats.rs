@@ -1,0 +1,74 @@
+//! Twin-experiment statistics, as defined by DAPPER: per observation time,
+//! rmse = sqrt(mean_i (x̄_i − x_i)²) and spread = sqrt(mean_i var_i) (var
+//! with N − 1); the summary is the time mean over cycles after burn-in.
+
+use nalgebra::{DMatrix, DVector};
+use serde::Serialize;
+
+/// Per-cycle statistics of one method.
+#[derive(Clone, Debug, Default)]
+pub struct CycleStats {
+    pub rmse_f: Vec<f64>,
+    pub spread_f: Vec<f64>,
+    pub rmse_a: Vec<f64>,
+    pub spread_a: Vec<f64>,
+}
+
+/// Time means after burn-in.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Summary {
+    pub rmse_a: f64,
+    pub spread_a: f64,
+    pub rmse_f: f64,
+    pub spread_f: f64,
+    /// Cycles averaged (after burn-in).
+    pub cycles_averaged: usize,
+}
+
+pub fn rmse(estimate: &DVector<f64>, truth: &DVector<f64>) -> f64 {
+    ((estimate - truth).norm_squared() / truth.len() as f64).sqrt()
+}
+
+/// sqrt of the mean ensemble variance (N − 1 normalisation).
+pub fn ensemble_spread(anomalies: &DMatrix<f64>) -> f64 {
+    let (m, n) = anomalies.shape();
+    if n < 2 {
+        return 0.0;
+    }
+    (anomalies.norm_squared() / ((n - 1) * m) as f64).sqrt()
+}
+
+/// sqrt of the mean of a covariance matrix's diagonal.
+pub fn covariance_spread(cov: &DMatrix<f64>) -> f64 {
+    (cov.diagonal().mean()).sqrt()
+}
+
+impl CycleStats {
+    pub fn with_capacity(cycles: usize) -> Self {
+        let v = || Vec::with_capacity(cycles);
+        CycleStats { rmse_f: v(), spread_f: v(), rmse_a: v(), spread_a: v() }
+    }
+
+    pub fn push_forecast(&mut self, rmse: f64, spread: f64) {
+        self.rmse_f.push(rmse);
+        self.spread_f.push(spread);
+    }
+
+    pub fn push_analysis(&mut self, rmse: f64, spread: f64) {
+        self.rmse_a.push(rmse);
+        self.spread_a.push(spread);
+    }
+
+    /// Time means over the cycles whose time is after `burn_in`.
+    pub fn summarize(&self, times: &[f64], burn_in: f64) -> Summary {
+        let kept: Vec<usize> = (0..self.rmse_a.len()).filter(|&k| times[k] > burn_in).collect();
+        let mean = |v: &[f64]| kept.iter().map(|&k| v[k]).sum::<f64>() / kept.len().max(1) as f64;
+        Summary {
+            rmse_a: mean(&self.rmse_a),
+            spread_a: mean(&self.spread_a),
+            rmse_f: mean(&self.rmse_f),
+            spread_f: mean(&self.spread_f),
+            cycles_averaged: kept.len(),
+        }
+    }
+}

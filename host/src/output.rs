@@ -1,0 +1,130 @@
+//! Writing run results to disk.
+//!
+//! Layout of an output directory (documented in README.md):
+//! - `summary.json`: the results table plus the run's plugins (with BLAKE3
+//!   hashes and configs), model and observation descriptions, chronology.
+//! - `truth.nc`: `time(cycle)`, `truth(cycle, state)`, `obs(cycle, obs)`,
+//!   `obs_location(obs)`, `obs_variance(obs)`.
+//! - `<method>.nc` per method: `time(cycle)`, `rmse_a`, `spread_a`,
+//!   `rmse_f`, `spread_f` (all `(cycle)`), `analysis_mean(cycle, state)`.
+//!
+//! The arrays are NetCDF (64-bit offset, classic data model), which xarray
+//! opens directly: `xr.open_dataset("out/lorenz96/ETKF_N28_infl1.02_rot.nc")`.
+
+use crate::run::RunOutput;
+use anyhow::{Context, Result};
+use netcdf3::{DataSet, FileWriter, Version};
+use std::path::{Path, PathBuf};
+
+/// A file-name-safe version of a method label.
+pub fn file_stem(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .collect::<String>()
+        .replace("N=", "N")
+        .replace('=', "")
+}
+
+struct Var<'a> {
+    name: &'a str,
+    dims: &'a [&'a str],
+    data: &'a [f64],
+    units: &'a str,
+    long_name: &'a str,
+}
+
+fn write_nc(path: &Path, dims: &[(&str, usize)], vars: &[Var<'_>], attrs: &[(&str, String)]) -> Result<()> {
+    let mut ds = DataSet::new();
+    let err = |e: netcdf3::error::InvalidDataSet| anyhow::anyhow!("building {}: {e:?}", path.display());
+    for (name, len) in dims {
+        ds.add_fixed_dim(*name, *len).map_err(err)?;
+    }
+    for v in vars {
+        ds.add_var_f64(v.name, v.dims).map_err(err)?;
+        ds.add_var_attr_string(v.name, "units", v.units).map_err(err)?;
+        ds.add_var_attr_string(v.name, "long_name", v.long_name).map_err(err)?;
+    }
+    for (name, value) in attrs {
+        ds.add_global_attr_string(*name, value).map_err(err)?;
+    }
+    let tmp = path.with_extension("nc.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let werr = |e: netcdf3::error::WriteError| anyhow::anyhow!("writing {}: {e:?}", path.display());
+    let mut writer = FileWriter::create_new(&tmp).map_err(werr)?;
+    writer.set_def(&ds, Version::Offset64Bit, 0).map_err(werr)?;
+    for v in vars {
+        writer.write_var_f64(v.name, v.data).map_err(werr)?;
+    }
+    writer.close().map_err(werr)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("moving {} into place", path.display()))?;
+    Ok(())
+}
+
+/// Write everything under `dir` (created if needed); returns the files.
+pub fn write(dir: &Path, run: &RunOutput, plugin_set: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    let twin = &run.twin;
+    let (m, k) = twin.truth.shape();
+    let p = twin.obs.nrows();
+    let units = &run.model.state_units;
+    let common = vec![
+        ("Conventions", "CF-1.8".to_string()),
+        ("source", format!("geohost {}", env!("CARGO_PKG_VERSION"))),
+        ("plugin_set", plugin_set.display().to_string()),
+        ("model", format!("{} {}", run.model.name, run.model.version)),
+    ];
+    let mut files = Vec::new();
+
+    let truth_path = dir.join("truth.nc");
+    let locations = &run.obs.locations;
+    write_nc(
+        &truth_path,
+        &[("cycle", k), ("state", m), ("obs", p)],
+        &[
+            Var { name: "time", dims: &["cycle"], data: &twin.times, units: &run.model.time_units, long_name: "observation time" },
+            Var { name: "truth", dims: &["cycle", "state"], data: twin.truth.as_slice(), units, long_name: "true state" },
+            Var { name: "obs", dims: &["cycle", "obs"], data: twin.obs.as_slice(), units: &run.obs.units, long_name: "synthetic observations" },
+            Var { name: "obs_location", dims: &["obs"], data: locations, units: "grid index", long_name: "observation location" },
+            Var { name: "obs_variance", dims: &["obs"], data: twin.obs_variance.as_slice(), units: "1", long_name: "observation-error variance (diagonal of R)" },
+        ],
+        &common,
+    )?;
+    files.push(truth_path);
+
+    for method_run in &run.methods {
+        let label = method_run.method.label();
+        let path = dir.join(format!("{}.nc", file_stem(&label)));
+        let s = &method_run.trajectory.stats;
+        let mut attrs = common.clone();
+        attrs.push(("method", label.clone()));
+        attrs.push(("method_parameters", serde_json::to_string(&method_run.method)?));
+        write_nc(
+            &path,
+            &[("cycle", k), ("state", m)],
+            &[
+                Var { name: "time", dims: &["cycle"], data: &twin.times, units: &run.model.time_units, long_name: "observation time" },
+                Var { name: "rmse_a", dims: &["cycle"], data: &s.rmse_a, units, long_name: "analysis RMSE" },
+                Var { name: "spread_a", dims: &["cycle"], data: &s.spread_a, units, long_name: "analysis spread" },
+                Var { name: "rmse_f", dims: &["cycle"], data: &s.rmse_f, units, long_name: "forecast RMSE" },
+                Var { name: "spread_f", dims: &["cycle"], data: &s.spread_f, units, long_name: "forecast spread" },
+                Var { name: "analysis_mean", dims: &["cycle", "state"], data: method_run.trajectory.analysis_mean.as_slice(), units, long_name: "analysis mean" },
+            ],
+            &attrs,
+        )?;
+        files.push(path);
+    }
+
+    let summary = serde_json::json!({
+        "plugin_set": plugin_set.display().to_string(),
+        "plugins": run.plugins,
+        "model": run.model,
+        "observations": run.obs,
+        "chronology": twin.chronology,
+        "results": run.methods.iter().map(|r| r.row()).collect::<Vec<_>>(),
+    });
+    let summary_path = dir.join("summary.json");
+    std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)? + "\n").with_context(|| format!("writing {}", summary_path.display()))?;
+    files.push(summary_path);
+    Ok(files)
+}
