@@ -23,22 +23,24 @@ pub struct Etkf;
 pub fn transform(s: &DMatrix<f64>, dy: &DVector<f64>) -> (DVector<f64>, DMatrix<f64>) {
     let n = s.ncols();
     let n1 = (n - 1) as f64;
-    let mut g = s.tr_mul(s);
+    // Explicit transpose + GEMM: nalgebra's `tr_mul` is a dot-product loop,
+    // several times slower at these sizes.
+    let st = s.transpose();
+    let mut g = &st * s;
     for i in 0..n {
         g[(i, i)] += n1;
     }
     let SymmetricEigen { eigenvalues: d, eigenvectors: v } = SymmetricEigen::new(g);
-    let scaled = |f: &dyn Fn(f64) -> f64| {
-        let mut vd = v.clone();
-        for (j, mut col) in vd.column_iter_mut().enumerate() {
-            col *= f(d[j]);
-        }
-        vd * v.transpose()
-    };
-    let pw = scaled(&|x| 1.0 / x);
-    let t = scaled(&|x| n1.sqrt() / x.sqrt());
-    let w = pw * s.tr_mul(dy);
-    (w, t)
+    // T = V diag(√(N−1)/√d) Vᵀ
+    let mut vd = v.clone();
+    for (j, mut col) in vd.column_iter_mut().enumerate() {
+        col *= n1.sqrt() / d[j].sqrt();
+    }
+    let t = vd * v.transpose();
+    // w = Pw Sᵀδ = V diag(1/d) Vᵀ Sᵀδ, as matrix–vector products.
+    let mut c = v.tr_mul(&(st * dy));
+    c.component_div_assign(&d);
+    (v * c, t)
 }
 
 /// Whitened observation anomalies and innovation: R^{-1/2}(Eo − ȳ),

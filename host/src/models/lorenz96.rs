@@ -33,9 +33,11 @@ impl Lorenz96 {
     /// dx_i/dt = (x_{i+1} − x_{i−2}) x_{i−1} − x_i + F, periodic.
     pub fn tendency(forcing: f64, x: &[f64], dxdt: &mut [f64]) {
         let n = x.len();
-        for i in 0..n {
-            let (ip1, im1, im2) = ((i + 1) % n, (i + n - 1) % n, (i + n - 2) % n);
-            dxdt[i] = (x[ip1] - x[im2]) * x[im1] - x[i] + forcing;
+        dxdt[0] = (x[1] - x[n - 2]) * x[n - 1] - x[0] + forcing;
+        dxdt[1] = (x[2] - x[n - 1]) * x[0] - x[1] + forcing;
+        dxdt[n - 1] = (x[0] - x[n - 3]) * x[n - 2] - x[n - 1] + forcing;
+        for i in 2..n - 1 {
+            dxdt[i] = (x[i + 1] - x[i - 2]) * x[i - 1] - x[i] + forcing;
         }
     }
 }
