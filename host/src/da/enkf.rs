@@ -33,8 +33,10 @@ impl Analysis for PertObs {
             col += y;
         }
         let chol = c.cholesky().ok_or_else(|| anyhow::anyhow!("EnKF: Y Yᵀ + (N−1)R is not positive definite"))?;
-        let weights = yanom.transpose() * chol.solve(&innovations); // N × N
-        *e += a * weights;
+        // K = A Yᵀ C⁻¹ (m × p) first: cheaper than forming an N × N weight
+        // matrix whenever N exceeds p.
+        let k = chol.solve(&(yanom * a.transpose())).transpose();
+        *e += k * innovations;
         Ok(())
     }
 }

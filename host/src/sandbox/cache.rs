@@ -4,9 +4,12 @@
 //! loading a serialized one takes well under a millisecond. Entries are
 //! keyed by the BLAKE3 hash of the component bytes *and* the engine's
 //! compatibility hash, so a different wasmtime version or engine
-//! configuration never loads a stale artifact. Only files this host wrote
-//! are deserialized (they live in a directory the host owns); a file that
-//! fails to load is recompiled and overwritten.
+//! configuration never loads a stale artifact. Each entry starts with the
+//! BLAKE3 hash of the serialized bytes after it, checked before
+//! deserializing, so a corrupted or truncated entry is recompiled (and
+//! overwritten), never executed. Entries are read into memory rather than
+//! memory-mapped, so a concurrent rewrite cannot pull code from under a
+//! running plugin.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -45,17 +48,22 @@ impl CompileCache {
     /// problems never fail the load: the component is compiled instead.
     pub fn load(&self, engine: &Engine, content_hash: &blake3::Hash, bytes: &[u8]) -> wasmtime::Result<(Component, bool)> {
         let path = self.entry(engine, content_hash);
-        if path.is_file() {
-            // SAFETY: the file was written by `store` below from
-            // `Component::serialize` of this engine configuration (the key
-            // includes the compatibility hash), in a directory we own.
-            if let Ok(component) = unsafe { Component::deserialize_file(engine, &path) } {
-                return Ok((component, true));
+        if let Ok(entry) = std::fs::read(&path) {
+            if entry.len() > 32 && blake3::hash(&entry[32..]).as_bytes() == &entry[..32] {
+                // SAFETY: these bytes are exactly what `Component::serialize`
+                // produced for this engine configuration (the key includes
+                // the compatibility hash; the checksum rules out corruption).
+                if let Ok(component) = unsafe { Component::deserialize(engine, &entry[32..]) } {
+                    return Ok((component, true));
+                }
             }
         }
         let component = Component::new(engine, bytes)?;
         if let Ok(serialized) = component.serialize() {
-            let _ = store_atomically(&path, &serialized);
+            let mut entry = Vec::with_capacity(32 + serialized.len());
+            entry.extend_from_slice(blake3::hash(&serialized).as_bytes());
+            entry.extend_from_slice(&serialized);
+            let _ = store_atomically(&path, &entry);
         }
         Ok((component, false))
     }

@@ -1,0 +1,63 @@
+//! Shared helpers for the integration tests: where the real plugin
+//! components and the real binary are.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ lives in the repository root").to_path_buf()
+}
+
+/// A built plugin component. The tests need `plugins/build.sh` to have run
+/// (scripts/test.sh does it first).
+pub fn plugin(name: &str) -> PathBuf {
+    let path = repo_root().join("plugins").join("dist").join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is missing: build the plugins first with plugins/build.sh (scripts/test.sh does)", path.display());
+    path
+}
+
+/// The `geohost` binary with an isolated compile cache.
+pub fn geohost(cache: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geohost"));
+    cmd.env("GEOHOST_CACHE_DIR", cache);
+    cmd
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A plugin-set file for Lorenz-96 with the given methods and cycles,
+/// pointing at the built plugins.
+pub fn lorenz96_set(dir: &Path, cycles: usize, methods: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[model]
+plugin = "{model}"
+config = {{ F = 8.0, size = 40 }}
+
+[observations]
+plugin = "{obs}"
+config = {{ select = "all", variance = 1.0 }}
+
+[experiment]
+cycles = {cycles}
+burn_in = 5.0
+seed = 1
+x0 = "e0"
+x0_variance = 0.001
+
+{methods}
+"#,
+        model = plugin("lorenz96").display(),
+        obs = plugin("obs-subset").display(),
+    );
+    let path = dir.join("set.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
