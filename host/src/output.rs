@@ -19,11 +19,10 @@ use std::path::{Path, PathBuf};
 /// A file-name-safe version of a method label.
 pub fn file_stem(label: &str) -> String {
     label
+        .replace('=', "")
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
-        .collect::<String>()
-        .replace("N=", "N")
-        .replace('=', "")
+        .collect()
 }
 
 struct Var<'a> {

@@ -105,5 +105,9 @@ pub fn simulate(model: &mut dyn ForwardModel, obs: &mut dyn ObsOperator, chronol
         }
     }
     let clim_cov = clim_m2 / steps.max(1) as f64;
+    anyhow::ensure!(
+        clim_cov.iter().all(|v| v.is_finite()),
+        "the truth trajectory's covariance overflows (values too large for f64); check the model parameters and x0"
+    );
     Ok(Twin { chronology, times: chronology.obs_times(), prior, truth, obs: ys, obs_variance, clim_mean, clim_cov })
 }
