@@ -3,10 +3,14 @@
 //! Layout of an output directory (documented in README.md):
 //! - `summary.json`: the results table plus the run's plugins (with BLAKE3
 //!   hashes and configs), model and observation descriptions, chronology.
-//! - `truth.nc`: `time(cycle)`, `truth(cycle, state)`, `obs(cycle, obs)`,
-//!   `obs_location(obs)`, `obs_variance(obs)`.
-//! - `<method>.nc` per method: `time(cycle)`, `rmse_a`, `spread_a`,
-//!   `rmse_f`, `spread_f` (all `(cycle)`), `analysis_mean(cycle, state)`.
+//! - `truth.nc`: `time(time)`, `state(state)`, `truth(time, state)`,
+//!   `obs(time, obs)`, `obs_location(obs)`, `obs_variance(obs)`.
+//! - `<method>.nc` per method: `time(time)`, `state(state)`, `rmse_a`,
+//!   `spread_a`, `rmse_f`, `spread_f` (all `(time)`),
+//!   `analysis_mean(time, state)`.
+//!
+//! `time` and `state` are coordinate variables (one per observation cycle
+//! and per state variable).
 //!
 //! The arrays are NetCDF (64-bit offset, classic data model), which xarray
 //! opens directly: `xr.open_dataset("out/lorenz96/ETKF_N28_infl1.02_rot.nc")`.
@@ -67,6 +71,9 @@ pub fn write(dir: &Path, run: &RunOutput, plugin_set: &Path) -> Result<Vec<PathB
     let (m, k) = twin.truth.shape();
     let p = twin.obs.nrows();
     let units = &run.model.state_units;
+    // Coordinate variables (same name as their dimension), so xarray
+    // indexes by time and state.
+    let state_index: Vec<f64> = (0..m).map(|i| i as f64).collect();
     let common = vec![
         ("Conventions", "CF-1.8".to_string()),
         ("source", format!("geohost {}", env!("CARGO_PKG_VERSION"))),
@@ -79,11 +86,12 @@ pub fn write(dir: &Path, run: &RunOutput, plugin_set: &Path) -> Result<Vec<PathB
     let locations = &run.obs.locations;
     write_nc(
         &truth_path,
-        &[("cycle", k), ("state", m), ("obs", p)],
+        &[("time", k), ("state", m), ("obs", p)],
         &[
-            Var { name: "time", dims: &["cycle"], data: &twin.times, units: &run.model.time_units, long_name: "observation time" },
-            Var { name: "truth", dims: &["cycle", "state"], data: twin.truth.as_slice(), units, long_name: "true state" },
-            Var { name: "obs", dims: &["cycle", "obs"], data: twin.obs.as_slice(), units: &run.obs.units, long_name: "synthetic observations" },
+            Var { name: "time", dims: &["time"], data: &twin.times, units: &run.model.time_units, long_name: "observation time" },
+            Var { name: "state", dims: &["state"], data: &state_index, units: "1", long_name: "state variable index (grid coordinate)" },
+            Var { name: "truth", dims: &["time", "state"], data: twin.truth.as_slice(), units, long_name: "true state" },
+            Var { name: "obs", dims: &["time", "obs"], data: twin.obs.as_slice(), units: &run.obs.units, long_name: "synthetic observations" },
             Var { name: "obs_location", dims: &["obs"], data: locations, units: "grid index", long_name: "observation location" },
             Var { name: "obs_variance", dims: &["obs"], data: twin.obs_variance.as_slice(), units: "1", long_name: "observation-error variance (diagonal of R)" },
         ],
@@ -100,14 +108,15 @@ pub fn write(dir: &Path, run: &RunOutput, plugin_set: &Path) -> Result<Vec<PathB
         attrs.push(("method_parameters", serde_json::to_string(&method_run.method)?));
         write_nc(
             &path,
-            &[("cycle", k), ("state", m)],
+            &[("time", k), ("state", m)],
             &[
-                Var { name: "time", dims: &["cycle"], data: &twin.times, units: &run.model.time_units, long_name: "observation time" },
-                Var { name: "rmse_a", dims: &["cycle"], data: &s.rmse_a, units, long_name: "analysis RMSE" },
-                Var { name: "spread_a", dims: &["cycle"], data: &s.spread_a, units, long_name: "analysis spread" },
-                Var { name: "rmse_f", dims: &["cycle"], data: &s.rmse_f, units, long_name: "forecast RMSE" },
-                Var { name: "spread_f", dims: &["cycle"], data: &s.spread_f, units, long_name: "forecast spread" },
-                Var { name: "analysis_mean", dims: &["cycle", "state"], data: method_run.trajectory.analysis_mean.as_slice(), units, long_name: "analysis mean" },
+                Var { name: "time", dims: &["time"], data: &twin.times, units: &run.model.time_units, long_name: "observation time" },
+                Var { name: "state", dims: &["state"], data: &state_index, units: "1", long_name: "state variable index (grid coordinate)" },
+                Var { name: "rmse_a", dims: &["time"], data: &s.rmse_a, units, long_name: "analysis RMSE" },
+                Var { name: "spread_a", dims: &["time"], data: &s.spread_a, units, long_name: "analysis spread" },
+                Var { name: "rmse_f", dims: &["time"], data: &s.rmse_f, units, long_name: "forecast RMSE" },
+                Var { name: "spread_f", dims: &["time"], data: &s.spread_f, units, long_name: "forecast spread" },
+                Var { name: "analysis_mean", dims: &["time", "state"], data: method_run.trajectory.analysis_mean.as_slice(), units, long_name: "analysis mean" },
             ],
             &attrs,
         )?;
