@@ -8,7 +8,7 @@
 //! H is linearised once, at μ_c, by unit perturbations (exact for linear
 //! operators); the innovation uses the full operator.
 
-use super::ensemble::Trajectory;
+use super::ensemble::{forecast, Trajectory};
 use super::linalg::spd_inverse;
 use super::stats::{covariance_spread, rmse, CycleStats};
 use super::twin::Twin;
@@ -89,13 +89,9 @@ pub fn var3d(twin: &Twin, model: &mut dyn ForwardModel, obs: &mut dyn ObsOperato
     let mut x = DMatrix::from_column_slice(twin.prior.mean.len(), 1, twin.prior.mean.as_slice());
     let mut stats = CycleStats::with_capacity(ch.cycles);
     let mut analysis_mean = DMatrix::zeros(x.nrows(), ch.cycles);
-    let mut t = 0.0;
     for k in 0..ch.cycles {
-        for _ in 0..ch.steps_per_obs {
-            model.advance(&mut x, t, ch.dt).with_context(|| format!("3D-Var forecast of cycle {k}"))?;
-            t += ch.dt;
-        }
-        t = twin.times[k];
+        forecast(model, &mut x, twin, k)?;
+        let t = twin.times[k];
         let truth = twin.truth_at(k);
         let xf = x.column(0).into_owned();
         stats.push_forecast(rmse(&xf, &truth), spread_f);

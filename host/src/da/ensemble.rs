@@ -52,6 +52,18 @@ pub struct Trajectory {
     pub analysis_mean: DMatrix<f64>,
 }
 
+/// Forecast: advance `states` from the previous observation time to that
+/// of cycle `k` (`steps_per_obs` model steps).
+pub fn forecast(model: &mut dyn ForwardModel, states: &mut DMatrix<f64>, twin: &Twin, k: usize) -> Result<()> {
+    let ch = twin.chronology;
+    let t0 = if k == 0 { 0.0 } else { twin.times[k - 1] };
+    for step in 0..ch.steps_per_obs {
+        let t = t0 + step as f64 * ch.dt;
+        model.advance(states, t, ch.dt).with_context(|| format!("forecast of cycle {k} (t = {t})"))?;
+    }
+    Ok(())
+}
+
 /// Run the cycle: forecast `steps_per_obs` model steps, record forecast
 /// statistics, analyse, post-process, record analysis statistics.
 pub fn cycle(
@@ -68,13 +80,9 @@ pub fn cycle(
     let mut e = twin.prior.sample(members, rng);
     let mut stats = CycleStats::with_capacity(ch.cycles);
     let mut analysis_mean = DMatrix::zeros(e.nrows(), ch.cycles);
-    let mut t = 0.0;
     for k in 0..ch.cycles {
-        for _ in 0..ch.steps_per_obs {
-            model.advance(&mut e, t, ch.dt).with_context(|| format!("forecast of cycle {k} (t = {t})"))?;
-            t += ch.dt;
-        }
-        t = twin.times[k];
+        forecast(model, &mut e, twin, k)?;
+        let t = twin.times[k];
         let truth = twin.truth_at(k);
         let (mu, a) = center(&e);
         stats.push_forecast(rmse(&mu, &truth), ensemble_spread(&a));

@@ -24,12 +24,7 @@ impl WasmForward {
     /// Instantiate `loaded` and configure it with `config` (a JSON object).
     pub fn new(runtime: &Runtime, loaded: &LoadedComponent, config: &str) -> Result<WasmForward, SandboxError> {
         let mut instance = Instance::new(runtime, loaded, |store, component, linker| Bindings::instantiate(store, component, linker))?;
-        let info = instance
-            .call("init", |b, store| b.geohost_plugin_forward().call_init(store, config))
-            .map_err(|e| match e {
-                SandboxError::Returned { plugin, message, .. } => SandboxError::Config { plugin, message },
-                other => other,
-            })?;
+        let info = instance.init(|b, store| b.geohost_plugin_forward().call_init(store, config))?;
         let info = ModelInfo {
             name: info.name,
             version: info.version,

@@ -308,6 +308,15 @@ impl<B> Instance<B> {
         }
     }
 
+    /// Call `init`: an error result there means the plugin refused its
+    /// config, reported as [`SandboxError::Config`].
+    fn init<T>(&mut self, f: impl FnOnce(&B, &mut Store<StoreLimiter>) -> wasmtime::Result<Result<T, String>>) -> Result<T, SandboxError> {
+        self.call("init", f).map_err(|e| match e {
+            SandboxError::Returned { plugin, message, .. } => SandboxError::Config { plugin, message },
+            other => other,
+        })
+    }
+
     fn classify(&mut self, call: &'static str, error: wasmtime::Error) -> SandboxError {
         let plugin = self.plugin.clone();
         if let Some(asked) = self.store.data_mut().refused_memory.take() {
