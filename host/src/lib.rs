@@ -6,6 +6,7 @@
 //! - [`models`]: native reference models (tests, benchmarks).
 //! - [`da`]: step 2, the oracle: twin experiments and the EnKF family.
 //! - [`pluginset`]: the plugin-set file that describes a run.
+//! - [`registry`]: content-addressed artifacts and their lineage (SQLite).
 
 pub mod model;
 pub mod models;
@@ -14,4 +15,5 @@ pub mod bench;
 pub mod da;
 pub mod output;
 pub mod pluginset;
+pub mod registry;
 pub mod run;

@@ -3,7 +3,10 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use geohost::sandbox::{CompileCache, Limits, Runtime};
+use geohost::registry::{default_dir, Registry};
 use geohost::{bench, output, pluginset::PluginSet, run};
+
+mod registry_cmd;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -22,6 +25,8 @@ enum Command {
     Inspect(InspectArgs),
     /// Print performance figures (not a test: read the numbers).
     Bench(BenchArgs),
+    /// The lineage registry: artifacts, lineage, oracles, staleness, integrity.
+    Registry(registry_cmd::RegistryArgs),
 }
 
 #[derive(Args)]
@@ -40,6 +45,12 @@ struct RunArgs {
     /// No progress bars.
     #[arg(long, short)]
     quiet: bool,
+    /// Registry directory [default: $GEOHOST_REGISTRY or ~/.local/share/geohost/registry].
+    #[arg(long)]
+    registry: Option<PathBuf>,
+    /// Do not record the run in the registry.
+    #[arg(long, conflicts_with = "registry")]
+    no_registry: bool,
     #[command(flatten)]
     sandbox: SandboxArgs,
 }
@@ -129,10 +140,23 @@ fn progress_factory(quiet: bool) -> impl FnMut(&str, usize) -> Box<dyn FnMut(usi
 fn cmd_run(args: RunArgs) -> Result<()> {
     let set = PluginSet::load(&args.plugin_set)?;
     let runtime = args.sandbox.runtime(set.set.limits)?;
+    let mut registry = if args.no_registry { None } else { Some(Registry::open(&args.registry.clone().unwrap_or_else(default_dir))?) };
     let mut progress = progress_factory(args.quiet || args.json);
-    let result = run::run(&set, &runtime, args.cycles, &mut progress)?;
+    let result = run::run(&set, &runtime, registry.as_ref(), args.cycles, &mut progress)?;
     let out_dir = args.out.unwrap_or_else(|| PathBuf::from("out").join(&set.name));
     let files = output::write(&out_dir, &result, &set.path)?;
+    if result.methods.first().is_some_and(|m| m.summary.cycles_averaged == 0) {
+        eprintln!("warning: no cycle is after the burn-in (t > {}); time means are NaN. Run more cycles or shorten experiment.burn_in", set.set.experiment.burn_in);
+    }
+    if let Some(registry) = registry.as_mut() {
+        let reg = run::register(registry, &set, &result, &files)?;
+        let dir = registry.dir().display();
+        match reg.identical_to_earlier {
+            Some(true) => eprintln!("registry {dir}: identical inputs to an earlier run; its {} outputs are identical (same hashes)", reg.outputs.len() + 1),
+            Some(false) => eprintln!("registry {dir}: identical inputs to an earlier run, but the outputs differ from it (not reproducible?)"),
+            None => eprintln!("registry {dir}: registered {} new artifact(s) of {}", reg.new_artifacts, reg.total_artifacts),
+        }
+    }
     if args.json {
         let rows: Vec<_> = result.methods.iter().map(|r| r.row()).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -180,6 +204,7 @@ fn main() {
         Command::Run(args) => cmd_run(args),
         Command::Inspect(args) => cmd_inspect(args),
         Command::Bench(args) => cmd_bench(args),
+        Command::Registry(args) => registry_cmd::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 pub struct PluginSet {
     /// A name for the run (defaults to the file stem).
     pub name: Option<String>,
+    /// The data-tier transition the run belongs to (L0_L1 … L3_L4).
+    pub transition: Option<String>,
     pub model: PluginRef,
     pub observations: PluginRef,
     pub experiment: Experiment,
@@ -27,7 +29,10 @@ pub struct PluginSet {
 #[serde(deny_unknown_fields)]
 pub struct PluginRef {
     /// Path to the component (`.wasm`), relative to the plugin-set file.
-    pub plugin: PathBuf,
+    pub plugin: Option<PathBuf>,
+    /// Or a registered component: `blake3:…` (or a unique prefix) or
+    /// `NAME[@VERSION]`; its bytes are re-hashed when loaded.
+    pub artifact: Option<String>,
     /// Passed to the plugin's `init` as a JSON object.
     #[serde(default)]
     pub config: toml::Table,
@@ -161,15 +166,34 @@ impl MethodSpec {
     }
 }
 
+/// Where a plugin comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Path(PathBuf),
+    Artifact(String),
+}
+
+impl PluginRef {
+    fn source(&self, table: &str, dir: &Path) -> Result<Source> {
+        match (&self.plugin, &self.artifact) {
+            (Some(p), None) => Ok(Source::Path(dir.join(p))),
+            (None, Some(a)) => Ok(Source::Artifact(a.clone())),
+            _ => bail!("[{table}] needs exactly one of `plugin` (a path) or `artifact` (a registry id or name@version)"),
+        }
+    }
+}
+
 /// A parsed, validated plugin-set with paths resolved.
 #[derive(Debug)]
 pub struct Loaded {
     pub path: PathBuf,
+    /// The file's bytes, as registered.
+    pub bytes: Vec<u8>,
     pub name: String,
     pub set: PluginSet,
     pub methods: Vec<Method>,
-    pub model_path: PathBuf,
-    pub obs_path: PathBuf,
+    pub model: Source,
+    pub obs: Source,
 }
 
 impl PluginSet {
@@ -195,8 +219,15 @@ impl PluginSet {
             return Err(fail(format!("experiment.x0_variance must be a non-negative number, got {}", e.x0_variance)));
         }
         set.limits.validate().map_err(|e| fail(format!("{e:#}")))?;
+        if let Some(t) = &set.transition {
+            if !crate::registry::schema::L_TRANSITIONS.contains(&t.as_str()) {
+                return Err(fail(format!("transition `{t}` is not one of {}", crate::registry::schema::L_TRANSITIONS.join(", "))));
+            }
+        }
         let dir = path.parent().unwrap_or(Path::new("."));
+        let model = set.model.source("model", dir).map_err(|e| fail(format!("{e:#}")))?;
+        let obs = set.observations.source("observations", dir).map_err(|e| fail(format!("{e:#}")))?;
         let name = set.name.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()));
-        Ok(Loaded { path: path.into(), name, model_path: dir.join(&set.model.plugin), obs_path: dir.join(&set.observations.plugin), methods, set })
+        Ok(Loaded { path: path.into(), bytes: text.into_bytes(), name, model, obs, methods, set })
     }
 }

@@ -5,7 +5,8 @@ use crate::da::stats::Summary;
 use crate::da::twin::{self, Chronology, Prior, Twin};
 use crate::da::{ensemble::Trajectory, Method};
 use crate::model::{check_pair, ForwardModel, ModelInfo, ObsInfo, ObsOperator};
-use crate::pluginset::Loaded;
+use crate::pluginset::{Loaded, Source};
+use crate::registry::{NewArtifact, Registry};
 use crate::sandbox::{config_json, LoadedComponent, Runtime, WasmForward, WasmObs, World};
 use anyhow::{Context, Result};
 use nalgebra::DVector;
@@ -66,6 +67,8 @@ pub struct RunOutput {
     pub plugins: Vec<PluginRecord>,
     pub twin: Twin,
     pub methods: Vec<MethodRun>,
+    /// Cycles actually run (after any override).
+    pub cycles: usize,
 }
 
 /// Per-method progress callbacks: `start(label, total)` returns the tick
@@ -78,9 +81,24 @@ fn method_seed(seed: u64, method: &Method) -> u64 {
     seed ^ u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
-/// Run a loaded plugin-set. `cycles` overrides the file's cycle count.
-pub fn run(set: &Loaded, runtime: &Runtime, cycles: Option<usize>, progress: &mut ProgressFactory<'_>) -> Result<RunOutput> {
-    let model_component = runtime.load("model", &set.model_path, World::ForwardModel).context("loading the forward model")?;
+/// Load a plugin from its path, or from the registry by id or name (its
+/// bytes re-hashed on the way).
+fn load_plugin(runtime: &Runtime, registry: Option<&Registry>, label: &str, source: &Source, world: World) -> Result<LoadedComponent> {
+    match source {
+        Source::Path(path) => Ok(runtime.load(label, path, world)?),
+        Source::Artifact(reference) => {
+            let registry = registry.with_context(|| format!("plugin `{label}` names registry artifact `{reference}`, but no registry is in use (drop --no-registry)"))?;
+            let id = registry.resolve(reference).with_context(|| format!("plugin `{label}`"))?;
+            let bytes = registry.read(&id).with_context(|| format!("plugin `{label}`"))?;
+            Ok(runtime.load_bytes(label, std::path::Path::new(&id), &bytes, world)?)
+        }
+    }
+}
+
+/// Run a loaded plugin-set. `cycles` overrides the file's cycle count;
+/// `registry` resolves plugins named by artifact.
+pub fn run(set: &Loaded, runtime: &Runtime, registry: Option<&Registry>, cycles: Option<usize>, progress: &mut ProgressFactory<'_>) -> Result<RunOutput> {
+    let model_component = load_plugin(runtime, registry, "model", &set.model, World::ForwardModel).context("loading the forward model")?;
     let model_config = config_json(&set.set.model.config);
     let mut model = WasmForward::new(runtime, &model_component, &model_config)?;
     let m = model.info().state_size;
@@ -90,7 +108,7 @@ pub fn run(set: &Loaded, runtime: &Runtime, cycles: Option<usize>, progress: &mu
     let mut obs_table = set.set.observations.config.clone();
     obs_table.entry("state_size").or_insert(toml::Value::Integer(m as i64));
     let obs_config = config_json(&obs_table);
-    let obs_component = runtime.load("observations", &set.obs_path, World::ObsOperator).context("loading the observation operator")?;
+    let obs_component = load_plugin(runtime, registry, "observations", &set.obs, World::ObsOperator).context("loading the observation operator")?;
     let mut obs = WasmObs::new(runtime, &obs_component, &obs_config)?;
     check_pair(model.info(), obs.info())?;
 
@@ -122,5 +140,114 @@ pub fn run(set: &Loaded, runtime: &Runtime, cycles: Option<usize>, progress: &mu
         methods.push(MethodRun { method: method.clone(), summary, ms_per_cycle, trajectory });
     }
     let plugins = vec![PluginRecord::new("model", &model_component, &model_config), PluginRecord::new("observations", &obs_component, &obs_config)];
-    Ok(RunOutput { model: model.info().clone(), obs: obs.info().clone(), plugins, twin, methods })
+    Ok(RunOutput { model: model.info().clone(), obs: obs.info().clone(), plugins, twin, methods, cycles: chronology.cycles })
+}
+
+/// What registering a run did.
+pub struct Registration {
+    /// (artifact id, name) of each method's output, in method order.
+    pub outputs: Vec<(String, String)>,
+    pub new_artifacts: usize,
+    pub total_artifacts: usize,
+    /// `Some(true)` when an earlier run had identical inputs and produced
+    /// identical outputs, `Some(false)` when its outputs differed.
+    pub identical_to_earlier: Option<bool>,
+    pub input_key: String,
+}
+
+fn method_role(method: &Method) -> &'static str {
+    match method {
+        Method::Climatology | Method::OptInterp | Method::Var3D { .. } => "baseline",
+        Method::EnKF { .. } | Method::ETKF { .. } | Method::LETKF { .. } => "oracle",
+    }
+}
+
+/// Record a finished run in the registry: both plugins (with their
+/// self-descriptions), the plugin-set file, the truth/observations file and
+/// each method's output file, with `derived_from` edges to the plugins and
+/// `produced_by` edges to the plugin-set. `files` are the paths
+/// [`crate::output::write`] returned.
+pub fn register(registry: &mut Registry, set: &Loaded, result: &RunOutput, files: &[std::path::PathBuf]) -> Result<Registration> {
+    let mut added = Vec::new();
+    let mut add = |registry: &mut Registry, bytes: &[u8], a: NewArtifact| -> Result<String> {
+        let (id, existed) = registry.add(bytes, &a)?;
+        added.push(existed);
+        Ok(id)
+    };
+    let plugin = |record: &PluginRecord, world: &str, info: serde_json::Value, name: &str, version: &str| NewArtifact {
+        kind: "plugin".into(),
+        name: name.into(),
+        version: Some(version.into()),
+        media_type: "application/wasm".into(),
+        step: Some(1),
+        tags: vec![world.into()],
+        metadata: serde_json::json!({ "world": world, "description": info, "config": record.config }),
+        ..Default::default()
+    };
+    let model_bytes = std::fs::read(&result.plugins[0].path).or_else(|_| registry.read(&result.plugins[0].blake3))?;
+    let model_id = add(registry, &model_bytes, plugin(&result.plugins[0], "forward-model", serde_json::to_value(&result.model)?, &result.model.name, &result.model.version))?;
+    let obs_bytes = std::fs::read(&result.plugins[1].path).or_else(|_| registry.read(&result.plugins[1].blake3))?;
+    let obs_id = add(registry, &obs_bytes, plugin(&result.plugins[1], "obs-operator", serde_json::to_value(&result.obs)?, &result.obs.name, &result.obs.version))?;
+    anyhow::ensure!(model_id == result.plugins[0].blake3 && obs_id == result.plugins[1].blake3, "a plugin file changed on disk during the run; not registering it");
+    let set_id = add(registry, &set.bytes, NewArtifact {
+        kind: "plugin-set".into(),
+        name: set.name.clone(),
+        media_type: "application/toml".into(),
+        l_transition: set.set.transition.clone(),
+        metadata: serde_json::json!({ "path": set.path.display().to_string() }),
+        ..Default::default()
+    })?;
+
+    let input_key = crate::registry::artifact_id(
+        serde_json::json!({ "model": model_id, "observations": obs_id, "plugin_set": set_id, "cycles": result.cycles }).to_string().as_bytes(),
+    );
+    let earlier = registry.find_run(&input_key)?;
+
+    let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("reading {} to register it", path.display()));
+    let truth_path = files.iter().find(|f| f.ends_with("truth.nc")).context("the run wrote no truth.nc")?;
+    let truth_id = add(registry, &read(truth_path)?, NewArtifact {
+        kind: "dataset".into(),
+        name: format!("{}/truth", set.name),
+        media_type: "application/x-netcdf".into(),
+        step: Some(1),
+        l_transition: set.set.transition.clone(),
+        tags: vec!["truth".into(), "observations".into()],
+        ..Default::default()
+    })?;
+    let mut lineage = vec![(truth_id.clone(), "truth".to_string())];
+    let mut outputs = Vec::new();
+    for method_run in &result.methods {
+        let label = method_run.method.label();
+        let path = files.iter().find(|f| f.file_name().is_some_and(|n| n.to_string_lossy() == format!("{}.nc", crate::output::file_stem(&label)))).with_context(|| format!("no output file for {label}"))?;
+        let mut summary = serde_json::to_value(method_run.summary)?;
+        summary["method"] = serde_json::to_value(&method_run.method)?;
+        let id = add(registry, &read(path)?, NewArtifact {
+            kind: "run-output".into(),
+            name: format!("{}/{}", set.name, label),
+            media_type: "application/x-netcdf".into(),
+            role: Some(method_role(&method_run.method).into()),
+            step: Some(2),
+            l_transition: set.set.transition.clone(),
+            tags: vec![serde_json::to_value(&method_run.method)?["method"].as_str().unwrap_or_default().to_string()],
+            metadata: summary,
+            ..Default::default()
+        })?;
+        outputs.push((id.clone(), label.clone()));
+        lineage.push((id, label));
+    }
+    for (id, _) in &lineage {
+        registry.link(id, &model_id, "derived_from")?;
+        registry.link(id, &obs_id, "derived_from")?;
+        registry.link(id, &set_id, "produced_by")?;
+    }
+    let output_ids: Vec<String> = lineage.iter().map(|(id, _)| id.clone()).collect();
+    let identical_to_earlier = earlier.map(|e| e == output_ids);
+    registry.record_run(&input_key, &set_id, &output_ids)?;
+    Ok(Registration {
+        outputs,
+        new_artifacts: added.iter().filter(|existed| !**existed).count(),
+        total_artifacts: added.len(),
+        identical_to_earlier,
+        input_key,
+    })
 }

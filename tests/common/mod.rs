@@ -21,6 +21,7 @@ pub fn plugin(name: &str) -> PathBuf {
 pub fn geohost(cache: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_geohost"));
     cmd.env("GEOHOST_CACHE_DIR", cache);
+    cmd.env("GEOHOST_REGISTRY", cache.join("registry"));
     cmd
 }
 

@@ -62,7 +62,9 @@ impl CycleStats {
     /// Time means over the cycles whose time is after `burn_in`.
     pub fn summarize(&self, times: &[f64], burn_in: f64) -> Summary {
         let kept: Vec<usize> = (0..self.rmse_a.len()).filter(|&k| times[k] > burn_in).collect();
-        let mean = |v: &[f64]| kept.iter().map(|&k| v[k]).sum::<f64>() / kept.len().max(1) as f64;
+        // No cycle after burn-in: NaN (shown as NaN, null in JSON), never a
+        // misleading 0.
+        let mean = |v: &[f64]| kept.iter().map(|&k| v[k]).sum::<f64>() / kept.len() as f64;
         Summary {
             rmse_a: mean(&self.rmse_a),
             spread_a: mean(&self.spread_a),

@@ -164,12 +164,18 @@ impl Runtime {
             path: path.into(),
             source,
         })?;
+        self.load_bytes(plugin, path, &bytes, world)
+    }
+
+    /// As [`Runtime::load`], for bytes already in memory (e.g. read from
+    /// the registry); `path` names their origin in messages.
+    pub fn load_bytes(&self, plugin: &str, path: &Path, bytes: &[u8], world: World) -> Result<LoadedComponent, SandboxError> {
         let malformed = |reason: String| SandboxError::Malformed { plugin: plugin.into(), path: path.into(), reason };
-        check_header(&bytes).map_err(&malformed)?;
-        let hash = blake3::hash(&bytes);
+        check_header(bytes).map_err(&malformed)?;
+        let hash = blake3::hash(bytes);
         let (component, from_cache) = match &self.cache {
-            Some(cache) => cache.load(&self.engine, &hash, &bytes),
-            None => Component::new(&self.engine, &bytes).map(|c| (c, false)),
+            Some(cache) => cache.load(&self.engine, &hash, bytes),
+            None => Component::new(&self.engine, bytes).map(|c| (c, false)),
         }
         .map_err(|e| malformed(format!("{e:#}")))?;
         check_world(&self.engine, &component, plugin, path, world)?;

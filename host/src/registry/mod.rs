@@ -1,0 +1,520 @@
+//! The lineage registry: every plugin, plugin-set, run output, dataset,
+//! model, contract and report geohost touches, identified by the BLAKE3
+//! hash of its bytes, with its role, cycle step, data-tier transition,
+//! tags and typed lineage edges.
+//!
+//! A registry is a directory: `registry.db` (SQLite, WAL mode) and the blob
+//! store `objects/blake3/…` ([`store`]). Invariants:
+//! - a blob is durable before the row naming it commits;
+//! - blobs are re-hashed on every read;
+//! - every write is one `BEGIN IMMEDIATE` transaction, with a busy timeout,
+//!   so many processes can share a registry;
+//! - schema migrations run under an exclusive OS lock on `registry.lock`.
+
+pub mod bundle;
+pub mod schema;
+pub mod store;
+
+use anyhow::{bail, Context, Result};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+pub use store::{artifact_id, BlobStore};
+
+/// How long a writer waits for another to finish before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The registry directory: `--registry`, else `$GEOHOST_REGISTRY`, else
+/// `$XDG_DATA_HOME/geohost/registry`, else `~/.local/share/geohost/registry`.
+pub fn default_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("GEOHOST_REGISTRY") {
+        return PathBuf::from(dir);
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("geohost").join("registry")
+}
+
+/// What to record about a new artifact (besides its bytes).
+#[derive(Clone, Debug, Default)]
+pub struct NewArtifact {
+    pub kind: String,
+    pub name: String,
+    pub version: Option<String>,
+    pub media_type: String,
+    pub role: Option<String>,
+    pub step: Option<u8>,
+    pub l_transition: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+}
+
+/// An artifact as stored.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Artifact {
+    pub id: String,
+    pub kind: String,
+    pub name: String,
+    pub version: Option<String>,
+    pub size: u64,
+    pub media_type: String,
+    pub created: String,
+    pub role: Option<String>,
+    pub step: Option<u8>,
+    pub l_transition: Option<String>,
+    pub tags: Vec<String>,
+    pub stale: bool,
+    pub metadata: serde_json::Value,
+}
+
+/// One lineage edge.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Edge {
+    pub src: String,
+    pub dst: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// Filters for [`Registry::list`].
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub kind: Option<String>,
+    pub role: Option<String>,
+    pub step: Option<u8>,
+    pub tag: Option<String>,
+    pub name: Option<String>,
+    pub stale: Option<bool>,
+}
+
+/// Result of [`Registry::verify`].
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub checked: usize,
+    pub missing: Vec<String>,
+    pub corrupt: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.missing.is_empty() && self.corrupt.is_empty()
+    }
+}
+
+pub struct Registry {
+    dir: PathBuf,
+    conn: Connection,
+    store: BlobStore,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+fn check_choice(field: &str, value: &Option<String>, allowed: &[&str]) -> Result<()> {
+    match value {
+        Some(v) if !allowed.contains(&v.as_str()) => bail!("{field} `{v}` is not one of: {}", allowed.join(", ")),
+        _ => Ok(()),
+    }
+}
+
+impl Registry {
+    /// Open the registry at `dir`, creating it when absent.
+    pub fn open(dir: &Path) -> Result<Registry> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create registry directory {}", dir.display()))?;
+        Self::connect(dir)
+    }
+
+    /// Open an existing registry (for read commands): a missing one is an
+    /// error saying how to make one.
+    pub fn open_existing(dir: &Path) -> Result<Registry> {
+        if !dir.join("registry.db").is_file() {
+            bail!(
+                "no registry at {} (no registry.db there); `geohost run` or `geohost registry add` creates one, or pass --registry PATH / set GEOHOST_REGISTRY",
+                dir.display()
+            );
+        }
+        Self::connect(dir)
+    }
+
+    fn connect(dir: &Path) -> Result<Registry> {
+        let db = dir.join("registry.db");
+        let mut conn = Connection::open(&db).with_context(|| format!("cannot open registry database {}", db.display()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).context("enabling WAL")?;
+        anyhow::ensure!(mode.eq_ignore_ascii_case("wal"), "the registry at {} cannot use WAL mode (got {mode})", dir.display());
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Migrations under an exclusive OS lock: concurrent first opens
+        // would otherwise race to create the schema.
+        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("registry.lock"))?;
+        lock.lock().context("locking the registry for migration")?;
+        let migrated = schema::migrate(&mut conn).with_context(|| format!("registry {}", db.display()));
+        lock.unlock()?;
+        migrated?;
+        Ok(Registry { dir: dir.into(), store: BlobStore::new(dir), conn })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn store(&self) -> &BlobStore {
+        &self.store
+    }
+
+    /// Store `bytes` and record them. Returns the id and whether it was
+    /// already registered (then metadata is left as it was; new tags are
+    /// added).
+    pub fn add(&mut self, bytes: &[u8], a: &NewArtifact) -> Result<(String, bool)> {
+        check_choice("kind", &Some(a.kind.clone()), schema::KINDS)?;
+        check_choice("role", &a.role, schema::ROLES)?;
+        check_choice("l_transition", &a.l_transition, schema::L_TRANSITIONS)?;
+        if let Some(step) = a.step {
+            anyhow::ensure!((1..=6).contains(&step), "step must be between 1 and 6, got {step}");
+        }
+        anyhow::ensure!(!a.name.is_empty(), "an artifact needs a name");
+        // The blob first, durably; then the row.
+        let id = self.store.put(bytes)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO artifacts (id, kind, name, version, size, media_type, created, role, step, l_transition, metadata)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                id,
+                a.kind,
+                a.name,
+                a.version,
+                bytes.len() as i64,
+                a.media_type,
+                now(),
+                a.role,
+                a.step,
+                a.l_transition,
+                serde_json::to_string(&a.metadata)?
+            ],
+        )?;
+        for tag in &a.tags {
+            tx.execute("INSERT OR IGNORE INTO tags (id, tag) VALUES (?1, ?2)", params![id, tag])?;
+        }
+        tx.commit()?;
+        Ok((id, inserted == 0))
+    }
+
+    /// Register a file from disk.
+    pub fn add_file(&mut self, path: &Path, a: &NewArtifact) -> Result<(String, bool)> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        self.add(&bytes, a)
+    }
+
+    /// Record `src <kind> dst` (idempotent).
+    pub fn link(&mut self, src: &str, dst: &str, kind: &str) -> Result<()> {
+        check_choice("edge type", &Some(kind.into()), schema::EDGE_TYPES)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for id in [src, dst] {
+            let known: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM artifacts WHERE id = ?1)", [id], |r| r.get(0))?;
+            anyhow::ensure!(known, "cannot link: {id} is not in the registry");
+        }
+        tx.execute("INSERT OR IGNORE INTO edges (src, dst, type, created) VALUES (?1, ?2, ?3, ?4)", params![src, dst, kind, now()])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Resolve a reference: a full id, a hex prefix (with or without
+    /// `blake3:`, at least 4 digits), `NAME` (the newest) or
+    /// `NAME@VERSION`. Ambiguity is an error listing the candidates.
+    pub fn resolve(&self, reference: &str) -> Result<String> {
+        let hex = reference.strip_prefix("blake3:").unwrap_or(reference);
+        let mut candidates: Vec<String> = Vec::new();
+        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let pattern = format!("blake3:{}*", hex.to_ascii_lowercase());
+            let mut stmt = self.conn.prepare("SELECT id FROM artifacts WHERE id GLOB ?1 ORDER BY id")?;
+            candidates = stmt.query_map([pattern], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        }
+        if candidates.is_empty() {
+            let (name, version) = match reference.split_once('@') {
+                Some((n, v)) => (n, Some(v)),
+                None => (reference, None),
+            };
+            let mut stmt = self.conn.prepare(
+                "SELECT id, version FROM artifacts WHERE name = ?1 AND (?2 IS NULL OR version = ?2) ORDER BY created DESC, id",
+            )?;
+            let rows: Vec<(String, Option<String>)> = stmt.query_map(params![name, version], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+            // NAME alone: the newest registration wins (like a tag).
+            return match rows.first() {
+                Some((id, _)) => Ok(id.clone()),
+                None => bail!("no artifact matches `{reference}` (not a known id, id prefix, name or name@version); `geohost registry list` shows what is registered"),
+            };
+        }
+        if candidates.len() > 1 {
+            let listed: Vec<String> = candidates.iter().map(|id| {
+                let name: String = self.conn.query_row("SELECT name FROM artifacts WHERE id = ?1", [id], |r| r.get(0)).unwrap_or_default();
+                format!("  {id}  {name}")
+            }).collect();
+            bail!("`{reference}` is ambiguous; it matches {} artifacts:\n{}\nuse more digits", candidates.len(), listed.join("\n"));
+        }
+        Ok(candidates.remove(0))
+    }
+
+    fn row_to_artifact(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<Artifact> {
+        let id: String = r.get(0)?;
+        let metadata: String = r.get(10)?;
+        Ok(Artifact {
+            id,
+            kind: r.get(1)?,
+            name: r.get(2)?,
+            version: r.get(3)?,
+            size: r.get::<_, i64>(4)? as u64,
+            media_type: r.get(5)?,
+            created: r.get(6)?,
+            role: r.get(7)?,
+            step: r.get(8)?,
+            l_transition: r.get(9)?,
+            stale: r.get(11)?,
+            tags: Vec::new(),
+            metadata: serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null),
+        })
+    }
+
+    const SELECT: &'static str = "SELECT a.id, a.kind, a.name, a.version, a.size, a.media_type, a.created, a.role, a.step, a.l_transition, a.metadata,
+        EXISTS (SELECT 1 FROM stale s WHERE s.id = a.id) FROM artifacts a";
+
+    fn with_tags(&self, mut a: Artifact) -> Result<Artifact> {
+        let mut stmt = self.conn.prepare_cached("SELECT tag FROM tags WHERE id = ?1 ORDER BY tag")?;
+        a.tags = stmt.query_map([&a.id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        Ok(a)
+    }
+
+    /// The artifact with this exact id.
+    pub fn get(&self, id: &str) -> Result<Artifact> {
+        let sql = format!("{} WHERE a.id = ?1", Self::SELECT);
+        let a = self.conn.query_row(&sql, [id], |r| self.row_to_artifact(r)).optional()?;
+        match a {
+            Some(a) => self.with_tags(a),
+            None => bail!("{id} is not in the registry"),
+        }
+    }
+
+    /// Read an artifact's bytes, re-hashed.
+    pub fn read(&self, id: &str) -> Result<Vec<u8>> {
+        self.get(id)?;
+        self.store.get(id)
+    }
+
+    pub fn list(&self, f: &Filter) -> Result<Vec<Artifact>> {
+        let sql = format!(
+            "{} WHERE (?1 IS NULL OR a.kind = ?1) AND (?2 IS NULL OR a.role = ?2) AND (?3 IS NULL OR a.step = ?3)
+               AND (?4 IS NULL OR EXISTS (SELECT 1 FROM tags t WHERE t.id = a.id AND t.tag = ?4))
+               AND (?5 IS NULL OR a.name = ?5)
+               AND (?6 IS NULL OR EXISTS (SELECT 1 FROM stale s WHERE s.id = a.id) = ?6)
+             ORDER BY a.created, a.id",
+            Self::SELECT
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows: Vec<Artifact> = stmt
+            .query_map(params![f.kind, f.role, f.step, f.tag, f.name, f.stale], |r| self.row_to_artifact(r))?
+            .collect::<rusqlite::Result<_>>()?;
+        rows.into_iter().map(|a| self.with_tags(a)).collect()
+    }
+
+    /// All edges touching `id`'s ancestry (`up`) or descendants (`!up`),
+    /// following dependencies transitively.
+    pub fn lineage(&self, id: &str, up: bool) -> Result<Vec<Edge>> {
+        // Walk the dependency view, then report the underlying edges.
+        let sql = if up {
+            "WITH RECURSIVE walk(x) AS (SELECT ?1 UNION SELECT d.parent FROM deps d JOIN walk ON d.child = walk.x)
+             SELECT DISTINCT d.child, d.parent, d.type FROM deps d JOIN walk ON d.child = walk.x"
+        } else {
+            "WITH RECURSIVE walk(x) AS (SELECT ?1 UNION SELECT d.child FROM deps d JOIN walk ON d.parent = walk.x)
+             SELECT DISTINCT d.child, d.parent, d.type FROM deps d JOIN walk ON d.parent = walk.x"
+        };
+        let mut stmt = self.conn.prepare(sql)?;
+        let mut edges: Vec<Edge> = stmt
+            .query_map([id], |r| {
+                let (child, parent, kind): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                // Back to the stored direction (scored_by points parent → report).
+                Ok(if kind == "scored_by" { Edge { src: parent, dst: child, kind } } else { Edge { src: child, dst: parent, kind } })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        edges.sort();
+        Ok(edges)
+    }
+
+    /// Ids downstream of `id` (everything that depends on it, transitively).
+    pub fn descendants(&self, id: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "WITH RECURSIVE walk(x) AS (SELECT ?1 UNION SELECT d.child FROM deps d JOIN walk ON d.parent = walk.x)
+             SELECT x FROM walk WHERE x <> ?1 ORDER BY x",
+        )?;
+        let ids = stmt.query_map([id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
+    }
+
+    /// Which oracle was `id` validated against: its own `validated_against`
+    /// edge, else the nearest one among its ancestors.
+    pub fn oracle(&self, id: &str) -> Result<Option<Artifact>> {
+        let oracle: Option<String> = self
+            .conn
+            .query_row(
+                "WITH RECURSIVE walk(x, depth) AS (SELECT ?1, 0 UNION SELECT d.parent, walk.depth + 1 FROM deps d JOIN walk ON d.child = walk.x)
+                 SELECT e.dst FROM walk JOIN edges e ON e.src = walk.x AND e.type = 'validated_against' ORDER BY walk.depth, e.created LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        oracle.map(|o| self.get(&o)).transpose()
+    }
+
+    /// Record that `new` supersedes `old` and mark everything downstream of
+    /// `old` stale. Returns the ids newly marked.
+    pub fn supersede(&mut self, old: &str, new: &str) -> Result<Vec<String>> {
+        anyhow::ensure!(old != new, "an artifact cannot supersede itself");
+        self.get(old)?;
+        self.get(new)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("INSERT OR IGNORE INTO edges (src, dst, type, created) VALUES (?1, ?2, 'supersedes', ?3)", params![new, old, now()])?;
+        let downstream: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "WITH RECURSIVE walk(x) AS (SELECT ?1 UNION SELECT d.child FROM deps d JOIN walk ON d.parent = walk.x)
+                 SELECT x FROM walk WHERE x <> ?1 AND NOT EXISTS (SELECT 1 FROM stale s WHERE s.id = x) ORDER BY x",
+            )?;
+            let ids = stmt.query_map([old], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            ids
+        };
+        let since = now();
+        for id in &downstream {
+            tx.execute("INSERT OR IGNORE INTO stale (id, caused_by, since) VALUES (?1, ?2, ?3)", params![id, old, since])?;
+        }
+        tx.commit()?;
+        Ok(downstream)
+    }
+
+    /// Stale artifacts with the superseded artifact that made them stale.
+    pub fn stale(&self) -> Result<Vec<(Artifact, String)>> {
+        let mut stmt = self.conn.prepare("SELECT id, caused_by FROM stale ORDER BY since, id")?;
+        let rows: Vec<(String, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        rows.into_iter().map(|(id, cause)| Ok((self.get(&id)?, cause))).collect()
+    }
+
+    /// Re-hash every registered blob.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        let mut stmt = self.conn.prepare("SELECT id FROM artifacts ORDER BY id")?;
+        let ids: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        for id in ids {
+            report.checked += 1;
+            match self.store.check(&id)? {
+                Some(true) => {}
+                Some(false) => report.corrupt.push(id),
+                None => report.missing.push(id),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Name `id` as a root for [`Registry::gc`].
+    pub fn set_root(&mut self, name: &str, id: &str) -> Result<()> {
+        self.get(id)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("INSERT OR REPLACE INTO roots (name, id) VALUES (?1, ?2)", params![name, id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn roots(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare("SELECT name, id FROM roots ORDER BY name")?;
+        let roots = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        Ok(roots)
+    }
+
+    /// Remove blobs not reachable from the named roots (through their
+    /// ancestry), and blobs no row names at all. With `dry_run`, only say
+    /// what would go. Rows of unreachable artifacts go with their blobs.
+    pub fn gc(&mut self, dry_run: bool) -> Result<Vec<String>> {
+        let roots = self.roots()?;
+        anyhow::ensure!(
+            !roots.is_empty(),
+            "no named roots: gc would remove everything. Name what to keep with `geohost registry root NAME ID` first"
+        );
+        let mut keep = std::collections::BTreeSet::new();
+        for (_, id) in &roots {
+            keep.insert(id.clone());
+            for e in self.lineage(id, true)? {
+                keep.insert(e.src);
+                keep.insert(e.dst);
+            }
+        }
+        let mut doomed: Vec<String> = self.store.list()?.into_iter().filter(|id| !keep.contains(id)).collect();
+        let registered: Vec<String> = {
+            let mut stmt = self.conn.prepare("SELECT id FROM artifacts")?;
+            let ids = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            ids
+        };
+        for id in registered.iter().filter(|id| !keep.contains(*id)) {
+            if !doomed.contains(id) {
+                doomed.push(id.clone());
+            }
+        }
+        doomed.sort();
+        if dry_run {
+            return Ok(doomed);
+        }
+        // Rows first (so no row ever names a removed blob), then blobs.
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for id in &doomed {
+            tx.execute("DELETE FROM runs WHERE plugin_set = ?1", [id])?;
+            tx.execute("DELETE FROM artifacts WHERE id = ?1", [id])?;
+        }
+        tx.commit()?;
+        for id in &doomed {
+            if self.store.path_of(id)?.exists() {
+                self.store.remove(id)?;
+            }
+        }
+        Ok(doomed)
+    }
+
+    /// Remember a run by the hash of its inputs.
+    pub fn record_run(&mut self, input_key: &str, plugin_set: &str, outputs: &[String]) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO runs (input_key, plugin_set, outputs, created) VALUES (?1, ?2, ?3, ?4)",
+            params![input_key, plugin_set, serde_json::to_string(outputs)?, now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The outputs of an earlier run with the same inputs, if any.
+    pub fn find_run(&self, input_key: &str) -> Result<Option<Vec<String>>> {
+        let outputs: Option<String> = self.conn.query_row("SELECT outputs FROM runs WHERE input_key = ?1", [input_key], |r| r.get(0)).optional()?;
+        Ok(outputs.map(|o| serde_json::from_str(&o)).transpose()?)
+    }
+
+    /// Every edge (for export and DOT output).
+    pub fn edges_among(&self, ids: &[String]) -> Result<Vec<Edge>> {
+        let set: std::collections::HashSet<&String> = ids.iter().collect();
+        let mut stmt = self.conn.prepare("SELECT src, dst, type FROM edges ORDER BY src, dst, type")?;
+        let edges: Vec<Edge> = stmt.query_map([], |r| Ok(Edge { src: r.get(0)?, dst: r.get(1)?, kind: r.get(2)? }))?.collect::<rusqlite::Result<_>>()?;
+        Ok(edges.into_iter().filter(|e| set.contains(&e.src) && set.contains(&e.dst)).collect())
+    }
+
+    /// Insert a full artifact record (import): the blob must already be in
+    /// the store.
+    fn insert_record(&mut self, a: &Artifact) -> Result<bool> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO artifacts (id, kind, name, version, size, media_type, created, role, step, l_transition, metadata)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![a.id, a.kind, a.name, a.version, a.size as i64, a.media_type, a.created, a.role, a.step, a.l_transition, serde_json::to_string(&a.metadata)?],
+        )?;
+        for tag in &a.tags {
+            tx.execute("INSERT OR IGNORE INTO tags (id, tag) VALUES (?1, ?2)", params![a.id, tag])?;
+        }
+        tx.commit()?;
+        Ok(inserted == 1)
+    }
+}

@@ -1,0 +1,134 @@
+//! The content-addressed blob store: `objects/blake3/ab/cdef…` under the
+//! registry directory.
+//!
+//! Invariants:
+//! - A blob's file name is the BLAKE3 hash of its bytes.
+//! - A blob is written to a temporary file, fsynced, renamed into place and
+//!   its directory fsynced *before* any database row names it, so a crash
+//!   can leave an unreferenced blob (collected by `gc`) but never a row
+//!   naming a missing or partial blob.
+//! - Every read re-hashes the bytes; a mismatch is an integrity error.
+
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// `blake3:<64 hex>`, the identity of every artifact.
+pub fn artifact_id(bytes: &[u8]) -> String {
+    format!("blake3:{}", blake3::hash(bytes).to_hex())
+}
+
+/// The hex part of an artifact id, checked.
+pub fn hex_of(id: &str) -> Result<&str> {
+    match id.strip_prefix("blake3:") {
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) => Ok(hex),
+        _ => bail!("`{id}` is not an artifact id (expected blake3: followed by 64 lowercase hex digits)"),
+    }
+}
+
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+impl BlobStore {
+    pub fn new(registry_dir: &Path) -> Self {
+        BlobStore { root: registry_dir.join("objects").join("blake3") }
+    }
+
+    pub fn path_of(&self, id: &str) -> Result<PathBuf> {
+        let hex = hex_of(id)?;
+        Ok(self.root.join(&hex[..2]).join(&hex[2..]))
+    }
+
+    /// Store `bytes` durably; returns the id. Idempotent: an existing blob
+    /// with the right content is left as it is (a corrupt one is replaced).
+    pub fn put(&self, bytes: &[u8]) -> Result<String> {
+        let id = artifact_id(bytes);
+        let path = self.path_of(&id)?;
+        if let Ok(existing) = std::fs::read(&path) {
+            if artifact_id(&existing) == id {
+                return Ok(id);
+            }
+        }
+        let dir = path.parent().expect("blob paths have a parent");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), unique()));
+        let result = (|| -> Result<()> {
+            let mut file = File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.with_context(|| format!("writing blob {}", path.display()))?;
+        Ok(id)
+    }
+
+    /// Read a blob and check its hash. Missing and corrupt blobs are
+    /// errors that say which and what to do.
+    pub fn get(&self, id: &str) -> Result<Vec<u8>> {
+        let path = self.path_of(id)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("integrity error: blob {id} is missing from the store ({}); restore it from an export or re-run what produced it", path.display())
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading blob {}", path.display())),
+        };
+        let actual = artifact_id(&bytes);
+        if actual != id {
+            bail!("integrity error: blob {} is corrupt (its bytes hash to {actual}); it will not be used. Restore it from an export or re-run what produced it", path.display());
+        }
+        Ok(bytes)
+    }
+
+    /// Check one blob without keeping its bytes: Ok(true) intact,
+    /// Ok(false) corrupt, Err for missing.
+    pub fn check(&self, id: &str) -> Result<Option<bool>> {
+        let path = self.path_of(id)?;
+        let mut hasher = blake3::Hasher::new();
+        match hasher.update_mmap(&path) {
+            Ok(_) => Ok(Some(format!("blake3:{}", hasher.finalize().to_hex()) == id)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Every blob id present on disk (temporary files excluded).
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let Ok(dirs) = std::fs::read_dir(&self.root) else { return Ok(ids) };
+        for dir in dirs {
+            let dir = dir?;
+            let prefix = dir.file_name().to_string_lossy().into_owned();
+            if prefix.len() != 2 || !dir.file_type()?.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(dir.path())? {
+                let name = file?.file_name().to_string_lossy().into_owned();
+                if name.len() == 62 && !name.starts_with('.') {
+                    ids.push(format!("blake3:{prefix}{name}"));
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let path = self.path_of(id)?;
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+    }
+}
+
+/// A per-process counter for temporary names (several threads may write).
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
