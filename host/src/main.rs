@@ -104,6 +104,33 @@ struct InspectArgs {
 
 #[derive(Args)]
 struct BenchArgs {
+    #[command(subcommand)]
+    target: Option<BenchTarget>,
+}
+
+#[derive(Subcommand)]
+enum BenchTarget {
+    /// ETKF cycle cost with the wasm and the native Lorenz-96 (the default).
+    Da(DaBenchArgs),
+    /// Hashing and registration throughput of the registry.
+    Registry(RegistryBenchArgs),
+}
+
+#[derive(Args)]
+struct RegistryBenchArgs {
+    /// Scratch directory (a 1 GiB file is written there and removed).
+    #[arg(long, default_value = "target/bench-registry")]
+    dir: PathBuf,
+    /// Size of the hashed file, in GiB.
+    #[arg(long, default_value_t = 1)]
+    gib: u64,
+    /// Number of small artifacts to register.
+    #[arg(long, default_value_t = 2000)]
+    small: usize,
+}
+
+#[derive(Parser)]
+struct DaBenchArgs {
     /// The Lorenz-96 component to compare with the native model.
     #[arg(long, default_value = "plugins/dist/lorenz96.wasm")]
     plugin: PathBuf,
@@ -192,10 +219,18 @@ fn cmd_inspect(args: InspectArgs) -> Result<()> {
 }
 
 fn cmd_bench(args: BenchArgs) -> Result<()> {
-    let runtime = args.sandbox.runtime(Limits::default())?;
-    let report = bench::forward_cost(&runtime, &args.plugin, args.members, args.cycles, args.samples)?;
+    let report = match args.target {
+        Some(BenchTarget::Registry(r)) => bench::registry_throughput(&r.dir, r.gib, r.small)?,
+        Some(BenchTarget::Da(d)) => bench_da(d)?,
+        None => bench_da(DaBenchArgs::parse_from(["da"]))?,
+    };
     println!("{report}");
     Ok(())
+}
+
+fn bench_da(args: DaBenchArgs) -> Result<String> {
+    let runtime = args.sandbox.runtime(Limits::default())?;
+    bench::forward_cost(&runtime, &args.plugin, args.members, args.cycles, args.samples)
 }
 
 fn main() {
