@@ -264,7 +264,17 @@ fn gc_removes_what_no_root_reaches() {
     let doomed: Vec<&str> = dry["removed"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert!(doomed.contains(&junk.as_str()) && !doomed.contains(&etkf.as_str()));
     assert_eq!(reg_json(h, &["list"]).as_array().unwrap().len(), 7, "dry run removes nothing");
+    // Leftovers of writers killed mid-write: an old one goes, a fresh one
+    // (possibly a live writer's) stays.
+    let shard = h.join("registry/objects/blake3/00");
+    std::fs::create_dir_all(&shard).unwrap();
+    let (old_tmp, new_tmp) = (shard.join(".tmp-999-0"), shard.join(".tmp-999-1"));
+    std::fs::write(&old_tmp, "partial").unwrap();
+    std::fs::write(&new_tmp, "partial").unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(&old_tmp).unwrap().set_modified(hour_ago).unwrap();
     reg_json(h, &["gc"]);
+    assert!(!old_tmp.exists() && new_tmp.exists());
     let left = ids_of(&reg_json(h, &["list"]));
     assert_eq!(left.len(), 4, "the rooted output and its three ancestors stay: {left:?}");
     assert!(reg_cmd(h, &["verify"]).status.success());

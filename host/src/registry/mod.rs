@@ -432,7 +432,8 @@ impl Registry {
 
     /// Remove blobs not reachable from the named roots (through their
     /// ancestry), and blobs no row names at all. With `dry_run`, only say
-    /// what would go. Rows of unreachable artifacts go with their blobs.
+    /// what would go. Rows of unreachable artifacts go with their blobs;
+    /// temporary files older than ten minutes (from killed writers) too.
     pub fn gc(&mut self, dry_run: bool) -> Result<Vec<String>> {
         let roots = self.roots()?;
         anyhow::ensure!(
@@ -474,6 +475,8 @@ impl Registry {
                 self.store.remove(id)?;
             }
         }
+        // Partial blobs of writers killed mid-write (never named by a row).
+        self.store.remove_abandoned_temporaries(Duration::from_secs(600))?;
         Ok(doomed)
     }
 

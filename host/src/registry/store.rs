@@ -120,6 +120,29 @@ impl BlobStore {
         Ok(ids)
     }
 
+    /// Remove temporary files left by writers that died mid-write (older
+    /// than `age`, so a live writer's file is never touched). Returns how
+    /// many were removed.
+    pub fn remove_abandoned_temporaries(&self, age: std::time::Duration) -> Result<usize> {
+        let mut removed = 0;
+        let Ok(dirs) = std::fs::read_dir(&self.root) else { return Ok(0) };
+        for dir in dirs {
+            let dir = dir?;
+            if !dir.file_type()?.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(dir.path())? {
+                let file = file?;
+                let old = file.metadata()?.modified()?.elapsed().map(|e| e > age).unwrap_or(false);
+                if file.file_name().to_string_lossy().starts_with(".tmp-") && old {
+                    std::fs::remove_file(file.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     pub fn remove(&self, id: &str) -> Result<()> {
         let path = self.path_of(id)?;
         std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
