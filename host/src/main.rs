@@ -93,7 +93,7 @@ struct InspectArgs {
     /// The component file.
     plugin: PathBuf,
     /// Which world to check it against.
-    #[arg(long, value_parser = ["forward-model", "obs-operator"], default_value = "forward-model")]
+    #[arg(long, value_parser = ["forward-model", "obs-operator", "metric"], default_value = "forward-model")]
     world: String,
     /// Config document (JSON object) passed to init.
     #[arg(long, default_value = "{}")]
@@ -196,15 +196,23 @@ fn cmd_run(args: RunArgs) -> Result<()> {
 
 fn cmd_inspect(args: InspectArgs) -> Result<()> {
     use geohost::model::{ForwardModel, ObsOperator};
-    use geohost::sandbox::{WasmForward, WasmObs, World};
+    use geohost::sandbox::{WasmForward, WasmMetric, WasmObs, World};
     let runtime = args.sandbox.runtime(Limits::default())?;
-    let world = if args.world == "obs-operator" { World::ObsOperator } else { World::ForwardModel };
+    let world = match args.world.as_str() {
+        "obs-operator" => World::ObsOperator,
+        "metric" => World::Metric,
+        _ => World::ForwardModel,
+    };
     let name = args.plugin.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let loaded = runtime.load(&name, &args.plugin, world)?;
     serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&args.config).context("--config must be a JSON object")?;
     let info = match world {
         World::ForwardModel => serde_json::to_value(WasmForward::new(&runtime, &loaded, &args.config)?.info())?,
         World::ObsOperator => serde_json::to_value(WasmObs::new(&runtime, &loaded, &args.config)?.info())?,
+        World::Metric => {
+            let m = WasmMetric::new(&runtime, &loaded, &args.config)?;
+            serde_json::json!({ "name": m.name, "version": m.version, "metrics": m.metrics })
+        }
     };
     let report = serde_json::json!({
         "path": args.plugin.display().to_string(),

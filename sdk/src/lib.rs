@@ -66,6 +66,15 @@ pub mod bindings {
             runtime_path: "geohost_sdk::__wit_bindgen::rt",
         });
     }
+    pub mod metric {
+        wit_bindgen::generate!({
+            world: "metric",
+            path: "../wit",
+            pub_export_macro: true,
+            default_bindings_module: "geohost_sdk::bindings::metric",
+            runtime_path: "geohost_sdk::__wit_bindgen::rt",
+        });
+    }
 }
 
 /// A named parameter value, recorded by the host in the run's metadata.
@@ -161,6 +170,68 @@ pub trait ObsOperator: Sized + 'static {
     fn observe(&mut self, x: &[f64], y: &mut [f64], t: f64) -> Result<(), String>;
 }
 
+/// A `rows × cols` row-major table: one row per case, one column per variable.
+#[derive(Clone, Copy, Debug)]
+pub struct Table<'a> {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [f64],
+}
+
+impl<'a> Table<'a> {
+    pub fn row(&self, r: usize) -> &'a [f64] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+/// An ensemble per case: `members × rows × cols`, member-major.
+#[derive(Clone, Copy, Debug)]
+pub struct EnsembleTable<'a> {
+    pub members: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [f64],
+}
+
+impl<'a> EnsembleTable<'a> {
+    /// Member `m`'s value for case `r`, variable `c`.
+    pub fn at(&self, m: usize, r: usize, c: usize) -> f64 {
+        self.data[(m * self.rows + r) * self.cols + c]
+    }
+}
+
+/// What a metric is given: shapes are checked by the SDK before `compute`.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricInput<'a> {
+    pub prediction: Table<'a>,
+    pub reference: Table<'a>,
+    pub members: Option<EnsembleTable<'a>>,
+}
+
+/// A metric result: a number or a vector (e.g. a rank histogram).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Scalar(f64),
+    Vector(Vec<f64>),
+}
+
+/// What a metric plugin says about itself after `init`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricInfo {
+    pub name: String,
+    pub version: String,
+    /// The metric names `compute` returns, in order.
+    pub metrics: Vec<String>,
+}
+
+/// A verification metric (the `metric` world).
+pub trait Metric: Sized + 'static {
+    fn init(config: &Config) -> Result<Self, String>;
+    fn info(&self) -> MetricInfo;
+    /// Compute every configured metric, named as in [`MetricInfo::metrics`].
+    fn compute(&mut self, input: &MetricInput<'_>) -> Result<Vec<(String, Value)>, String>;
+}
+
 /// Glue between the generated bindings and the traits; used by the export
 /// macros, not by plugin authors.
 #[doc(hidden)]
@@ -210,6 +281,61 @@ pub mod glue {
             return Err(format!("ensemble data has {len} values, but members × size = {members} × {size}"));
         }
         Ok(())
+    }
+
+    use bindings::metric::exports::geohost::plugin::score;
+    pub type ScoreInput = score::MetricInput;
+    pub type ScoreInfo = score::MetricInfo;
+    pub type ScoreValue = score::MetricValue;
+
+    fn table<'a>(t: &'a score::Table, what: &str) -> Result<Table<'a>, String> {
+        if t.rows as usize * t.cols as usize != t.data.len() {
+            return Err(format!("{what} has {} values, but rows × cols = {} × {}", t.data.len(), t.rows, t.cols));
+        }
+        Ok(Table { rows: t.rows as usize, cols: t.cols as usize, data: &t.data })
+    }
+
+    pub fn metric_init<M: Metric>(slot: &Slot<M>, config: String) -> Result<ScoreInfo, String> {
+        let metric = M::init(&parse(&config)?)?;
+        let info = metric.info();
+        slot.set(metric, 0, 0);
+        Ok(ScoreInfo { name: info.name, version: info.version, metrics: info.metrics })
+    }
+
+    pub fn metric_compute<M: Metric>(slot: &Slot<M>, input: ScoreInput) -> Result<Vec<ScoreValue>, String> {
+        slot.with(|metric, _, _| {
+            let prediction = table(&input.prediction, "prediction")?;
+            let reference = table(&input.reference, "reference")?;
+            if (prediction.rows, prediction.cols) != (reference.rows, reference.cols) {
+                return Err(format!(
+                    "prediction is {} × {} but reference is {} × {}",
+                    prediction.rows, prediction.cols, reference.rows, reference.cols
+                ));
+            }
+            let members = match &input.members {
+                None => None,
+                Some(e) => {
+                    if (e.rows, e.cols) != (input.reference.rows, input.reference.cols) {
+                        return Err(format!("members are {} × {} per member but reference is {} × {}", e.rows, e.cols, reference.rows, reference.cols));
+                    }
+                    if e.members as usize * e.rows as usize * e.cols as usize != e.data.len() || e.members < 2 {
+                        return Err(format!("members has {} values for {} members × {} × {} (at least 2 members)", e.data.len(), e.members, e.rows, e.cols));
+                    }
+                    Some(EnsembleTable { members: e.members as usize, rows: e.rows as usize, cols: e.cols as usize, data: &e.data })
+                }
+            };
+            let results = metric.compute(&MetricInput { prediction, reference, members })?;
+            Ok(results
+                .into_iter()
+                .map(|(name, value)| ScoreValue {
+                    name,
+                    value: match value {
+                        Value::Scalar(x) => score::Value::Scalar(x),
+                        Value::Vector(v) => score::Value::Vector(v),
+                    },
+                })
+                .collect())
+        })
     }
 
     pub fn forward_init<M: ForwardModel>(slot: &Slot<M>, config: String) -> Result<FwdInfo, String> {
@@ -298,6 +424,26 @@ macro_rules! export_forward_model {
             }
         }
         $crate::bindings::forward_model::export!(__GeohostForward);
+    };
+}
+
+/// Export a [`Metric`] implementation as the plugin's `metric` world.
+#[macro_export]
+macro_rules! export_metric {
+    ($metric:ty) => {
+        thread_local! {
+            static __GEOHOST_METRIC: $crate::glue::Slot<$metric> = const { $crate::glue::Slot::new() };
+        }
+        struct __GeohostMetric;
+        impl $crate::bindings::metric::exports::geohost::plugin::score::Guest for __GeohostMetric {
+            fn init(config: String) -> Result<$crate::glue::ScoreInfo, String> {
+                __GEOHOST_METRIC.with(|slot| $crate::glue::metric_init::<$metric>(slot, config))
+            }
+            fn compute(input: $crate::glue::ScoreInput) -> Result<Vec<$crate::glue::ScoreValue>, String> {
+                __GEOHOST_METRIC.with(|slot| $crate::glue::metric_compute::<$metric>(slot, input))
+            }
+        }
+        $crate::bindings::metric::export!(__GeohostMetric);
     };
 }
 

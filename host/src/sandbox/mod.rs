@@ -16,11 +16,13 @@
 mod cache;
 mod forward;
 pub mod limits;
+mod metric;
 mod observe;
 
 pub use cache::CompileCache;
 pub use forward::WasmForward;
 pub use limits::Limits;
+pub use metric::{MemberTable, MetricValue, Table, WasmMetric};
 pub use observe::WasmObs;
 
 use limits::StoreLimiter;
@@ -44,6 +46,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(2);
 pub enum World {
     ForwardModel,
     ObsOperator,
+    Metric,
 }
 
 impl World {
@@ -52,6 +55,7 @@ impl World {
         match self {
             World::ForwardModel => "forward-model",
             World::ObsOperator => "obs-operator",
+            World::Metric => "metric",
         }
     }
     /// The interface (without version) the world exports.
@@ -59,10 +63,11 @@ impl World {
         match self {
             World::ForwardModel => "geohost:plugin/forward",
             World::ObsOperator => "geohost:plugin/observe",
+            World::Metric => "geohost:plugin/score",
         }
     }
-    fn all() -> [World; 2] {
-        [World::ForwardModel, World::ObsOperator]
+    fn all() -> [World; 3] {
+        [World::ForwardModel, World::ObsOperator, World::Metric]
     }
 }
 
