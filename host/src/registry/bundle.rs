@@ -15,35 +15,13 @@ use std::path::Path;
 
 const FORMAT: &str = "geohost-bundle/1";
 
+/// The bundle's table of contents. Artifacts carry their full records;
+/// stale marks are local state and are not imported.
 #[derive(Serialize, Deserialize)]
 struct Manifest {
     format: String,
-    artifacts: Vec<ArtifactRecord>,
-    edges: Vec<EdgeRecord>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct ArtifactRecord {
-    id: String,
-    kind: String,
-    name: String,
-    version: Option<String>,
-    size: u64,
-    media_type: String,
-    created: String,
-    role: Option<String>,
-    step: Option<u8>,
-    l_transition: Option<String>,
-    tags: Vec<String>,
-    metadata: serde_json::Value,
-}
-
-#[derive(Serialize, Deserialize)]
-struct EdgeRecord {
-    src: String,
-    dst: String,
-    #[serde(rename = "type")]
-    kind: String,
+    artifacts: Vec<Artifact>,
+    edges: Vec<Edge>,
 }
 
 /// What an import did.
@@ -74,27 +52,7 @@ pub fn export(registry: &Registry, ids: &[String], path: &Path) -> Result<Vec<St
     let ids: Vec<String> = set.into_iter().collect();
     let artifacts: Vec<Artifact> = ids.iter().map(|id| registry.get(id)).collect::<Result<_>>()?;
     let edges = registry.edges_among(&ids)?;
-    let manifest = Manifest {
-        format: FORMAT.into(),
-        artifacts: artifacts
-            .iter()
-            .map(|a| ArtifactRecord {
-                id: a.id.clone(),
-                kind: a.kind.clone(),
-                name: a.name.clone(),
-                version: a.version.clone(),
-                size: a.size,
-                media_type: a.media_type.clone(),
-                created: a.created.clone(),
-                role: a.role.clone(),
-                step: a.step,
-                l_transition: a.l_transition.clone(),
-                tags: a.tags.clone(),
-                metadata: a.metadata.clone(),
-            })
-            .collect(),
-        edges: edges.into_iter().map(|Edge { src, dst, kind }| EdgeRecord { src, dst, kind }).collect(),
-    };
+    let manifest = Manifest { format: FORMAT.into(), artifacts, edges };
     let tmp = path.with_extension("partial");
     let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut tar = tar::Builder::new(file);
@@ -151,23 +109,8 @@ pub fn import(registry: &mut Registry, path: &Path) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     for a in &manifest.artifacts {
         registry.store().put(&blobs[&a.id])?;
-        let record = Artifact {
-            id: a.id.clone(),
-            kind: a.kind.clone(),
-            name: a.name.clone(),
-            version: a.version.clone(),
-            size: a.size,
-            media_type: a.media_type.clone(),
-            created: a.created.clone(),
-            role: a.role.clone(),
-            step: a.step,
-            l_transition: a.l_transition.clone(),
-            tags: a.tags.clone(),
-            stale: false,
-            metadata: a.metadata.clone(),
-        };
         report.artifacts += 1;
-        if registry.insert_record(&record)? {
+        if registry.insert_record(a)? {
             report.new_artifacts += 1;
         }
     }

@@ -53,7 +53,7 @@ pub struct NewArtifact {
 }
 
 /// An artifact as stored.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct Artifact {
     pub id: String,
     pub kind: String,
@@ -66,12 +66,13 @@ pub struct Artifact {
     pub step: Option<u8>,
     pub l_transition: Option<String>,
     pub tags: Vec<String>,
+    #[serde(default)]
     pub stale: bool,
     pub metadata: serde_json::Value,
 }
 
 /// One lineage edge.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Edge {
     pub src: String,
     pub dst: String,
