@@ -11,9 +11,9 @@
 pub mod model;
 pub mod models;
 pub mod sandbox;
-pub mod bench;
 pub mod da;
 pub mod output;
+pub mod perf;
 pub mod pluginset;
 pub mod registry;
 pub mod run;

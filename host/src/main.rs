@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use geohost::sandbox::{CompileCache, Limits, Runtime};
 use geohost::registry::{default_dir, Registry};
-use geohost::{bench, output, pluginset::PluginSet, run};
+use geohost::{output, perf, pluginset::PluginSet, run};
 
 mod registry_cmd;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,7 +24,7 @@ enum Command {
     /// Load a plugin, check it, configure it and print its self-description.
     Inspect(InspectArgs),
     /// Print performance figures (not a test: read the numbers).
-    Bench(BenchArgs),
+    Perf(BenchArgs),
     /// The lineage registry: artifacts, lineage, oracles, staleness, integrity.
     Registry(registry_cmd::RegistryArgs),
 }
@@ -188,7 +188,7 @@ fn cmd_run(args: RunArgs) -> Result<()> {
         let rows: Vec<_> = result.methods.iter().map(|r| r.row()).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!("{}", bench::table(&result));
+        println!("{}", output::table(&result));
         println!("wrote {} files to {}", files.len(), out_dir.display());
     }
     Ok(())
@@ -228,7 +228,7 @@ fn cmd_inspect(args: InspectArgs) -> Result<()> {
 
 fn cmd_bench(args: BenchArgs) -> Result<()> {
     let report = match args.target {
-        Some(BenchTarget::Registry(r)) => bench::registry_throughput(&r.dir, r.gib, r.small)?,
+        Some(BenchTarget::Registry(r)) => perf::registry_throughput(&r.dir, r.gib, r.small)?,
         Some(BenchTarget::Da(d)) => bench_da(d)?,
         None => bench_da(DaBenchArgs::parse_from(["da"]))?,
     };
@@ -238,7 +238,7 @@ fn cmd_bench(args: BenchArgs) -> Result<()> {
 
 fn bench_da(args: DaBenchArgs) -> Result<String> {
     let runtime = args.sandbox.runtime(Limits::default())?;
-    bench::forward_cost(&runtime, &args.plugin, args.members, args.cycles, args.samples)
+    perf::forward_cost(&runtime, &args.plugin, args.members, args.cycles, args.samples)
 }
 
 fn main() {
@@ -246,7 +246,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => cmd_run(args),
         Command::Inspect(args) => cmd_inspect(args),
-        Command::Bench(args) => cmd_bench(args),
+        Command::Perf(args) => cmd_bench(args),
         Command::Registry(args) => registry_cmd::run(args),
     };
     if let Err(error) = result {

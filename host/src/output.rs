@@ -18,6 +18,7 @@
 use crate::run::RunOutput;
 use anyhow::{Context, Result};
 use netcdf3::{DataSet, FileWriter, Version};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// A file-name-safe version of a method label.
@@ -135,4 +136,18 @@ pub fn write(dir: &Path, run: &RunOutput, plugin_set: &Path) -> Result<Vec<PathB
     std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)? + "\n").with_context(|| format!("writing {}", summary_path.display()))?;
     files.push(summary_path);
     Ok(files)
+}
+
+/// The `geohost run` table: method, rmse.a, spread.a, rmse.f, time per cycle.
+pub fn table(run: &RunOutput) -> String {
+    let width = run.methods.iter().map(|r| r.method.label().len()).max().unwrap_or(6).max(6);
+    let mut s = format!("{:<width$}  {:>8}  {:>8}  {:>8}  {:>10}\n", "method", "rmse.a", "spread.a", "rmse.f", "ms/cycle");
+    for r in &run.methods {
+        let x = &r.summary;
+        let _ = writeln!(s, "{:<width$}  {:>8.4}  {:>8.4}  {:>8.4}  {:>10.4}", r.method.label(), x.rmse_a, x.spread_a, x.rmse_f, r.ms_per_cycle);
+    }
+    if let Some(first) = run.methods.first() {
+        let _ = write!(s, "(time means over {} cycles after burn-in t > {})", first.summary.cycles_averaged, run.twin.chronology.burn_in);
+    }
+    s
 }

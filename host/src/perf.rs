@@ -1,12 +1,10 @@
-//! Figures printed by `geohost bench` and the results table of `geohost run`.
-//! Benchmarks print medians of repeated samples; nothing here asserts a
-//! speed.
+//! Figures printed by `geohost perf`: medians of repeated samples;
+//! nothing here asserts a speed.
 
 use crate::da::twin::{self, Chronology, Prior};
 use crate::da::Method;
 use crate::model::{ForwardModel, ObsOperator};
 use crate::models::{linear::LinearObs, lorenz96::Lorenz96};
-use crate::run::RunOutput;
 use crate::sandbox::{Runtime, WasmForward, World};
 use anyhow::Result;
 use nalgebra::{DMatrix, DVector};
@@ -14,20 +12,6 @@ use rand::SeedableRng;
 use std::fmt::Write;
 use std::path::Path;
 use std::time::Instant;
-
-/// The `geohost run` table: method, rmse.a, spread.a, rmse.f, time per cycle.
-pub fn table(run: &RunOutput) -> String {
-    let width = run.methods.iter().map(|r| r.method.label().len()).max().unwrap_or(6).max(6);
-    let mut s = format!("{:<width$}  {:>8}  {:>8}  {:>8}  {:>10}\n", "method", "rmse.a", "spread.a", "rmse.f", "ms/cycle");
-    for r in &run.methods {
-        let x = &r.summary;
-        let _ = writeln!(s, "{:<width$}  {:>8.4}  {:>8.4}  {:>8.4}  {:>10.4}", r.method.label(), x.rmse_a, x.spread_a, x.rmse_f, r.ms_per_cycle);
-    }
-    if let Some(first) = run.methods.first() {
-        let _ = write!(s, "(time means over {} cycles after burn-in t > {})", first.summary.cycles_averaged, run.twin.chronology.burn_in);
-    }
-    s
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
