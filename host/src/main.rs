@@ -24,7 +24,7 @@ enum Command {
     /// Load a plugin, check it, configure it and print its self-description.
     Inspect(InspectArgs),
     /// Print performance figures (not a test: read the numbers).
-    Perf(BenchArgs),
+    Perf(PerfArgs),
     /// The lineage registry: artifacts, lineage, oracles, staleness, integrity.
     Registry(registry_cmd::RegistryArgs),
 }
@@ -103,23 +103,23 @@ struct InspectArgs {
 }
 
 #[derive(Args)]
-struct BenchArgs {
+struct PerfArgs {
     #[command(subcommand)]
-    target: Option<BenchTarget>,
+    target: Option<PerfTarget>,
 }
 
 #[derive(Subcommand)]
-enum BenchTarget {
+enum PerfTarget {
     /// ETKF cycle cost with the wasm and the native Lorenz-96 (the default).
-    Da(DaBenchArgs),
+    Da(DaPerfArgs),
     /// Hashing and registration throughput of the registry.
-    Registry(RegistryBenchArgs),
+    Registry(RegistryPerfArgs),
 }
 
 #[derive(Args)]
-struct RegistryBenchArgs {
+struct RegistryPerfArgs {
     /// Scratch directory (a 1 GiB file is written there and removed).
-    #[arg(long, default_value = "target/bench-registry")]
+    #[arg(long, default_value = "target/perf-registry")]
     dir: PathBuf,
     /// Size of the hashed file, in GiB.
     #[arg(long, default_value_t = 1)]
@@ -130,7 +130,7 @@ struct RegistryBenchArgs {
 }
 
 #[derive(Parser)]
-struct DaBenchArgs {
+struct DaPerfArgs {
     /// The Lorenz-96 component to compare with the native model.
     #[arg(long, default_value = "plugins/dist/lorenz96.wasm")]
     plugin: PathBuf,
@@ -226,17 +226,17 @@ fn cmd_inspect(args: InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_bench(args: BenchArgs) -> Result<()> {
+fn cmd_perf(args: PerfArgs) -> Result<()> {
     let report = match args.target {
-        Some(BenchTarget::Registry(r)) => perf::registry_throughput(&r.dir, r.gib, r.small)?,
-        Some(BenchTarget::Da(d)) => bench_da(d)?,
-        None => bench_da(DaBenchArgs::parse_from(["da"]))?,
+        Some(PerfTarget::Registry(r)) => perf::registry_throughput(&r.dir, r.gib, r.small)?,
+        Some(PerfTarget::Da(d)) => perf_da(d)?,
+        None => perf_da(DaPerfArgs::parse_from(["da"]))?,
     };
     println!("{report}");
     Ok(())
 }
 
-fn bench_da(args: DaBenchArgs) -> Result<String> {
+fn perf_da(args: DaPerfArgs) -> Result<String> {
     let runtime = args.sandbox.runtime(Limits::default())?;
     perf::forward_cost(&runtime, &args.plugin, args.members, args.cycles, args.samples)
 }
@@ -246,7 +246,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => cmd_run(args),
         Command::Inspect(args) => cmd_inspect(args),
-        Command::Perf(args) => cmd_bench(args),
+        Command::Perf(args) => cmd_perf(args),
         Command::Registry(args) => registry_cmd::run(args),
     };
     if let Err(error) = result {
