@@ -171,7 +171,7 @@ fn cmd_run(args: RunArgs) -> Result<()> {
     let mut progress = progress_factory(args.quiet || args.json);
     let result = run::run(&set, &runtime, registry.as_ref(), args.cycles, &mut progress)?;
     let out_dir = args.out.unwrap_or_else(|| PathBuf::from("out").join(&set.name));
-    let files = output::write(&out_dir, &result, &set.path)?;
+    let files = output::write(&out_dir, &result, &set)?;
     if result.methods.first().is_some_and(|m| m.summary.cycles_averaged == 0) {
         eprintln!("warning: no cycle is after the burn-in (t > {}); time means are NaN. Run more cycles or shorten experiment.burn_in", set.set.experiment.burn_in);
     }

@@ -15,6 +15,7 @@
 //! The arrays are NetCDF (64-bit offset, classic data model), which xarray
 //! opens directly: `xr.open_dataset("out/lorenz96/ETKF_N28_infl1.02_rot.nc")`.
 
+use crate::pluginset::Loaded;
 use crate::run::RunOutput;
 use anyhow::{Context, Result};
 use netcdf3::{DataSet, FileWriter, Version};
@@ -66,7 +67,11 @@ fn write_nc(path: &Path, dims: &[(&str, usize)], vars: &[Var<'_>], attrs: &[(&st
 }
 
 /// Write everything under `dir` (created if needed); returns the files.
-pub fn write(dir: &Path, run: &RunOutput, plugin_set: &Path) -> Result<Vec<PathBuf>> {
+///
+/// The NetCDF files depend only on the run's inputs (they name the
+/// plugin-set and plugins by content hash, not by path), so identical
+/// inputs give byte-identical files and identical registry ids.
+pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
     let twin = &run.twin;
     let (m, k) = twin.truth.shape();
@@ -78,8 +83,9 @@ pub fn write(dir: &Path, run: &RunOutput, plugin_set: &Path) -> Result<Vec<PathB
     let common = vec![
         ("Conventions", "CF-1.8".to_string()),
         ("source", format!("geohost {}", env!("CARGO_PKG_VERSION"))),
-        ("plugin_set", plugin_set.display().to_string()),
-        ("model", format!("{} {}", run.model.name, run.model.version)),
+        ("plugin_set", crate::registry::artifact_id(&set.bytes)),
+        ("model", format!("{} {} ({})", run.model.name, run.model.version, run.plugins[0].blake3)),
+        ("observations", format!("{} {} ({})", run.obs.name, run.obs.version, run.plugins[1].blake3)),
     ];
     let mut files = Vec::new();
 
@@ -125,7 +131,7 @@ pub fn write(dir: &Path, run: &RunOutput, plugin_set: &Path) -> Result<Vec<PathB
     }
 
     let summary = serde_json::json!({
-        "plugin_set": plugin_set.display().to_string(),
+        "plugin_set": { "path": set.path.display().to_string(), "blake3": crate::registry::artifact_id(&set.bytes) },
         "plugins": run.plugins,
         "model": run.model,
         "observations": run.obs,
