@@ -218,7 +218,12 @@ fn hostile_plugins_in_a_run_are_stopped_by_the_limits_set_in_the_file_or_flags()
 #[test]
 fn inspect_prints_the_hash_and_self_description() {
     let dir = tempfile::tempdir().unwrap();
-    let out = geohost(dir.path()).arg("inspect").arg(plugin("obs-subset")).args(["--world", "obs-operator", "--config", r#"{"state_size": 12, "select": "every", "every": 3}"#]).output().unwrap();
+    let out = geohost(dir.path())
+        .arg("inspect")
+        .arg(plugin("obs-subset"))
+        .args(["--world", "obs-operator", "--config", r#"{"state_size": 12, "select": "every", "every": 3}"#])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let hash = blake3::hash(&std::fs::read(plugin("obs-subset")).unwrap()).to_hex().to_string();

@@ -36,11 +36,7 @@ fn data(rows: usize, cols: usize, members: usize, seed: u64) -> (Table, Table, M
     let reference: Vec<f64> = (0..rows * cols).map(|_| normal.sample(&mut rng)).collect();
     let ens: Vec<f64> = (0..members * rows * cols).map(|i| 0.3 + 1.2 * normal.sample(&mut rng) + 0.1 * (i % cols) as f64).collect();
     let mean: Vec<f64> = (0..rows * cols).map(|k| (0..members).map(|m| ens[m * rows * cols + k]).sum::<f64>() / members as f64).collect();
-    (
-        Table { rows, cols, data: mean },
-        Table { rows, cols, data: reference },
-        MemberTable { members, rows, cols, data: ens },
-    )
+    (Table { rows, cols, data: mean }, Table { rows, cols, data: reference }, MemberTable { members, rows, cols, data: ens })
 }
 
 #[test]
@@ -57,14 +53,21 @@ fn every_metric_equals_a_brute_force_computation() {
         assert!((value - expected).abs() < 1e-12 * expected.abs().max(1.0), "{name}: {value} vs {expected}");
     };
 
-    let rmse_case = |f: &dyn Fn(usize, usize) -> f64| (0..rows).map(|r| ((0..cols).map(|c| (f(r, c) - y(r, c)).powi(2)).sum::<f64>() / cols as f64).sqrt()).sum::<f64>() / rows as f64;
+    let rmse_case = |f: &dyn Fn(usize, usize) -> f64| {
+        (0..rows).map(|r| ((0..cols).map(|c| (f(r, c) - y(r, c)).powi(2)).sum::<f64>() / cols as f64).sqrt()).sum::<f64>() / rows as f64
+    };
     close("rmse", rmse_case(&p));
     close("bias", (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))).map(|(r, c)| p(r, c) - y(r, c)).sum::<f64>() / cells);
     close("mae", (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))).map(|(r, c)| (p(r, c) - y(r, c)).abs()).sum::<f64>() / cells);
 
     let spread = (0..rows)
         .map(|r| {
-            let v: f64 = (0..cols).map(|c| { let mu = p(r, c); (0..n).map(|m| (at(m, r, c) - mu).powi(2)).sum::<f64>() / (n - 1) as f64 }).sum();
+            let v: f64 = (0..cols)
+                .map(|c| {
+                    let mu = p(r, c);
+                    (0..n).map(|m| (at(m, r, c) - mu).powi(2)).sum::<f64>() / (n - 1) as f64
+                })
+                .sum();
             (v / cols as f64).sqrt()
         })
         .sum::<f64>()
@@ -102,7 +105,15 @@ fn every_metric_equals_a_brute_force_computation() {
                 for c in 0..cols {
                     let mut x: Vec<f64> = (0..n).map(|m| at(m, r, c)).collect();
                     x.sort_by(f64::total_cmp);
-                    let q = |prob: f64| { let h = (n - 1) as f64 * prob; let i = h as usize; if i + 1 < n { x[i] + (h - i as f64) * (x[i + 1] - x[i]) } else { x[i] } };
+                    let q = |prob: f64| {
+                        let h = (n - 1) as f64 * prob;
+                        let i = h as usize;
+                        if i + 1 < n {
+                            x[i] + (h - i as f64) * (x[i + 1] - x[i])
+                        } else {
+                            x[i]
+                        }
+                    };
                     if q((1.0 - level) / 2.0) <= y(r, c) && y(r, c) <= q((1.0 + level) / 2.0) {
                         inside += 1.0;
                     }
@@ -163,7 +174,11 @@ fn a_calibrated_ensemble_has_a_flat_rank_histogram_and_nominal_coverage() {
     let refr: Vec<f64> = (0..rows * cols).map(|_| normal.sample(&mut rng)).collect();
     let ens: Vec<f64> = (0..n * rows * cols).map(|_| normal.sample(&mut rng)).collect();
     let got = metric(r#"{"metrics": ["rank_histogram", "coverage"], "levels": [0.8]}"#)
-        .compute(&Table { rows, cols, data: vec![0.0; rows * cols] }, &Table { rows, cols, data: refr }, Some(&MemberTable { members: n, rows, cols, data: ens }))
+        .compute(
+            &Table { rows, cols, data: vec![0.0; rows * cols] },
+            &Table { rows, cols, data: refr },
+            Some(&MemberTable { members: n, rows, cols, data: ens }),
+        )
         .unwrap();
     // 8000 values over 100 bins: each ~0.01 with sampling sd ~0.0011.
     let hist = vector(&got, "rank_histogram");

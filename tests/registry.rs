@@ -72,7 +72,8 @@ fn a_run_registers_plugins_set_and_outputs_with_lineage() {
     assert_eq!(baseline[0]["name"].as_str().unwrap(), "set/OptInterp");
 
     let lineage = reg_json(home.path(), &["lineage", etkf[0]["id"].as_str().unwrap()]);
-    let mut edges: Vec<(String, String)> = lineage["ancestors"].as_array().unwrap().iter().map(|e| (e["type"].as_str().unwrap().to_string(), e["dst"].as_str().unwrap().to_string())).collect();
+    let mut edges: Vec<(String, String)> =
+        lineage["ancestors"].as_array().unwrap().iter().map(|e| (e["type"].as_str().unwrap().to_string(), e["dst"].as_str().unwrap().to_string())).collect();
     edges.sort();
     let set_id = id_by_name(home.path(), "set");
     let obs_id = id_by_name(home.path(), "obs-subset");
@@ -102,7 +103,10 @@ fn supersede_marks_exactly_the_downstream_stale_and_oracle_answers_in_one_call()
     // report derived from it.
     std::fs::write(h.join("step4.txt"), "emulator-based analysis").unwrap();
     std::fs::write(h.join("report.txt"), "report").unwrap();
-    let step4 = reg_json(h, &["add", h.join("step4.txt").to_str().unwrap(), "--kind", "run-output", "--step", "4", "--name", "step4"])["id"].as_str().unwrap().to_string();
+    let step4 = reg_json(h, &["add", h.join("step4.txt").to_str().unwrap(), "--kind", "run-output", "--step", "4", "--name", "step4"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let report = reg_json(h, &["add", h.join("report.txt").to_str().unwrap(), "--kind", "report", "--name", "report"])["id"].as_str().unwrap().to_string();
     let etkf = id_by_name(h, "set/ETKF N=10 infl=1.04");
     assert!(reg_cmd(h, &["link", &step4, "validated_against", &etkf]).status.success());
@@ -118,7 +122,10 @@ fn supersede_marks_exactly_the_downstream_stale_and_oracle_answers_in_one_call()
     // plugin and the plugin-set do not.
     let obs_old = id_by_name(h, "obs-subset");
     std::fs::write(h.join("obs-v2.wasm"), b"pretend this is obs-subset 0.2").unwrap();
-    let obs_new = reg_json(h, &["add", h.join("obs-v2.wasm").to_str().unwrap(), "--kind", "plugin", "--name", "obs-subset", "--version", "0.2.0"])["id"].as_str().unwrap().to_string();
+    let obs_new = reg_json(h, &["add", h.join("obs-v2.wasm").to_str().unwrap(), "--kind", "plugin", "--name", "obs-subset", "--version", "0.2.0"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let result = reg_json(h, &["supersede", &obs_old, &obs_new]);
     let mut marked: Vec<String> = result["marked_stale"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     marked.sort();
@@ -233,7 +240,10 @@ fn export_then_import_into_an_empty_registry_reproduces_ids_and_lineage() {
     let other = tempfile::tempdir().unwrap();
     let imported = reg_json(other.path(), &["import", bundle.to_str().unwrap()]);
     assert_eq!((imported["artifacts"].as_u64(), imported["new_artifacts"].as_u64(), imported["edges"].as_u64()), (Some(4), Some(4), Some(3)));
-    assert_eq!(ids_of(&reg_json(other.path(), &["list"])), ids_of(&exported["artifacts"].as_array().unwrap().iter().map(|id| serde_json::json!({ "id": id })).collect()));
+    assert_eq!(
+        ids_of(&reg_json(other.path(), &["list"])),
+        ids_of(&exported["artifacts"].as_array().unwrap().iter().map(|id| serde_json::json!({ "id": id })).collect())
+    );
     assert_eq!(reg_json(other.path(), &["lineage", &etkf])["ancestors"], reg_json(h, &["lineage", &etkf])["ancestors"]);
     assert!(reg_cmd(other.path(), &["verify"]).status.success());
 
@@ -296,7 +306,10 @@ fn eight_processes_registering_at_once_all_succeed() {
                 own = file.display(),
                 shared = h.join("shared.txt").display()
             );
-            std::process::Command::new("sh").arg("-c").arg(script).env("GEOHOST_REGISTRY", h.join("registry"))
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .env("GEOHOST_REGISTRY", h.join("registry"))
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -323,7 +336,10 @@ fn a_writer_killed_mid_registration_leaves_a_consistent_registry() {
         std::fs::write(files.join(format!("{i:04}.bin")), vec![(i % 251) as u8; 256 * 1024 + i]).unwrap();
     }
     let script = format!("for f in {}/*.bin; do {} registry add \"$f\" --kind file || exit 1; done", files.display(), env!("CARGO_BIN_EXE_geohost"));
-    let mut child = std::process::Command::new("sh").arg("-c").arg(script).env("GEOHOST_REGISTRY", h.join("registry"))
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("GEOHOST_REGISTRY", h.join("registry"))
         .stdout(std::process::Stdio::null())
         .process_group(0)
         .spawn()

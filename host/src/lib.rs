@@ -8,12 +8,12 @@
 //! - [`pluginset`]: the plugin-set file that describes a run.
 //! - [`registry`]: content-addressed artifacts and their lineage (SQLite).
 
+pub mod da;
 pub mod model;
 pub mod models;
-pub mod sandbox;
-pub mod da;
 pub mod output;
 pub mod perf;
 pub mod pluginset;
 pub mod registry;
 pub mod run;
+pub mod sandbox;

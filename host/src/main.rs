@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use geohost::sandbox::{CompileCache, Limits, Runtime};
 use geohost::registry::{default_dir, Registry};
+use geohost::sandbox::{CompileCache, Limits, Runtime};
 use geohost::{output, perf, pluginset::PluginSet, run};
 
 mod registry_cmd;
@@ -173,7 +173,10 @@ fn cmd_run(args: RunArgs) -> Result<()> {
     let out_dir = args.out.unwrap_or_else(|| PathBuf::from("out").join(&set.name));
     let files = output::write(&out_dir, &result, &set)?;
     if result.methods.first().is_some_and(|m| m.summary.cycles_averaged == 0) {
-        eprintln!("warning: no cycle is after the burn-in (t > {}); time means are NaN. Run more cycles or shorten experiment.burn_in", set.set.experiment.burn_in);
+        eprintln!(
+            "warning: no cycle is after the burn-in (t > {}); time means are NaN. Run more cycles or shorten experiment.burn_in",
+            set.set.experiment.burn_in
+        );
     }
     if let Some(registry) = registry.as_mut() {
         let reg = run::register(registry, &set, &result, &files)?;

@@ -24,11 +24,7 @@ use std::path::{Path, PathBuf};
 
 /// A file-name-safe version of a method label.
 pub fn file_stem(label: &str) -> String {
-    label
-        .replace('=', "")
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
-        .collect()
+    label.replace('=', "").chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
 }
 
 struct Var<'a> {
@@ -100,7 +96,13 @@ pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Vec<PathBuf>> 
             Var { name: "truth", dims: &["time", "state"], data: twin.truth.as_slice(), units, long_name: "true state" },
             Var { name: "obs", dims: &["time", "obs"], data: twin.obs.as_slice(), units: &run.obs.units, long_name: "synthetic observations" },
             Var { name: "obs_location", dims: &["obs"], data: locations, units: "grid index", long_name: "observation location" },
-            Var { name: "obs_variance", dims: &["obs"], data: twin.obs_variance.as_slice(), units: "1", long_name: "observation-error variance (diagonal of R)" },
+            Var {
+                name: "obs_variance",
+                dims: &["obs"],
+                data: twin.obs_variance.as_slice(),
+                units: "1",
+                long_name: "observation-error variance (diagonal of R)",
+            },
         ],
         &common,
     )?;
@@ -123,7 +125,13 @@ pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Vec<PathBuf>> 
                 Var { name: "spread_a", dims: &["time"], data: &s.spread_a, units, long_name: "analysis spread" },
                 Var { name: "rmse_f", dims: &["time"], data: &s.rmse_f, units, long_name: "forecast RMSE" },
                 Var { name: "spread_f", dims: &["time"], data: &s.spread_f, units, long_name: "forecast spread" },
-                Var { name: "analysis_mean", dims: &["time", "state"], data: method_run.trajectory.analysis_mean.as_slice(), units, long_name: "analysis mean" },
+                Var {
+                    name: "analysis_mean",
+                    dims: &["time", "state"],
+                    data: method_run.trajectory.analysis_mean.as_slice(),
+                    units,
+                    long_name: "analysis mean",
+                },
             ],
             &attrs,
         )?;

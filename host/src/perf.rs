@@ -46,9 +46,8 @@ pub fn forward_cost(runtime: &Runtime, plugin: &Path, members: usize, cycles: us
     let twin = twin::simulate(&mut native, &mut obs, chronology, prior, &mut rng)?;
     let etkf = Method::ETKF { n: members, infl: 1.02, rot: false };
 
-    let cycle_ms = |model: &mut dyn ForwardModel, obs: &mut dyn ObsOperator| {
-        time_ms(samples, cycles, || etkf.run(&twin, model, obs, 7, &mut |_| {}).map(|_| ()))
-    };
+    let cycle_ms =
+        |model: &mut dyn ForwardModel, obs: &mut dyn ObsOperator| time_ms(samples, cycles, || etkf.run(&twin, model, obs, 7, &mut |_| {}).map(|_| ()));
     let native_cycle = cycle_ms(&mut native, &mut obs)?;
     let wasm_cycle = cycle_ms(&mut wasm, &mut obs)?;
 
@@ -67,7 +66,13 @@ pub fn forward_cost(runtime: &Runtime, plugin: &Path, members: usize, cycles: us
 
     let mut s = String::new();
     let _ = writeln!(s, "Lorenz-96 (40 variables), ETKF N={members}, {cycles} cycles per sample, median of {samples} samples");
-    let _ = writeln!(s, "limits: fuel {} per call, deadline {} ms, memory {} MiB", runtime.limits().fuel, runtime.limits().deadline_ms, runtime.limits().memory_mib);
+    let _ = writeln!(
+        s,
+        "limits: fuel {} per call, deadline {} ms, memory {} MiB",
+        runtime.limits().fuel,
+        runtime.limits().deadline_ms,
+        runtime.limits().memory_mib
+    );
     let _ = writeln!(s, "  ms per analysis cycle, native forward: {native_cycle:.4}");
     let _ = writeln!(s, "  ms per analysis cycle, wasm forward:   {wasm_cycle:.4}");
     let _ = writeln!(s, "  cycle ratio wasm/native:               {:.3}", wasm_cycle / native_cycle);

@@ -152,13 +152,7 @@ pub fn run(args: RegistryArgs) -> Result<()> {
                 metadata: json!({ "source_path": a.file.display().to_string() }),
             };
             let (id, existed) = reg.add_file(&a.file, &new)?;
-            print(json, json!({ "id": id, "already_registered": existed }), || {
-                if existed {
-                    format!("{id} (already registered)")
-                } else {
-                    id.clone()
-                }
-            })
+            print(json, json!({ "id": id, "already_registered": existed }), || if existed { format!("{id} (already registered)") } else { id.clone() })
         }
         RegistryCommand::List(l) => {
             let reg = Registry::open_existing(&dir)?;
@@ -187,7 +181,13 @@ pub fn run(args: RegistryArgs) -> Result<()> {
                 }
                 for n in &nodes {
                     let a = reg.get(n)?;
-                    let style = if *n == id { ", style=bold" } else if a.stale { ", color=red" } else { "" };
+                    let style = if *n == id {
+                        ", style=bold"
+                    } else if a.stale {
+                        ", color=red"
+                    } else {
+                        ""
+                    };
                     out += &format!("  \"{n}\" [label=\"{}\\n{}\\n{}\"{style}];\n", a.name, a.kind, short(n));
                 }
                 for e in up.iter().chain(&down) {

@@ -87,7 +87,8 @@ fn load_plugin(runtime: &Runtime, registry: Option<&Registry>, label: &str, sour
     match source {
         Source::Path(path) => Ok(runtime.load(label, path, world)?),
         Source::Artifact(reference) => {
-            let registry = registry.with_context(|| format!("plugin `{label}` names registry artifact `{reference}`, but no registry is in use (drop --no-registry)"))?;
+            let registry =
+                registry.with_context(|| format!("plugin `{label}` names registry artifact `{reference}`, but no registry is in use (drop --no-registry)"))?;
             let id = registry.resolve(reference).with_context(|| format!("plugin `{label}`"))?;
             let bytes = registry.read(&id).with_context(|| format!("plugin `{label}`"))?;
             Ok(runtime.load_bytes(label, std::path::Path::new(&id), &bytes, world)?)
@@ -113,12 +114,8 @@ pub fn run(set: &Loaded, runtime: &Runtime, registry: Option<&Registry>, cycles:
     check_pair(model.info(), obs.info())?;
 
     let e = &set.set.experiment;
-    let chronology = Chronology {
-        dt: e.dt.unwrap_or(model.info().default_dt),
-        steps_per_obs: e.steps_per_obs,
-        cycles: cycles.unwrap_or(e.cycles),
-        burn_in: e.burn_in,
-    };
+    let chronology =
+        Chronology { dt: e.dt.unwrap_or(model.info().default_dt), steps_per_obs: e.steps_per_obs, cycles: cycles.unwrap_or(e.cycles), burn_in: e.burn_in };
     let prior = Prior { mean: DVector::from_vec(e.x0.resolve(m)?), variance: e.x0_variance };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(e.seed);
     let twin = {
@@ -132,9 +129,8 @@ pub fn run(set: &Loaded, runtime: &Runtime, registry: Option<&Registry>, cycles:
     for method in &set.methods {
         let mut tick = progress(&method.label(), chronology.cycles);
         let start = Instant::now();
-        let trajectory = method
-            .run(&twin, &mut model, &mut obs, method_seed(e.seed, method), &mut *tick)
-            .with_context(|| format!("method {}", method.label()))?;
+        let trajectory =
+            method.run(&twin, &mut model, &mut obs, method_seed(e.seed, method), &mut *tick).with_context(|| format!("method {}", method.label()))?;
         let ms_per_cycle = start.elapsed().as_secs_f64() * 1e3 / chronology.cycles as f64;
         let summary = trajectory.stats.summarize(&twin.times, chronology.burn_in);
         methods.push(MethodRun { method: method.clone(), summary, ms_per_cycle, trajectory });
@@ -145,7 +141,7 @@ pub fn run(set: &Loaded, runtime: &Runtime, registry: Option<&Registry>, cycles:
 
 /// What registering a run did.
 pub struct Registration {
-    /// (artifact id, name) of each method's output, in method order.
+    /// (artifact id, method label) of each method's output, in method order.
     pub outputs: Vec<(String, String)>,
     pub new_artifacts: usize,
     pub total_artifacts: usize,
@@ -174,29 +170,44 @@ pub fn register(registry: &mut Registry, set: &Loaded, result: &RunOutput, files
         added.push(existed);
         Ok(id)
     };
-    let plugin = |record: &PluginRecord, world: &str, info: serde_json::Value, name: &str, version: &str| NewArtifact {
-        kind: "plugin".into(),
-        name: name.into(),
-        version: Some(version.into()),
-        media_type: "application/wasm".into(),
-        step: Some(1),
-        tags: vec![world.into()],
-        metadata: serde_json::json!({ "world": world, "description": info, "config": record.config }),
-        ..Default::default()
-    };
-    let model_bytes = std::fs::read(&result.plugins[0].path).or_else(|_| registry.read(&result.plugins[0].blake3))?;
-    let model_id = add(registry, &model_bytes, plugin(&result.plugins[0], "forward-model", serde_json::to_value(&result.model)?, &result.model.name, &result.model.version))?;
-    let obs_bytes = std::fs::read(&result.plugins[1].path).or_else(|_| registry.read(&result.plugins[1].blake3))?;
-    let obs_id = add(registry, &obs_bytes, plugin(&result.plugins[1], "obs-operator", serde_json::to_value(&result.obs)?, &result.obs.name, &result.obs.version))?;
-    anyhow::ensure!(model_id == result.plugins[0].blake3 && obs_id == result.plugins[1].blake3, "a plugin file changed on disk during the run; not registering it");
-    let set_id = add(registry, &set.bytes, NewArtifact {
-        kind: "plugin-set".into(),
-        name: set.name.clone(),
-        media_type: "application/toml".into(),
-        l_transition: set.set.transition.clone(),
-        metadata: serde_json::json!({ "path": set.path.display().to_string() }),
-        ..Default::default()
-    })?;
+    // Both plugins, with the self-description they gave for this config.
+    let described = [
+        ("forward-model", serde_json::to_value(&result.model)?, &result.model.name, &result.model.version),
+        ("obs-operator", serde_json::to_value(&result.obs)?, &result.obs.name, &result.obs.version),
+    ];
+    let mut plugin_ids = Vec::new();
+    for (record, (world, info, name, version)) in result.plugins.iter().zip(described) {
+        let bytes = std::fs::read(&record.path).or_else(|_| registry.read(&record.blake3))?;
+        let id = add(
+            registry,
+            &bytes,
+            NewArtifact {
+                kind: "plugin".into(),
+                name: name.clone(),
+                version: Some(version.clone()),
+                media_type: "application/wasm".into(),
+                step: Some(1),
+                tags: vec![world.into()],
+                metadata: serde_json::json!({ "world": world, "description": info, "config": record.config }),
+                ..Default::default()
+            },
+        )?;
+        anyhow::ensure!(id == record.blake3, "plugin file {} changed on disk during the run; not registering the run", record.path);
+        plugin_ids.push(id);
+    }
+    let (model_id, obs_id) = (&plugin_ids[0], &plugin_ids[1]);
+    let set_id = add(
+        registry,
+        &set.bytes,
+        NewArtifact {
+            kind: "plugin-set".into(),
+            name: set.name.clone(),
+            media_type: "application/toml".into(),
+            l_transition: set.set.transition.clone(),
+            metadata: serde_json::json!({ "path": set.path.display().to_string() }),
+            ..Default::default()
+        },
+    )?;
 
     let input_key = crate::registry::artifact_id(
         serde_json::json!({ "model": model_id, "observations": obs_id, "plugin_set": set_id, "cycles": result.cycles }).to_string().as_bytes(),
@@ -205,42 +216,52 @@ pub fn register(registry: &mut Registry, set: &Loaded, result: &RunOutput, files
 
     let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("reading {} to register it", path.display()));
     let truth_path = files.iter().find(|f| f.ends_with("truth.nc")).context("the run wrote no truth.nc")?;
-    let truth_id = add(registry, &read(truth_path)?, NewArtifact {
-        kind: "dataset".into(),
-        name: format!("{}/truth", set.name),
-        media_type: "application/x-netcdf".into(),
-        step: Some(1),
-        l_transition: set.set.transition.clone(),
-        tags: vec!["truth".into(), "observations".into()],
-        ..Default::default()
-    })?;
-    let mut lineage = vec![(truth_id.clone(), "truth".to_string())];
+    let truth_id = add(
+        registry,
+        &read(truth_path)?,
+        NewArtifact {
+            kind: "dataset".into(),
+            name: format!("{}/truth", set.name),
+            media_type: "application/x-netcdf".into(),
+            step: Some(1),
+            l_transition: set.set.transition.clone(),
+            tags: vec!["truth".into(), "observations".into()],
+            ..Default::default()
+        },
+    )?;
+    let mut output_ids = vec![truth_id];
     let mut outputs = Vec::new();
     for method_run in &result.methods {
         let label = method_run.method.label();
-        let path = files.iter().find(|f| f.file_name().is_some_and(|n| n.to_string_lossy() == format!("{}.nc", crate::output::file_stem(&label)))).with_context(|| format!("no output file for {label}"))?;
+        let path = files
+            .iter()
+            .find(|f| f.file_name().is_some_and(|n| n.to_string_lossy() == format!("{}.nc", crate::output::file_stem(&label))))
+            .with_context(|| format!("no output file for {label}"))?;
         let mut summary = serde_json::to_value(method_run.summary)?;
         summary["method"] = serde_json::to_value(&method_run.method)?;
-        let id = add(registry, &read(path)?, NewArtifact {
-            kind: "run-output".into(),
-            name: format!("{}/{}", set.name, label),
-            media_type: "application/x-netcdf".into(),
-            role: Some(method_role(&method_run.method).into()),
-            step: Some(2),
-            l_transition: set.set.transition.clone(),
-            tags: vec![serde_json::to_value(&method_run.method)?["method"].as_str().unwrap_or_default().to_string()],
-            metadata: summary,
-            ..Default::default()
-        })?;
-        outputs.push((id.clone(), label.clone()));
-        lineage.push((id, label));
+        let id = add(
+            registry,
+            &read(path)?,
+            NewArtifact {
+                kind: "run-output".into(),
+                name: format!("{}/{}", set.name, label),
+                media_type: "application/x-netcdf".into(),
+                role: Some(method_role(&method_run.method).into()),
+                step: Some(2),
+                l_transition: set.set.transition.clone(),
+                tags: vec![serde_json::to_value(&method_run.method)?["method"].as_str().unwrap_or_default().to_string()],
+                metadata: summary,
+                ..Default::default()
+            },
+        )?;
+        output_ids.push(id.clone());
+        outputs.push((id, label));
     }
-    for (id, _) in &lineage {
-        registry.link(id, &model_id, "derived_from")?;
-        registry.link(id, &obs_id, "derived_from")?;
+    for id in &output_ids {
+        registry.link(id, model_id, "derived_from")?;
+        registry.link(id, obs_id, "derived_from")?;
         registry.link(id, &set_id, "produced_by")?;
     }
-    let output_ids: Vec<String> = lineage.iter().map(|(id, _)| id.clone()).collect();
     let identical_to_earlier = earlier.map(|e| e == output_ids);
     registry.record_run(&input_key, &set_id, &output_ids)?;
     Ok(Registration {

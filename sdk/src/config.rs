@@ -32,9 +32,7 @@ impl Config {
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, String> {
         match self.values.get(key) {
             None => Ok(None),
-            Some(v) => serde_json::from_value(v.clone())
-                .map(Some)
-                .map_err(|e| format!("config key `{key}`: {e} (got {v})")),
+            Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| format!("config key `{key}`: {e} (got {v})")),
         }
     }
 

@@ -307,10 +307,7 @@ pub mod glue {
             let prediction = table(&input.prediction, "prediction")?;
             let reference = table(&input.reference, "reference")?;
             if (prediction.rows, prediction.cols) != (reference.rows, reference.cols) {
-                return Err(format!(
-                    "prediction is {} × {} but reference is {} × {}",
-                    prediction.rows, prediction.cols, reference.rows, reference.cols
-                ));
+                return Err(format!("prediction is {} × {} but reference is {} × {}", prediction.rows, prediction.cols, reference.rows, reference.cols));
             }
             let members = match &input.members {
                 None => None,
@@ -346,11 +343,7 @@ pub mod glue {
             name: info.name,
             version: info.version,
             state_size: info.state_size as u32,
-            parameters: info
-                .parameters
-                .into_iter()
-                .map(|p| fwd_types::Parameter { name: p.name, value: p.value, units: p.units })
-                .collect(),
+            parameters: info.parameters.into_iter().map(|p| fwd_types::Parameter { name: p.name, value: p.value, units: p.units }).collect(),
             default_dt: info.default_dt,
             state_units: info.state_units,
             time_units: info.time_units,
@@ -385,11 +378,7 @@ pub mod glue {
             obs_size: info.obs_size as u32,
             noise_variance: info.noise_variance,
             locations: info.locations,
-            parameters: info
-                .parameters
-                .into_iter()
-                .map(|p| obs_types::Parameter { name: p.name, value: p.value, units: p.units })
-                .collect(),
+            parameters: info.parameters.into_iter().map(|p| obs_types::Parameter { name: p.name, value: p.value, units: p.units }).collect(),
             units: info.units,
         })
     }

@@ -55,9 +55,7 @@ pub enum Method {
 impl Method {
     /// A short label like `ETKF N=28 infl=1.02 rot`.
     pub fn label(&self) -> String {
-        let ens = |name: &str, n: &usize, infl: &f64, rot: &bool| {
-            format!("{name} N={n} infl={infl}{}", if *rot { " rot" } else { "" })
-        };
+        let ens = |name: &str, n: &usize, infl: &f64, rot: &bool| format!("{name} N={n} infl={infl}{}", if *rot { " rot" } else { "" });
         match self {
             Method::Climatology => "Climatology".into(),
             Method::OptInterp => "OptInterp".into(),
@@ -80,13 +78,10 @@ impl Method {
             Method::EnKF { n, infl, rot } => {
                 ensemble::cycle(twin, model, obs, *n, &mut enkf::PertObs, PostProcess { infl: *infl, rot: *rot }, &mut rng, progress)
             }
-            Method::ETKF { n, infl, rot } => {
-                ensemble::cycle(twin, model, obs, *n, &mut etkf::Etkf, PostProcess { infl: *infl, rot: *rot }, &mut rng, progress)
-            }
+            Method::ETKF { n, infl, rot } => ensemble::cycle(twin, model, obs, *n, &mut etkf::Etkf, PostProcess { infl: *infl, rot: *rot }, &mut rng, progress),
             Method::LETKF { n, infl, rot, loc_rad } => {
-                let grid = model.info().grid.ok_or_else(|| {
-                    anyhow::anyhow!("LETKF needs a spatial grid, but forward model `{}` declares none", model.info().name)
-                })?;
+                let grid =
+                    model.info().grid.ok_or_else(|| anyhow::anyhow!("LETKF needs a spatial grid, but forward model `{}` declares none", model.info().name))?;
                 let mut letkf = letkf::Letkf::new(grid, &obs.info().locations, *loc_rad, 2);
                 ensemble::cycle(twin, model, obs, *n, &mut letkf, PostProcess { infl: *infl, rot: *rot }, &mut rng, progress)
             }

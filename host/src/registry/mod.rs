@@ -240,21 +240,25 @@ impl Registry {
                 Some((n, v)) => (n, Some(v)),
                 None => (reference, None),
             };
-            let mut stmt = self.conn.prepare(
-                "SELECT id, version FROM artifacts WHERE name = ?1 AND (?2 IS NULL OR version = ?2) ORDER BY created DESC, id",
-            )?;
-            let rows: Vec<(String, Option<String>)> = stmt.query_map(params![name, version], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+            let mut stmt = self.conn.prepare("SELECT id, version FROM artifacts WHERE name = ?1 AND (?2 IS NULL OR version = ?2) ORDER BY created DESC, id")?;
+            let rows: Vec<(String, Option<String>)> =
+                stmt.query_map(params![name, version], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
             // NAME alone: the newest registration wins (like a tag).
             return match rows.first() {
                 Some((id, _)) => Ok(id.clone()),
-                None => bail!("no artifact matches `{reference}` (not a known id, id prefix, name or name@version); `geohost registry list` shows what is registered"),
+                None => bail!(
+                    "no artifact matches `{reference}` (not a known id, id prefix, name or name@version); `geohost registry list` shows what is registered"
+                ),
             };
         }
         if candidates.len() > 1 {
-            let listed: Vec<String> = candidates.iter().map(|id| {
-                let name: String = self.conn.query_row("SELECT name FROM artifacts WHERE id = ?1", [id], |r| r.get(0)).unwrap_or_default();
-                format!("  {id}  {name}")
-            }).collect();
+            let listed: Vec<String> = candidates
+                .iter()
+                .map(|id| {
+                    let name: String = self.conn.query_row("SELECT name FROM artifacts WHERE id = ?1", [id], |r| r.get(0)).unwrap_or_default();
+                    format!("  {id}  {name}")
+                })
+                .collect();
             bail!("`{reference}` is ambiguous; it matches {} artifacts:\n{}\nuse more digits", candidates.len(), listed.join("\n"));
         }
         Ok(candidates.remove(0))
@@ -315,9 +319,8 @@ impl Registry {
             Self::SELECT
         );
         let mut stmt = self.conn.prepare(&sql)?;
-        let rows: Vec<Artifact> = stmt
-            .query_map(params![f.kind, f.role, f.step, f.tag, f.name, f.stale], |r| self.row_to_artifact(r))?
-            .collect::<rusqlite::Result<_>>()?;
+        let rows: Vec<Artifact> =
+            stmt.query_map(params![f.kind, f.role, f.step, f.tag, f.name, f.stale], |r| self.row_to_artifact(r))?.collect::<rusqlite::Result<_>>()?;
         rows.into_iter().map(|a| self.with_tags(a)).collect()
     }
 
@@ -437,10 +440,7 @@ impl Registry {
     /// temporary files older than ten minutes (from killed writers) too.
     pub fn gc(&mut self, dry_run: bool) -> Result<Vec<String>> {
         let roots = self.roots()?;
-        anyhow::ensure!(
-            !roots.is_empty(),
-            "no named roots: gc would remove everything. Name what to keep with `geohost registry root NAME ID` first"
-        );
+        anyhow::ensure!(!roots.is_empty(), "no named roots: gc would remove everything. Name what to keep with `geohost registry root NAME ID` first");
         let mut keep = std::collections::BTreeSet::new();
         for (_, id) in &roots {
             keep.insert(id.clone());
@@ -513,7 +513,19 @@ impl Registry {
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO artifacts (id, kind, name, version, size, media_type, created, role, step, l_transition, metadata)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![a.id, a.kind, a.name, a.version, a.size as i64, a.media_type, a.created, a.role, a.step, a.l_transition, serde_json::to_string(&a.metadata)?],
+            params![
+                a.id,
+                a.kind,
+                a.name,
+                a.version,
+                a.size as i64,
+                a.media_type,
+                a.created,
+                a.role,
+                a.step,
+                a.l_transition,
+                serde_json::to_string(&a.metadata)?
+            ],
         )?;
         for tag in &a.tags {
             tx.execute("INSERT OR IGNORE INTO tags (id, tag) VALUES (?1, ?2)", params![a.id, tag])?;

@@ -93,9 +93,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if current > SCHEMA_VERSION {
-        anyhow::bail!(
-            "the registry's schema version is {current}, newer than this geohost understands ({SCHEMA_VERSION}); use a newer geohost"
-        );
+        anyhow::bail!("the registry's schema version is {current}, newer than this geohost understands ({SCHEMA_VERSION}); use a newer geohost");
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let version = index as i64 + 1;

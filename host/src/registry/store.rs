@@ -82,7 +82,10 @@ impl BlobStore {
         };
         let actual = artifact_id(&bytes);
         if actual != id {
-            bail!("integrity error: blob {} is corrupt (its bytes hash to {actual}); it will not be used. Restore it from an export or re-run what produced it", path.display());
+            bail!(
+                "integrity error: blob {} is corrupt (its bytes hash to {actual}); it will not be used. Restore it from an export or re-run what produced it",
+                path.display()
+            );
         }
         Ok(bytes)
     }

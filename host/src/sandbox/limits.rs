@@ -44,11 +44,7 @@ impl Limits {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.deadline_ms > 0, "limits.deadline_ms must be positive");
         anyhow::ensure!(self.memory_mib > 0, "limits.memory_mib must be positive");
-        anyhow::ensure!(
-            (16..=1 << 20).contains(&self.stack_kib),
-            "limits.stack_kib must be between 16 and 1048576, got {}",
-            self.stack_kib
-        );
+        anyhow::ensure!((16..=1 << 20).contains(&self.stack_kib), "limits.stack_kib must be between 16 and 1048576, got {}", self.stack_kib);
         Ok(())
     }
 }

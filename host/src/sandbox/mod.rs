@@ -164,11 +164,7 @@ impl Runtime {
     /// Read, compile (or fetch from the cache) and check a component file
     /// against `world`. `plugin` is the name used in error messages.
     pub fn load(&self, plugin: &str, path: &Path, world: World) -> Result<LoadedComponent, SandboxError> {
-        let bytes = std::fs::read(path).map_err(|source| SandboxError::Read {
-            plugin: plugin.into(),
-            path: path.into(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| SandboxError::Read { plugin: plugin.into(), path: path.into(), source })?;
         self.load_bytes(plugin, path, &bytes, world)
     }
 
@@ -233,7 +229,9 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
     }
     match &bytes[4..8] {
         [0x0d, 0x00, 0x01, 0x00] => Ok(()),
-        [0x01, 0x00, 0x00, 0x00] => Err("it is a core wasm module, not a component; link it with wasm-component-ld (plugins/build.sh does) or run `wasm-tools component new`".into()),
+        [0x01, 0x00, 0x00, 0x00] => {
+            Err("it is a core wasm module, not a component; link it with wasm-component-ld (plugins/build.sh does) or run `wasm-tools component new`".into())
+        }
         other => Err(format!("unknown wasm version/layer bytes {other:02x?}")),
     }
 }
@@ -250,13 +248,7 @@ fn check_world(engine: &Engine, component: &Component, plugin: &str, path: &Path
             return Err(SandboxError::WrongVersion { plugin: plugin.into(), path: path.into(), found: format!("{PACKAGE}@{version}") });
         }
         if let Some(other) = World::all().into_iter().find(|w| exports.iter().any(|e| e.starts_with(w.interface()))) {
-            return Err(SandboxError::WrongWorld {
-                plugin: plugin.into(),
-                path: path.into(),
-                found: other.name(),
-                expected: world.name(),
-                exports: listed(),
-            });
+            return Err(SandboxError::WrongWorld { plugin: plugin.into(), path: path.into(), found: other.name(), expected: world.name(), exports: listed() });
         }
         return Err(SandboxError::NotAPlugin {
             plugin: plugin.into(),
@@ -291,7 +283,11 @@ struct Instance<B> {
 }
 
 impl<B> Instance<B> {
-    fn new(runtime: &Runtime, loaded: &LoadedComponent, instantiate: impl FnOnce(&mut Store<StoreLimiter>, &Component, &Linker<StoreLimiter>) -> wasmtime::Result<B>) -> Result<Self, SandboxError> {
+    fn new(
+        runtime: &Runtime,
+        loaded: &LoadedComponent,
+        instantiate: impl FnOnce(&mut Store<StoreLimiter>, &Component, &Linker<StoreLimiter>) -> wasmtime::Result<B>,
+    ) -> Result<Self, SandboxError> {
         let mut store = runtime.store();
         let limits = *runtime.limits();
         arm(&mut store, &limits);

@@ -66,7 +66,9 @@ impl ObsOperator for WasmObs {
         }
         let y = DMatrix::from_vec(p, members, out.data);
         if let Some((member, index)) = first_non_finite(&y) {
-            return Err(SandboxError::NonFinite { plugin: self.instance.plugin.clone(), call: "observe", member, index, value: y[(index, member)], time: t }.into());
+            return Err(
+                SandboxError::NonFinite { plugin: self.instance.plugin.clone(), call: "observe", member, index, value: y[(index, member)], time: t }.into()
+            );
         }
         Ok(y)
     }

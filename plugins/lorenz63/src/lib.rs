@@ -26,11 +26,7 @@ impl ForwardModel for Lorenz63 {
 
     fn info(&self) -> ModelInfo {
         ModelInfo {
-            parameters: vec![
-                Parameter::new("sigma", self.sigma, "1"),
-                Parameter::new("rho", self.rho, "1"),
-                Parameter::new("beta", self.beta, "1"),
-            ],
+            parameters: vec![Parameter::new("sigma", self.sigma, "1"), Parameter::new("rho", self.rho, "1"), Parameter::new("beta", self.beta, "1")],
             ..ModelInfo::new("lorenz63", env!("CARGO_PKG_VERSION"), 3, 0.01)
         }
     }

@@ -98,12 +98,19 @@ impl Metric for Standard {
                     let mean = |r: usize, c: usize| (0..e.members).map(|m| e.at(m, r, c)).sum::<f64>() / n;
                     let spread = (0..y.rows)
                         .map(|r| {
-                            let var = (0..y.cols).map(|c| { let mu = mean(r, c); (0..e.members).map(|m| (e.at(m, r, c) - mu).powi(2)).sum::<f64>() / (n - 1.0) });
+                            let var = (0..y.cols).map(|c| {
+                                let mu = mean(r, c);
+                                (0..e.members).map(|m| (e.at(m, r, c) - mu).powi(2)).sum::<f64>() / (n - 1.0)
+                            });
                             (var.sum::<f64>() / y.cols as f64).sqrt()
                         })
                         .sum::<f64>()
                         / y.rows as f64;
-                    if name == "spread" { Value::Scalar(spread) } else { Value::Scalar(spread / rmse(&mean, y)) }
+                    if name == "spread" {
+                        Value::Scalar(spread)
+                    } else {
+                        Value::Scalar(spread / rmse(&mean, y))
+                    }
                 }
                 "crps" | "crps_fair" => {
                     let e = members.expect("checked above");

@@ -46,9 +46,7 @@ impl ObsOperator for ObsSubset {
         let state_size = config.get::<usize>("state_size")?.ok_or("config key `state_size` is missing")?;
         let indices = selection(config, state_size)?;
         let variances = match config.get::<Vec<f64>>("variances")? {
-            Some(v) if v.len() != indices.len() => {
-                return Err(format!("config key `variances` has {} values for {} observations", v.len(), indices.len()))
-            }
+            Some(v) if v.len() != indices.len() => return Err(format!("config key `variances` has {} values for {} observations", v.len(), indices.len())),
             Some(v) => v,
             None => vec![config.f64_or("variance", 1.0)?; indices.len()],
         };
