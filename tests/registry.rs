@@ -370,3 +370,32 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn bad_registry_input_gets_a_clear_error_and_changes_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    std::fs::write(h.join("a.txt"), "a").unwrap();
+    let a = h.join("a.txt");
+    let a = a.to_str().unwrap();
+    let fails = |args: &[&str], needle: &str| {
+        let out = reg_cmd(h, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.starts_with("error: ") && err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
+    };
+    fails(&["add", a, "--kind", "file", "--role", "oracel"], "role `oracel` is not one of: oracle, emulator");
+    fails(&["add", a, "--kind", "thing"], "kind `thing` is not one of");
+    fails(&["add", a, "--kind", "file", "--transition", "L4_L5"], "l_transition `L4_L5` is not one of");
+    fails(&["add", a, "--kind", "file", "--step", "9"], "step must be between 1 and 6");
+    fails(&["add", h.join("nope.txt").to_str().unwrap(), "--kind", "file"], "cannot read");
+    assert_eq!(reg_json(h, &["list"]).as_array().unwrap().len(), 0, "failed adds registered nothing");
+
+    let id = reg_json(h, &["add", a, "--kind", "file"])["id"].as_str().unwrap().to_string();
+    fails(&["link", &id, "inspired_by", &id], "edge type `inspired_by` is not one of");
+    fails(&["link", &id, "derived_from", "blake3:0000"], "no artifact matches `blake3:0000`");
+    fails(&["supersede", &id, &id], "cannot supersede itself");
+    std::fs::write(h.join("not-a-bundle.tar"), "hello").unwrap();
+    fails(&["import", h.join("not-a-bundle.tar").to_str().unwrap()], "not-a-bundle.tar");
+    assert_eq!(reg_json(h, &["list"]).as_array().unwrap().len(), 1);
+}

@@ -82,7 +82,7 @@ pub fn import(registry: &mut Registry, path: &Path) -> Result<ImportReport> {
     let mut manifest: Option<Manifest> = None;
     let mut blobs: std::collections::HashMap<String, Vec<u8>> = Default::default();
     for entry in archive.entries().with_context(|| format!("{} is not a geohost bundle (tar)", path.display()))? {
-        let mut entry = entry?;
+        let mut entry = entry.with_context(|| format!("{} is not a readable geohost bundle (tar)", path.display()))?;
         let name = entry.path()?.to_string_lossy().into_owned();
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes)?;
