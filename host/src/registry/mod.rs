@@ -180,29 +180,23 @@ impl Registry {
         anyhow::ensure!(!a.name.is_empty(), "an artifact needs a name");
         // The blob first, durably; then the row.
         let id = self.store.put(bytes)?;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO artifacts (id, kind, name, version, size, media_type, created, role, step, l_transition, metadata)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                id,
-                a.kind,
-                a.name,
-                a.version,
-                bytes.len() as i64,
-                a.media_type,
-                now(),
-                a.role,
-                a.step,
-                a.l_transition,
-                serde_json::to_string(&a.metadata)?
-            ],
-        )?;
-        for tag in &a.tags {
-            tx.execute("INSERT OR IGNORE INTO tags (id, tag) VALUES (?1, ?2)", params![id, tag])?;
-        }
-        tx.commit()?;
-        Ok((id, inserted == 0))
+        let record = Artifact {
+            id: id.clone(),
+            kind: a.kind.clone(),
+            name: a.name.clone(),
+            version: a.version.clone(),
+            size: bytes.len() as u64,
+            media_type: a.media_type.clone(),
+            created: now(),
+            role: a.role.clone(),
+            step: a.step,
+            l_transition: a.l_transition.clone(),
+            tags: a.tags.clone(),
+            stale: false,
+            metadata: a.metadata.clone(),
+        };
+        let inserted = self.insert_record(&record)?;
+        Ok((id, !inserted))
     }
 
     /// Register a file from disk.
@@ -506,8 +500,9 @@ impl Registry {
         Ok(edges.into_iter().filter(|e| set.contains(&e.src) && set.contains(&e.dst)).collect())
     }
 
-    /// Insert a full artifact record (import): the blob must already be in
-    /// the store.
+    /// Insert an artifact record unless one with its id exists (then only
+    /// new tags are added); returns whether it was new. The blob must
+    /// already be in the store.
     fn insert_record(&mut self, a: &Artifact) -> Result<bool> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let inserted = tx.execute(
