@@ -8,6 +8,7 @@
 //! - [`pluginset`]: the plugin-set file that describes a run.
 //! - [`registry`]: content-addressed artifacts and their lineage (SQLite).
 
+pub mod bench;
 pub mod da;
 pub mod model;
 pub mod models;

@@ -6,6 +6,7 @@ use geohost::registry::{default_dir, Registry};
 use geohost::sandbox::{CompileCache, Limits, Runtime};
 use geohost::{output, perf, pluginset::PluginSet, run};
 
+mod bench_cmd;
 mod registry_cmd;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ enum Command {
     Perf(PerfArgs),
     /// The lineage registry: artifacts, lineage, oracles, staleness, integrity.
     Registry(registry_cmd::RegistryArgs),
+    /// Benchmark contracts: pre-register, score candidates into reports, diff reports, score a cycle.
+    Bench(bench_cmd::BenchArgs),
 }
 
 #[derive(Args)]
@@ -57,7 +60,7 @@ struct RunArgs {
 
 /// Sandbox limits and caching (override the plugin-set's `[limits]`).
 #[derive(Args)]
-struct SandboxArgs {
+pub(crate) struct SandboxArgs {
     /// Instruction budget per plugin call (0 = unmetered).
     #[arg(long)]
     fuel: Option<u64>,
@@ -76,7 +79,7 @@ struct SandboxArgs {
 }
 
 impl SandboxArgs {
-    fn runtime(&self, base: Limits) -> Result<Runtime> {
+    pub(crate) fn runtime(&self, base: Limits) -> Result<Runtime> {
         let limits = Limits {
             fuel: self.fuel.unwrap_or(base.fuel),
             deadline_ms: self.deadline_ms.unwrap_or(base.deadline_ms),
@@ -147,7 +150,7 @@ struct DaPerfArgs {
     sandbox: SandboxArgs,
 }
 
-fn progress_factory(quiet: bool) -> impl FnMut(&str, usize) -> Box<dyn FnMut(usize)> {
+pub(crate) fn progress_factory(quiet: bool) -> impl FnMut(&str, usize) -> Box<dyn FnMut(usize)> {
     move |label, total| {
         if quiet {
             return Box::new(|_| {});
@@ -192,7 +195,7 @@ fn cmd_run(args: RunArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         println!("{}", output::table(&result));
-        println!("wrote {} files to {}", files.len(), out_dir.display());
+        println!("wrote {} files to {}", files.methods.len() + 2, out_dir.display());
     }
     Ok(())
 }
@@ -251,6 +254,7 @@ fn main() {
         Command::Inspect(args) => cmd_inspect(args),
         Command::Perf(args) => cmd_perf(args),
         Command::Registry(args) => registry_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -46,8 +46,9 @@ pub fn forward_cost(runtime: &Runtime, plugin: &Path, members: usize, cycles: us
     let twin = twin::simulate(&mut native, &mut obs, chronology, prior, &mut rng)?;
     let etkf = Method::ETKF { n: members, infl: 1.02, rot: false };
 
-    let cycle_ms =
-        |model: &mut dyn ForwardModel, obs: &mut dyn ObsOperator| time_ms(samples, cycles, || etkf.run(&twin, model, obs, 7, &mut |_| {}).map(|_| ()));
+    let cycle_ms = |model: &mut dyn ForwardModel, obs: &mut dyn ObsOperator| {
+        time_ms(samples, cycles, || etkf.run(&twin, model, obs, 7, Default::default(), &mut |_| {}).map(|_| ()))
+    };
     let native_cycle = cycle_ms(&mut native, &mut obs)?;
     let wasm_cycle = cycle_ms(&mut wasm, &mut obs)?;
 

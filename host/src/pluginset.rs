@@ -21,6 +21,8 @@ pub struct PluginSet {
     pub experiment: Experiment,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub output: OutputSpec,
     #[serde(rename = "method", default)]
     pub methods: Vec<MethodSpec>,
 }
@@ -57,6 +59,16 @@ pub struct Experiment {
     pub x0: X0,
     /// Variance of the initial distribution N(x0, x0_variance·I).
     pub x0_variance: f64,
+}
+
+/// What the run writes beyond the documented defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Keep the analysis ensemble every k-th cycle (k = 0: never), for
+    /// scores that need members (CRPS, rank histogram, spread/skill).
+    #[serde(default)]
+    pub members_every: usize,
 }
 
 fn one() -> usize {

@@ -125,12 +125,13 @@ pub fn run(set: &Loaded, runtime: &Runtime, registry: Option<&Registry>, cycles:
         t
     };
 
+    let record = crate::da::ensemble::Record { members_every: set.set.output.members_every };
     let mut methods = Vec::new();
     for method in &set.methods {
         let mut tick = progress(&method.label(), chronology.cycles);
         let start = Instant::now();
         let trajectory =
-            method.run(&twin, &mut model, &mut obs, method_seed(e.seed, method), &mut *tick).with_context(|| format!("method {}", method.label()))?;
+            method.run(&twin, &mut model, &mut obs, method_seed(e.seed, method), record, &mut *tick).with_context(|| format!("method {}", method.label()))?;
         let ms_per_cycle = start.elapsed().as_secs_f64() * 1e3 / chronology.cycles as f64;
         let summary = trajectory.stats.summarize(&twin.times, chronology.burn_in);
         methods.push(MethodRun { method: method.clone(), summary, ms_per_cycle, trajectory });
@@ -161,9 +162,9 @@ fn method_role(method: &Method) -> &'static str {
 /// Record a finished run in the registry: both plugins (with their
 /// self-descriptions), the plugin-set file, the truth/observations file and
 /// each method's output file, with `derived_from` edges to the plugins and
-/// `produced_by` edges to the plugin-set. `files` are the paths
-/// [`crate::output::write`] returned.
-pub fn register(registry: &mut Registry, set: &Loaded, result: &RunOutput, files: &[std::path::PathBuf]) -> Result<Registration> {
+/// `produced_by` edges to the plugin-set. `files` are what
+/// [`crate::output::write`] wrote.
+pub fn register(registry: &mut Registry, set: &Loaded, result: &RunOutput, files: &crate::output::Written) -> Result<Registration> {
     let mut added = Vec::new();
     let mut add = |registry: &mut Registry, bytes: &[u8], a: NewArtifact| -> Result<String> {
         let (id, existed) = registry.add(bytes, &a)?;
@@ -210,15 +211,22 @@ pub fn register(registry: &mut Registry, set: &Loaded, result: &RunOutput, files
     )?;
 
     let input_key = crate::registry::artifact_id(
-        serde_json::json!({ "model": model_id, "observations": obs_id, "plugin_set": set_id, "cycles": result.cycles }).to_string().as_bytes(),
+        serde_json::json!({
+            "model": model_id,
+            "observations": obs_id,
+            "plugin_set": set_id,
+            "cycles": result.cycles,
+            "methods": result.methods.iter().map(|m| m.method.label()).collect::<Vec<_>>(),
+        })
+        .to_string()
+        .as_bytes(),
     );
     let earlier = registry.find_run(&input_key)?;
 
     let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("reading {} to register it", path.display()));
-    let truth_path = files.iter().find(|f| f.ends_with("truth.nc")).context("the run wrote no truth.nc")?;
     let truth_id = add(
         registry,
-        &read(truth_path)?,
+        &read(&files.truth)?,
         NewArtifact {
             kind: "dataset".into(),
             name: format!("{}/truth", set.name),
@@ -231,12 +239,8 @@ pub fn register(registry: &mut Registry, set: &Loaded, result: &RunOutput, files
     )?;
     let mut output_ids = vec![truth_id];
     let mut outputs = Vec::new();
-    for method_run in &result.methods {
+    for (method_run, path) in result.methods.iter().zip(&files.methods) {
         let label = method_run.method.label();
-        let path = files
-            .iter()
-            .find(|f| f.file_name().is_some_and(|n| n.to_string_lossy() == format!("{}.nc", crate::output::file_stem(&label))))
-            .with_context(|| format!("no output file for {label}"))?;
         let mut summary = serde_json::to_value(method_run.summary)?;
         summary["method"] = serde_json::to_value(&method_run.method)?;
         let id = add(

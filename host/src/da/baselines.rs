@@ -58,7 +58,7 @@ pub fn climatology(twin: &Twin, progress: &mut dyn FnMut(usize)) -> Result<Traje
         analysis_mean.set_column(k, &twin.clim_mean);
         progress(k);
     }
-    Ok(Trajectory { stats, analysis_mean })
+    Ok(Trajectory { stats, analysis_mean, members: Vec::new() })
 }
 
 pub fn optimal_interpolation(twin: &Twin, obs: &mut dyn ObsOperator, progress: &mut dyn FnMut(usize)) -> Result<Trajectory> {
@@ -77,7 +77,7 @@ pub fn optimal_interpolation(twin: &Twin, obs: &mut dyn ObsOperator, progress: &
         analysis_mean.set_column(k, &xa);
         progress(k);
     }
-    Ok(Trajectory { stats, analysis_mean })
+    Ok(Trajectory { stats, analysis_mean, members: Vec::new() })
 }
 
 pub fn var3d(twin: &Twin, model: &mut dyn ForwardModel, obs: &mut dyn ObsOperator, xb: f64, progress: &mut dyn FnMut(usize)) -> Result<Trajectory> {
@@ -102,5 +102,5 @@ pub fn var3d(twin: &Twin, model: &mut dyn ForwardModel, obs: &mut dyn ObsOperato
         x.set_column(0, &xa);
         progress(k);
     }
-    Ok(Trajectory { stats, analysis_mean })
+    Ok(Trajectory { stats, analysis_mean, members: Vec::new() })
 }

@@ -50,6 +50,22 @@ pub struct Trajectory {
     pub stats: CycleStats,
     /// Analysis mean at every observation time (`size × cycles`).
     pub analysis_mean: DMatrix<f64>,
+    /// Analysis ensembles (`size × N`) kept at the cycles [`Record`] asked
+    /// for, with their cycle index; empty for methods without an ensemble.
+    pub members: Vec<(usize, DMatrix<f64>)>,
+}
+
+/// Which analysis ensembles a run keeps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Record {
+    /// Keep the ensemble at cycles k with k % members_every == 0 (0: none).
+    pub members_every: usize,
+}
+
+impl Record {
+    fn keeps(&self, k: usize) -> bool {
+        self.members_every > 0 && k % self.members_every == 0
+    }
 }
 
 /// Forecast: advance `states` from the previous observation time to that
@@ -73,6 +89,7 @@ pub fn cycle(
     members: usize,
     analysis: &mut dyn Analysis,
     post: PostProcess,
+    record: Record,
     rng: &mut rand_chacha::ChaCha8Rng,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Trajectory> {
@@ -80,6 +97,7 @@ pub fn cycle(
     let mut e = twin.prior.sample(members, rng);
     let mut stats = CycleStats::with_capacity(ch.cycles);
     let mut analysis_mean = DMatrix::zeros(e.nrows(), ch.cycles);
+    let mut members = Vec::new();
     for k in 0..ch.cycles {
         forecast(model, &mut e, twin, k)?;
         let t = twin.times[k];
@@ -94,7 +112,10 @@ pub fn cycle(
         let (mu, a) = center(&e);
         stats.push_analysis(rmse(&mu, &truth), ensemble_spread(&a));
         analysis_mean.set_column(k, &mu);
+        if record.keeps(k) {
+            members.push((k, e.clone()));
+        }
         progress(k);
     }
-    Ok(Trajectory { stats, analysis_mean })
+    Ok(Trajectory { stats, analysis_mean, members })
 }

@@ -15,7 +15,7 @@ pub mod twin;
 
 use crate::model::{ForwardModel, ObsOperator};
 use anyhow::Result;
-use ensemble::{PostProcess, Trajectory};
+use ensemble::{PostProcess, Record, Trajectory};
 use rand::SeedableRng;
 use serde::Serialize;
 use twin::Twin;
@@ -68,22 +68,33 @@ impl Method {
 
     /// Run the method on a twin experiment. `seed` drives the method's own
     /// randomness (initial ensemble, perturbations, rotations), so methods
-    /// are independent of the order they run in.
-    pub fn run(&self, twin: &Twin, model: &mut dyn ForwardModel, obs: &mut dyn ObsOperator, seed: u64, progress: &mut dyn FnMut(usize)) -> Result<Trajectory> {
+    /// are independent of the order they run in. `record` says which
+    /// analysis ensembles to keep.
+    pub fn run(
+        &self,
+        twin: &Twin,
+        model: &mut dyn ForwardModel,
+        obs: &mut dyn ObsOperator,
+        seed: u64,
+        record: Record,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Trajectory> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         match self {
             Method::Climatology => baselines::climatology(twin, progress),
             Method::OptInterp => baselines::optimal_interpolation(twin, obs, progress),
             Method::Var3D { xb } => baselines::var3d(twin, model, obs, *xb, progress),
             Method::EnKF { n, infl, rot } => {
-                ensemble::cycle(twin, model, obs, *n, &mut enkf::PertObs, PostProcess { infl: *infl, rot: *rot }, &mut rng, progress)
+                ensemble::cycle(twin, model, obs, *n, &mut enkf::PertObs, PostProcess { infl: *infl, rot: *rot }, record, &mut rng, progress)
             }
-            Method::ETKF { n, infl, rot } => ensemble::cycle(twin, model, obs, *n, &mut etkf::Etkf, PostProcess { infl: *infl, rot: *rot }, &mut rng, progress),
+            Method::ETKF { n, infl, rot } => {
+                ensemble::cycle(twin, model, obs, *n, &mut etkf::Etkf, PostProcess { infl: *infl, rot: *rot }, record, &mut rng, progress)
+            }
             Method::LETKF { n, infl, rot, loc_rad } => {
                 let grid =
                     model.info().grid.ok_or_else(|| anyhow::anyhow!("LETKF needs a spatial grid, but forward model `{}` declares none", model.info().name))?;
                 let mut letkf = letkf::Letkf::new(grid, &obs.info().locations, *loc_rad, 2);
-                ensemble::cycle(twin, model, obs, *n, &mut letkf, PostProcess { infl: *infl, rot: *rot }, &mut rng, progress)
+                ensemble::cycle(twin, model, obs, *n, &mut letkf, PostProcess { infl: *infl, rot: *rot }, record, &mut rng, progress)
             }
         }
     }

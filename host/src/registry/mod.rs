@@ -390,6 +390,11 @@ impl Registry {
         Ok(downstream)
     }
 
+    /// The artifact that supersedes `id`, if any.
+    pub fn superseded_by(&self, id: &str) -> Result<Option<String>> {
+        Ok(self.conn.query_row("SELECT src FROM edges WHERE dst = ?1 AND type = 'supersedes' ORDER BY created LIMIT 1", [id], |r| r.get(0)).optional()?)
+    }
+
     /// Stale artifacts with the superseded artifact that made them stale.
     pub fn stale(&self) -> Result<Vec<(Artifact, String)>> {
         let mut stmt = self.conn.prepare("SELECT id, caused_by FROM stale ORDER BY since, id")?;

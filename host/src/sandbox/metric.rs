@@ -1,7 +1,7 @@
 //! The `metric` world: verification metrics computed in the sandbox.
 
 use super::{Instance, LoadedComponent, Runtime, SandboxError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -31,7 +31,7 @@ pub struct MemberTable {
 }
 
 /// A metric's result.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum MetricValue {
     Scalar(f64),

@@ -7,13 +7,19 @@
 //!   `obs(time, obs)`, `obs_location(obs)`, `obs_variance(obs)`.
 //! - `<method>.nc` per method: `time(time)`, `state(state)`, `rmse_a`,
 //!   `spread_a`, `rmse_f`, `spread_f` (all `(time)`),
-//!   `analysis_mean(time, state)`.
+//!   `analysis_mean(time, state)`; with `[output] members_every = k`, an
+//!   ensemble method adds `member_time(member_time)` and
+//!   `analysis_members(member_time, member, state)` (every k-th cycle).
+//!   Global attributes name the plugin-set, the plugins and `truth.nc` by
+//!   BLAKE3 id.
 //!
 //! `time` and `state` are coordinate variables (one per observation cycle
 //! and per state variable).
 //!
 //! The arrays are NetCDF (64-bit offset, classic data model), which xarray
 //! opens directly: `xr.open_dataset("out/lorenz96/ETKF_N28_infl1.02_rot.nc")`.
+
+pub mod read;
 
 use crate::pluginset::Loaded;
 use crate::run::RunOutput;
@@ -62,12 +68,23 @@ fn write_nc(path: &Path, dims: &[(&str, usize)], vars: &[Var<'_>], attrs: &[(&st
     Ok(())
 }
 
-/// Write everything under `dir` (created if needed); returns the files.
+/// The files [`write`] produced.
+pub struct Written {
+    pub truth: PathBuf,
+    /// One per method, in the run's method order.
+    pub methods: Vec<PathBuf>,
+    pub summary: PathBuf,
+}
+
+/// Write everything under `dir` (created if needed).
 ///
-/// The NetCDF files depend only on the run's inputs (they name the
-/// plugin-set and plugins by content hash, not by path), so identical
-/// inputs give byte-identical files and identical registry ids.
-pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Vec<PathBuf>> {
+/// The NetCDF files depend only on the run's inputs (they name plugins by
+/// content hash, not by path), so identical inputs give byte-identical
+/// files and identical registry ids. `truth.nc` depends only on the
+/// plugins, their configs and the experiment, not on the methods, so every
+/// run of one twin experiment shares it; each method's file names it by id
+/// (global attribute `truth`).
+pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Written> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
     let twin = &run.twin;
     let (m, k) = twin.truth.shape();
@@ -79,11 +96,19 @@ pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Vec<PathBuf>> 
     let common = vec![
         ("Conventions", "CF-1.8".to_string()),
         ("source", format!("geohost {}", env!("CARGO_PKG_VERSION"))),
-        ("plugin_set", crate::registry::artifact_id(&set.bytes)),
         ("model", format!("{} {} ({})", run.model.name, run.model.version, run.plugins[0].blake3)),
         ("observations", format!("{} {} ({})", run.obs.name, run.obs.version, run.plugins[1].blake3)),
     ];
-    let mut files = Vec::new();
+    let experiment = serde_json::json!({
+        "chronology": twin.chronology,
+        "seed": set.set.experiment.seed,
+        "x0": twin.prior.mean.as_slice(),
+        "x0_variance": twin.prior.variance,
+        "model_config": run.plugins[0].config,
+        "observations_config": run.plugins[1].config,
+    });
+    let mut truth_attrs = common.clone();
+    truth_attrs.push(("experiment", experiment.to_string()));
 
     let truth_path = dir.join("truth.nc");
     let locations = &run.obs.locations;
@@ -104,38 +129,49 @@ pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Vec<PathBuf>> 
                 long_name: "observation-error variance (diagonal of R)",
             },
         ],
-        &common,
+        &truth_attrs,
     )?;
-    files.push(truth_path);
+    let truth_id = crate::registry::artifact_id(&std::fs::read(&truth_path).with_context(|| format!("reading back {}", truth_path.display()))?);
 
+    let mut methods = Vec::new();
     for method_run in &run.methods {
         let label = method_run.method.label();
         let path = dir.join(format!("{}.nc", file_stem(&label)));
         let s = &method_run.trajectory.stats;
         let mut attrs = common.clone();
+        attrs.push(("plugin_set", crate::registry::artifact_id(&set.bytes)));
+        attrs.push(("truth", truth_id.clone()));
         attrs.push(("method", label.clone()));
         attrs.push(("method_parameters", serde_json::to_string(&method_run.method)?));
-        write_nc(
-            &path,
-            &[("time", k), ("state", m)],
-            &[
-                Var { name: "time", dims: &["time"], data: &twin.times, units: &run.model.time_units, long_name: "observation time" },
-                Var { name: "state", dims: &["state"], data: &state_index, units: "1", long_name: "state variable index (grid coordinate)" },
-                Var { name: "rmse_a", dims: &["time"], data: &s.rmse_a, units, long_name: "analysis RMSE" },
-                Var { name: "spread_a", dims: &["time"], data: &s.spread_a, units, long_name: "analysis spread" },
-                Var { name: "rmse_f", dims: &["time"], data: &s.rmse_f, units, long_name: "forecast RMSE" },
-                Var { name: "spread_f", dims: &["time"], data: &s.spread_f, units, long_name: "forecast spread" },
-                Var {
-                    name: "analysis_mean",
-                    dims: &["time", "state"],
-                    data: method_run.trajectory.analysis_mean.as_slice(),
-                    units,
-                    long_name: "analysis mean",
-                },
-            ],
-            &attrs,
-        )?;
-        files.push(path);
+        let mut dims = vec![("time", k), ("state", m)];
+        let mut vars = vec![
+            Var { name: "time", dims: &["time"], data: &twin.times, units: &run.model.time_units, long_name: "observation time" },
+            Var { name: "state", dims: &["state"], data: &state_index, units: "1", long_name: "state variable index (grid coordinate)" },
+            Var { name: "rmse_a", dims: &["time"], data: &s.rmse_a, units, long_name: "analysis RMSE" },
+            Var { name: "spread_a", dims: &["time"], data: &s.spread_a, units, long_name: "analysis spread" },
+            Var { name: "rmse_f", dims: &["time"], data: &s.rmse_f, units, long_name: "forecast RMSE" },
+            Var { name: "spread_f", dims: &["time"], data: &s.spread_f, units, long_name: "forecast spread" },
+            Var { name: "analysis_mean", dims: &["time", "state"], data: method_run.trajectory.analysis_mean.as_slice(), units, long_name: "analysis mean" },
+        ];
+        // Kept analysis ensembles: member_time(member_time) and
+        // analysis_members(member_time, member, state).
+        let kept = &method_run.trajectory.members;
+        let member_time: Vec<f64> = kept.iter().map(|(k, _)| twin.times[*k]).collect();
+        let members: Vec<f64> = kept.iter().flat_map(|(_, e)| e.as_slice().iter().copied()).collect();
+        if let Some((_, first)) = kept.first() {
+            dims.push(("member_time", kept.len()));
+            dims.push(("member", first.ncols()));
+            vars.push(Var {
+                name: "member_time",
+                dims: &["member_time"],
+                data: &member_time,
+                units: &run.model.time_units,
+                long_name: "time of each kept analysis ensemble",
+            });
+            vars.push(Var { name: "analysis_members", dims: &["member_time", "member", "state"], data: &members, units, long_name: "analysis ensemble" });
+        }
+        write_nc(&path, &dims, &vars, &attrs)?;
+        methods.push(path);
     }
 
     let summary = serde_json::json!({
@@ -144,12 +180,12 @@ pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Vec<PathBuf>> 
         "model": run.model,
         "observations": run.obs,
         "chronology": twin.chronology,
+        "truth": truth_id,
         "results": run.methods.iter().map(|r| r.row()).collect::<Vec<_>>(),
     });
     let summary_path = dir.join("summary.json");
     std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)? + "\n").with_context(|| format!("writing {}", summary_path.display()))?;
-    files.push(summary_path);
-    Ok(files)
+    Ok(Written { truth: truth_path, methods, summary: summary_path })
 }
 
 /// The `geohost run` table: method, rmse.a, spread.a, rmse.f, time per cycle.

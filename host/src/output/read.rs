@@ -1,0 +1,128 @@
+//! Reading geohost's NetCDF files back (for scoring): `truth.nc` and a
+//! method's output file, from disk or from registry bytes.
+//!
+//! Errors name the file and the variable or attribute that is missing or
+//! malformed, and say which geohost file was expected.
+
+use anyhow::{bail, Context, Result};
+use netcdf3::FileReader;
+use std::io::Cursor;
+
+/// A `rows × cols` row-major array (time × state).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Array2 {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f64>,
+}
+
+impl Array2 {
+    pub fn row(&self, r: usize) -> &[f64] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+/// The truth of a twin experiment (`truth.nc`).
+#[derive(Debug)]
+pub struct TruthFile {
+    pub times: Vec<f64>,
+    pub truth: Array2,
+    pub obs_size: usize,
+}
+
+/// One method's output file.
+#[derive(Debug)]
+pub struct AnalysisFile {
+    pub times: Vec<f64>,
+    pub analysis_mean: Array2,
+    /// BLAKE3 id of the `truth.nc` the method was run against.
+    pub truth: String,
+    /// The method's label (e.g. `ETKF N=28 infl=1.02 rot`).
+    pub method: String,
+    /// Kept analysis ensembles, when the run kept any.
+    pub members: Option<Members>,
+}
+
+/// Analysis ensembles at `times`: `data` is `(time, member, state)`.
+#[derive(Debug)]
+pub struct Members {
+    pub times: Vec<f64>,
+    pub members: usize,
+    pub state: usize,
+    pub data: Vec<f64>,
+}
+
+impl Members {
+    /// Member `j` at kept time `t`.
+    pub fn at(&self, t: usize, j: usize) -> &[f64] {
+        let start = (t * self.members + j) * self.state;
+        &self.data[start..start + self.state]
+    }
+}
+
+struct Reader {
+    inner: FileReader,
+    label: String,
+}
+
+impl Reader {
+    fn open(label: &str, bytes: Vec<u8>) -> Result<Reader> {
+        let inner = FileReader::open_seek_read(label, Box::new(Cursor::new(bytes)))
+            .map_err(|e| anyhow::anyhow!("{label} is not a readable NetCDF-3 file ({e:?}); expected a file written by `geohost run`"))?;
+        Ok(Reader { inner, label: label.to_string() })
+    }
+
+    fn dim(&self, name: &str) -> Result<usize> {
+        self.inner.data_set().dim_size(name).with_context(|| format!("{}: no dimension `{name}`; expected a file written by `geohost run`", self.label))
+    }
+
+    fn has_var(&self, name: &str) -> bool {
+        self.inner.data_set().has_var(name)
+    }
+
+    fn var(&mut self, name: &str, len: usize) -> Result<Vec<f64>> {
+        let data = self.inner.read_var_f64(name).map_err(|e| anyhow::anyhow!("{}: cannot read variable `{name}` as f64: {e:?}", self.label))?;
+        if data.len() != len {
+            bail!("{}: variable `{name}` has {} values, expected {len}", self.label, data.len());
+        }
+        Ok(data)
+    }
+
+    fn attr(&self, name: &str) -> Result<String> {
+        self.inner
+            .data_set()
+            .get_global_attr_as_string(name)
+            .with_context(|| format!("{}: no global attribute `{name}`; was it written by this version of `geohost run`?", self.label))
+    }
+}
+
+impl TruthFile {
+    /// Parse `truth.nc` bytes; `label` names the file in errors.
+    pub fn parse(label: &str, bytes: Vec<u8>) -> Result<TruthFile> {
+        let mut r = Reader::open(label, bytes)?;
+        let (k, m, p) = (r.dim("time")?, r.dim("state")?, r.dim("obs")?);
+        let times = r.var("time", k)?;
+        let truth = Array2 { rows: k, cols: m, data: r.var("truth", k * m)? };
+        Ok(TruthFile { times, truth, obs_size: p })
+    }
+}
+
+impl AnalysisFile {
+    /// Parse a method's output bytes; `label` names the file in errors.
+    pub fn parse(label: &str, bytes: Vec<u8>) -> Result<AnalysisFile> {
+        let mut r = Reader::open(label, bytes)?;
+        if r.has_var("truth") {
+            bail!("{label} is a truth/observations file, not a method's output; pass one of the method files beside it");
+        }
+        let (k, m) = (r.dim("time")?, r.dim("state")?);
+        let times = r.var("time", k)?;
+        let analysis_mean = Array2 { rows: k, cols: m, data: r.var("analysis_mean", k * m)? };
+        let members = if r.has_var("analysis_members") {
+            let (kt, n) = (r.dim("member_time")?, r.dim("member")?);
+            Some(Members { times: r.var("member_time", kt)?, members: n, state: m, data: r.var("analysis_members", kt * n * m)? })
+        } else {
+            None
+        };
+        Ok(AnalysisFile { times, analysis_mean, truth: r.attr("truth")?, method: r.attr("method")?, members })
+    }
+}
