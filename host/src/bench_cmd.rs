@@ -84,14 +84,39 @@ fn load_contract(registry: &Registry, arg: &str) -> Result<Contract> {
     Contract::parse(Path::new(&a.name), registry.read(&id)?)
 }
 
-fn load_report(registry: Option<&Registry>, arg: &str) -> Result<Report> {
+/// A report file or registry reference: a stage report, or each scored
+/// stage of a cycle report, with its target step.
+fn load_reports(registry: Option<&Registry>, arg: &str) -> Result<Vec<(Option<u8>, Report)>> {
     let bytes = if Path::new(arg).is_file() {
         std::fs::read(arg).with_context(|| format!("cannot read report {arg}"))?
     } else {
         let registry = registry.with_context(|| format!("report `{arg}` is not a file, and there is no registry to look it up in"))?;
         registry.read(&registry.resolve(arg).with_context(|| format!("report `{arg}` is neither a file nor a registered artifact"))?)?
     };
-    serde_json::from_slice(&bytes).with_context(|| format!("{arg} is not a geohost stage report (field `geohost_report`)"))
+    let value: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{arg} is not JSON; expected a report from `geohost bench`"))?;
+    if value.get("geohost_cycle_report").is_some() {
+        let cycle: cycle::CycleReport = serde_json::from_value(value).with_context(|| format!("{arg} is not a readable cycle report"))?;
+        return Ok(cycle.stages.into_iter().filter_map(|s| s.report.map(|r| (Some(s.step), r))).collect());
+    }
+    let report: Report =
+        serde_json::from_value(value).with_context(|| format!("{arg} is not a geohost report (no field `geohost_report` or `geohost_cycle_report`)"))?;
+    Ok(vec![(report.contract.target_step, report)])
+}
+
+/// Pair the stage reports of A and B: by target step, or the only report
+/// of each with each other.
+fn pair_reports(a: Vec<(Option<u8>, Report)>, b: Vec<(Option<u8>, Report)>) -> Vec<(Option<u8>, Report, Report)> {
+    if a.len() == 1 && b.len() == 1 {
+        let ((step, ra), (_, rb)) = (a.into_iter().next().expect("one"), b.into_iter().next().expect("one"));
+        return vec![(step, ra, rb)];
+    }
+    let mut b = b;
+    a.into_iter()
+        .filter_map(|(step, ra)| {
+            let i = b.iter().position(|(s, _)| *s == step)?;
+            Some((step, ra, b.remove(i).1))
+        })
+        .collect()
 }
 
 fn report_path(out: Option<PathBuf>, name: &str, bytes: &[u8]) -> PathBuf {
@@ -160,12 +185,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         BenchCommand::Diff { a, b, json } => {
             let registry = Registry::open_existing(&dir).ok();
-            let (ra, rb) = (load_report(registry.as_ref(), &a)?, load_report(registry.as_ref(), &b)?);
-            let d = diff::diff(&ra, &rb, &a, &b);
+            let pairs = pair_reports(load_reports(registry.as_ref(), &a)?, load_reports(registry.as_ref(), &b)?);
+            if pairs.is_empty() {
+                bail!("{a} and {b} have no stage in common to compare");
+            }
+            let diffs: Vec<diff::Diff> = pairs.iter().map(|(_, ra, rb)| diff::diff(ra, rb, &a, &b)).collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&d)?);
+                println!("{}", serde_json::to_string_pretty(&if diffs.len() == 1 { serde_json::to_value(&diffs[0])? } else { serde_json::to_value(&diffs)? })?);
             } else {
-                print!("{}", diff::table(&d));
+                for ((step, ..), d) in pairs.iter().zip(&diffs) {
+                    if diffs.len() > 1 {
+                        println!("== step {} ==", step.map(|s| s.to_string()).unwrap_or_else(|| "-".into()));
+                    }
+                    print!("{}", diff::table(d));
+                }
             }
             Ok(())
         }

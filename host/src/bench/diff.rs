@@ -128,11 +128,17 @@ pub fn table(d: &Diff) -> String {
     if let Some((a, b)) = &d.contracts_differ {
         let _ = writeln!(s, "note: scored under different contracts ({a} and {b})");
     }
-    let width = d.changes.iter().map(|c| subject(c).len()).max().unwrap_or(7).max(7);
+    let width = d.changes.iter().filter(|c| c.direction != "same").map(|c| subject(c).chars().count()).max().unwrap_or(7).max(7);
     let _ = writeln!(s, "{:<width$}  {:<16}  {:>12}  {:>12}  {:>10}  direction", "subject", "metric", "A", "B", "change");
-    for c in &d.changes {
+    let unchanged = d.changes.iter().filter(|c| c.direction == "same").count();
+    for c in d.changes.iter().filter(|c| c.direction != "same") {
         let change = c.change.map(|x| number(x, true)).unwrap_or_else(|| "-".into());
         let _ = writeln!(s, "{:<width$}  {:<16}  {:>12}  {:>12}  {:>10}  {}", subject(c), c.metric, show(&c.a), show(&c.b), change, c.direction);
+    }
+    if unchanged > 0 {
+        let mut subjects: Vec<String> = d.changes.iter().filter(|c| c.direction == "same").map(subject).collect();
+        subjects.dedup();
+        let _ = writeln!(s, "({unchanged} unchanged values not shown: {})", subjects.join(", "));
     }
     s
 }

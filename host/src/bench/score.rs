@@ -287,7 +287,7 @@ pub fn score(registry: &Registry, runtime: &Runtime, contract: &Contract, candid
         let output = AnalysisFile::parse(id, registry.read(id)?)?;
         if output.truth != frozen.reference {
             bail!(
-                "{id} ({}) was run on truth {}, but the contract's reference is {}; run it with the contract's reference plugin-set",
+                "{id} ({}) was run on truth {}, but the contract's reference is {}: run it with the contract's reference plugin-set, or, if that experiment changed since the contract was pre-registered, pre-register a new version of the contract",
                 output.method,
                 output.truth,
                 frozen.reference
