@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod da;
+pub mod emulate;
 pub mod model;
 pub mod models;
 pub mod output;

@@ -30,6 +30,8 @@ enum Command {
     Registry(registry_cmd::RegistryArgs),
     /// Benchmark contracts: pre-register, score candidates into reports, diff reports, score a cycle.
     Bench(bench_cmd::BenchArgs),
+    /// Step 3: train a neural emulator of a plugin-set's forward model (its [step3] section).
+    Train(TrainArgs),
 }
 
 #[derive(Args)]
@@ -92,6 +94,34 @@ impl SandboxArgs {
 }
 
 #[derive(Args)]
+struct TrainArgs {
+    #[command(subcommand)]
+    what: TrainWhat,
+}
+
+#[derive(Subcommand)]
+enum TrainWhat {
+    /// Draw the simulation dataset (or load it by request key) and train the emulator (or load identical earlier weights).
+    Emulator {
+        /// The plugin-set file (TOML) with a [step3] section.
+        plugin_set: PathBuf,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        quiet: bool,
+        /// Registry directory [default: $GEOHOST_REGISTRY or ~/.local/share/geohost/registry].
+        #[arg(long)]
+        registry: Option<PathBuf>,
+        /// Do not use the registry (no caching, nothing recorded).
+        #[arg(long, conflicts_with = "registry")]
+        no_registry: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+}
+
+#[derive(Args)]
 struct InspectArgs {
     /// The component file.
     plugin: PathBuf,
@@ -150,20 +180,38 @@ struct DaPerfArgs {
     sandbox: SandboxArgs,
 }
 
-pub(crate) fn progress_factory(quiet: bool) -> impl FnMut(&str, usize) -> Box<dyn FnMut(usize)> {
+/// A progress bar for one task.
+struct Bar {
+    bar: ProgressBar,
+    total: usize,
+}
+
+impl run::Progress for Bar {
+    fn tick(&mut self, k: usize) {
+        self.bar.set_position(k as u64 + 1);
+        if k + 1 >= self.total {
+            self.bar.finish();
+        }
+    }
+    fn message(&mut self, message: String) {
+        self.bar.set_message(message);
+    }
+    fn finish(&mut self) {
+        self.bar.finish();
+    }
+}
+
+pub(crate) fn progress_factory(quiet: bool) -> impl FnMut(&str, usize) -> Box<dyn run::Progress> {
     move |label, total| {
         if quiet {
-            return Box::new(|_| {});
+            return Box::new(run::Silent);
         }
         let bar = ProgressBar::new(total as u64);
-        bar.set_style(ProgressStyle::with_template("{msg:<36} [{bar:30}] {pos}/{len} {elapsed_precise}").expect("valid template").progress_chars("=> "));
-        bar.set_message(label.to_string());
-        Box::new(move |k| {
-            bar.set_position(k as u64 + 1);
-            if k + 1 >= total {
-                bar.finish();
-            }
-        })
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:<36} [{bar:30}] {pos}/{len} {elapsed_precise} {msg}").expect("valid template").progress_chars("=> "),
+        );
+        bar.set_prefix(label.to_string());
+        Box::new(Bar { bar, total })
     }
 }
 
@@ -172,7 +220,7 @@ fn cmd_run(args: RunArgs) -> Result<()> {
     let runtime = args.sandbox.runtime(set.set.limits)?;
     let mut registry = if args.no_registry { None } else { Some(Registry::open(&args.registry.clone().unwrap_or_else(default_dir))?) };
     let mut progress = progress_factory(args.quiet || args.json);
-    let result = run::run(&set, &runtime, registry.as_ref(), args.cycles, &mut progress)?;
+    let result = run::run(&set, &runtime, registry.as_mut(), args.cycles, &mut progress)?;
     let out_dir = args.out.unwrap_or_else(|| PathBuf::from("out").join(&set.name));
     let files = output::write(&out_dir, &result, &set)?;
     if result.methods.first().is_some_and(|m| m.summary.cycles_averaged == 0) {
@@ -196,6 +244,27 @@ fn cmd_run(args: RunArgs) -> Result<()> {
     } else {
         println!("{}", output::table(&result));
         println!("wrote {} files to {}", files.methods.len() + 2, out_dir.display());
+    }
+    Ok(())
+}
+
+fn cmd_train(args: TrainArgs) -> Result<()> {
+    let TrainWhat::Emulator { plugin_set, json, quiet, registry, no_registry, sandbox } = args.what;
+    let set = PluginSet::load(&plugin_set)?;
+    let runtime = sandbox.runtime(set.set.limits)?;
+    let mut registry = if no_registry { None } else { Some(Registry::open(&registry.unwrap_or_else(default_dir))?) };
+    let mut progress = progress_factory(quiet || json);
+    let record = run::train_emulator(&set, &runtime, registry.as_mut(), &mut progress)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+        return Ok(());
+    }
+    println!("emulator {} ({})", record.name, record.id);
+    println!("  dataset {} ({} samples{})", record.dataset, record.samples, if record.dataset_cache_hit { ", cache hit" } else { "" });
+    println!("  one-step validation RMSE {:.3e} (state std {:.3}, ratio {:.2e})", record.val_rmse, record.state_std, record.val_rmse / record.state_std);
+    match record.samples_per_s {
+        Some(rate) => println!("  trained {} epochs (best {}), {rate:.0} samples/s", record.epochs, record.best_epoch + 1),
+        None => println!("  loaded: identical training inputs were trained before (no training)"),
     }
     Ok(())
 }
@@ -249,12 +318,19 @@ fn perf_da(args: DaPerfArgs) -> Result<String> {
 
 fn main() {
     let cli = Cli::parse();
+    // Neural kernels are small: one thread is faster here, and it keeps
+    // training bit-reproducible. RAYON_NUM_THREADS overrides (no thread
+    // has started yet, so setting the variable is safe).
+    if matches!(cli.command, Command::Run(_) | Command::Train(_)) && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     let result = match cli.command {
         Command::Run(args) => cmd_run(args),
         Command::Inspect(args) => cmd_inspect(args),
         Command::Perf(args) => cmd_perf(args),
         Command::Registry(args) => registry_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Train(args) => cmd_train(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

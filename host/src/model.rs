@@ -10,10 +10,10 @@
 
 use anyhow::Result;
 use nalgebra::DMatrix;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A named parameter value as a plugin reports it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Parameter {
     pub name: String,
     pub value: f64,
@@ -21,7 +21,7 @@ pub struct Parameter {
 }
 
 /// A 1-D grid on which state variable `i` sits at coordinate `i`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Grid {
     pub points: usize,
     pub periodic: bool,
@@ -40,7 +40,7 @@ impl Grid {
 }
 
 /// What a forward model says about itself.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     pub name: String,
     pub version: String,

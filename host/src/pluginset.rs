@@ -25,6 +25,10 @@ pub struct PluginSet {
     pub output: OutputSpec,
     #[serde(rename = "method", default)]
     pub methods: Vec<MethodSpec>,
+    /// Step 3: train an emulator of `[model]` (after the methods).
+    pub step3: Option<crate::emulate::Step3Spec>,
+    /// Step 4: run methods again with the step-3 emulator as the model.
+    pub step4: Option<crate::emulate::Step4Spec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +39,8 @@ pub struct PluginRef {
     /// Or a registered component: `blake3:…` (or a unique prefix) or
     /// `NAME[@VERSION]`; its bytes are re-hashed when loaded.
     pub artifact: Option<String>,
+    /// Or (for `[model]`) a registered emulator (role `emulator`).
+    pub emulator: Option<String>,
     /// Passed to the plugin's `init` as a JSON object.
     #[serde(default)]
     pub config: toml::Table,
@@ -183,13 +189,19 @@ impl MethodSpec {
 pub enum Source {
     Path(PathBuf),
     Artifact(String),
+    /// A registered emulator's weights.
+    Emulator(String),
 }
 
 impl PluginRef {
     fn source(&self, table: &str, dir: &Path) -> Result<Source> {
-        match (&self.plugin, &self.artifact) {
-            (Some(p), None) => Ok(Source::Path(dir.join(p))),
-            (None, Some(a)) => Ok(Source::Artifact(a.clone())),
+        match (&self.plugin, &self.artifact, &self.emulator) {
+            (Some(p), None, None) => Ok(Source::Path(dir.join(p))),
+            (None, Some(a), None) => Ok(Source::Artifact(a.clone())),
+            (None, None, Some(e)) if table == "model" => Ok(Source::Emulator(e.clone())),
+            _ if table == "model" => {
+                bail!("[model] needs exactly one of `plugin` (a path), `artifact` (a registry id or name@version) or `emulator` (a registered emulator)")
+            }
             _ => bail!("[{table}] needs exactly one of `plugin` (a path) or `artifact` (a registry id or name@version)"),
         }
     }
@@ -239,6 +251,18 @@ impl PluginSet {
         let dir = path.parent().unwrap_or(Path::new("."));
         let model = set.model.source("model", dir).map_err(|e| fail(format!("{e:#}")))?;
         let obs = set.observations.source("observations", dir).map_err(|e| fail(format!("{e:#}")))?;
+        if let Some(step3) = &set.step3 {
+            step3.validate().map_err(|e| fail(format!("{e:#}")))?;
+            if matches!(model, Source::Emulator(_)) {
+                return Err(fail("[step3] trains an emulator of [model], so [model] must be a component, not an emulator".into()));
+            }
+        }
+        if let Some(step4) = &set.step4 {
+            if set.step3.is_none() {
+                return Err(fail("[step4] runs methods through the step-3 emulator: add a [step3] section".into()));
+            }
+            crate::emulate::step4_methods(step4, &methods).map_err(|e| fail(format!("{e:#}")))?;
+        }
         let name = set.name.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()));
         Ok(Loaded { path: path.into(), bytes: text.into_bytes(), name, model, obs, methods, set })
     }

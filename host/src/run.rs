@@ -4,6 +4,7 @@
 use crate::da::stats::Summary;
 use crate::da::twin::{self, Chronology, Prior, Twin};
 use crate::da::{ensemble::Trajectory, Method};
+use crate::emulate::neural::NeuralForward;
 use crate::model::{check_pair, ForwardModel, ModelInfo, ObsInfo, ObsOperator};
 use crate::pluginset::{Loaded, Source};
 use crate::registry::{NewArtifact, Registry};
@@ -20,6 +21,9 @@ pub struct MethodRun {
     pub summary: Summary,
     pub ms_per_cycle: f64,
     pub trajectory: Trajectory,
+    /// Set (to the weights' id) when the method ran through the step-3
+    /// emulator instead of the plugin-set's model (step 4).
+    pub emulator: Option<String>,
 }
 
 /// A row of the results table (what `--json` prints).
@@ -31,11 +35,21 @@ pub struct Row<'a> {
     #[serde(flatten)]
     pub summary: Summary,
     pub ms_per_cycle: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emulator: Option<String>,
 }
 
 impl MethodRun {
+    /// The method's label, marked when it ran through the emulator.
+    pub fn label(&self) -> String {
+        match self.emulator {
+            Some(_) => format!("{} via emulator", self.method.label()),
+            None => self.method.label(),
+        }
+    }
+
     pub fn row(&self) -> Row<'_> {
-        Row { label: self.method.label(), method: &self.method, summary: self.summary, ms_per_cycle: self.ms_per_cycle }
+        Row { label: self.label(), method: &self.method, summary: self.summary, ms_per_cycle: self.ms_per_cycle, emulator: self.emulator.clone() }
     }
 }
 
@@ -43,6 +57,8 @@ impl MethodRun {
 #[derive(Serialize, Clone)]
 pub struct PluginRecord {
     pub role: &'static str,
+    /// `component` (wasm) or `emulator` (registered weights).
+    pub kind: &'static str,
     pub path: String,
     pub blake3: String,
     pub size: usize,
@@ -53,6 +69,7 @@ impl PluginRecord {
     fn new(role: &'static str, loaded: &LoadedComponent, config: &str) -> Self {
         PluginRecord {
             role,
+            kind: "component",
             path: loaded.path.display().to_string(),
             blake3: format!("blake3:{}", loaded.hash.to_hex()),
             size: loaded.size,
@@ -69,11 +86,30 @@ pub struct RunOutput {
     pub methods: Vec<MethodRun>,
     /// Cycles actually run (after any override).
     pub cycles: usize,
+    /// What `[step3]` produced, when the plugin-set has one.
+    pub emulator: Option<crate::emulate::EmulatorRecord>,
 }
 
-/// Per-method progress callbacks: `start(label, total)` returns the tick
-/// function for that method.
-pub type ProgressFactory<'a> = dyn FnMut(&str, usize) -> Box<dyn FnMut(usize)> + 'a;
+/// A progress display for one task of `total` steps.
+pub trait Progress {
+    /// Step `k` (0-based) is done.
+    fn tick(&mut self, k: usize);
+    /// A short status (e.g. the current loss).
+    fn message(&mut self, _message: String) {}
+    /// The task is over (possibly before its last step).
+    fn finish(&mut self) {}
+}
+
+/// No display.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn tick(&mut self, _k: usize) {}
+}
+
+/// Progress displays per task: `start(label, total)` returns the one for
+/// that task.
+pub type ProgressFactory<'a> = dyn FnMut(&str, usize) -> Box<dyn Progress> + 'a;
 
 /// Order-independent seed for a method: the run seed mixed with the label.
 fn method_seed(seed: u64, method: &Method) -> u64 {
@@ -93,15 +129,48 @@ fn load_plugin(runtime: &Runtime, registry: Option<&Registry>, label: &str, sour
             let bytes = registry.read(&id).with_context(|| format!("plugin `{label}`"))?;
             Ok(runtime.load_bytes(label, std::path::Path::new(&id), &bytes, world)?)
         }
+        Source::Emulator(_) => unreachable!("emulators are not components"),
     }
 }
 
-/// Run a loaded plugin-set. `cycles` overrides the file's cycle count;
-/// `registry` resolves plugins named by artifact.
-pub fn run(set: &Loaded, runtime: &Runtime, registry: Option<&Registry>, cycles: Option<usize>, progress: &mut ProgressFactory<'_>) -> Result<RunOutput> {
-    let model_component = load_plugin(runtime, registry, "model", &set.model, World::ForwardModel).context("loading the forward model")?;
-    let model_config = config_json(&set.set.model.config);
-    let mut model = WasmForward::new(runtime, &model_component, &model_config)?;
+/// The forward model of a run: a component, or a registered emulator.
+fn load_model(runtime: &Runtime, registry: Option<&Registry>, set: &Loaded) -> Result<(Box<dyn ForwardModel>, PluginRecord, Option<LoadedComponent>)> {
+    match &set.model {
+        Source::Emulator(reference) => {
+            let registry = registry.with_context(|| format!("[model] names emulator `{reference}`, but no registry is in use (drop --no-registry)"))?;
+            let id = registry.resolve(reference).context("[model] emulator")?;
+            let artifact = registry.get(&id)?;
+            if artifact.role.as_deref() != Some("emulator") {
+                anyhow::bail!("[model] emulator = \"{reference}\" names {id} ({}), which is a {} without role `emulator`", artifact.name, artifact.kind);
+            }
+            let bytes = registry.read(&id)?;
+            let forward = NeuralForward::from_bytes(&id, &bytes)?;
+            let record = PluginRecord { role: "model", kind: "emulator", path: id.clone(), blake3: id, size: bytes.len(), config: serde_json::Value::Null };
+            Ok((Box::new(forward), record, None))
+        }
+        source => {
+            let component = load_plugin(runtime, registry, "model", source, World::ForwardModel).context("loading the forward model")?;
+            let config = config_json(&set.set.model.config);
+            let forward = WasmForward::new(runtime, &component, &config)?;
+            let record = PluginRecord::new("model", &component, &config);
+            Ok((Box::new(forward), record, Some(component)))
+        }
+    }
+}
+
+/// Run a loaded plugin-set: the twin experiment and every method (step 2),
+/// then `[step3]` (dataset and emulator) and `[step4]` (methods again
+/// through the emulator) when the set has them. `cycles` overrides the
+/// file's cycle count; `registry` resolves plugins named by artifact and
+/// caches datasets and emulators.
+pub fn run(
+    set: &Loaded,
+    runtime: &Runtime,
+    mut registry: Option<&mut Registry>,
+    cycles: Option<usize>,
+    progress: &mut ProgressFactory<'_>,
+) -> Result<RunOutput> {
+    let (mut model, model_record, model_component) = load_model(runtime, registry.as_deref(), set)?;
     let m = model.info().state_size;
 
     // The observation operator learns the state size from the model unless
@@ -109,7 +178,7 @@ pub fn run(set: &Loaded, runtime: &Runtime, registry: Option<&Registry>, cycles:
     let mut obs_table = set.set.observations.config.clone();
     obs_table.entry("state_size").or_insert(toml::Value::Integer(m as i64));
     let obs_config = config_json(&obs_table);
-    let obs_component = load_plugin(runtime, registry, "observations", &set.obs, World::ObsOperator).context("loading the observation operator")?;
+    let obs_component = load_plugin(runtime, registry.as_deref(), "observations", &set.obs, World::ObsOperator).context("loading the observation operator")?;
     let mut obs = WasmObs::new(runtime, &obs_component, &obs_config)?;
     check_pair(model.info(), obs.info())?;
 
@@ -119,25 +188,80 @@ pub fn run(set: &Loaded, runtime: &Runtime, registry: Option<&Registry>, cycles:
     let prior = Prior { mean: DVector::from_vec(e.x0.resolve(m)?), variance: e.x0_variance };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(e.seed);
     let twin = {
-        let mut tick = progress("truth + observations", chronology.cycles);
-        let t = twin::simulate(&mut model, &mut obs, chronology, prior, &mut rng)?;
-        tick(chronology.cycles - 1);
+        let mut bar = progress("truth + observations", chronology.cycles);
+        let t = twin::simulate(model.as_mut(), &mut obs, chronology, prior, &mut rng)?;
+        bar.tick(chronology.cycles - 1);
         t
     };
 
     let record = crate::da::ensemble::Record { members_every: set.set.output.members_every };
+    let run_method =
+        |method: &Method, model: &mut dyn ForwardModel, obs: &mut WasmObs, label: &str, emulator: Option<String>, progress: &mut ProgressFactory<'_>| {
+            let mut bar = progress(label, chronology.cycles);
+            let start = Instant::now();
+            let trajectory =
+                method.run(&twin, model, obs, method_seed(e.seed, method), record, &mut |k| bar.tick(k)).with_context(|| format!("method {label}"))?;
+            let ms_per_cycle = start.elapsed().as_secs_f64() * 1e3 / chronology.cycles as f64;
+            let summary = trajectory.stats.summarize(&twin.times, chronology.burn_in);
+            anyhow::Ok(MethodRun { method: method.clone(), summary, ms_per_cycle, trajectory, emulator })
+        };
     let mut methods = Vec::new();
     for method in &set.methods {
-        let mut tick = progress(&method.label(), chronology.cycles);
-        let start = Instant::now();
-        let trajectory =
-            method.run(&twin, &mut model, &mut obs, method_seed(e.seed, method), record, &mut *tick).with_context(|| format!("method {}", method.label()))?;
-        let ms_per_cycle = start.elapsed().as_secs_f64() * 1e3 / chronology.cycles as f64;
-        let summary = trajectory.stats.summarize(&twin.times, chronology.burn_in);
-        methods.push(MethodRun { method: method.clone(), summary, ms_per_cycle, trajectory });
+        methods.push(run_method(method, model.as_mut(), &mut obs, &method.label(), None, progress)?);
     }
-    let plugins = vec![PluginRecord::new("model", &model_component, &model_config), PluginRecord::new("observations", &obs_component, &obs_config)];
-    Ok(RunOutput { model: model.info().clone(), obs: obs.info().clone(), plugins, twin, methods, cycles: chronology.cycles })
+
+    // Steps 3 and 4.
+    let mut emulator = None;
+    if let (Some(step3), Some(component)) = (&set.set.step3, &model_component) {
+        if let Some(reg) = registry.as_deref_mut() {
+            register_component(reg, component, "forward-model", model.info(), &model_record.config)?;
+        }
+        let (mut neural, rec) = crate::emulate::step3(
+            registry.as_deref_mut(),
+            model.as_mut(),
+            &model_record.blake3,
+            &model_record.config,
+            step3,
+            chronology.dt,
+            &set.name,
+            progress,
+        )?;
+        if let Some(step4) = &set.set.step4 {
+            for method in crate::emulate::step4_methods(step4, &set.methods)? {
+                let label = format!("{} via emulator", method.label());
+                methods.push(run_method(method, &mut neural, &mut obs, &label, Some(rec.id.clone()), progress)?);
+            }
+        }
+        emulator = Some(rec);
+    }
+
+    let plugins = vec![model_record, PluginRecord::new("observations", &obs_component, &obs_config)];
+    Ok(RunOutput { model: model.info().clone(), obs: obs.info().clone(), plugins, twin, methods, cycles: chronology.cycles, emulator })
+}
+
+/// Register a component with the self-description it gave for `config`.
+fn register_component(registry: &mut Registry, component: &LoadedComponent, world: &str, info: &impl Serialize, config: &serde_json::Value) -> Result<String> {
+    let bytes = std::fs::read(&component.path).or_else(|_| registry.read(&format!("blake3:{}", component.hash.to_hex())))?;
+    let value = serde_json::to_value(info)?;
+    let (id, _) = registry.add(
+        &bytes,
+        &NewArtifact {
+            kind: "plugin".into(),
+            name: value["name"].as_str().unwrap_or("plugin").into(),
+            version: value["version"].as_str().map(String::from),
+            media_type: "application/wasm".into(),
+            step: Some(1),
+            tags: vec![world.into()],
+            metadata: serde_json::json!({ "world": world, "description": value, "config": config }),
+            ..Default::default()
+        },
+    )?;
+    anyhow::ensure!(
+        id == format!("blake3:{}", component.hash.to_hex()),
+        "plugin file {} changed on disk during the run; not registering it",
+        component.path.display()
+    );
+    Ok(id)
 }
 
 /// What registering a run did.
@@ -178,6 +302,11 @@ pub fn register(registry: &mut Registry, set: &Loaded, result: &RunOutput, files
     ];
     let mut plugin_ids = Vec::new();
     for (record, (world, info, name, version)) in result.plugins.iter().zip(described) {
+        if record.kind == "emulator" {
+            registry.get(&record.blake3).context("the run's emulator")?;
+            plugin_ids.push(record.blake3.clone());
+            continue;
+        }
         let bytes = std::fs::read(&record.path).or_else(|_| registry.read(&record.blake3))?;
         let id = add(
             registry,
@@ -216,7 +345,7 @@ pub fn register(registry: &mut Registry, set: &Loaded, result: &RunOutput, files
             "observations": obs_id,
             "plugin_set": set_id,
             "cycles": result.cycles,
-            "methods": result.methods.iter().map(|m| m.method.label()).collect::<Vec<_>>(),
+            "methods": result.methods.iter().map(|m| m.label()).collect::<Vec<_>>(),
         })
         .to_string()
         .as_bytes(),
@@ -237,12 +366,24 @@ pub fn register(registry: &mut Registry, set: &Loaded, result: &RunOutput, files
             ..Default::default()
         },
     )?;
-    let mut output_ids = vec![truth_id];
+    // Step-2 outputs depend on the model; step-4 outputs (through an
+    // emulator, named by [model] or made by [step3]) on the emulator.
+    let model_is_emulator = result.plugins[0].kind == "emulator";
+    let mut output_ids = vec![truth_id.clone()];
     let mut outputs = Vec::new();
+    let mut forward_of = vec![(truth_id, model_id.clone())];
     for (method_run, path) in result.methods.iter().zip(&files.methods) {
-        let label = method_run.method.label();
+        let label = method_run.label();
+        let through_emulator = method_run.emulator.is_some() || model_is_emulator;
         let mut summary = serde_json::to_value(method_run.summary)?;
         summary["method"] = serde_json::to_value(&method_run.method)?;
+        if let Some(e) = &method_run.emulator {
+            summary["emulator"] = e.clone().into();
+        }
+        let role = match method_role(&method_run.method) {
+            "oracle" if through_emulator => None,
+            role => Some(role.to_string()),
+        };
         let id = add(
             registry,
             &read(path)?,
@@ -250,8 +391,8 @@ pub fn register(registry: &mut Registry, set: &Loaded, result: &RunOutput, files
                 kind: "run-output".into(),
                 name: format!("{}/{}", set.name, label),
                 media_type: "application/x-netcdf".into(),
-                role: Some(method_role(&method_run.method).into()),
-                step: Some(2),
+                role,
+                step: Some(if through_emulator { 4 } else { 2 }),
                 l_transition: set.set.transition.clone(),
                 tags: vec![serde_json::to_value(&method_run.method)?["method"].as_str().unwrap_or_default().to_string()],
                 metadata: summary,
@@ -259,10 +400,11 @@ pub fn register(registry: &mut Registry, set: &Loaded, result: &RunOutput, files
             },
         )?;
         output_ids.push(id.clone());
+        forward_of.push((id.clone(), method_run.emulator.clone().unwrap_or_else(|| model_id.clone())));
         outputs.push((id, label));
     }
-    for id in &output_ids {
-        registry.link(id, model_id, "derived_from")?;
+    for (id, forward) in &forward_of {
+        registry.link(id, forward, "derived_from")?;
         registry.link(id, obs_id, "derived_from")?;
         registry.link(id, &set_id, "produced_by")?;
     }
@@ -275,4 +417,23 @@ pub fn register(registry: &mut Registry, set: &Loaded, result: &RunOutput, files
         identical_to_earlier,
         input_key,
     })
+}
+
+/// `geohost train emulator`: step 3 alone (the plugin-set's `[step3]` on
+/// its `[model]`), without the twin experiment.
+pub fn train_emulator(
+    set: &Loaded,
+    runtime: &Runtime,
+    mut registry: Option<&mut Registry>,
+    progress: &mut ProgressFactory<'_>,
+) -> Result<crate::emulate::EmulatorRecord> {
+    let step3 = set.set.step3.as_ref().with_context(|| format!("{} has no [step3] section saying how to train the emulator", set.path.display()))?;
+    let (mut model, record, component) = load_model(runtime, registry.as_deref(), set)?;
+    let component = component.expect("validated: [step3] needs a component model");
+    if let Some(reg) = registry.as_deref_mut() {
+        register_component(reg, &component, "forward-model", model.info(), &record.config)?;
+    }
+    let dt = set.set.experiment.dt.unwrap_or(model.info().default_dt);
+    let (_, rec) = crate::emulate::step3(registry, model.as_mut(), &record.blake3, &record.config, step3, dt, &set.name, progress)?;
+    Ok(rec)
 }

@@ -14,6 +14,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Suffix of metrics computed against the oracle instead of the truth.
+pub const VS_ORACLE: &str = "_vs_oracle";
+
 /// Oracle strengths, strongest first.
 pub const ORACLE_STRENGTHS: &[&str] = &["physics_derived", "classical_method", "human_labels", "heuristic"];
 
@@ -112,10 +115,24 @@ pub struct MetricSpec {
     /// on every case's point prediction.
     #[serde(default)]
     pub ensemble: bool,
+    /// What the prediction is compared with: `truth` (the reference data,
+    /// the default) or `oracle` (the oracle output's analysis mean; the
+    /// metrics are then reported as `<name>_vs_oracle`).
+    #[serde(default)]
+    pub against: Against,
     /// Direction of metrics the host does not know (`lower`, `higher`,
     /// `zero`, `one`, `flat`, `none`), by metric name.
     #[serde(default)]
     pub goals: std::collections::BTreeMap<String, String>,
+}
+
+/// What a `[[metrics]]` entry compares the prediction with.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Against {
+    #[default]
+    Truth,
+    Oracle,
 }
 
 /// A baseline: a DA method run on the reference experiment (with the
@@ -164,6 +181,9 @@ pub enum Check {
         max: Option<f64>,
         /// The label of a baseline the metric must beat (by its goal).
         better_than: Option<String>,
+        /// At most this multiple of the oracle's value (e.g. 1.15: within
+        /// 15% of the oracle).
+        max_ratio_to_oracle: Option<f64>,
     },
 }
 
@@ -264,8 +284,10 @@ impl Contract {
         self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
     }
 
+    /// The goal of a metric (a `_vs_oracle` metric has its base's goal).
     pub fn goal(&self, metric: &str) -> Goal {
-        self.goals.get(metric).copied().unwrap_or_else(|| Goal::known(metric))
+        let base = metric.strip_suffix(VS_ORACLE).unwrap_or(metric);
+        self.goals.get(metric).or_else(|| self.goals.get(base)).copied().unwrap_or_else(|| Goal::known(base))
     }
 
     /// `name@version`.
@@ -350,6 +372,9 @@ impl ContractFile {
             if m.component.is_some() == m.artifact.is_some() {
                 bail!("[[metrics]] #{}: needs exactly one of `component` (a path) or `artifact` (a registry id or name)", i + 1);
             }
+            if m.against == Against::Oracle && self.oracle.is_none() {
+                bail!("[[metrics]] #{}: against = \"oracle\" needs the contract's `oracle`", i + 1);
+            }
             for (metric, goal) in &m.goals {
                 goals.insert(metric.clone(), Goal::parse(&format!("[[metrics]] #{} goals.{metric}", i + 1), goal)?);
             }
@@ -374,8 +399,11 @@ impl ContractFile {
                 Some(Check::Named(n)) if n != "finite" => {
                     bail!("[[failure_modes]] #{}: check \"{n}\" is unknown; expected \"finite\" or {{ metric = …, min/max/better_than = … }}", i + 1)
                 }
-                Some(Check::Metric { min: None, max: None, better_than: None, metric }) => {
-                    bail!("[[failure_modes]] #{}: the check on `{metric}` needs at least one of min, max or better_than", i + 1)
+                Some(Check::Metric { min: None, max: None, better_than: None, max_ratio_to_oracle: None, metric }) => {
+                    bail!("[[failure_modes]] #{}: the check on `{metric}` needs at least one of min, max, better_than or max_ratio_to_oracle", i + 1)
+                }
+                Some(Check::Metric { max_ratio_to_oracle: Some(_), .. }) if self.oracle.is_none() => {
+                    bail!("[[failure_modes]] #{}: max_ratio_to_oracle needs the contract's `oracle`", i + 1)
                 }
                 _ => {}
             }

@@ -45,6 +45,10 @@ pub struct FrozenMetric {
     /// The metrics it computes with that config.
     pub metrics: Vec<String>,
     pub ensemble: bool,
+    /// Compared with the oracle's output instead of the truth (`metrics`
+    /// then carry the `_vs_oracle` suffix).
+    #[serde(default)]
+    pub against_oracle: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -130,13 +134,16 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
         let loaded = runtime.load_bytes(&label, std::path::Path::new(&label), &bytes, World::Metric).with_context(at)?;
         let config = config_json(&m.config);
         let component = WasmMetric::new(runtime, &loaded, &config).with_context(at)?;
+        let against_oracle = m.against == super::contract::Against::Oracle;
+        let metrics = component.metrics.iter().map(|n| if against_oracle { format!("{n}{}", super::contract::VS_ORACLE) } else { n.clone() }).collect();
         let frozen = FrozenMetric {
             id: crate::registry::artifact_id(&bytes),
             name: component.name,
             version: component.version,
             config,
-            metrics: component.metrics,
+            metrics,
             ensemble: m.ensemble,
+            against_oracle,
         };
         components.push((frozen, bytes));
     }
@@ -174,8 +181,11 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
     let generated = match &file.reference.plugin_set {
         Some(set_path) => {
             let mut set = PluginSet::load(&dir.join(set_path)).context("field `reference.plugin_set`")?;
+            // Only the twin and the baselines: not the set's own methods or steps 3–4.
+            set.set.step3 = None;
+            set.set.step4 = None;
             set.methods = file.baselines.iter().filter_map(|b| b.method_spec()).enumerate().map(|(i, m)| m.validate(i + 1)).collect::<Result<_>>()?;
-            let result = crate::run::run(&set, runtime, Some(registry), None, progress).context("generating the reference experiment")?;
+            let result = crate::run::run(&set, runtime, Some(&mut *registry), None, progress).context("generating the reference experiment")?;
             let written = crate::output::write(&scratch, &result, &set)?;
             Some((set, result, written))
         }
@@ -259,6 +269,9 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
                     if step != expected {
                         bail!("field `oracle`: {id} ({}) is a step-{step} artifact, but oracle_step = {expected}", artifact.name);
                     }
+                }
+                if file.metrics.iter().any(|m| m.against == super::contract::Against::Oracle) && artifact.kind != "run-output" {
+                    bail!("field `oracle`: metrics `against = \"oracle\"` need an oracle that is a method output, but {id} is a {}", artifact.kind);
                 }
                 if artifact.kind == "run-output" {
                     let output = AnalysisFile::parse(&id, registry.read(&id)?).context("field `oracle`")?;

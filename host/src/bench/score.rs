@@ -127,7 +127,9 @@ impl Components {
             let bytes = registry.read(&m.id).with_context(|| format!("metric component {} ({})", m.name, m.id))?;
             let loaded = runtime.load_bytes(&m.name, std::path::Path::new(&m.id), &bytes, World::Metric)?;
             let component = WasmMetric::new(runtime, &loaded, &m.config)?;
-            if component.metrics != m.metrics {
+            let announced: Vec<String> =
+                component.metrics.iter().map(|n| if m.against_oracle { format!("{n}{}", super::contract::VS_ORACLE) } else { n.clone() }).collect();
+            if announced != m.metrics {
                 bail!("metric component {} ({}) now announces [{}], not the frozen [{}]", m.name, m.id, component.metrics.join(", "), m.metrics.join(", "));
             }
             components.push((m.clone(), component));
@@ -182,7 +184,16 @@ impl Reference {
 }
 
 /// Score one output: every metric, or why it could not be computed.
-fn score_output(label: &str, id: &str, output: &AnalysisFile, reference: &Reference, components: &mut Components, strict: bool) -> Result<(Scored, usize)> {
+#[allow(clippy::too_many_arguments)]
+fn score_output(
+    label: &str,
+    id: &str,
+    output: &AnalysisFile,
+    reference: &Reference,
+    oracle: Option<&AnalysisFile>,
+    components: &mut Components,
+    strict: bool,
+) -> Result<(Scored, usize)> {
     let what = || format!("{label} ({id})");
     if output.times != reference.truth.times || output.analysis_mean.cols != reference.truth.truth.cols {
         bail!("{}: its times or state size differ from the contract's reference; was it run on the contract's experiment?", what());
@@ -200,7 +211,14 @@ fn score_output(label: &str, id: &str, output: &AnalysisFile, reference: &Refere
     let prediction = reference.table(&output.analysis_mean, &reference.cases);
     let truth = reference.table(&reference.truth.truth, &reference.cases);
     for (m, component) in components.components.iter_mut() {
+        // The data compared with: the truth, or the oracle's analysis.
+        let target = match (m.against_oracle, oracle) {
+            (false, _) => &reference.truth.truth,
+            (true, Some(o)) => &o.analysis_mean,
+            (true, None) => bail!("metrics of {} are computed against the oracle, but the contract's oracle is not a method output", m.name),
+        };
         let values = if !m.ensemble {
+            let truth = if m.against_oracle { reference.table(target, &reference.cases) } else { truth.clone() };
             component.compute(&prediction, &truth, None).with_context(|| format!("scoring {} with {}", what(), m.name))?
         } else {
             let Some(members) = &output.members else {
@@ -236,17 +254,18 @@ fn score_output(label: &str, id: &str, output: &AnalysisFile, reference: &Refere
             }
             let ens = MemberTable { members: n, rows: rows.len(), cols: members.state, data };
             component
-                .compute(&reference.table(&output.analysis_mean, &ks), &reference.table(&reference.truth.truth, &ks), Some(&ens))
+                .compute(&reference.table(&output.analysis_mean, &ks), &reference.table(target, &ks), Some(&ens))
                 .with_context(|| format!("scoring {} with {}", what(), m.name))?
         };
         for (name, value) in values {
+            let name = if m.against_oracle { format!("{name}{}", super::contract::VS_ORACLE) } else { name };
             scored.metrics.insert(name, value);
         }
     }
     Ok((scored, 0))
 }
 
-fn run_checks(contract: &Contract, scored: &Scored, non_finite: usize, baselines: &[Scored]) -> Vec<CheckResult> {
+fn run_checks(contract: &Contract, scored: &Scored, non_finite: usize, baselines: &[Scored], oracle: Option<&Scored>) -> Vec<CheckResult> {
     contract
         .file
         .failure_modes
@@ -255,9 +274,15 @@ fn run_checks(contract: &Contract, scored: &Scored, non_finite: usize, baselines
             let (value, passed) = match &f.check {
                 None => (None, None),
                 Some(Check::Named(_)) => (Some(non_finite as f64), Some(non_finite == 0)),
-                Some(Check::Metric { metric, min, max, better_than }) => match scored.metrics.get(metric) {
+                Some(Check::Metric { metric, min, max, better_than, max_ratio_to_oracle }) => match scored.metrics.get(metric) {
                     Some(MetricValue::Scalar(x)) => {
                         let mut ok = min.is_none_or(|m| *x >= m) && max.is_none_or(|m| *x <= m);
+                        if let Some(ratio) = max_ratio_to_oracle {
+                            ok &= match oracle.and_then(|o| o.metrics.get(metric)) {
+                                Some(MetricValue::Scalar(o)) => *x <= ratio * o,
+                                _ => false,
+                            };
+                        }
                         if let Some(b) = better_than {
                             let goal = contract.goal(metric);
                             let theirs = baselines.iter().find(|s| &s.label == b).and_then(|s| s.metrics.get(metric)).and_then(|v| goal.badness(v));
@@ -296,19 +321,20 @@ pub fn score(registry: &Registry, runtime: &Runtime, contract: &Contract, candid
         Ok(output)
     };
 
+    let oracle_output = match &frozen.oracle {
+        Some(id) if registry.get(id)?.kind == "run-output" => Some(load(id)?),
+        _ => None,
+    };
     let mut baselines = Vec::new();
     for b in &frozen.baselines {
-        baselines.push(score_output(&b.label, &b.id, &load(&b.id)?, &reference, &mut components, false)?.0);
+        baselines.push(score_output(&b.label, &b.id, &load(&b.id)?, &reference, oracle_output.as_ref(), &mut components, false)?.0);
     }
-    let oracle = match &frozen.oracle {
-        Some(id) if registry.get(id)?.kind == "run-output" => {
-            let output = load(id)?;
-            Some(score_output(&output.method.clone(), id, &output, &reference, &mut components, false)?.0)
-        }
+    let oracle = match (&frozen.oracle, &oracle_output) {
+        (Some(id), Some(output)) => Some(score_output(&output.method, id, output, &reference, oracle_output.as_ref(), &mut components, false)?.0),
         // An oracle that is not an output (e.g. the physical model) is
         // named, not scored.
-        Some(id) => Some(Scored { label: registry.get(id)?.name, id: id.clone(), metrics: BTreeMap::new(), not_applicable: BTreeMap::new() }),
-        None => None,
+        (Some(id), None) => Some(Scored { label: registry.get(id)?.name, id: id.clone(), metrics: BTreeMap::new(), not_applicable: BTreeMap::new() }),
+        (None, _) => None,
     };
     let mut scored_candidates = Vec::new();
     let mut ensemble_cases = 0;
@@ -318,8 +344,8 @@ pub fn score(registry: &Registry, runtime: &Runtime, contract: &Contract, candid
             let kept = m.times.iter().filter(|t| reference.cases.iter().any(|&k| reference.truth.times[k] == **t)).count();
             ensemble_cases = ensemble_cases.max(kept);
         }
-        let (scored, non_finite) = score_output(&output.method, id, &output, &reference, &mut components, true)?;
-        let checks = run_checks(contract, &scored, non_finite, &baselines);
+        let (scored, non_finite) = score_output(&output.method, id, &output, &reference, oracle_output.as_ref(), &mut components, true)?;
+        let checks = run_checks(contract, &scored, non_finite, &baselines, oracle.as_ref());
         let verdict = if checks.iter().all(|c| c.passed != Some(false)) { "pass" } else { "fail" };
         scored_candidates.push(CandidateScore { scored, checks, verdict: verdict.into() });
     }

@@ -135,7 +135,7 @@ pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Written> {
 
     let mut methods = Vec::new();
     for method_run in &run.methods {
-        let label = method_run.method.label();
+        let label = method_run.label();
         let path = dir.join(format!("{}.nc", file_stem(&label)));
         let s = &method_run.trajectory.stats;
         let mut attrs = common.clone();
@@ -181,6 +181,7 @@ pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Written> {
         "observations": run.obs,
         "chronology": twin.chronology,
         "truth": truth_id,
+        "emulator": run.emulator,
         "results": run.methods.iter().map(|r| r.row()).collect::<Vec<_>>(),
     });
     let summary_path = dir.join("summary.json");
@@ -190,14 +191,32 @@ pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Written> {
 
 /// The `geohost run` table: method, rmse.a, spread.a, rmse.f, time per cycle.
 pub fn table(run: &RunOutput) -> String {
-    let width = run.methods.iter().map(|r| r.method.label().len()).max().unwrap_or(6).max(6);
+    let width = run.methods.iter().map(|r| r.label().len()).max().unwrap_or(6).max(6);
     let mut s = format!("{:<width$}  {:>8}  {:>8}  {:>8}  {:>10}\n", "method", "rmse.a", "spread.a", "rmse.f", "ms/cycle");
     for r in &run.methods {
         let x = &r.summary;
-        let _ = writeln!(s, "{:<width$}  {:>8.4}  {:>8.4}  {:>8.4}  {:>10.4}", r.method.label(), x.rmse_a, x.spread_a, x.rmse_f, r.ms_per_cycle);
+        let _ = writeln!(s, "{:<width$}  {:>8.4}  {:>8.4}  {:>8.4}  {:>10.4}", r.label(), x.rmse_a, x.spread_a, x.rmse_f, r.ms_per_cycle);
     }
     if let Some(first) = run.methods.first() {
         let _ = write!(s, "(time means over {} cycles after burn-in t > {})", first.summary.cycles_averaged, run.twin.chronology.burn_in);
+    }
+    if let Some(e) = &run.emulator {
+        let dataset = if e.dataset_cache_hit { "cached" } else { "simulated" };
+        let training = match e.samples_per_s {
+            Some(rate) => format!("trained {} epochs (best {}), {rate:.0} samples/s", e.epochs, e.best_epoch + 1),
+            None => "loaded: identical training inputs were trained before".into(),
+        };
+        let _ = write!(
+            s,
+            "\nstep 3: emulator {} ({}): one-step validation RMSE {:.2e} = {:.2e} of the state std {:.3}; dataset {} ({} samples, {dataset}); {training}",
+            e.name,
+            &e.id[..19.min(e.id.len())],
+            e.val_rmse,
+            e.val_rmse / e.state_std,
+            e.state_std,
+            &e.dataset[..19.min(e.dataset.len())],
+            e.samples
+        );
     }
     s
 }

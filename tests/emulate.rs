@@ -1,0 +1,172 @@
+//! Steps 3 and 4 through the real binary: simulation datasets cached by
+//! request key, seeded training, the emulator as the forward model of the
+//! same DA code, its lineage, and the errors a user can hit.
+
+mod common;
+
+use common::{geohost, lorenz96_set, stderr, stdout};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// A small but real step 3: 8 runs × 150 pairs, a few epochs.
+const STEP3: &str = r#"
+[[method]]
+method = "etkf"
+N = 20
+infl = 1.04
+
+[step3]
+name = "l96-emulator"
+dataset = { trajectories = 8, spin_up = 400, pairs_per_trajectory = 150, stride = 3, seed = 11 }
+network = { architecture = "cnn", channels = 4, kernel = 5, hidden = 8 }
+training = { epochs = 30, batch = 64, lr = 5e-3, weight_decay = 0.0, patience = 4, seed = 5 }
+"#;
+
+fn set_with(dir: &Path, cycles: usize, extra: &str) -> PathBuf {
+    lorenz96_set(dir, cycles, extra)
+}
+
+fn train_json(dir: &Path, set: &Path, extra: &[&str]) -> Value {
+    let out = geohost(dir).args(["train", "emulator", "--json"]).arg(set).args(extra).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+#[test]
+fn identical_requests_hit_the_dataset_and_weights_caches() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = set_with(dir.path(), 50, STEP3);
+    let first = train_json(dir.path(), &set, &[]);
+    assert_eq!(first["dataset_cache_hit"], false);
+    assert_eq!(first["trained"], true);
+    assert_eq!(first["samples"], 1200);
+    // The one-step error is small next to the state's spread.
+    let ratio = first["val_rmse"].as_f64().unwrap() / first["state_std"].as_f64().unwrap();
+    assert!(ratio < 0.05, "one-step validation RMSE / state std = {ratio}");
+
+    let second = train_json(dir.path(), &set, &[]);
+    assert_eq!(second["dataset_cache_hit"], true);
+    assert_eq!(second["trained"], false);
+    assert_eq!(second["dataset"], first["dataset"]);
+    assert_eq!(second["id"], first["id"]);
+
+    // Another training seed: the dataset is reused, the network retrained.
+    std::fs::write(&set, std::fs::read_to_string(&set).unwrap().replace("seed = 5 }", "seed = 6 }")).unwrap();
+    let third = train_json(dir.path(), &set, &[]);
+    assert_eq!(third["dataset_cache_hit"], true);
+    assert_eq!(third["trained"], true);
+    assert_ne!(third["id"], first["id"]);
+
+    // The dataset is in the registry with its lineage, as NetCDF.
+    let lineage = stdout(&geohost(dir.path()).args(["registry", "lineage", first["id"].as_str().unwrap()]).output().unwrap());
+    assert!(lineage.contains("--trained_on-->") && lineage.contains("--derived_from-->"), "{lineage}");
+}
+
+#[test]
+fn a_seed_gives_the_same_weights_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = set_with(dir.path(), 50, STEP3);
+    let a = train_json(dir.path(), &set, &["--no-registry"]);
+    let b = train_json(dir.path(), &set, &["--no-registry"]);
+    assert_eq!(a["trained"], true);
+    assert_eq!(b["trained"], true);
+    assert_eq!(a["id"], b["id"], "two trainings from one seed gave different weights");
+}
+
+#[test]
+fn step4_runs_the_same_etkf_through_the_emulator_with_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = set_with(dir.path(), 400, &format!("{STEP3}\n[step4]\nmethods = [\"ETKF N=20 infl=1.04\"]\n"));
+    let out = geohost(dir.path()).args(["run", "-q", "--json"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["label"], "ETKF N=20 infl=1.04 via emulator");
+    let (wasm, neural) = (rows[0]["rmse_a"].as_f64().unwrap(), rows[1]["rmse_a"].as_f64().unwrap());
+    assert!(neural < 1.5 * wasm && neural < 0.5, "ETKF through the emulator: {neural} vs {wasm} through the component");
+    assert!(dir.path().join("out/ETKF_N20_infl1.04_via_emulator.nc").is_file());
+
+    // Lineage: step-4 output ← emulator ← dataset ← lorenz96; superseding
+    // the forward plugin marks all three stale.
+    let reg = |args: &[&str]| {
+        let out = geohost(dir.path()).arg("registry").args(args).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let step4: Vec<Value> = serde_json::from_str(&reg(&["--json", "list", "--step", "4"])).unwrap();
+    assert_eq!(step4.len(), 1);
+    let step4_id = step4[0]["id"].as_str().unwrap();
+    assert!(reg(&["lineage", step4_id]).contains("l96-emulator"));
+    let model = &serde_json::from_str::<Vec<Value>>(&reg(&["--json", "list", "--name", "lorenz96"])).unwrap()[0]["id"];
+    let replacement = dir.path().join("replacement.txt");
+    std::fs::write(&replacement, "a corrected Lorenz-96 would go here").unwrap();
+    let new: Value = serde_json::from_str(&reg(&["--json", "add", replacement.to_str().unwrap(), "--kind", "plugin", "--name", "lorenz96-v2"])).unwrap();
+    reg(&["supersede", model.as_str().unwrap(), new["id"].as_str().unwrap()]);
+    let stale = reg(&["stale"]);
+    for needle in ["simulation", "l96-emulator", "via emulator"] {
+        assert!(stale.contains(needle), "`{needle}` is not stale:\n{stale}");
+    }
+}
+
+#[test]
+fn a_plugin_set_can_name_an_emulator_as_its_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = set_with(dir.path(), 50, STEP3);
+    let trained = train_json(dir.path(), &set, &[]);
+    let text = std::fs::read_to_string(&set).unwrap();
+    let model_line = text.lines().find(|l| l.starts_with("plugin = ") && l.contains("lorenz96")).unwrap().to_string();
+    let set2 = dir.path().join("emulated.toml");
+    let emulated = text.replacen(&model_line, "emulator = \"l96-emulator\"", 1);
+    let emulated = &emulated[..emulated.find("[step3]").unwrap()];
+    std::fs::write(&set2, emulated).unwrap();
+    let out = geohost(dir.path()).args(["run", "-q", "--json"]).arg(&set2).arg("--out").arg(dir.path().join("out2")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("out2/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["plugins"][0]["kind"], "emulator");
+    assert_eq!(summary["plugins"][0]["blake3"], trained["id"]);
+    assert_eq!(summary["model"]["name"], "lorenz96 emulator");
+}
+
+#[test]
+fn emulator_errors_name_the_section_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let fails = |set: &Path, args: &[&str]| -> String {
+        let out = geohost(dir.path()).args(args).arg(set).output().unwrap();
+        assert!(!out.status.success(), "should fail: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(err.starts_with("error: ") && !err.contains("panicked"), "{err}");
+        err
+    };
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[method]]\nmethod = \"etkf\"\nN = 20\ninfl = 1.04\n\n[step4]\nmethods = [\"ETKF N=20 infl=1.04\"]\n",
+            "[step4] runs methods through the step-3 emulator: add a [step3] section",
+        ),
+        (&format!("{STEP3}\n[step4]\nmethods = [\"ETKF N=99\"]\n"), "step4.methods: \"ETKF N=99\" is not a [[method]] of this set"),
+        (&STEP3.replace("kernel = 5", "kernel = 4"), "step3.network.kernel must be odd"),
+        (&STEP3.replace("validation", "x").replace("patience = 4", "validation = 1.5"), "step3.training.validation must be a fraction"),
+        (&STEP3.replace("stride = 3", "stride = 3, colour = 1"), "unknown field `colour`"),
+    ];
+    for (extra, expected) in cases {
+        let set = set_with(dir.path(), 50, extra);
+        let err = fails(&set, &["run", "-q"]);
+        assert!(err.contains(expected), "expected `{expected}` in\n{err}");
+    }
+    // Training needs a [step3].
+    let set = set_with(dir.path(), 50, "[[method]]\nmethod = \"climatology\"\n");
+    assert!(fails(&set, &["train", "emulator"]).contains("has no [step3] section"));
+    // [model] emulator must name an emulator, and weights must be weights.
+    let bad = set_with(dir.path(), 50, "[[method]]\nmethod = \"climatology\"\n");
+    let text = std::fs::read_to_string(&bad).unwrap();
+    let model_line = text.lines().find(|l| l.starts_with("plugin = ") && l.contains("lorenz96")).unwrap().to_string();
+    std::fs::write(&bad, text.replacen(&model_line, "emulator = \"nothing-registered\"", 1)).unwrap();
+    assert!(fails(&bad, &["run", "-q"]).contains("[model] emulator"));
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"definitely not safetensors").unwrap();
+    let out =
+        geohost(dir.path()).args(["registry", "add"]).arg(&junk).args(["--kind", "weights", "--role", "emulator", "--name", "junk-emulator"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(&bad, text.replacen(&model_line, "emulator = \"junk-emulator\"", 1)).unwrap();
+    let err = fails(&bad, &["run", "-q"]);
+    assert!(err.contains("is not a safetensors file"), "{err}");
+}
