@@ -170,3 +170,78 @@ fn emulator_errors_name_the_section_and_what_to_do() {
     let err = fails(&bad, &["run", "-q"]);
     assert!(err.contains("is not a safetensors file"), "{err}");
 }
+
+#[test]
+fn the_step4_contract_scores_against_the_oracle_and_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = set_with(dir.path(), 400, &format!("[output]\nmembers_every = 5\n{STEP3}\n[step4]\n"));
+    let out = geohost(dir.path()).args(["run", "-q"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let contract = dir.path().join("step4.toml");
+    std::fs::write(
+        &contract,
+        format!(
+            r#"
+name = "l96-step4"
+version = "1"
+task = "ETKF through the emulator"
+target_step = 4
+oracle_step = 2
+l_transition = "L3_L4"
+oracle = "set/ETKF N=20 infl=1.04"
+oracle_strength = "classical_method"
+[carriers.input]
+name = "obs"
+shape = [40]
+units = "1"
+[carriers.output]
+name = "analysis_mean"
+shape = [40]
+units = "1"
+[reference]
+plugin_set = "{set}"
+[splits]
+evaluate_after = 5.0
+[[metrics]]
+component = "{metrics}"
+config = {{ metrics = ["rmse", "bias"] }}
+[[metrics]]
+component = "{metrics}"
+config = {{ metrics = ["rmse"] }}
+against = "oracle"
+[[metrics]]
+component = "{metrics}"
+config = {{ metrics = ["spread_skill", "coverage"], levels = [0.9] }}
+ensemble = true
+[[baselines]]
+method = "3dvar"
+xB = 0.02
+[[failure_modes]]
+text = "more than 50% worse than the oracle"
+check = {{ metric = "rmse", max_ratio_to_oracle = 1.5 }}
+"#,
+            set = set.display(),
+            metrics = common::plugin("metrics-standard").display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = geohost(dir.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "geohost {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    run(&["bench", "register", "-q", contract.to_str().unwrap()]);
+    let candidate = dir.path().join("out/ETKF_N20_infl1.04_via_emulator.nc");
+    let report: Value =
+        serde_json::from_str(&run(&["bench", "score", contract.to_str().unwrap(), candidate.to_str().unwrap(), "--json", "--out", "r4.json"])).unwrap();
+    let c = &report["candidates"][0];
+    let (rmse, vs_oracle) = (c["metrics"]["rmse"].as_f64().unwrap(), c["metrics"]["rmse_vs_oracle"].as_f64().unwrap());
+    let oracle_rmse = report["oracle"]["metrics"]["rmse"].as_f64().unwrap();
+    assert!(vs_oracle > 0.0 && vs_oracle < rmse, "rmse vs oracle {vs_oracle}, vs truth {rmse}");
+    assert_eq!(report["oracle"]["metrics"]["rmse_vs_oracle"], 0.0);
+    assert_eq!(c["checks"][0]["passed"], rmse <= 1.5 * oracle_rmse);
+    // `registry oracle` on the step-4 output names the step-2 ETKF output.
+    let oracle = run(&["registry", "oracle", c["id"].as_str().unwrap()]);
+    assert!(oracle.contains(&report["oracle"]["id"].as_str().unwrap()[..19]) && oracle.contains("set/ETKF N=20 infl=1.04"), "{oracle}");
+    assert!(oracle.contains("step=2"), "{oracle}");
+}

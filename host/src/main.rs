@@ -47,6 +47,9 @@ struct RunArgs {
     /// Override the number of observation cycles.
     #[arg(long)]
     cycles: Option<usize>,
+    /// Stop after this step of the cycle: 2 skips the plugin-set's [step3] and [step4], 3 skips [step4].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=4))]
+    until_step: Option<u8>,
     /// No progress bars.
     #[arg(long, short)]
     quiet: bool,
@@ -147,6 +150,26 @@ enum PerfTarget {
     Da(DaPerfArgs),
     /// Hashing and registration throughput of the registry.
     Registry(RegistryPerfArgs),
+    /// Emulator training throughput (samples/s) and ensemble-step time against the wasm model.
+    Emulator(EmulatorPerfArgs),
+}
+
+#[derive(Args)]
+struct EmulatorPerfArgs {
+    /// The Lorenz-96 component the emulator step is compared with.
+    #[arg(long, default_value = "plugins/dist/lorenz96.wasm")]
+    plugin: PathBuf,
+    /// Ensemble size for the step timing.
+    #[arg(long, default_value_t = 40)]
+    members: usize,
+    /// Training steps per timing sample.
+    #[arg(long, default_value_t = 100)]
+    steps: usize,
+    /// Timing samples (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    samples: usize,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
 }
 
 #[derive(Args)]
@@ -216,7 +239,12 @@ pub(crate) fn progress_factory(quiet: bool) -> impl FnMut(&str, usize) -> Box<dy
 }
 
 fn cmd_run(args: RunArgs) -> Result<()> {
-    let set = PluginSet::load(&args.plugin_set)?;
+    let mut set = PluginSet::load(&args.plugin_set)?;
+    match args.until_step {
+        Some(2) => (set.set.step3, set.set.step4) = (None, None),
+        Some(3) => set.set.step4 = None,
+        _ => {}
+    }
     let runtime = args.sandbox.runtime(set.set.limits)?;
     let mut registry = if args.no_registry { None } else { Some(Registry::open(&args.registry.clone().unwrap_or_else(default_dir))?) };
     let mut progress = progress_factory(args.quiet || args.json);
@@ -305,6 +333,7 @@ fn cmd_perf(args: PerfArgs) -> Result<()> {
     let report = match args.target {
         Some(PerfTarget::Registry(r)) => perf::registry_throughput(&r.dir, r.gib, r.small)?,
         Some(PerfTarget::Da(d)) => perf_da(d)?,
+        Some(PerfTarget::Emulator(e)) => perf::emulator_cost(&e.sandbox.runtime(Limits::default())?, &e.plugin, e.members, e.steps, e.samples)?,
         None => perf_da(DaPerfArgs::parse_from(["da"]))?,
     };
     println!("{report}");
@@ -321,7 +350,7 @@ fn main() {
     // Neural kernels are small: one thread is faster here, and it keeps
     // training bit-reproducible. RAYON_NUM_THREADS overrides (no thread
     // has started yet, so setting the variable is safe).
-    if matches!(cli.command, Command::Run(_) | Command::Train(_)) && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+    if matches!(cli.command, Command::Run(_) | Command::Train(_) | Command::Perf(_)) && std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
     let result = match cli.command {

@@ -138,3 +138,81 @@ pub fn registry_throughput(dir: &Path, gib: u64, small: usize) -> Result<String>
     let _ = write!(s, "registering {small} artifacts of ~1 KiB (blob fsync + transaction each): {per_s:.0} artifacts/s");
     Ok(s)
 }
+
+/// Training throughput of the emulator networks and the cost of one
+/// ensemble step through an emulator against the wasm model.
+///
+/// Training: `steps` AdamW steps on random batches (forward, backward,
+/// update), after 20 warm-up steps; samples/s of the median sample.
+/// The MLP 40-256-256-40 at batch 256 is the network whose PyTorch figure
+/// is quoted for comparison (TOOLCHAIN.md, measured on this machine kind).
+pub fn emulator_cost(runtime: &Runtime, plugin: &Path, members: usize, steps: usize, samples: usize) -> Result<String> {
+    use crate::emulate::net::{Arch, Description, Net, Scaling};
+    use crate::emulate::neural::NeuralForward;
+    use candle_core::{Device, Tensor};
+    use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+
+    let m = 40;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let desc = |arch: Arch| Description { arch, state_size: m, dt: 0.05, lead: 1, scaling: Scaling { mean: 2.3, std: 3.6, out_std: 4.0 } };
+    let mut out = String::new();
+    let _ = writeln!(out, "emulator training throughput (AdamW, forward + backward + update, {} thread(s)):", candle_core::utils::get_num_threads());
+    let networks = [
+        ("MLP 40-256-256-40, batch 256", Arch::Mlp { hidden: vec![256, 256] }, 256),
+        ("CNN (bilinear, C=8, k=5, h=16) + RK4, batch 128", Arch::Cnn { channels: 8, kernel: 5, hidden: 16 }, 128),
+    ];
+    for (label, arch, batch) in networks {
+        let net = Net::new(desc(arch), &mut rng)?;
+        let mut opt = AdamW::new(net.vars(), ParamsAdamW { lr: 1e-4, ..Default::default() })?;
+        let x = Tensor::randn(2.3f32, 3.6, (batch, m), &Device::Cpu)?;
+        let y = (&x + Tensor::randn(0f32, 0.5, (batch, m), &Device::Cpu)?)?;
+        let mut step = || -> Result<()> {
+            let loss = (net.forward(&x)? - &y)?.sqr()?.mean_all()?;
+            opt.backward_step(&loss)?;
+            Ok(())
+        };
+        for _ in 0..20 {
+            step()?;
+        }
+        let ms = time_ms(samples, steps, || {
+            for _ in 0..steps {
+                step()?;
+            }
+            Ok(())
+        })?;
+        let _ = writeln!(out, "  {label:<50} {:>9.0} samples/s", batch as f64 * 1e3 / ms);
+    }
+    let _ = writeln!(out, "  (PyTorch 2.15 on one thread of this machine kind, same MLP: about 123 000 samples/s)");
+
+    // One ensemble step: emulator against the wasm model.
+    let loaded = runtime.load("lorenz96", plugin, World::ForwardModel)?;
+    let mut wasm = WasmForward::new(runtime, &loaded, r#"{"F": 8.0, "size": 40}"#)?;
+    let info = serde_json::to_value(wasm.info())?;
+    let mut e = DMatrix::from_fn(m, members, |i, j| 2.0 + ((i * 7 + j * 3) % 11) as f64 * 0.5);
+    let _ = writeln!(out, "one ensemble step, N = {members} (median µs):");
+    let e0 = e.clone();
+    let wasm_us = time_ms(samples, 200, || {
+        for _ in 0..200 {
+            e.copy_from(&e0);
+            wasm.advance(&mut e, 0.0, 0.05)?;
+        }
+        Ok(())
+    })? * 1e3;
+    let _ = writeln!(out, "  {:<50} {wasm_us:>9.1}", "wasm lorenz96 (RK4)");
+    for (label, arch) in
+        [("emulator, MLP 40-256-256-40", Arch::Mlp { hidden: vec![256, 256] }), ("emulator, CNN + RK4", Arch::Cnn { channels: 8, kernel: 5, hidden: 16 })]
+    {
+        let net = Net::new(desc(arch), &mut rng)?;
+        let bytes = net.to_safetensors(&serde_json::json!({ "model": info }))?;
+        let mut neural = NeuralForward::from_bytes("perf", &bytes)?;
+        let us = time_ms(samples, 200, || {
+            for _ in 0..200 {
+                e.copy_from(&e0);
+                neural.advance(&mut e, 0.0, 0.05)?;
+            }
+            Ok(())
+        })? * 1e3;
+        let _ = writeln!(out, "  {label:<50} {us:>9.1}  ({:.1}× the wasm step)", us / wasm_us);
+    }
+    Ok(out)
+}
