@@ -159,7 +159,7 @@ pub fn emulator_cost(runtime: &Runtime, plugin: &Path, members: usize, steps: us
     let _ = writeln!(out, "emulator training throughput (AdamW, forward + backward + update, {} thread(s)):", candle_core::utils::get_num_threads());
     let networks = [
         ("MLP 40-256-256-40, batch 256", Arch::Mlp { hidden: vec![256, 256] }, 256),
-        ("CNN (bilinear, C=8, k=5, h=16) + RK4, batch 128", Arch::Cnn { channels: 8, kernel: 5, hidden: 16 }, 128),
+        ("CNN (bilinear, C=8, k=5, h=8) + RK4, batch 128", Arch::Cnn { channels: 8, kernel: 5, hidden: 8 }, 128),
     ];
     for (label, arch, batch) in networks {
         let net = Net::new(desc(arch), &mut rng)?;
@@ -199,9 +199,10 @@ pub fn emulator_cost(runtime: &Runtime, plugin: &Path, members: usize, steps: us
         Ok(())
     })? * 1e3;
     let _ = writeln!(out, "  {:<50} {wasm_us:>9.1}", "wasm lorenz96 (RK4)");
-    for (label, arch) in
-        [("emulator, MLP 40-256-256-40", Arch::Mlp { hidden: vec![256, 256] }), ("emulator, CNN + RK4", Arch::Cnn { channels: 8, kernel: 5, hidden: 16 })]
-    {
+    for (label, arch) in [
+        ("emulator, MLP 40-256-256-40", Arch::Mlp { hidden: vec![256, 256] }),
+        ("emulator, CNN (C=8, k=5, h=8) + RK4", Arch::Cnn { channels: 8, kernel: 5, hidden: 8 }),
+    ] {
         let net = Net::new(desc(arch), &mut rng)?;
         let bytes = net.to_safetensors(&serde_json::json!({ "model": info }))?;
         let mut neural = NeuralForward::from_bytes("perf", &bytes)?;

@@ -492,9 +492,11 @@ pub fn table(report: &Report) -> String {
         for n in &names {
             let cell = match x.metrics.get(*n) {
                 Some(MetricValue::Scalar(v)) => format!("{v:.4}"),
-                Some(v @ MetricValue::Vector(_)) => match report.goals.get(*n).and_then(|g| g.badness(v)) {
+                Some(v @ MetricValue::Vector(x)) => match report.goals.get(*n).and_then(|g| g.badness(v)) {
                     Some(d) => format!("flat±{d:.3}"),
-                    None => "[vector]".into(),
+                    // Short vectors (e.g. coverage per level) in full.
+                    None if x.len() <= 3 => x.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join("/"),
+                    None => format!("[{} values]", x.len()),
                 },
                 None => "n/a".into(),
             };

@@ -219,8 +219,9 @@ impl Registry {
     }
 
     /// Resolve a reference: a full id, a hex prefix (with or without
-    /// `blake3:`, at least 4 digits), `NAME` (the newest) or
-    /// `NAME@VERSION`. Ambiguity is an error listing the candidates.
+    /// `blake3:`, at least 4 digits), `NAME` (the newest), `NAME@VERSION`,
+    /// or the path of a file whose bytes are registered. Ambiguity is an
+    /// error listing the candidates.
     pub fn resolve(&self, reference: &str) -> Result<String> {
         let hex = reference.strip_prefix("blake3:").unwrap_or(reference);
         let mut candidates: Vec<String> = Vec::new();
@@ -240,6 +241,13 @@ impl Registry {
             // NAME alone: the newest registration wins (like a tag).
             return match rows.first() {
                 Some((id, _)) => Ok(id.clone()),
+                // A file on disk: the artifact with its bytes' id.
+                None if Path::new(reference).is_file() => {
+                    let id = artifact_id(&std::fs::read(reference).with_context(|| format!("cannot read {reference}"))?);
+                    self.get(&id)
+                        .map(|a| a.id)
+                        .map_err(|_| anyhow::anyhow!("file {reference} ({id}) is not in the registry; `geohost registry add` registers it"))
+                }
                 None => bail!(
                     "no artifact matches `{reference}` (not a known id, id prefix, name or name@version); `geohost registry list` shows what is registered"
                 ),
