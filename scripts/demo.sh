@@ -4,9 +4,10 @@
 # DA method through the wasm model), step 3 (simulation dataset and neural
 # emulator; cached after the first run) and step 4 (ETKF N=28 through the
 # emulator, printed beside the same ETKF through the model). Then the
-# benchmarks: pre-register the Lorenz-96 cycle benchmark (its step-2 and
-# step-4 contracts), score the ETKF oracle (step 2) and the ETKF through
-# the emulator (step 4) into one cycle report, score ETKF N=20 against the
+# benchmarks: pre-register the Lorenz-96 cycle benchmark (its step-2, -3
+# and -4 contracts), score the ETKF oracle (step 2), the emulator against
+# the model (step 3) and the ETKF through the emulator (step 4) into one
+# cycle report, score ETKF N=20 against the
 # step-2 contract and diff it with the oracle's report (out/reports/). Everything is recorded in the registry
 # ($GEOHOST_REGISTRY, default ~/.local/share/geohost/registry).
 set -euo pipefail
@@ -19,7 +20,7 @@ echo
 "$geohost" bench register contracts/lorenz96-cycle.toml -q
 echo
 "$geohost" bench cycle contracts/lorenz96-cycle.toml \
-  2=out/lorenz96/ETKF_N28_infl1.02_rot.nc 4=out/lorenz96/ETKF_N28_infl1.02_rot_via_emulator.nc \
+  2=out/lorenz96/ETKF_N28_infl1.02_rot.nc 3=lorenz96-emulator 4=out/lorenz96/ETKF_N28_infl1.02_rot_via_emulator.nc \
   --out out/reports/lorenz96-cycle.json
 echo
 "$geohost" bench score contracts/lorenz96-step2.toml out/lorenz96/ETKF_N20_infl1.04.nc --out out/reports/lorenz96-step2-etkf20.json >/dev/null

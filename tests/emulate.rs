@@ -245,3 +245,70 @@ check = {{ metric = "rmse", max_ratio_to_oracle = 1.5 }}
     assert!(oracle.contains(&report["oracle"]["id"].as_str().unwrap()[..19]) && oracle.contains("set/ETKF N=20 infl=1.04"), "{oracle}");
     assert!(oracle.contains("step=2"), "{oracle}");
 }
+
+#[test]
+fn the_step3_contract_scores_the_emulator_against_the_model_forecasts() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = set_with(dir.path(), 400, STEP3);
+    let trained = train_json(dir.path(), &set, &[]);
+    let contract = dir.path().join("step3.toml");
+    let text = format!(
+        r#"
+name = "l96-step3"
+version = "1"
+task = "emulate one step"
+target_step = 3
+oracle_step = 1
+l_transition = "L3_L4"
+oracle = "lorenz96@0.1.0"
+oracle_strength = "physics_derived"
+[carriers.input]
+name = "state"
+shape = [40]
+units = "1"
+[carriers.output]
+name = "state"
+shape = [40]
+units = "1"
+[reference]
+forecasts = {{ plugin_set = "{set}", cases = 5, spacing = 50, leads = 40 }}
+[splits]
+evaluate_after = 0.0
+[[metrics]]
+component = "{metrics}"
+config = {{ metrics = ["one_step_rmse", "rmse_by_lead", "valid_time", "psd_error"], leads = 40, dt = 0.05, lyapunov = 1.68 }}
+[[failure_modes]]
+text = "one-step error above 1% of the state std"
+check = {{ metric = "one_step_rmse", max = 0.036 }}
+"#,
+        set = set.display(),
+        metrics = common::plugin("metrics-standard").display()
+    );
+    // Without the spectral metric a step-3 contract is refused.
+    std::fs::write(&contract, text.replace(r#", "psd_error"]"#, "]")).unwrap();
+    let out = geohost(dir.path()).args(["bench", "register", "-q"]).arg(&contract).output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("missing: psd_error"), "{}", stderr(&out));
+    std::fs::write(&contract, &text).unwrap();
+    let run = |args: &[&str]| {
+        let out = geohost(dir.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "geohost {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    run(&["bench", "register", "-q", contract.to_str().unwrap()]);
+    let report: Value = serde_json::from_str(&run(&["bench", "score", contract.to_str().unwrap(), "l96-emulator", "--json", "--out", "r3.json"])).unwrap();
+    let c = &report["candidates"][0];
+    assert_eq!(c["id"], trained["id"]);
+    assert_eq!(report["reference"]["cases"], 200);
+    let one_step = c["metrics"]["one_step_rmse"].as_f64().unwrap();
+    let by_lead = c["metrics"]["rmse_by_lead"].as_array().unwrap();
+    assert_eq!(by_lead.len(), 40);
+    assert_eq!(by_lead[0].as_f64().unwrap(), one_step);
+    // Close to the validation error of training, and growing with lead time.
+    assert!(one_step < 0.05 && one_step < by_lead[39].as_f64().unwrap(), "{one_step} vs {}", by_lead[39]);
+    assert!(c["metrics"]["valid_time"].as_f64().unwrap() > 0.0);
+    assert!(c["metrics"]["psd_error"].as_f64().unwrap() < 0.5);
+    assert_eq!(c["verdict"], "pass");
+    // The emulator was validated against the model component.
+    let oracle = run(&["registry", "oracle", trained["id"].as_str().unwrap()]);
+    assert!(oracle.contains("plugin") && oracle.contains("lorenz96"), "{oracle}");
+}

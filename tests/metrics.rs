@@ -209,3 +209,58 @@ fn metric_errors_name_the_metric_or_the_shape() {
     let err = rt.load("metrics", &plugin("metrics-standard"), World::ForwardModel).err().unwrap();
     assert!(err.to_string().contains("is a metric plugin, not a forward-model plugin"), "{err}");
 }
+
+#[test]
+fn forecast_metrics_equal_brute_force_computations() {
+    // 3 cases × 4 leads × 8 variables; the error grows with lead time.
+    let (cases, leads, cols) = (3, 4, 8);
+    let rows = cases * leads;
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let normal = Normal::new(0.0, 1.0).unwrap();
+    let reference: Vec<f64> = (0..rows * cols).map(|_| normal.sample(&mut rng)).collect();
+    let prediction: Vec<f64> = (0..rows * cols).map(|i| reference[i] + 0.2 * ((i / cols) % leads + 1) as f64 * normal.sample(&mut rng)).collect();
+    let (p, y) = (Table { rows, cols, data: prediction.clone() }, Table { rows, cols, data: reference.clone() });
+    let config =
+        r#"{"metrics": ["rmse_by_lead", "one_step_rmse", "valid_time", "psd_error"], "leads": 4, "dt": 0.5, "lyapunov": 2.0, "threshold": 0.3, "scale": 1.0}"#;
+    let got = metric(config).compute(&p, &y, None).unwrap();
+
+    let row_rmse = |r: usize| ((0..cols).map(|c| (prediction[r * cols + c] - reference[r * cols + c]).powi(2)).sum::<f64>() / cols as f64).sqrt();
+    let expected: Vec<f64> = (0..leads).map(|l| (0..cases).map(|c| row_rmse(c * leads + l)).sum::<f64>() / cases as f64).collect();
+    let by_lead = vector(&got, "rmse_by_lead");
+    for (a, b) in by_lead.iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-12, "{by_lead:?} vs {expected:?}");
+    }
+    assert_eq!(scalar(&got, "one_step_rmse"), by_lead[0]);
+    // Valid time: first lead over 0.3 × scale, in units of dt · lyapunov.
+    let vt: f64 = (0..cases).map(|c| (0..leads).find(|&l| row_rmse(c * leads + l) > 0.3).unwrap_or(leads) as f64 * 0.5 * 2.0).sum::<f64>() / cases as f64;
+    assert!((scalar(&got, "valid_time") - vt).abs() < 1e-12);
+    // PSD: mean |log10| ratio over k = 1..cols/2 of the row-averaged spectra,
+    // here computed with complex exponentials one coefficient at a time.
+    let spectrum = |data: &[f64]| -> Vec<f64> {
+        (0..=cols / 2)
+            .map(|k| {
+                (0..rows)
+                    .map(|r| {
+                        let (re, im) = (0..cols).fold((0.0, 0.0), |(re, im), j| {
+                            let w = 2.0 * std::f64::consts::PI * (k * j) as f64 / cols as f64;
+                            (re + data[r * cols + j] * w.cos(), im - data[r * cols + j] * w.sin())
+                        });
+                        re * re + im * im
+                    })
+                    .sum::<f64>()
+                    / rows as f64
+            })
+            .collect()
+    };
+    let (sp, sy) = (spectrum(&prediction), spectrum(&reference));
+    let psd = (1..=cols / 2).map(|k| (sp[k].log10() - sy[k].log10()).abs()).sum::<f64>() / (cols / 2) as f64;
+    assert!((scalar(&got, "psd_error") - psd).abs() < 1e-10, "{} vs {psd}", scalar(&got, "psd_error"));
+    // A prediction equal to the reference has no error at all.
+    let same = metric(config).compute(&y, &y, None).unwrap();
+    assert_eq!(scalar(&same, "psd_error"), 0.0);
+    assert_eq!(scalar(&same, "valid_time"), leads as f64 * 0.5 * 2.0);
+    // Rows that are not whole cases are refused.
+    let bad = Table { rows: rows - 1, cols, data: reference[..(rows - 1) * cols].to_vec() };
+    let err = metric(config).compute(&bad, &bad, None).unwrap_err();
+    assert!(err.to_string().contains("not a multiple of leads = 4"), "{err}");
+}

@@ -134,7 +134,11 @@ fn load_plugin(runtime: &Runtime, registry: Option<&Registry>, label: &str, sour
 }
 
 /// The forward model of a run: a component, or a registered emulator.
-fn load_model(runtime: &Runtime, registry: Option<&Registry>, set: &Loaded) -> Result<(Box<dyn ForwardModel>, PluginRecord, Option<LoadedComponent>)> {
+pub(crate) fn load_model(
+    runtime: &Runtime,
+    registry: Option<&Registry>,
+    set: &Loaded,
+) -> Result<(Box<dyn ForwardModel>, PluginRecord, Option<LoadedComponent>)> {
     match &set.model {
         Source::Emulator(reference) => {
             let registry = registry.with_context(|| format!("[model] names emulator `{reference}`, but no registry is in use (drop --no-registry)"))?;

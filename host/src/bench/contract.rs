@@ -30,7 +30,7 @@ const WEAK_ORACLES: &[&str] = &["human_labels", "heuristic"];
 pub fn required_metrics(target_step: u8) -> &'static [&'static str] {
     match target_step {
         2 => &["rmse", "spread_skill"],
-        3 => &["rmse", "psd_error"],
+        3 => &["one_step_rmse", "psd_error"],
         4 | 5 => &["rmse", "coverage"],
         _ => &[],
     }
@@ -89,6 +89,9 @@ pub struct ReferenceSpec {
     pub plugin_set: Option<PathBuf>,
     /// A registered `truth.nc`: `blake3:…` or a registry name.
     pub artifact: Option<String>,
+    /// Or free forecasts of a plugin-set's model (for emulator contracts):
+    /// `{ plugin_set, cases, spacing, leads }`.
+    pub forecasts: Option<super::forecast::ForecastSpec>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -207,7 +210,7 @@ impl Goal {
     /// The goal of a metric the host knows, by name.
     pub fn known(metric: &str) -> Goal {
         match metric {
-            "rmse" | "mae" | "crps" | "crps_fair" | "energy_score" | "psd_error" | "one_step_rmse" => Goal::Lower,
+            "rmse" | "mae" | "crps" | "crps_fair" | "energy_score" | "psd_error" | "one_step_rmse" | "rmse_by_lead" => Goal::Lower,
             "bias" => Goal::Zero,
             "spread_skill" => Goal::One,
             "rank_histogram" => Goal::Flat,
@@ -234,6 +237,8 @@ impl Goal {
         use crate::sandbox::MetricValue::{Scalar, Vector};
         match (self, value) {
             (Goal::Lower, Scalar(x)) => Some(*x),
+            // A profile (e.g. error by lead time): its mean.
+            (Goal::Lower, Vector(v)) if !v.is_empty() => Some(v.iter().sum::<f64>() / v.len() as f64),
             (Goal::Higher, Scalar(x)) => Some(-*x),
             (Goal::Zero, Scalar(x)) => Some(x.abs()),
             (Goal::One, Scalar(x)) => Some((x - 1.0).abs()),
@@ -355,9 +360,11 @@ impl ContractFile {
                 bail!("field `{field}.shape`: expected a list of positive sizes (e.g. [40]), got {:?}", carrier.shape);
             }
         }
-        match (&self.reference.plugin_set, &self.reference.artifact) {
-            (Some(_), None) | (None, Some(_)) => {}
-            _ => bail!("[reference] needs exactly one of `plugin_set` (a plugin-set that generates the truth) or `artifact` (a registered truth.nc)"),
+        let r = &self.reference;
+        if [r.plugin_set.is_some(), r.artifact.is_some(), r.forecasts.is_some()].iter().filter(|x| **x).count() != 1 {
+            bail!(
+                "[reference] needs exactly one of `plugin_set` (a plugin-set that generates the truth), `artifact` (a registered truth.nc) or `forecasts` (free forecasts of a plugin-set's model)"
+            );
         }
         let s = &self.splits;
         if !s.evaluate_after.is_finite() || s.evaluate_until.is_some_and(|u| !(u > s.evaluate_after)) {

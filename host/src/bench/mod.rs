@@ -7,11 +7,13 @@
 //! - [`score`]: scoring candidates with sandboxed metric components into a
 //!   report, registered with its lineage;
 //! - [`diff`]: two reports compared metric by metric;
+//! - [`forecast`]: forecast references (an emulator against its model);
 //! - [`cycle`]: stage contracts composed into a cycle benchmark.
 
 pub mod contract;
 pub mod cycle;
 pub mod diff;
+pub mod forecast;
 pub mod prereg;
 pub mod score;
 

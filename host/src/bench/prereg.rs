@@ -178,6 +178,15 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
     // The reference: generated (with the method baselines) into a scratch
     // directory, or a registered truth.nc.
     let scratch = std::env::temp_dir().join(format!("geohost-prereg-{}-{}", std::process::id(), &contract.id[7..19]));
+    let forecasts = match &file.reference.forecasts {
+        Some(spec) => {
+            let mut set = PluginSet::load(&dir.join(&spec.plugin_set)).context("field `reference.forecasts.plugin_set`")?;
+            (set.set.step3, set.set.step4, set.methods) = (None, None, Vec::new());
+            let generated = super::forecast::generate(&set, spec, runtime, Some(&mut *registry), progress)?;
+            Some((set, generated))
+        }
+        None => None,
+    };
     let generated = match &file.reference.plugin_set {
         Some(set_path) => {
             let mut set = PluginSet::load(&dir.join(set_path)).context("field `reference.plugin_set`")?;
@@ -192,15 +201,13 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
         None => None,
     };
     let outcome = (|| {
-        let reference = match (&generated, &file.reference.artifact) {
-            (Some((_, _, written)), _) => crate::registry::artifact_id(&std::fs::read(&written.truth)?),
-            (None, Some(r)) => registry.resolve(r).context("field `reference.artifact`")?,
-            (None, None) => unreachable!("validated: exactly one reference source"),
+        let truth_bytes = match (&generated, &forecasts, &file.reference.artifact) {
+            (Some((_, _, written)), ..) => std::fs::read(&written.truth)?,
+            (_, Some((_, g)), _) => g.bytes.clone(),
+            (None, None, Some(r)) => registry.read(&registry.resolve(r).context("field `reference.artifact`")?)?,
+            (None, None, None) => unreachable!("validated: exactly one reference source"),
         };
-        let truth_bytes = match &generated {
-            Some((_, _, written)) => std::fs::read(&written.truth)?,
-            None => registry.read(&reference)?,
-        };
+        let reference = crate::registry::artifact_id(&truth_bytes);
         let truth = TruthFile::parse(&reference, truth_bytes).context("field `reference`")?;
         let (state, obs) = (file.carriers.output.shape.iter().product::<usize>(), file.carriers.input.shape.iter().product::<usize>());
         if truth.truth.cols != state {
@@ -210,12 +217,9 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
                 truth.truth.cols
             );
         }
-        if truth.obs_size != obs {
-            bail!(
-                "field `carriers.input.shape`: {:?} ({obs} values per case), but the reference has {} observations per time",
-                file.carriers.input.shape,
-                truth.obs_size
-            );
+        let inputs = truth.obs_size.unwrap_or(truth.truth.cols);
+        if inputs != obs {
+            bail!("field `carriers.input.shape`: {:?} ({obs} values per case), but the reference has {inputs} inputs per case", file.carriers.input.shape);
         }
 
         // Baselines, in the contract's order: method outputs (ids of the
@@ -293,6 +297,26 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
     };
 
     // All checked: record the generated run, the components, the contract.
+    if let Some((set, g)) = &forecasts {
+        let written = crate::output::write(&scratch, &g.run, set)?;
+        let registration = crate::run::register(registry, set, &g.run, &written);
+        let _ = std::fs::remove_dir_all(&scratch);
+        registration?;
+        let model_id = &g.run.plugins[0].blake3;
+        registry.add(
+            &g.bytes,
+            &NewArtifact {
+                kind: "dataset".into(),
+                name: format!("{}/forecasts", set.name),
+                media_type: "application/x-netcdf".into(),
+                step: Some(1),
+                tags: vec!["forecasts".into()],
+                metadata: serde_json::json!({ "forecasts": file.reference.forecasts }),
+                ..Default::default()
+            },
+        )?;
+        registry.link(&reference, model_id, "derived_from")?;
+    }
     if let Some((set, result, written)) = &generated {
         let registration = crate::run::register(registry, set, result, written);
         let _ = std::fs::remove_dir_all(&scratch);

@@ -142,6 +142,9 @@ impl Components {
 /// reference.
 pub fn resolve_candidate(registry: &mut Registry, arg: &str) -> Result<String> {
     let path = std::path::Path::new(arg);
+    if let Ok(id) = registry.resolve(arg) {
+        return Ok(id);
+    }
     if path.is_file() {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read candidate {arg}"))?;
         let output = AnalysisFile::parse(arg, bytes.clone())?;
@@ -309,6 +312,10 @@ pub fn score(registry: &Registry, runtime: &Runtime, contract: &Contract, candid
     let reference = Reference::load(registry, &frozen, contract)?;
     let mut components = Components::load(registry, runtime, &frozen)?;
     let load = |id: &str| -> Result<AnalysisFile> {
+        let artifact = registry.get(id)?;
+        if artifact.kind == "weights" {
+            return super::forecast::emulate(id, &artifact.name, &registry.read(id)?, &reference.truth, &frozen.reference);
+        }
         let output = AnalysisFile::parse(id, registry.read(id)?)?;
         if output.truth != frozen.reference {
             bail!(
@@ -492,8 +499,9 @@ pub fn table(report: &Report) -> String {
         for n in &names {
             let cell = match x.metrics.get(*n) {
                 Some(MetricValue::Scalar(v)) => format!("{v:.4}"),
-                Some(v @ MetricValue::Vector(x)) => match report.goals.get(*n).and_then(|g| g.badness(v)) {
-                    Some(d) => format!("flat±{d:.3}"),
+                Some(v @ MetricValue::Vector(x)) => match report.goals.get(*n).and_then(|g| g.badness(v).map(|d| (g, d))) {
+                    Some((Goal::Flat, d)) => format!("flat±{d:.3}"),
+                    Some((_, d)) => format!("mean {d:.4}"),
                     // Short vectors (e.g. coverage per level) in full.
                     None if x.len() <= 3 => x.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join("/"),
                     None => format!("[{} values]", x.len()),

@@ -27,7 +27,12 @@ impl Array2 {
 pub struct TruthFile {
     pub times: Vec<f64>,
     pub truth: Array2,
-    pub obs_size: usize,
+    /// Observations per time (`None` in a forecast reference, whose input
+    /// is an initial state).
+    pub obs_size: Option<usize>,
+    /// For a forecast reference: the initial state of each case
+    /// (`case × state`) and the rows per case.
+    pub forecast: Option<(Array2, usize)>,
 }
 
 /// One method's output file.
@@ -100,10 +105,18 @@ impl TruthFile {
     /// Parse `truth.nc` bytes; `label` names the file in errors.
     pub fn parse(label: &str, bytes: Vec<u8>) -> Result<TruthFile> {
         let mut r = Reader::open(label, bytes)?;
-        let (k, m, p) = (r.dim("time")?, r.dim("state")?, r.dim("obs")?);
+        let (k, m) = (r.dim("time")?, r.dim("state")?);
         let times = r.var("time", k)?;
         let truth = Array2 { rows: k, cols: m, data: r.var("truth", k * m)? };
-        Ok(TruthFile { times, truth, obs_size: p })
+        if r.has_var("initial") {
+            let cases = r.dim("case")?;
+            let initial = Array2 { rows: cases, cols: m, data: r.var("initial", cases * m)? };
+            if cases == 0 || k % cases != 0 {
+                bail!("{label}: {k} forecast rows are not a whole number of leads for {cases} cases");
+            }
+            return Ok(TruthFile { times, truth, obs_size: None, forecast: Some((initial, k / cases)) });
+        }
+        Ok(TruthFile { times, truth, obs_size: Some(r.dim("obs")?), forecast: None })
     }
 }
 

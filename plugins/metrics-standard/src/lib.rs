@@ -18,16 +18,72 @@
 //! - `energy_score`: (1/N) Σ_j ‖x_j − y‖ − 1/(2N²) Σ_j Σ_k ‖x_j − x_k‖ per
 //!   case (Euclidean over variables), averaged over cases
 //!
-//! Config: `metrics` (a list; default all), `levels` (default [0.5, 0.8, 0.9]).
+//!
+//! Forecast metrics, for rows grouped by case: `leads` consecutive rows per
+//! case (lead 1 … L), so rows = cases × leads:
+//! - `rmse_by_lead`: for each lead, the mean over cases of the row RMSE;
+//! - `one_step_rmse`: its first entry;
+//! - `valid_time`: per case, the time of the first lead whose row RMSE
+//!   exceeds `threshold` × `scale` (Pathak et al. 2018's valid prediction
+//!   time), in units of 1/`lyapunov` (Lyapunov times when `lyapunov` is the
+//!   leading exponent), averaged over cases; a case that never exceeds it
+//!   counts the full horizon;
+//! - `psd_error`: the mean over wavenumbers k ≥ 1 of |log10 P̂(k) − log10 P(k)|,
+//!   P the periodic spatial power spectrum |DFT|² of each row averaged over
+//!   rows, for prediction (P̂) and reference (P).
+//!
+//! Config: `metrics` (a list; default all but the forecast metrics),
+//! `levels` (default [0.5, 0.8, 0.9]); for forecast metrics `leads`
+//! (required), `dt` (time per lead, default 1), `lyapunov` (default 1),
+//! `threshold` (default 0.5), `scale` (default: the reference's standard
+//! deviation).
 
 use geohost_sdk::{Config, EnsembleTable, Metric, MetricInfo, MetricInput, Table, Value};
 
 const ALL: &[&str] = &["rmse", "bias", "mae", "spread", "spread_skill", "crps", "crps_fair", "rank_histogram", "coverage", "energy_score"];
+const FORECAST: &[&str] = &["rmse_by_lead", "one_step_rmse", "valid_time", "psd_error"];
 const NEEDS_MEMBERS: &[&str] = &["spread", "spread_skill", "crps", "crps_fair", "rank_histogram", "coverage", "energy_score"];
 
 struct Standard {
     metrics: Vec<String>,
     levels: Vec<f64>,
+    forecast: Forecast,
+}
+
+/// How forecast rows are grouped and timed.
+struct Forecast {
+    leads: Option<usize>,
+    dt: f64,
+    lyapunov: f64,
+    threshold: f64,
+    scale: Option<f64>,
+}
+
+/// Per-row RMSE.
+fn row_rmse(p: Table<'_>, y: Table<'_>, r: usize) -> f64 {
+    ((0..y.cols).map(|c| (p.row(r)[c] - y.row(r)[c]).powi(2)).sum::<f64>() / y.cols as f64).sqrt()
+}
+
+/// Mean periodic power spectrum |DFT|² over rows, wavenumbers 0..=cols/2.
+fn mean_spectrum(t: Table<'_>) -> Vec<f64> {
+    let n = t.cols;
+    let half = n / 2;
+    // Twiddle factors once (trigonometry is costly in wasm).
+    let (cos, sin): (Vec<f64>, Vec<f64>) = (0..=half)
+        .flat_map(|k| (0..n).map(move |j| -2.0 * std::f64::consts::PI * ((k * j) % n) as f64 / n as f64))
+        .map(|phase| (phase.cos(), phase.sin()))
+        .unzip();
+    let mut out = vec![0.0; half + 1];
+    for r in 0..t.rows {
+        let x = t.row(r);
+        for (k, o) in out.iter_mut().enumerate() {
+            let (c, s) = (&cos[k * n..(k + 1) * n], &sin[k * n..(k + 1) * n]);
+            let re: f64 = x.iter().zip(c).map(|(v, w)| v * w).sum();
+            let im: f64 = x.iter().zip(s).map(|(v, w)| v * w).sum();
+            *o += (re * re + im * im) / t.rows as f64;
+        }
+    }
+    out
 }
 
 fn rmse(p: &dyn Fn(usize, usize) -> f64, y: Table<'_>) -> f64 {
@@ -59,16 +115,29 @@ fn sort(x: &mut [f64]) {
 
 impl Metric for Standard {
     fn init(config: &Config) -> Result<Self, String> {
-        config.allow_only(&["metrics", "levels"])?;
+        config.allow_only(&["metrics", "levels", "leads", "dt", "lyapunov", "threshold", "scale"])?;
         let metrics = config.get::<Vec<String>>("metrics")?.unwrap_or_else(|| ALL.iter().map(|s| s.to_string()).collect());
-        if let Some(bad) = metrics.iter().find(|m| !ALL.contains(&m.as_str())) {
-            return Err(format!("config key `metrics`: unknown metric `{bad}`; available: {}", ALL.join(", ")));
+        if let Some(bad) = metrics.iter().find(|m| !ALL.contains(&m.as_str()) && !FORECAST.contains(&m.as_str())) {
+            return Err(format!("config key `metrics`: unknown metric `{bad}`; available: {}, {}", ALL.join(", "), FORECAST.join(", ")));
+        }
+        let forecast = Forecast {
+            leads: config.get::<usize>("leads")?,
+            dt: config.f64_or("dt", 1.0)?,
+            lyapunov: config.f64_or("lyapunov", 1.0)?,
+            threshold: config.f64_or("threshold", 0.5)?,
+            scale: config.get::<f64>("scale")?,
+        };
+        if metrics.iter().any(|m| FORECAST.contains(&m.as_str())) && !forecast.leads.is_some_and(|l| l > 0) {
+            return Err("config key `leads`: the forecast metrics need the number of consecutive rows per case (a positive integer)".into());
+        }
+        if !(forecast.dt > 0.0 && forecast.lyapunov > 0.0 && forecast.threshold > 0.0 && forecast.scale.is_none_or(|s| s > 0.0)) {
+            return Err("config keys `dt`, `lyapunov`, `threshold` and `scale` must be positive".into());
         }
         let levels = config.get::<Vec<f64>>("levels")?.unwrap_or_else(|| vec![0.5, 0.8, 0.9]);
         if let Some(bad) = levels.iter().find(|l| !(**l > 0.0 && **l < 1.0)) {
             return Err(format!("config key `levels`: each level must be in (0, 1), got {bad}"));
         }
-        Ok(Standard { metrics, levels })
+        Ok(Standard { metrics, levels, forecast })
     }
 
     fn info(&self) -> MetricInfo {
@@ -80,6 +149,14 @@ impl Metric for Standard {
         let cells = (y.rows * y.cols) as f64;
         let mut out = Vec::new();
         let mut x = Vec::new();
+        let by_lead = || -> Result<Vec<f64>, String> {
+            let leads = self.forecast.leads.unwrap_or(1);
+            if y.rows % leads != 0 {
+                return Err(format!("the forecast metrics need rows = cases × leads, but {} rows are not a multiple of leads = {leads}", y.rows));
+            }
+            let cases = y.rows / leads;
+            Ok((0..leads).map(|l| (0..cases).map(|c| row_rmse(p, y, c * leads + l)).sum::<f64>() / cases as f64).collect())
+        };
         for name in &self.metrics {
             let members = match input.members {
                 Some(e) => Some(e),
@@ -90,6 +167,34 @@ impl Metric for Standard {
             };
             let value = match name.as_str() {
                 "rmse" => Value::Scalar(rmse(&|r, c| p.row(r)[c], y)),
+                "rmse_by_lead" => Value::Vector(by_lead()?),
+                "one_step_rmse" => Value::Scalar(by_lead()?[0]),
+                "valid_time" => {
+                    by_lead()?; // checks the grouping
+                    let f = &self.forecast;
+                    let leads = f.leads.unwrap_or(1);
+                    let scale = f.scale.unwrap_or_else(|| {
+                        let mean = y.data.iter().sum::<f64>() / cells;
+                        (y.data.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / cells).sqrt()
+                    });
+                    let cases = y.rows / leads;
+                    let total: f64 = (0..cases)
+                        .map(|c| {
+                            let first = (0..leads).find(|&l| row_rmse(p, y, c * leads + l) > f.threshold * scale);
+                            first.unwrap_or(leads) as f64 * f.dt * f.lyapunov
+                        })
+                        .sum();
+                    Value::Scalar(total / cases as f64)
+                }
+                "psd_error" => {
+                    let (sp, sy) = (mean_spectrum(p), mean_spectrum(y));
+                    let k = sp.len() - 1;
+                    if k == 0 {
+                        return Err("metric `psd_error` needs at least 2 variables per row".into());
+                    }
+                    let floor = 1e-300;
+                    Value::Scalar((1..=k).map(|i| (sp[i].max(floor).log10() - sy[i].max(floor).log10()).abs()).sum::<f64>() / k as f64)
+                }
                 "bias" => Value::Scalar(p.data.iter().zip(y.data).map(|(a, b)| a - b).sum::<f64>() / cells),
                 "mae" => Value::Scalar(p.data.iter().zip(y.data).map(|(a, b)| (a - b).abs()).sum::<f64>() / cells),
                 "spread" | "spread_skill" => {
