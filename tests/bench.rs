@@ -341,10 +341,14 @@ fn candidates_must_be_scoreable_under_the_contract() {
     std::fs::create_dir_all(&other).unwrap();
     let set = lorenz96_set(&other, 600, METHODS);
     std::fs::write(&set, std::fs::read_to_string(&set).unwrap().replace("seed = 1", "seed = 2")).unwrap();
-    let out = geohost(b.dir.path()).args(["run", "-q"]).arg(&set).arg("--out").arg(other.join("out")).output().unwrap();
+    let out = geohost(b.dir.path()).args(["run", "-q", "--no-registry"]).arg(&set).arg("--out").arg(other.join("out")).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    // The other run was not registered (--no-registry): a candidate that
+    // fails to score must leave the registry as it was.
+    let before = b.artifact_count();
     let err = b.fails(&["bench", "score", &contract, other.join("out/ETKF_N20_infl1.04.nc").to_str().unwrap()]);
     assert!(err.contains("was run on truth") && err.contains("contract's reference"), "{err}");
+    assert_eq!(b.artifact_count(), before, "a refused candidate changed the registry");
     // Not a NetCDF file at all.
     std::fs::write(b.path("junk.nc"), b"not netcdf").unwrap();
     let err = b.fails(&["bench", "score", &contract, b.path("junk.nc").to_str().unwrap()]);

@@ -170,8 +170,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 eprintln!("warning: {}: {w}", contract.path.display());
             }
             let runtime = sandbox.runtime(Limits::default())?;
-            let ids = candidates.iter().map(|c| score::resolve_candidate(&mut registry, c)).collect::<Result<Vec<_>>>()?;
+            let ids = candidates.iter().map(|c| score::resolve_candidate(&registry, c)).collect::<Result<Vec<_>>>()?;
             let report = score::score(&registry, &runtime, &contract, &ids)?;
+            score::register_candidates(&mut registry, &ids)?;
             let bytes = serde_json::to_vec_pretty(&report)?;
             let path = report_path(out, &contract.file.name, &bytes);
             let id = score::register(&mut registry, &report, &path)?;
@@ -211,9 +212,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 let (step, candidate) =
                     arg.split_once('=').with_context(|| format!("`{arg}`: expected STEP=CANDIDATE, e.g. 2=out/lorenz96/ETKF_N28_infl1.02_rot.nc"))?;
                 let step: u8 = step.parse().with_context(|| format!("`{arg}`: the step must be a number from 1 to 5"))?;
-                pairs.push((step, score::resolve_candidate(&mut registry, candidate)?));
+                pairs.push((step, score::resolve_candidate(&registry, candidate)?));
             }
             let report = cycle::score(&registry, &runtime, &c, &pairs)?;
+            score::register_candidates(&mut registry, &pairs.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>())?;
             let bytes = serde_json::to_vec_pretty(&report)?;
             let path = report_path(out, &c.file.name, &bytes);
             let id = cycle::register(&mut registry, &report, &path)?;

@@ -20,7 +20,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a twin experiment: truth, observations and every DA method of a plugin-set.
+    /// Run a twin experiment: truth, observations and every DA method of a plugin-set (then its [step3] and [step4]).
     Run(RunArgs),
     /// Load a plugin, check it, configure it and print its self-description.
     Inspect(InspectArgs),

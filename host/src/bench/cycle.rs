@@ -142,7 +142,7 @@ pub struct CycleReport {
 }
 
 /// Score `candidates` (step → registry id) against every stage.
-pub fn score(registry: &Registry, runtime: &Runtime, cycle: &Cycle, candidates: &[(u8, String)]) -> Result<CycleReport> {
+pub fn score(registry: &Registry, runtime: &Runtime, cycle: &Cycle, candidates: &[(u8, score::Candidate)]) -> Result<CycleReport> {
     check_not_edited(registry, cycle)?;
     registry
         .get(&cycle.id)
@@ -155,7 +155,7 @@ pub fn score(registry: &Registry, runtime: &Runtime, cycle: &Cycle, candidates: 
     let mut stages = Vec::new();
     for contract in &cycle.stages {
         let step = contract.file.target_step.expect("checked on load");
-        let ids: Vec<String> = candidates.iter().filter(|(s, _)| *s == step).map(|(_, id)| id.clone()).collect();
+        let ids: Vec<score::Candidate> = candidates.iter().filter(|(s, _)| *s == step).map(|(_, c)| c.clone()).collect();
         let (report, not_scored) = if ids.is_empty() {
             (None, Some(format!("no candidate for step {step}")))
         } else {

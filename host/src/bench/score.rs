@@ -138,31 +138,48 @@ impl Components {
     }
 }
 
-/// Where a candidate comes from: a path to a run output, or a registry
-/// reference.
-pub fn resolve_candidate(registry: &mut Registry, arg: &str) -> Result<String> {
-    let path = std::path::Path::new(arg);
+/// A candidate: a registered artifact, or a run-output file that is
+/// registered only once it has been scored (a candidate that fails to
+/// score leaves the registry as it was).
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub id: String,
+    /// The file's bytes and method label, when it is not registered yet.
+    pub pending: Option<(Vec<u8>, String, String)>,
+}
+
+/// Resolve a candidate argument: a registry reference (or a registered
+/// file), else a run-output file.
+pub fn resolve_candidate(registry: &Registry, arg: &str) -> Result<Candidate> {
     if let Ok(id) = registry.resolve(arg) {
-        return Ok(id);
+        return Ok(Candidate { id, pending: None });
     }
-    if path.is_file() {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read candidate {arg}"))?;
-        let output = AnalysisFile::parse(arg, bytes.clone())?;
-        // Register it (a no-op when the run already did).
-        let (id, _) = registry.add(
-            &bytes,
-            &NewArtifact {
-                kind: "run-output".into(),
-                name: output.method.clone(),
-                media_type: "application/x-netcdf".into(),
-                metadata: serde_json::json!({ "path": arg }),
-                ..Default::default()
-            },
-        )?;
-        Ok(id)
-    } else {
-        registry.resolve(arg).with_context(|| format!("candidate `{arg}` is neither a file nor a registered artifact"))
+    let path = std::path::Path::new(arg);
+    if !path.is_file() {
+        bail!("candidate `{arg}` is neither a file nor a registered artifact");
     }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read candidate {arg}"))?;
+    let output = AnalysisFile::parse(arg, bytes.clone())?;
+    Ok(Candidate { id: crate::registry::artifact_id(&bytes), pending: Some((bytes, output.method, arg.to_string())) })
+}
+
+/// Register the candidates that were files (after a successful score).
+pub fn register_candidates(registry: &mut Registry, candidates: &[Candidate]) -> Result<()> {
+    for c in candidates {
+        if let Some((bytes, method, path)) = &c.pending {
+            registry.add(
+                bytes,
+                &NewArtifact {
+                    kind: "run-output".into(),
+                    name: method.clone(),
+                    media_type: "application/x-netcdf".into(),
+                    metadata: serde_json::json!({ "path": path }),
+                    ..Default::default()
+                },
+            )?;
+        }
+    }
+    Ok(())
 }
 
 impl Reference {
@@ -307,16 +324,23 @@ fn run_checks(contract: &Contract, scored: &Scored, non_finite: usize, baselines
 
 /// Score `candidates` (registry ids) against a pre-registered contract.
 /// The report is returned, not yet written or registered.
-pub fn score(registry: &Registry, runtime: &Runtime, contract: &Contract, candidates: &[String]) -> Result<Report> {
+pub fn score(registry: &Registry, runtime: &Runtime, contract: &Contract, candidates: &[Candidate]) -> Result<Report> {
     let frozen = lookup(registry, contract)?;
     let reference = Reference::load(registry, &frozen, contract)?;
     let mut components = Components::load(registry, runtime, &frozen)?;
+    let pending = |id: &str| candidates.iter().find(|c| c.id == id).and_then(|c| c.pending.as_ref()).map(|(bytes, ..)| bytes.clone());
     let load = |id: &str| -> Result<AnalysisFile> {
-        let artifact = registry.get(id)?;
-        if artifact.kind == "weights" {
-            return super::forecast::emulate(id, &artifact.name, &registry.read(id)?, &reference.truth, &frozen.reference);
-        }
-        let output = AnalysisFile::parse(id, registry.read(id)?)?;
+        let bytes = match pending(id) {
+            Some(bytes) => bytes,
+            None => {
+                let artifact = registry.get(id)?;
+                if artifact.kind == "weights" {
+                    return super::forecast::emulate(id, &artifact.name, &registry.read(id)?, &reference.truth, &frozen.reference);
+                }
+                registry.read(id)?
+            }
+        };
+        let output = AnalysisFile::parse(id, bytes)?;
         if output.truth != frozen.reference {
             bail!(
                 "{id} ({}) was run on truth {}, but the contract's reference is {}: run it with the contract's reference plugin-set, or, if that experiment changed since the contract was pre-registered, pre-register a new version of the contract",
@@ -345,7 +369,7 @@ pub fn score(registry: &Registry, runtime: &Runtime, contract: &Contract, candid
     };
     let mut scored_candidates = Vec::new();
     let mut ensemble_cases = 0;
-    for id in candidates {
+    for id in candidates.iter().map(|c| &c.id) {
         let output = load(id)?;
         if let Some(m) = &output.members {
             let kept = m.times.iter().filter(|t| reference.cases.iter().any(|&k| reference.truth.times[k] == **t)).count();
@@ -392,7 +416,7 @@ pub fn score(registry: &Registry, runtime: &Runtime, contract: &Contract, candid
     inputs.extend(frozen.metrics.iter().map(|m| m.id.clone()));
     inputs.extend(frozen.oracle.iter().cloned());
     inputs.extend(frozen.baselines.iter().map(|b| b.id.clone()));
-    inputs.extend(candidates.iter().cloned());
+    inputs.extend(candidates.iter().map(|c| c.id.clone()));
     let verdict = if scored_candidates.iter().all(|c| c.verdict == "pass") { "pass" } else { "fail" };
     let f = &contract.file;
     Ok(Report {
