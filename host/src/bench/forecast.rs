@@ -87,47 +87,25 @@ pub fn generate(
     let forecasts = forecast(model.as_mut(), &initial, spec.leads, dt)?;
     let times: Vec<f64> = (0..spec.cases).flat_map(|_| (0..spec.leads).map(|l| (l + 1) as f64 * dt)).collect();
 
-    use netcdf3::{DataSet, FileWriter, Version};
-    let mut ds = DataSet::new();
-    let err = |e: netcdf3::error::InvalidDataSet| anyhow::anyhow!("building the forecast reference: {e:?}");
-    ds.add_fixed_dim("time", forecasts.rows).map_err(err)?;
-    ds.add_fixed_dim("state", m).map_err(err)?;
-    ds.add_fixed_dim("case", spec.cases).map_err(err)?;
-    for (var, dims, units, long) in [
-        ("time", &["time"][..], run.model.time_units.as_str(), "lead time"),
-        ("truth", &["time", "state"][..], run.model.state_units.as_str(), "model forecast (rows: case-major, lead within case)"),
-        ("initial", &["case", "state"][..], run.model.state_units.as_str(), "initial state of each forecast"),
-    ] {
-        ds.add_var_f64(var, dims).map_err(err)?;
-        ds.add_var_attr_string(var, "units", units).map_err(err)?;
-        ds.add_var_attr_string(var, "long_name", long).map_err(err)?;
-    }
+    use crate::output::{common_attrs, nc_bytes, Var};
     let spec_json = serde_json::json!({ "cases": spec.cases, "spacing": spec.spacing, "leads": spec.leads, "first_cycle": first, "dt": dt });
-    for (name, value) in [
-        ("Conventions", "CF-1.8".to_string()),
-        ("source", format!("geohost {}", env!("CARGO_PKG_VERSION"))),
+    let mut attrs = common_attrs();
+    attrs.extend([
         ("kind", "forecasts".to_string()),
         ("model", format!("{} {} ({})", run.model.name, run.model.version, record.blake3)),
         ("forecasts", spec_json.to_string()),
-    ] {
-        ds.add_global_attr_string(name, value).map_err(err)?;
-    }
-    let dir = std::env::temp_dir().join(format!("geohost-forecasts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("forecasts.nc");
-    let _ = std::fs::remove_file(&path);
-    let werr = |e: netcdf3::error::WriteError| anyhow::anyhow!("writing the forecast reference: {e:?}");
-    let bytes = (|| {
-        let mut w = FileWriter::create_new(&path).map_err(werr)?;
-        w.set_def(&ds, Version::Offset64Bit, 0).map_err(werr)?;
-        w.write_var_f64("time", &times).map_err(werr)?;
-        w.write_var_f64("truth", &forecasts.data).map_err(werr)?;
-        // `initial` is state × case, column-major: case-major rows as stored.
-        w.write_var_f64("initial", initial.as_slice()).map_err(werr)?;
-        w.close().map_err(werr)?;
-        anyhow::Ok(std::fs::read(&path)?)
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
+    ]);
+    let units = run.model.state_units.as_str();
+    let bytes = nc_bytes(
+        &[("time", forecasts.rows), ("state", m), ("case", spec.cases)],
+        &[
+            Var { name: "time", dims: &["time"], data: &times, units: &run.model.time_units, long_name: "lead time" },
+            Var { name: "truth", dims: &["time", "state"], data: &forecasts.data, units, long_name: "model forecast (rows: case-major, lead within case)" },
+            // `initial` is state × case, column-major: case-major rows as stored.
+            Var { name: "initial", dims: &["case", "state"], data: initial.as_slice(), units, long_name: "initial state of each forecast" },
+        ],
+        &attrs,
+    );
     Ok(Generated { bytes: bytes?, run })
 }
 

@@ -182,43 +182,24 @@ pub fn cached(
 
 /// The dataset as NetCDF bytes.
 fn to_netcdf(d: &Dataset, model: &dyn ForwardModel, model_id: &str, spec: &DatasetSpec) -> Result<Vec<u8>> {
-    use netcdf3::{DataSet, FileWriter, Version};
+    use crate::output::{common_attrs, nc_bytes, Var};
     let info = model.info();
-    let mut ds = DataSet::new();
-    let err = |e: netcdf3::error::InvalidDataSet| anyhow::anyhow!("building the dataset file: {e:?}");
-    ds.add_fixed_dim("sample", d.x.rows).map_err(err)?;
-    ds.add_fixed_dim("state", d.x.cols).map_err(err)?;
-    for (var, long) in [("x", "model state"), ("y", "model state `lead` steps later")] {
-        ds.add_var_f64(var, &["sample", "state"]).map_err(err)?;
-        ds.add_var_attr_string(var, "units", &info.state_units).map_err(err)?;
-        ds.add_var_attr_string(var, "long_name", long).map_err(err)?;
-    }
-    for (name, value) in [
-        ("Conventions", "CF-1.8".to_string()),
-        ("source", format!("geohost {}", env!("CARGO_PKG_VERSION"))),
+    let mut attrs = common_attrs();
+    attrs.extend([
         ("model", format!("{} {} ({model_id})", info.name, info.version)),
         ("spec", serde_json::to_string(spec)?),
         ("dt", d.dt.to_string()),
         ("lead", d.lead.to_string()),
-    ] {
-        ds.add_global_attr_string(name, value).map_err(err)?;
-    }
-    // netcdf3 writes to a path: go through a private temporary file.
-    let dir = std::env::temp_dir().join(format!("geohost-dataset-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{}.nc", &model_id[7..19]));
-    let _ = std::fs::remove_file(&path);
-    let werr = |e: netcdf3::error::WriteError| anyhow::anyhow!("writing the dataset file: {e:?}");
-    let result = (|| {
-        let mut writer = FileWriter::create_new(&path).map_err(werr)?;
-        writer.set_def(&ds, Version::Offset64Bit, 0).map_err(werr)?;
-        writer.write_var_f64("x", &d.x.data).map_err(werr)?;
-        writer.write_var_f64("y", &d.y.data).map_err(werr)?;
-        writer.close().map_err(werr)?;
-        Ok(std::fs::read(&path)?)
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    ]);
+    let units = &info.state_units;
+    nc_bytes(
+        &[("sample", d.x.rows), ("state", d.x.cols)],
+        &[
+            Var { name: "x", dims: &["sample", "state"], data: &d.x.data, units, long_name: "model state" },
+            Var { name: "y", dims: &["sample", "state"], data: &d.y.data, units, long_name: "model state `lead` steps later" },
+        ],
+        &attrs,
+    )
 }
 
 /// Parse dataset bytes; `label` names them in errors.

@@ -128,24 +128,29 @@ pub fn step3(
     let key = crate::registry::artifact_id(
         serde_json::json!({ "emulator_format": 1, "dataset": stored.key, "network": spec.network, "training": spec.training }).to_string().as_bytes(),
     );
+    // The record reads the figures stored with the weights, whichever way
+    // they were obtained.
+    let record = |forward: &NeuralForward, samples_per_s: Option<f64>| {
+        let t = &forward.training;
+        EmulatorRecord {
+            id: forward.id.clone(),
+            name: name.clone(),
+            dataset: stored.id.clone(),
+            dataset_cache_hit: stored.cache_hit,
+            samples,
+            trained: samples_per_s.is_some(),
+            val_rmse: t["val_rmse"].as_f64().unwrap_or(f64::NAN),
+            state_std: t["state_std"].as_f64().unwrap_or(f64::NAN),
+            epochs: t["history"].as_array().map_or(0, |h| h.len()),
+            best_epoch: t["best_epoch"].as_u64().unwrap_or(0) as usize,
+            samples_per_s,
+        }
+    };
     if let Some(reg) = registry.as_deref() {
         if let Some(id) = reg.find_run(&key)?.and_then(|ids| ids.into_iter().next()) {
             let bytes = reg.read(&id).with_context(|| format!("loading emulator {id}"))?;
             let forward = NeuralForward::from_bytes(&id, &bytes)?;
-            let (_, training) = net::Net::from_safetensors(&id, &bytes)?;
-            let record = EmulatorRecord {
-                id,
-                name,
-                dataset: stored.id,
-                dataset_cache_hit: stored.cache_hit,
-                samples,
-                trained: false,
-                val_rmse: training["val_rmse"].as_f64().unwrap_or(f64::NAN),
-                state_std: training["state_std"].as_f64().unwrap_or(f64::NAN),
-                epochs: training["history"].as_array().map_or(0, |h| h.len()),
-                best_epoch: training["best_epoch"].as_u64().unwrap_or(0) as usize,
-                samples_per_s: None,
-            };
+            let record = record(&forward, None);
             return Ok((forward, record));
         }
     }
@@ -198,18 +203,6 @@ pub fn step3(
         None => crate::registry::artifact_id(&bytes),
     };
     let forward = NeuralForward::from_bytes(&id, &bytes)?;
-    let record = EmulatorRecord {
-        id,
-        name,
-        dataset: stored.id,
-        dataset_cache_hit: stored.cache_hit,
-        samples,
-        trained: true,
-        val_rmse: trained.val_rmse,
-        state_std: trained.state_std,
-        epochs: trained.history.len(),
-        best_epoch: trained.best_epoch,
-        samples_per_s: Some(trained.samples_per_s),
-    };
+    let record = record(&forward, Some(trained.samples_per_s));
     Ok((forward, record))
 }

@@ -13,6 +13,9 @@ pub struct NeuralForward {
     info: ModelInfo,
     /// Registry id of the weights, for messages.
     pub id: String,
+    /// The training record stored with the weights (model, dataset,
+    /// history, validation error).
+    pub training: serde_json::Value,
 }
 
 impl NeuralForward {
@@ -26,7 +29,7 @@ impl NeuralForward {
         }
         info.name = format!("{} emulator", info.name);
         info.default_dt = net.desc.dt * net.desc.lead as f64;
-        Ok(NeuralForward { net, info, id: id.to_string() })
+        Ok(NeuralForward { net, info, id: id.to_string(), training })
     }
 
     pub fn net(&self) -> &Net {

@@ -33,15 +33,34 @@ pub fn file_stem(label: &str) -> String {
     label.replace('=', "").chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
 }
 
-struct Var<'a> {
-    name: &'a str,
-    dims: &'a [&'a str],
-    data: &'a [f64],
-    units: &'a str,
-    long_name: &'a str,
+/// One f64 variable of a NetCDF file, with its units and long name.
+pub(crate) struct Var<'a> {
+    pub name: &'a str,
+    pub dims: &'a [&'a str],
+    pub data: &'a [f64],
+    pub units: &'a str,
+    pub long_name: &'a str,
 }
 
-fn write_nc(path: &Path, dims: &[(&str, usize)], vars: &[Var<'_>], attrs: &[(&str, String)]) -> Result<()> {
+/// The global attributes every geohost NetCDF file starts with.
+pub(crate) fn common_attrs() -> Vec<(&'static str, String)> {
+    vec![("Conventions", "CF-1.8".to_string()), ("source", format!("geohost {}", env!("CARGO_PKG_VERSION")))]
+}
+
+/// A NetCDF file as bytes (for the registry). netcdf3 writes to a path, so
+/// this goes through a private temporary file.
+pub(crate) fn nc_bytes(dims: &[(&str, usize)], vars: &[Var<'_>], attrs: &[(&str, String)]) -> Result<Vec<u8>> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("geohost-nc-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("file.nc");
+    let result = write_nc(&path, dims, vars, attrs).and_then(|()| std::fs::read(&path).with_context(|| format!("reading back {}", path.display())));
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+pub(crate) fn write_nc(path: &Path, dims: &[(&str, usize)], vars: &[Var<'_>], attrs: &[(&str, String)]) -> Result<()> {
     let mut ds = DataSet::new();
     let err = |e: netcdf3::error::InvalidDataSet| anyhow::anyhow!("building {}: {e:?}", path.display());
     for (name, len) in dims {
@@ -93,12 +112,9 @@ pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Written> {
     // Coordinate variables (same name as their dimension), so xarray
     // indexes by time and state.
     let state_index: Vec<f64> = (0..m).map(|i| i as f64).collect();
-    let common = vec![
-        ("Conventions", "CF-1.8".to_string()),
-        ("source", format!("geohost {}", env!("CARGO_PKG_VERSION"))),
-        ("model", format!("{} {} ({})", run.model.name, run.model.version, run.plugins[0].blake3)),
-        ("observations", format!("{} {} ({})", run.obs.name, run.obs.version, run.plugins[1].blake3)),
-    ];
+    let mut common = common_attrs();
+    common.push(("model", format!("{} {} ({})", run.model.name, run.model.version, run.plugins[0].blake3)));
+    common.push(("observations", format!("{} {} ({})", run.obs.name, run.obs.version, run.plugins[1].blake3)));
     let experiment = serde_json::json!({
         "chronology": twin.chronology,
         "seed": set.set.experiment.seed,
