@@ -71,6 +71,18 @@ fn a_seed_gives_the_same_weights_bit_for_bit() {
     assert_eq!(a["trained"], true);
     assert_eq!(b["trained"], true);
     assert_eq!(a["id"], b["id"], "two trainings from one seed gave different weights");
+
+    // The mlp trains through the fused step; its GEMMs split over threads
+    // by output block, so two threads give the same bits as one.
+    let mlp = STEP3.replace(r#"network = { architecture = "cnn", channels = 4, kernel = 5, hidden = 8 }"#, r#"network = { architecture = "mlp", hidden = [64, 64] }"#);
+    assert_ne!(mlp, STEP3);
+    let set = set_with(dir.path(), 50, &mlp);
+    let one = train_json(dir.path(), &set, &["--no-registry"]);
+    let out = geohost(dir.path()).env("MATMUL_NUM_THREADS", "2").args(["train", "emulator", "--json", "--no-registry"]).arg(&set).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let two: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(one["id"], two["id"], "one and two GEMM threads gave different mlp weights");
+    assert_ne!(one["id"], a["id"]);
 }
 
 #[test]
@@ -232,8 +244,9 @@ check = {{ metric = "rmse", max_ratio_to_oracle = 1.5 }}
     };
     run(&["bench", "register", "-q", contract.to_str().unwrap()]);
     let candidate = dir.path().join("out/ETKF_N20_infl1.04_via_emulator.nc");
+    let out = dir.path().join("r4.json");
     let report: Value =
-        serde_json::from_str(&run(&["bench", "score", contract.to_str().unwrap(), candidate.to_str().unwrap(), "--json", "--out", "r4.json"])).unwrap();
+        serde_json::from_str(&run(&["bench", "score", contract.to_str().unwrap(), candidate.to_str().unwrap(), "--json", "--out", out.to_str().unwrap()])).unwrap();
     let c = &report["candidates"][0];
     let (rmse, vs_oracle) = (c["metrics"]["rmse"].as_f64().unwrap(), c["metrics"]["rmse_vs_oracle"].as_f64().unwrap());
     let oracle_rmse = report["oracle"]["metrics"]["rmse"].as_f64().unwrap();
@@ -295,7 +308,8 @@ check = {{ metric = "one_step_rmse", max = 0.036 }}
         stdout(&out)
     };
     run(&["bench", "register", "-q", contract.to_str().unwrap()]);
-    let report: Value = serde_json::from_str(&run(&["bench", "score", contract.to_str().unwrap(), "l96-emulator", "--json", "--out", "r3.json"])).unwrap();
+    let out = dir.path().join("r3.json");
+    let report: Value = serde_json::from_str(&run(&["bench", "score", contract.to_str().unwrap(), "l96-emulator", "--json", "--out", out.to_str().unwrap()])).unwrap();
     let c = &report["candidates"][0];
     assert_eq!(c["id"], trained["id"]);
     assert_eq!(report["reference"]["cases"], 200);
@@ -311,4 +325,46 @@ check = {{ metric = "one_step_rmse", max = 0.036 }}
     // The emulator was validated against the model component.
     let oracle = run(&["registry", "oracle", trained["id"].as_str().unwrap()]);
     assert!(oracle.contains("plugin") && oracle.contains("lorenz96"), "{oracle}");
+}
+
+/// The fused mlp step (what `geohost train` uses for an mlp) against
+/// candle's autograd and candle-nn's AdamW: same initial weights, same
+/// batches (one of them short), same loss, same weights after each step.
+#[test]
+fn the_fused_mlp_step_matches_candle_autograd_and_adamw() {
+    use candle_core::{Device, Tensor};
+    use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+    use geohost::emulate::fused::{self, MlpTrainer};
+    use geohost::emulate::net::{Arch, Description, Net, Scaling};
+    use rand::{Rng, SeedableRng};
+
+    let (m, batch) = (6, 10);
+    let scaling = Scaling { mean: 0.7, std: 1.9, out_std: 0.4 };
+    let desc = Description { arch: Arch::Mlp { hidden: vec![16, 12] }, state_size: m, dt: 0.05, lead: 1, scaling };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let net = Net::new(desc, &mut rng).unwrap();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let params: Vec<Vec<f32>> = net.params.iter().map(|(_, v)| flat(v.as_tensor())).collect();
+    let (lr, decay, loss_scale) = (1e-2, 0.05, 0.8f32);
+    let mut trainer = MlpTrainer::new(&[m, 16, 12, m], params, scaling, batch, fused::AdamW::new(lr, decay));
+    let mut opt = AdamW::new(net.vars(), ParamsAdamW { lr, weight_decay: decay, ..Default::default() }).unwrap();
+
+    for (step, rows) in [10, 10, 7, 10, 10, 10].into_iter().enumerate() {
+        let x: Vec<f32> = (0..rows * m).map(|_| rng.random_range(-3.0..4.0)).collect();
+        let y: Vec<f32> = x.iter().map(|v| v + rng.random_range(-0.5..0.5)).collect();
+        let fused_loss = trainer.step(&x, &y, rows, loss_scale);
+
+        let (xt, yt) = (Tensor::from_slice(&x, (rows, m), &Device::Cpu).unwrap(), Tensor::from_slice(&y, (rows, m), &Device::Cpu).unwrap());
+        let loss = ((net.forward(&xt).unwrap() - &yt).unwrap() / loss_scale as f64).unwrap().sqr().unwrap().mean_all().unwrap();
+        let candle_loss = loss.to_scalar::<f32>().unwrap();
+        opt.backward_step(&loss).unwrap();
+
+        assert!((fused_loss - candle_loss).abs() <= 1e-5 * candle_loss.abs().max(1.0), "step {step}: loss {fused_loss} vs candle {candle_loss}");
+        for ((name, var), fused) in net.params.iter().zip(trainer.params()) {
+            let candle = flat(var.as_tensor());
+            let worst = candle.iter().zip(&fused).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            // Adam's step is ~lr per weight; f32 sums in another order differ by far less.
+            assert!(worst < 1e-5, "step {step}, {name}: fused and candle weights differ by {worst}");
+        }
+    }
 }

@@ -168,6 +168,10 @@ struct EmulatorPerfArgs {
     /// Timing samples (the median is reported).
     #[arg(long, default_value_t = 5)]
     samples: usize,
+    /// Print only the fused MLP step's samples/s (the two-thread figure is
+    /// measured by running this in a child process).
+    #[arg(long, hide = true)]
+    fused_only: bool,
     #[command(flatten)]
     sandbox: SandboxArgs,
 }
@@ -333,7 +337,8 @@ fn cmd_perf(args: PerfArgs) -> Result<()> {
     let report = match args.target {
         Some(PerfTarget::Registry(r)) => perf::registry_throughput(&r.dir, r.gib, r.small)?,
         Some(PerfTarget::Da(d)) => perf_da(d)?,
-        Some(PerfTarget::Emulator(e)) => perf::emulator_cost(&e.sandbox.runtime(Limits::default())?, &e.plugin, e.members, e.steps, e.samples)?,
+        Some(PerfTarget::Emulator(e)) if e.fused_only => format!("{:.0}", perf::fused_mlp_only(e.steps, e.samples)?),
+        Some(PerfTarget::Emulator(e)) => perf_emulator(e)?,
         None => perf_da(DaPerfArgs::parse_from(["da"]))?,
     };
     println!("{report}");
@@ -345,13 +350,35 @@ fn perf_da(args: DaPerfArgs) -> Result<String> {
     perf::forward_cost(&runtime, &args.plugin, args.members, args.cycles, args.samples)
 }
 
+/// `perf emulator`, plus the fused step on two GEMM threads: a child
+/// process, since matrixmultiply reads MATMUL_NUM_THREADS once.
+fn perf_emulator(e: EmulatorPerfArgs) -> Result<String> {
+    let mut out = perf::emulator_cost(&e.sandbox.runtime(Limits::default())?, &e.plugin, e.members, e.steps, e.samples)?;
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args(["perf", "emulator", "--fused-only", "--steps", &e.steps.to_string(), "--samples", &e.samples.to_string()])
+        .env("MATMUL_NUM_THREADS", "2")
+        .output()
+        .context("running the two-thread measurement")?;
+    let figure = String::from_utf8_lossy(&child.stdout).trim().to_string();
+    if !child.status.success() || figure.parse::<f64>().is_err() {
+        anyhow::bail!("the two-thread measurement failed: {}", String::from_utf8_lossy(&child.stderr).trim());
+    }
+    out.push_str(&format!("two GEMM threads (MATMUL_NUM_THREADS=2):\n  {:<50} {figure:>9} samples/s  (fused step)\n", "MLP 40-256-256-40, batch 256"));
+    Ok(out)
+}
+
 fn main() {
     let cli = Cli::parse();
-    // Neural kernels are small: one thread is faster here, and it keeps
-    // training bit-reproducible. RAYON_NUM_THREADS overrides (no thread
-    // has started yet, so setting the variable is safe).
-    if matches!(cli.command, Command::Run(_) | Command::Train(_) | Command::Perf(_)) && std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        std::env::set_var("RAYON_NUM_THREADS", "1");
+    // Neural kernels are small: one thread is faster here (parallelise over
+    // runs instead), and it keeps training bit-reproducible.
+    // RAYON_NUM_THREADS (candle) and MATMUL_NUM_THREADS (the fused mlp
+    // step) override; no thread has started yet, so setting them is safe.
+    if matches!(cli.command, Command::Run(_) | Command::Train(_) | Command::Perf(_)) {
+        for var in ["RAYON_NUM_THREADS", "MATMUL_NUM_THREADS"] {
+            if std::env::var_os(var).is_none() {
+                std::env::set_var(var, "1");
+            }
+        }
     }
     let result = match cli.command {
         Command::Run(args) => cmd_run(args),

@@ -139,6 +139,46 @@ pub fn registry_throughput(dir: &Path, gib: u64, small: usize) -> Result<String>
     Ok(s)
 }
 
+/// Samples per second of a training `step` on `batch` samples: 20
+/// warm-up steps, then the median of `samples` runs of `steps` steps.
+fn samples_per_s(batch: usize, samples: usize, steps: usize, step: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..20 {
+        step()?;
+    }
+    let ms = time_ms(samples, steps, || (0..steps).try_for_each(|_| step()))?;
+    Ok(batch as f64 * 1e3 / ms)
+}
+
+/// Samples/s of the fused AdamW step (what `geohost train` uses for an
+/// mlp) on `net`'s architecture and initial weights, batch `x` → `y`.
+/// Its GEMMs use MATMUL_NUM_THREADS threads (read once per process).
+fn fused_mlp_throughput(net: &crate::emulate::net::Net, x: &candle_core::Tensor, y: &candle_core::Tensor, steps: usize, samples: usize) -> Result<f64> {
+    use crate::emulate::{fused, net::Arch};
+    let Arch::Mlp { hidden } = &net.desc.arch else { anyhow::bail!("the fused step trains mlps only") };
+    let (batch, m) = x.dims2()?;
+    let sizes: Vec<usize> = std::iter::once(m).chain(hidden.iter().copied()).chain([m]).collect();
+    let params = net.params.iter().map(|(_, v)| v.as_tensor().flatten_all()?.to_vec1::<f32>()).collect::<candle_core::Result<_>>()?;
+    let mut trainer = fused::MlpTrainer::new(&sizes, params, net.desc.scaling, batch, fused::AdamW::new(1e-4, 0.01));
+    let (xv, yv) = (x.flatten_all()?.to_vec1::<f32>()?, y.flatten_all()?.to_vec1::<f32>()?);
+    samples_per_s(batch, samples, steps, &mut || {
+        trainer.step(&xv, &yv, batch, 1.0);
+        Ok(())
+    })
+}
+
+/// The fused MLP 40-256-256-40 step alone (for a run under another
+/// MATMUL_NUM_THREADS): samples/s.
+pub fn fused_mlp_only(steps: usize, samples: usize) -> Result<f64> {
+    use crate::emulate::net::{Arch, Description, Net, Scaling};
+    use candle_core::{Device, Tensor};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let desc = Description { arch: Arch::Mlp { hidden: vec![256, 256] }, state_size: 40, dt: 0.05, lead: 1, scaling: Scaling { mean: 2.3, std: 3.6, out_std: 4.0 } };
+    let net = Net::new(desc, &mut rng)?;
+    let x = Tensor::randn(2.3f32, 3.6, (256, 40), &Device::Cpu)?;
+    let y = (&x + Tensor::randn(0f32, 0.5, (256, 40), &Device::Cpu)?)?;
+    fused_mlp_throughput(&net, &x, &y, steps, samples)
+}
+
 /// Training throughput of the emulator networks and the cost of one
 /// ensemble step through an emulator against the wasm model.
 ///
@@ -171,18 +211,14 @@ pub fn emulator_cost(runtime: &Runtime, plugin: &Path, members: usize, steps: us
             opt.backward_step(&loss)?;
             Ok(())
         };
-        for _ in 0..20 {
-            step()?;
+        let rate = samples_per_s(batch, samples, steps, &mut step)?;
+        let _ = writeln!(out, "  {label:<50} {rate:>9.0} samples/s  (candle autograd)");
+        if let Arch::Mlp { .. } = &net.desc.arch {
+            let rate = fused_mlp_throughput(&net, &x, &y, steps, samples)?;
+            let _ = writeln!(out, "  {label:<50} {rate:>9.0} samples/s  (fused step, used by `geohost train`)");
         }
-        let ms = time_ms(samples, steps, || {
-            for _ in 0..steps {
-                step()?;
-            }
-            Ok(())
-        })?;
-        let _ = writeln!(out, "  {label:<50} {:>9.0} samples/s", batch as f64 * 1e3 / ms);
     }
-    let _ = writeln!(out, "  (PyTorch 2.15 on one thread of this machine kind, same MLP: about 123 000 samples/s)");
+    let _ = writeln!(out, "  (PyTorch 2.15 on this machine kind, same MLP: about 123 000 samples/s on one thread, 180 000 on two)");
 
     // One ensemble step: emulator against the wasm model.
     let loaded = runtime.load("lorenz96", plugin, World::ForwardModel)?;

@@ -8,6 +8,7 @@
 //! - [`neural`]: [`neural::NeuralForward`], the emulator as a [`crate::model::ForwardModel`].
 
 pub mod dataset;
+pub mod fused;
 pub mod net;
 pub mod neural;
 pub mod train;

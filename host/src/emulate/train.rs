@@ -3,8 +3,13 @@
 //! epoch's weights are kept). A seed fixes the initial weights and the
 //! batch order; kernels run on one thread, so a seed gives the same weights
 //! bit for bit.
+//!
+//! The cnn trains through candle's autograd. The mlp trains through the
+//! allocation-free step of [`super::fused`] (same arithmetic, several times
+//! the throughput); validation runs the candle network either way.
 
 use super::dataset::Dataset;
+use super::fused::{self, MlpTrainer};
 use super::net::{Arch, Description, Net, Scaling};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
@@ -92,12 +97,60 @@ fn mean_std(v: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-fn rows_tensor(data: &[f32], rows: &[usize], m: usize) -> Result<Tensor> {
-    let mut out = Vec::with_capacity(rows.len() * m);
+/// Copy the `rows` of a row-major `m`-column array into `out`.
+fn gather(data: &[f32], rows: &[usize], m: usize, out: &mut Vec<f32>) {
+    out.clear();
     for &r in rows {
         out.extend_from_slice(&data[r * m..(r + 1) * m]);
     }
+}
+
+fn rows_tensor(data: &[f32], rows: &[usize], m: usize) -> Result<Tensor> {
+    let mut out = Vec::with_capacity(rows.len() * m);
+    gather(data, rows, m, &mut out);
     Ok(Tensor::from_vec(out, (rows.len(), m), &Device::Cpu)?)
+}
+
+/// What takes the optimisation steps.
+enum Stepper {
+    Candle(AdamW),
+    Fused(MlpTrainer),
+}
+
+impl Stepper {
+    fn new(net: &Net, spec: &TrainSpec) -> Result<Stepper> {
+        let Arch::Mlp { hidden } = &net.desc.arch else {
+            return Ok(Stepper::Candle(AdamW::new(net.vars(), ParamsAdamW { lr: spec.lr, weight_decay: spec.weight_decay, ..Default::default() })?));
+        };
+        let m = net.desc.state_size;
+        let sizes: Vec<usize> = std::iter::once(m).chain(hidden.iter().copied()).chain([m]).collect();
+        let params = net.params.iter().map(|(_, v)| v.as_tensor().flatten_all()?.to_vec1::<f32>()).collect::<candle_core::Result<_>>()?;
+        Ok(Stepper::Fused(MlpTrainer::new(&sizes, params, net.desc.scaling, spec.batch, fused::AdamW::new(spec.lr, spec.weight_decay))))
+    }
+
+    /// One step on a gathered batch; the loss before it.
+    fn step(&mut self, net: &Net, bx: &[f32], by: &[f32], rows: usize, scale: f32) -> Result<f64> {
+        match self {
+            Stepper::Fused(t) => Ok(t.step(bx, by, rows, scale) as f64),
+            Stepper::Candle(opt) => {
+                let m = net.desc.state_size;
+                let (x, y) = (Tensor::from_slice(bx, (rows, m), &Device::Cpu)?, Tensor::from_slice(by, (rows, m), &Device::Cpu)?);
+                let loss = ((net.forward(&x)? - &y)? / scale as f64)?.sqr()?.mean_all()?;
+                opt.backward_step(&loss)?;
+                Ok(loss.to_scalar::<f32>()? as f64)
+            }
+        }
+    }
+
+    /// Bring the candle network up to date with the steps taken.
+    fn sync(&self, net: &Net) -> Result<()> {
+        if let Stepper::Fused(t) = self {
+            for ((_, var), values) in net.params.iter().zip(t.params()) {
+                var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Train `arch` on `data`; `progress(epoch, train_loss, val_loss)` after
@@ -124,7 +177,7 @@ pub fn train(arch: Arch, data: &Dataset, spec: &TrainSpec, progress: &mut dyn Fn
     let desc = Description { arch, state_size: m, dt: data.dt, lead: data.lead, scaling: Scaling { mean, std, out_std } };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
     let net = Net::new(desc, &mut rng)?;
-    let mut opt = AdamW::new(net.vars(), ParamsAdamW { lr: spec.lr, weight_decay: spec.weight_decay, ..Default::default() })?;
+    let mut stepper = Stepper::new(&net, spec)?;
 
     let x: Vec<f32> = data.x.data.iter().map(|v| *v as f32).collect();
     let y: Vec<f32> = data.y.data.iter().map(|v| *v as f32).collect();
@@ -134,6 +187,7 @@ pub fn train(arch: Arch, data: &Dataset, spec: &TrainSpec, progress: &mut dyn Fn
     let loss_of = |pred: &Tensor, target: &Tensor| -> Result<Tensor> { Ok(((pred - target)? / scale as f64)?.sqr()?.mean_all()?) };
 
     let mut order: Vec<usize> = (0..n_train).collect();
+    let (mut bx, mut by) = (Vec::new(), Vec::new());
     let mut history = Vec::new();
     let (mut best, mut best_epoch, mut best_params) = (f64::INFINITY, 0, Vec::new());
     let mut train_time = 0.0;
@@ -143,12 +197,12 @@ pub fn train(arch: Arch, data: &Dataset, spec: &TrainSpec, progress: &mut dyn Fn
         let start = Instant::now();
         let mut total = 0.0;
         for rows in order.chunks(spec.batch) {
-            let (bx, by) = (rows_tensor(&x, rows, m)?, rows_tensor(&y, rows, m)?);
-            let loss = loss_of(&net.forward(&bx)?, &by)?;
-            opt.backward_step(&loss)?;
-            total += loss.to_scalar::<f32>()? as f64 * rows.len() as f64;
+            gather(&x, rows, m, &mut bx);
+            gather(&y, rows, m, &mut by);
+            total += stepper.step(&net, &bx, &by, rows.len(), scale)? * rows.len() as f64;
         }
         train_time += start.elapsed().as_secs_f64();
+        stepper.sync(&net)?;
         trained += n_train;
         let train_loss = total / n_train as f64;
         let val_loss = loss_of(&net.forward(&val_x)?, &val_y)?.to_scalar::<f32>()? as f64;

@@ -1,0 +1,202 @@
+//! The MLP emulator's training step without a tensor library in the loop:
+//! forward, backward and AdamW written out over matrixmultiply's `sgemm`,
+//! into buffers allocated once.
+//!
+//! Why: at batch 256 on a 40-256-256-40 network the three GEMMs of each
+//! pass are all the work there is, but candle allocates a tensor per
+//! operation and per gradient and runs AdamW as a dozen tensor ops per
+//! parameter; that costs it most of its throughput (see `geohost perf
+//! emulator`, which prints both). The arithmetic is the same as the candle
+//! network in [`super::net`] (same parameter layout, same loss, candle-nn's
+//! AdamW formula), which `tests/emulate.rs` checks step by step.
+//!
+//! Invariants: parameters are row-major `(fan_in, fan_out)` weights and
+//! `(1, fan_out)` biases, in the order of [`super::net::Net::params`];
+//! every buffer is sized at construction, so a step allocates nothing.
+
+use super::net::Scaling;
+
+/// AdamW constants (candle-nn's `ParamsAdamW` defaults but lr and decay).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamW {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl AdamW {
+    pub fn new(lr: f64, weight_decay: f64) -> AdamW {
+        AdamW { lr, weight_decay, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+    }
+}
+
+struct Layer {
+    fan_in: usize,
+    fan_out: usize,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    gw: Vec<f32>,
+    gb: Vec<f32>,
+    // AdamW moments, weights then bias.
+    mw: Vec<f32>,
+    vw: Vec<f32>,
+    mb: Vec<f32>,
+    vb: Vec<f32>,
+    /// Activations out of this layer (after ReLU for hidden layers).
+    out: Vec<f32>,
+    /// Gradient with respect to `out`'s pre-activation.
+    delta: Vec<f32>,
+}
+
+/// An MLP x ↦ x + out_std · MLP((x − mean)/std) being trained.
+pub struct MlpTrainer {
+    layers: Vec<Layer>,
+    scaling: Scaling,
+    /// Standardised input batch.
+    z: Vec<f32>,
+    batch: usize,
+    opt: AdamW,
+    step_t: i32,
+}
+
+/// C (m×n) = alpha · op(A) op(B) + beta · C on row-major slices, with
+/// `ta`/`tb` selecting the transpose of A (stored k×m) or B (stored n×k).
+#[allow(clippy::too_many_arguments)]
+fn gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, beta: f32, c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm operands sized by construction");
+    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    // SAFETY: the strides describe matrices inside the slices checked above.
+    unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), n as isize, 1) }
+}
+
+impl MlpTrainer {
+    /// Take over `params` (name, row-major values) as laid out by the candle
+    /// network: `layer{i}.weight`, `layer{i}.bias`, …, `out.weight`,
+    /// `out.bias`. `sizes` is `[m, hidden…, m]`.
+    pub fn new(sizes: &[usize], params: Vec<Vec<f32>>, scaling: Scaling, batch: usize, opt: AdamW) -> MlpTrainer {
+        assert_eq!(params.len(), 2 * (sizes.len() - 1), "one weight and one bias per layer");
+        let mut params = params.into_iter();
+        let layers = sizes
+            .windows(2)
+            .map(|w| {
+                let (fan_in, fan_out) = (w[0], w[1]);
+                let (wt, bias) = (params.next().unwrap(), params.next().unwrap());
+                assert_eq!((wt.len(), bias.len()), (fan_in * fan_out, fan_out), "parameter shapes follow the sizes");
+                Layer {
+                    fan_in,
+                    fan_out,
+                    gw: vec![0.0; wt.len()],
+                    gb: vec![0.0; fan_out],
+                    mw: vec![0.0; wt.len()],
+                    vw: vec![0.0; wt.len()],
+                    mb: vec![0.0; fan_out],
+                    vb: vec![0.0; fan_out],
+                    out: vec![0.0; batch * fan_out],
+                    delta: vec![0.0; batch * fan_out],
+                    w: wt,
+                    b: bias,
+                }
+            })
+            .collect();
+        MlpTrainer { layers, scaling, z: vec![0.0; batch * sizes[0]], batch, opt, step_t: 0 }
+    }
+
+    /// The current parameters, in the order [`MlpTrainer::new`] took them.
+    pub fn params(&self) -> Vec<Vec<f32>> {
+        self.layers.iter().flat_map(|l| [l.w.clone(), l.b.clone()]).collect()
+    }
+
+    /// Forward pass over the first `rows` rows of `x`; the prediction is
+    /// left in the last layer's `out` as the increment `MLP(z)` (unscaled).
+    fn forward(&mut self, x: &[f32], rows: usize) {
+        let s = self.scaling;
+        let (mean, inv_std) = (s.mean as f32, (1.0 / s.std) as f32);
+        for (z, x) in self.z.iter_mut().zip(x).take(rows * self.layers[0].fan_in) {
+            *z = (x - mean) * inv_std;
+        }
+        let last = self.layers.len() - 1;
+        for i in 0..self.layers.len() {
+            let (before, rest) = self.layers.split_at_mut(i);
+            let layer = &mut rest[0];
+            let input: &[f32] = if i == 0 { &self.z } else { &before[i - 1].out };
+            let out = &mut layer.out[..rows * layer.fan_out];
+            for row in out.chunks_exact_mut(layer.fan_out) {
+                row.copy_from_slice(&layer.b);
+            }
+            gemm(rows, layer.fan_in, layer.fan_out, input, false, &layer.w, false, 1.0, out);
+            if i < last {
+                out.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        }
+    }
+
+    /// One AdamW step on the batch (`x`, `y`: `rows × m`, row-major, at most
+    /// the batch size rows). Returns the loss before the step: the mean of
+    /// ((x + out_std·MLP(z) − y)/loss_scale)².
+    pub fn step(&mut self, x: &[f32], y: &[f32], rows: usize, loss_scale: f32) -> f32 {
+        assert!(rows > 0 && rows <= self.batch, "a batch of 1..={} rows", self.batch);
+        self.forward(x, rows);
+        let out_std = self.scaling.out_std as f32;
+        let m = self.layers[0].fan_in;
+        let count = (rows * m) as f32;
+        // d loss / d out = 2 (pred − y) out_std / (scale² · count)
+        let last = self.layers.len() - 1;
+        let grad_scale = 2.0 * out_std / (loss_scale * loss_scale * count);
+        let mut loss = 0.0f64;
+        {
+            let l = &mut self.layers[last];
+            for (((d, o), x), y) in l.delta.iter_mut().zip(&l.out).zip(x).zip(y).take(rows * m) {
+                let r = x + out_std * o - y;
+                loss += ((r / loss_scale) as f64).powi(2);
+                *d = r * grad_scale;
+            }
+        }
+        // Backward, last layer first.
+        for i in (0..self.layers.len()).rev() {
+            let (before, rest) = self.layers.split_at_mut(i);
+            let layer = &mut rest[0];
+            let (fi, fo) = (layer.fan_in, layer.fan_out);
+            let delta = &layer.delta[..rows * fo];
+            let input: &[f32] = if i == 0 { &self.z[..rows * fi] } else { &before[i - 1].out[..rows * fi] };
+            // gW = inputᵀ δ, gb = Σ_rows δ
+            gemm(fi, rows, fo, input, true, delta, false, 0.0, &mut layer.gw);
+            layer.gb.iter_mut().for_each(|g| *g = 0.0);
+            for row in delta.chunks_exact(fo) {
+                layer.gb.iter_mut().zip(row).for_each(|(g, d)| *g += d);
+            }
+            if i > 0 {
+                // δ_prev = (δ Wᵀ) ⊙ [out_prev > 0]
+                let prev = &mut before[i - 1];
+                let pd = &mut prev.delta[..rows * fi];
+                gemm(rows, fo, fi, delta, false, &layer.w, true, 0.0, pd);
+                pd.iter_mut().zip(&prev.out).for_each(|(d, a)| *d = if *a > 0.0 { *d } else { 0.0 });
+            }
+        }
+        self.update();
+        (loss / count as f64) as f32
+    }
+
+    /// candle-nn's AdamW: θ ← θ(1 − lr·λ) − lr · m̂ / (√v̂ + ε).
+    fn update(&mut self) {
+        self.step_t += 1;
+        let o = self.opt;
+        let (b1, b2) = (o.beta1 as f32, o.beta2 as f32);
+        let scale_m = (1.0 / (1.0 - o.beta1.powi(self.step_t))) as f32;
+        let scale_v = (1.0 / (1.0 - o.beta2.powi(self.step_t))) as f32;
+        let (lr, decay, eps) = (o.lr as f32, (1.0 - o.lr * o.weight_decay) as f32, o.eps as f32);
+        let adam = |theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+            for (((t, g), m), v) in theta.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                *t = *t * decay - lr * ((*m * scale_m) / ((*v * scale_v).sqrt() + eps));
+            }
+        };
+        for l in &mut self.layers {
+            adam(&mut l.w, &l.gw, &mut l.mw, &mut l.vw);
+            adam(&mut l.b, &l.gb, &mut l.mb, &mut l.vb);
+        }
+    }
+}
