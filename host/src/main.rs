@@ -129,7 +129,7 @@ struct InspectArgs {
     /// The component file.
     plugin: PathBuf,
     /// Which world to check it against.
-    #[arg(long, value_parser = ["forward-model", "obs-operator", "metric"], default_value = "forward-model")]
+    #[arg(long, value_parser = ["forward-model", "obs-operator", "metric", "static-model"], default_value = "forward-model")]
     world: String,
     /// Config document (JSON object) passed to init.
     #[arg(long, default_value = "{}")]
@@ -302,12 +302,13 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
 }
 
 fn cmd_inspect(args: InspectArgs) -> Result<()> {
-    use geohost::model::{ForwardModel, ObsOperator};
-    use geohost::sandbox::{WasmForward, WasmMetric, WasmObs, World};
+    use geohost::model::{ForwardModel, ObsOperator, Simulator};
+    use geohost::sandbox::{WasmForward, WasmMetric, WasmObs, WasmSimulator, World};
     let runtime = args.sandbox.runtime(Limits::default())?;
     let world = match args.world.as_str() {
         "obs-operator" => World::ObsOperator,
         "metric" => World::Metric,
+        "static-model" => World::StaticModel,
         _ => World::ForwardModel,
     };
     let name = args.plugin.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -316,6 +317,7 @@ fn cmd_inspect(args: InspectArgs) -> Result<()> {
     let info = match world {
         World::ForwardModel => serde_json::to_value(WasmForward::new(&runtime, &loaded, &args.config)?.info())?,
         World::ObsOperator => serde_json::to_value(WasmObs::new(&runtime, &loaded, &args.config)?.info())?,
+        World::StaticModel => serde_json::to_value(WasmSimulator::new(&runtime, &loaded, &args.config)?.info())?,
         World::Metric => {
             let m = WasmMetric::new(&runtime, &loaded, &args.config)?;
             serde_json::json!({ "name": m.name, "version": m.version, "metrics": m.metrics })

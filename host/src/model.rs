@@ -67,6 +67,36 @@ pub struct ObsInfo {
     pub units: String,
 }
 
+/// What a static simulator says about itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimulatorInfo {
+    pub name: String,
+    pub version: String,
+    /// Names and units of the parameters θ, in row order.
+    pub parameters: Vec<ParameterInfo>,
+    pub output_size: usize,
+    pub output_units: String,
+    /// Fixed settings resolved from its config.
+    pub settings: Vec<Parameter>,
+    pub stochastic: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParameterInfo {
+    pub name: String,
+    pub units: String,
+}
+
+/// y = G(θ) for a batch of parameter vectors: the step-5 simulators.
+pub trait Simulator {
+    fn info(&self) -> &SimulatorInfo;
+    /// Simulate every column of `thetas` (`parameters × batch`); returns
+    /// `output_size × batch`. The same thetas and seed give the same
+    /// output. Fails on a simulator error, a wrong shape or non-finite
+    /// output.
+    fn simulate(&mut self, thetas: &DMatrix<f64>, seed: u64) -> Result<DMatrix<f64>>;
+}
+
 /// x(t + dt) = M(x(t)) applied to a whole ensemble at once.
 pub trait ForwardModel {
     fn info(&self) -> &ModelInfo;

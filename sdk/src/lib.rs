@@ -66,6 +66,15 @@ pub mod bindings {
             runtime_path: "geohost_sdk::__wit_bindgen::rt",
         });
     }
+    pub mod static_model {
+        wit_bindgen::generate!({
+            world: "static-model",
+            path: "../wit",
+            pub_export_macro: true,
+            default_bindings_module: "geohost_sdk::bindings::static_model",
+            runtime_path: "geohost_sdk::__wit_bindgen::rt",
+        });
+    }
     pub mod metric {
         wit_bindgen::generate!({
             world: "metric",
@@ -159,6 +168,60 @@ pub trait ForwardModel: Sized + 'static {
             self.step(member, t, dt)?;
         }
         Ok(())
+    }
+}
+
+/// What a static simulator says about itself after `init`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimulatorInfo {
+    pub name: String,
+    pub version: String,
+    /// (name, units) of each parameter θ, in row order.
+    pub parameters: Vec<(String, String)>,
+    pub output_size: usize,
+    pub output_units: String,
+    /// Fixed settings resolved from the config (for the record).
+    pub settings: Vec<Parameter>,
+    /// Whether [`StaticModel::simulate`] draws noise from its `rng`.
+    pub stochastic: bool,
+}
+
+/// A static simulator y = G(θ) (the `static-model` world), simulated one
+/// parameter vector at a time.
+pub trait StaticModel: Sized + 'static {
+    fn init(config: &Config) -> Result<Self, String>;
+    fn info(&self) -> SimulatorInfo;
+    /// Simulate `theta` into `y` (already sized `output_size`). `rng` is
+    /// seeded by the host per call and per row: a deterministic simulator
+    /// ignores it.
+    fn simulate(&mut self, theta: &[f64], y: &mut [f64], rng: &mut SplitMix64) -> Result<(), String>;
+}
+
+/// A small seeded generator for simulator noise (SplitMix64: fast, and
+/// the same stream on every platform).
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform on [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform();
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 }
 
@@ -335,6 +398,39 @@ pub mod glue {
         })
     }
 
+    use bindings::static_model::exports::geohost::plugin::simulate as sim;
+    use bindings::static_model::geohost::plugin::types as sim_types;
+    pub type SimEnsemble = sim_types::Ensemble;
+    pub type SimInfo = sim::SimulatorInfo;
+
+    pub fn static_init<S: StaticModel>(slot: &Slot<S>, config: String) -> Result<SimInfo, String> {
+        let model = S::init(&parse(&config)?)?;
+        let info = model.info();
+        slot.set(model, info.parameters.len(), info.output_size);
+        Ok(SimInfo {
+            name: info.name,
+            version: info.version,
+            parameters: info.parameters.into_iter().map(|(name, units)| sim::ParameterInfo { name, units }).collect(),
+            output_size: info.output_size as u32,
+            output_units: info.output_units,
+            settings: info.settings.into_iter().map(|p| sim_types::Parameter { name: p.name, value: p.value, units: p.units }).collect(),
+            stochastic: info.stochastic,
+        })
+    }
+
+    pub fn static_simulate<S: StaticModel>(slot: &Slot<S>, thetas: SimEnsemble, seed: u64) -> Result<SimEnsemble, String> {
+        slot.with(|model, n_params, out_size| {
+            check_shape(thetas.members, thetas.size, thetas.data.len(), n_params)?;
+            let mut out = vec![0.0; thetas.members as usize * out_size];
+            for (row, (theta, y)) in thetas.data.chunks_exact(n_params).zip(out.chunks_exact_mut(out_size)).enumerate() {
+                // One stream per row, so a row's noise does not depend on the batch it came in.
+                let mut rng = SplitMix64::new(seed ^ (row as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+                model.simulate(theta, y, &mut rng).map_err(|e| format!("row {row}: {e}"))?;
+            }
+            Ok(SimEnsemble { members: thetas.members, size: out_size as u32, data: out })
+        })
+    }
+
     pub fn forward_init<M: ForwardModel>(slot: &Slot<M>, config: String) -> Result<FwdInfo, String> {
         let model = M::init(&parse(&config)?)?;
         let info = model.info();
@@ -413,6 +509,27 @@ macro_rules! export_forward_model {
             }
         }
         $crate::bindings::forward_model::export!(__GeohostForward);
+    };
+}
+
+/// Export a [`StaticModel`] implementation as the plugin's `static-model`
+/// world. Use once per plugin crate.
+#[macro_export]
+macro_rules! export_static_model {
+    ($model:ty) => {
+        thread_local! {
+            static __GEOHOST_STATIC: $crate::glue::Slot<$model> = const { $crate::glue::Slot::new() };
+        }
+        struct __GeohostStatic;
+        impl $crate::bindings::static_model::exports::geohost::plugin::simulate::Guest for __GeohostStatic {
+            fn init(config: String) -> Result<$crate::glue::SimInfo, String> {
+                __GEOHOST_STATIC.with(|slot| $crate::glue::static_init::<$model>(slot, config))
+            }
+            fn simulate(thetas: $crate::glue::SimEnsemble, seed: u64) -> Result<$crate::glue::SimEnsemble, String> {
+                __GEOHOST_STATIC.with(|slot| $crate::glue::static_simulate::<$model>(slot, thetas, seed))
+            }
+        }
+        $crate::bindings::static_model::export!(__GeohostStatic);
     };
 }
 

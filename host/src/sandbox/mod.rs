@@ -18,12 +18,14 @@ mod forward;
 pub mod limits;
 mod metric;
 mod observe;
+mod simulate;
 
 pub use cache::CompileCache;
 pub use forward::WasmForward;
 pub use limits::Limits;
 pub use metric::{MemberTable, MetricValue, Table, WasmMetric};
 pub use observe::WasmObs;
+pub use simulate::WasmSimulator;
 
 use limits::StoreLimiter;
 use std::path::{Path, PathBuf};
@@ -47,6 +49,7 @@ pub enum World {
     ForwardModel,
     ObsOperator,
     Metric,
+    StaticModel,
 }
 
 impl World {
@@ -56,6 +59,7 @@ impl World {
             World::ForwardModel => "forward-model",
             World::ObsOperator => "obs-operator",
             World::Metric => "metric",
+            World::StaticModel => "static-model",
         }
     }
     /// The interface (without version) the world exports.
@@ -64,10 +68,11 @@ impl World {
             World::ForwardModel => "geohost:plugin/forward",
             World::ObsOperator => "geohost:plugin/observe",
             World::Metric => "geohost:plugin/score",
+            World::StaticModel => "geohost:plugin/simulate",
         }
     }
-    fn all() -> [World; 3] {
-        [World::ForwardModel, World::ObsOperator, World::Metric]
+    fn all() -> [World; 4] {
+        [World::ForwardModel, World::ObsOperator, World::Metric, World::StaticModel]
     }
 }
 
@@ -111,6 +116,8 @@ pub enum SandboxError {
     Shape { plugin: String, call: &'static str, found: String, expected: String },
     #[error("plugin `{plugin}`: `{call}` returned a non-finite value ({value}) for member {member}, index {index} at t = {time}; the model may have diverged")]
     NonFinite { plugin: String, call: &'static str, member: usize, index: usize, value: f64, time: f64 },
+    #[error("plugin `{plugin}`: `{call}` returned a non-finite value ({value}) for row {row}, output {index}; check that row's parameters against the simulator's domain")]
+    NonFiniteOutput { plugin: String, call: &'static str, row: usize, index: usize, value: f64 },
     #[error("plugin `{plugin}` cannot be called again: it failed earlier ({first}) and its instance was discarded")]
     Poisoned { plugin: String, first: String },
 }
