@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod da;
 pub mod emulate;
+pub mod infer;
 pub mod model;
 pub mod models;
 pub mod output;

@@ -242,7 +242,61 @@ pub(crate) fn progress_factory(quiet: bool) -> impl FnMut(&str, usize) -> Box<dy
     }
 }
 
+/// `geohost run` on a static plugin-set (with `[simulator]`): ES-MDA and
+/// MCMC over the simulator's parameters.
+fn cmd_run_static(args: RunArgs) -> Result<()> {
+    use geohost::infer::run as infer;
+    let set = infer::StaticSet::load(&args.plugin_set)?;
+    if args.until_step.is_some() || args.cycles.is_some() {
+        anyhow::bail!("--until-step and --cycles apply to dynamic plugin-sets; {} is a static one ([simulator])", args.plugin_set.display());
+    }
+    let runtime = args.sandbox.runtime(set.set.limits)?;
+    let mut registry = if args.no_registry { None } else { Some(Registry::open(&args.registry.clone().unwrap_or_else(default_dir))?) };
+    let result = infer::run(&set, &runtime, registry.as_ref())?;
+    let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("out").join(&set.name));
+    let files = infer::write(&out_dir, &result, &set)?;
+    if let Some(registry) = registry.as_mut() {
+        let ids = infer::register(registry, &result, &set, &files)?;
+        eprintln!("registry {}: the observation and {} posterior(s) registered (step 2, role oracle)", registry.dir().display(), ids.len() - 1);
+    }
+    if args.json {
+        let rows: Vec<_> = result
+            .posteriors
+            .iter()
+            .map(|p| {
+                let stats: Vec<_> = p
+                    .samples
+                    .row_iter()
+                    .zip(&result.prior.names)
+                    .map(|(row, name)| {
+                        let n = row.len() as f64;
+                        let mean = row.sum() / n;
+                        let sd = (row.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+                        serde_json::json!({ "name": name, "mean": mean, "sd": sd })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "method": p.method.label(),
+                    "parameters": stats,
+                    "samples": p.samples.ncols(),
+                    "seconds": p.seconds,
+                    "simulations": p.simulations,
+                    "diagnostics": p.diagnostics,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "truth": result.truth, "parameters": result.prior.names, "methods": rows }))?);
+    } else {
+        print!("{}", infer::table(&result));
+        println!("wrote {} files to {}", files.posteriors.len() + 1, out_dir.display());
+    }
+    Ok(())
+}
+
 fn cmd_run(args: RunArgs) -> Result<()> {
+    if std::fs::read_to_string(&args.plugin_set).is_ok_and(|text| geohost::infer::run::is_static(&text)) {
+        return cmd_run_static(args);
+    }
     let mut set = PluginSet::load(&args.plugin_set)?;
     match args.until_step {
         Some(2) => (set.set.step3, set.set.step4) = (None, None),

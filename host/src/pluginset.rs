@@ -194,7 +194,7 @@ pub enum Source {
 }
 
 impl PluginRef {
-    fn source(&self, table: &str, dir: &Path) -> Result<Source> {
+    pub(crate) fn source(&self, table: &str, dir: &Path) -> Result<Source> {
         match (&self.plugin, &self.artifact, &self.emulator) {
             (Some(p), None, None) => Ok(Source::Path(dir.join(p))),
             (None, Some(a), None) => Ok(Source::Artifact(a.clone())),

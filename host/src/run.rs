@@ -119,7 +119,7 @@ fn method_seed(seed: u64, method: &Method) -> u64 {
 
 /// Load a plugin from its path, or from the registry by id or name (its
 /// bytes re-hashed on the way).
-fn load_plugin(runtime: &Runtime, registry: Option<&Registry>, label: &str, source: &Source, world: World) -> Result<LoadedComponent> {
+pub(crate) fn load_plugin(runtime: &Runtime, registry: Option<&Registry>, label: &str, source: &Source, world: World) -> Result<LoadedComponent> {
     match source {
         Source::Path(path) => Ok(runtime.load(label, path, world)?),
         Source::Artifact(reference) => {
@@ -244,7 +244,7 @@ pub fn run(
 }
 
 /// Register a component with the self-description it gave for `config`.
-fn register_component(registry: &mut Registry, component: &LoadedComponent, world: &str, info: &impl Serialize, config: &serde_json::Value) -> Result<String> {
+pub(crate) fn register_component(registry: &mut Registry, component: &LoadedComponent, world: &str, info: &impl Serialize, config: &serde_json::Value) -> Result<String> {
     let bytes = std::fs::read(&component.path).or_else(|_| registry.read(&format!("blake3:{}", component.hash.to_hex())))?;
     let value = serde_json::to_value(info)?;
     let (id, _) = registry.add(

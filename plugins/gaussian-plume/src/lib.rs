@@ -137,12 +137,18 @@ impl StaticModel for Plume {
                 let px = (i as f64 + 0.5) * self.pixel - x0;
                 let down = px * ex + py * ey;
                 let cross = -px * ey + py * ex;
+                // Far upwind the smoothed edge is below 1e-9 of the plume; skip.
+                if down < -6.0 * box_sd {
+                    y[j * self.nx + i] = 0.0;
+                    continue;
+                }
                 // Downwind distance floored at a metre, so σ_y stays positive
                 // where the smoothed edge still lets some plume through.
                 let d = down.max(1.0);
                 let sigma_y = self.briggs_a * d / (1.0 + 1e-4 * d).sqrt();
                 let var = sigma_y * sigma_y + box_var;
-                y[j * self.nx + i] = scale / var.sqrt() * (-cross * cross / (2.0 * var)).exp() * phi(down / box_sd);
+                let edge = if down > 6.0 * box_sd { 1.0 } else { phi(down / box_sd) };
+                y[j * self.nx + i] = scale / var.sqrt() * (-cross * cross / (2.0 * var)).exp() * edge;
             }
         }
         Ok(())

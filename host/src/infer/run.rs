@@ -1,0 +1,353 @@
+//! `geohost run` on a static plugin-set (one with `[simulator]`): a
+//! synthetic observation from the simulator and observation plugins, then
+//! each `[[method]]` (ES-MDA, MCMC) over the parameters, written as
+//! NetCDF, printed as a table and registered as step-2 oracles.
+
+use super::prior::{Prior, PriorSpec};
+use super::{esmda, mcmc, synthesize, Problem};
+use crate::model::{ObsOperator, Simulator};
+use crate::output::{common_attrs, nc_bytes, Var};
+use crate::pluginset::{PluginRef, Source};
+use crate::registry::{NewArtifact, Registry};
+use crate::run::{load_plugin, register_component};
+use crate::sandbox::{config_json, Limits, Runtime, WasmObs, WasmSimulator, World};
+use anyhow::{bail, Context, Result};
+use nalgebra::DMatrix;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticSet {
+    pub name: Option<String>,
+    pub simulator: PluginRef,
+    pub observations: PluginRef,
+    #[serde(rename = "prior")]
+    pub priors: Vec<PriorSpec>,
+    pub experiment: StaticExperiment,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(rename = "method", default)]
+    pub methods: Vec<StaticMethod>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticExperiment {
+    #[serde(default)]
+    pub seed: u64,
+    /// The true parameters (simulator order); drawn from the prior if absent.
+    pub truth: Option<Vec<f64>>,
+}
+
+/// A classical method over the parameters.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "method", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StaticMethod {
+    EsMda {
+        #[serde(rename = "N")]
+        n: usize,
+        iterations: usize,
+    },
+    Mcmc {
+        walkers: usize,
+        steps: usize,
+        burn_in: usize,
+    },
+}
+
+impl StaticMethod {
+    pub fn label(&self) -> String {
+        match self {
+            StaticMethod::EsMda { n, iterations } => format!("ES-MDA N={n} Na={iterations}"),
+            StaticMethod::Mcmc { walkers, steps, .. } => format!("MCMC walkers={walkers} steps={steps}"),
+        }
+    }
+
+    fn validate(&self, index: usize) -> Result<()> {
+        match *self {
+            StaticMethod::EsMda { n, iterations } if n < 2 || iterations == 0 => {
+                bail!("[[method]] #{index} (es-mda): N must be at least 2 and iterations at least 1, got N = {n}, iterations = {iterations}")
+            }
+            StaticMethod::Mcmc { steps, burn_in, .. } if burn_in >= steps => bail!("[[method]] #{index} (mcmc): burn_in ({burn_in}) must be less than steps ({steps})"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether a plugin-set file is a static one (has `[simulator]`).
+pub fn is_static(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text).map(|t| t.contains_key("simulator")).unwrap_or(false)
+}
+
+/// A validated static plugin-set.
+pub struct LoadedStatic {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub name: String,
+    pub set: StaticSet,
+    pub simulator: Source,
+    pub obs: Source,
+}
+
+impl StaticSet {
+    pub fn load(path: &Path) -> Result<LoadedStatic> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read plugin-set file {}", path.display()))?;
+        let text = String::from_utf8(bytes.clone()).with_context(|| format!("plugin-set file {} is not UTF-8", path.display()))?;
+        let set: StaticSet = toml::from_str(&text).with_context(|| format!("invalid plugin-set file {}", path.display()))?;
+        let fail = |msg: String| anyhow::anyhow!("invalid plugin-set file {}: {msg}", path.display());
+        if set.methods.is_empty() {
+            return Err(fail("no [[method]] tables: name es-mda and/or mcmc".into()));
+        }
+        for (i, m) in set.methods.iter().enumerate() {
+            m.validate(i + 1).map_err(|e| fail(format!("{e:#}")))?;
+        }
+        set.limits.validate().map_err(|e| fail(format!("{e:#}")))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let simulator = set.simulator.source("simulator", dir).map_err(|e| fail(format!("{e:#}")))?;
+        let obs = set.observations.source("observations", dir).map_err(|e| fail(format!("{e:#}")))?;
+        let name = set.name.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "static".into()));
+        Ok(LoadedStatic { path: path.to_path_buf(), bytes, name, set, simulator, obs })
+    }
+}
+
+/// One method's posterior.
+pub struct Posterior {
+    pub method: StaticMethod,
+    /// `parameters × samples`.
+    pub samples: DMatrix<f64>,
+    pub seconds: f64,
+    pub simulations: usize,
+    pub diagnostics: Option<mcmc::Diagnostics>,
+}
+
+/// Everything a static run produced.
+pub struct StaticRun {
+    pub prior: Prior,
+    pub truth: Vec<f64>,
+    pub y: Vec<f64>,
+    pub r: Vec<f64>,
+    pub posteriors: Vec<Posterior>,
+    pub components: Vec<(crate::sandbox::LoadedComponent, &'static str, serde_json::Value, String)>,
+}
+
+/// Run the synthetic observation and every method.
+pub fn run(set: &LoadedStatic, runtime: &Runtime, registry: Option<&Registry>) -> Result<StaticRun> {
+    let sim_component = load_plugin(runtime, registry, "simulator", &set.simulator, World::StaticModel).context("loading the simulator")?;
+    let sim_config = config_json(&set.set.simulator.config);
+    let mut simulator = WasmSimulator::new(runtime, &sim_component, &sim_config)?;
+    let info = simulator.info().clone();
+    let obs_component = load_plugin(runtime, registry, "observations", &set.obs, World::ObsOperator).context("loading the observation operator")?;
+    let mut obs_table = set.set.observations.config.clone();
+    obs_table.entry("state_size").or_insert(toml::Value::Integer(info.output_size as i64));
+    let obs_config = config_json(&obs_table);
+    let mut obs = WasmObs::new(runtime, &obs_component, &obs_config)?;
+    if obs.info().state_size != info.output_size {
+        bail!(
+            "the observation operator `{}` takes states of size {}, but the simulator `{}` outputs {} values",
+            obs.info().name,
+            obs.info().state_size,
+            info.name,
+            info.output_size
+        );
+    }
+    let names: Vec<String> = info.parameters.iter().map(|p| p.name.clone()).collect();
+    let prior = Prior::new(&set.set.priors, &names).with_context(|| format!("invalid plugin-set file {}", set.path.display()))?;
+    if let Some(t) = &set.set.experiment.truth {
+        if t.len() != names.len() {
+            bail!("experiment.truth has {} values, but the simulator has {} parameters ({})", t.len(), names.len(), names.join(", "));
+        }
+        if !prior.log_density(t).is_finite() {
+            bail!("experiment.truth {t:?} lies outside the prior's support");
+        }
+    }
+    let seed = set.set.experiment.seed;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (truth, y) = synthesize((&mut simulator, &mut obs), &prior, set.set.experiment.truth.clone(), seed, &mut rng)?;
+    let r = obs.info().noise_variance.clone();
+    let mut problem = Problem { prior: prior.clone(), simulator: &mut simulator, obs: &mut obs, y: y.clone(), r: r.clone().into(), seed, simulations: 0 };
+    let mut posteriors = Vec::new();
+    for method in &set.set.methods {
+        // Each method draws from its own stream, so adding one changes no other.
+        let h = blake3::hash(method.label().as_bytes());
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")));
+        problem.simulations = 0;
+        let start = Instant::now();
+        let (samples, diagnostics) = match *method {
+            StaticMethod::EsMda { n, iterations } => (esmda::run(&mut problem, n, iterations, &mut rng)?, None),
+            StaticMethod::Mcmc { walkers, steps, burn_in } => {
+                let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0 }, &mut rng)?;
+                (chains.samples, Some(chains.diagnostics))
+            }
+        };
+        posteriors.push(Posterior { method: method.clone(), samples, seconds: start.elapsed().as_secs_f64(), simulations: problem.simulations, diagnostics });
+    }
+    let components = vec![
+        (sim_component, "static-model", serde_json::from_str(&sim_config)?, serde_json::to_string(&info)?),
+        (obs_component, "obs-operator", serde_json::from_str(&obs_config)?, serde_json::to_string(obs.info())?),
+    ];
+    Ok(StaticRun { prior, truth, y: y.as_slice().to_vec(), r, posteriors, components })
+}
+
+/// Mean and standard deviation of each row.
+fn moments(samples: &DMatrix<f64>) -> Vec<(f64, f64)> {
+    samples
+        .row_iter()
+        .map(|row| {
+            let n = row.len() as f64;
+            let mean = row.sum() / n;
+            (mean, (row.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt())
+        })
+        .collect()
+}
+
+/// The table `geohost run` prints: per method and parameter, posterior
+/// mean ± sd against the truth; then cost and (MCMC) diagnostics.
+pub fn table(run: &StaticRun) -> String {
+    let mut s = String::new();
+    let _ = write!(s, "{:<30}", "method");
+    for name in &run.prior.names {
+        let _ = write!(s, "  {name:>20}");
+    }
+    let _ = writeln!(s, "  {:>9}  {:>11}", "seconds", "simulations");
+    let _ = write!(s, "{:<30}", "truth");
+    for t in &run.truth {
+        let _ = write!(s, "  {t:>20.4}");
+    }
+    let _ = writeln!(s);
+    for p in &run.posteriors {
+        let _ = write!(s, "{:<30}", p.method.label());
+        for (mean, sd) in moments(&p.samples) {
+            let _ = write!(s, "  {:>20}", format!("{mean:.4} ± {sd:.4}"));
+        }
+        let _ = writeln!(s, "  {:>9.2}  {:>11}", p.seconds, p.simulations);
+    }
+    for p in &run.posteriors {
+        if let Some(d) = &p.diagnostics {
+            let fmt = |v: &[f64], digits: usize| v.iter().map(|x| format!("{x:.digits$}")).collect::<Vec<_>>().join(", ");
+            let _ = writeln!(
+                s,
+                "{}: R-hat [{}], ESS [{}], tau [{}] steps, acceptance {:.2}",
+                p.method.label(),
+                fmt(&d.r_hat, 3),
+                fmt(&d.ess, 0),
+                fmt(&d.tau, 1),
+                d.acceptance
+            );
+        }
+    }
+    s
+}
+
+/// The files a static run writes.
+pub struct StaticFiles {
+    pub observation: (PathBuf, Vec<u8>),
+    pub posteriors: Vec<(PathBuf, Vec<u8>)>,
+}
+
+/// `observation.nc` (truth and y) and one `<method>.nc` per method with
+/// `samples(sample, parameter)`; bytes depend only on the inputs.
+pub fn write(dir: &Path, run: &StaticRun, set: &LoadedStatic) -> Result<StaticFiles> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    let d = run.truth.len();
+    let ids: Vec<String> = run.components.iter().map(|(c, ..)| format!("blake3:{}", c.hash.to_hex())).collect();
+    let mut attrs = common_attrs();
+    attrs.push(("plugin_set", set.name.clone()));
+    attrs.push(("simulator", ids[0].clone()));
+    attrs.push(("observation_operator", ids[1].clone()));
+    attrs.push(("parameters", run.prior.names.join(" ")));
+    attrs.push(("prior", serde_json::to_string(&run.prior.marginals)?));
+    let obs_bytes = nc_bytes(
+        &[("parameter", d), ("obs", run.y.len())],
+        &[
+            Var { name: "truth", dims: &["parameter"], data: &run.truth, units: "see parameters", long_name: "true parameters" },
+            Var { name: "y", dims: &["obs"], data: &run.y, units: "observation units", long_name: "synthetic observation" },
+            Var { name: "obs_variance", dims: &["obs"], data: &run.r, units: "observation units squared", long_name: "observation-error variance (diagonal of R)" },
+        ],
+        &attrs,
+    )?;
+    let observation = (dir.join("observation.nc"), obs_bytes);
+    std::fs::write(&observation.0, &observation.1).with_context(|| format!("writing {}", observation.0.display()))?;
+    let obs_id = format!("blake3:{}", blake3::hash(&observation.1).to_hex());
+    let mut posteriors = Vec::new();
+    for p in &run.posteriors {
+        let mut attrs = attrs.clone();
+        attrs.push(("method", p.method.label()));
+        attrs.push(("observation", obs_id.clone()));
+        if let Some(diag) = &p.diagnostics {
+            attrs.push(("diagnostics", serde_json::to_string(diag)?));
+        }
+        // samples(sample, parameter): nalgebra's column-major parameters × samples.
+        let bytes = nc_bytes(
+            &[("sample", p.samples.ncols()), ("parameter", d)],
+            &[Var { name: "samples", dims: &["sample", "parameter"], data: p.samples.as_slice(), units: "see parameters", long_name: "posterior samples" }],
+            &attrs,
+        )?;
+        let path = dir.join(format!("{}.nc", crate::output::file_stem(&p.method.label())));
+        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        posteriors.push((path, bytes));
+    }
+    Ok(StaticFiles { observation, posteriors })
+}
+
+/// Register the plugins, the observation and every posterior (step 2,
+/// role `oracle`, `derived_from` the plugins and the observation).
+pub fn register(registry: &mut Registry, run: &StaticRun, set: &LoadedStatic, files: &StaticFiles) -> Result<Vec<String>> {
+    let mut plugin_ids = Vec::new();
+    for (component, world, config, info) in &run.components {
+        let info: serde_json::Value = serde_json::from_str(info)?;
+        plugin_ids.push(register_component(registry, component, world, &info, config)?);
+    }
+    let (set_id, _) = registry.add(
+        &set.bytes,
+        &NewArtifact { kind: "plugin-set".into(), name: set.name.clone(), media_type: "application/toml".into(), metadata: serde_json::json!({ "static": true }), ..Default::default() },
+    )?;
+    let (obs_id, _) = registry.add(
+        &files.observation.1,
+        &NewArtifact {
+            kind: "run-output".into(),
+            name: format!("{}/observation", set.name),
+            media_type: "application/x-netcdf".into(),
+            step: Some(2),
+            tags: vec!["observation".into()],
+            metadata: serde_json::json!({ "truth": run.truth, "parameters": run.prior.names }),
+            ..Default::default()
+        },
+    )?;
+    for p in &plugin_ids {
+        registry.link(&obs_id, p, "derived_from")?;
+    }
+    registry.link(&obs_id, &set_id, "produced_by")?;
+    let mut ids = vec![obs_id.clone()];
+    for (post, (_, bytes)) in run.posteriors.iter().zip(&files.posteriors) {
+        let (id, _) = registry.add(
+            bytes,
+            &NewArtifact {
+                kind: "run-output".into(),
+                name: format!("{}/{}", set.name, post.method.label()),
+                media_type: "application/x-netcdf".into(),
+                role: Some("oracle".into()),
+                step: Some(2),
+                tags: vec!["posterior".into()],
+                metadata: serde_json::json!({
+                    "method": post.method,
+                    "samples": post.samples.ncols(),
+                    "seconds": post.seconds,
+                    "simulations": post.simulations,
+                    "diagnostics": post.diagnostics,
+                }),
+                ..Default::default()
+            },
+        )?;
+        for p in &plugin_ids {
+            registry.link(&id, p, "derived_from")?;
+        }
+        registry.link(&id, &obs_id, "derived_from")?;
+        registry.link(&id, &set_id, "produced_by")?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
