@@ -8,8 +8,9 @@
 //!
 //!   Θ ← Θ + C_θd (C_dd + αR)^{-1} (y + √α R^{1/2} Z − D)
 //!
-//! is computed in ensemble space through the push-through identity
-//! Wᵀ(WWᵀ + I)^{-1} = (I + WᵀW)^{-1}Wᵀ: one N × N Cholesky solve.
+//! uses the push-through identity Wᵀ(WWᵀ + I)^{-1} = (I + WᵀW)^{-1}Wᵀ to
+//! solve one Cholesky system in observation space or in ensemble space,
+//! whichever is smaller.
 //! Updated parameters are clamped to the prior's support.
 
 use super::Problem;
@@ -52,12 +53,19 @@ pub fn run(problem: &mut Problem<'_>, members: usize, iterations: usize, rng: &m
                 w[(i, j)] *= scale;
             }
         }
-        let mut g = w.transpose() * &w;
-        for k in 0..members {
-            g[(k, k)] += 1.0;
-        }
-        let Some(chol) = g.cholesky() else { bail!("ES-MDA iteration {}: the ensemble-space system is not positive definite", it + 1) };
-        theta += a * chol.solve(&(w.transpose() * e));
+        // Gain Wᵀ(WWᵀ + I)⁻¹ = (I + WᵀW)⁻¹Wᵀ: solve in whichever space is smaller.
+        let solve = |g: DMatrix<f64>, rhs: DMatrix<f64>| match g.cholesky() {
+            Some(chol) => Ok(chol.solve(&rhs)),
+            None => bail!("ES-MDA iteration {}: the update's linear system is not positive definite", it + 1),
+        };
+        let update = if p <= members {
+            let g = &w * w.transpose() + DMatrix::identity(p, p);
+            w.transpose() * solve(g, e)?
+        } else {
+            let g = w.transpose() * &w + DMatrix::identity(members, members);
+            solve(g, w.transpose() * e)?
+        };
+        theta += a * update;
         for mut col in theta.column_iter_mut() {
             problem.prior.clamp(col.as_mut_slice());
         }

@@ -68,3 +68,36 @@ impl ObsOperator for LinearObs {
         Ok(&self.h * states)
     }
 }
+
+/// A linear static simulator y = A θ (the linear-Gaussian inverse problem
+/// with a closed-form posterior, for checking the parameter methods).
+pub struct LinearSimulator {
+    info: crate::model::SimulatorInfo,
+    pub a: DMatrix<f64>,
+}
+
+impl LinearSimulator {
+    /// `a` is `outputs × parameters`.
+    pub fn new(a: DMatrix<f64>) -> Self {
+        let info = crate::model::SimulatorInfo {
+            name: "linear-simulator".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            parameters: (0..a.ncols()).map(|i| crate::model::ParameterInfo { name: format!("theta{i}"), units: "1".into() }).collect(),
+            output_size: a.nrows(),
+            output_units: "1".into(),
+            settings: vec![],
+            stochastic: false,
+        };
+        LinearSimulator { info, a }
+    }
+}
+
+impl crate::model::Simulator for LinearSimulator {
+    fn info(&self) -> &crate::model::SimulatorInfo {
+        &self.info
+    }
+    fn simulate(&mut self, thetas: &DMatrix<f64>, _seed: u64) -> Result<DMatrix<f64>> {
+        anyhow::ensure!(thetas.nrows() == self.a.ncols(), "shape mismatch: {} parameters, expected {}", thetas.nrows(), self.a.ncols());
+        Ok(&self.a * thetas)
+    }
+}

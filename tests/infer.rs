@@ -1,0 +1,255 @@
+//! Inference over a static simulator's parameters (step 2 of the plume
+//! cycle): ES-MDA and the ensemble MCMC sampler against the closed-form
+//! posterior of a linear-Gaussian problem, the convergence diagnostics
+//! against processes with known answers, the plume plugin against its
+//! own mass balance, and `geohost run` on a static plugin-set end to end.
+
+mod common;
+
+use common::{geohost, plugin, stderr, stdout};
+use geohost::infer::prior::{Prior, PriorSpec};
+use geohost::infer::{esmda, mcmc, Problem};
+use geohost::model::Simulator;
+use geohost::models::linear::{LinearObs, LinearSimulator};
+use nalgebra::{DMatrix, DVector};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+
+/// θ ~ N(μ0, diag(s0²)) (truncated far out), y = Aθ + ε, ε ~ N(0, diag(r)).
+struct Linear {
+    prior: Prior,
+    a: DMatrix<f64>,
+    r: DVector<f64>,
+    y: DVector<f64>,
+    mean: DVector<f64>,
+    cov: DMatrix<f64>,
+}
+
+fn linear_case() -> Linear {
+    let (mu0, s0) = ([1.0, -0.5, 2.0], [1.0, 0.7, 1.5]);
+    let specs: Vec<PriorSpec> = (0..3)
+        .map(|i| PriorSpec { name: format!("theta{i}"), uniform: None, normal: Some([mu0[i], s0[i]]), bounds: Some([mu0[i] - 12.0 * s0[i], mu0[i] + 12.0 * s0[i]]) })
+        .collect();
+    let names: Vec<String> = (0..3).map(|i| format!("theta{i}")).collect();
+    let prior = Prior::new(&specs, &names).unwrap();
+    let a = DMatrix::from_row_slice(4, 3, &[1.0, 0.5, 0.0, 0.0, 1.0, -1.0, 0.3, 0.0, 1.0, 1.0, 1.0, 1.0]);
+    let r = DVector::from_vec(vec![0.3, 0.5, 0.2, 0.4]);
+    let y = DVector::from_vec(vec![1.2, -2.0, 2.5, 2.9]);
+    // Σ = (Σ0⁻¹ + AᵀR⁻¹A)⁻¹, μ = Σ(Σ0⁻¹μ0 + AᵀR⁻¹y)
+    let p0_inv = DMatrix::from_diagonal(&DVector::from_iterator(3, s0.iter().map(|s| 1.0 / (s * s))));
+    let r_inv = DMatrix::from_diagonal(&r.map(|v| 1.0 / v));
+    let cov = (&p0_inv + a.transpose() * &r_inv * &a).try_inverse().unwrap();
+    let mean = &cov * (&p0_inv * DVector::from_row_slice(&mu0) + a.transpose() * &r_inv * &y);
+    Linear { prior, a, r, y, mean, cov }
+}
+
+fn sample_moments(s: &DMatrix<f64>) -> (DVector<f64>, DVector<f64>) {
+    let n = s.ncols() as f64;
+    let mean = s.column_mean();
+    let sd = DVector::from_iterator(s.nrows(), s.row_iter().zip(mean.iter()).map(|(row, m)| (row.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()));
+    (mean, sd)
+}
+
+#[test]
+fn mcmc_and_es_mda_recover_the_linear_gaussian_posterior() {
+    let case = linear_case();
+    let mut sim = LinearSimulator::new(case.a.clone());
+    let mut obs = LinearObs::new(DMatrix::identity(4, 4), case.r.iter().copied().collect());
+    let mut problem = Problem { prior: case.prior.clone(), simulator: &mut sim, obs: &mut obs, y: case.y.clone(), r: case.r.clone(), seed: 0, simulations: 0 };
+    let sd_true = case.cov.diagonal().map(f64::sqrt);
+
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers: 16, steps: 6000, burn_in: 1000, a: 2.0 }, &mut rng).unwrap();
+    let (mean, sd) = sample_moments(&chains.samples);
+    let d = &chains.diagnostics;
+    for i in 0..3 {
+        // Monte Carlo standard error of the mean from the sampler's own ESS.
+        let mcse = sd_true[i] / d.ess[i].sqrt();
+        assert!((mean[i] - case.mean[i]).abs() < 4.0 * mcse, "MCMC mean {i}: {} vs exact {} (MCSE {mcse})", mean[i], case.mean[i]);
+        assert!((sd[i] / sd_true[i] - 1.0).abs() < 0.06, "MCMC sd {i}: {} vs exact {}", sd[i], sd_true[i]);
+        assert!(d.r_hat[i] < 1.02, "R-hat {i} = {}", d.r_hat[i]);
+    }
+    assert!(d.acceptance > 0.3 && d.acceptance < 0.9, "acceptance {}", d.acceptance);
+
+    // ES-MDA is exact for a linear-Gaussian problem up to sampling error.
+    let post = esmda::run(&mut problem, 4000, 4, &mut rng).unwrap();
+    let (mean, sd) = sample_moments(&post);
+    for i in 0..3 {
+        assert!((mean[i] - case.mean[i]).abs() < 0.06 * sd_true[i] * 4.0, "ES-MDA mean {i}: {} vs exact {}", mean[i], case.mean[i]);
+        assert!((sd[i] / sd_true[i] - 1.0).abs() < 0.06, "ES-MDA sd {i}: {} vs exact {}", sd[i], sd_true[i]);
+    }
+}
+
+#[test]
+fn diagnostics_match_processes_with_known_answers() {
+    // AR(1) with coefficient φ has integrated autocorrelation time (1+φ)/(1−φ).
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let phi = 0.8;
+    let chains: Vec<Vec<f64>> = (0..16)
+        .map(|_| {
+            let mut x = 0.0;
+            (0..20_000)
+                .map(|_| {
+                    x = phi * x + rng.sample::<f64, _>(rand_distr::StandardNormal);
+                    x
+                })
+                .collect()
+        })
+        .collect();
+    let tau = mcmc::autocorrelation_time(&chains);
+    assert!((tau / 9.0 - 1.0).abs() < 0.1, "tau {tau}, expected 9");
+    let r_hat = mcmc::split_r_hat(&chains);
+    assert!(r_hat < 1.01, "well-mixed chains have R-hat {r_hat}");
+    // Chains stuck at different levels: R-hat far above 1.
+    let shifted: Vec<Vec<f64>> = chains.iter().enumerate().map(|(k, c)| c.iter().map(|x| x + k as f64).collect()).collect();
+    assert!(mcmc::split_r_hat(&shifted) > 1.5);
+    // A chain that drifts within itself is caught by the split.
+    let drifting: Vec<Vec<f64>> = chains.iter().map(|c| c.iter().enumerate().map(|(t, x)| x + t as f64 * 1e-3).collect()).collect();
+    assert!(mcmc::split_r_hat(&drifting) > 1.2);
+}
+
+#[test]
+fn prior_errors_name_the_entry() {
+    let names: Vec<String> = ["x0", "q"].iter().map(|s| s.to_string()).collect();
+    let spec = |name: &str, uniform: Option<[f64; 2]>, normal: Option<[f64; 2]>, bounds: Option<[f64; 2]>| PriorSpec { name: name.into(), uniform, normal, bounds };
+    let err = |specs: Vec<PriorSpec>| format!("{:#}", Prior::new(&specs, &names).unwrap_err());
+    assert!(err(vec![spec("x0", Some([0.0, 1.0]), None, None)]).contains("`q` has no [[prior]] entry"));
+    assert!(err(vec![spec("x0", Some([0.0, 1.0]), None, None), spec("qq", Some([0.0, 1.0]), None, None)]).contains("names `qq`, which is not a parameter"));
+    assert!(err(vec![spec("x0", Some([1.0, 0.0]), None, None), spec("q", Some([0.0, 1.0]), None, None)]).contains("finite low < high"));
+    assert!(err(vec![spec("x0", Some([0.0, 1.0]), Some([0.0, 1.0]), None), spec("q", Some([0.0, 1.0]), None, None)]).contains("exactly one of"));
+    assert!(err(vec![spec("x0", None, Some([0.0, -1.0]), None), spec("q", Some([0.0, 1.0]), None, None)]).contains("positive sd"));
+    assert!(err(vec![spec("x0", None, Some([0.0, 1.0]), Some([8.0, 9.0])), spec("q", Some([0.0, 1.0]), None, None)]).contains("of the normal's mass"));
+    let ok = Prior::new(&[spec("q", Some([0.0, 2.0]), None, None), spec("x0", None, Some([0.0, 1.0]), Some([-1.0, 1.0]))], &names).unwrap();
+    assert_eq!(ok.names, names, "the prior follows the simulator's parameter order");
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for _ in 0..1000 {
+        let t = ok.sample(&mut rng);
+        assert!(ok.log_density(&t).is_finite() && (-1.0..=1.0).contains(&t[0]) && (0.0..2.0).contains(&t[1]));
+    }
+    assert_eq!(ok.log_density(&[1.5, 1.0]), f64::NEG_INFINITY);
+}
+
+/// The plume plugin against its own physics, through the sandbox: the
+/// crosswind integral of the column far downwind carries the emission
+/// (mass balance), the plume goes where the wind blows, and bad
+/// parameters are errors that name them.
+#[test]
+fn the_plume_plugin_conserves_mass_and_follows_the_wind() {
+    use geohost::sandbox::{Limits, Runtime, WasmSimulator, World};
+    let runtime = Runtime::new(Limits::default(), None).unwrap();
+    let loaded = runtime.load("gaussian-plume", &plugin("gaussian-plume"), World::StaticModel).unwrap();
+    let (n, pixel, u) = (60usize, 100.0, 4.0);
+    let mut sim = WasmSimulator::new(&runtime, &loaded, &format!(r#"{{"nx": {n}, "ny": {n}, "pixel": {pixel}, "wind_speed": {u}, "stability": "C"}}"#)).unwrap();
+    assert_eq!(sim.info().output_size, n * n);
+    // Wind from the west (270°) blows east; source at (1000 m, 3000 m).
+    let (q, x0, y0) = (5.0, 1000.0, 3000.0);
+    let out = sim.simulate(&DMatrix::from_column_slice(4, 1, &[x0, y0, q, 270.0]), 0).unwrap();
+    let at = |i: usize, j: usize| out[(j * n + i, 0)];
+    // ppb → kg/m²: Ω = ΔX · M_CH4 · Ω_air / 1e9; flux through a column of pixels = u · Σ Ω · pixel.
+    let to_kg = 0.016_04 * (101_325.0 / (9.806_65 * 0.028_964_4)) / 1e9;
+    for i in [30usize, 45] {
+        let flux = u * (0..n).map(|j| at(i, j)).sum::<f64>() * to_kg * pixel;
+        let emitted = q * 1000.0 / 3600.0;
+        assert!((flux / emitted - 1.0).abs() < 0.01, "column {i}: flux {flux} kg/s vs emission {emitted}");
+    }
+    assert!((0..n).all(|j| at(5, j) < 1e-9), "upwind of the source the scene is clean");
+    // Wind from the north: the plume lies south of the source.
+    let south = sim.simulate(&DMatrix::from_column_slice(4, 1, &[3000.0, 5000.0, q, 0.0]), 0).unwrap();
+    let (imax, _) = south.column(0).argmax();
+    let (i, j) = (imax % n, imax / n);
+    assert!(i == 29 || i == 30, "plume centre at column {i}");
+    assert!((j as f64 + 0.5) * pixel < 5000.0, "plume maximum at row {j} is not south of the source");
+
+    let err = sim.simulate(&DMatrix::from_column_slice(4, 1, &[x0, y0, -1.0, 270.0]), 0).unwrap_err();
+    assert!(format!("{err:#}").contains("parameter `q`"), "{err:#}");
+    let err = sim.simulate(&DMatrix::from_column_slice(3, 1, &[x0, y0, q]), 0).unwrap_err();
+    assert!(format!("{err:#}").contains("3 parameters per row"), "{err:#}");
+    let err = WasmSimulator::new(&runtime, &loaded, r#"{"stability": "G"}"#).err().unwrap();
+    assert!(err.to_string().contains("Pasquill class"), "{err}");
+    let err = runtime.load("gaussian-plume", &plugin("gaussian-plume"), World::ForwardModel).err().unwrap();
+    assert!(err.to_string().contains("is a static-model plugin"), "{err}");
+}
+
+const PLUME: &str = r#"
+name = "plume-test"
+[simulator]
+plugin = "{sim}"
+config = { nx = 16, ny = 16, pixel = 250.0 }
+[observations]
+plugin = "{obs}"
+config = { noise = 10.0 }
+[[prior]]
+name = "x0"
+uniform = [250.0, 1750.0]
+[[prior]]
+name = "y0"
+uniform = [1000.0, 3000.0]
+[[prior]]
+name = "q"
+uniform = [0.5, 10.0]
+[[prior]]
+name = "wind_dir"
+normal = [270.0, 20.0]
+bounds = [200.0, 340.0]
+[experiment]
+seed = 5
+truth = [900.0, 2100.0, 5.0, 265.0]
+[[method]]
+method = "es-mda"
+N = 100
+iterations = 4
+[[method]]
+method = "mcmc"
+walkers = 16
+steps = 800
+burn_in = 300
+"#;
+
+#[test]
+fn geohost_run_on_a_static_set_registers_oracle_posteriors() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("plume.toml");
+    let text = PLUME.replace("{sim}", plugin("gaussian-plume").to_str().unwrap()).replace("{obs}", plugin("column-obs").to_str().unwrap());
+    std::fs::write(&set, &text).unwrap();
+    let out = geohost(dir.path()).args(["run", "--json"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let truth: Vec<f64> = serde_json::from_value(json["truth"].clone()).unwrap();
+    for m in json["methods"].as_array().unwrap() {
+        for (p, t) in m["parameters"].as_array().unwrap().iter().zip(&truth) {
+            let (mean, sd) = (p["mean"].as_f64().unwrap(), p["sd"].as_f64().unwrap());
+            assert!((mean - t).abs() < 5.0 * sd, "{}: {} = {mean} ± {sd}, truth {t}", m["method"], p["name"]);
+        }
+    }
+    let mcmc = &json["methods"][1];
+    assert_eq!(mcmc["samples"], 16 * 500);
+    assert!(mcmc["diagnostics"]["ess"].as_array().unwrap().iter().all(|e| e.as_f64().unwrap() > 50.0), "{}", mcmc["diagnostics"]);
+    for f in ["observation.nc", "ES-MDA_N100_Na4.nc", "MCMC_walkers16_steps800.nc"] {
+        assert!(dir.path().join("out").join(f).exists(), "{f} missing");
+    }
+
+    let run = |args: &[&str]| {
+        let out = geohost(dir.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "geohost {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let listed: Value = serde_json::from_str(&run(&["registry", "list", "--role", "oracle", "--json"])).unwrap();
+    let oracles = listed.as_array().unwrap();
+    assert_eq!(oracles.len(), 2, "{listed}");
+    assert!(oracles.iter().all(|a| a["step"] == 2));
+    let id = oracles.iter().find(|a| a["name"].as_str().unwrap().contains("MCMC")).unwrap()["id"].as_str().unwrap().to_string();
+    let lineage = run(&["registry", "lineage", &id]);
+    assert!(lineage.contains("gaussian-plume") && lineage.contains("column-obs") && lineage.contains("plume-test/observation"), "{lineage}");
+
+    // A parameter named in no prior, and a truth outside the prior: clear errors.
+    std::fs::write(&set, text.replace("name = \"q\"", "name = \"rate\"")).unwrap();
+    let out = geohost(dir.path()).args(["run", "--no-registry"]).arg(&set).output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("names `rate`, which is not a parameter of the simulator"), "{}", stderr(&out));
+    std::fs::write(&set, text.replace("truth = [900.0", "truth = [5000.0")).unwrap();
+    let out = geohost(dir.path()).args(["run", "--no-registry"]).arg(&set).output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("outside the prior's support"), "{}", stderr(&out));
+    std::fs::write(&set, text.replace("walkers = 16", "walkers = 7")).unwrap();
+    let out = geohost(dir.path()).args(["run", "--no-registry"]).arg(&set).output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("`walkers` must be even"), "{}", stderr(&out));
+}
