@@ -253,3 +253,21 @@ fn geohost_run_on_a_static_set_registers_oracle_posteriors() {
     let out = geohost(dir.path()).args(["run", "--no-registry"]).arg(&set).output().unwrap();
     assert!(!out.status.success() && stderr(&out).contains("`walkers` must be even"), "{}", stderr(&out));
 }
+
+/// C2ST against its known answers: two samples of one distribution give
+/// 0.5; Gaussians N(0, I) and N(δe₁, I) give the Bayes accuracy Φ(δ/2).
+#[test]
+fn c2st_matches_the_bayes_accuracy_of_shifted_gaussians() {
+    use geohost::infer::c2st::{c2st, Spec};
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let mut normal = |d: usize, n: usize, shift: f64| DMatrix::from_fn(d, n, |i, _| rng.sample::<f64, _>(rand_distr::StandardNormal) + if i == 0 { shift } else { 0.0 });
+    let (a, b) = (normal(2, 3000, 0.0), normal(2, 3000, 0.0));
+    let same = c2st(&a, &b, Spec::default()).unwrap();
+    assert!((same - 0.5).abs() < 0.03, "same distribution: C2ST {same}");
+    let c = normal(2, 3000, 1.0);
+    let bayes = 0.5 * (1.0 + libm::erf(0.5 / std::f64::consts::SQRT_2));
+    let shifted = c2st(&a, &c, Spec::default()).unwrap();
+    assert!((shifted - bayes).abs() < 0.03, "shift 1: C2ST {shifted}, Bayes accuracy {bayes}");
+    let err = c2st(&a, &normal(3, 100, 0.0), Spec::default()).unwrap_err();
+    assert!(err.to_string().contains("dimensions"), "{err}");
+}

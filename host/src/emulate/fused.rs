@@ -154,7 +154,45 @@ impl MlpTrainer {
                 *d = r * grad_scale;
             }
         }
-        // Backward, last layer first.
+        self.backward(rows);
+        self.update();
+        (loss / count as f64) as f32
+    }
+
+    /// One AdamW step of a binary classifier (one output, a logit) on the
+    /// batch `x` with `labels` in {0, 1}. Returns the mean binary
+    /// cross-entropy before the step.
+    pub fn step_logistic(&mut self, x: &[f32], labels: &[f32], rows: usize) -> f32 {
+        assert!(rows > 0 && rows <= self.batch, "a batch of 1..={} rows", self.batch);
+        assert_eq!(self.layers.last().map(|l| l.fan_out), Some(1), "a classifier has one output");
+        self.forward(x, rows);
+        let last = self.layers.len() - 1;
+        let mut loss = 0.0f64;
+        {
+            let l = &mut self.layers[last];
+            for ((d, &logit), &label) in l.delta.iter_mut().zip(&l.out).zip(labels).take(rows) {
+                // BCE with logits: softplus(s) − label·s; its gradient σ(s) − label.
+                let s = logit as f64;
+                loss += s.max(0.0) + (-s.abs()).exp().ln_1p() - label as f64 * s;
+                *d = ((1.0 / (1.0 + (-s).exp())) as f32 - label) / rows as f32;
+            }
+        }
+        self.backward(rows);
+        self.update();
+        (loss / rows as f64) as f32
+    }
+
+    /// The network's raw outputs MLP(z) for the first `rows` rows of `x`
+    /// (`rows × outputs`, e.g. a classifier's logits).
+    pub fn outputs(&mut self, x: &[f32], rows: usize) -> &[f32] {
+        assert!(rows > 0 && rows <= self.batch, "a batch of 1..={} rows", self.batch);
+        self.forward(x, rows);
+        let l = self.layers.last().expect("at least one layer");
+        &l.out[..rows * l.fan_out]
+    }
+
+    /// Gradients of every layer from the last layer's `delta`.
+    fn backward(&mut self, rows: usize) {
         for i in (0..self.layers.len()).rev() {
             let (before, rest) = self.layers.split_at_mut(i);
             let layer = &mut rest[0];
@@ -175,8 +213,6 @@ impl MlpTrainer {
                 pd.iter_mut().zip(&prev.out).for_each(|(d, a)| *d = if *a > 0.0 { *d } else { 0.0 });
             }
         }
-        self.update();
-        (loss / count as f64) as f32
     }
 
     /// candle-nn's AdamW: θ ← θ(1 − lr·λ) − lr · m̂ / (√v̂ + ε).

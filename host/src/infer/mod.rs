@@ -8,6 +8,7 @@
 //! [`Simulator`] and [`ObsOperator`] traits, so a wasm simulator and a
 //! native one are interchangeable.
 
+pub mod c2st;
 pub mod esmda;
 pub mod mcmc;
 pub mod prior;
