@@ -152,6 +152,8 @@ enum PerfTarget {
     Registry(RegistryPerfArgs),
     /// Emulator training throughput (samples/s) and ensemble-step time against the wasm model.
     Emulator(EmulatorPerfArgs),
+    /// Step-5 posterior on sbibm's 10-D linear-Gaussian task: C2ST against the exact posterior, training and sampling time
+    Posterior(PosteriorPerfArgs),
 }
 
 #[derive(Args)]
@@ -174,6 +176,27 @@ struct EmulatorPerfArgs {
     fused_only: bool,
     #[command(flatten)]
     sandbox: SandboxArgs,
+}
+
+#[derive(Args)]
+struct PosteriorPerfArgs {
+    #[arg(long, default_value_t = 10_000)]
+    simulations: usize,
+    #[arg(long, default_value_t = 10)]
+    observations: usize,
+    /// Posterior samples per observation (and exact samples to compare).
+    #[arg(long, default_value_t = 10_000)]
+    samples: usize,
+    /// Mixture components.
+    #[arg(long, default_value_t = 5)]
+    components: usize,
+    /// Hidden layer widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "64,64")]
+    hidden: Vec<usize>,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 200)]
+    batch: usize,
 }
 
 #[derive(Args)]
@@ -395,6 +418,10 @@ fn cmd_perf(args: PerfArgs) -> Result<()> {
         Some(PerfTarget::Da(d)) => perf_da(d)?,
         Some(PerfTarget::Emulator(e)) if e.fused_only => format!("{:.0}", perf::fused_mlp_only(e.steps, e.samples)?),
         Some(PerfTarget::Emulator(e)) => perf_emulator(e)?,
+        Some(PerfTarget::Posterior(p)) => {
+            let spec = geohost::infer::mdn::MdnSpec { components: p.components, hidden: p.hidden, lr: p.lr, batch: p.batch, ..Default::default() };
+            perf::posterior_benchmark(p.simulations, p.observations, p.samples, &spec)?
+        }
         None => perf_da(DaPerfArgs::parse_from(["da"]))?,
     };
     println!("{report}");

@@ -3,7 +3,8 @@
 //! and 1, and report the mean held-out accuracy of an MLP classifier
 //! (ReLU, two hidden layers of 10·d units, Adam at 1e-3, batches of 200,
 //! stopped once the training loss improves by less than 1e-4 for 10
-//! epochs) over 5 shuffled folds. 0.5 means the samples cannot be told
+//! epochs, or after 200 epochs — sklearn's default cap; sbibm raises it)
+//! over 5 shuffled folds, trained in parallel. 0.5 means the samples cannot be told
 //! apart; 1.0 means they are disjoint.
 //!
 //! The classifier trains through the fused MLP step of
@@ -25,7 +26,7 @@ pub struct Spec {
 
 impl Default for Spec {
     fn default() -> Self {
-        Spec { folds: 5, max_epochs: 500, seed: 1 }
+        Spec { folds: 5, max_epochs: 200, seed: 1 }
     }
 }
 
@@ -60,15 +61,24 @@ pub fn c2st(x: &DMatrix<f64>, y: &DMatrix<f64>, spec: Spec) -> Result<f64> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut rng);
-    let mut accuracies = Vec::with_capacity(spec.folds);
-    for fold in 0..spec.folds {
-        let (lo, hi) = (fold * n / spec.folds, (fold + 1) * n / spec.folds);
+    // Folds are independent: train them on all cores (each with its own
+    // seeded stream, so the result does not depend on the thread count).
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(spec.folds);
+    let fold = |k: usize| {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed.wrapping_mul(0x9E37_79B9).wrapping_add(k as u64 + 1));
+        let (lo, hi) = (k * n / spec.folds, (k + 1) * n / spec.folds);
         let test: Vec<usize> = order[lo..hi].to_vec();
         let train: Vec<usize> = order[..lo].iter().chain(&order[hi..]).copied().collect();
         let mut clf = classifier(d, &mut rng);
         fit(&mut clf, &data, &labels, d, train, spec.max_epochs, &mut rng);
-        accuracies.push(accuracy(&mut clf, &data, &labels, d, &test));
-    }
+        accuracy(&mut clf, &data, &labels, d, &test)
+    };
+    let accuracies: Vec<f64> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads).map(|t| scope.spawn(move || (t..spec.folds).step_by(threads).map(|k| (k, fold(k))).collect::<Vec<_>>())).collect();
+        let mut all: Vec<(usize, f64)> = workers.into_iter().flat_map(|w| w.join().expect("a C2ST fold panicked")).collect();
+        all.sort_by_key(|(k, _)| *k);
+        all.into_iter().map(|(_, a)| a).collect()
+    });
     Ok(accuracies.iter().sum::<f64>() / accuracies.len() as f64)
 }
 

@@ -11,6 +11,7 @@
 pub mod c2st;
 pub mod esmda;
 pub mod mcmc;
+pub mod mdn;
 pub mod prior;
 pub mod run;
 

@@ -21,7 +21,7 @@ pub struct PriorSpec {
     pub bounds: Option<[f64; 2]>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Marginal {
     Uniform { low: f64, high: f64 },
     Normal { mean: f64, sd: f64, low: f64, high: f64 },
@@ -66,6 +66,9 @@ impl Marginal {
 pub struct Prior {
     pub names: Vec<String>,
     pub marginals: Vec<Marginal>,
+    /// The entries it was built from, in parameter order (what artifacts
+    /// store: JSON has no infinities).
+    pub specs: Vec<PriorSpec>,
 }
 
 impl Prior {
@@ -81,10 +84,12 @@ impl Prior {
             }
         }
         let mut marginals = Vec::new();
+        let mut ordered = Vec::new();
         for name in names {
             let Some(s) = specs.iter().find(|s| &s.name == name) else {
                 bail!("the simulator's parameter `{name}` has no [[prior]] entry; add one with `uniform = [low, high]` or `normal = [mean, sd]`");
             };
+            ordered.push(s.clone());
             let field = format!("[[prior]] `{name}`");
             marginals.push(match (s.uniform, s.normal) {
                 (Some([low, high]), None) => {
@@ -113,7 +118,7 @@ impl Prior {
                 _ => bail!("{field}: give exactly one of `uniform = [low, high]` or `normal = [mean, sd]`"),
             });
         }
-        Ok(Prior { names: names.to_vec(), marginals })
+        Ok(Prior { names: names.to_vec(), marginals, specs: ordered })
     }
 
     pub fn dim(&self) -> usize {

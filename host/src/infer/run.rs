@@ -259,7 +259,7 @@ pub fn write(dir: &Path, run: &StaticRun, set: &LoadedStatic) -> Result<StaticFi
     attrs.push(("simulator", ids[0].clone()));
     attrs.push(("observation_operator", ids[1].clone()));
     attrs.push(("parameters", run.prior.names.join(" ")));
-    attrs.push(("prior", serde_json::to_string(&run.prior.marginals)?));
+    attrs.push(("prior", serde_json::to_string(&run.prior.specs)?));
     let obs_bytes = nc_bytes(
         &[("parameter", d), ("obs", run.y.len())],
         &[
