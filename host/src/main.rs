@@ -275,7 +275,20 @@ fn cmd_run_static(args: RunArgs) -> Result<()> {
     }
     let runtime = args.sandbox.runtime(set.set.limits)?;
     let mut registry = if args.no_registry { None } else { Some(Registry::open(&args.registry.clone().unwrap_or_else(default_dir))?) };
-    let result = infer::run(&set, &runtime, registry.as_ref())?;
+    let mut progress = progress_factory(args.quiet || args.json);
+    let result = {
+        let mut bar = set.set.step5.as_ref().map(|s| progress("step 5: training the posterior", s.network.max_epochs));
+        let mut on_epoch = |epoch: usize, _train: f64, _val: f64| {
+            if let Some(b) = bar.as_mut() {
+                b.tick(epoch);
+            }
+        };
+        let result = infer::run(&set, &runtime, registry.as_mut(), &mut on_epoch)?;
+        if let Some(b) = bar.as_mut() {
+            b.finish();
+        }
+        result
+    };
     let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("out").join(&set.name));
     let files = infer::write(&out_dir, &result, &set)?;
     if let Some(registry) = registry.as_mut() {
@@ -308,7 +321,18 @@ fn cmd_run_static(args: RunArgs) -> Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "truth": result.truth, "parameters": result.prior.names, "methods": rows }))?);
+        let step5 = result.step5.as_ref().map(|s5| {
+            serde_json::json!({
+                "predictor": s5.record,
+                "sample_ms": s5.sample_ms,
+                "samples": s5.samples.ncols(),
+                "c2st_vs_mcmc": s5.c2st_vs_mcmc,
+                "mcmc_seconds": s5.mcmc_seconds,
+                "held_out_c2st": s5.held_out_c2st,
+                "calibration": s5.calibration,
+            })
+        });
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "truth": result.truth, "parameters": result.prior.names, "methods": rows, "step5": step5 }))?);
     } else {
         print!("{}", infer::table(&result));
         println!("wrote {} files to {}", files.posteriors.len() + 1, out_dir.display());

@@ -322,6 +322,29 @@ impl Mdn {
         Ok(out)
     }
 
+    /// log q(θ | x) up to the standardisation's constant Jacobian (enough
+    /// to rank θs under one x), for every column of `thetas`.
+    pub fn log_prob(&self, x: &[f64], thetas: &DMatrix<f64>) -> Result<Vec<f64>> {
+        let d = &self.desc;
+        if x.len() != d.data_size || thetas.nrows() != d.parameters.len() {
+            bail!("log_prob: data of size {} and parameters of size {}; expected {} and {}", x.len(), thetas.nrows(), d.data_size, d.parameters.len());
+        }
+        let n = thetas.ncols();
+        let xs: Vec<f32> = (0..n).flat_map(|_| x.iter().zip(&d.x_mean).zip(&d.x_std).map(|((v, m), s)| ((v - m) / s) as f32)).collect();
+        let xs = Tensor::from_vec(xs, (n, x.len()), &Device::Cpu)?;
+        let cols: Vec<usize> = (0..n).collect();
+        let th = standardised(thetas, &cols, &d.theta_mean, &d.theta_std)?;
+        let dim = d.parameters.len();
+        let (log_pi, mu, u, log_det) = self.mixture(&xs)?;
+        let k = d.components;
+        let diff = th.unsqueeze(1)?.broadcast_sub(&mu)?.reshape((n * k, dim, 1))?;
+        let z = u.reshape((n * k, dim, dim))?.matmul(&diff)?.reshape((n, k, dim))?;
+        let total = ((log_pi + log_det)? - (z.sqr()?.sum(D::Minus1)? * 0.5)?)?;
+        let max = total.max_keepdim(1)?;
+        let lse = (total.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + max)?;
+        Ok(lse.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+    }
+
     /// Weights and description as one safetensors file.
     pub fn to_safetensors(&self, training: &serde_json::Value) -> Result<Vec<u8>> {
         let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = self

@@ -8,7 +8,9 @@
 //! [`Simulator`] and [`ObsOperator`] traits, so a wasm simulator and a
 //! native one are interchangeable.
 
+pub mod amortize;
 pub mod c2st;
+pub mod calibration;
 pub mod esmda;
 pub mod mcmc;
 pub mod mdn;

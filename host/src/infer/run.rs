@@ -32,6 +32,8 @@ pub struct StaticSet {
     pub limits: Limits,
     #[serde(rename = "method", default)]
     pub methods: Vec<StaticMethod>,
+    /// Step 5: an amortized posterior trained on simulated pairs.
+    pub step5: Option<super::amortize::Step5Spec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +108,9 @@ impl StaticSet {
             m.validate(i + 1).map_err(|e| fail(format!("{e:#}")))?;
         }
         set.limits.validate().map_err(|e| fail(format!("{e:#}")))?;
+        if let Some(step5) = &set.step5 {
+            step5.validate().map_err(|e| fail(format!("{e:#}")))?;
+        }
         let dir = path.parent().unwrap_or(Path::new("."));
         let simulator = set.simulator.source("simulator", dir).map_err(|e| fail(format!("{e:#}")))?;
         let obs = set.observations.source("observations", dir).map_err(|e| fail(format!("{e:#}")))?;
@@ -132,15 +137,32 @@ pub struct StaticRun {
     pub r: Vec<f64>,
     pub posteriors: Vec<Posterior>,
     pub components: Vec<(crate::sandbox::LoadedComponent, &'static str, serde_json::Value, String)>,
+    pub step5: Option<Step5Result>,
+}
+
+/// Step 5's predictor and how it compares with the oracle.
+pub struct Step5Result {
+    pub record: super::amortize::PredictorRecord,
+    pub weights: Vec<u8>,
+    /// Draws for the run's observation and the time they took.
+    pub samples: DMatrix<f64>,
+    pub sample_ms: f64,
+    /// C2ST against the MCMC samples of the same observation, and the
+    /// MCMC's time (when the set has an MCMC method).
+    pub c2st_vs_mcmc: Option<f64>,
+    pub mcmc_seconds: Option<f64>,
+    /// Held-out observations with their own MCMC: mean C2ST.
+    pub held_out_c2st: Vec<f64>,
+    pub calibration: super::calibration::Calibration,
 }
 
 /// Run the synthetic observation and every method.
-pub fn run(set: &LoadedStatic, runtime: &Runtime, registry: Option<&Registry>) -> Result<StaticRun> {
-    let sim_component = load_plugin(runtime, registry, "simulator", &set.simulator, World::StaticModel).context("loading the simulator")?;
+pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Registry>, progress: &mut dyn FnMut(usize, f64, f64)) -> Result<StaticRun> {
+    let sim_component = load_plugin(runtime, registry.as_deref(), "simulator", &set.simulator, World::StaticModel).context("loading the simulator")?;
     let sim_config = config_json(&set.set.simulator.config);
     let mut simulator = WasmSimulator::new(runtime, &sim_component, &sim_config)?;
     let info = simulator.info().clone();
-    let obs_component = load_plugin(runtime, registry, "observations", &set.obs, World::ObsOperator).context("loading the observation operator")?;
+    let obs_component = load_plugin(runtime, registry.as_deref(), "observations", &set.obs, World::ObsOperator).context("loading the observation operator")?;
     let mut obs_table = set.set.observations.config.clone();
     obs_table.entry("state_size").or_insert(toml::Value::Integer(info.output_size as i64));
     let obs_config = config_json(&obs_table);
@@ -185,11 +207,55 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, registry: Option<&Registry>) -
         };
         posteriors.push(Posterior { method: method.clone(), samples, seconds: start.elapsed().as_secs_f64(), simulations: problem.simulations, diagnostics });
     }
+    drop(problem);
     let components = vec![
         (sim_component, "static-model", serde_json::from_str(&sim_config)?, serde_json::to_string(&info)?),
         (obs_component, "obs-operator", serde_json::from_str(&obs_config)?, serde_json::to_string(obs.info())?),
     ];
-    Ok(StaticRun { prior, truth, y: y.as_slice().to_vec(), r, posteriors, components })
+    let step5 = match &set.set.step5 {
+        None => None,
+        Some(spec) => {
+            let mut plugin_ids = Vec::new();
+            for (component, world, config, info) in &components {
+                plugin_ids.push(match registry.as_deref_mut() {
+                    Some(reg) => register_component(reg, component, world, &serde_json::from_str::<serde_json::Value>(info)?, config)?,
+                    None => format!("blake3:{}", component.hash.to_hex()),
+                });
+            }
+            let (mdn, record, weights) = super::amortize::train(spec, &prior, &mut simulator, &mut obs, &plugin_ids, registry, progress)?;
+            let mcmc = posteriors.iter().find(|p| matches!(p.method, StaticMethod::Mcmc { .. }));
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5757);
+            let n = mcmc.map_or(10_000, |p| p.samples.ncols().min(10_000));
+            let start = Instant::now();
+            let samples = mdn.sample(y.as_slice(), n, &mut rng)?;
+            let sample_ms = start.elapsed().as_secs_f64() * 1e3;
+            let reference = |m: &DMatrix<f64>, rng: &mut rand_chacha::ChaCha8Rng| {
+                let cols = rand::seq::index::sample(rng, m.ncols(), n.min(m.ncols())).into_vec();
+                m.select_columns(&cols)
+            };
+            let c2st_vs_mcmc = match mcmc {
+                Some(p) => Some(super::c2st::c2st(&reference(&p.samples, &mut rng), &samples, Default::default())?),
+                None => None,
+            };
+            // Held-out observations, each with its own MCMC reference.
+            let mut held_out_c2st = Vec::new();
+            if let (Some(StaticMethod::Mcmc { walkers, steps, burn_in }), true) = (mcmc.map(|p| &p.method), spec.check_observations > 0) {
+                for k in 0..spec.check_observations {
+                    let mut rng_k = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(1000 + k as u64));
+                    let (_, y_k) = synthesize((&mut simulator, &mut obs), &prior, None, seed, &mut rng_k)?;
+                    let mut problem = Problem { prior: prior.clone(), simulator: &mut simulator, obs: &mut obs, y: y_k.clone(), r: r.clone().into(), seed, simulations: 0 };
+                    let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers: *walkers, steps: *steps, burn_in: *burn_in, a: 2.0 }, &mut rng_k)?;
+                    let q = mdn.sample(y_k.as_slice(), n, &mut rng_k)?;
+                    held_out_c2st.push(super::c2st::c2st(&reference(&chains.samples, &mut rng_k), &q, Default::default())?);
+                }
+            }
+            // Calibration on fresh prior-predictive pairs.
+            let (thetas, xs) = super::amortize::simulate_pairs(&prior, &mut simulator, &mut obs, 200, spec.seed.wrapping_add(1))?;
+            let calibration = super::calibration::calibrate(&mdn, &thetas, &xs, 1000, &mut rng)?;
+            Some(Step5Result { record, weights, samples, sample_ms, c2st_vs_mcmc, mcmc_seconds: mcmc.map(|p| p.seconds), held_out_c2st, calibration })
+        }
+    };
+    Ok(StaticRun { prior, truth, y: y.as_slice().to_vec(), r, posteriors, components, step5 })
 }
 
 /// Mean and standard deviation of each row.
@@ -225,6 +291,13 @@ pub fn table(run: &StaticRun) -> String {
         }
         let _ = writeln!(s, "  {:>9.2}  {:>11}", p.seconds, p.simulations);
     }
+    if let Some(s5) = &run.step5 {
+        let _ = write!(s, "{:<30}", format!("step 5: {}", s5.record.name));
+        for (mean, sd) in moments(&s5.samples) {
+            let _ = write!(s, "  {:>20}", format!("{mean:.4} ± {sd:.4}"));
+        }
+        let _ = writeln!(s, "  {:>9.3}  {:>11}", s5.sample_ms / 1e3, 0);
+    }
     for p in &run.posteriors {
         if let Some(d) = &p.diagnostics {
             let fmt = |v: &[f64], digits: usize| v.iter().map(|x| format!("{x:.digits$}")).collect::<Vec<_>>().join(", ");
@@ -238,6 +311,42 @@ pub fn table(run: &StaticRun) -> String {
                 d.acceptance
             );
         }
+    }
+    if let Some(s5) = &run.step5 {
+        let t = &s5.record.training;
+        let _ = writeln!(
+            s,
+            "step 5: predictor {} ({}) trained on {} simulations ({}) in {:.1} s, {} epochs (best {})",
+            s5.record.name,
+            &s5.record.id[..19.min(s5.record.id.len())],
+            s5.record.simulations,
+            if s5.record.dataset_cache_hit { "cached pairs" } else { "simulated" },
+            t.seconds,
+            t.epochs,
+            t.best_epoch
+        );
+        if let (Some(c), Some(mcmc_s)) = (s5.c2st_vs_mcmc, s5.mcmc_seconds) {
+            let _ = writeln!(
+                s,
+                "step 5 vs MCMC on this observation: C2ST {c:.3}; {} draws in {:.1} ms against MCMC's {mcmc_s:.1} s ({:.0}× faster)",
+                s5.samples.ncols(),
+                s5.sample_ms,
+                mcmc_s * 1e3 / s5.sample_ms
+            );
+        }
+        if !s5.held_out_c2st.is_empty() {
+            let mean = s5.held_out_c2st.iter().sum::<f64>() / s5.held_out_c2st.len() as f64;
+            let _ = writeln!(s, "step 5 vs MCMC on {} held-out observations: mean C2ST {mean:.3} [{}]", s5.held_out_c2st.len(), s5.held_out_c2st.iter().map(|c| format!("{c:.3}")).collect::<Vec<_>>().join(" "));
+        }
+        let c = &s5.calibration;
+        let _ = writeln!(
+            s,
+            "step 5 calibration on {} prior-predictive pairs: max |coverage − level| {:.3}; SBC KS [{}]; posterior-mean RMSE / prior sd [{}]",
+            c.pairs,
+            c.max_coverage_error,
+            c.sbc_ks.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>().join(", "),
+            c.mean_error.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>().join(", ")
+        );
     }
     s
 }
@@ -289,6 +398,10 @@ pub fn write(dir: &Path, run: &StaticRun, set: &LoadedStatic) -> Result<StaticFi
         let path = dir.join(format!("{}.nc", crate::output::file_stem(&p.method.label())));
         std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
         posteriors.push((path, bytes));
+    }
+    if let Some(s5) = &run.step5 {
+        let path = dir.join(format!("{}.safetensors", crate::output::file_stem(&s5.record.name)));
+        std::fs::write(&path, &s5.weights).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(StaticFiles { observation, posteriors })
 }

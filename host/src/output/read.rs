@@ -139,3 +139,20 @@ impl AnalysisFile {
         Ok(AnalysisFile { times, analysis_mean, truth: r.attr("truth")?, method: r.attr("method")?, members })
     }
 }
+
+/// `observation.nc` of a static run: the true parameters and y.
+pub struct ObservationFile {
+    pub truth: Vec<f64>,
+    pub y: Vec<f64>,
+}
+
+impl ObservationFile {
+    pub fn parse(label: &str, bytes: Vec<u8>) -> Result<ObservationFile> {
+        let mut r = Reader::open(label, bytes)?;
+        if !r.has_var("y") {
+            bail!("{label}: no variable `y`; expected an observation.nc written by `geohost run` on a static plugin-set");
+        }
+        let (d, p) = (r.dim("parameter")?, r.dim("obs")?);
+        Ok(ObservationFile { truth: r.var("truth", d)?, y: r.var("y", p)? })
+    }
+}
