@@ -271,3 +271,95 @@ fn c2st_matches_the_bayes_accuracy_of_shifted_gaussians() {
     let err = c2st(&a, &normal(3, 100, 0.0), Spec::default()).unwrap_err();
     assert!(err.to_string().contains("dimensions"), "{err}");
 }
+
+/// The step-5 estimator on a small linear-Gaussian task with a closed-form
+/// posterior (θ ~ N(0, 0.1·I), x ~ N(θ, 0.1·I) ⇒ θ | x ~ N(x/2, 0.05·I)):
+/// C2ST against exact samples, and a save/load round trip.
+#[test]
+fn the_mixture_density_posterior_learns_a_linear_gaussian_posterior() {
+    use geohost::infer::c2st::{c2st, Spec};
+    use geohost::infer::mdn::{Mdn, MdnSpec};
+    let d = 3;
+    let sd = 0.1f64.sqrt();
+    let names: Vec<String> = (0..d).map(|i| format!("theta{i}")).collect();
+    let specs: Vec<PriorSpec> = names.iter().map(|n| PriorSpec { name: n.clone(), uniform: None, normal: Some([0.0, sd]), bounds: None }).collect();
+    let prior = Prior::new(&specs, &names).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let mut normal = |r: usize, c: usize, s: f64| DMatrix::from_fn(r, c, |_, _| s * rng.sample::<f64, _>(rand_distr::StandardNormal));
+    let thetas = normal(d, 4000, sd);
+    let xs = &thetas + normal(d, 4000, sd);
+    let spec = MdnSpec { components: 2, seed: 3, ..MdnSpec::default() };
+    let (mdn, training) = Mdn::train(&prior, &thetas, &xs, &spec, &mut |_, _, _| {}).unwrap();
+    assert!(training.best_val_nll.is_finite() && training.epochs >= training.best_epoch);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for x in [[0.1, -0.3, 0.2], [0.5, 0.4, -0.6]] {
+        let q = mdn.sample(&x, 2000, &mut rng).unwrap();
+        let exact = DMatrix::from_fn(d, 2000, |i, _| x[i] / 2.0 + 0.05f64.sqrt() * rng.sample::<f64, _>(rand_distr::StandardNormal));
+        let score = c2st(&exact, &q, Spec::default()).unwrap();
+        assert!(score < 0.6, "C2ST {score} for x = {x:?}");
+        // The exact posterior mean is more probable under q than a point 3 sd away.
+        let lp = mdn.log_prob(&x, &DMatrix::from_fn(d, 2, |i, j| x[i] / 2.0 + j as f64 * 3.0 * 0.05f64.sqrt())).unwrap();
+        assert!(lp[0] > lp[1] + 2.0, "{lp:?}");
+    }
+    let bytes = mdn.to_safetensors(&serde_json::json!({})).unwrap();
+    let (back, _) = Mdn::from_safetensors("round trip", &bytes).unwrap();
+    let (a, b) = (mdn.sample(&[0.0; 3], 50, &mut ChaCha8Rng::seed_from_u64(1)).unwrap(), back.sample(&[0.0; 3], 50, &mut ChaCha8Rng::seed_from_u64(1)).unwrap());
+    assert_eq!(a, b, "a loaded posterior draws the same samples");
+    assert!(mdn.sample(&[0.0; 2], 5, &mut rng).unwrap_err().to_string().contains("trained on data of size 3"));
+    assert!(Mdn::from_safetensors("junk", b"not safetensors").err().unwrap().to_string().contains("junk is not a safetensors file"));
+}
+
+#[test]
+fn step5_trains_registers_and_samples_an_amortized_posterior() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("plume.toml");
+    let text = PLUME.replace("{sim}", plugin("gaussian-plume").to_str().unwrap()).replace("{obs}", plugin("column-obs").to_str().unwrap())
+        + "\n[step5]\nname = \"plume-posterior\"\nsimulations = 3000\nseed = 2\nnetwork = { components = 2, max_epochs = 40, seed = 2 }\n";
+    std::fs::write(&set, &text).unwrap();
+    let out = geohost(dir.path()).args(["run", "--json"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let s5 = &json["step5"];
+    assert_eq!(s5["predictor"]["dataset_cache_hit"], false);
+    let c2st = s5["c2st_vs_mcmc"].as_f64().unwrap();
+    assert!((0.4..=1.0).contains(&c2st), "{c2st}");
+    assert!(s5["sample_ms"].as_f64().unwrap() > 0.0 && s5["mcmc_seconds"].as_f64().unwrap() > 0.0);
+    let cal = &s5["calibration"];
+    assert_eq!(cal["coverage"].as_array().unwrap().len(), 19);
+    assert_eq!(cal["sbc_ks"].as_array().unwrap().len(), 4);
+    let weights = dir.path().join("out/plume-posterior.safetensors");
+    assert!(weights.exists());
+
+    let run = |args: &[&str]| {
+        let out = geohost(dir.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "geohost {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let listed: Value = serde_json::from_str(&run(&["registry", "list", "--role", "predictor", "--json"])).unwrap();
+    let predictor = listed[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(listed[0]["step"], 5);
+    let lineage = run(&["registry", "lineage", &predictor]);
+    assert!(lineage.contains("--trained_on-->") && lineage.contains("plume-posterior-pairs") && lineage.contains("gaussian-plume"), "{lineage}");
+
+    // Training again from the same inputs loads the pairs by request key.
+    let again: Value = serde_json::from_str(&run(&["train", "posterior", "--json", set.to_str().unwrap(), "--out", dir.path().join("p.safetensors").to_str().unwrap()])).unwrap();
+    assert_eq!(again["dataset_cache_hit"], true);
+    assert_eq!(again["dataset"], s5["predictor"]["dataset"]);
+
+    // Sampling: from the file and from the registry, for the run's observation.
+    let obs = dir.path().join("out/observation.nc");
+    let csv = run(&["posterior", "sample", weights.to_str().unwrap(), "--obs", obs.to_str().unwrap(), "-n", "25"]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "x0,y0,q,wind_dir");
+    assert_eq!(lines.len(), 26);
+    assert!(lines[1..].iter().all(|l| l.split(',').map(|v| v.parse::<f64>().unwrap()).count() == 4));
+    let from_registry = run(&["posterior", "sample", &predictor[..20], "--obs", obs.to_str().unwrap(), "-n", "25"]);
+    assert_eq!(from_registry, csv, "the registered predictor is the written one");
+
+    let bad_obs = dir.path().join("short.txt");
+    std::fs::write(&bad_obs, "1 2 3").unwrap();
+    let out = geohost(dir.path()).args(["posterior", "sample", weights.to_str().unwrap(), "--obs", bad_obs.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("the observation has 3 values, but the posterior was trained on data of size 256"), "{}", stderr(&out));
+    let out = geohost(dir.path()).args(["posterior", "sample", obs.to_str().unwrap(), "--obs", obs.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("is not a safetensors file"), "{}", stderr(&out));
+}

@@ -30,8 +30,10 @@ enum Command {
     Registry(registry_cmd::RegistryArgs),
     /// Benchmark contracts: pre-register, score candidates into reports, diff reports, score a cycle.
     Bench(bench_cmd::BenchArgs),
-    /// Step 3: train a neural emulator of a plugin-set's forward model (its [step3] section).
+    /// Train a step-3 emulator ([step3]) or a step-5 posterior ([step5] of a static set).
     Train(TrainArgs),
+    /// Step 5: draw from a trained amortized posterior.
+    Posterior(PosteriorArgs),
 }
 
 #[derive(Args)]
@@ -121,6 +123,53 @@ enum TrainWhat {
         no_registry: bool,
         #[command(flatten)]
         sandbox: SandboxArgs,
+    },
+    /// Step 5: simulate training pairs from a static plugin-set's prior (or load them by request key) and train its [step5] posterior.
+    Posterior {
+        /// The static plugin-set file (TOML) with a [step5] section.
+        plugin_set: PathBuf,
+        /// Where to write the predictor [default: out/<name>/<step5 name>.safetensors].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long)]
+        registry: Option<PathBuf>,
+        #[arg(long, conflicts_with = "registry")]
+        no_registry: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+}
+
+/// `geohost posterior`: use a trained step-5 predictor.
+#[derive(Args)]
+struct PosteriorArgs {
+    #[command(subcommand)]
+    what: PosteriorWhat,
+}
+
+#[derive(Subcommand)]
+enum PosteriorWhat {
+    /// Draw posterior samples for an observation, printed as CSV (one column per parameter) or written as NetCDF.
+    Sample {
+        /// The predictor: a .safetensors file, or a registry reference (id, prefix or name) with role predictor.
+        predictor: String,
+        /// The observation: an observation.nc from `geohost run` on a static set, or a text file of numbers.
+        #[arg(long)]
+        obs: PathBuf,
+        /// Number of samples.
+        #[arg(short = 'n', long, default_value_t = 1000)]
+        samples: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write samples(sample, parameter) as NetCDF instead of CSV to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        registry: Option<PathBuf>,
     },
 }
 
@@ -381,8 +430,90 @@ fn cmd_run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_train_posterior(plugin_set: PathBuf, out: Option<PathBuf>, json: bool, quiet: bool, registry: Option<PathBuf>, no_registry: bool, sandbox: SandboxArgs) -> Result<()> {
+    use geohost::infer::run as infer;
+    let set = infer::StaticSet::load(&plugin_set)?;
+    let spec = set.set.step5.as_ref().with_context(|| format!("{} has no [step5] section", plugin_set.display()))?;
+    let runtime = sandbox.runtime(set.set.limits)?;
+    let mut registry = if no_registry { None } else { Some(Registry::open(&registry.unwrap_or_else(default_dir))?) };
+    let mut progress = progress_factory(quiet || json);
+    let mut bar = progress("step 5: training the posterior", spec.network.max_epochs);
+    let (record, weights) = infer::train_posterior(&set, &runtime, registry.as_mut(), &mut |epoch, _, _| bar.tick(epoch))?;
+    bar.finish();
+    let path = out.unwrap_or_else(|| PathBuf::from("out").join(&set.name).join(format!("{}.safetensors", output::file_stem(&record.name))));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&path, &weights).with_context(|| format!("writing {}", path.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else {
+        let t = &record.training;
+        println!("predictor {} ({}) -> {}", record.name, record.id, path.display());
+        println!(
+            "  {} pairs ({}), {} epochs (best {}), validation NLL {:.3}, {:.1} s",
+            record.simulations,
+            if record.dataset_cache_hit { "cached" } else { "simulated" },
+            t.epochs,
+            t.best_epoch,
+            t.best_val_nll,
+            t.seconds
+        );
+    }
+    Ok(())
+}
+
+fn cmd_posterior(args: PosteriorArgs) -> Result<()> {
+    use geohost::infer::mdn::Mdn;
+    use rand::SeedableRng;
+    let PosteriorWhat::Sample { predictor, obs, samples, seed, out, registry } = args.what;
+    let (label, bytes) = if std::path::Path::new(&predictor).is_file() {
+        (predictor.clone(), std::fs::read(&predictor).with_context(|| format!("cannot read {predictor}"))?)
+    } else {
+        let reg = Registry::open_existing(&registry.unwrap_or_else(default_dir))
+            .with_context(|| format!("`{predictor}` is not a file, and the registry to look it up in could not be opened"))?;
+        let id = reg.resolve(&predictor)?;
+        let artifact = reg.get(&id)?;
+        if artifact.role.as_deref() != Some("predictor") {
+            anyhow::bail!("{id} ({}) is a {} without role `predictor`; name a step-5 posterior", artifact.name, artifact.kind);
+        }
+        (id.clone(), reg.read(&id)?)
+    };
+    let (mdn, _) = Mdn::from_safetensors(&label, &bytes)?;
+    let obs_bytes = std::fs::read(&obs).with_context(|| format!("cannot read observation file {}", obs.display()))?;
+    let y: Vec<f64> = if obs_bytes.starts_with(b"CDF") {
+        output::read::ObservationFile::parse(&obs.display().to_string(), obs_bytes)?.y
+    } else {
+        let text = String::from_utf8(obs_bytes).with_context(|| format!("{} is neither NetCDF nor text", obs.display()))?;
+        text.split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|t| !t.is_empty())
+            .map(|t| t.parse::<f64>().with_context(|| format!("{}: `{t}` is not a number", obs.display())))
+            .collect::<Result<_>>()?
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let start = std::time::Instant::now();
+    let draws = mdn.sample(&y, samples, &mut rng).with_context(|| format!("sampling the posterior for {}", obs.display()))?;
+    eprintln!("drew {samples} samples in {:.2} ms", start.elapsed().as_secs_f64() * 1e3);
+    match out {
+        Some(path) => {
+            let bytes = geohost::infer::amortize::samples_bytes(&mdn.desc.parameters, &draws, &label)?;
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => {
+            println!("{}", mdn.desc.parameters.join(","));
+            for col in draws.column_iter() {
+                println!("{}", col.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn cmd_train(args: TrainArgs) -> Result<()> {
-    let TrainWhat::Emulator { plugin_set, json, quiet, registry, no_registry, sandbox } = args.what;
+    let (plugin_set, json, quiet, registry, no_registry, sandbox) = match args.what {
+        TrainWhat::Emulator { plugin_set, json, quiet, registry, no_registry, sandbox } => (plugin_set, json, quiet, registry, no_registry, sandbox),
+        TrainWhat::Posterior { plugin_set, out, json, quiet, registry, no_registry, sandbox } => return cmd_train_posterior(plugin_set, out, json, quiet, registry, no_registry, sandbox),
+    };
     let set = PluginSet::load(&plugin_set)?;
     let runtime = sandbox.runtime(set.set.limits)?;
     let mut registry = if no_registry { None } else { Some(Registry::open(&registry.unwrap_or_else(default_dir))?) };
@@ -494,6 +625,7 @@ fn main() {
         Command::Registry(args) => registry_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Train(args) => cmd_train(args),
+        Command::Posterior(args) => cmd_posterior(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

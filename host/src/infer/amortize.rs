@@ -80,6 +80,18 @@ pub fn pairs_bytes(prior: &Prior, thetas: &DMatrix<f64>, xs: &DMatrix<f64>, attr
     )
 }
 
+/// Posterior samples as NetCDF `samples(sample, parameter)`.
+pub fn samples_bytes(names: &[String], samples: &DMatrix<f64>, predictor: &str) -> Result<Vec<u8>> {
+    let mut attrs = common_attrs();
+    attrs.push(("parameters", names.join(" ")));
+    attrs.push(("predictor", predictor.to_string()));
+    nc_bytes(
+        &[("sample", samples.ncols()), ("parameter", samples.nrows())],
+        &[Var { name: "samples", dims: &["sample", "parameter"], data: samples.as_slice(), units: "see parameters", long_name: "posterior samples" }],
+        &attrs,
+    )
+}
+
 /// Read training pairs back (`theta`, `x` as `dims × samples`).
 pub fn parse_pairs(label: &str, bytes: &[u8]) -> Result<(DMatrix<f64>, DMatrix<f64>)> {
     let mut r = netcdf3::FileReader::open_seek_read(label, Box::new(std::io::Cursor::new(bytes.to_vec()))).map_err(|e| anyhow::anyhow!("{label}: not NetCDF ({e:?})"))?;
@@ -154,7 +166,7 @@ pub fn train(
                     for p in plugin_ids {
                         reg.link(&id, p, "derived_from")?;
                     }
-                    reg.record_run(&key, &spec.name, std::slice::from_ref(&id))?;
+                    reg.record_run(&key, &plugin_ids[0], std::slice::from_ref(&id))?;
                     id
                 }
                 None => format!("blake3:{}", blake3::hash(&bytes).to_hex()),

@@ -156,17 +156,25 @@ pub struct Step5Result {
     pub calibration: super::calibration::Calibration,
 }
 
-/// Run the synthetic observation and every method.
-pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Registry>, progress: &mut dyn FnMut(usize, f64, f64)) -> Result<StaticRun> {
-    let sim_component = load_plugin(runtime, registry.as_deref(), "simulator", &set.simulator, World::StaticModel).context("loading the simulator")?;
+/// The loaded and configured plugins of a static set, and its prior.
+struct Setup {
+    simulator: WasmSimulator,
+    obs: WasmObs,
+    prior: Prior,
+    /// (component, world, config, description JSON), for registration.
+    components: Vec<(crate::sandbox::LoadedComponent, &'static str, serde_json::Value, String)>,
+}
+
+fn setup(set: &LoadedStatic, runtime: &Runtime, registry: Option<&Registry>) -> Result<Setup> {
+    let sim_component = load_plugin(runtime, registry, "simulator", &set.simulator, World::StaticModel).context("loading the simulator")?;
     let sim_config = config_json(&set.set.simulator.config);
-    let mut simulator = WasmSimulator::new(runtime, &sim_component, &sim_config)?;
+    let simulator = WasmSimulator::new(runtime, &sim_component, &sim_config)?;
     let info = simulator.info().clone();
-    let obs_component = load_plugin(runtime, registry.as_deref(), "observations", &set.obs, World::ObsOperator).context("loading the observation operator")?;
+    let obs_component = load_plugin(runtime, registry, "observations", &set.obs, World::ObsOperator).context("loading the observation operator")?;
     let mut obs_table = set.set.observations.config.clone();
     obs_table.entry("state_size").or_insert(toml::Value::Integer(info.output_size as i64));
     let obs_config = config_json(&obs_table);
-    let mut obs = WasmObs::new(runtime, &obs_component, &obs_config)?;
+    let obs = WasmObs::new(runtime, &obs_component, &obs_config)?;
     if obs.info().state_size != info.output_size {
         bail!(
             "the observation operator `{}` takes states of size {}, but the simulator `{}` outputs {} values",
@@ -186,6 +194,44 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
             bail!("experiment.truth {t:?} lies outside the prior's support");
         }
     }
+    let components = vec![
+        (sim_component, "static-model", serde_json::from_str(&sim_config)?, serde_json::to_string(&info)?),
+        (obs_component, "obs-operator", serde_json::from_str(&obs_config)?, serde_json::to_string(obs.info())?),
+    ];
+    Ok(Setup { simulator, obs, prior, components })
+}
+
+/// Registry ids of the components (registering them when a registry is given).
+fn plugin_ids(components: &[(crate::sandbox::LoadedComponent, &'static str, serde_json::Value, String)], registry: Option<&mut Registry>) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    match registry {
+        Some(reg) => {
+            for (component, world, config, info) in components {
+                ids.push(register_component(reg, component, world, &serde_json::from_str::<serde_json::Value>(info)?, config)?);
+            }
+        }
+        None => ids.extend(components.iter().map(|(c, ..)| format!("blake3:{}", c.hash.to_hex()))),
+    }
+    Ok(ids)
+}
+
+/// `geohost train posterior`: step 5 alone (no methods, no observation).
+pub fn train_posterior(
+    set: &LoadedStatic,
+    runtime: &Runtime,
+    mut registry: Option<&mut Registry>,
+    progress: &mut dyn FnMut(usize, f64, f64),
+) -> Result<(super::amortize::PredictorRecord, Vec<u8>)> {
+    let spec = set.set.step5.as_ref().with_context(|| format!("{} has no [step5] section to train a posterior from", set.path.display()))?;
+    let Setup { mut simulator, mut obs, prior, components } = setup(set, runtime, registry.as_deref())?;
+    let ids = plugin_ids(&components, registry.as_deref_mut())?;
+    let (_, record, weights) = super::amortize::train(spec, &prior, &mut simulator, &mut obs, &ids, registry, progress)?;
+    Ok((record, weights))
+}
+
+/// Run the synthetic observation and every method.
+pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Registry>, progress: &mut dyn FnMut(usize, f64, f64)) -> Result<StaticRun> {
+    let Setup { mut simulator, mut obs, prior, components } = setup(set, runtime, registry.as_deref())?;
     let seed = set.set.experiment.seed;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let (truth, y) = synthesize((&mut simulator, &mut obs), &prior, set.set.experiment.truth.clone(), seed, &mut rng)?;
@@ -208,20 +254,10 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
         posteriors.push(Posterior { method: method.clone(), samples, seconds: start.elapsed().as_secs_f64(), simulations: problem.simulations, diagnostics });
     }
     drop(problem);
-    let components = vec![
-        (sim_component, "static-model", serde_json::from_str(&sim_config)?, serde_json::to_string(&info)?),
-        (obs_component, "obs-operator", serde_json::from_str(&obs_config)?, serde_json::to_string(obs.info())?),
-    ];
     let step5 = match &set.set.step5 {
         None => None,
         Some(spec) => {
-            let mut plugin_ids = Vec::new();
-            for (component, world, config, info) in &components {
-                plugin_ids.push(match registry.as_deref_mut() {
-                    Some(reg) => register_component(reg, component, world, &serde_json::from_str::<serde_json::Value>(info)?, config)?,
-                    None => format!("blake3:{}", component.hash.to_hex()),
-                });
-            }
+            let plugin_ids = plugin_ids(&components, registry.as_deref_mut())?;
             let (mdn, record, weights) = super::amortize::train(spec, &prior, &mut simulator, &mut obs, &plugin_ids, registry, progress)?;
             let mcmc = posteriors.iter().find(|p| matches!(p.method, StaticMethod::Mcmc { .. }));
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5757);
