@@ -8,7 +8,10 @@
 # and -4 contracts), score the ETKF oracle (step 2), the emulator against
 # the model (step 3) and the ETKF through the emulator (step 4) into one
 # cycle report, score ETKF N=20 against the
-# step-2 contract and diff it with the oracle's report (out/reports/). Everything is recorded in the registry
+# step-2 contract and diff it with the oracle's report (out/reports/).
+# Last, the static plume problem (cycles/plume.toml): ES-MDA and MCMC over
+# the source parameters, then the step-5 amortized posterior checked
+# against MCMC (out/plume/). Everything is recorded in the registry
 # ($GEOHOST_REGISTRY, default ~/.local/share/geohost/registry).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,3 +28,5 @@ echo
 echo
 "$geohost" bench score contracts/lorenz96-step2.toml out/lorenz96/ETKF_N20_infl1.04.nc --out out/reports/lorenz96-step2-etkf20.json >/dev/null
 "$geohost" bench diff out/reports/lorenz96-step2-etkf20.json out/reports/lorenz96-cycle.json
+echo
+"$geohost" run cycles/plume.toml
