@@ -10,6 +10,9 @@
 //! network in [`super::net`] (same parameter layout, same loss, candle-nn's
 //! AdamW formula), which `tests/emulate.rs` checks step by step.
 //!
+//! The same step with a logistic head ([`MlpTrainer::step_logistic`]) trains
+//! the C2ST classifier of [`crate::infer::c2st`].
+//!
 //! Invariants: parameters are row-major `(fan_in, fan_out)` weights and
 //! `(1, fan_out)` biases, in the order of [`super::net::Net::params`];
 //! every buffer is sized at construction, so a step allocates nothing.
