@@ -345,6 +345,7 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
     let again: Value = serde_json::from_str(&run(&["train", "posterior", "--json", set.to_str().unwrap(), "--out", dir.path().join("p.safetensors").to_str().unwrap()])).unwrap();
     assert_eq!(again["dataset_cache_hit"], true);
     assert_eq!(again["dataset"], s5["predictor"]["dataset"]);
+    assert_eq!(again["id"], s5["predictor"]["id"], "the same pairs and seed give the same predictor bytes");
 
     // Sampling: from the file and from the registry, for the run's observation.
     let obs = dir.path().join("out/observation.nc");
@@ -362,4 +363,30 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
     assert!(!out.status.success() && stderr(&out).contains("the observation has 3 values, but the posterior was trained on data of size 256"), "{}", stderr(&out));
     let out = geohost(dir.path()).args(["posterior", "sample", obs.to_str().unwrap(), "--obs", obs.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success() && stderr(&out).contains("is not a safetensors file"), "{}", stderr(&out));
+}
+
+/// A plume seen through coarse (5 km) pixels has walkers that start in
+/// poor local modes and stay there under stretch moves (R-hat 2–3 without
+/// the burn-in restarts); the sampler must still converge.
+#[test]
+fn mcmc_walkers_stuck_in_poor_modes_are_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("coarse.toml");
+    let text = PLUME.replace("{sim}", plugin("gaussian-plume").to_str().unwrap()).replace("{obs}", plugin("column-obs").to_str().unwrap());
+    let text = text
+        .replace("config = { nx = 16, ny = 16, pixel = 250.0 }", "config = { nx = 16, ny = 16, pixel = 5000.0 }")
+        .replace("uniform = [250.0, 1750.0]", "uniform = [5000.0, 40000.0]")
+        .replace("uniform = [1000.0, 3000.0]", "uniform = [20000.0, 60000.0]")
+        .replace("uniform = [0.5, 10.0]", "uniform = [5.0, 60.0]")
+        .replace("truth = [900.0, 2100.0, 5.0, 265.0]", "truth = [20000.0, 41000.0, 25.0, 262.0]")
+        .replace("config = { noise = 10.0 }", "config = { noise = 12.0 }")
+        .replace("seed = 5", "seed = 3")
+        .replace("walkers = 16\nsteps = 800\nburn_in = 300", "walkers = 32\nsteps = 3000\nburn_in = 1000");
+    assert!(text.contains("pixel = 5000.0") && text.contains("steps = 3000") && text.contains("seed = 3"));
+    std::fs::write(&set, &text).unwrap();
+    let out = geohost(dir.path()).args(["run", "--json", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let r_hat: Vec<f64> = serde_json::from_value(json["methods"][1]["diagnostics"]["r_hat"].clone()).unwrap();
+    assert!(r_hat.iter().all(|r| *r < 1.1), "R-hat {r_hat:?}");
 }

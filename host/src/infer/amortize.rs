@@ -175,7 +175,11 @@ pub fn train(
         }
     };
     let (mdn, training) = Mdn::train(prior, &thetas, &xs, &spec.network, progress)?;
-    let bytes = mdn.to_safetensors(&serde_json::json!({ "dataset": dataset_id, "spec": spec, "training": training }))?;
+    // The stored record leaves out the wall-clock time, so identical
+    // inputs give identical bytes (and one registry id).
+    let mut stored = serde_json::to_value(&training)?;
+    stored.as_object_mut().map(|o| o.remove("seconds"));
+    let bytes = mdn.to_safetensors(&serde_json::json!({ "dataset": dataset_id, "spec": spec, "training": stored }))?;
     let id = match registry {
         Some(reg) => {
             let (id, _) = reg.add(

@@ -8,6 +8,10 @@
 //!
 //!   z ~ g(z) ∝ 1/√z on [1/a, a],   Y = X_j + z (X_k − X_j),
 //!   accept with probability min(1, z^{d−1} p(Y)/p(X_k)).
+//!
+//! Walkers start at the most probable of 20 × walkers prior draws; in the
+//! first half of the burn-in, walkers stuck far below the others restart
+//! from good ones.
 
 use super::Problem;
 use anyhow::{bail, Result};
@@ -96,6 +100,25 @@ pub fn run(problem: &mut Problem<'_>, spec: &Spec, rng: &mut impl Rng) -> Result
                     x.set_column(k, &proposal.column(col));
                     lp[k] = lp_new[col];
                     accepted += 1;
+                }
+            }
+        }
+        // Stuck walkers: in the first half of the burn-in, every 50 steps a
+        // walker whose log density is far (> 10 nats) below the median
+        // restarts from another walker above the median. The stretch move
+        // cannot pull a walker out of a far worse local mode, and the
+        // burn-in is discarded, so this changes no kept sample's law.
+        if step < spec.burn_in / 2 && step % 50 == 49 {
+            let mut sorted = lp.clone();
+            sorted.sort_by(|a, b| a.total_cmp(b));
+            let median = sorted[w / 2];
+            let good: Vec<usize> = (0..w).filter(|&k| lp[k] >= median).collect();
+            for k in 0..w {
+                if lp[k] < median - 10.0 {
+                    let j = good[rng.random_range(0..good.len())];
+                    let col = x.column(j).into_owned();
+                    x.set_column(k, &col);
+                    lp[k] = lp[j];
                 }
             }
         }
