@@ -349,17 +349,8 @@ fn cmd_run_static(args: RunArgs) -> Result<()> {
             .posteriors
             .iter()
             .map(|p| {
-                let stats: Vec<_> = p
-                    .samples
-                    .row_iter()
-                    .zip(&result.prior.names)
-                    .map(|(row, name)| {
-                        let n = row.len() as f64;
-                        let mean = row.sum() / n;
-                        let sd = (row.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
-                        serde_json::json!({ "name": name, "mean": mean, "sd": sd })
-                    })
-                    .collect();
+                let stats: Vec<_> =
+                    infer::moments(&p.samples).into_iter().zip(&result.prior.names).map(|((mean, sd), name)| serde_json::json!({ "name": name, "mean": mean, "sd": sd })).collect();
                 serde_json::json!({
                     "method": p.method.label(),
                     "parameters": stats,

@@ -153,12 +153,9 @@ fn samples_per_s(batch: usize, samples: usize, steps: usize, step: &mut dyn FnMu
 /// mlp) on `net`'s architecture and initial weights, batch `x` → `y`.
 /// Its GEMMs use MATMUL_NUM_THREADS threads (read once per process).
 fn fused_mlp_throughput(net: &crate::emulate::net::Net, x: &candle_core::Tensor, y: &candle_core::Tensor, steps: usize, samples: usize) -> Result<f64> {
-    use crate::emulate::{fused, net::Arch};
-    let Arch::Mlp { hidden } = &net.desc.arch else { anyhow::bail!("the fused step trains mlps only") };
-    let (batch, m) = x.dims2()?;
-    let sizes: Vec<usize> = std::iter::once(m).chain(hidden.iter().copied()).chain([m]).collect();
-    let params = net.params.iter().map(|(_, v)| v.as_tensor().flatten_all()?.to_vec1::<f32>()).collect::<candle_core::Result<_>>()?;
-    let mut trainer = fused::MlpTrainer::new(&sizes, params, net.desc.scaling, batch, fused::AdamW::new(1e-4, 0.01));
+    use crate::emulate::fused;
+    let batch = x.dims2()?.0;
+    let mut trainer = fused::MlpTrainer::from_net(net, batch, fused::AdamW::new(1e-4, 0.01))?;
     let (xv, yv) = (x.flatten_all()?.to_vec1::<f32>()?, y.flatten_all()?.to_vec1::<f32>()?);
     samples_per_s(batch, samples, steps, &mut || {
         trainer.step(&xv, &yv, batch, 1.0);

@@ -107,6 +107,16 @@ impl MlpTrainer {
         MlpTrainer { layers, scaling, z: vec![0.0; batch * sizes[0]], batch, opt, step_t: 0 }
     }
 
+    /// A trainer starting from an mlp [`super::net::Net`]'s current weights
+    /// (its parameters are in the layout [`MlpTrainer::new`] takes).
+    pub fn from_net(net: &super::net::Net, batch: usize, opt: AdamW) -> anyhow::Result<MlpTrainer> {
+        let super::net::Arch::Mlp { hidden } = &net.desc.arch else { anyhow::bail!("the fused step trains mlps only") };
+        let m = net.desc.state_size;
+        let sizes: Vec<usize> = std::iter::once(m).chain(hidden.iter().copied()).chain([m]).collect();
+        let params = net.params.iter().map(|(_, v)| v.as_tensor().flatten_all()?.to_vec1::<f32>()).collect::<candle_core::Result<_>>()?;
+        Ok(MlpTrainer::new(&sizes, params, net.desc.scaling, batch, opt))
+    }
+
     /// The current parameters, in the order [`MlpTrainer::new`] took them.
     pub fn params(&self) -> Vec<Vec<f32>> {
         self.layers.iter().flat_map(|l| [l.w.clone(), l.b.clone()]).collect()

@@ -221,38 +221,51 @@ impl Net {
     /// The weights and the description as one safetensors file (the
     /// description in its `__metadata__` under `geohost`).
     pub fn to_safetensors(&self, extra: &serde_json::Value) -> Result<Vec<u8>> {
-        let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = self
-            .params
-            .iter()
-            .map(|(name, var)| {
-                let data: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
-                Ok((name.clone(), data.iter().flat_map(|v| v.to_le_bytes()).collect(), var.dims().to_vec()))
-            })
-            .collect::<Result<_>>()?;
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-            .iter()
-            .map(|(name, bytes, shape)| Ok((name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)?)))
-            .collect::<Result<_>>()?;
-        let mut meta = std::collections::HashMap::new();
-        meta.insert("geohost".to_string(), serde_json::json!({ "description": self.desc, "training": extra }).to_string());
-        Ok(safetensors::serialize(views, Some(meta))?)
+        let named: Vec<(String, &Var)> = self.params.iter().map(|(n, v)| (n.clone(), v)).collect();
+        write_safetensors(&named, serde_json::json!({ "description": self.desc, "training": extra }))
     }
 
     /// Read a network back from safetensors bytes; `label` names them in
     /// errors.
     pub fn from_safetensors(label: &str, bytes: &[u8]) -> Result<(Net, serde_json::Value)> {
-        let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| anyhow::anyhow!("{label} is not a safetensors file: {e}"))?;
-        let meta =
-            header.metadata().as_ref().and_then(|m| m.get("geohost")).ok_or_else(|| {
-                anyhow::anyhow!("{label}: the safetensors metadata has no `geohost` entry (architecture description); not a geohost emulator")
-            })?;
-        let meta: serde_json::Value = serde_json::from_str(meta).map_err(|e| anyhow::anyhow!("{label}: unreadable `geohost` metadata: {e}"))?;
+        let meta = read_geohost_metadata(label, bytes, " (architecture description); not a geohost emulator")?;
         let desc: Description =
             serde_json::from_value(meta["description"].clone()).map_err(|e| anyhow::anyhow!("{label}: unreadable architecture description: {e}"))?;
         let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
         let net = Net::from_tensors(desc, tensors.into_iter().collect()).map_err(|e| anyhow::anyhow!("{label}: {e:#}"))?;
         Ok((net, meta["training"].clone()))
     }
+}
+
+/// Named f32 variables as one safetensors file, with `meta` in its
+/// `__metadata__` under `geohost` (how every geohost network is stored).
+pub fn write_safetensors(named: &[(String, &Var)], meta: serde_json::Value) -> Result<Vec<u8>> {
+    let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = named
+        .iter()
+        .map(|(name, var)| {
+            let data: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
+            Ok((name.clone(), data.iter().flat_map(|v| v.to_le_bytes()).collect(), var.dims().to_vec()))
+        })
+        .collect::<Result<_>>()?;
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, bytes, shape)| Ok((name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)?)))
+        .collect::<Result<_>>()?;
+    let mut map = std::collections::HashMap::new();
+    map.insert("geohost".to_string(), meta.to_string());
+    Ok(safetensors::serialize(views, Some(map))?)
+}
+
+/// The `geohost` metadata of safetensors bytes; `label` names them in
+/// errors and `missing` ends the message when the entry is absent.
+pub fn read_geohost_metadata(label: &str, bytes: &[u8], missing: &str) -> Result<serde_json::Value> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| anyhow::anyhow!("{label} is not a safetensors file: {e}"))?;
+    let meta = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("geohost"))
+        .ok_or_else(|| anyhow::anyhow!("{label}: the safetensors metadata has no `geohost` entry{missing}"))?;
+    serde_json::from_str(meta).map_err(|e| anyhow::anyhow!("{label}: unreadable `geohost` metadata: {e}"))
 }
 
 /// `&mut dyn RngCore` as an `Rng` for `random_range`.

@@ -119,13 +119,10 @@ enum Stepper {
 
 impl Stepper {
     fn new(net: &Net, spec: &TrainSpec) -> Result<Stepper> {
-        let Arch::Mlp { hidden } = &net.desc.arch else {
+        let Arch::Mlp { .. } = &net.desc.arch else {
             return Ok(Stepper::Candle(AdamW::new(net.vars(), ParamsAdamW { lr: spec.lr, weight_decay: spec.weight_decay, ..Default::default() })?));
         };
-        let m = net.desc.state_size;
-        let sizes: Vec<usize> = std::iter::once(m).chain(hidden.iter().copied()).chain([m]).collect();
-        let params = net.params.iter().map(|(_, v)| v.as_tensor().flatten_all()?.to_vec1::<f32>()).collect::<candle_core::Result<_>>()?;
-        Ok(Stepper::Fused(MlpTrainer::new(&sizes, params, net.desc.scaling, spec.batch, fused::AdamW::new(spec.lr, spec.weight_decay))))
+        Ok(Stepper::Fused(MlpTrainer::from_net(net, spec.batch, fused::AdamW::new(spec.lr, spec.weight_decay))?))
     }
 
     /// One step on a gathered batch; the loss before it.

@@ -17,6 +17,7 @@
 //! (sizes, standardisation, prior) in the metadata.
 
 use super::prior::Prior;
+use crate::emulate::net::{read_geohost_metadata, write_safetensors};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -347,30 +348,14 @@ impl Mdn {
 
     /// Weights and description as one safetensors file.
     pub fn to_safetensors(&self, training: &serde_json::Value) -> Result<Vec<u8>> {
-        let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = self
-            .layers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, (w, b))| [(format!("layer{i}.weight"), w), (format!("layer{i}.bias"), b)])
-            .map(|(name, var)| {
-                let data: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
-                Ok((name, data.iter().flat_map(|v| v.to_le_bytes()).collect(), var.dims().to_vec()))
-            })
-            .collect::<Result<_>>()?;
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-            .iter()
-            .map(|(name, bytes, shape)| Ok((name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)?)))
-            .collect::<Result<_>>()?;
-        let mut meta = std::collections::HashMap::new();
-        meta.insert("geohost".to_string(), serde_json::json!({ "predictor": "mdn", "description": self.desc, "training": training }).to_string());
-        Ok(safetensors::serialize(views, Some(meta))?)
+        let named: Vec<(String, &Var)> =
+            self.layers.iter().enumerate().flat_map(|(i, (w, b))| [(format!("layer{i}.weight"), w), (format!("layer{i}.bias"), b)]).collect();
+        write_safetensors(&named, serde_json::json!({ "predictor": "mdn", "description": self.desc, "training": training }))
     }
 
     /// Read a posterior back; `label` names the bytes in errors.
     pub fn from_safetensors(label: &str, bytes: &[u8]) -> Result<(Mdn, serde_json::Value)> {
-        let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| anyhow::anyhow!("{label} is not a safetensors file: {e}"))?;
-        let meta = header.metadata().as_ref().and_then(|m| m.get("geohost")).ok_or_else(|| anyhow::anyhow!("{label}: no `geohost` metadata; not a geohost predictor"))?;
-        let meta: serde_json::Value = serde_json::from_str(meta).map_err(|e| anyhow::anyhow!("{label}: unreadable `geohost` metadata: {e}"))?;
+        let meta = read_geohost_metadata(label, bytes, "; not a geohost predictor")?;
         if meta["predictor"] != "mdn" {
             bail!("{label} is not a posterior predictor (an emulator's weights?)");
         }

@@ -295,7 +295,7 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
 }
 
 /// Mean and standard deviation of each row.
-fn moments(samples: &DMatrix<f64>) -> Vec<(f64, f64)> {
+pub fn moments(samples: &DMatrix<f64>) -> Vec<(f64, f64)> {
     samples
         .row_iter()
         .map(|row| {
