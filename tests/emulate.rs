@@ -74,7 +74,8 @@ fn a_seed_gives_the_same_weights_bit_for_bit() {
 
     // The mlp trains through the fused step; its GEMMs split over threads
     // by output block, so two threads give the same bits as one.
-    let mlp = STEP3.replace(r#"network = { architecture = "cnn", channels = 4, kernel = 5, hidden = 8 }"#, r#"network = { architecture = "mlp", hidden = [64, 64] }"#);
+    let mlp = STEP3
+        .replace(r#"network = { architecture = "cnn", channels = 4, kernel = 5, hidden = 8 }"#, r#"network = { architecture = "mlp", hidden = [64, 64] }"#);
     assert_ne!(mlp, STEP3);
     let set = set_with(dir.path(), 50, &mlp);
     let one = train_json(dir.path(), &set, &["--no-registry"]);
@@ -246,7 +247,8 @@ check = {{ metric = "rmse", max_ratio_to_oracle = 1.5 }}
     let candidate = dir.path().join("out/ETKF_N20_infl1.04_via_emulator.nc");
     let out = dir.path().join("r4.json");
     let report: Value =
-        serde_json::from_str(&run(&["bench", "score", contract.to_str().unwrap(), candidate.to_str().unwrap(), "--json", "--out", out.to_str().unwrap()])).unwrap();
+        serde_json::from_str(&run(&["bench", "score", contract.to_str().unwrap(), candidate.to_str().unwrap(), "--json", "--out", out.to_str().unwrap()]))
+            .unwrap();
     let c = &report["candidates"][0];
     let (rmse, vs_oracle) = (c["metrics"]["rmse"].as_f64().unwrap(), c["metrics"]["rmse_vs_oracle"].as_f64().unwrap());
     let oracle_rmse = report["oracle"]["metrics"]["rmse"].as_f64().unwrap();
@@ -309,7 +311,8 @@ check = {{ metric = "one_step_rmse", max = 0.036 }}
     };
     run(&["bench", "register", "-q", contract.to_str().unwrap()]);
     let out = dir.path().join("r3.json");
-    let report: Value = serde_json::from_str(&run(&["bench", "score", contract.to_str().unwrap(), "l96-emulator", "--json", "--out", out.to_str().unwrap()])).unwrap();
+    let report: Value =
+        serde_json::from_str(&run(&["bench", "score", contract.to_str().unwrap(), "l96-emulator", "--json", "--out", out.to_str().unwrap()])).unwrap();
     let c = &report["candidates"][0];
     assert_eq!(c["id"], trained["id"]);
     assert_eq!(report["reference"]["cases"], 200);

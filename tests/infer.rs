@@ -29,7 +29,12 @@ struct Linear {
 fn linear_case() -> Linear {
     let (mu0, s0) = ([1.0, -0.5, 2.0], [1.0, 0.7, 1.5]);
     let specs: Vec<PriorSpec> = (0..3)
-        .map(|i| PriorSpec { name: format!("theta{i}"), uniform: None, normal: Some([mu0[i], s0[i]]), bounds: Some([mu0[i] - 12.0 * s0[i], mu0[i] + 12.0 * s0[i]]) })
+        .map(|i| PriorSpec {
+            name: format!("theta{i}"),
+            uniform: None,
+            normal: Some([mu0[i], s0[i]]),
+            bounds: Some([mu0[i] - 12.0 * s0[i], mu0[i] + 12.0 * s0[i]]),
+        })
         .collect();
     let names: Vec<String> = (0..3).map(|i| format!("theta{i}")).collect();
     let prior = Prior::new(&specs, &names).unwrap();
@@ -47,7 +52,8 @@ fn linear_case() -> Linear {
 fn sample_moments(s: &DMatrix<f64>) -> (DVector<f64>, DVector<f64>) {
     let n = s.ncols() as f64;
     let mean = s.column_mean();
-    let sd = DVector::from_iterator(s.nrows(), s.row_iter().zip(mean.iter()).map(|(row, m)| (row.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()));
+    let sd =
+        DVector::from_iterator(s.nrows(), s.row_iter().zip(mean.iter()).map(|(row, m)| (row.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()));
     (mean, sd)
 }
 
@@ -112,7 +118,8 @@ fn diagnostics_match_processes_with_known_answers() {
 #[test]
 fn prior_errors_name_the_entry() {
     let names: Vec<String> = ["x0", "q"].iter().map(|s| s.to_string()).collect();
-    let spec = |name: &str, uniform: Option<[f64; 2]>, normal: Option<[f64; 2]>, bounds: Option<[f64; 2]>| PriorSpec { name: name.into(), uniform, normal, bounds };
+    let spec =
+        |name: &str, uniform: Option<[f64; 2]>, normal: Option<[f64; 2]>, bounds: Option<[f64; 2]>| PriorSpec { name: name.into(), uniform, normal, bounds };
     let err = |specs: Vec<PriorSpec>| format!("{:#}", Prior::new(&specs, &names).unwrap_err());
     assert!(err(vec![spec("x0", Some([0.0, 1.0]), None, None)]).contains("`q` has no [[prior]] entry"));
     assert!(err(vec![spec("x0", Some([0.0, 1.0]), None, None), spec("qq", Some([0.0, 1.0]), None, None)]).contains("names `qq`, which is not a parameter"));
@@ -140,7 +147,8 @@ fn the_plume_plugin_conserves_mass_and_follows_the_wind() {
     let runtime = Runtime::new(Limits::default(), None).unwrap();
     let loaded = runtime.load("gaussian-plume", &plugin("gaussian-plume"), World::StaticModel).unwrap();
     let (n, pixel, u) = (60usize, 100.0, 4.0);
-    let mut sim = WasmSimulator::new(&runtime, &loaded, &format!(r#"{{"nx": {n}, "ny": {n}, "pixel": {pixel}, "wind_speed": {u}, "stability": "C"}}"#)).unwrap();
+    let mut sim =
+        WasmSimulator::new(&runtime, &loaded, &format!(r#"{{"nx": {n}, "ny": {n}, "pixel": {pixel}, "wind_speed": {u}, "stability": "C"}}"#)).unwrap();
     assert_eq!(sim.info().output_size, n * n);
     // Wind from the west (270°) blows east; source at (1000 m, 3000 m).
     let (q, x0, y0) = (5.0, 1000.0, 3000.0);
@@ -260,7 +268,8 @@ fn geohost_run_on_a_static_set_registers_oracle_posteriors() {
 fn c2st_matches_the_bayes_accuracy_of_shifted_gaussians() {
     use geohost::infer::c2st::{c2st, Spec};
     let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let mut normal = |d: usize, n: usize, shift: f64| DMatrix::from_fn(d, n, |i, _| rng.sample::<f64, _>(rand_distr::StandardNormal) + if i == 0 { shift } else { 0.0 });
+    let mut normal =
+        |d: usize, n: usize, shift: f64| DMatrix::from_fn(d, n, |i, _| rng.sample::<f64, _>(rand_distr::StandardNormal) + if i == 0 { shift } else { 0.0 });
     let (a, b) = (normal(2, 3000, 0.0), normal(2, 3000, 0.0));
     let same = c2st(&a, &b, Spec::default()).unwrap();
     assert!((same - 0.5).abs() < 0.03, "same distribution: C2ST {same}");
@@ -289,7 +298,7 @@ fn the_mixture_density_posterior_learns_a_linear_gaussian_posterior() {
     let thetas = normal(d, 4000, sd);
     let xs = &thetas + normal(d, 4000, sd);
     let spec = MdnSpec { components: 2, seed: 3, ..MdnSpec::default() };
-    let (mdn, training) = Mdn::train(&prior, &thetas, &xs, &spec, &mut |_, _, _| {}).unwrap();
+    let (mdn, training) = Mdn::train(&prior, &thetas, &xs, None, &spec, &mut |_, _, _| {}).unwrap();
     assert!(training.best_val_nll.is_finite() && training.epochs >= training.best_epoch);
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     for x in [[0.1, -0.3, 0.2], [0.5, 0.4, -0.6]] {
@@ -303,18 +312,28 @@ fn the_mixture_density_posterior_learns_a_linear_gaussian_posterior() {
     }
     let bytes = mdn.to_safetensors(&serde_json::json!({})).unwrap();
     let (back, _) = Mdn::from_safetensors("round trip", &bytes).unwrap();
-    let (a, b) = (mdn.sample(&[0.0; 3], 50, &mut ChaCha8Rng::seed_from_u64(1)).unwrap(), back.sample(&[0.0; 3], 50, &mut ChaCha8Rng::seed_from_u64(1)).unwrap());
+    let (a, b) =
+        (mdn.sample(&[0.0; 3], 50, &mut ChaCha8Rng::seed_from_u64(1)).unwrap(), back.sample(&[0.0; 3], 50, &mut ChaCha8Rng::seed_from_u64(1)).unwrap());
     assert_eq!(a, b, "a loaded posterior draws the same samples");
     assert!(mdn.sample(&[0.0; 2], 5, &mut rng).unwrap_err().to_string().contains("trained on data of size 3"));
     assert!(Mdn::from_safetensors("junk", b"not safetensors").err().unwrap().to_string().contains("junk is not a safetensors file"));
 }
 
+/// The whole static cycle from one command: steps 2–5 with a cycle
+/// contract, the cycle report (file and registry) and its lineage back to
+/// the plugins; then sampling the step-5 predictor and its errors.
 #[test]
 fn step5_trains_registers_and_samples_an_amortized_posterior() {
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("plume.toml");
+    std::fs::write(
+        dir.path().join("contract.toml"),
+        "name = \"plume-test-cycle\"\nversion = \"1.0.0\"\ndomain = \"test plume\"\n[step3]\nmax_rmse_over_noise = 100.0\n[step5]\nmax_coverage_error = 0.001\n",
+    )
+    .unwrap();
     let text = PLUME.replace("{sim}", plugin("gaussian-plume").to_str().unwrap()).replace("{obs}", plugin("column-obs").to_str().unwrap())
-        + "\n[step5]\nname = \"plume-posterior\"\nsimulations = 3000\nseed = 2\nnetwork = { components = 2, max_epochs = 40, seed = 2 }\n";
+        + "\n[step5]\nname = \"plume-posterior\"\nsimulations = 3000\nseed = 2\nnetwork = { components = 2, max_epochs = 40, seed = 2 }\n"
+        + "\n[step3]\nname = \"plume-emulator\"\nmax_epochs = 30\nhidden = [64]\n\n[cycle]\ncontract = \"contract.toml\"\n";
     std::fs::write(&set, &text).unwrap();
     let out = geohost(dir.path()).args(["run", "--json"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -330,6 +349,24 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
     let weights = dir.path().join("out/plume-posterior.safetensors");
     assert!(weights.exists());
 
+    // The cycle report: one entry per step's output, the contract's checks
+    // (one passes, one cannot) and the verdict; the same bytes registered.
+    let report_path = dir.path().join("out/cycle-report.json");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(json["cycle_report"], report);
+    let steps: Vec<u64> = report["steps"].as_array().unwrap().iter().map(|s| s["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [1, 2, 2, 3, 4, 5], "{report}");
+    let c4 = report["steps"][4]["figures"]["c2st_vs_oracle"].as_f64().unwrap();
+    assert!((0.4..=1.0).contains(&c4), "{c4}");
+    let checks = report["checks"].as_array().unwrap();
+    let emulator_check = checks.iter().find(|c| c["step"] == 3).unwrap();
+    assert_eq!(emulator_check["pass"], true, "{emulator_check}");
+    let coverage_check = checks.iter().find(|c| c["check"].as_str().unwrap().contains("coverage")).unwrap();
+    assert_eq!(coverage_check["pass"], false, "{coverage_check}");
+    assert_eq!(report["verdict"], "fail");
+    assert_eq!(report["improve"].as_array().unwrap().len(), 1, "{report}");
+    assert!(dir.path().join("out/MCMC_walkers16_steps800_via_emulator.nc").exists() && dir.path().join("out/plume-emulator.safetensors").exists());
+
     let run = |args: &[&str]| {
         let out = geohost(dir.path()).args(args).output().unwrap();
         assert!(out.status.success(), "geohost {args:?}: {}", stderr(&out));
@@ -339,10 +376,26 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
     let predictor = listed[0]["id"].as_str().unwrap().to_string();
     assert_eq!(listed[0]["step"], 5);
     let lineage = run(&["registry", "lineage", &predictor]);
-    assert!(lineage.contains("--trained_on-->") && lineage.contains("plume-posterior-pairs") && lineage.contains("gaussian-plume"), "{lineage}");
+    assert!(lineage.contains("--trained_on-->") && lineage.contains("plume-posterior-simulations") && lineage.contains("gaussian-plume"), "{lineage}");
+    let reports: Value = serde_json::from_str(&run(&["registry", "list", "--kind", "report", "--json"])).unwrap();
+    assert_eq!(reports.as_array().unwrap().len(), 1, "{reports}");
+    assert_eq!(reports[0]["step"], 6);
+    let report_id = reports[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(report_id, format!("blake3:{}", blake3::hash(&std::fs::read(&report_path).unwrap()).to_hex()));
+    let lineage = run(&["registry", "lineage", &report_id]);
+    assert!(lineage.contains("plume-test-cycle") && lineage.contains("plume-test"), "{lineage}");
+    // Step 4's posterior goes back through the emulator and its training
+    // simulations to both plugins, and was validated against the oracle.
+    let step4: Value = serde_json::from_str(&run(&["registry", "list", "--step", "4", "--json"])).unwrap();
+    let lineage = run(&["registry", "lineage", step4[0]["id"].as_str().unwrap()]);
+    for needle in ["plume-emulator", "--trained_on-->", "plume-posterior-simulations", "gaussian-plume", "column-obs"] {
+        assert!(lineage.contains(needle), "{needle} missing from\n{lineage}");
+    }
 
     // Training again from the same inputs loads the pairs by request key.
-    let again: Value = serde_json::from_str(&run(&["train", "posterior", "--json", set.to_str().unwrap(), "--out", dir.path().join("p.safetensors").to_str().unwrap()])).unwrap();
+    let again: Value =
+        serde_json::from_str(&run(&["train", "posterior", "--json", set.to_str().unwrap(), "--out", dir.path().join("p.safetensors").to_str().unwrap()]))
+            .unwrap();
     assert_eq!(again["dataset_cache_hit"], true);
     assert_eq!(again["dataset"], s5["predictor"]["dataset"]);
     assert_eq!(again["id"], s5["predictor"]["id"], "the same pairs and seed give the same predictor bytes");
@@ -357,10 +410,22 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
     let from_registry = run(&["posterior", "sample", &predictor[..20], "--obs", obs.to_str().unwrap(), "-n", "25"]);
     assert_eq!(from_registry, csv, "the registered predictor is the written one");
 
+    // [step3] needs [step5]'s simulations.
+    let no5 =
+        text.replace("\n[step5]\nname = \"plume-posterior\"\nsimulations = 3000\nseed = 2\nnetwork = { components = 2, max_epochs = 40, seed = 2 }\n", "\n");
+    assert!(!no5.contains("[step5]"));
+    std::fs::write(dir.path().join("no5.toml"), no5).unwrap();
+    let out = geohost(dir.path()).args(["run", "--no-registry"]).arg(dir.path().join("no5.toml")).output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("[step3] trains on [step5]'s simulations"), "{}", stderr(&out));
+
     let bad_obs = dir.path().join("short.txt");
     std::fs::write(&bad_obs, "1 2 3").unwrap();
     let out = geohost(dir.path()).args(["posterior", "sample", weights.to_str().unwrap(), "--obs", bad_obs.to_str().unwrap()]).output().unwrap();
-    assert!(!out.status.success() && stderr(&out).contains("the observation has 3 values, but the posterior was trained on data of size 256"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("the observation has 3 values, but the posterior was trained on data of size 256"),
+        "{}",
+        stderr(&out)
+    );
     let out = geohost(dir.path()).args(["posterior", "sample", obs.to_str().unwrap(), "--obs", obs.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success() && stderr(&out).contains("is not a safetensors file"), "{}", stderr(&out));
 }
@@ -389,4 +454,60 @@ fn mcmc_walkers_stuck_in_poor_modes_are_restarted() {
     let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let r_hat: Vec<f64> = serde_json::from_value(json["methods"][1]["diagnostics"]["r_hat"].clone()).unwrap();
     assert!(r_hat.iter().all(|r| *r < 1.1), "R-hat {r_hat:?}");
+}
+
+/// The map onto the real line that the posterior network works in: it
+/// inverts for every kind of support, and its log-Jacobian matches a
+/// central finite difference.
+#[test]
+fn priors_map_onto_the_real_line_and_back() {
+    use geohost::infer::prior::Marginal;
+    let cases = [
+        (Marginal::Uniform { low: -2.0, high: 5.0 }, [-1.9, 0.0, 1.5, 4.99]),
+        (Marginal::Normal { mean: 1.0, sd: 2.0, low: 0.0, high: f64::INFINITY }, [0.01, 1.0, 3.0, 40.0]),
+        (Marginal::Normal { mean: 1.0, sd: 2.0, low: f64::NEG_INFINITY, high: 2.0 }, [-30.0, 0.0, 1.0, 1.99]),
+        (Marginal::Normal { mean: 1.0, sd: 2.0, low: f64::NEG_INFINITY, high: f64::INFINITY }, [-3.0, 0.0, 1.0, 7.0]),
+    ];
+    for (m, xs) in cases {
+        for x in xs {
+            let z = m.to_unbounded(x);
+            assert!((m.from_unbounded(z) - x).abs() < 1e-9 * x.abs().max(1.0), "{m:?} at {x}: back to {}", m.from_unbounded(z));
+            let h = 1e-6 * x.abs().max(1e-2).min(1.0);
+            let numeric = ((m.to_unbounded(x + h) - m.to_unbounded(x - h)) / (2.0 * h)).abs().ln();
+            assert!((numeric - m.log_jacobian(x)).abs() < 1e-4, "{m:?} at {x}: log|dz/dx| {} vs finite difference {numeric}", m.log_jacobian(x));
+        }
+        // Far out in z the inverse stays inside the support.
+        let (low, high) = m.bounds();
+        for z in [-1e3, 1e3] {
+            let x = m.from_unbounded(z);
+            assert!(x >= low && x <= high, "{m:?}: {z} maps to {x}");
+        }
+    }
+}
+
+/// Step 3 for static problems on a linear simulator θ ↦ Aθ: the emulator's
+/// held-out error is far below the observation noise, it predicts fresh
+/// parameters, and a safetensors round trip gives the same outputs.
+#[test]
+fn the_static_emulator_learns_a_linear_simulator() {
+    use geohost::infer::emulator::{EmulatorSpec, StaticEmulator};
+    let case = linear_case();
+    let mut sim = LinearSimulator::new(case.a.clone());
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let thetas = DMatrix::from_fn(3, 3000, |i, _| case.prior.marginals[i].sample(&mut rng));
+    let hx = sim.simulate(&thetas, 0).unwrap();
+    let sd: Vec<f64> = case.r.iter().map(|v| v.sqrt()).collect();
+    let spec: EmulatorSpec = toml::from_str("name = \"linear\"\nhidden = [32]\nmax_epochs = 150\nseed = 1").unwrap();
+    let (mut emulator, training) = StaticEmulator::train(&spec, &case.prior, sim.info(), &thetas, &hx, &sd).unwrap();
+    assert!(training.val_rmse_over_noise < 0.1, "{training:?}");
+    let fresh = DMatrix::from_fn(3, 50, |i, _| case.prior.marginals[i].sample(&mut rng));
+    let (want, got) = (sim.simulate(&fresh, 0).unwrap(), emulator.simulate(&fresh, 0).unwrap());
+    let rmse = ((&got - &want).norm_squared() / got.len() as f64).sqrt();
+    let noise_rms = (case.r.sum() / case.r.len() as f64).sqrt();
+    assert!(rmse < 0.1 * noise_rms, "fresh RMSE {rmse} against noise {noise_rms}");
+    let bytes = emulator.to_safetensors(&serde_json::json!({})).unwrap();
+    let mut back = StaticEmulator::from_safetensors("linear.safetensors", &bytes).unwrap();
+    assert_eq!(back.simulate(&fresh, 0).unwrap(), got);
+    let err = StaticEmulator::from_safetensors("x", b"not safetensors").err().unwrap();
+    assert!(err.to_string().contains("x is not a safetensors file"), "{err}");
 }

@@ -340,17 +340,24 @@ fn cmd_run_static(args: RunArgs) -> Result<()> {
     };
     let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("out").join(&set.name));
     let files = infer::write(&out_dir, &result, &set)?;
+    let report = geohost::infer::cycle::report(&result, &set, &files);
+    let report_bytes = serde_json::to_vec_pretty(&report)?;
+    let report_path = out_dir.join("cycle-report.json");
+    std::fs::write(&report_path, &report_bytes).with_context(|| format!("writing {}", report_path.display()))?;
     if let Some(registry) = registry.as_mut() {
-        let ids = infer::register(registry, &result, &set, &files)?;
-        eprintln!("registry {}: the observation and {} posterior(s) registered (step 2, role oracle)", registry.dir().display(), ids.len() - 1);
+        let id = infer::register(registry, &result, &set, &files, &report, &report_bytes)?;
+        eprintln!("registry {}: every step's output registered; cycle report {id}", registry.dir().display());
     }
     if args.json {
         let rows: Vec<_> = result
             .posteriors
             .iter()
             .map(|p| {
-                let stats: Vec<_> =
-                    infer::moments(&p.samples).into_iter().zip(&result.prior.names).map(|((mean, sd), name)| serde_json::json!({ "name": name, "mean": mean, "sd": sd })).collect();
+                let stats: Vec<_> = infer::moments(&p.samples)
+                    .into_iter()
+                    .zip(&result.prior.names)
+                    .map(|((mean, sd), name)| serde_json::json!({ "name": name, "mean": mean, "sd": sd }))
+                    .collect();
                 serde_json::json!({
                     "method": p.method.label(),
                     "parameters": stats,
@@ -372,10 +379,20 @@ fn cmd_run_static(args: RunArgs) -> Result<()> {
                 "calibration": s5.calibration,
             })
         });
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "truth": result.truth, "parameters": result.prior.names, "methods": rows, "step5": step5 }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "truth": result.truth, "parameters": result.prior.names, "methods": rows, "step5": step5, "cycle_report": report })
+            )?
+        );
     } else {
         print!("{}", infer::table(&result));
-        println!("wrote {} files to {}", files.posteriors.len() + 1, out_dir.display());
+        print!("{}", geohost::infer::cycle::summary(&report));
+        println!(
+            "wrote {} files to {}",
+            files.posteriors.len() + 2 + 2 * usize::from(files.step4.is_some()) + usize::from(result.step5.is_some()),
+            out_dir.display()
+        );
     }
     Ok(())
 }
@@ -421,7 +438,15 @@ fn cmd_run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_train_posterior(plugin_set: PathBuf, out: Option<PathBuf>, json: bool, quiet: bool, registry: Option<PathBuf>, no_registry: bool, sandbox: SandboxArgs) -> Result<()> {
+fn cmd_train_posterior(
+    plugin_set: PathBuf,
+    out: Option<PathBuf>,
+    json: bool,
+    quiet: bool,
+    registry: Option<PathBuf>,
+    no_registry: bool,
+    sandbox: SandboxArgs,
+) -> Result<()> {
     use geohost::infer::run as infer;
     let set = infer::StaticSet::load(&plugin_set)?;
     let spec = set.set.step5.as_ref().with_context(|| format!("{} has no [step5] section", plugin_set.display()))?;
@@ -503,7 +528,9 @@ fn cmd_posterior(args: PosteriorArgs) -> Result<()> {
 fn cmd_train(args: TrainArgs) -> Result<()> {
     let (plugin_set, json, quiet, registry, no_registry, sandbox) = match args.what {
         TrainWhat::Emulator { plugin_set, json, quiet, registry, no_registry, sandbox } => (plugin_set, json, quiet, registry, no_registry, sandbox),
-        TrainWhat::Posterior { plugin_set, out, json, quiet, registry, no_registry, sandbox } => return cmd_train_posterior(plugin_set, out, json, quiet, registry, no_registry, sandbox),
+        TrainWhat::Posterior { plugin_set, out, json, quiet, registry, no_registry, sandbox } => {
+            return cmd_train_posterior(plugin_set, out, json, quiet, registry, no_registry, sandbox)
+        }
     };
     let set = PluginSet::load(&plugin_set)?;
     let runtime = sandbox.runtime(set.set.limits)?;

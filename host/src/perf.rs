@@ -169,7 +169,8 @@ pub fn fused_mlp_only(steps: usize, samples: usize) -> Result<f64> {
     use crate::emulate::net::{Arch, Description, Net, Scaling};
     use candle_core::{Device, Tensor};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    let desc = Description { arch: Arch::Mlp { hidden: vec![256, 256] }, state_size: 40, dt: 0.05, lead: 1, scaling: Scaling { mean: 2.3, std: 3.6, out_std: 4.0 } };
+    let desc =
+        Description { arch: Arch::Mlp { hidden: vec![256, 256] }, state_size: 40, dt: 0.05, lead: 1, scaling: Scaling { mean: 2.3, std: 3.6, out_std: 4.0 } };
     let net = Net::new(desc, &mut rng)?;
     let x = Tensor::randn(2.3f32, 3.6, (256, 40), &Device::Cpu)?;
     let y = (&x + Tensor::randn(0f32, 0.5, (256, 40), &Device::Cpu)?)?;
@@ -276,10 +277,18 @@ pub fn posterior_benchmark(simulations: usize, observations: usize, samples: usi
         (thetas, xs)
     };
     let (thetas, xs) = simulate(simulations, &mut rng);
-    let (mdn, training) = Mdn::train(&prior, &thetas, &xs, spec, &mut |_, _, _| {})?;
+    let (mdn, training) = Mdn::train(&prior, &thetas, &xs, None, spec, &mut |_, _, _| {})?;
     let mut out = String::new();
-    let _ = writeln!(out, "sbibm gaussian_linear (10-D), {simulations} simulations, mixture density network ({} components, hidden {:?}), one thread:", spec.components, spec.hidden);
-    let _ = writeln!(out, "  training: {:.1} s ({} epochs, best {}, validation NLL {:.3})", training.seconds, training.epochs, training.best_epoch, training.best_val_nll);
+    let _ = writeln!(
+        out,
+        "sbibm gaussian_linear (10-D), {simulations} simulations, mixture density network ({} components, hidden {:?}), one thread:",
+        spec.components, spec.hidden
+    );
+    let _ = writeln!(
+        out,
+        "  training: {:.1} s ({} epochs, best {}, validation NLL {:.3})",
+        training.seconds, training.epochs, training.best_epoch, training.best_val_nll
+    );
     let mut scores = Vec::new();
     let mut sample_ms = Vec::new();
     for k in 0..observations {

@@ -244,7 +244,13 @@ pub fn run(
 }
 
 /// Register a component with the self-description it gave for `config`.
-pub(crate) fn register_component(registry: &mut Registry, component: &LoadedComponent, world: &str, info: &impl Serialize, config: &serde_json::Value) -> Result<String> {
+pub(crate) fn register_component(
+    registry: &mut Registry,
+    component: &LoadedComponent,
+    world: &str,
+    info: &impl Serialize,
+    config: &serde_json::Value,
+) -> Result<String> {
     let bytes = std::fs::read(&component.path).or_else(|_| registry.read(&format!("blake3:{}", component.hash.to_hex())))?;
     let value = serde_json::to_value(info)?;
     let (id, _) = registry.add(

@@ -11,7 +11,9 @@
 //! AdamW formula), which `tests/emulate.rs` checks step by step.
 //!
 //! The same step with a logistic head ([`MlpTrainer::step_logistic`]) trains
-//! the C2ST classifier of [`crate::infer::c2st`].
+//! the C2ST classifier of [`crate::infer::c2st`], and with a plain
+//! regression head ([`MlpTrainer::step_regression`]) the static emulator
+//! of [`crate::infer::emulator`].
 //!
 //! Invariants: parameters are row-major `(fan_in, fan_out)` weights and
 //! `(1, fan_out)` biases, in the order of [`super::net::Net::params`];
@@ -165,6 +167,28 @@ impl MlpTrainer {
                 let r = x + out_std * o - y;
                 loss += ((r / loss_scale) as f64).powi(2);
                 *d = r * grad_scale;
+            }
+        }
+        self.backward(rows);
+        self.update();
+        (loss / count as f64) as f32
+    }
+
+    /// One AdamW step of plain regression on the batch (`x`: `rows ×
+    /// inputs`, `y`: `rows × outputs`, both row-major and in the network's
+    /// units). Returns the loss before the step: the mean of (MLP(z) − y)².
+    pub fn step_regression(&mut self, x: &[f32], y: &[f32], rows: usize) -> f32 {
+        assert!(rows > 0 && rows <= self.batch, "a batch of 1..={} rows", self.batch);
+        self.forward(x, rows);
+        let last = self.layers.len() - 1;
+        let count = (rows * self.layers[last].fan_out) as f32;
+        let mut loss = 0.0f64;
+        {
+            let l = &mut self.layers[last];
+            for ((d, o), y) in l.delta.iter_mut().zip(&l.out).zip(y).take(rows * l.fan_out) {
+                let r = o - y;
+                loss += (r as f64).powi(2);
+                *d = 2.0 * r / count;
             }
         }
         self.backward(rows);

@@ -1,7 +1,8 @@
-//! Step 5 for static problems: simulate training pairs (θ, x) from the
-//! prior through the simulator and observation plugins (with observation
-//! noise), cache them by request key, train the mixture density network
-//! and register it as a `predictor`.
+//! Step 5 for static problems: simulate θ from the prior through the
+//! simulator and observation plugins, cache the noise-free H(G(θ)) with
+//! the observation-error sd by request key, train the mixture density
+//! network on pairs (θ, H(G(θ)) + ε) with ε redrawn every epoch, and
+//! register it as a `predictor`.
 
 use super::mdn::{Mdn, MdnSpec, Training};
 use super::prior::Prior;
@@ -41,40 +42,69 @@ impl Step5Spec {
     }
 }
 
-/// Simulate `n` pairs: θ ~ prior, x = H(G(θ)) + ε with ε ~ N(0, R).
-pub fn simulate_pairs(prior: &Prior, simulator: &mut dyn Simulator, obs: &mut dyn ObsOperator, n: usize, seed: u64) -> Result<(DMatrix<f64>, DMatrix<f64>)> {
+/// Simulate `n` noise-free pairs: θ ~ prior and H(G(θ)), with the
+/// observation-error standard deviations √diag(R).
+pub fn simulate_clean(
+    prior: &Prior,
+    simulator: &mut dyn Simulator,
+    obs: &mut dyn ObsOperator,
+    n: usize,
+    seed: u64,
+) -> Result<(DMatrix<f64>, DMatrix<f64>, Vec<f64>)> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let d = prior.dim();
     let mut thetas = DMatrix::zeros(d, n);
     for mut col in thetas.column_iter_mut() {
         col.copy_from_slice(&prior.sample(&mut rng));
     }
-    let r: Vec<f64> = obs.info().noise_variance.clone();
-    let mut xs = DMatrix::zeros(r.len(), n);
+    let sd: Vec<f64> = obs.info().noise_variance.iter().map(|v| v.sqrt()).collect();
+    let mut hx = DMatrix::zeros(sd.len(), n);
     const CHUNK: usize = 500;
     for start in (0..n).step_by(CHUNK) {
         let len = CHUNK.min(n - start);
         let out = simulator.simulate(&thetas.columns(start, len).into_owned(), seed.wrapping_add(start as u64))?;
         let clean = obs.observe(&out, 0.0).context("observing the simulated outputs")?;
-        for j in 0..len {
-            for i in 0..r.len() {
-                xs[(i, start + j)] = clean[(i, j)] + r[i].sqrt() * rng.sample::<f64, _>(StandardNormal);
-            }
+        hx.columns_mut(start, len).copy_from(&clean);
+    }
+    Ok((thetas, hx, sd))
+}
+
+/// Simulate `n` pairs: θ ~ prior, x = H(G(θ)) + ε with ε ~ N(0, R).
+pub fn simulate_pairs(prior: &Prior, simulator: &mut dyn Simulator, obs: &mut dyn ObsOperator, n: usize, seed: u64) -> Result<(DMatrix<f64>, DMatrix<f64>)> {
+    let (thetas, mut xs, sd) = simulate_clean(prior, simulator, obs, n, seed)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x0b5e);
+    for mut col in xs.column_iter_mut() {
+        for (x, s) in col.iter_mut().zip(&sd) {
+            *x += s * rng.sample::<f64, _>(StandardNormal);
         }
     }
     Ok((thetas, xs))
 }
 
-/// The training pairs as NetCDF: `theta(sample, parameter)`, `x(sample, obs)`.
-pub fn pairs_bytes(prior: &Prior, thetas: &DMatrix<f64>, xs: &DMatrix<f64>, attrs: &[(&str, String)]) -> Result<Vec<u8>> {
+/// The training set as NetCDF: `theta(sample, parameter)`, the noise-free
+/// `hx(sample, obs)` and the observation-error sd `obs_sd(obs)`.
+pub fn pairs_bytes(prior: &Prior, thetas: &DMatrix<f64>, hx: &DMatrix<f64>, sd: &[f64], attrs: &[(&str, String)]) -> Result<Vec<u8>> {
     let mut all = common_attrs();
     all.extend(attrs.iter().map(|(k, v)| (*k, v.clone())));
     all.push(("parameters", prior.names.join(" ")));
     nc_bytes(
-        &[("sample", thetas.ncols()), ("parameter", thetas.nrows()), ("obs", xs.nrows())],
+        &[("sample", thetas.ncols()), ("parameter", thetas.nrows()), ("obs", hx.nrows())],
         &[
-            Var { name: "theta", dims: &["sample", "parameter"], data: thetas.as_slice(), units: "see parameters", long_name: "parameters drawn from the prior" },
-            Var { name: "x", dims: &["sample", "obs"], data: xs.as_slice(), units: "observation units", long_name: "simulated noisy observations" },
+            Var {
+                name: "theta",
+                dims: &["sample", "parameter"],
+                data: thetas.as_slice(),
+                units: "see parameters",
+                long_name: "parameters drawn from the prior",
+            },
+            Var {
+                name: "hx",
+                dims: &["sample", "obs"],
+                data: hx.as_slice(),
+                units: "observation units",
+                long_name: "noise-free observed simulator outputs H(G(theta))",
+            },
+            Var { name: "obs_sd", dims: &["obs"], data: sd, units: "observation units", long_name: "observation-error standard deviation" },
         ],
         &all,
     )
@@ -92,18 +122,20 @@ pub fn samples_bytes(names: &[String], samples: &DMatrix<f64>, predictor: &str) 
     )
 }
 
-/// Read training pairs back (`theta`, `x` as `dims × samples`).
-pub fn parse_pairs(label: &str, bytes: &[u8]) -> Result<(DMatrix<f64>, DMatrix<f64>)> {
-    let mut r = netcdf3::FileReader::open_seek_read(label, Box::new(std::io::Cursor::new(bytes.to_vec()))).map_err(|e| anyhow::anyhow!("{label}: not NetCDF ({e:?})"))?;
+/// Read a training set back (`theta`, `hx` as `dims × samples`, `obs_sd`).
+pub fn parse_pairs(label: &str, bytes: &[u8]) -> Result<(DMatrix<f64>, DMatrix<f64>, Vec<f64>)> {
+    let mut r = netcdf3::FileReader::open_seek_read(label, Box::new(std::io::Cursor::new(bytes.to_vec())))
+        .map_err(|e| anyhow::anyhow!("{label}: not NetCDF ({e:?})"))?;
     let ds = r.data_set();
     let (n, d, p) = (ds.dim_size("sample"), ds.dim_size("parameter"), ds.dim_size("obs"));
     let (Some(n), Some(d), Some(p)) = (n, d, p) else { bail!("{label}: not a geohost training-pairs file (dimensions sample, parameter, obs)") };
     let theta = r.read_var_f64("theta").map_err(|e| anyhow::anyhow!("{label}: {e:?}"))?;
-    let x = r.read_var_f64("x").map_err(|e| anyhow::anyhow!("{label}: {e:?}"))?;
-    if theta.len() != n * d || x.len() != n * p {
+    let hx = r.read_var_f64("hx").map_err(|e| anyhow::anyhow!("{label}: {e:?}"))?;
+    let sd = r.read_var_f64("obs_sd").map_err(|e| anyhow::anyhow!("{label}: {e:?}"))?;
+    if theta.len() != n * d || hx.len() != n * p || sd.len() != p {
         bail!("{label}: variable sizes do not match the dimensions");
     }
-    Ok((DMatrix::from_vec(d, n, theta), DMatrix::from_vec(p, n, x)))
+    Ok((DMatrix::from_vec(d, n, theta), DMatrix::from_vec(p, n, hx), sd))
 }
 
 /// What step 5 produced.
@@ -117,64 +149,87 @@ pub struct PredictorRecord {
     pub training: Training,
 }
 
-/// Train (on cached or fresh pairs) and, with a registry, register the
-/// dataset (kind dataset, step 5) and the predictor (kind weights, role
-/// predictor, step 5, trained_on the dataset, derived_from the plugins).
-#[allow(clippy::too_many_arguments)]
-pub fn train(
+/// Step 5's simulations: θ from the prior and H(G(θ)), with the
+/// observation-error sd; cached in the registry by request key.
+pub struct Simulations {
+    pub id: String,
+    pub cache_hit: bool,
+    pub thetas: DMatrix<f64>,
+    pub hx: DMatrix<f64>,
+    pub sd: Vec<f64>,
+}
+
+/// The simulations `spec` asks for: read from the registry when the same
+/// request (plugins, prior, count, seed) was made before, else simulated
+/// and (with a registry) registered as a step-5 dataset `derived_from`
+/// the plugins.
+pub fn simulations(
     spec: &Step5Spec,
     prior: &Prior,
     simulator: &mut dyn Simulator,
     obs: &mut dyn ObsOperator,
     plugin_ids: &[String],
-    mut registry: Option<&mut Registry>,
-    progress: &mut dyn FnMut(usize, f64, f64),
-) -> Result<(Mdn, PredictorRecord, Vec<u8>)> {
+    registry: Option<&mut Registry>,
+) -> Result<Simulations> {
     // The request key: everything the pairs depend on, known before simulating.
     let key = format!(
         "blake3:{}",
-        blake3::hash(serde_json::to_string(&serde_json::json!({ "step5-pairs": { "plugins": plugin_ids, "prior": prior.specs, "simulations": spec.simulations, "seed": spec.seed } }))?.as_bytes()).to_hex()
+        blake3::hash(
+            serde_json::to_string(
+                &serde_json::json!({ "step5-simulations": { "plugins": plugin_ids, "prior": prior.specs, "simulations": spec.simulations, "seed": spec.seed } })
+            )?
+            .as_bytes()
+        )
+        .to_hex()
     );
-    let cached = match registry.as_deref() {
-        Some(reg) => match reg.find_run(&key)? {
-            Some(ids) if ids.len() == 1 => Some((ids[0].clone(), reg.read(&ids[0])?)),
-            _ => None,
-        },
-        None => None,
-    };
-    let (dataset_id, hit, thetas, xs) = match cached {
-        Some((id, bytes)) => {
-            let (t, x) = parse_pairs(&id, &bytes)?;
-            (id, true, t, x)
+    if let Some(reg) = registry.as_deref() {
+        if let Some(ids) = reg.find_run(&key)?.filter(|ids| ids.len() == 1) {
+            let (thetas, hx, sd) = parse_pairs(&ids[0], &reg.read(&ids[0])?)?;
+            return Ok(Simulations { id: ids[0].clone(), cache_hit: true, thetas, hx, sd });
         }
-        None => {
-            let (t, x) = simulate_pairs(prior, simulator, obs, spec.simulations, spec.seed)?;
-            let bytes = pairs_bytes(prior, &t, &x, &[("request_key", key.clone())])?;
-            let id = match registry.as_deref_mut() {
-                Some(reg) => {
-                    let (id, _) = reg.add(
-                        &bytes,
-                        &NewArtifact {
-                            kind: "dataset".into(),
-                            name: format!("{}-pairs", spec.name),
-                            media_type: "application/x-netcdf".into(),
-                            step: Some(5),
-                            metadata: serde_json::json!({ "request_key": key, "simulations": spec.simulations, "seed": spec.seed }),
-                            ..Default::default()
-                        },
-                    )?;
-                    for p in plugin_ids {
-                        reg.link(&id, p, "derived_from")?;
-                    }
-                    reg.record_run(&key, &plugin_ids[0], std::slice::from_ref(&id))?;
-                    id
-                }
-                None => format!("blake3:{}", blake3::hash(&bytes).to_hex()),
-            };
-            (id, false, t, x)
+    }
+    let (thetas, hx, sd) = simulate_clean(prior, simulator, obs, spec.simulations, spec.seed)?;
+    let bytes = pairs_bytes(prior, &thetas, &hx, &sd, &[("request_key", key.clone())])?;
+    let id = match registry {
+        Some(reg) => {
+            let (id, _) = reg.add(
+                &bytes,
+                &NewArtifact {
+                    kind: "dataset".into(),
+                    name: format!("{}-simulations", spec.name),
+                    media_type: "application/x-netcdf".into(),
+                    step: Some(5),
+                    metadata: serde_json::json!({ "request_key": key, "simulations": spec.simulations, "seed": spec.seed }),
+                    ..Default::default()
+                },
+            )?;
+            for p in plugin_ids {
+                reg.link(&id, p, "derived_from")?;
+            }
+            reg.record_run(&key, &plugin_ids[0], std::slice::from_ref(&id))?;
+            id
         }
+        None => format!("blake3:{}", blake3::hash(&bytes).to_hex()),
     };
-    let (mdn, training) = Mdn::train(prior, &thetas, &xs, &spec.network, progress)?;
+    Ok(Simulations { id, cache_hit: false, thetas, hx, sd })
+}
+
+/// Train on `sims` and, with a registry, register the predictor (kind
+/// weights, role predictor, step 5, trained_on the dataset, derived_from
+/// the plugins).
+pub fn train(
+    spec: &Step5Spec,
+    prior: &Prior,
+    sims: &Simulations,
+    plugin_ids: &[String],
+    registry: Option<&mut Registry>,
+    progress: &mut dyn FnMut(usize, f64, f64),
+) -> Result<(Mdn, PredictorRecord, Vec<u8>)> {
+    let Simulations { id: dataset_id, cache_hit: hit, thetas, hx, sd } = sims;
+    let (dataset_id, hit) = (dataset_id.clone(), *hit);
+    // Fresh observation noise every epoch: the simulator ran once per θ,
+    // the (known, Gaussian) observation error is redrawn.
+    let (mdn, training) = Mdn::train(prior, thetas, hx, Some(sd), &spec.network, progress)?;
     // The stored record leaves out the wall-clock time, so identical
     // inputs give identical bytes (and one registry id).
     let mut stored = serde_json::to_value(&training)?;

@@ -39,10 +39,13 @@ pub fn calibrate(mdn: &Mdn, thetas: &DMatrix<f64>, xs: &DMatrix<f64>, samples: u
     let mut inside = vec![0usize; levels.len()];
     let mut ranks: Vec<Vec<f64>> = vec![Vec::with_capacity(n); d];
     let mut sq_err = vec![0.0; d];
-    let prior_sd: Vec<f64> = thetas.row_iter().map(|r| {
-        let m = r.mean();
-        (r.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (r.len() as f64 - 1.0).max(1.0)).sqrt().max(1e-300)
-    }).collect();
+    let prior_sd: Vec<f64> = thetas
+        .row_iter()
+        .map(|r| {
+            let m = r.mean();
+            (r.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (r.len() as f64 - 1.0).max(1.0)).sqrt().max(1e-300)
+        })
+        .collect();
     for j in 0..n {
         let x: Vec<f64> = xs.column(j).iter().copied().collect();
         let q = mdn.sample(&x, samples, rng)?;

@@ -11,17 +11,21 @@
 //!   log N(θ; μ_k, (U_kᵀU_k)⁻¹) = −d/2 log 2π + Σ_i log U_k,ii − ½‖U_k(θ − μ_k)‖²
 //!   −log q(θ | x) = −logsumexp_k(log π_k + log N_k)
 //!
-//! Sampling picks k ~ π and solves U_k ε' = ε for ε ~ N(0, I); draws
-//! outside the prior's support are rejected (the prior bounds the
-//! posterior). Weights are stored as safetensors with the description
+//! The mixture lives in an unbounded space: each parameter with a bounded
+//! prior is first mapped onto the real line ([`Marginal::to_unbounded`],
+//! a logit for a uniform prior), so no posterior mass leaks outside the
+//! prior's support and sharp posteriors near a bound stay Gaussian-like
+//! (sbi does the same). Sampling picks k ~ π, solves U_k ε' = ε for
+//! ε ~ N(0, I) (as ε' = U_k⁻¹ε, the inverse formed once per
+//! observation) and maps back. Weights are stored as safetensors with the description
 //! (sizes, standardisation, prior) in the metadata.
 
-use super::prior::Prior;
+use super::prior::{Marginal, Prior};
 use crate::emulate::net::{read_geohost_metadata, write_safetensors};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use nalgebra::{DMatrix, DVector};
+use nalgebra::DMatrix;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -99,7 +103,11 @@ pub struct MdnDescription {
     pub data_size: usize,
     pub components: usize,
     pub hidden: Vec<usize>,
-    /// Per-dimension standardisation of θ and x.
+    /// Whether θ is mapped onto the real line before standardisation
+    /// (false in predictors written before the mapping existed).
+    #[serde(default)]
+    pub unbounded: bool,
+    /// Per-dimension standardisation of (mapped) θ and x.
     pub theta_mean: Vec<f64>,
     pub theta_std: Vec<f64>,
     pub x_mean: Vec<f64>,
@@ -125,12 +133,15 @@ pub struct Training {
     pub train_pairs: usize,
 }
 
-fn moments(m: &DMatrix<f64>) -> (Vec<f64>, Vec<f64>) {
+/// Mean and sd of each row, the sd of row i widened by independent noise
+/// of sd `noise_sd[i]`; a constant row gets sd 1.
+fn moments(m: &DMatrix<f64>, noise_sd: Option<&[f64]>) -> (Vec<f64>, Vec<f64>) {
     m.row_iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             let mean = r.mean();
-            let sd = (r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (r.len() as f64 - 1.0).max(1.0)).sqrt();
-            (mean, if sd > 1e-12 { sd } else { 1.0 })
+            let var = r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (r.len() as f64 - 1.0).max(1.0) + noise_sd.map_or(0.0, |s| s[i] * s[i]);
+            (mean, if var > 1e-24 { var.sqrt() } else { 1.0 })
         })
         .unzip()
 }
@@ -164,7 +175,10 @@ impl Mdn {
                 let bound = 1.0 / (w[0] as f64).sqrt();
                 let weights: Vec<f32> = (0..w[0] * w[1]).map(|_| rng.random_range(-bound..bound) as f32).collect();
                 let bias: Vec<f32> = (0..w[1]).map(|_| rng.random_range(-bound..bound) as f32).collect();
-                Ok((Var::from_tensor(&Tensor::from_vec(weights, (w[0], w[1]), &Device::Cpu)?)?, Var::from_tensor(&Tensor::from_vec(bias, (1, w[1]), &Device::Cpu)?)?))
+                Ok((
+                    Var::from_tensor(&Tensor::from_vec(weights, (w[0], w[1]), &Device::Cpu)?)?,
+                    Var::from_tensor(&Tensor::from_vec(bias, (1, w[1]), &Device::Cpu)?)?,
+                ))
             })
             .collect::<Result<_>>()?;
         Ok(Mdn { desc, prior, layers })
@@ -215,29 +229,45 @@ impl Mdn {
     }
 
     /// Train on pairs (`thetas`: `d × n`, `xs`: `data_size × n`).
+    /// With `noise_sd`, `xs` are noise-free and each epoch trains on
+    /// `xs + N(0, diag(noise_sd²))` drawn afresh (the validation split's
+    /// noise is drawn once), so the network cannot memorise one noise
+    /// realisation; without, `xs` are used as they are.
     /// `progress(epoch, train_nll, val_nll)` after every epoch.
-    pub fn train(prior: &Prior, thetas: &DMatrix<f64>, xs: &DMatrix<f64>, spec: &MdnSpec, progress: &mut dyn FnMut(usize, f64, f64)) -> Result<(Mdn, Training)> {
+    pub fn train(
+        prior: &Prior,
+        thetas: &DMatrix<f64>,
+        xs: &DMatrix<f64>,
+        noise_sd: Option<&[f64]>,
+        spec: &MdnSpec,
+        progress: &mut dyn FnMut(usize, f64, f64),
+    ) -> Result<(Mdn, Training)> {
         spec.validate("[step5]")?;
         let n = thetas.ncols();
         if xs.ncols() != n || thetas.nrows() != prior.dim() {
             bail!("training pairs: {} parameter vectors of size {} and {} data vectors (prior has {} parameters)", n, thetas.nrows(), xs.ncols(), prior.dim());
         }
-        if thetas.iter().chain(xs.iter()).any(|v| !v.is_finite()) {
+        if thetas.iter().chain(xs.iter()).chain(noise_sd.unwrap_or_default()).any(|v| !v.is_finite()) {
             bail!("the training pairs contain non-finite values");
+        }
+        if noise_sd.is_some_and(|sd| sd.len() != xs.nrows() || sd.iter().any(|s| *s < 0.0)) {
+            bail!("the observation-error sd needs {} non-negative values, one per datum", xs.nrows());
         }
         let n_val = ((n as f64) * spec.validation).ceil() as usize;
         if n_val < 1 || n - n_val < spec.batch.min(n) || n < 10 {
             bail!("{n} training pairs are too few (validation fraction {}, batch {})", spec.validation, spec.batch);
         }
         let n_train = n - n_val;
+        let thetas = &to_unbounded(&prior.marginals, thetas);
         let train_cols: Vec<usize> = (0..n_train).collect();
-        let (theta_mean, theta_std) = moments(&thetas.columns(0, n_train).into_owned());
-        let (x_mean, x_std) = moments(&xs.columns(0, n_train).into_owned());
+        let (theta_mean, theta_std) = moments(&thetas.columns(0, n_train).into_owned(), None);
+        let (x_mean, x_std) = moments(&xs.columns(0, n_train).into_owned(), noise_sd);
         let desc = MdnDescription {
             parameters: prior.names.clone(),
             data_size: xs.nrows(),
             components: spec.components,
             hidden: spec.hidden.clone(),
+            unbounded: true,
             theta_mean,
             theta_std,
             x_mean,
@@ -248,8 +278,17 @@ impl Mdn {
         let mdn = Mdn::init(desc, &mut rng)?;
         let d = &mdn.desc;
         let val_cols: Vec<usize> = (n_train..n).collect();
-        let (val_x, val_theta) = (standardised(xs, &val_cols, &d.x_mean, &d.x_std)?, standardised(thetas, &val_cols, &d.theta_mean, &d.theta_std)?);
-        let (all_x, all_theta) = (standardised(xs, &train_cols, &d.x_mean, &d.x_std)?, standardised(thetas, &train_cols, &d.theta_mean, &d.theta_std)?);
+        // Noise in standardised units, and one draw of it added to `x`.
+        let noise: Option<Vec<f32>> = noise_sd.map(|sd| sd.iter().zip(&d.x_std).map(|(e, s)| (e / s) as f32).collect());
+        let with_noise = |x: &Tensor, rng: &mut rand_chacha::ChaCha8Rng| -> Result<Tensor> {
+            let Some(noise) = &noise else { return Ok(x.clone()) };
+            let (rows, cols) = x.dims2()?;
+            let eps: Vec<f32> = (0..rows * cols).map(|i| noise[i % cols] * rng.sample::<f32, _>(StandardNormal)).collect();
+            Ok((x + Tensor::from_vec(eps, (rows, cols), &Device::Cpu)?)?)
+        };
+        let val_theta = standardised(thetas, &val_cols, &d.theta_mean, &d.theta_std)?;
+        let val_x = with_noise(&standardised(xs, &val_cols, &d.x_mean, &d.x_std)?, &mut rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7a11))?;
+        let (clean_x, all_theta) = (standardised(xs, &train_cols, &d.x_mean, &d.x_std)?, standardised(thetas, &train_cols, &d.theta_mean, &d.theta_std)?);
         let mut opt = AdamW::new(mdn.vars(), ParamsAdamW { lr: spec.lr, weight_decay: 0.0, ..Default::default() })?;
         let mut order: Vec<u32> = (0..n_train as u32).collect();
         let (mut best, mut best_epoch, mut best_params) = (f64::INFINITY, 0, Vec::new());
@@ -258,6 +297,7 @@ impl Mdn {
         for epoch in 0..spec.max_epochs {
             epochs = epoch + 1;
             order.shuffle(&mut rng);
+            let all_x = with_noise(&clean_x, &mut rng)?;
             let mut total = 0.0;
             for rows in order.chunks(spec.batch) {
                 let idx = Tensor::from_slice(rows, rows.len(), &Device::Cpu)?;
@@ -295,15 +335,23 @@ impl Mdn {
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
             bail!("the observation's value {i} is {}", x[i]);
         }
-        let xs = Tensor::from_vec(x.iter().zip(&d.x_mean).zip(&d.x_std).map(|((v, m), s)| ((v - m) / s) as f32).collect::<Vec<f32>>(), (1, x.len()), &Device::Cpu)?;
+        let xs =
+            Tensor::from_vec(x.iter().zip(&d.x_mean).zip(&d.x_std).map(|((v, m), s)| ((v - m) / s) as f32).collect::<Vec<f32>>(), (1, x.len()), &Device::Cpu)?;
         let (log_pi, mu, u, _) = self.mixture(&xs)?;
         let k = d.components;
         let pi: Vec<f64> = log_pi.squeeze(0)?.to_vec1::<f32>()?.iter().map(|v| (*v as f64).exp()).collect();
         let mu: Vec<f32> = mu.flatten_all()?.to_vec1()?;
         let u: Vec<f32> = u.flatten_all()?.to_vec1()?;
-        let factors: Vec<nalgebra::DMatrix<f64>> = (0..k).map(|c| DMatrix::from_row_iterator(dim, dim, u[c * dim * dim..(c + 1) * dim * dim].iter().map(|v| *v as f64))).collect();
+        // Each component's covariance factor U_k⁻¹ (upper triangular), once.
+        let inverses: Vec<DMatrix<f64>> = (0..k)
+            .map(|c| {
+                let u = DMatrix::from_row_iterator(dim, dim, u[c * dim * dim..(c + 1) * dim * dim].iter().map(|v| *v as f64));
+                u.solve_upper_triangular(&DMatrix::identity(dim, dim)).context("a singular precision factor")
+            })
+            .collect::<Result<_>>()?;
         let dist = rand::distr::weighted::WeightedIndex::new(&pi).context("mixture weights")?;
         let mut out = DMatrix::zeros(dim, n);
+        let (mut eps, mut theta) = (vec![0.0; dim], vec![0.0; dim]);
         let mut filled = 0;
         let mut tries = 0usize;
         while filled < n {
@@ -312,11 +360,20 @@ impl Mdn {
                 bail!("fewer than 1 in 1000 posterior draws fall inside the prior's support ({filled} of {n} after {tries}); the observation may be far from anything simulated");
             }
             let c = rng.sample(&dist);
-            let eps = DVector::from_iterator(dim, (0..dim).map(|_| rng.sample::<f64, _>(StandardNormal)));
-            let z = factors[c].solve_upper_triangular(&eps).context("a singular precision factor")?;
-            let theta: Vec<f64> = (0..dim).map(|i| (mu[c * dim + i] as f64 + z[i]) * d.theta_std[i] + d.theta_mean[i]).collect();
+            eps.iter_mut().for_each(|e| *e = rng.sample::<f64, _>(StandardNormal));
+            let inv = &inverses[c];
+            for i in 0..dim {
+                let z: f64 = (i..dim).map(|j| inv[(i, j)] * eps[j]).sum();
+                theta[i] = (mu[c * dim + i] as f64 + z) * d.theta_std[i] + d.theta_mean[i];
+            }
+            if d.unbounded {
+                for (t, m) in theta.iter_mut().zip(&self.prior.marginals) {
+                    *t = m.from_unbounded(*t);
+                }
+            }
+            // With the mapping every draw is inside; older predictors reject.
             if self.prior.log_density(&theta).is_finite() {
-                out.set_column(filled, &DVector::from_vec(theta));
+                out.column_mut(filled).copy_from_slice(&theta);
                 filled += 1;
             }
         }
@@ -324,7 +381,8 @@ impl Mdn {
     }
 
     /// log q(θ | x) up to the standardisation's constant Jacobian (enough
-    /// to rank θs under one x), for every column of `thetas`.
+    /// to rank θs under one x), for every column of `thetas` (−∞ outside
+    /// the prior's support).
     pub fn log_prob(&self, x: &[f64], thetas: &DMatrix<f64>) -> Result<Vec<f64>> {
         let d = &self.desc;
         if x.len() != d.data_size || thetas.nrows() != d.parameters.len() {
@@ -334,7 +392,8 @@ impl Mdn {
         let xs: Vec<f32> = (0..n).flat_map(|_| x.iter().zip(&d.x_mean).zip(&d.x_std).map(|((v, m), s)| ((v - m) / s) as f32)).collect();
         let xs = Tensor::from_vec(xs, (n, x.len()), &Device::Cpu)?;
         let cols: Vec<usize> = (0..n).collect();
-        let th = standardised(thetas, &cols, &d.theta_mean, &d.theta_std)?;
+        let mapped = if d.unbounded { to_unbounded(&self.prior.marginals, thetas) } else { thetas.clone() };
+        let th = standardised(&mapped, &cols, &d.theta_mean, &d.theta_std)?;
         let dim = d.parameters.len();
         let (log_pi, mu, u, log_det) = self.mixture(&xs)?;
         let k = d.components;
@@ -343,7 +402,19 @@ impl Mdn {
         let total = ((log_pi + log_det)? - (z.sqr()?.sum(D::Minus1)? * 0.5)?)?;
         let max = total.max_keepdim(1)?;
         let lse = (total.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + max)?;
-        Ok(lse.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+        let lse = lse.flatten_all()?.to_vec1::<f32>()?;
+        Ok(thetas
+            .column_iter()
+            .zip(lse)
+            .map(|(theta, lp)| {
+                let theta = theta.as_slice();
+                if !self.prior.log_density(theta).is_finite() {
+                    return f64::NEG_INFINITY;
+                }
+                let jacobian: f64 = if d.unbounded { self.prior.marginals.iter().zip(theta).map(|(m, x)| m.log_jacobian(*x)).sum() } else { 0.0 };
+                f64::from(lp) + jacobian
+            })
+            .collect())
     }
 
     /// Weights and description as one safetensors file.
@@ -374,6 +445,11 @@ impl Mdn {
         }
         Ok((mdn, meta["training"].clone()))
     }
+}
+
+/// Every column of `thetas` (`d × n`) mapped onto the real line.
+fn to_unbounded(marginals: &[Marginal], thetas: &DMatrix<f64>) -> DMatrix<f64> {
+    DMatrix::from_fn(thetas.nrows(), thetas.ncols(), |i, j| marginals[i].to_unbounded(thetas[(i, j)]))
 }
 
 /// Diagonal and strictly-upper masks of a d × d matrix.

@@ -11,6 +11,8 @@
 pub mod amortize;
 pub mod c2st;
 pub mod calibration;
+pub mod cycle;
+pub mod emulator;
 pub mod esmda;
 pub mod mcmc;
 pub mod mdn;
@@ -67,7 +69,13 @@ impl<'a> Problem<'a> {
 
 /// A synthetic observation: θ_true (given, or drawn from the prior) and
 /// y = H(G(θ_true)) + ε, ε ~ N(0, R).
-pub fn synthesize(problem_parts: (&mut dyn Simulator, &mut dyn ObsOperator), prior: &Prior, truth: Option<Vec<f64>>, seed: u64, rng: &mut impl Rng) -> Result<(Vec<f64>, DVector<f64>)> {
+pub fn synthesize(
+    problem_parts: (&mut dyn Simulator, &mut dyn ObsOperator),
+    prior: &Prior,
+    truth: Option<Vec<f64>>,
+    seed: u64,
+    rng: &mut impl Rng,
+) -> Result<(Vec<f64>, DVector<f64>)> {
     let (simulator, obs) = problem_parts;
     let theta = truth.unwrap_or_else(|| prior.sample(rng));
     let out = simulator.simulate(&DMatrix::from_column_slice(theta.len(), 1, &theta), seed)?;

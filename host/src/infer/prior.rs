@@ -46,6 +46,45 @@ impl Marginal {
         }
     }
 
+    /// The bijection from the support onto the real line that density
+    /// estimators work in: logit of the position within `[low, high]`
+    /// when both bounds are finite, a log of the distance to the one
+    /// finite bound, the identity when there is none. Values on a bound
+    /// map to a large finite number rather than ±∞.
+    pub fn to_unbounded(&self, x: f64) -> f64 {
+        const EDGE: f64 = 1e-12;
+        match self.bounds() {
+            (low, high) if low.is_finite() && high.is_finite() => {
+                let u = ((x - low) / (high - low)).clamp(EDGE, 1.0 - EDGE);
+                (u / (1.0 - u)).ln()
+            }
+            (low, _) if low.is_finite() => (x - low).max(EDGE).ln(),
+            (_, high) if high.is_finite() => -(high - x).max(EDGE).ln(),
+            _ => x,
+        }
+    }
+
+    /// The inverse of [`Marginal::to_unbounded`]; always inside the support.
+    pub fn from_unbounded(&self, z: f64) -> f64 {
+        match self.bounds() {
+            (low, high) if low.is_finite() && high.is_finite() => (low + (high - low) / (1.0 + (-z).exp())).clamp(low, high),
+            (low, _) if low.is_finite() => low + z.exp(),
+            (_, high) if high.is_finite() => high - (-z).exp(),
+            _ => z,
+        }
+    }
+
+    /// log |dz/dx| of [`Marginal::to_unbounded`] at `x` (a density over z
+    /// becomes one over x by adding it).
+    pub fn log_jacobian(&self, x: f64) -> f64 {
+        match self.bounds() {
+            (low, high) if low.is_finite() && high.is_finite() => ((high - low) / ((x - low) * (high - x))).ln(),
+            (low, _) if low.is_finite() => -(x - low).ln(),
+            (_, high) if high.is_finite() => -(high - x).ln(),
+            _ => 0.0,
+        }
+    }
+
     pub fn sample(&self, rng: &mut impl Rng) -> f64 {
         match *self {
             Marginal::Uniform { low, high } => rng.random_range(low..high),

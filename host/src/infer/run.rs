@@ -32,8 +32,20 @@ pub struct StaticSet {
     pub limits: Limits,
     #[serde(rename = "method", default)]
     pub methods: Vec<StaticMethod>,
+    /// Step 3: a neural emulator of H∘G trained on step 5's simulations;
+    /// step 4 is the set's MCMC through it.
+    pub step3: Option<super::emulator::EmulatorSpec>,
     /// Step 5: an amortized posterior trained on simulated pairs.
     pub step5: Option<super::amortize::Step5Spec>,
+    /// The cycle contract the run's report is checked against.
+    pub cycle: Option<CycleSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CycleSection {
+    /// Path of the static cycle contract, relative to the plugin-set.
+    pub contract: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,7 +86,9 @@ impl StaticMethod {
             StaticMethod::EsMda { n, iterations } if n < 2 || iterations == 0 => {
                 bail!("[[method]] #{index} (es-mda): N must be at least 2 and iterations at least 1, got N = {n}, iterations = {iterations}")
             }
-            StaticMethod::Mcmc { steps, burn_in, .. } if burn_in >= steps => bail!("[[method]] #{index} (mcmc): burn_in ({burn_in}) must be less than steps ({steps})"),
+            StaticMethod::Mcmc { steps, burn_in, .. } if burn_in >= steps => {
+                bail!("[[method]] #{index} (mcmc): burn_in ({burn_in}) must be less than steps ({steps})")
+            }
             _ => Ok(()),
         }
     }
@@ -93,6 +107,7 @@ pub struct LoadedStatic {
     pub set: StaticSet,
     pub simulator: Source,
     pub obs: Source,
+    pub contract: Option<super::cycle::CycleContract>,
 }
 
 impl StaticSet {
@@ -111,11 +126,21 @@ impl StaticSet {
         if let Some(step5) = &set.step5 {
             step5.validate().map_err(|e| fail(format!("{e:#}")))?;
         }
+        if let Some(step3) = &set.step3 {
+            step3.validate().map_err(|e| fail(format!("{e:#}")))?;
+            if set.step5.is_none() || !set.methods.iter().any(|m| matches!(m, StaticMethod::Mcmc { .. })) {
+                return Err(fail("[step3] trains on [step5]'s simulations and step 4 reruns the mcmc [[method]] through the emulator: add both".into()));
+            }
+        }
         let dir = path.parent().unwrap_or(Path::new("."));
         let simulator = set.simulator.source("simulator", dir).map_err(|e| fail(format!("{e:#}")))?;
         let obs = set.observations.source("observations", dir).map_err(|e| fail(format!("{e:#}")))?;
         let name = set.name.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "static".into()));
-        Ok(LoadedStatic { path: path.to_path_buf(), bytes, name, set, simulator, obs })
+        let contract = match &set.cycle {
+            Some(c) => Some(super::cycle::CycleContract::load(&dir.join(&c.contract)).map_err(|e| fail(format!("[cycle] contract: {e:#}")))?),
+            None => None,
+        };
+        Ok(LoadedStatic { path: path.to_path_buf(), bytes, name, set, simulator, obs, contract })
     }
 }
 
@@ -138,6 +163,20 @@ pub struct StaticRun {
     pub posteriors: Vec<Posterior>,
     pub components: Vec<(crate::sandbox::LoadedComponent, &'static str, serde_json::Value, String)>,
     pub step5: Option<Step5Result>,
+    pub step34: Option<Step34Result>,
+}
+
+/// Step 3's emulator and step 4's posterior through it.
+pub struct Step34Result {
+    pub name: String,
+    pub emulator_id: String,
+    pub dataset: String,
+    pub training: super::emulator::EmulatorTraining,
+    pub weights: Vec<u8>,
+    /// MCMC through the emulator (the oracle's settings).
+    pub posterior: Posterior,
+    /// C2ST against the oracle's MCMC samples.
+    pub c2st_vs_mcmc: f64,
 }
 
 /// Step 5's predictor and how it compares with the oracle.
@@ -202,7 +241,10 @@ fn setup(set: &LoadedStatic, runtime: &Runtime, registry: Option<&Registry>) -> 
 }
 
 /// Registry ids of the components (registering them when a registry is given).
-fn plugin_ids(components: &[(crate::sandbox::LoadedComponent, &'static str, serde_json::Value, String)], registry: Option<&mut Registry>) -> Result<Vec<String>> {
+fn plugin_ids(
+    components: &[(crate::sandbox::LoadedComponent, &'static str, serde_json::Value, String)],
+    registry: Option<&mut Registry>,
+) -> Result<Vec<String>> {
     let mut ids = Vec::new();
     match registry {
         Some(reg) => {
@@ -225,7 +267,8 @@ pub fn train_posterior(
     let spec = set.set.step5.as_ref().with_context(|| format!("{} has no [step5] section to train a posterior from", set.path.display()))?;
     let Setup { mut simulator, mut obs, prior, components } = setup(set, runtime, registry.as_deref())?;
     let ids = plugin_ids(&components, registry.as_deref_mut())?;
-    let (_, record, weights) = super::amortize::train(spec, &prior, &mut simulator, &mut obs, &ids, registry, progress)?;
+    let sims = super::amortize::simulations(spec, &prior, &mut simulator, &mut obs, &ids, registry.as_deref_mut())?;
+    let (_, record, weights) = super::amortize::train(spec, &prior, &sims, &ids, registry, progress)?;
     Ok((record, weights))
 }
 
@@ -254,11 +297,14 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
         posteriors.push(Posterior { method: method.clone(), samples, seconds: start.elapsed().as_secs_f64(), simulations: problem.simulations, diagnostics });
     }
     drop(problem);
+    let mut simulations = None;
     let step5 = match &set.set.step5 {
         None => None,
         Some(spec) => {
             let plugin_ids = plugin_ids(&components, registry.as_deref_mut())?;
-            let (mdn, record, weights) = super::amortize::train(spec, &prior, &mut simulator, &mut obs, &plugin_ids, registry, progress)?;
+            let sims = super::amortize::simulations(spec, &prior, &mut simulator, &mut obs, &plugin_ids, registry.as_deref_mut())?;
+            let (mdn, record, weights) = super::amortize::train(spec, &prior, &sims, &plugin_ids, registry.as_deref_mut(), progress)?;
+            simulations = Some((sims, plugin_ids));
             let mcmc = posteriors.iter().find(|p| matches!(p.method, StaticMethod::Mcmc { .. }));
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5757);
             let n = mcmc.map_or(10_000, |p| p.samples.ncols().min(10_000));
@@ -279,7 +325,8 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
                 for k in 0..spec.check_observations {
                     let mut rng_k = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(1000 + k as u64));
                     let (_, y_k) = synthesize((&mut simulator, &mut obs), &prior, None, seed, &mut rng_k)?;
-                    let mut problem = Problem { prior: prior.clone(), simulator: &mut simulator, obs: &mut obs, y: y_k.clone(), r: r.clone().into(), seed, simulations: 0 };
+                    let mut problem =
+                        Problem { prior: prior.clone(), simulator: &mut simulator, obs: &mut obs, y: y_k.clone(), r: r.clone().into(), seed, simulations: 0 };
                     let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers: *walkers, steps: *steps, burn_in: *burn_in, a: 2.0 }, &mut rng_k)?;
                     let q = mdn.sample(y_k.as_slice(), n, &mut rng_k)?;
                     held_out_c2st.push(super::c2st::c2st(&reference(&chains.samples, &mut rng_k), &q, Default::default())?);
@@ -291,7 +338,78 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
             Some(Step5Result { record, weights, samples, sample_ms, c2st_vs_mcmc, mcmc_seconds: mcmc.map(|p| p.seconds), held_out_c2st, calibration })
         }
     };
-    Ok(StaticRun { prior, truth, y: y.as_slice().to_vec(), r, posteriors, components, step5 })
+    let step34 = match (&set.set.step3, simulations) {
+        (Some(spec), Some((sims, plugin_ids))) => {
+            Some(emulate_and_infer(spec, &prior, &simulator, &obs, &sims, &plugin_ids, &posteriors, &y, &r, seed, registry)?)
+        }
+        _ => None,
+    };
+    Ok(StaticRun { prior, truth, y: y.as_slice().to_vec(), r, posteriors, components, step5, step34 })
+}
+
+/// Step 3 (train the emulator on step 5's simulations, registered as kind
+/// weights, role emulator, step 3, trained_on them) and step 4 (the
+/// oracle's MCMC through it on the same observation, scored by C2ST
+/// against the oracle).
+#[allow(clippy::too_many_arguments)]
+fn emulate_and_infer(
+    spec: &super::emulator::EmulatorSpec,
+    prior: &Prior,
+    simulator: &WasmSimulator,
+    obs: &WasmObs,
+    sims: &super::amortize::Simulations,
+    plugin_ids: &[String],
+    posteriors: &[Posterior],
+    y: &nalgebra::DVector<f64>,
+    r: &[f64],
+    seed: u64,
+    registry: Option<&mut Registry>,
+) -> Result<Step34Result> {
+    use super::emulator::{Observed, StaticEmulator};
+    let (mut emulator, training) = StaticEmulator::train(spec, prior, simulator.info(), &sims.thetas, &sims.hx, &sims.sd)?;
+    let mut stored = serde_json::to_value(&training)?;
+    stored.as_object_mut().map(|o| o.remove("seconds"));
+    let weights = emulator.to_safetensors(&serde_json::json!({ "dataset": sims.id, "spec": spec, "training": stored }))?;
+    let emulator_id = match registry {
+        Some(reg) => {
+            let (id, _) = reg.add(
+                &weights,
+                &NewArtifact {
+                    kind: "weights".into(),
+                    name: spec.name.clone(),
+                    media_type: "application/vnd.safetensors".into(),
+                    role: Some("emulator".into()),
+                    step: Some(3),
+                    metadata: serde_json::json!({ "emulator": "static-mlp", "dataset": sims.id, "training": training }),
+                    ..Default::default()
+                },
+            )?;
+            reg.link(&id, &sims.id, "trained_on")?;
+            for p in plugin_ids {
+                reg.link(&id, p, "derived_from")?;
+            }
+            id
+        }
+        None => format!("blake3:{}", blake3::hash(&weights).to_hex()),
+    };
+    let oracle = posteriors.iter().find(|p| matches!(p.method, StaticMethod::Mcmc { .. })).context("step 4 needs the mcmc [[method]]")?;
+    let StaticMethod::Mcmc { walkers, steps, burn_in } = oracle.method else { unreachable!("found as mcmc") };
+    let mut observed = Observed::like(obs.info());
+    let mut problem = Problem { prior: prior.clone(), simulator: &mut emulator, obs: &mut observed, y: y.clone(), r: r.to_vec().into(), seed, simulations: 0 };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5764);
+    let start = Instant::now();
+    let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0 }, &mut rng)?;
+    let posterior = Posterior {
+        method: oracle.method.clone(),
+        samples: chains.samples,
+        seconds: start.elapsed().as_secs_f64(),
+        simulations: problem.simulations,
+        diagnostics: Some(chains.diagnostics),
+    };
+    let n = oracle.samples.ncols().min(posterior.samples.ncols()).min(10_000);
+    let pick = |m: &DMatrix<f64>, rng: &mut rand_chacha::ChaCha8Rng| m.select_columns(&rand::seq::index::sample(rng, m.ncols(), n).into_vec());
+    let c2st_vs_mcmc = super::c2st::c2st(&pick(&oracle.samples, &mut rng), &pick(&posterior.samples, &mut rng), Default::default())?;
+    Ok(Step34Result { name: spec.name.clone(), emulator_id, dataset: sims.id.clone(), training, weights, posterior, c2st_vs_mcmc })
 }
 
 /// Mean and standard deviation of each row.
@@ -327,6 +445,14 @@ pub fn table(run: &StaticRun) -> String {
         }
         let _ = writeln!(s, "  {:>9.2}  {:>11}", p.seconds, p.simulations);
     }
+    if let Some(s34) = &run.step34 {
+        let p = &s34.posterior;
+        let _ = write!(s, "{:<30}", "step 4: MCMC via emulator");
+        for (mean, sd) in moments(&p.samples) {
+            let _ = write!(s, "  {:>20}", format!("{mean:.4} ± {sd:.4}"));
+        }
+        let _ = writeln!(s, "  {:>9.2}  {:>11}", p.seconds, p.simulations);
+    }
     if let Some(s5) = &run.step5 {
         let _ = write!(s, "{:<30}", format!("step 5: {}", s5.record.name));
         for (mean, sd) in moments(&s5.samples) {
@@ -347,6 +473,27 @@ pub fn table(run: &StaticRun) -> String {
                 d.acceptance
             );
         }
+    }
+    if let Some(s34) = &run.step34 {
+        let t = &s34.training;
+        let _ = writeln!(
+            s,
+            "step 3: emulator {} ({}) trained in {:.1} s, {} epochs (best {}): held-out RMSE {:.3} = {:.3} × the noise sd",
+            s34.name,
+            &s34.emulator_id[..19.min(s34.emulator_id.len())],
+            t.seconds,
+            t.epochs,
+            t.best_epoch,
+            t.val_rmse,
+            t.val_rmse_over_noise
+        );
+        let _ = writeln!(
+            s,
+            "step 4: MCMC through the emulator vs MCMC through the plugins: C2ST {:.3}, {:.1} s against {:.1} s",
+            s34.c2st_vs_mcmc,
+            s34.posterior.seconds,
+            run.posteriors.iter().find(|p| matches!(p.method, StaticMethod::Mcmc { .. })).map_or(f64::NAN, |p| p.seconds)
+        );
     }
     if let Some(s5) = &run.step5 {
         let t = &s5.record.training;
@@ -372,7 +519,12 @@ pub fn table(run: &StaticRun) -> String {
         }
         if !s5.held_out_c2st.is_empty() {
             let mean = s5.held_out_c2st.iter().sum::<f64>() / s5.held_out_c2st.len() as f64;
-            let _ = writeln!(s, "step 5 vs MCMC on {} held-out observations: mean C2ST {mean:.3} [{}]", s5.held_out_c2st.len(), s5.held_out_c2st.iter().map(|c| format!("{c:.3}")).collect::<Vec<_>>().join(" "));
+            let _ = writeln!(
+                s,
+                "step 5 vs MCMC on {} held-out observations: mean C2ST {mean:.3} [{}]",
+                s5.held_out_c2st.len(),
+                s5.held_out_c2st.iter().map(|c| format!("{c:.3}")).collect::<Vec<_>>().join(" ")
+            );
         }
         let c = &s5.calibration;
         let _ = writeln!(
@@ -391,6 +543,8 @@ pub fn table(run: &StaticRun) -> String {
 pub struct StaticFiles {
     pub observation: (PathBuf, Vec<u8>),
     pub posteriors: Vec<(PathBuf, Vec<u8>)>,
+    /// Step 4's posterior (MCMC through the emulator).
+    pub step4: Option<(PathBuf, Vec<u8>)>,
 }
 
 /// `observation.nc` (truth and y) and one `<method>.nc` per method with
@@ -410,41 +564,71 @@ pub fn write(dir: &Path, run: &StaticRun, set: &LoadedStatic) -> Result<StaticFi
         &[
             Var { name: "truth", dims: &["parameter"], data: &run.truth, units: "see parameters", long_name: "true parameters" },
             Var { name: "y", dims: &["obs"], data: &run.y, units: "observation units", long_name: "synthetic observation" },
-            Var { name: "obs_variance", dims: &["obs"], data: &run.r, units: "observation units squared", long_name: "observation-error variance (diagonal of R)" },
+            Var {
+                name: "obs_variance",
+                dims: &["obs"],
+                data: &run.r,
+                units: "observation units squared",
+                long_name: "observation-error variance (diagonal of R)",
+            },
         ],
         &attrs,
     )?;
     let observation = (dir.join("observation.nc"), obs_bytes);
     std::fs::write(&observation.0, &observation.1).with_context(|| format!("writing {}", observation.0.display()))?;
     let obs_id = format!("blake3:{}", blake3::hash(&observation.1).to_hex());
-    let mut posteriors = Vec::new();
-    for p in &run.posteriors {
+    let posterior_nc = |p: &Posterior, extra: &[(&'static str, String)]| -> Result<Vec<u8>> {
         let mut attrs = attrs.clone();
         attrs.push(("method", p.method.label()));
         attrs.push(("observation", obs_id.clone()));
+        attrs.extend(extra.iter().cloned());
         if let Some(diag) = &p.diagnostics {
             attrs.push(("diagnostics", serde_json::to_string(diag)?));
         }
         // samples(sample, parameter): nalgebra's column-major parameters × samples.
-        let bytes = nc_bytes(
+        nc_bytes(
             &[("sample", p.samples.ncols()), ("parameter", d)],
             &[Var { name: "samples", dims: &["sample", "parameter"], data: p.samples.as_slice(), units: "see parameters", long_name: "posterior samples" }],
             &attrs,
-        )?;
+        )
+    };
+    let mut posteriors = Vec::new();
+    for p in &run.posteriors {
+        let bytes = posterior_nc(p, &[])?;
         let path = dir.join(format!("{}.nc", crate::output::file_stem(&p.method.label())));
         std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
         posteriors.push((path, bytes));
+    }
+    let mut step4 = None;
+    if let Some(s34) = &run.step34 {
+        let bytes = posterior_nc(&s34.posterior, &[("emulator", s34.emulator_id.clone())])?;
+        let path = dir.join(format!("{}_via_emulator.nc", crate::output::file_stem(&s34.posterior.method.label())));
+        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        step4 = Some((path, bytes));
+        let path = dir.join(format!("{}.safetensors", crate::output::file_stem(&s34.name)));
+        std::fs::write(&path, &s34.weights).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(s5) = &run.step5 {
         let path = dir.join(format!("{}.safetensors", crate::output::file_stem(&s5.record.name)));
         std::fs::write(&path, &s5.weights).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(StaticFiles { observation, posteriors })
+    Ok(StaticFiles { observation, posteriors, step4 })
 }
 
 /// Register the plugins, the observation and every posterior (step 2,
-/// role `oracle`, `derived_from` the plugins and the observation).
-pub fn register(registry: &mut Registry, run: &StaticRun, set: &LoadedStatic, files: &StaticFiles) -> Result<Vec<String>> {
+/// role `oracle`, `derived_from` the plugins and the observation), step
+/// 4's posterior (`derived_from` the emulator and the observation) and
+/// the cycle report (kind report, step 6, `derived_from` the plugin-set
+/// and its contract; every step's artifact `scored_by` it, steps 4 and 5
+/// `validated_against` the MCMC oracle). Returns the report's id.
+pub fn register(
+    registry: &mut Registry,
+    run: &StaticRun,
+    set: &LoadedStatic,
+    files: &StaticFiles,
+    report: &super::cycle::CycleReport,
+    report_bytes: &[u8],
+) -> Result<String> {
     let mut plugin_ids = Vec::new();
     for (component, world, config, info) in &run.components {
         let info: serde_json::Value = serde_json::from_str(info)?;
@@ -452,7 +636,13 @@ pub fn register(registry: &mut Registry, run: &StaticRun, set: &LoadedStatic, fi
     }
     let (set_id, _) = registry.add(
         &set.bytes,
-        &NewArtifact { kind: "plugin-set".into(), name: set.name.clone(), media_type: "application/toml".into(), metadata: serde_json::json!({ "static": true }), ..Default::default() },
+        &NewArtifact {
+            kind: "plugin-set".into(),
+            name: set.name.clone(),
+            media_type: "application/toml".into(),
+            metadata: serde_json::json!({ "static": true }),
+            ..Default::default()
+        },
     )?;
     let (obs_id, _) = registry.add(
         &files.observation.1,
@@ -470,7 +660,6 @@ pub fn register(registry: &mut Registry, run: &StaticRun, set: &LoadedStatic, fi
         registry.link(&obs_id, p, "derived_from")?;
     }
     registry.link(&obs_id, &set_id, "produced_by")?;
-    let mut ids = vec![obs_id.clone()];
     for (post, (_, bytes)) in run.posteriors.iter().zip(&files.posteriors) {
         let (id, _) = registry.add(
             bytes,
@@ -496,7 +685,59 @@ pub fn register(registry: &mut Registry, run: &StaticRun, set: &LoadedStatic, fi
         }
         registry.link(&id, &obs_id, "derived_from")?;
         registry.link(&id, &set_id, "produced_by")?;
-        ids.push(id);
     }
-    Ok(ids)
+    if let (Some(s34), Some((_, bytes))) = (&run.step34, &files.step4) {
+        let (id, _) = registry.add(
+            bytes,
+            &NewArtifact {
+                kind: "run-output".into(),
+                name: format!("{}/{} via {}", set.name, s34.posterior.method.label(), s34.name),
+                media_type: "application/x-netcdf".into(),
+                step: Some(4),
+                tags: vec!["posterior".into(), "emulator".into()],
+                metadata: serde_json::json!({ "method": s34.posterior.method, "emulator": s34.emulator_id, "seconds": s34.posterior.seconds, "c2st_vs_oracle": s34.c2st_vs_mcmc, "diagnostics": s34.posterior.diagnostics }),
+                ..Default::default()
+            },
+        )?;
+        registry.link(&id, &s34.emulator_id, "derived_from")?;
+        registry.link(&id, &obs_id, "derived_from")?;
+        registry.link(&id, &set_id, "produced_by")?;
+    }
+    let (report_id, _) = registry.add(
+        report_bytes,
+        &NewArtifact {
+            kind: "report".into(),
+            name: format!("cycle-report/{}", set.name),
+            media_type: "application/json".into(),
+            step: Some(6),
+            tags: vec!["cycle".into(), report.verdict.clone()],
+            metadata: serde_json::json!({ "verdict": report.verdict, "oracle": report.oracle }),
+            ..Default::default()
+        },
+    )?;
+    registry.link(&report_id, &set_id, "derived_from")?;
+    if let Some(contract) = &set.contract {
+        let (cid, _) = registry.add(
+            &contract.bytes,
+            &NewArtifact {
+                kind: "contract".into(),
+                name: contract.file.name.clone(),
+                version: Some(contract.file.version.clone()),
+                media_type: "application/toml".into(),
+                metadata: serde_json::json!({ "static_cycle": true, "domain": contract.file.domain }),
+                ..Default::default()
+            },
+        )?;
+        registry.link(&report_id, &cid, "derived_from")?;
+    }
+    for entry in &report.steps {
+        for (k, a) in entry.artifacts.iter().enumerate() {
+            registry.link(a, &report_id, "scored_by")?;
+            // The step's own output (first), not the dataset it trained on.
+            if let Some(oracle) = report.oracle.as_ref().filter(|o| entry.step >= 4 && k == 0 && *o != a) {
+                registry.link(a, oracle, "validated_against")?;
+            }
+        }
+    }
+    Ok(report_id)
 }

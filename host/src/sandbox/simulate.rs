@@ -37,7 +37,11 @@ impl WasmSimulator {
         if info.parameters.is_empty() || info.output_size == 0 {
             return Err(SandboxError::Config {
                 plugin: instance.plugin.clone(),
-                message: format!("its description has {} parameters and output size {}; a simulator needs both positive", info.parameters.len(), info.output_size),
+                message: format!(
+                    "its description has {} parameters and output size {}; a simulator needs both positive",
+                    info.parameters.len(),
+                    info.output_size
+                ),
             });
         }
         Ok(WasmSimulator { instance, info })
