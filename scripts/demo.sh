@@ -9,9 +9,11 @@
 # the model (step 3) and the ETKF through the emulator (step 4) into one
 # cycle report, score ETKF N=20 against the
 # step-2 contract and diff it with the oracle's report (out/reports/).
-# Last, the static plume problem (cycles/plume.toml): ES-MDA and MCMC over
-# the source parameters, then the step-5 amortized posterior checked
-# against MCMC (out/plume/). Everything is recorded in the registry
+# Last, the static plume cycle (cycles/plume.toml): ES-MDA and MCMC over
+# the source parameters (step 2), an emulator of the plume and MCMC
+# through it (steps 3-4), the amortized posterior checked against MCMC on
+# 10 held-out observations (step 5), and the cycle report checked against
+# contracts/plume-cycle.toml (step 6; out/plume/cycle-report.json). Everything is recorded in the registry
 # ($GEOHOST_REGISTRY, default ~/.local/share/geohost/registry).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
