@@ -152,71 +152,68 @@ impl MlpTrainer {
     /// the batch size rows). Returns the loss before the step: the mean of
     /// ((x + out_std·MLP(z) − y)/loss_scale)².
     pub fn step(&mut self, x: &[f32], y: &[f32], rows: usize, loss_scale: f32) -> f32 {
-        assert!(rows > 0 && rows <= self.batch, "a batch of 1..={} rows", self.batch);
-        self.forward(x, rows);
         let out_std = self.scaling.out_std as f32;
-        let m = self.layers[0].fan_in;
-        let count = (rows * m) as f32;
-        // d loss / d out = 2 (pred − y) out_std / (scale² · count)
-        let last = self.layers.len() - 1;
-        let grad_scale = 2.0 * out_std / (loss_scale * loss_scale * count);
-        let mut loss = 0.0f64;
-        {
-            let l = &mut self.layers[last];
-            for (((d, o), x), y) in l.delta.iter_mut().zip(&l.out).zip(x).zip(y).take(rows * m) {
+        self.step_with(x, rows, |out, delta| {
+            let count = out.len() as f32;
+            // d loss / d out = 2 (pred − y) out_std / (scale² · count)
+            let grad_scale = 2.0 * out_std / (loss_scale * loss_scale * count);
+            let mut loss = 0.0f64;
+            for (((d, o), x), y) in delta.iter_mut().zip(out).zip(x).zip(y) {
                 let r = x + out_std * o - y;
                 loss += ((r / loss_scale) as f64).powi(2);
                 *d = r * grad_scale;
             }
-        }
+            loss / count as f64
+        }) as f32
+    }
+
+    /// One AdamW step for any loss of the network's raw outputs:
+    /// `loss_grad(outputs, delta)` gets MLP(z) for the batch (`rows ×
+    /// outputs`, row-major), writes d loss / d output into `delta` (same
+    /// layout) and returns the loss, which this returns.
+    pub fn step_with(&mut self, x: &[f32], rows: usize, loss_grad: impl FnOnce(&[f32], &mut [f32]) -> f64) -> f64 {
+        assert!(rows > 0 && rows <= self.batch, "a batch of 1..={} rows", self.batch);
+        self.forward(x, rows);
+        let last = self.layers.len() - 1;
+        let l = &mut self.layers[last];
+        let n = rows * l.fan_out;
+        let loss = loss_grad(&l.out[..n], &mut l.delta[..n]);
         self.backward(rows);
         self.update();
-        (loss / count as f64) as f32
+        loss
     }
 
     /// One AdamW step of plain regression on the batch (`x`: `rows ×
     /// inputs`, `y`: `rows × outputs`, both row-major and in the network's
     /// units). Returns the loss before the step: the mean of (MLP(z) − y)².
     pub fn step_regression(&mut self, x: &[f32], y: &[f32], rows: usize) -> f32 {
-        assert!(rows > 0 && rows <= self.batch, "a batch of 1..={} rows", self.batch);
-        self.forward(x, rows);
-        let last = self.layers.len() - 1;
-        let count = (rows * self.layers[last].fan_out) as f32;
-        let mut loss = 0.0f64;
-        {
-            let l = &mut self.layers[last];
-            for ((d, o), y) in l.delta.iter_mut().zip(&l.out).zip(y).take(rows * l.fan_out) {
+        self.step_with(x, rows, |out, delta| {
+            let count = out.len() as f32;
+            let mut loss = 0.0f64;
+            for ((d, o), y) in delta.iter_mut().zip(out).zip(y) {
                 let r = o - y;
                 loss += (r as f64).powi(2);
                 *d = 2.0 * r / count;
             }
-        }
-        self.backward(rows);
-        self.update();
-        (loss / count as f64) as f32
+            loss / count as f64
+        }) as f32
     }
 
     /// One AdamW step of a binary classifier (one output, a logit) on the
     /// batch `x` with `labels` in {0, 1}. Returns the mean binary
     /// cross-entropy before the step.
     pub fn step_logistic(&mut self, x: &[f32], labels: &[f32], rows: usize) -> f32 {
-        assert!(rows > 0 && rows <= self.batch, "a batch of 1..={} rows", self.batch);
         assert_eq!(self.layers.last().map(|l| l.fan_out), Some(1), "a classifier has one output");
-        self.forward(x, rows);
-        let last = self.layers.len() - 1;
-        let mut loss = 0.0f64;
-        {
-            let l = &mut self.layers[last];
-            for ((d, &logit), &label) in l.delta.iter_mut().zip(&l.out).zip(labels).take(rows) {
+        self.step_with(x, rows, |out, delta| {
+            let mut loss = 0.0f64;
+            for ((d, &logit), &label) in delta.iter_mut().zip(out).zip(labels) {
                 // BCE with logits: softplus(s) − label·s; its gradient σ(s) − label.
                 let s = logit as f64;
                 loss += s.max(0.0) + (-s.abs()).exp().ln_1p() - label as f64 * s;
                 *d = ((1.0 / (1.0 + (-s).exp())) as f32 - label) / rows as f32;
             }
-        }
-        self.backward(rows);
-        self.update();
-        (loss / rows as f64) as f32
+            loss / rows as f64
+        }) as f32
     }
 
     /// The network's raw outputs MLP(z) for the first `rows` rows of `x`

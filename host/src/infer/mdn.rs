@@ -21,10 +21,11 @@
 //! (sizes, standardisation, prior) in the metadata.
 
 use super::prior::{Marginal, Prior};
+use crate::emulate::fused::{AdamW as FusedAdamW, MlpTrainer};
+use crate::emulate::net::Scaling;
 use crate::emulate::net::{read_geohost_metadata, write_safetensors};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use nalgebra::DMatrix;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -212,7 +213,9 @@ impl Mdn {
         Ok((log_pi, mu, u, log_det))
     }
 
-    /// Mean negative log density of standardised θ (`[B, d]`) given x.
+    /// Mean negative log density of standardised θ (`[B, d]`) given x,
+    /// through candle: the reference that the fused training loss
+    /// (`mixture_nll`) is tested against.
     fn nll(&self, x: &Tensor, theta: &Tensor) -> Result<Tensor> {
         let d = self.desc.parameters.len();
         let (log_pi, mu, u, log_det) = self.mixture(x)?;
@@ -278,50 +281,86 @@ impl Mdn {
         let mdn = Mdn::init(desc, &mut rng)?;
         let d = &mdn.desc;
         let val_cols: Vec<usize> = (n_train..n).collect();
-        // Noise in standardised units, and one draw of it added to `x`.
-        let noise: Option<Vec<f32>> = noise_sd.map(|sd| sd.iter().zip(&d.x_std).map(|(e, s)| (e / s) as f32).collect());
-        let with_noise = |x: &Tensor, rng: &mut rand_chacha::ChaCha8Rng| -> Result<Tensor> {
-            let Some(noise) = &noise else { return Ok(x.clone()) };
-            let (rows, cols) = x.dims2()?;
-            let eps: Vec<f32> = (0..rows * cols).map(|i| noise[i % cols] * rng.sample::<f32, _>(StandardNormal)).collect();
-            Ok((x + Tensor::from_vec(eps, (rows, cols), &Device::Cpu)?)?)
+        let (dim, k) = (d.parameters.len(), d.components);
+        let table = |m: &DMatrix<f64>, cols: &[usize], mean: &[f64], std: &[f64]| -> Vec<f32> {
+            cols.iter().flat_map(|&j| (0..m.nrows()).map(move |i| ((m[(i, j)] - mean[i]) / std[i]) as f32)).collect()
         };
-        let val_theta = standardised(thetas, &val_cols, &d.theta_mean, &d.theta_std)?;
-        let val_x = with_noise(&standardised(xs, &val_cols, &d.x_mean, &d.x_std)?, &mut rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7a11))?;
-        let (clean_x, all_theta) = (standardised(xs, &train_cols, &d.x_mean, &d.x_std)?, standardised(thetas, &train_cols, &d.theta_mean, &d.theta_std)?);
-        let mut opt = AdamW::new(mdn.vars(), ParamsAdamW { lr: spec.lr, weight_decay: 0.0, ..Default::default() })?;
-        let mut order: Vec<u32> = (0..n_train as u32).collect();
-        let (mut best, mut best_epoch, mut best_params) = (f64::INFINITY, 0, Vec::new());
+        let p = xs.nrows();
+        // Noise in standardised units, added afresh to the noise-free data.
+        let noise: Option<Vec<f32>> = noise_sd.map(|sd| sd.iter().zip(&d.x_std).map(|(e, s)| (e / s) as f32).collect());
+        let add_noise = |x: &mut [f32], rng: &mut rand_chacha::ChaCha8Rng| {
+            if let Some(noise) = &noise {
+                for row in x.chunks_exact_mut(p) {
+                    for (v, s) in row.iter_mut().zip(noise) {
+                        *v += s * rng.sample::<f32, _>(StandardNormal);
+                    }
+                }
+            }
+        };
+        let (val_theta, mut val_x) = (table(thetas, &val_cols, &d.theta_mean, &d.theta_std), table(xs, &val_cols, &d.x_mean, &d.x_std));
+        add_noise(&mut val_x, &mut rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7a11));
+        let (clean_x, train_theta) = (table(xs, &train_cols, &d.x_mean, &d.x_std), table(thetas, &train_cols, &d.theta_mean, &d.theta_std));
+        // Training runs through the fused MLP step with the mixture NLL's
+        // gradient written out (`mixture_nll`); candle's autograd of
+        // `Mdn::nll` is the reference it is tested against.
+        let batch = spec.batch.min(n_train);
+        let mut net = mdn.fused(batch, spec.lr)?;
+        let mut order: Vec<usize> = (0..n_train).collect();
+        let (mut best, mut best_epoch, mut best_params) = (f64::INFINITY, 0, net.params());
+        let (mut x_epoch, mut bx, mut bt) = (clean_x.clone(), Vec::new(), Vec::new());
         let start = Instant::now();
         let mut epochs = 0;
         for epoch in 0..spec.max_epochs {
             epochs = epoch + 1;
             order.shuffle(&mut rng);
-            let all_x = with_noise(&clean_x, &mut rng)?;
+            x_epoch.copy_from_slice(&clean_x);
+            add_noise(&mut x_epoch, &mut rng);
             let mut total = 0.0;
-            for rows in order.chunks(spec.batch) {
-                let idx = Tensor::from_slice(rows, rows.len(), &Device::Cpu)?;
-                let loss = mdn.nll(&all_x.index_select(&idx, 0)?, &all_theta.index_select(&idx, 0)?)?;
-                opt.backward_step(&loss)?;
-                total += loss.to_scalar::<f32>()? as f64 * rows.len() as f64;
+            for rows in order.chunks(batch) {
+                bx.clear();
+                bt.clear();
+                for &r in rows {
+                    bx.extend_from_slice(&x_epoch[r * p..(r + 1) * p]);
+                    bt.extend_from_slice(&train_theta[r * dim..(r + 1) * dim]);
+                }
+                total += net.step_with(&bx, rows.len(), |out, delta| mixture_nll(out, &bt, dim, k, Some(delta))) * rows.len() as f64;
             }
-            let val = mdn.nll(&val_x, &val_theta)?.to_scalar::<f32>()? as f64;
+            let mut val = 0.0;
+            for (x, t) in val_x.chunks(batch * p).zip(val_theta.chunks(batch * dim)) {
+                let rows = x.len() / p;
+                val += mixture_nll(net.outputs(x, rows), t, dim, k, None) * rows as f64;
+            }
+            let val = val / n_val as f64;
             if !val.is_finite() {
                 bail!("posterior training diverged at epoch {epochs} (validation NLL {val}); lower [step5] lr");
             }
             progress(epoch, total / n_train as f64, val);
             if val < best {
-                (best, best_epoch) = (val, epoch);
-                best_params = mdn.vars().iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<Vec<_>>>()?;
+                (best, best_epoch, best_params) = (val, epoch, net.params());
             } else if epoch - best_epoch >= spec.patience {
                 break;
             }
         }
-        for (var, best) in mdn.vars().iter().zip(&best_params) {
-            var.set(best)?;
-        }
+        mdn.set_params(best_params)?;
         let training = Training { epochs, best_epoch: best_epoch + 1, best_val_nll: best, seconds: start.elapsed().as_secs_f64(), train_pairs: n_train };
         Ok((mdn, training))
+    }
+
+    /// A fused trainer starting from the current weights (same layout:
+    /// row-major `(fan_in, fan_out)` weights and `(1, fan_out)` biases).
+    fn fused(&self, batch: usize, lr: f64) -> Result<MlpTrainer> {
+        let mut sizes = vec![self.desc.data_size];
+        sizes.extend(self.layers.iter().map(|(w, _)| w.dims()[1]));
+        let params = self.vars().iter().map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>()).collect::<candle_core::Result<_>>()?;
+        Ok(MlpTrainer::new(&sizes, params, Scaling { mean: 0.0, std: 1.0, out_std: 1.0 }, batch, FusedAdamW::new(lr, 0.0)))
+    }
+
+    /// Take the weights back from a fused trainer's `params()`.
+    fn set_params(&self, params: Vec<Vec<f32>>) -> Result<()> {
+        for (var, p) in self.vars().iter().zip(params) {
+            var.set(&Tensor::from_vec(p, var.dims(), &Device::Cpu)?)?;
+        }
+        Ok(())
     }
 
     /// Draw `n` posterior samples (`d × n`, in parameter units) given one
@@ -447,6 +486,87 @@ impl Mdn {
     }
 }
 
+/// The mean mixture NLL of a batch from the network's raw outputs `out`
+/// (`rows × K(1 + d + d²)`: per component a logit, μ and the raw precision
+/// factor R, with U = strict_upper(R) + diag(exp(diag R))) at standardised
+/// parameters `theta` (`rows × d`), as [`Mdn::nll`] computes it; with
+/// `delta`, also its gradient with respect to `out`. With responsibilities
+/// w_k and weights π_k, z = U(θ − μ):
+///
+///   ∂/∂logit_k = π_k − w_k,  ∂/∂μ_k = −w_k Uᵀz,
+///   ∂/∂R_ii = −w_k (1 − z_i (θ − μ)_i U_ii),  ∂/∂R_ij = w_k z_i (θ − μ)_j (j > i).
+fn mixture_nll(out: &[f32], theta: &[f32], d: usize, k: usize, mut delta: Option<&mut [f32]>) -> f64 {
+    let per = 1 + d + d * d;
+    let rows = theta.len() / d;
+    let half_log_2pi = 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln();
+    let (mut diff, mut z, mut u) = (vec![0.0f64; k * d], vec![0.0f64; k * d], vec![0.0f64; d * d]);
+    let mut total = vec![0.0f64; k];
+    let mut loss = 0.0;
+    for r in 0..rows {
+        let o = &out[r * k * per..(r + 1) * k * per];
+        let t = &theta[r * d..(r + 1) * d];
+        let logit_max = (0..k).map(|c| o[c * per] as f64).fold(f64::NEG_INFINITY, f64::max);
+        let logit_lse = logit_max + (0..k).map(|c| (o[c * per] as f64 - logit_max).exp()).sum::<f64>().ln();
+        for c in 0..k {
+            let b = &o[c * per..(c + 1) * per];
+            let (mu, raw) = (&b[1..1 + d], &b[1 + d..]);
+            let mut log_det = 0.0;
+            for i in 0..d {
+                diff[c * d + i] = t[i] as f64 - mu[i] as f64;
+                log_det += raw[i * d + i] as f64;
+            }
+            let mut quad = 0.0;
+            for i in 0..d {
+                let mut zi = (raw[i * d + i] as f64).exp() * diff[c * d + i];
+                for j in i + 1..d {
+                    zi += raw[i * d + j] as f64 * diff[c * d + j];
+                }
+                z[c * d + i] = zi;
+                quad += zi * zi;
+            }
+            total[c] = (b[0] as f64 - logit_lse) + log_det - 0.5 * quad - half_log_2pi;
+        }
+        let max = total.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + total.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        loss -= lse;
+        let Some(delta) = delta.as_deref_mut() else { continue };
+        let g = &mut delta[r * k * per..(r + 1) * k * per];
+        let scale = 1.0 / rows as f64;
+        for c in 0..k {
+            let b = &o[c * per..(c + 1) * per];
+            let raw = &b[1 + d..];
+            let w = (total[c] - lse).exp();
+            let pi = (b[0] as f64 - logit_lse).exp();
+            let gc = &mut g[c * per..(c + 1) * per];
+            gc[0] = ((pi - w) * scale) as f32;
+            for i in 0..d {
+                for j in 0..d {
+                    u[i * d + j] = match j.cmp(&i) {
+                        std::cmp::Ordering::Less => 0.0,
+                        std::cmp::Ordering::Equal => (raw[i * d + i] as f64).exp(),
+                        std::cmp::Ordering::Greater => raw[i * d + j] as f64,
+                    };
+                }
+            }
+            let (zc, dc) = (&z[c * d..(c + 1) * d], &diff[c * d..(c + 1) * d]);
+            for j in 0..d {
+                let ut_z: f64 = (0..=j).map(|i| u[i * d + j] * zc[i]).sum();
+                gc[1 + j] = (-w * ut_z * scale) as f32;
+            }
+            for i in 0..d {
+                for j in 0..d {
+                    gc[1 + d + i * d + j] = match j.cmp(&i) {
+                        std::cmp::Ordering::Less => 0.0,
+                        std::cmp::Ordering::Equal => (-w * (1.0 - zc[i] * dc[i] * u[i * d + i]) * scale) as f32,
+                        std::cmp::Ordering::Greater => (w * zc[i] * dc[j] * scale) as f32,
+                    };
+                }
+            }
+        }
+    }
+    loss / rows as f64
+}
+
 /// Every column of `thetas` (`d × n`) mapped onto the real line.
 fn to_unbounded(marginals: &[Marginal], thetas: &DMatrix<f64>) -> DMatrix<f64> {
     DMatrix::from_fn(thetas.nrows(), thetas.ncols(), |i, j| marginals[i].to_unbounded(thetas[(i, j)]))
@@ -457,4 +577,53 @@ fn masks(d: usize) -> Result<(Tensor, Tensor)> {
     let diag: Vec<f32> = (0..d * d).map(|i| if i / d == i % d { 1.0 } else { 0.0 }).collect();
     let strict: Vec<f32> = (0..d * d).map(|i| if i % d > i / d { 1.0 } else { 0.0 }).collect();
     Ok((Tensor::from_vec(diag, (d, d), &Device::Cpu)?, Tensor::from_vec(strict, (d, d), &Device::Cpu)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written mixture NLL and its gradient against candle's
+    /// autograd of [`Mdn::nll`] on the same network and batch: the loss,
+    /// and the gradient of the last layer's bias (the column sums of the
+    /// gradient with respect to the outputs, so every output is covered).
+    #[test]
+    fn fused_mixture_gradient_matches_autograd() {
+        let (d, k, data, rows) = (3, 4, 7, 16);
+        let names: Vec<String> = (0..d).map(|i| format!("t{i}")).collect();
+        let specs: Vec<super::super::prior::PriorSpec> =
+            names.iter().map(|n| super::super::prior::PriorSpec { name: n.clone(), uniform: None, normal: Some([0.0, 1.0]), bounds: None }).collect();
+        let desc = MdnDescription {
+            parameters: names,
+            data_size: data,
+            components: k,
+            hidden: vec![12, 10],
+            unbounded: true,
+            theta_mean: vec![0.0; d],
+            theta_std: vec![1.0; d],
+            x_mean: vec![0.0; data],
+            x_std: vec![1.0; data],
+            prior: specs,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let mdn = Mdn::init(desc, &mut rng).unwrap();
+        let x: Vec<f32> = (0..rows * data).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
+        let t: Vec<f32> = (0..rows * d).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
+        let loss =
+            mdn.nll(&Tensor::from_vec(x.clone(), (rows, data), &Device::Cpu).unwrap(), &Tensor::from_vec(t.clone(), (rows, d), &Device::Cpu).unwrap()).unwrap();
+        let grads = loss.backward().unwrap();
+        let (_, last_bias) = mdn.layers.last().unwrap();
+        let want: Vec<f32> = grads.get(last_bias.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let mut net = mdn.fused(rows, 1e-3).unwrap();
+        let out = net.outputs(&x, rows).to_vec();
+        let mut delta = vec![0.0f32; out.len()];
+        let fused = mixture_nll(&out, &t, d, k, Some(&mut delta));
+        let candle = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!((fused - candle).abs() < 1e-4 * candle.abs().max(1.0), "loss {fused} vs candle {candle}");
+        let per = want.len();
+        for j in 0..per {
+            let got: f32 = (0..rows).map(|r| delta[r * per + j]).sum();
+            assert!((got - want[j]).abs() < 1e-4 * want[j].abs().max(1e-2), "output {j}: {got} vs autograd {}", want[j]);
+        }
+    }
 }
