@@ -11,6 +11,7 @@
 //! the emulator should match inference through the plugins.
 
 use super::prior::Prior;
+use super::{row_moments, standardised_rows as table};
 use crate::emulate::fused::{AdamW, MlpTrainer};
 use crate::emulate::net::{read_geohost_metadata, write_safetensors, Scaling};
 use crate::model::{ObsInfo, ObsOperator, Simulator, SimulatorInfo};
@@ -111,21 +112,6 @@ fn sizes(desc: &EmulatorDescription) -> Vec<usize> {
     std::iter::once(desc.simulator.parameters.len()).chain(desc.hidden.iter().copied()).chain([desc.simulator.output_size]).collect()
 }
 
-fn row_moments(m: &DMatrix<f64>) -> (Vec<f64>, Vec<f64>) {
-    m.row_iter()
-        .map(|r| {
-            let mean = r.mean();
-            let sd = (r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (r.len() as f64 - 1.0).max(1.0)).sqrt();
-            (mean, if sd > 1e-12 { sd } else { 1.0 })
-        })
-        .unzip()
-}
-
-/// Columns `cols` of `m` standardised, row-major (`cols.len() × rows`).
-fn table(m: &DMatrix<f64>, cols: &[usize], mean: &[f64], std: &[f64]) -> Vec<f32> {
-    cols.iter().flat_map(|&j| (0..m.nrows()).map(move |i| ((m[(i, j)] - mean[i]) / std[i]) as f32)).collect()
-}
-
 impl StaticEmulator {
     /// Train on `thetas` (`d × n`) and noise-free observations `hx`
     /// (`p × n`); `noise_sd` (one per observation) only scales the
@@ -155,8 +141,8 @@ impl StaticEmulator {
             bail!("{n} simulations are too few to train an emulator");
         }
         let n_train = n - n_val;
-        let (theta_mean, theta_std) = row_moments(&thetas.columns(0, n_train).into_owned());
-        let (out_mean, out_std) = row_moments(&hx.columns(0, n_train).into_owned());
+        let (theta_mean, theta_std) = row_moments(&thetas.columns(0, n_train).into_owned(), None);
+        let (out_mean, out_std) = row_moments(&hx.columns(0, n_train).into_owned(), None);
         let mut info = simulator.clone();
         info.output_size = hx.nrows();
         let desc = EmulatorDescription { simulator: info, hidden: spec.hidden.clone(), theta_mean, theta_std, out_mean, out_std };

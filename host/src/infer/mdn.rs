@@ -21,6 +21,7 @@
 //! (sizes, standardisation, prior) in the metadata.
 
 use super::prior::{Marginal, Prior};
+use super::{row_moments as moments, standardised_rows as table};
 use crate::emulate::fused::{AdamW as FusedAdamW, MlpTrainer};
 use crate::emulate::net::Scaling;
 use crate::emulate::net::{read_geohost_metadata, write_safetensors};
@@ -134,31 +135,6 @@ pub struct Training {
     pub train_pairs: usize,
 }
 
-/// Mean and sd of each row, the sd of row i widened by independent noise
-/// of sd `noise_sd[i]`; a constant row gets sd 1.
-fn moments(m: &DMatrix<f64>, noise_sd: Option<&[f64]>) -> (Vec<f64>, Vec<f64>) {
-    m.row_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mean = r.mean();
-            let var = r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (r.len() as f64 - 1.0).max(1.0) + noise_sd.map_or(0.0, |s| s[i] * s[i]);
-            (mean, if var > 1e-24 { var.sqrt() } else { 1.0 })
-        })
-        .unzip()
-}
-
-/// Rows `cols` of a `dims × n` matrix, standardised, as a `[cols.len(), dims]` tensor.
-fn standardised(m: &DMatrix<f64>, cols: &[usize], mean: &[f64], std: &[f64]) -> Result<Tensor> {
-    let d = m.nrows();
-    let mut v = Vec::with_capacity(cols.len() * d);
-    for &j in cols {
-        for i in 0..d {
-            v.push(((m[(i, j)] - mean[i]) / std[i]) as f32);
-        }
-    }
-    Ok(Tensor::from_vec(v, (cols.len(), d), &Device::Cpu)?)
-}
-
 impl Mdn {
     fn outputs_per_component(d: usize) -> usize {
         1 + d + d * d
@@ -189,11 +165,9 @@ impl Mdn {
         self.layers.iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect()
     }
 
-    /// Mixture parameters for standardised data `x` (`[B, data_size]`):
-    /// log weights `[B, K]`, means `[B, K, d]`, precision factors `[B, K, d, d]`
-    /// and their log-determinants `[B, K]`.
-    fn mixture(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
-        let (d, k) = (self.desc.parameters.len(), self.desc.components);
+    /// The MLP's raw outputs for standardised data `x` (`[B, data_size]` →
+    /// `[B, K(1 + d + d²)]`).
+    fn raw_outputs(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         for (i, (w, b)) in self.layers.iter().enumerate() {
             h = h.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
@@ -201,6 +175,15 @@ impl Mdn {
                 h = h.relu()?;
             }
         }
+        Ok(h)
+    }
+
+    /// Mixture parameters for standardised data `x` (`[B, data_size]`):
+    /// log weights `[B, K]`, means `[B, K, d]`, precision factors `[B, K, d, d]`
+    /// and their log-determinants `[B, K]`.
+    fn mixture(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        let (d, k) = (self.desc.parameters.len(), self.desc.components);
+        let h = self.raw_outputs(x)?;
         let batch = h.dim(0)?;
         let h = h.reshape((batch, k, Self::outputs_per_component(d)))?;
         let log_pi = candle_nn::ops::log_softmax(&h.narrow(2, 0, 1)?.squeeze(2)?, 1)?;
@@ -216,6 +199,7 @@ impl Mdn {
     /// Mean negative log density of standardised θ (`[B, d]`) given x,
     /// through candle: the reference that the fused training loss
     /// (`mixture_nll`) is tested against.
+    #[cfg(test)]
     fn nll(&self, x: &Tensor, theta: &Tensor) -> Result<Tensor> {
         let d = self.desc.parameters.len();
         let (log_pi, mu, u, log_det) = self.mixture(x)?;
@@ -282,9 +266,6 @@ impl Mdn {
         let d = &mdn.desc;
         let val_cols: Vec<usize> = (n_train..n).collect();
         let (dim, k) = (d.parameters.len(), d.components);
-        let table = |m: &DMatrix<f64>, cols: &[usize], mean: &[f64], std: &[f64]| -> Vec<f32> {
-            cols.iter().flat_map(|&j| (0..m.nrows()).map(move |i| ((m[(i, j)] - mean[i]) / std[i]) as f32)).collect()
-        };
         let p = xs.nrows();
         // Noise in standardised units, added afresh to the noise-free data.
         let noise: Option<Vec<f32>> = noise_sd.map(|sd| sd.iter().zip(&d.x_std).map(|(e, s)| (e / s) as f32).collect());
@@ -427,31 +408,29 @@ impl Mdn {
         if x.len() != d.data_size || thetas.nrows() != d.parameters.len() {
             bail!("log_prob: data of size {} and parameters of size {}; expected {} and {}", x.len(), thetas.nrows(), d.data_size, d.parameters.len());
         }
-        let n = thetas.ncols();
-        let xs: Vec<f32> = (0..n).flat_map(|_| x.iter().zip(&d.x_mean).zip(&d.x_std).map(|((v, m), s)| ((v - m) / s) as f32)).collect();
-        let xs = Tensor::from_vec(xs, (n, x.len()), &Device::Cpu)?;
-        let cols: Vec<usize> = (0..n).collect();
-        let mapped = if d.unbounded { to_unbounded(&self.prior.marginals, thetas) } else { thetas.clone() };
-        let th = standardised(&mapped, &cols, &d.theta_mean, &d.theta_std)?;
+        // The network runs once for x; each θ is then scored by the same
+        // mixture density the training loss uses.
+        let xs =
+            Tensor::from_vec(x.iter().zip(&d.x_mean).zip(&d.x_std).map(|((v, m), s)| ((v - m) / s) as f32).collect::<Vec<f32>>(), (1, x.len()), &Device::Cpu)?;
+        let out: Vec<f32> = self.raw_outputs(&xs)?.flatten_all()?.to_vec1()?;
         let dim = d.parameters.len();
-        let (log_pi, mu, u, log_det) = self.mixture(&xs)?;
-        let k = d.components;
-        let diff = th.unsqueeze(1)?.broadcast_sub(&mu)?.reshape((n * k, dim, 1))?;
-        let z = u.reshape((n * k, dim, dim))?.matmul(&diff)?.reshape((n, k, dim))?;
-        let total = ((log_pi + log_det)? - (z.sqr()?.sum(D::Minus1)? * 0.5)?)?;
-        let max = total.max_keepdim(1)?;
-        let lse = (total.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + max)?;
-        let lse = lse.flatten_all()?.to_vec1::<f32>()?;
+        let mut t = vec![0f32; dim];
         Ok(thetas
             .column_iter()
-            .zip(lse)
-            .map(|(theta, lp)| {
+            .map(|theta| {
                 let theta = theta.as_slice();
                 if !self.prior.log_density(theta).is_finite() {
                     return f64::NEG_INFINITY;
                 }
-                let jacobian: f64 = if d.unbounded { self.prior.marginals.iter().zip(theta).map(|(m, x)| m.log_jacobian(*x)).sum() } else { 0.0 };
-                f64::from(lp) + jacobian
+                let mut jacobian = 0.0;
+                for (i, (m, x)) in self.prior.marginals.iter().zip(theta).enumerate() {
+                    let z = if d.unbounded { m.to_unbounded(*x) } else { *x };
+                    t[i] = ((z - d.theta_mean[i]) / d.theta_std[i]) as f32;
+                    if d.unbounded {
+                        jacobian += m.log_jacobian(*x);
+                    }
+                }
+                -mixture_nll(&out, &t, dim, d.components, None) + jacobian
             })
             .collect())
     }

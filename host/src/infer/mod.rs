@@ -84,3 +84,23 @@ pub fn synthesize(
     let y = DVector::from_iterator(clean.nrows(), (0..clean.nrows()).map(|i| clean[(i, 0)] + r[i].sqrt() * rng.sample::<f64, _>(StandardNormal)));
     Ok((theta, y))
 }
+
+/// Columns `cols` of `m` (`rows × n`), each row standardised by its
+/// `mean` and `std`, as a row-major `cols.len() × rows` f32 table (the
+/// layout the fused MLP step takes).
+pub(crate) fn standardised_rows(m: &DMatrix<f64>, cols: &[usize], mean: &[f64], std: &[f64]) -> Vec<f32> {
+    cols.iter().flat_map(|&j| (0..m.nrows()).map(move |i| ((m[(i, j)] - mean[i]) / std[i]) as f32)).collect()
+}
+
+/// Mean and sd of each row, the sd of row i widened by independent noise
+/// of sd `noise_sd[i]`; a constant row gets sd 1.
+pub(crate) fn row_moments(m: &DMatrix<f64>, noise_sd: Option<&[f64]>) -> (Vec<f64>, Vec<f64>) {
+    m.row_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mean = r.mean();
+            let var = r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (r.len() as f64 - 1.0).max(1.0) + noise_sd.map_or(0.0, |s| s[i] * s[i]);
+            (mean, if var > 1e-24 { var.sqrt() } else { 1.0 })
+        })
+        .unzip()
+}
