@@ -11,15 +11,64 @@
 //! AdamW formula), which `tests/emulate.rs` checks step by step.
 //!
 //! The same step with a logistic head ([`MlpTrainer::step_logistic`]) trains
-//! the C2ST classifier of [`crate::infer::c2st`], and with a plain
-//! regression head ([`MlpTrainer::step_regression`]) the static emulator
-//! of [`crate::infer::emulator`].
+//! the C2ST classifier of [`crate::infer::c2st`]. [`MlpTrainer::fit`] is
+//! the early-stopped training loop over any loss ([`mse`] for the static
+//! emulator of [`crate::infer::emulator`], the mixture NLL for the
+//! posterior of [`crate::infer::mdn`]).
 //!
 //! Invariants: parameters are row-major `(fan_in, fan_out)` weights and
 //! `(1, fan_out)` biases, in the order of [`super::net::Net::params`];
 //! every buffer is sized at construction, so a step allocates nothing.
 
 use super::net::Scaling;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+/// Training and validation rows for [`MlpTrainer::fit`], row-major:
+/// `inputs` (`n × input_width`, renewed each epoch by the caller's
+/// `refresh`), `targets` (`n × target_width`) and the same for validation.
+pub struct FitData<'a> {
+    pub inputs: &'a mut [f32],
+    pub targets: &'a [f32],
+    pub val_inputs: &'a [f32],
+    pub val_targets: &'a [f32],
+    pub input_width: usize,
+    pub target_width: usize,
+}
+
+/// How [`MlpTrainer::fit`] went: epochs run, the best epoch (1-based) and
+/// its validation loss.
+#[derive(Clone, Copy, Debug)]
+pub struct Fitted {
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub best_val: f64,
+}
+
+/// The validation loss became non-finite at `epoch` (1-based).
+#[derive(Clone, Copy, Debug)]
+pub struct Diverged {
+    pub epoch: usize,
+    pub val: f64,
+}
+
+/// Mean squared error of raw outputs against targets, with its gradient
+/// 2(out − y)/count written into `delta` when given.
+pub fn mse(out: &[f32], y: &[f32], delta: Option<&mut [f32]>) -> f64 {
+    let count = out.len() as f32;
+    let mut loss = 0.0f64;
+    match delta {
+        Some(delta) => {
+            for ((d, o), y) in delta.iter_mut().zip(out).zip(y) {
+                let r = o - y;
+                loss += (r as f64).powi(2);
+                *d = 2.0 * r / count;
+            }
+        }
+        None => loss = out.iter().zip(y).map(|(o, y)| ((o - y) as f64).powi(2)).sum(),
+    }
+    loss / count as f64
+}
 
 /// AdamW constants (candle-nn's `ParamsAdamW` defaults but lr and decay).
 #[derive(Clone, Copy, Debug)]
@@ -183,20 +232,65 @@ impl MlpTrainer {
         loss
     }
 
-    /// One AdamW step of plain regression on the batch (`x`: `rows ×
-    /// inputs`, `y`: `rows × outputs`, both row-major and in the network's
-    /// units). Returns the loss before the step: the mean of (MLP(z) − y)².
-    pub fn step_regression(&mut self, x: &[f32], y: &[f32], rows: usize) -> f32 {
-        self.step_with(x, rows, |out, delta| {
-            let count = out.len() as f32;
-            let mut loss = 0.0f64;
-            for ((d, o), y) in delta.iter_mut().zip(out).zip(y) {
-                let r = o - y;
-                loss += (r as f64).powi(2);
-                *d = 2.0 * r / count;
+    /// Mini-batch training with early stopping. Every epoch shuffles the
+    /// training rows (from `rng`), lets `refresh` renew the training inputs
+    /// (e.g. redraw their noise), takes one step per batch of `loss`, then
+    /// scores the validation rows; `progress(epoch, train, val)` follows.
+    /// It stops after `patience` epochs without a better validation loss
+    /// and leaves the best epoch's weights in place. `loss(out, target,
+    /// delta)` returns a batch's mean loss and, given `delta`, its gradient.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fit<R: Rng>(
+        &mut self,
+        data: FitData<'_>,
+        max_epochs: usize,
+        patience: usize,
+        rng: &mut R,
+        mut refresh: impl FnMut(&mut [f32], &mut R),
+        loss: impl Fn(&[f32], &[f32], Option<&mut [f32]>) -> f64,
+        progress: &mut dyn FnMut(usize, f64, f64),
+    ) -> Result<Fitted, Diverged> {
+        let FitData { inputs, targets, val_inputs, val_targets, input_width: p, target_width: t } = data;
+        let (n, n_val) = (targets.len() / t, val_targets.len() / t);
+        let mut order: Vec<usize> = (0..n).collect();
+        let (mut best, mut best_epoch, mut best_params) = (f64::INFINITY, 0, self.params());
+        let (mut bx, mut by) = (Vec::new(), Vec::new());
+        let mut epochs = 0;
+        for epoch in 0..max_epochs {
+            epochs = epoch + 1;
+            order.shuffle(rng);
+            refresh(inputs, rng);
+            let mut total = 0.0;
+            for rows in order.chunks(self.batch) {
+                bx.clear();
+                by.clear();
+                for &r in rows {
+                    bx.extend_from_slice(&inputs[r * p..(r + 1) * p]);
+                    by.extend_from_slice(&targets[r * t..(r + 1) * t]);
+                }
+                total += self.step_with(&bx, rows.len(), |out, delta| loss(out, &by, Some(delta))) * rows.len() as f64;
             }
-            loss / count as f64
-        }) as f32
+            let mut val = 0.0;
+            for (x, y) in val_inputs.chunks(self.batch * p).zip(val_targets.chunks(self.batch * t)) {
+                let rows = x.len() / p;
+                val += loss(self.outputs(x, rows), y, None) * rows as f64;
+            }
+            let val = val / n_val as f64;
+            if !val.is_finite() {
+                return Err(Diverged { epoch: epochs, val });
+            }
+            progress(epoch, total / n as f64, val);
+            if val < best {
+                (best, best_epoch, best_params) = (val, epoch, self.params());
+            } else if epoch - best_epoch >= patience {
+                break;
+            }
+        }
+        for (layer, wb) in self.layers.iter_mut().zip(best_params.chunks_exact(2)) {
+            layer.w.copy_from_slice(&wb[0]);
+            layer.b.copy_from_slice(&wb[1]);
+        }
+        Ok(Fitted { epochs, best_epoch: best_epoch + 1, best_val: best })
     }
 
     /// One AdamW step of a binary classifier (one output, a logit) on the

@@ -173,36 +173,28 @@ pub fn step3(
         "state_std": trained.state_std,
     });
     let bytes = trained.net.to_safetensors(&training)?;
-    let id = match registry {
-        Some(reg) => {
-            let (id, _) = reg.add(
-                &bytes,
-                &NewArtifact {
-                    kind: "weights".into(),
-                    name: name.clone(),
-                    media_type: "application/vnd.safetensors".into(),
-                    role: Some("emulator".into()),
-                    step: Some(3),
-                    tags: vec![serde_json::to_value(&spec.network)?["architecture"].as_str().unwrap_or_default().to_string()],
-                    metadata: serde_json::json!({
-                        "val_rmse": trained.val_rmse,
-                        "state_std": trained.state_std,
-                        "samples_per_s": trained.samples_per_s,
-                        "train_samples": trained.train_samples,
-                        "epochs": trained.history.len(),
-                        "best_epoch": trained.best_epoch,
-                        "network": spec.network,
-                    }),
-                    ..Default::default()
-                },
-            )?;
-            reg.link(&id, &stored.id, "trained_on")?;
-            reg.link(&id, model_id, "derived_from")?;
-            reg.record_run(&key, &stored.id, std::slice::from_ref(&id))?;
-            id
-        }
-        None => crate::registry::artifact_id(&bytes),
+    let artifact = NewArtifact {
+        kind: "weights".into(),
+        name: name.clone(),
+        media_type: "application/vnd.safetensors".into(),
+        role: Some("emulator".into()),
+        step: Some(3),
+        tags: vec![serde_json::to_value(&spec.network)?["architecture"].as_str().unwrap_or_default().to_string()],
+        metadata: serde_json::json!({
+            "val_rmse": trained.val_rmse,
+            "state_std": trained.state_std,
+            "samples_per_s": trained.samples_per_s,
+            "train_samples": trained.train_samples,
+            "epochs": trained.history.len(),
+            "best_epoch": trained.best_epoch,
+            "network": spec.network,
+        }),
+        ..Default::default()
     };
+    let id = crate::registry::add_trained(registry.as_deref_mut(), &bytes, &artifact, &stored.id, &[model_id])?;
+    if let Some(reg) = registry {
+        reg.record_run(&key, &stored.id, std::slice::from_ref(&id))?;
+    }
     let forward = NeuralForward::from_bytes(&id, &bytes)?;
     let record = record(&forward, Some(trained.samples_per_s));
     Ok((forward, record))

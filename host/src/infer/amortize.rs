@@ -209,7 +209,7 @@ pub fn simulations(
             reg.record_run(&key, &plugin_ids[0], std::slice::from_ref(&id))?;
             id
         }
-        None => format!("blake3:{}", blake3::hash(&bytes).to_hex()),
+        None => crate::registry::artifact_id(&bytes),
     };
     Ok(Simulations { id, cache_hit: false, thetas, hx, sd })
 }
@@ -230,33 +230,17 @@ pub fn train(
     // Fresh observation noise every epoch: the simulator ran once per θ,
     // the (known, Gaussian) observation error is redrawn.
     let (mdn, training) = Mdn::train(prior, thetas, hx, Some(sd), &spec.network, progress)?;
-    // The stored record leaves out the wall-clock time, so identical
-    // inputs give identical bytes (and one registry id).
-    let mut stored = serde_json::to_value(&training)?;
-    stored.as_object_mut().map(|o| o.remove("seconds"));
-    let bytes = mdn.to_safetensors(&serde_json::json!({ "dataset": dataset_id, "spec": spec, "training": stored }))?;
-    let id = match registry {
-        Some(reg) => {
-            let (id, _) = reg.add(
-                &bytes,
-                &NewArtifact {
-                    kind: "weights".into(),
-                    name: spec.name.clone(),
-                    media_type: "application/vnd.safetensors".into(),
-                    role: Some("predictor".into()),
-                    step: Some(5),
-                    metadata: serde_json::json!({ "predictor": "mdn", "dataset": dataset_id, "training": training }),
-                    ..Default::default()
-                },
-            )?;
-            reg.link(&id, &dataset_id, "trained_on")?;
-            for p in plugin_ids {
-                reg.link(&id, p, "derived_from")?;
-            }
-            id
-        }
-        None => format!("blake3:{}", blake3::hash(&bytes).to_hex()),
+    let bytes = mdn.to_safetensors(&serde_json::json!({ "dataset": dataset_id, "spec": spec, "training": super::stored_training(&training)? }))?;
+    let artifact = NewArtifact {
+        kind: "weights".into(),
+        name: spec.name.clone(),
+        media_type: "application/vnd.safetensors".into(),
+        role: Some("predictor".into()),
+        step: Some(5),
+        metadata: serde_json::json!({ "predictor": "mdn", "dataset": dataset_id, "training": training }),
+        ..Default::default()
     };
+    let id = crate::registry::add_trained(registry, &bytes, &artifact, &dataset_id, plugin_ids)?;
     let record = PredictorRecord { id, name: spec.name.clone(), dataset: dataset_id, dataset_cache_hit: hit, simulations: spec.simulations, training };
     Ok((mdn, record, bytes))
 }

@@ -22,6 +22,7 @@
 //! ```
 
 use super::run::{LoadedStatic, StaticFiles, StaticRun};
+use crate::registry::artifact_id;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -91,7 +92,7 @@ impl CycleContract {
     }
 
     pub fn id(&self) -> String {
-        format!("blake3:{}", blake3::hash(&self.bytes).to_hex())
+        artifact_id(&self.bytes)
     }
 }
 
@@ -130,10 +131,6 @@ pub struct CycleReport {
     pub improve: Vec<String>,
 }
 
-fn id_of(bytes: &[u8]) -> String {
-    format!("blake3:{}", blake3::hash(bytes).to_hex())
-}
-
 /// The report of `run` (written as `files`). Ids are BLAKE3 hashes of the
 /// bytes, so they are the registry's ids whether or not one is used.
 pub fn report(run: &StaticRun, set: &LoadedStatic, files: &StaticFiles) -> CycleReport {
@@ -142,11 +139,11 @@ pub fn report(run: &StaticRun, set: &LoadedStatic, files: &StaticFiles) -> Cycle
         step: 1,
         what: "simulator and observation operator (the simple model)".into(),
         artifacts: plugins.clone(),
-        figures: serde_json::json!({ "parameters": run.prior.names, "observations": run.y.len(), "observation": id_of(&files.observation.1) }),
+        figures: serde_json::json!({ "parameters": run.prior.names, "observations": run.y.len(), "observation": artifact_id(&files.observation.1) }),
     }];
     let mut oracle = None;
     for (p, (_, bytes)) in run.posteriors.iter().zip(&files.posteriors) {
-        let id = id_of(bytes);
+        let id = artifact_id(bytes);
         if matches!(p.method, super::run::StaticMethod::Mcmc { .. }) {
             oracle = Some(id.clone());
         }
@@ -178,7 +175,7 @@ pub fn report(run: &StaticRun, set: &LoadedStatic, files: &StaticFiles) -> Cycle
         steps.push(StepEntry {
             step: 4,
             what: format!("{} through the emulator", p.method.label()),
-            artifacts: vec![id_of(bytes)],
+            artifacts: vec![artifact_id(bytes)],
             figures: serde_json::json!({ "moments": super::run::moments(&p.samples), "seconds": p.seconds, "c2st_vs_oracle": s34.c2st_vs_mcmc, "diagnostics": p.diagnostics }),
         });
         check(4, "C2ST vs the MCMC oracle", s34.c2st_vs_mcmc, limits.as_ref().and_then(|l| l.step4.max_c2st), true);
@@ -227,7 +224,7 @@ pub fn report(run: &StaticRun, set: &LoadedStatic, files: &StaticFiles) -> Cycle
     CycleReport {
         geohost_static_cycle_report: 1,
         name: set.name.clone(),
-        plugin_set: id_of(&set.bytes),
+        plugin_set: artifact_id(&set.bytes),
         contract: set.contract.as_ref().map(|c| serde_json::json!({ "id": c.id(), "name": c.file.name, "version": c.file.version, "domain": c.file.domain })),
         oracle,
         steps,

@@ -12,13 +12,12 @@
 
 use super::prior::Prior;
 use super::{row_moments, standardised_rows as table};
-use crate::emulate::fused::{AdamW, MlpTrainer};
+use crate::emulate::fused::{mse, AdamW, FitData, MlpTrainer};
 use crate::emulate::net::{read_geohost_metadata, write_safetensors, Scaling};
 use crate::model::{ObsInfo, ObsOperator, Simulator, SimulatorInfo};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor, Var};
 use nalgebra::DMatrix;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -156,65 +155,33 @@ impl StaticEmulator {
             })
             .collect();
         let batch = spec.batch.min(n_train);
-        let mut net = MlpTrainer::new(&sizes(&desc), params, Scaling { mean: 0.0, std: 1.0, out_std: 1.0 }, batch, AdamW::new(spec.lr, 0.0));
-        let (p, d) = (hx.nrows(), thetas.nrows());
+        let net = MlpTrainer::new(&sizes(&desc), params, Scaling { mean: 0.0, std: 1.0, out_std: 1.0 }, batch, AdamW::new(spec.lr, 0.0));
         let train_cols: Vec<usize> = (0..n_train).collect();
         let val_cols: Vec<usize> = (n_train..n).collect();
-        let (tx, ty) = (table(thetas, &train_cols, &desc.theta_mean, &desc.theta_std), table(hx, &train_cols, &desc.out_mean, &desc.out_std));
+        let (mut tx, ty) = (table(thetas, &train_cols, &desc.theta_mean, &desc.theta_std), table(hx, &train_cols, &desc.out_mean, &desc.out_std));
         let (vx, vy) = (table(thetas, &val_cols, &desc.theta_mean, &desc.theta_std), table(hx, &val_cols, &desc.out_mean, &desc.out_std));
         let mut emulator = StaticEmulator { desc, net, batch };
         let start = Instant::now();
-        let (mut order, mut bx, mut by) = (train_cols.clone(), Vec::new(), Vec::new());
-        let (mut best, mut best_epoch, mut best_params, mut epochs) = (f64::INFINITY, 0, emulator.net.params(), 0);
-        for epoch in 0..spec.max_epochs {
-            epochs = epoch + 1;
-            order.shuffle(&mut rng);
-            for rows in order.chunks(batch) {
-                bx.clear();
-                by.clear();
-                for &r in rows {
-                    bx.extend_from_slice(&tx[r * d..(r + 1) * d]);
-                    by.extend_from_slice(&ty[r * p..(r + 1) * p]);
-                }
-                emulator.net.step_regression(&bx, &by, rows.len());
-            }
-            let val = emulator.val_mse(&vx, &vy, d, p);
-            if !val.is_finite() {
-                bail!("emulator training diverged at epoch {epochs}; lower [step3] lr");
-            }
-            if val < best {
-                (best, best_epoch, best_params) = (val, epoch, emulator.net.params());
-            } else if epoch - best_epoch >= spec.patience {
-                break;
-            }
-        }
-        net = MlpTrainer::new(&sizes(&emulator.desc), best_params, Scaling { mean: 0.0, std: 1.0, out_std: 1.0 }, batch, AdamW::new(spec.lr, 0.0));
-        emulator.net = net;
+        let data = FitData { inputs: &mut tx, targets: &ty, val_inputs: &vx, val_targets: &vy, input_width: thetas.nrows(), target_width: hx.nrows() };
+        let fitted = emulator
+            .net
+            .fit(data, spec.max_epochs, spec.patience, &mut rng, |_, _| {}, mse, &mut |_, _, _| {})
+            .map_err(|e| anyhow::anyhow!("emulator training diverged at epoch {}; lower [step3] lr", e.epoch))?;
         // The held-out error in observation units.
+        let p = hx.nrows();
         let predicted = emulator.simulate(&thetas.columns(n_train, n_val).into_owned(), 0)?;
         let sq: f64 = (predicted - hx.columns(n_train, n_val)).iter().map(|e| e * e).sum();
         let val_rmse = (sq / (n_val * p) as f64).sqrt();
         let noise_rms = (noise_sd.iter().map(|s| s * s).sum::<f64>() / p as f64).sqrt();
         let training = EmulatorTraining {
-            epochs,
-            best_epoch: best_epoch + 1,
+            epochs: fitted.epochs,
+            best_epoch: fitted.best_epoch,
             val_rmse,
             val_rmse_over_noise: if noise_rms > 0.0 { val_rmse / noise_rms } else { f64::INFINITY },
             seconds: start.elapsed().as_secs_f64(),
             train_pairs: n_train,
         };
         Ok((emulator, training))
-    }
-
-    /// Mean squared error (standardised units) on the held-out rows.
-    fn val_mse(&mut self, vx: &[f32], vy: &[f32], d: usize, p: usize) -> f64 {
-        let rows = vx.len() / d;
-        let mut sq = 0.0;
-        for (x, y) in vx.chunks(self.batch * d).zip(vy.chunks(self.batch * p)) {
-            let out = self.net.outputs(x, x.len() / d);
-            sq += out.iter().zip(y).map(|(o, y)| ((o - y) as f64).powi(2)).sum::<f64>();
-        }
-        sq / (rows * p) as f64
     }
 
     /// Weights and description as one safetensors file.

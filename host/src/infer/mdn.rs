@@ -22,13 +22,12 @@
 
 use super::prior::{Marginal, Prior};
 use super::{row_moments as moments, standardised_rows as table};
-use crate::emulate::fused::{AdamW as FusedAdamW, MlpTrainer};
+use crate::emulate::fused::{AdamW as FusedAdamW, FitData, MlpTrainer};
 use crate::emulate::net::Scaling;
 use crate::emulate::net::{read_geohost_metadata, write_safetensors};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use nalgebra::DMatrix;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
@@ -286,44 +285,24 @@ impl Mdn {
         // `Mdn::nll` is the reference it is tested against.
         let batch = spec.batch.min(n_train);
         let mut net = mdn.fused(batch, spec.lr)?;
-        let mut order: Vec<usize> = (0..n_train).collect();
-        let (mut best, mut best_epoch, mut best_params) = (f64::INFINITY, 0, net.params());
-        let (mut x_epoch, mut bx, mut bt) = (clean_x.clone(), Vec::new(), Vec::new());
+        let mut x_epoch = clean_x.clone();
         let start = Instant::now();
-        let mut epochs = 0;
-        for epoch in 0..spec.max_epochs {
-            epochs = epoch + 1;
-            order.shuffle(&mut rng);
-            x_epoch.copy_from_slice(&clean_x);
-            add_noise(&mut x_epoch, &mut rng);
-            let mut total = 0.0;
-            for rows in order.chunks(batch) {
-                bx.clear();
-                bt.clear();
-                for &r in rows {
-                    bx.extend_from_slice(&x_epoch[r * p..(r + 1) * p]);
-                    bt.extend_from_slice(&train_theta[r * dim..(r + 1) * dim]);
-                }
-                total += net.step_with(&bx, rows.len(), |out, delta| mixture_nll(out, &bt, dim, k, Some(delta))) * rows.len() as f64;
-            }
-            let mut val = 0.0;
-            for (x, t) in val_x.chunks(batch * p).zip(val_theta.chunks(batch * dim)) {
-                let rows = x.len() / p;
-                val += mixture_nll(net.outputs(x, rows), t, dim, k, None) * rows as f64;
-            }
-            let val = val / n_val as f64;
-            if !val.is_finite() {
-                bail!("posterior training diverged at epoch {epochs} (validation NLL {val}); lower [step5] lr");
-            }
-            progress(epoch, total / n_train as f64, val);
-            if val < best {
-                (best, best_epoch, best_params) = (val, epoch, net.params());
-            } else if epoch - best_epoch >= spec.patience {
-                break;
-            }
-        }
-        mdn.set_params(best_params)?;
-        let training = Training { epochs, best_epoch: best_epoch + 1, best_val_nll: best, seconds: start.elapsed().as_secs_f64(), train_pairs: n_train };
+        let data = FitData { inputs: &mut x_epoch, targets: &train_theta, val_inputs: &val_x, val_targets: &val_theta, input_width: p, target_width: dim };
+        let refresh = |x: &mut [f32], rng: &mut rand_chacha::ChaCha8Rng| {
+            x.copy_from_slice(&clean_x);
+            add_noise(x, rng);
+        };
+        let fitted = net
+            .fit(data, spec.max_epochs, spec.patience, &mut rng, refresh, |out, theta, delta| mixture_nll(out, theta, dim, k, delta), progress)
+            .map_err(|e| anyhow::anyhow!("posterior training diverged at epoch {} (validation NLL {}); lower [step5] lr", e.epoch, e.val))?;
+        mdn.set_params(net.params())?;
+        let training = Training {
+            epochs: fitted.epochs,
+            best_epoch: fitted.best_epoch,
+            best_val_nll: fitted.best_val,
+            seconds: start.elapsed().as_secs_f64(),
+            train_pairs: n_train,
+        };
         Ok((mdn, training))
     }
 

@@ -104,3 +104,13 @@ pub(crate) fn row_moments(m: &DMatrix<f64>, noise_sd: Option<&[f64]>) -> (Vec<f6
         })
         .unzip()
 }
+
+/// A training record as stored inside weights: without the wall-clock
+/// time, so identical inputs give identical bytes (and one registry id).
+pub(crate) fn stored_training(training: &impl serde::Serialize) -> Result<serde_json::Value> {
+    let mut stored = serde_json::to_value(training)?;
+    if let Some(o) = stored.as_object_mut() {
+        o.remove("seconds");
+    }
+    Ok(stored)
+}

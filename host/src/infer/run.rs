@@ -377,31 +377,17 @@ fn emulate_and_infer(
 ) -> Result<Step34Result> {
     use super::emulator::{Observed, StaticEmulator};
     let (mut emulator, training) = StaticEmulator::train(spec, prior, simulator.info(), &sims.thetas, &sims.hx, &sims.sd)?;
-    let mut stored = serde_json::to_value(&training)?;
-    stored.as_object_mut().map(|o| o.remove("seconds"));
-    let weights = emulator.to_safetensors(&serde_json::json!({ "dataset": sims.id, "spec": spec, "training": stored }))?;
-    let emulator_id = match registry {
-        Some(reg) => {
-            let (id, _) = reg.add(
-                &weights,
-                &NewArtifact {
-                    kind: "weights".into(),
-                    name: spec.name.clone(),
-                    media_type: "application/vnd.safetensors".into(),
-                    role: Some("emulator".into()),
-                    step: Some(3),
-                    metadata: serde_json::json!({ "emulator": "static-mlp", "dataset": sims.id, "training": training }),
-                    ..Default::default()
-                },
-            )?;
-            reg.link(&id, &sims.id, "trained_on")?;
-            for p in plugin_ids {
-                reg.link(&id, p, "derived_from")?;
-            }
-            id
-        }
-        None => format!("blake3:{}", blake3::hash(&weights).to_hex()),
+    let weights = emulator.to_safetensors(&serde_json::json!({ "dataset": sims.id, "spec": spec, "training": super::stored_training(&training)? }))?;
+    let artifact = NewArtifact {
+        kind: "weights".into(),
+        name: spec.name.clone(),
+        media_type: "application/vnd.safetensors".into(),
+        role: Some("emulator".into()),
+        step: Some(3),
+        metadata: serde_json::json!({ "emulator": "static-mlp", "dataset": sims.id, "training": training }),
+        ..Default::default()
     };
+    let emulator_id = crate::registry::add_trained(registry, &weights, &artifact, &sims.id, plugin_ids)?;
     let oracle = posteriors.iter().find(|p| matches!(p.method, StaticMethod::Mcmc { .. })).context("step 4 needs the mcmc [[method]]")?;
     let StaticMethod::Mcmc { walkers, steps, burn_in } = oracle.method else { unreachable!("found as mcmc") };
     let mut observed = Observed::like(obs.info());
@@ -586,7 +572,7 @@ pub fn write(dir: &Path, run: &StaticRun, set: &LoadedStatic) -> Result<StaticFi
     )?;
     let observation = (dir.join("observation.nc"), obs_bytes);
     std::fs::write(&observation.0, &observation.1).with_context(|| format!("writing {}", observation.0.display()))?;
-    let obs_id = format!("blake3:{}", blake3::hash(&observation.1).to_hex());
+    let obs_id = crate::registry::artifact_id(&observation.1);
     let posterior_nc = |p: &Posterior, extra: &[(&'static str, String)]| -> Result<Vec<u8>> {
         let mut attrs = attrs.clone();
         attrs.push(("method", p.method.label()));

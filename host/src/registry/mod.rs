@@ -542,3 +542,16 @@ impl Registry {
         Ok(inserted == 1)
     }
 }
+
+/// Register trained weights (`trained_on` the dataset, `derived_from` the
+/// plugins) and return their id; without a registry, the id their bytes
+/// would get.
+pub fn add_trained(registry: Option<&mut Registry>, bytes: &[u8], artifact: &NewArtifact, dataset: &str, plugins: &[impl AsRef<str>]) -> Result<String> {
+    let Some(reg) = registry else { return Ok(artifact_id(bytes)) };
+    let (id, _) = reg.add(bytes, artifact)?;
+    reg.link(&id, dataset, "trained_on")?;
+    for p in plugins {
+        reg.link(&id, p.as_ref(), "derived_from")?;
+    }
+    Ok(id)
+}
