@@ -146,16 +146,20 @@ impl Registry {
         let mut conn = Connection::open(&db).with_context(|| format!("cannot open registry database {}", db.display()))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).context("enabling WAL")?;
-        anyhow::ensure!(mode.eq_ignore_ascii_case("wal"), "the registry at {} cannot use WAL mode (got {mode})", dir.display());
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // Migrations under an exclusive OS lock: concurrent first opens
-        // would otherwise race to create the schema.
+        // The switch to WAL and the migrations under an exclusive OS lock:
+        // concurrent first opens would otherwise race to create the schema,
+        // and SQLite can refuse the journal-mode switch of a fresh file with
+        // SQLITE_BUSY without waiting on the busy timeout.
         let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("registry.lock"))?;
         lock.lock().context("locking the registry for migration")?;
-        let migrated = schema::migrate(&mut conn).with_context(|| format!("registry {}", db.display()));
+        let prepared = (|| {
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).context("enabling WAL")?;
+            anyhow::ensure!(mode.eq_ignore_ascii_case("wal"), "the registry at {} cannot use WAL mode (got {mode})", dir.display());
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            schema::migrate(&mut conn).with_context(|| format!("registry {}", db.display()))
+        })();
         lock.unlock()?;
-        migrated?;
+        prepared?;
         Ok(Registry { dir: dir.into(), store: BlobStore::new(dir), conn })
     }
 
