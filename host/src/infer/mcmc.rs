@@ -26,6 +26,12 @@ pub struct Spec {
     pub burn_in: usize,
     /// Stretch scale a (2 in emcee).
     pub a: f64,
+    /// Rungs of the parallel-tempering ladder (1: no tempering). Rung t
+    /// samples prior × likelihood^β_t with β_t = 3^(−t); neighbouring rungs
+    /// swap walkers after every step, so the β = 1 rung (the one kept)
+    /// reaches modes the stretch move alone cannot cross to. Costs
+    /// `temperatures` times the simulations.
+    pub temperatures: usize,
 }
 
 /// Samples and diagnostics.
@@ -44,25 +50,34 @@ pub struct Diagnostics {
     /// Effective sample size per parameter: walkers · kept steps / τ.
     pub ess: Vec<f64>,
     pub acceptance: f64,
+    /// Fraction of accepted swaps between rungs (with tempering).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swap_acceptance: Option<f64>,
 }
 
 /// Initial walkers: the `walkers` most probable of `walkers × pool`
 /// prior draws, so that walkers start where the posterior has mass.
-fn initial(problem: &mut Problem<'_>, walkers: usize, pool: usize, rng: &mut impl Rng) -> Result<(DMatrix<f64>, Vec<f64>)> {
+fn initial(problem: &mut Problem<'_>, walkers: usize, pool: usize, rng: &mut impl Rng) -> Result<(DMatrix<f64>, Vec<f64>, Vec<f64>)> {
     let d = problem.prior.dim();
     let n = walkers * pool;
     let mut draws = DMatrix::zeros(d, n);
     for mut col in draws.column_iter_mut() {
         col.copy_from_slice(&problem.prior.sample(rng));
     }
-    let lp = problem.log_posterior(&draws)?;
+    let (prior, ll) = problem.log_prior_and_likelihood(&draws)?;
+    let lp: Vec<f64> = prior.iter().zip(&ll).map(|(p, l)| p + l).collect();
     let mut order: Vec<usize> = (0..n).filter(|&j| lp[j].is_finite()).collect();
     if order.len() < walkers {
         bail!("MCMC: only {} of {n} prior draws have a finite posterior density", order.len());
     }
     order.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]));
     order.truncate(walkers);
-    Ok((draws.select_columns(&order), order.iter().map(|&j| lp[j]).collect()))
+    Ok((draws.select_columns(&order), order.iter().map(|&j| prior[j]).collect(), order.iter().map(|&j| ll[j]).collect()))
+}
+
+/// Inverse temperature of rung `t` of the ladder: β_t = 3^(−t).
+pub fn beta(t: usize) -> f64 {
+    3f64.powi(-(t as i32))
 }
 
 pub fn run(problem: &mut Problem<'_>, spec: &Spec, rng: &mut impl Rng) -> Result<Chains> {
@@ -73,61 +88,105 @@ pub fn run(problem: &mut Problem<'_>, spec: &Spec, rng: &mut impl Rng) -> Result
     if spec.burn_in >= spec.steps {
         bail!("MCMC: `burn_in` ({}) must be less than `steps` ({})", spec.burn_in, spec.steps);
     }
-    let (mut x, mut lp) = initial(problem, w, 20, rng)?;
+    if !(1..=20).contains(&spec.temperatures) {
+        bail!("MCMC: `temperatures` must be 1 to 20, got {}", spec.temperatures);
+    }
+    let temps = spec.temperatures;
+    let betas: Vec<f64> = (0..temps).map(beta).collect();
+    // Every rung starts from the same walkers; hotter rungs spread out
+    // during the burn-in. Walker k of rung t is column t·w + k.
+    let (x0, prior0, ll0) = initial(problem, w, 20, rng)?;
+    let mut x = DMatrix::zeros(d, w * temps);
+    for t in 0..temps {
+        x.columns_mut(t * w, w).copy_from(&x0);
+    }
+    let (mut prior_lp, mut ll) = (prior0.repeat(temps), ll0.repeat(temps));
+    let tempered = |t: usize, prior: f64, ll: f64| if ll.is_finite() { prior + betas[t] * ll } else { f64::NEG_INFINITY };
     let kept = spec.steps - spec.burn_in;
     let mut trace = DMatrix::zeros(d, w * kept);
     let (mut accepted, mut proposed) = (0usize, 0usize);
+    let (mut swaps_accepted, mut swaps_proposed) = (0usize, 0usize);
     let half = w / 2;
     for step in 0..spec.steps {
         for first in [0, half] {
             let (movers, others) = if first == 0 { (0..half, half..w) } else { (half..w, 0..half) };
-            let mut proposal = DMatrix::zeros(d, half);
-            let mut zs = Vec::with_capacity(half);
-            for (col, k) in movers.clone().enumerate() {
-                let j = rng.random_range(others.clone());
-                let u: f64 = rng.random();
-                let z = ((spec.a - 1.0) * u + 1.0).powi(2) / spec.a;
-                for i in 0..d {
-                    proposal[(i, col)] = x[(i, j)] + z * (x[(i, k)] - x[(i, j)]);
+            // One batched evaluation for the moving half of every rung.
+            let mut proposal = DMatrix::zeros(d, half * temps);
+            let mut zs = Vec::with_capacity(half * temps);
+            for t in 0..temps {
+                for (col, k) in movers.clone().enumerate() {
+                    let j = rng.random_range(others.clone());
+                    let u: f64 = rng.random();
+                    let z = ((spec.a - 1.0) * u + 1.0).powi(2) / spec.a;
+                    for i in 0..d {
+                        proposal[(i, t * half + col)] = x[(i, t * w + j)] + z * (x[(i, t * w + k)] - x[(i, t * w + j)]);
+                    }
+                    zs.push(z);
                 }
-                zs.push(z);
             }
-            let lp_new = problem.log_posterior(&proposal)?;
-            for (col, k) in movers.enumerate() {
-                proposed += 1;
-                let log_ratio = (d as f64 - 1.0) * zs[col].ln() + lp_new[col] - lp[k];
-                if lp_new[col].is_finite() && rng.random::<f64>().ln() < log_ratio {
-                    x.set_column(k, &proposal.column(col));
-                    lp[k] = lp_new[col];
-                    accepted += 1;
+            let (prior_new, ll_new) = problem.log_prior_and_likelihood(&proposal)?;
+            for t in 0..temps {
+                for (col, k) in movers.clone().enumerate() {
+                    let (c, kk) = (t * half + col, t * w + k);
+                    proposed += usize::from(t == 0);
+                    let new = tempered(t, prior_new[c], ll_new[c]);
+                    let log_ratio = (d as f64 - 1.0) * zs[c].ln() + new - tempered(t, prior_lp[kk], ll[kk]);
+                    if new.is_finite() && rng.random::<f64>().ln() < log_ratio {
+                        x.set_column(kk, &proposal.column(c));
+                        (prior_lp[kk], ll[kk]) = (prior_new[c], ll_new[c]);
+                        accepted += usize::from(t == 0);
+                    }
+                }
+            }
+        }
+        // Swaps between neighbouring rungs (hottest pair first): walker k of
+        // rung t with a random walker of rung t − 1, accepted with
+        // probability min(1, exp((β_{t−1} − β_t)(L_k − L_j))).
+        for t in (1..temps).rev() {
+            let partners = rand::seq::index::sample(rng, w, w).into_vec();
+            for (k, &j) in partners.iter().enumerate() {
+                let (hot, cold) = (t * w + k, (t - 1) * w + j);
+                swaps_proposed += 1;
+                let log_ratio = (betas[t - 1] - betas[t]) * (ll[hot] - ll[cold]);
+                if rng.random::<f64>().ln() < log_ratio {
+                    x.swap_columns(hot, cold);
+                    prior_lp.swap(hot, cold);
+                    ll.swap(hot, cold);
+                    swaps_accepted += 1;
                 }
             }
         }
         // Stuck walkers: in the first half of the burn-in, every 50 steps a
-        // walker whose log density is far (> 10 nats) below the median
-        // restarts from another walker above the median. The stretch move
-        // cannot pull a walker out of a far worse local mode, and the
-        // burn-in is discarded, so this changes no kept sample's law.
+        // walker whose log density is far (> 10 nats) below the median of
+        // its rung restarts from another walker above the median. The
+        // stretch move cannot pull a walker out of a far worse local mode,
+        // and the burn-in is discarded, so this changes no kept sample's law.
         if step < spec.burn_in / 2 && step % 50 == 49 {
-            let mut sorted = lp.clone();
-            sorted.sort_by(|a, b| a.total_cmp(b));
-            let median = sorted[w / 2];
-            let good: Vec<usize> = (0..w).filter(|&k| lp[k] >= median).collect();
-            for k in 0..w {
-                if lp[k] < median - 10.0 {
-                    let j = good[rng.random_range(0..good.len())];
-                    let col = x.column(j).into_owned();
-                    x.set_column(k, &col);
-                    lp[k] = lp[j];
+            for t in 0..temps {
+                let lp: Vec<f64> = (0..w).map(|k| tempered(t, prior_lp[t * w + k], ll[t * w + k])).collect();
+                let mut sorted = lp.clone();
+                sorted.sort_by(|a, b| a.total_cmp(b));
+                let median = sorted[w / 2];
+                let good: Vec<usize> = (0..w).filter(|&k| lp[k] >= median).collect();
+                for k in 0..w {
+                    if lp[k] < median - 10.0 {
+                        let j = good[rng.random_range(0..good.len())];
+                        let col = x.column(t * w + j).into_owned();
+                        x.set_column(t * w + k, &col);
+                        (prior_lp[t * w + k], ll[t * w + k]) = (prior_lp[t * w + j], ll[t * w + j]);
+                    }
                 }
             }
         }
         if step >= spec.burn_in {
             let s = step - spec.burn_in;
-            trace.view_mut((0, s * w), (d, w)).copy_from(&x);
+            trace.view_mut((0, s * w), (d, w)).copy_from(&x.columns(0, w));
         }
     }
-    let diagnostics = diagnose(&trace, w, kept, accepted as f64 / proposed as f64);
+    let mut diagnostics = diagnose(&trace, w, kept, accepted as f64 / proposed as f64);
+    if temps > 1 {
+        diagnostics.swap_acceptance = Some(swaps_accepted as f64 / swaps_proposed as f64);
+    }
     Ok(Chains { samples: trace, diagnostics })
 }
 
@@ -146,7 +205,7 @@ fn diagnose(trace: &DMatrix<f64>, walkers: usize, steps: usize, acceptance: f64)
         tau.push(autocorrelation_time(&chains));
     }
     let ess = tau.iter().map(|t| (walkers * steps) as f64 / t).collect();
-    Diagnostics { r_hat, tau, ess, acceptance }
+    Diagnostics { r_hat, tau, ess, acceptance, swap_acceptance: None }
 }
 
 /// Split-R̂ (Gelman et al., BDA3 §11.4): every chain cut in two halves;

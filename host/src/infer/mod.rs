@@ -51,19 +51,26 @@ impl<'a> Problem<'a> {
     /// Log posterior up to a constant, per column: −∞ outside the prior's
     /// support (those columns are not simulated).
     pub fn log_posterior(&mut self, thetas: &DMatrix<f64>) -> Result<Vec<f64>> {
+        let (prior, ll) = self.log_prior_and_likelihood(thetas)?;
+        Ok(prior.iter().zip(&ll).map(|(p, l)| p + l).collect())
+    }
+
+    /// Log prior density and log likelihood (up to constants) per column;
+    /// both −∞ outside the prior's support (those columns are not simulated).
+    pub fn log_prior_and_likelihood(&mut self, thetas: &DMatrix<f64>) -> Result<(Vec<f64>, Vec<f64>)> {
         let lp: Vec<f64> = thetas.column_iter().map(|c| self.prior.log_density(c.as_slice())).collect();
         let inside: Vec<usize> = (0..lp.len()).filter(|&j| lp[j].is_finite()).collect();
-        let mut out = vec![f64::NEG_INFINITY; lp.len()];
+        let mut ll = vec![f64::NEG_INFINITY; lp.len()];
         if inside.is_empty() {
-            return Ok(out);
+            return Ok((lp, ll));
         }
         let batch = thetas.select_columns(&inside);
         let pred = self.predict(&batch)?;
         for (k, &j) in inside.iter().enumerate() {
             let misfit: f64 = pred.column(k).iter().zip(self.y.iter()).zip(self.r.iter()).map(|((p, y), r)| (y - p).powi(2) / r).sum();
-            out[j] = lp[j] - 0.5 * misfit;
+            ll[j] = -0.5 * misfit;
         }
-        Ok(out)
+        Ok((lp, ll))
     }
 }
 

@@ -70,14 +70,25 @@ pub enum StaticMethod {
         walkers: usize,
         steps: usize,
         burn_in: usize,
+        /// Parallel-tempering rungs (see [`mcmc::Spec::temperatures`]).
+        #[serde(default = "one_rung", skip_serializing_if = "is_one")]
+        temperatures: usize,
     },
+}
+
+fn one_rung() -> usize {
+    1
+}
+fn is_one(t: &usize) -> bool {
+    *t == 1
 }
 
 impl StaticMethod {
     pub fn label(&self) -> String {
         match self {
             StaticMethod::EsMda { n, iterations } => format!("ES-MDA N={n} Na={iterations}"),
-            StaticMethod::Mcmc { walkers, steps, .. } => format!("MCMC walkers={walkers} steps={steps}"),
+            StaticMethod::Mcmc { walkers, steps, temperatures: 1, .. } => format!("MCMC walkers={walkers} steps={steps}"),
+            StaticMethod::Mcmc { walkers, steps, temperatures, .. } => format!("MCMC walkers={walkers} steps={steps} T={temperatures}"),
         }
     }
 
@@ -88,6 +99,9 @@ impl StaticMethod {
             }
             StaticMethod::Mcmc { steps, burn_in, .. } if burn_in >= steps => {
                 bail!("[[method]] #{index} (mcmc): burn_in ({burn_in}) must be less than steps ({steps})")
+            }
+            StaticMethod::Mcmc { temperatures, .. } if !(1..=20).contains(&temperatures) => {
+                bail!("[[method]] #{index} (mcmc): temperatures must be 1 (no tempering) to 20, got {temperatures}")
             }
             _ => Ok(()),
         }
@@ -289,8 +303,8 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
         let start = Instant::now();
         let (samples, diagnostics) = match *method {
             StaticMethod::EsMda { n, iterations } => (esmda::run(&mut problem, n, iterations, &mut rng)?, None),
-            StaticMethod::Mcmc { walkers, steps, burn_in } => {
-                let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0 }, &mut rng)?;
+            StaticMethod::Mcmc { walkers, steps, burn_in, temperatures } => {
+                let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0, temperatures }, &mut rng)?;
                 (chains.samples, Some(chains.diagnostics))
             }
         };
@@ -330,13 +344,13 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
             };
             // Held-out observations, each with its own MCMC reference.
             let mut held_out_c2st = Vec::new();
-            if let (Some(StaticMethod::Mcmc { walkers, steps, burn_in }), true) = (mcmc.map(|p| &p.method), spec.check_observations > 0) {
+            if let (Some(&StaticMethod::Mcmc { walkers, steps, burn_in, temperatures }), true) = (mcmc.map(|p| &p.method), spec.check_observations > 0) {
                 for k in 0..spec.check_observations {
                     let mut rng_k = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(1000 + k as u64));
                     let (_, y_k) = synthesize((&mut simulator, &mut obs), &prior, None, seed, &mut rng_k)?;
                     let mut problem =
                         Problem { prior: prior.clone(), simulator: &mut simulator, obs: &mut obs, y: y_k.clone(), r: r.clone().into(), seed, simulations: 0 };
-                    let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers: *walkers, steps: *steps, burn_in: *burn_in, a: 2.0 }, &mut rng_k)?;
+                    let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0, temperatures }, &mut rng_k)?;
                     let q = mdn.sample(y_k.as_slice(), n, &mut rng_k)?;
                     held_out_c2st.push(super::c2st::c2st(&reference(&chains.samples, &mut rng_k), &q, Default::default())?);
                 }
@@ -389,12 +403,12 @@ fn emulate_and_infer(
     };
     let emulator_id = crate::registry::add_trained(registry, &weights, &artifact, &sims.id, plugin_ids)?;
     let oracle = posteriors.iter().find(|p| matches!(p.method, StaticMethod::Mcmc { .. })).context("step 4 needs the mcmc [[method]]")?;
-    let StaticMethod::Mcmc { walkers, steps, burn_in } = oracle.method else { unreachable!("found as mcmc") };
+    let StaticMethod::Mcmc { walkers, steps, burn_in, temperatures } = oracle.method else { unreachable!("found as mcmc") };
     let mut observed = Observed::like(obs.info());
     let mut problem = Problem { prior: prior.clone(), simulator: &mut emulator, obs: &mut observed, y: y.clone(), r: r.to_vec().into(), seed, simulations: 0 };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5764);
     let start = Instant::now();
-    let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0 }, &mut rng)?;
+    let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0, temperatures }, &mut rng)?;
     let posterior = Posterior {
         method: oracle.method.clone(),
         samples: chains.samples,
