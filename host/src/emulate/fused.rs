@@ -25,15 +25,27 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 /// Training and validation rows for [`MlpTrainer::fit`], row-major:
-/// `inputs` (`n × input_width`, renewed each epoch by the caller's
-/// `refresh`), `targets` (`n × target_width`) and the same for validation.
+/// `inputs` (`n × input_width`) and `targets` (`n × target_width`), both
+/// renewed each epoch by the caller's `refresh`, and the same for
+/// validation.
 pub struct FitData<'a> {
     pub inputs: &'a mut [f32],
-    pub targets: &'a [f32],
+    pub targets: &'a mut [f32],
     pub val_inputs: &'a [f32],
     pub val_targets: &'a [f32],
     pub input_width: usize,
     pub target_width: usize,
+}
+
+/// When [`MlpTrainer::fit`] stops and how it lowers the learning rate.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    pub max_epochs: usize,
+    /// Stop after this many epochs without a better validation loss.
+    pub patience: usize,
+    /// Halve the learning rate after this many epochs without a better
+    /// validation loss (and again after as many more); 0 keeps it fixed.
+    pub halve_after: usize,
 }
 
 /// How [`MlpTrainer::fit`] went: epochs run, the best epoch (1-based) and
@@ -233,20 +245,20 @@ impl MlpTrainer {
     }
 
     /// Mini-batch training with early stopping. Every epoch shuffles the
-    /// training rows (from `rng`), lets `refresh` renew the training inputs
-    /// (e.g. redraw their noise), takes one step per batch of `loss`, then
+    /// training rows (from `rng`), lets `refresh(inputs, targets, rng)`
+    /// renew the training rows (e.g. redraw the inputs' noise), takes one step per batch of `loss`, then
     /// scores the validation rows; `progress(epoch, train, val)` follows.
-    /// It stops after `patience` epochs without a better validation loss
-    /// and leaves the best epoch's weights in place. `loss(out, target,
+    /// It halves the learning rate on plateaus and stops after
+    /// `schedule.patience` epochs without a better validation loss,
+    /// leaving the best epoch's weights in place. `loss(out, target,
     /// delta)` returns a batch's mean loss and, given `delta`, its gradient.
     #[allow(clippy::too_many_arguments)]
     pub fn fit<R: Rng>(
         &mut self,
         data: FitData<'_>,
-        max_epochs: usize,
-        patience: usize,
+        schedule: Schedule,
         rng: &mut R,
-        mut refresh: impl FnMut(&mut [f32], &mut R),
+        mut refresh: impl FnMut(&mut [f32], &mut [f32], &mut R),
         loss: impl Fn(&[f32], &[f32], Option<&mut [f32]>) -> f64,
         progress: &mut dyn FnMut(usize, f64, f64),
     ) -> Result<Fitted, Diverged> {
@@ -255,11 +267,12 @@ impl MlpTrainer {
         let mut order: Vec<usize> = (0..n).collect();
         let (mut best, mut best_epoch, mut best_params) = (f64::INFINITY, 0, self.params());
         let (mut bx, mut by) = (Vec::new(), Vec::new());
-        let mut epochs = 0;
+        let Schedule { max_epochs, patience, halve_after } = schedule;
+        let (mut epochs, mut last_halving) = (0, 0);
         for epoch in 0..max_epochs {
             epochs = epoch + 1;
             order.shuffle(rng);
-            refresh(inputs, rng);
+            refresh(inputs, targets, rng);
             let mut total = 0.0;
             for rows in order.chunks(self.batch) {
                 bx.clear();
@@ -284,6 +297,9 @@ impl MlpTrainer {
                 (best, best_epoch, best_params) = (val, epoch, self.params());
             } else if epoch - best_epoch >= patience {
                 break;
+            } else if halve_after > 0 && epoch - best_epoch.max(last_halving) >= halve_after {
+                self.opt.lr *= 0.5;
+                last_halving = epoch;
             }
         }
         for (layer, wb) in self.layers.iter_mut().zip(best_params.chunks_exact(2)) {

@@ -12,7 +12,7 @@
 
 use super::prior::Prior;
 use super::{row_moments, standardised_rows as table};
-use crate::emulate::fused::{mse, AdamW, FitData, MlpTrainer};
+use crate::emulate::fused::{mse, AdamW, FitData, MlpTrainer, Schedule};
 use crate::emulate::net::{read_geohost_metadata, write_safetensors, Scaling};
 use crate::model::{ObsInfo, ObsOperator, Simulator, SimulatorInfo};
 use anyhow::{bail, Result};
@@ -39,6 +39,10 @@ pub struct EmulatorSpec {
     /// Epochs without a better validation error before stopping.
     #[serde(default = "patience")]
     pub patience: usize,
+    /// Epochs without a better validation loss before the learning rate
+    /// is halved (and again after as many more); 0 keeps it fixed.
+    #[serde(default = "halve_after")]
+    pub halve_after: usize,
     #[serde(default)]
     pub seed: u64,
 }
@@ -56,7 +60,10 @@ fn lr() -> f64 {
     1e-3
 }
 fn patience() -> usize {
-    20
+    30
+}
+fn halve_after() -> usize {
+    8
 }
 
 /// Held-out fraction of the simulations used for early stopping and the
@@ -88,14 +95,17 @@ pub struct EmulatorDescription {
     pub out_std: Vec<f64>,
 }
 
-/// How training went, in observation units.
-#[derive(Clone, Debug, Serialize)]
+/// How training went, in observation units (stored with the weights,
+/// less `seconds`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EmulatorTraining {
     pub epochs: usize,
     pub best_epoch: usize,
     /// Held-out RMSE over all outputs, and divided by the RMS noise sd.
     pub val_rmse: f64,
     pub val_rmse_over_noise: f64,
+    /// Wall time (0 for an emulator loaded from the registry).
+    #[serde(default)]
     pub seconds: f64,
     pub train_pairs: usize,
 }
@@ -158,14 +168,14 @@ impl StaticEmulator {
         let net = MlpTrainer::new(&sizes(&desc), params, Scaling { mean: 0.0, std: 1.0, out_std: 1.0 }, batch, AdamW::new(spec.lr, 0.0));
         let train_cols: Vec<usize> = (0..n_train).collect();
         let val_cols: Vec<usize> = (n_train..n).collect();
-        let (mut tx, ty) = (table(thetas, &train_cols, &desc.theta_mean, &desc.theta_std), table(hx, &train_cols, &desc.out_mean, &desc.out_std));
+        let (mut tx, mut ty) = (table(thetas, &train_cols, &desc.theta_mean, &desc.theta_std), table(hx, &train_cols, &desc.out_mean, &desc.out_std));
         let (vx, vy) = (table(thetas, &val_cols, &desc.theta_mean, &desc.theta_std), table(hx, &val_cols, &desc.out_mean, &desc.out_std));
         let mut emulator = StaticEmulator { desc, net, batch };
         let start = Instant::now();
-        let data = FitData { inputs: &mut tx, targets: &ty, val_inputs: &vx, val_targets: &vy, input_width: thetas.nrows(), target_width: hx.nrows() };
+        let data = FitData { inputs: &mut tx, targets: &mut ty, val_inputs: &vx, val_targets: &vy, input_width: thetas.nrows(), target_width: hx.nrows() };
         let fitted = emulator
             .net
-            .fit(data, spec.max_epochs, spec.patience, &mut rng, |_, _| {}, mse, &mut |_, _, _| {})
+            .fit(data, Schedule { max_epochs: spec.max_epochs, patience: spec.patience, halve_after: spec.halve_after }, &mut rng, |_, _, _| {}, mse, &mut |_, _, _| {})
             .map_err(|e| anyhow::anyhow!("emulator training diverged at epoch {}; lower [step3] lr", e.epoch))?;
         // The held-out error in observation units.
         let p = hx.nrows();
@@ -201,6 +211,13 @@ impl StaticEmulator {
             .collect::<Result<Vec<_>>>()?;
         let named: Vec<(String, &Var)> = vars.iter().map(|(n, v)| (n.clone(), v)).collect();
         write_safetensors(&named, serde_json::json!({ "static_emulator": self.desc, "training": training }))
+    }
+
+    /// Read an emulator back with the training record stored beside it.
+    pub fn from_safetensors_with_training(label: &str, bytes: &[u8]) -> Result<(StaticEmulator, EmulatorTraining)> {
+        let meta = read_geohost_metadata(label, bytes, "; not a geohost emulator")?;
+        let training = serde_json::from_value(meta["training"]["training"].clone()).map_err(|e| anyhow::anyhow!("{label}: unreadable training record: {e}"))?;
+        Ok((Self::from_safetensors(label, bytes)?, training))
     }
 
     /// Read an emulator back; `label` names the bytes in errors.

@@ -22,7 +22,7 @@
 
 use super::prior::{Marginal, Prior};
 use super::{row_moments as moments, standardised_rows as table};
-use crate::emulate::fused::{AdamW as FusedAdamW, FitData, MlpTrainer};
+use crate::emulate::fused::{AdamW as FusedAdamW, FitData, MlpTrainer, Schedule};
 use crate::emulate::net::Scaling;
 use crate::emulate::net::{read_geohost_metadata, write_safetensors};
 use anyhow::{bail, Context, Result};
@@ -53,6 +53,10 @@ pub struct MdnSpec {
     /// Epochs without a better validation loss before stopping.
     #[serde(default = "patience")]
     pub patience: usize,
+    /// Epochs without a better validation loss before the learning rate
+    /// is halved (and again after as many more); 0 keeps it fixed.
+    #[serde(default = "halve_after")]
+    pub halve_after: usize,
     #[serde(default)]
     pub seed: u64,
 }
@@ -76,7 +80,10 @@ fn validation() -> f64 {
     0.1
 }
 fn patience() -> usize {
-    20
+    30
+}
+fn halve_after() -> usize {
+    8
 }
 
 impl Default for MdnSpec {
@@ -124,12 +131,14 @@ pub struct Mdn {
     layers: Vec<(Var, Var)>,
 }
 
-/// What training reports.
-#[derive(Clone, Debug, Serialize)]
+/// What training reports (stored with the weights, less `seconds`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Training {
     pub epochs: usize,
     pub best_epoch: usize,
     pub best_val_nll: f64,
+    /// Wall time (0 for a predictor loaded from the registry).
+    #[serde(default)]
     pub seconds: f64,
     pub train_pairs: usize,
 }
@@ -279,7 +288,7 @@ impl Mdn {
         };
         let (val_theta, mut val_x) = (table(thetas, &val_cols, &d.theta_mean, &d.theta_std), table(xs, &val_cols, &d.x_mean, &d.x_std));
         add_noise(&mut val_x, &mut rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7a11));
-        let (clean_x, train_theta) = (table(xs, &train_cols, &d.x_mean, &d.x_std), table(thetas, &train_cols, &d.theta_mean, &d.theta_std));
+        let (clean_x, mut train_theta) = (table(xs, &train_cols, &d.x_mean, &d.x_std), table(thetas, &train_cols, &d.theta_mean, &d.theta_std));
         // Training runs through the fused MLP step with the mixture NLL's
         // gradient written out (`mixture_nll`); candle's autograd of
         // `Mdn::nll` is the reference it is tested against.
@@ -287,13 +296,13 @@ impl Mdn {
         let mut net = mdn.fused(batch, spec.lr)?;
         let mut x_epoch = clean_x.clone();
         let start = Instant::now();
-        let data = FitData { inputs: &mut x_epoch, targets: &train_theta, val_inputs: &val_x, val_targets: &val_theta, input_width: p, target_width: dim };
-        let refresh = |x: &mut [f32], rng: &mut rand_chacha::ChaCha8Rng| {
+        let data = FitData { inputs: &mut x_epoch, targets: &mut train_theta, val_inputs: &val_x, val_targets: &val_theta, input_width: p, target_width: dim };
+        let refresh = |x: &mut [f32], _: &mut [f32], rng: &mut rand_chacha::ChaCha8Rng| {
             x.copy_from_slice(&clean_x);
             add_noise(x, rng);
         };
         let fitted = net
-            .fit(data, spec.max_epochs, spec.patience, &mut rng, refresh, |out, theta, delta| mixture_nll(out, theta, dim, k, delta), progress)
+            .fit(data, Schedule { max_epochs: spec.max_epochs, patience: spec.patience, halve_after: spec.halve_after }, &mut rng, refresh, |out, theta, delta| mixture_nll(out, theta, dim, k, delta), progress)
             .map_err(|e| anyhow::anyhow!("posterior training diverged at epoch {} (validation NLL {}); lower [step5] lr", e.epoch, e.val))?;
         mdn.set_params(net.params())?;
         let training = Training {
