@@ -392,13 +392,31 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
         assert!(lineage.contains(needle), "{needle} missing from\n{lineage}");
     }
 
-    // Training again from the same inputs loads the pairs by request key.
-    let again: Value =
-        serde_json::from_str(&run(&["train", "posterior", "--json", set.to_str().unwrap(), "--out", dir.path().join("p.safetensors").to_str().unwrap()]))
-            .unwrap();
-    assert_eq!(again["dataset_cache_hit"], true);
+    // Training again from the same inputs loads the pairs and the trained
+    // predictor by request key; without a registry it trains afresh, to
+    // the same bytes.
+    let p_out = dir.path().join("p.safetensors");
+    let train_again = |extra: &[&str]| -> Value {
+        let mut args = vec!["train", "posterior", "--json", set.to_str().unwrap(), "--out", p_out.to_str().unwrap()];
+        args.extend(extra);
+        serde_json::from_str(&run(&args)).unwrap()
+    };
+    let again = train_again(&[]);
+    assert_eq!((&again["dataset_cache_hit"], &again["predictor_cache_hit"]), (&Value::Bool(true), &Value::Bool(true)));
     assert_eq!(again["dataset"], s5["predictor"]["dataset"]);
-    assert_eq!(again["id"], s5["predictor"]["id"], "the same pairs and seed give the same predictor bytes");
+    assert_eq!(again["id"], s5["predictor"]["id"]);
+    assert_eq!(again["training"]["best_val_nll"], s5["predictor"]["training"]["best_val_nll"], "the stored training record comes back");
+    let fresh = train_again(&["--no-registry"]);
+    assert_eq!((&fresh["dataset_cache_hit"], &fresh["predictor_cache_hit"]), (&Value::Bool(false), &Value::Bool(false)));
+    assert_eq!(fresh["id"], s5["predictor"]["id"], "the same pairs and seed give the same predictor bytes");
+    // A second run loads step 3's emulator and step 5's predictor.
+    let out = geohost(dir.path()).args(["run", "--json"]).arg(&set).arg("--out").arg(dir.path().join("out2")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let steps2 = &second["cycle_report"]["steps"];
+    assert_eq!((&steps2[3]["figures"]["loaded_from_registry"], &steps2[5]["figures"]["loaded_from_registry"]), (&Value::Bool(true), &Value::Bool(true)));
+    assert_eq!(steps2[3]["artifacts"], report["steps"][3]["artifacts"], "the same emulator");
+    assert_eq!(steps2[3]["figures"]["val_rmse"], report["steps"][3]["figures"]["val_rmse"]);
 
     // Sampling: from the file and from the registry, for the run's observation.
     let obs = dir.path().join("out/observation.nc");

@@ -376,6 +376,7 @@ fn cmd_run_static(args: RunArgs) -> Result<()> {
                 "c2st_vs_mcmc": s5.c2st_vs_mcmc,
                 "mcmc_seconds": s5.mcmc_seconds,
                 "held_out_c2st": s5.held_out_c2st,
+                "held_out_reference_r_hat": s5.held_out_r_hat,
                 "calibration": s5.calibration,
             })
         });
@@ -466,14 +467,14 @@ fn cmd_train_posterior(
     } else {
         let t = &record.training;
         println!("predictor {} ({}) -> {}", record.name, record.id, path.display());
+        let when = if record.predictor_cache_hit { "loaded from the registry".to_string() } else { format!("{:.1} s", t.seconds) };
         println!(
-            "  {} pairs ({}), {} epochs (best {}), validation NLL {:.3}, {:.1} s",
+            "  {} pairs ({}), {} epochs (best {}), validation NLL {:.3}, {when}",
             record.simulations,
             if record.dataset_cache_hit { "cached" } else { "simulated" },
             t.epochs,
             t.best_epoch,
             t.best_val_nll,
-            t.seconds
         );
     }
     Ok(())

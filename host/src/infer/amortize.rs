@@ -145,6 +145,9 @@ pub struct PredictorRecord {
     pub name: String,
     pub dataset: String,
     pub dataset_cache_hit: bool,
+    /// Loaded from the registry: the same pairs and network were trained
+    /// before (the training time is then not known).
+    pub predictor_cache_hit: bool,
     pub simulations: usize,
     pub training: Training,
 }
@@ -182,11 +185,9 @@ pub fn simulations(
         )
         .to_hex()
     );
-    if let Some(reg) = registry.as_deref() {
-        if let Some(ids) = reg.find_run(&key)?.filter(|ids| ids.len() == 1) {
-            let (thetas, hx, sd) = parse_pairs(&ids[0], &reg.read(&ids[0])?)?;
-            return Ok(Simulations { id: ids[0].clone(), cache_hit: true, thetas, hx, sd });
-        }
+    if let Some((id, bytes)) = registry.as_deref().map(|reg| reg.cached_output(&key)).transpose()?.flatten() {
+        let (thetas, hx, sd) = parse_pairs(&id, &bytes)?;
+        return Ok(Simulations { id, cache_hit: true, thetas, hx, sd });
     }
     let (thetas, hx, sd) = simulate_clean(prior, simulator, obs, spec.simulations, spec.seed)?;
     let bytes = pairs_bytes(prior, &thetas, &hx, &sd, &[("request_key", key.clone())])?;
@@ -216,17 +217,28 @@ pub fn simulations(
 
 /// Train on `sims` and, with a registry, register the predictor (kind
 /// weights, role predictor, step 5, trained_on the dataset, derived_from
-/// the plugins).
+/// the plugins). Training is deterministic, so a registry that holds a
+/// predictor of the same pairs and network (by request key) gives it back
+/// instead.
 pub fn train(
     spec: &Step5Spec,
     prior: &Prior,
     sims: &Simulations,
     plugin_ids: &[String],
-    registry: Option<&mut Registry>,
+    mut registry: Option<&mut Registry>,
     progress: &mut dyn FnMut(usize, f64, f64),
 ) -> Result<(Mdn, PredictorRecord, Vec<u8>)> {
     let Simulations { id: dataset_id, cache_hit: hit, thetas, hx, sd } = sims;
     let (dataset_id, hit) = (dataset_id.clone(), *hit);
+    // Bump the format when training changes what the same spec produces.
+    let key = crate::registry::artifact_id(serde_json::json!({ "predictor_format": 2, "dataset": dataset_id, "network": spec.network }).to_string().as_bytes());
+    if let Some((id, bytes)) = registry.as_deref().map(|reg| reg.cached_output(&key)).transpose()?.flatten() {
+        let (mdn, stored) = Mdn::from_safetensors(&id, &bytes)?;
+        let training: Training = serde_json::from_value(stored["training"].clone()).map_err(|e| anyhow::anyhow!("{id}: unreadable training record: {e}"))?;
+        let record =
+            PredictorRecord { id, name: spec.name.clone(), dataset: dataset_id, dataset_cache_hit: hit, predictor_cache_hit: true, simulations: spec.simulations, training };
+        return Ok((mdn, record, bytes));
+    }
     // Fresh observation noise every epoch: the simulator ran once per θ,
     // the (known, Gaussian) observation error is redrawn.
     let (mdn, training) = Mdn::train(prior, thetas, hx, Some(sd), &spec.network, progress)?;
@@ -240,7 +252,11 @@ pub fn train(
         metadata: serde_json::json!({ "predictor": "mdn", "dataset": dataset_id, "training": training }),
         ..Default::default()
     };
-    let id = crate::registry::add_trained(registry, &bytes, &artifact, &dataset_id, plugin_ids)?;
-    let record = PredictorRecord { id, name: spec.name.clone(), dataset: dataset_id, dataset_cache_hit: hit, simulations: spec.simulations, training };
+    let id = crate::registry::add_trained(registry.as_deref_mut(), &bytes, &artifact, &dataset_id, plugin_ids)?;
+    if let Some(reg) = registry {
+        reg.record_run(&key, &dataset_id, std::slice::from_ref(&id))?;
+    }
+    let record =
+        PredictorRecord { id, name: spec.name.clone(), dataset: dataset_id, dataset_cache_hit: hit, predictor_cache_hit: false, simulations: spec.simulations, training };
     Ok((mdn, record, bytes))
 }

@@ -168,7 +168,11 @@ pub fn report(run: &StaticRun, set: &LoadedStatic, files: &StaticFiles) -> Cycle
             step: 3,
             what: format!("neural emulator {} of the observed simulator", s34.name),
             artifacts: vec![s34.emulator_id.clone(), s34.dataset.clone()],
-            figures: serde_json::to_value(t).unwrap_or_default(),
+            figures: {
+                let mut f = serde_json::to_value(t).unwrap_or_default();
+                f["loaded_from_registry"] = s34.cache_hit.into();
+                f
+            },
         });
         check(3, "emulator held-out RMSE / observation noise sd", t.val_rmse_over_noise, limits.as_ref().and_then(|l| l.step3.max_rmse_over_noise), true);
         let p = &s34.posterior;
@@ -190,12 +194,14 @@ pub fn report(run: &StaticRun, set: &LoadedStatic, files: &StaticFiles) -> Cycle
             figures: serde_json::json!({
                 "c2st_vs_oracle": s5.c2st_vs_mcmc,
                 "held_out_c2st": s5.held_out_c2st,
+                "held_out_reference_r_hat": s5.held_out_r_hat,
                 "held_out_c2st_mean": held_out,
                 "calibration": s5.calibration,
                 "sample_ms": s5.sample_ms,
                 "mcmc_seconds": s5.mcmc_seconds,
                 "speedup": speedup,
                 "training": s5.record.training,
+                "loaded_from_registry": s5.record.predictor_cache_hit,
             }),
         });
         let l5 = limits.as_ref().map(|l| l.step5.clone()).unwrap_or_default();

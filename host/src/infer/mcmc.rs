@@ -12,6 +12,14 @@
 //! Walkers start at the most probable of 20 × walkers prior draws; in the
 //! first half of the burn-in, walkers stuck far below the others restart
 //! from good ones.
+//!
+//! Stretch moves cannot carry walkers between well separated modes, so
+//! with `temperatures` > 1 the sampler runs a parallel-tempering ladder
+//! (as ptemcee does for emcee): rung t samples p(θ) p(y | θ)^β_t with
+//! β_t = 3^(−t), each rung its own ensemble, and after every step walkers
+//! of neighbouring rungs swap with probability
+//! min(1, exp((β_{t−1} − β_t)(log L_hot − log L_cold))). Only the β = 1
+//! rung is kept; the diagnostics are computed on it.
 
 use super::Problem;
 use anyhow::{bail, Result};

@@ -186,6 +186,8 @@ pub struct Step34Result {
     pub emulator_id: String,
     pub dataset: String,
     pub training: super::emulator::EmulatorTraining,
+    /// Loaded from the registry rather than trained.
+    pub cache_hit: bool,
     pub weights: Vec<u8>,
     /// MCMC through the emulator (the oracle's settings).
     pub posterior: Posterior,
@@ -204,8 +206,10 @@ pub struct Step5Result {
     /// MCMC's time (when the set has an MCMC method).
     pub c2st_vs_mcmc: Option<f64>,
     pub mcmc_seconds: Option<f64>,
-    /// Held-out observations with their own MCMC: mean C2ST.
+    /// Held-out observations with their own MCMC: C2ST against it, and
+    /// the reference's largest R-hat (above 1.05 it is not converged).
     pub held_out_c2st: Vec<f64>,
+    pub held_out_r_hat: Vec<f64>,
     pub calibration: super::calibration::Calibration,
 }
 
@@ -343,7 +347,7 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
                 None => None,
             };
             // Held-out observations, each with its own MCMC reference.
-            let mut held_out_c2st = Vec::new();
+            let (mut held_out_c2st, mut held_out_r_hat) = (Vec::new(), Vec::new());
             if let (Some(&StaticMethod::Mcmc { walkers, steps, burn_in, temperatures }), true) = (mcmc.map(|p| &p.method), spec.check_observations > 0) {
                 for k in 0..spec.check_observations {
                     let mut rng_k = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(1000 + k as u64));
@@ -353,13 +357,24 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
                     let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0, temperatures }, &mut rng_k)?;
                     let q = mdn.sample(y_k.as_slice(), n, &mut rng_k)?;
                     held_out_c2st.push(super::c2st::c2st(&reference(&chains.samples, &mut rng_k), &q, Default::default())?);
+                    held_out_r_hat.push(chains.diagnostics.r_hat.iter().cloned().fold(1.0, f64::max));
                 }
             }
             // Calibration on fresh prior-predictive pairs.
             // 1000 pairs: the coverage at one level then has a standard error of at most 0.016.
             let (thetas, xs) = super::amortize::simulate_pairs(&prior, &mut simulator, &mut obs, 1000, spec.seed.wrapping_add(1))?;
             let calibration = super::calibration::calibrate(&mdn, &thetas, &xs, 1000, &mut rng)?;
-            Some(Step5Result { record, weights, samples, sample_ms, c2st_vs_mcmc, mcmc_seconds: mcmc.map(|p| p.seconds), held_out_c2st, calibration })
+            Some(Step5Result {
+                record,
+                weights,
+                samples,
+                sample_ms,
+                c2st_vs_mcmc,
+                mcmc_seconds: mcmc.map(|p| p.seconds),
+                held_out_c2st,
+                held_out_r_hat,
+                calibration,
+            })
         }
     };
     let step34 = match (&set.set.step3, simulations) {
@@ -387,21 +402,37 @@ fn emulate_and_infer(
     y: &nalgebra::DVector<f64>,
     r: &[f64],
     seed: u64,
-    registry: Option<&mut Registry>,
+    mut registry: Option<&mut Registry>,
 ) -> Result<Step34Result> {
     use super::emulator::{Observed, StaticEmulator};
-    let (mut emulator, training) = StaticEmulator::train(spec, prior, simulator.info(), &sims.thetas, &sims.hx, &sims.sd)?;
-    let weights = emulator.to_safetensors(&serde_json::json!({ "dataset": sims.id, "spec": spec, "training": super::stored_training(&training)? }))?;
-    let artifact = NewArtifact {
-        kind: "weights".into(),
-        name: spec.name.clone(),
-        media_type: "application/vnd.safetensors".into(),
-        role: Some("emulator".into()),
-        step: Some(3),
-        metadata: serde_json::json!({ "emulator": "static-mlp", "dataset": sims.id, "training": training }),
-        ..Default::default()
+    // Training is deterministic: the same simulations and spec load the
+    // weights trained before (bump the format when training changes).
+    let key = crate::registry::artifact_id(serde_json::json!({ "static_emulator_format": 2, "dataset": sims.id, "spec": spec }).to_string().as_bytes());
+    let cached = registry.as_deref().map(|reg| reg.cached_output(&key)).transpose()?.flatten();
+    let (mut emulator, training, weights, emulator_id, cache_hit) = match cached {
+        Some((id, bytes)) => {
+            let (emulator, training) = StaticEmulator::from_safetensors_with_training(&id, &bytes)?;
+            (emulator, training, bytes, id, true)
+        }
+        None => {
+            let (emulator, training) = StaticEmulator::train(spec, prior, simulator.info(), &sims.thetas, &sims.hx, &sims.sd)?;
+            let weights = emulator.to_safetensors(&serde_json::json!({ "dataset": sims.id, "spec": spec, "training": super::stored_training(&training)? }))?;
+            let artifact = NewArtifact {
+                kind: "weights".into(),
+                name: spec.name.clone(),
+                media_type: "application/vnd.safetensors".into(),
+                role: Some("emulator".into()),
+                step: Some(3),
+                metadata: serde_json::json!({ "emulator": "static-mlp", "dataset": sims.id, "training": training }),
+                ..Default::default()
+            };
+            let id = crate::registry::add_trained(registry.as_deref_mut(), &weights, &artifact, &sims.id, plugin_ids)?;
+            if let Some(reg) = registry {
+                reg.record_run(&key, &sims.id, std::slice::from_ref(&id))?;
+            }
+            (emulator, training, weights, id, false)
+        }
     };
-    let emulator_id = crate::registry::add_trained(registry, &weights, &artifact, &sims.id, plugin_ids)?;
     let oracle = posteriors.iter().find(|p| matches!(p.method, StaticMethod::Mcmc { .. })).context("step 4 needs the mcmc [[method]]")?;
     let StaticMethod::Mcmc { walkers, steps, burn_in, temperatures } = oracle.method else { unreachable!("found as mcmc") };
     let mut observed = Observed::like(obs.info());
@@ -419,7 +450,7 @@ fn emulate_and_infer(
     let n = oracle.samples.ncols().min(posterior.samples.ncols()).min(10_000);
     let pick = |m: &DMatrix<f64>, rng: &mut rand_chacha::ChaCha8Rng| m.select_columns(&rand::seq::index::sample(rng, m.ncols(), n).into_vec());
     let c2st_vs_mcmc = super::c2st::c2st(&pick(&oracle.samples, &mut rng), &pick(&posterior.samples, &mut rng), Default::default())?;
-    Ok(Step34Result { name: spec.name.clone(), emulator_id, dataset: sims.id.clone(), training, weights, posterior, c2st_vs_mcmc })
+    Ok(Step34Result { name: spec.name.clone(), emulator_id, dataset: sims.id.clone(), training, cache_hit, weights, posterior, c2st_vs_mcmc })
 }
 
 /// Mean and standard deviation of each row.
@@ -473,9 +504,11 @@ pub fn table(run: &StaticRun) -> String {
     for p in &run.posteriors {
         if let Some(d) = &p.diagnostics {
             let fmt = |v: &[f64], digits: usize| v.iter().map(|x| format!("{x:.digits$}")).collect::<Vec<_>>().join(", ");
+            let swaps = d.swap_acceptance.map(|a| format!(", swaps between rungs {a:.2}")).unwrap_or_default();
+            let warn = if d.r_hat.iter().any(|r| *r > 1.05) { " (R-hat above 1.05: not converged; run longer or add temperatures)" } else { "" };
             let _ = writeln!(
                 s,
-                "{}: R-hat [{}], ESS [{}], tau [{}] steps, acceptance {:.2}",
+                "{}: R-hat [{}], ESS [{}], tau [{}] steps, acceptance {:.2}{swaps}{warn}",
                 p.method.label(),
                 fmt(&d.r_hat, 3),
                 fmt(&d.ess, 0),
@@ -486,12 +519,12 @@ pub fn table(run: &StaticRun) -> String {
     }
     if let Some(s34) = &run.step34 {
         let t = &s34.training;
+        let when = if s34.cache_hit { "loaded from the registry".to_string() } else { format!("trained in {:.1} s", t.seconds) };
         let _ = writeln!(
             s,
-            "step 3: emulator {} ({}) trained in {:.1} s, {} epochs (best {}): held-out RMSE {:.3} = {:.3} × the noise sd",
+            "step 3: emulator {} ({}) {when}, {} epochs (best {}): held-out RMSE {:.3} = {:.3} × the noise sd",
             s34.name,
             &s34.emulator_id[..19.min(s34.emulator_id.len())],
-            t.seconds,
             t.epochs,
             t.best_epoch,
             t.val_rmse,
@@ -507,16 +540,17 @@ pub fn table(run: &StaticRun) -> String {
     }
     if let Some(s5) = &run.step5 {
         let t = &s5.record.training;
+        let when = if s5.record.predictor_cache_hit { "loaded from the registry".to_string() } else { format!("in {:.1} s", t.seconds) };
         let _ = writeln!(
             s,
-            "step 5: predictor {} ({}) trained on {} simulations ({}) in {:.1} s, {} epochs (best {})",
+            "step 5: predictor {} ({}) trained on {} simulations ({}) {when}, {} epochs (best {}), validation NLL {:.3}",
             s5.record.name,
             &s5.record.id[..19.min(s5.record.id.len())],
             s5.record.simulations,
             if s5.record.dataset_cache_hit { "cached pairs" } else { "simulated" },
-            t.seconds,
             t.epochs,
-            t.best_epoch
+            t.best_epoch,
+            t.best_val_nll
         );
         if let (Some(c), Some(mcmc_s)) = (s5.c2st_vs_mcmc, s5.mcmc_seconds) {
             let _ = writeln!(
@@ -529,9 +563,11 @@ pub fn table(run: &StaticRun) -> String {
         }
         if !s5.held_out_c2st.is_empty() {
             let mean = s5.held_out_c2st.iter().sum::<f64>() / s5.held_out_c2st.len() as f64;
+            let unconverged = s5.held_out_r_hat.iter().filter(|r| **r > 1.05).count();
+            let note = if unconverged > 0 { format!(" ({unconverged} of the references have R-hat above 1.05)") } else { String::new() };
             let _ = writeln!(
                 s,
-                "step 5 vs MCMC on {} held-out observations: mean C2ST {mean:.3} [{}]",
+                "step 5 vs MCMC on {} held-out observations: mean C2ST {mean:.3} [{}]{note}",
                 s5.held_out_c2st.len(),
                 s5.held_out_c2st.iter().map(|c| format!("{c:.3}")).collect::<Vec<_>>().join(" ")
             );

@@ -503,6 +503,18 @@ impl Registry {
         Ok(())
     }
 
+    /// The one output (id and bytes) of an earlier run with the same
+    /// inputs, if any: the cache of datasets and trained weights.
+    pub fn cached_output(&self, input_key: &str) -> Result<Option<(String, Vec<u8>)>> {
+        match self.find_run(input_key)?.filter(|ids| ids.len() == 1) {
+            Some(ids) => {
+                let bytes = self.read(&ids[0])?;
+                Ok(Some((ids[0].clone(), bytes)))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The outputs of an earlier run with the same inputs, if any.
     pub fn find_run(&self, input_key: &str) -> Result<Option<Vec<String>>> {
         let outputs: Option<String> = self.conn.query_row("SELECT outputs FROM runs WHERE input_key = ?1", [input_key], |r| r.get(0)).optional()?;
