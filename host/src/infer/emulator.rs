@@ -60,10 +60,12 @@ fn lr() -> f64 {
     1e-3
 }
 fn patience() -> usize {
-    30
+    20
 }
+/// Off by default: on the plume emulator halving after 8 epochs gave a
+/// held-out error of 0.42 noise sd against 0.38 with a fixed rate.
 fn halve_after() -> usize {
-    8
+    0
 }
 
 /// Held-out fraction of the simulations used for early stopping and the
