@@ -260,6 +260,9 @@ fn geohost_run_on_a_static_set_registers_oracle_posteriors() {
     std::fs::write(&set, text.replace("walkers = 16", "walkers = 7")).unwrap();
     let out = geohost(dir.path()).args(["run", "--no-registry"]).arg(&set).output().unwrap();
     assert!(!out.status.success() && stderr(&out).contains("`walkers` must be even"), "{}", stderr(&out));
+    std::fs::write(&set, text.replace("walkers = 16", "walkers = 16\ntemperatures = 0")).unwrap();
+    let out = geohost(dir.path()).args(["run", "--no-registry"]).arg(&set).output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("(mcmc): temperatures must be 1 (no tempering) to 20, got 0"), "{}", stderr(&out));
 }
 
 /// C2ST against its known answers: two samples of one distribution give

@@ -25,12 +25,11 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 /// Training and validation rows for [`MlpTrainer::fit`], row-major:
-/// `inputs` (`n × input_width`) and `targets` (`n × target_width`), both
-/// renewed each epoch by the caller's `refresh`, and the same for
-/// validation.
+/// `inputs` (`n × input_width`, renewed each epoch by the caller's
+/// `refresh`), `targets` (`n × target_width`) and the same for validation.
 pub struct FitData<'a> {
     pub inputs: &'a mut [f32],
-    pub targets: &'a mut [f32],
+    pub targets: &'a [f32],
     pub val_inputs: &'a [f32],
     pub val_targets: &'a [f32],
     pub input_width: usize,
@@ -245,8 +244,8 @@ impl MlpTrainer {
     }
 
     /// Mini-batch training with early stopping. Every epoch shuffles the
-    /// training rows (from `rng`), lets `refresh(inputs, targets, rng)`
-    /// renew the training rows (e.g. redraw the inputs' noise), takes one step per batch of `loss`, then
+    /// training rows (from `rng`), lets `refresh` renew the training inputs
+    /// (e.g. redraw their noise), takes one step per batch of `loss`, then
     /// scores the validation rows; `progress(epoch, train, val)` follows.
     /// It halves the learning rate on plateaus and stops after
     /// `schedule.patience` epochs without a better validation loss,
@@ -258,7 +257,7 @@ impl MlpTrainer {
         data: FitData<'_>,
         schedule: Schedule,
         rng: &mut R,
-        mut refresh: impl FnMut(&mut [f32], &mut [f32], &mut R),
+        mut refresh: impl FnMut(&mut [f32], &mut R),
         loss: impl Fn(&[f32], &[f32], Option<&mut [f32]>) -> f64,
         progress: &mut dyn FnMut(usize, f64, f64),
     ) -> Result<Fitted, Diverged> {
@@ -272,7 +271,7 @@ impl MlpTrainer {
         for epoch in 0..max_epochs {
             epochs = epoch + 1;
             order.shuffle(rng);
-            refresh(inputs, targets, rng);
+            refresh(inputs, rng);
             let mut total = 0.0;
             for rows in order.chunks(self.batch) {
                 bx.clear();

@@ -170,14 +170,14 @@ impl StaticEmulator {
         let net = MlpTrainer::new(&sizes(&desc), params, Scaling { mean: 0.0, std: 1.0, out_std: 1.0 }, batch, AdamW::new(spec.lr, 0.0));
         let train_cols: Vec<usize> = (0..n_train).collect();
         let val_cols: Vec<usize> = (n_train..n).collect();
-        let (mut tx, mut ty) = (table(thetas, &train_cols, &desc.theta_mean, &desc.theta_std), table(hx, &train_cols, &desc.out_mean, &desc.out_std));
+        let (mut tx, ty) = (table(thetas, &train_cols, &desc.theta_mean, &desc.theta_std), table(hx, &train_cols, &desc.out_mean, &desc.out_std));
         let (vx, vy) = (table(thetas, &val_cols, &desc.theta_mean, &desc.theta_std), table(hx, &val_cols, &desc.out_mean, &desc.out_std));
         let mut emulator = StaticEmulator { desc, net, batch };
         let start = Instant::now();
-        let data = FitData { inputs: &mut tx, targets: &mut ty, val_inputs: &vx, val_targets: &vy, input_width: thetas.nrows(), target_width: hx.nrows() };
+        let data = FitData { inputs: &mut tx, targets: &ty, val_inputs: &vx, val_targets: &vy, input_width: thetas.nrows(), target_width: hx.nrows() };
         let fitted = emulator
             .net
-            .fit(data, Schedule { max_epochs: spec.max_epochs, patience: spec.patience, halve_after: spec.halve_after }, &mut rng, |_, _, _| {}, mse, &mut |_, _, _| {})
+            .fit(data, Schedule { max_epochs: spec.max_epochs, patience: spec.patience, halve_after: spec.halve_after }, &mut rng, |_, _| {}, mse, &mut |_, _, _| {})
             .map_err(|e| anyhow::anyhow!("emulator training diverged at epoch {}; lower [step3] lr", e.epoch))?;
         // The held-out error in observation units.
         let p = hx.nrows();

@@ -64,7 +64,8 @@ pub struct Diagnostics {
 }
 
 /// Initial walkers: the `walkers` most probable of `walkers × pool`
-/// prior draws, so that walkers start where the posterior has mass.
+/// prior draws, so that walkers start where the posterior has mass, with
+/// their log prior densities and log likelihoods.
 fn initial(problem: &mut Problem<'_>, walkers: usize, pool: usize, rng: &mut impl Rng) -> Result<(DMatrix<f64>, Vec<f64>, Vec<f64>)> {
     let d = problem.prior.dim();
     let n = walkers * pool;

@@ -288,7 +288,7 @@ impl Mdn {
         };
         let (val_theta, mut val_x) = (table(thetas, &val_cols, &d.theta_mean, &d.theta_std), table(xs, &val_cols, &d.x_mean, &d.x_std));
         add_noise(&mut val_x, &mut rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7a11));
-        let (clean_x, mut train_theta) = (table(xs, &train_cols, &d.x_mean, &d.x_std), table(thetas, &train_cols, &d.theta_mean, &d.theta_std));
+        let (clean_x, train_theta) = (table(xs, &train_cols, &d.x_mean, &d.x_std), table(thetas, &train_cols, &d.theta_mean, &d.theta_std));
         // Training runs through the fused MLP step with the mixture NLL's
         // gradient written out (`mixture_nll`); candle's autograd of
         // `Mdn::nll` is the reference it is tested against.
@@ -296,8 +296,8 @@ impl Mdn {
         let mut net = mdn.fused(batch, spec.lr)?;
         let mut x_epoch = clean_x.clone();
         let start = Instant::now();
-        let data = FitData { inputs: &mut x_epoch, targets: &mut train_theta, val_inputs: &val_x, val_targets: &val_theta, input_width: p, target_width: dim };
-        let refresh = |x: &mut [f32], _: &mut [f32], rng: &mut rand_chacha::ChaCha8Rng| {
+        let data = FitData { inputs: &mut x_epoch, targets: &train_theta, val_inputs: &val_x, val_targets: &val_theta, input_width: p, target_width: dim };
+        let refresh = |x: &mut [f32], rng: &mut rand_chacha::ChaCha8Rng| {
             x.copy_from_slice(&clean_x);
             add_noise(x, rng);
         };
