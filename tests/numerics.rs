@@ -76,6 +76,50 @@ fn etkf_equals_the_kalman_update_of_its_own_sample_statistics() {
 }
 
 #[test]
+fn etkf_with_a_tight_ensemble_equals_the_kalman_update() {
+    // A small prior spread makes the transform matrix close to I, the
+    // case the polynomial inverse square root takes (checked below);
+    // it must be as exact as the eigendecomposition.
+    let c = case();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let mut e = linalg::add_mean(&c.mu, &c.sqrt_p * linalg::randn(6, 40, &mut rng) * 0.15);
+    let (mu_f, p_f) = (linalg::mean(&e), sample_cov(&e));
+    let eo = &c.h * &e;
+    let (s, _) = geohost::da::etkf::whiten(&eo, &c.y, &c.r);
+    let a = DMatrix::identity(40, 40) + s.transpose() * &s / 39.0;
+    assert!(linalg::chebyshev_inverse_sqrt(&a, 1.0).is_some(), "this case should take the polynomial branch");
+    Etkf.analyse(&mut e, &eo, &c.y, &c.r, &mut rng).unwrap();
+    let (mu_exact, p_exact) = kalman(&mu_f, &p_f, &c);
+    let mean_err = (linalg::mean(&e) - mu_exact).amax();
+    let cov_err = max_abs(&(sample_cov(&e) - &p_exact)) / max_abs(&p_exact);
+    assert!(mean_err < 1e-12, "ETKF mean differs from Kalman by {mean_err}");
+    assert!(cov_err < 1e-12, "ETKF covariance differs from Kalman by {cov_err} (relative)");
+}
+
+#[test]
+fn inverse_square_root_agrees_with_the_eigendecomposition() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for (scale, expect_polynomial) in [(0.05, true), (0.15, true), (1.0, false), (3.0, false)] {
+        let s = linalg::randn(40, 40, &mut rng) * scale;
+        let a = DMatrix::identity(40, 40) + s.transpose() * &s / 39.0;
+        let ns = linalg::chebyshev_inverse_sqrt(&a, 1.0);
+        assert_eq!(ns.is_some(), expect_polynomial, "branch at scale {scale}");
+        let x = linalg::spd_inverse_sqrt(&a, 1.0);
+        let reference = linalg::eigen_inverse_sqrt(&a);
+        let diff = max_abs(&(&x - &reference));
+        assert!(diff < 1e-13, "scale {scale}: differs from the eigendecomposition by {diff}");
+        let identity_err = max_abs(&(&x * &a * &x - DMatrix::identity(40, 40)));
+        assert!(identity_err < 1e-13, "scale {scale}: X A X differs from I by {identity_err}");
+        let symmetry_err = max_abs(&(&x - x.transpose()));
+        assert!(symmetry_err < 1e-14, "scale {scale}: not symmetric by {symmetry_err}");
+    }
+    // Bounds that do not hold (a negative eigenvalue, NaN) are not trusted.
+    let mut bad = DMatrix::identity(3, 3);
+    bad[(0, 0)] = f64::NAN;
+    assert!(linalg::chebyshev_inverse_sqrt(&bad, 1.0).is_none());
+}
+
+#[test]
 fn stochastic_enkf_matches_the_kalman_update_for_a_large_ensemble() {
     // PertObs is exact only in expectation: with N = 40 000 members the
     // sampling error of the mean is ~ sd/√N ≈ 0.005 and of the covariance

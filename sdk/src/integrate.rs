@@ -9,22 +9,27 @@
 pub fn rk4_step(x: &mut [f64], dt: f64, scratch: &mut Rk4Scratch, mut f: impl FnMut(&[f64], &mut [f64])) {
     let n = x.len();
     scratch.resize(n);
+    // Plain slices, not the Vecs: a store through a Vec's buffer may alias
+    // its length field as far as the compiler knows, which kept these loops
+    // scalar with a bounds check per element (wasm included).
     let Rk4Scratch { k1, k2, k3, k4, tmp } = scratch;
+    let (k1, k2, k3, k4, tmp) = (&mut k1[..n], &mut k2[..n], &mut k3[..n], &mut k4[..n], &mut tmp[..n]);
     f(x, k1);
-    for i in 0..n {
-        tmp[i] = x[i] + 0.5 * dt * k1[i];
-    }
+    stage(tmp, x, 0.5 * dt, k1);
     f(tmp, k2);
-    for i in 0..n {
-        tmp[i] = x[i] + 0.5 * dt * k2[i];
-    }
+    stage(tmp, x, 0.5 * dt, k2);
     f(tmp, k3);
-    for i in 0..n {
-        tmp[i] = x[i] + dt * k3[i];
-    }
+    stage(tmp, x, dt, k3);
     f(tmp, k4);
-    for i in 0..n {
-        x[i] += dt / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]);
+    for ((((xi, a), b), c), d) in x.iter_mut().zip(&*k1).zip(&*k2).zip(&*k3).zip(&*k4) {
+        *xi += dt / 6.0 * (a + 2.0 * b + 2.0 * c + d);
+    }
+}
+
+/// `out = x + h k`, element by element.
+fn stage(out: &mut [f64], x: &[f64], h: f64, k: &[f64]) {
+    for ((o, xi), ki) in out.iter_mut().zip(x).zip(k) {
+        *o = xi + h * ki;
     }
 }
 

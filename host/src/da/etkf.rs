@@ -5,42 +5,39 @@
 //! S = R^{-1/2} (Eo − ȳ) (`p × N`) and whitened innovation
 //! δ = R^{-1/2} (y − ȳ):
 //!
-//!   (N−1) I + Sᵀ S = V diag(d) Vᵀ
-//!   Pw = V diag(1/d) Vᵀ,      T = V diag(1/√d) Vᵀ · √(N−1)
+//!   Pw = ((N−1) I + Sᵀ S)⁻¹,   T = ((N−1) Pw)^{1/2}
 //!   w  = Pw Sᵀ δ
 //!   x̄ₐ = x̄ + A w,             Aₐ = A T
 
 use super::ensemble::Analysis;
-use super::linalg::center;
+use super::linalg::{center, spd_inverse_sqrt};
 use anyhow::Result;
-use nalgebra::{DMatrix, DVector, SymmetricEigen};
+use nalgebra::{DMatrix, DVector};
 
 pub struct Etkf;
 
 /// The ETKF mean weights w and transform T for whitened anomalies `s`
 /// (`p × N`) and whitened innovation `dy`. Shared with the LETKF, which
 /// calls it once per local domain.
+///
+/// With G = SᵀS/(N−1), (N−1)I + SᵀS = (N−1)(I + G), so
+/// T = (I + G)^{-1/2} and Pw = T²/(N−1): one inverse square root of a
+/// matrix whose eigenvalues are all ≥ 1 ([`spd_inverse_sqrt`]).
 pub fn transform(s: &DMatrix<f64>, dy: &DVector<f64>) -> (DVector<f64>, DMatrix<f64>) {
     let n = s.ncols();
     let n1 = (n - 1) as f64;
     // Explicit transpose + GEMM: nalgebra's `tr_mul` is a dot-product loop,
     // several times slower at these sizes.
     let st = s.transpose();
-    let mut g = &st * s;
+    let mut a = &st * s;
+    a /= n1;
     for i in 0..n {
-        g[(i, i)] += n1;
+        a[(i, i)] += 1.0;
     }
-    let SymmetricEigen { eigenvalues: d, eigenvectors: v } = SymmetricEigen::new(g);
-    // T = V diag(√(N−1)/√d) Vᵀ
-    let mut vd = v.clone();
-    for (j, mut col) in vd.column_iter_mut().enumerate() {
-        col *= n1.sqrt() / d[j].sqrt();
-    }
-    let t = vd * v.transpose();
-    // w = Pw Sᵀδ = V diag(1/d) Vᵀ Sᵀδ, as matrix–vector products.
-    let mut c = v.tr_mul(&(st * dy));
-    c.component_div_assign(&d);
-    (v * c, t)
+    let t = spd_inverse_sqrt(&a, 1.0);
+    // w = Pw Sᵀδ = T (T Sᵀδ) / (N−1), as matrix–vector products.
+    let w = &t * (&t * (st * dy)) / n1;
+    (w, t)
 }
 
 /// Whitened observation anomalies and innovation: R^{-1/2}(Eo − ȳ),
