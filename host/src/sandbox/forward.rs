@@ -71,7 +71,8 @@ impl ForwardModel for WasmForward {
             }
             .into());
         }
-        states.as_mut_slice().copy_from_slice(&out.data);
+        // Take the returned buffer as the new ensemble instead of copying it.
+        *states = DMatrix::from_vec(size, members, out.data);
         if let Some((member, index)) = first_non_finite(states) {
             return Err(SandboxError::NonFinite {
                 plugin: self.instance.plugin.clone(),
