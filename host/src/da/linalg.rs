@@ -84,9 +84,9 @@ pub fn spd_inverse(m: DMatrix<f64>, what: &str) -> anyhow::Result<DMatrix<f64>> 
 /// eigenvalue interval [λ₋, λ₊] at A ([`chebyshev_inverse_sqrt`]): a
 /// polynomial of degree about 15, which costs about seven 40×40 matrix
 /// products (a few µs each) where a 40×40 symmetric eigendecomposition
-/// takes about a hundred. Small matrices (below 12×12, where the
-/// eigendecomposition was faster in `examples`-style timings on Lorenz-96
-/// ensembles: 4 against 7 µs at 7×7, 20 against 13 µs at 16×16) and a
+/// takes about a hundred. Small matrices (below 12×12: timed on matrices
+/// recorded from Lorenz-96 ETKF runs, the eigendecomposition took 4 µs
+/// against 7 at 7×7, and 20 against 13 at 16×16) and a
 /// spectrum too wide for a polynomial of moderate degree go to the
 /// eigendecomposition instead, so the result is always accurate to rounding.
 pub fn spd_inverse_sqrt(a: &DMatrix<f64>, lower: f64) -> DMatrix<f64> {

@@ -191,10 +191,7 @@ pub fn step3(
         }),
         ..Default::default()
     };
-    let id = crate::registry::add_trained(registry.as_deref_mut(), &bytes, &artifact, &stored.id, &[model_id])?;
-    if let Some(reg) = registry {
-        reg.record_run(&key, &stored.id, std::slice::from_ref(&id))?;
-    }
+    let id = crate::registry::add_trained(registry, &key, &bytes, &artifact, &stored.id, &[model_id])?;
     let forward = NeuralForward::from_bytes(&id, &bytes)?;
     let record = record(&forward, Some(trained.samples_per_s));
     Ok((forward, record))

@@ -185,7 +185,7 @@ pub fn simulations(
         )
         .to_hex()
     );
-    if let Some((id, bytes)) = registry.as_deref().map(|reg| reg.cached_output(&key)).transpose()?.flatten() {
+    if let Some((id, bytes)) = crate::registry::cached_output(registry.as_deref(), &key)? {
         let (thetas, hx, sd) = parse_pairs(&id, &bytes)?;
         return Ok(Simulations { id, cache_hit: true, thetas, hx, sd });
     }
@@ -225,14 +225,14 @@ pub fn train(
     prior: &Prior,
     sims: &Simulations,
     plugin_ids: &[String],
-    mut registry: Option<&mut Registry>,
+    registry: Option<&mut Registry>,
     progress: &mut dyn FnMut(usize, f64, f64),
 ) -> Result<(Mdn, PredictorRecord, Vec<u8>)> {
     let Simulations { id: dataset_id, cache_hit: hit, thetas, hx, sd } = sims;
     let (dataset_id, hit) = (dataset_id.clone(), *hit);
     // Bump the format when training changes what the same spec produces.
     let key = crate::registry::artifact_id(serde_json::json!({ "predictor_format": 2, "dataset": dataset_id, "network": spec.network }).to_string().as_bytes());
-    if let Some((id, bytes)) = registry.as_deref().map(|reg| reg.cached_output(&key)).transpose()?.flatten() {
+    if let Some((id, bytes)) = crate::registry::cached_output(registry.as_deref(), &key)? {
         let (mdn, stored) = Mdn::from_safetensors(&id, &bytes)?;
         let training: Training = serde_json::from_value(stored["training"].clone()).map_err(|e| anyhow::anyhow!("{id}: unreadable training record: {e}"))?;
         let record =
@@ -252,10 +252,7 @@ pub fn train(
         metadata: serde_json::json!({ "predictor": "mdn", "dataset": dataset_id, "training": training }),
         ..Default::default()
     };
-    let id = crate::registry::add_trained(registry.as_deref_mut(), &bytes, &artifact, &dataset_id, plugin_ids)?;
-    if let Some(reg) = registry {
-        reg.record_run(&key, &dataset_id, std::slice::from_ref(&id))?;
-    }
+    let id = crate::registry::add_trained(registry, &key, &bytes, &artifact, &dataset_id, plugin_ids)?;
     let record =
         PredictorRecord { id, name: spec.name.clone(), dataset: dataset_id, dataset_cache_hit: hit, predictor_cache_hit: false, simulations: spec.simulations, training };
     Ok((mdn, record, bytes))

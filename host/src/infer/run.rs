@@ -402,13 +402,13 @@ fn emulate_and_infer(
     y: &nalgebra::DVector<f64>,
     r: &[f64],
     seed: u64,
-    mut registry: Option<&mut Registry>,
+    registry: Option<&mut Registry>,
 ) -> Result<Step34Result> {
     use super::emulator::{Observed, StaticEmulator};
     // Training is deterministic: the same simulations and spec load the
     // weights trained before (bump the format when training changes).
     let key = crate::registry::artifact_id(serde_json::json!({ "static_emulator_format": 2, "dataset": sims.id, "spec": spec }).to_string().as_bytes());
-    let cached = registry.as_deref().map(|reg| reg.cached_output(&key)).transpose()?.flatten();
+    let cached = crate::registry::cached_output(registry.as_deref(), &key)?;
     let (mut emulator, training, weights, emulator_id, cache_hit) = match cached {
         Some((id, bytes)) => {
             let (emulator, training) = StaticEmulator::from_safetensors_with_training(&id, &bytes)?;
@@ -426,10 +426,7 @@ fn emulate_and_infer(
                 metadata: serde_json::json!({ "emulator": "static-mlp", "dataset": sims.id, "training": training }),
                 ..Default::default()
             };
-            let id = crate::registry::add_trained(registry.as_deref_mut(), &weights, &artifact, &sims.id, plugin_ids)?;
-            if let Some(reg) = registry {
-                reg.record_run(&key, &sims.id, std::slice::from_ref(&id))?;
-            }
+            let id = crate::registry::add_trained(registry, &key, &weights, &artifact, &sims.id, plugin_ids)?;
             (emulator, training, weights, id, false)
         }
     };

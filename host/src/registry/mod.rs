@@ -560,14 +560,28 @@ impl Registry {
 }
 
 /// Register trained weights (`trained_on` the dataset, `derived_from` the
-/// plugins) and return their id; without a registry, the id their bytes
-/// would get.
-pub fn add_trained(registry: Option<&mut Registry>, bytes: &[u8], artifact: &NewArtifact, dataset: &str, plugins: &[impl AsRef<str>]) -> Result<String> {
+/// plugins) as the output of the training run `request_key` (so that
+/// [`cached_output`] finds them next time) and return their id; without a
+/// registry, the id their bytes would get.
+pub fn add_trained(
+    registry: Option<&mut Registry>,
+    request_key: &str,
+    bytes: &[u8],
+    artifact: &NewArtifact,
+    dataset: &str,
+    plugins: &[impl AsRef<str>],
+) -> Result<String> {
     let Some(reg) = registry else { return Ok(artifact_id(bytes)) };
     let (id, _) = reg.add(bytes, artifact)?;
     reg.link(&id, dataset, "trained_on")?;
     for p in plugins {
         reg.link(&id, p.as_ref(), "derived_from")?;
     }
+    reg.record_run(request_key, dataset, std::slice::from_ref(&id))?;
     Ok(id)
+}
+
+/// [`Registry::cached_output`] when there is a registry; `None` without.
+pub fn cached_output(registry: Option<&Registry>, input_key: &str) -> Result<Option<(String, Vec<u8>)>> {
+    registry.map(|reg| reg.cached_output(input_key)).transpose().map(Option::flatten)
 }
