@@ -233,11 +233,15 @@ fn native_lorenz96_matches_an_independent_tendency() {
     // optimised loop used by the reference model and the plugin.
     use geohost::models::lorenz96::Lorenz96;
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let x: Vec<f64> = linalg::randn(40, 1, &mut rng).iter().map(|v| v * 3.0).collect();
-    let mut fast = vec![0.0; 40];
-    Lorenz96::tendency(8.0, &x, &mut fast);
-    for i in 0..40 {
-        let textbook = (x[(i + 1) % 40] - x[(i + 38) % 40]) * x[(i + 39) % 40] - x[i] + 8.0;
-        assert_eq!(fast[i].to_bits(), textbook.to_bits(), "variable {i}");
+    // Three members back to back: the whole-ensemble loop must not mix
+    // them up at their borders.
+    let x: Vec<f64> = linalg::randn(120, 1, &mut rng).iter().map(|v| v * 3.0).collect();
+    let mut fast = vec![0.0; 120];
+    Lorenz96::tendency(8.0, 40, &x, &mut fast);
+    for (m, (x, fast)) in x.chunks(40).zip(fast.chunks(40)).enumerate() {
+        for i in 0..40 {
+            let textbook = (x[(i + 1) % 40] - x[(i + 38) % 40]) * x[(i + 39) % 40] - x[i] + 8.0;
+            assert_eq!(fast[i].to_bits(), textbook.to_bits(), "member {m}, variable {i}");
+        }
     }
 }

@@ -214,6 +214,24 @@ fn wrong_output_shape_nan_and_error_results_are_caught() {
 }
 
 #[test]
+fn nan_canonicalization_hides_the_hardware_nan_sign() {
+    // A plugin that reads the sign of a NaN it made: the canonical NaN is
+    // positive; x86's 0/0 is the negative "default NaN".
+    let sign = |limits: Limits| {
+        let mut model = hostile(&runtime(limits), "nan-sign");
+        let mut e = DMatrix::from_element(4, 2, 0.0);
+        model.advance(&mut e, 0.0, 0.1).unwrap();
+        e[(0, 0)]
+    };
+    assert!(Limits::default().nan_canonicalization);
+    assert_eq!(sign(Limits::default()), 1.0);
+    let raw = sign(Limits { nan_canonicalization: false, ..Limits::default() });
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(raw, -1.0, "with canonicalisation off the hardware's NaN should show");
+    assert!(raw.abs() == 1.0);
+}
+
+#[test]
 fn a_well_behaved_call_after_a_failed_plugin_still_works() {
     // One plugin's failure does not affect another instance or the runtime.
     let rt = runtime(Limits { fuel: 10_000_000, ..Limits::default() });

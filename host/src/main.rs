@@ -92,6 +92,9 @@ impl SandboxArgs {
             deadline_ms: self.deadline_ms.unwrap_or(base.deadline_ms),
             memory_mib: self.memory_mib.unwrap_or(base.memory_mib),
             stack_kib: self.stack_kib.unwrap_or(base.stack_kib),
+            // Only a plugin-set's `[limits]` turns it off, so that the
+            // recorded plugin-set says so; scoring always keeps it.
+            nan_canonicalization: base.nan_canonicalization,
         };
         let cache = if self.no_cache { None } else { CompileCache::default_dir() };
         Runtime::new(limits, cache)

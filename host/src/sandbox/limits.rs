@@ -25,11 +25,20 @@ pub struct Limits {
     pub memory_mib: u64,
     /// Maximum wasm stack, in KiB.
     pub stack_kib: u64,
+    /// Replace every NaN a float instruction produces by the one canonical
+    /// NaN (wasmtime's `cranelift_nan_canonicalization`), so that a plugin
+    /// cannot see hardware-dependent NaN signs and payloads and gives the
+    /// same bits on every machine. On by default, and always on when
+    /// scoring (`geohost bench` takes no `[limits]`). A plugin-set may turn
+    /// it off for a run of plugins it trusts not to look inside NaNs: it
+    /// costs about a compare and a blend per float operation (half of
+    /// Lorenz-96's sandboxed step; see `geohost perf da`).
+    pub nan_canonicalization: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { fuel: 2_000_000_000, deadline_ms: 10_000, memory_mib: 512, stack_kib: 512 }
+        Limits { fuel: 2_000_000_000, deadline_ms: 10_000, memory_mib: 512, stack_kib: 512, nan_canonicalization: true }
     }
 }
 

@@ -152,7 +152,7 @@ impl Runtime {
             .consume_fuel(limits.fuel > 0)
             .epoch_interruption(true)
             .max_wasm_stack(limits.stack_kib as usize * 1024)
-            .cranelift_nan_canonicalization(true)
+            .cranelift_nan_canonicalization(limits.nan_canonicalization)
             .relaxed_simd_deterministic(true);
         let engine = Engine::new(&config)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));

@@ -12,17 +12,27 @@ struct Lorenz96 {
     scratch: Rk4Scratch,
 }
 
-fn tendency(forcing: f64, x: &[f64], dxdt: &mut [f64]) {
-    // Periodic neighbours without `%` in the hot loop: the three wrapped
-    // entries first, then the interior. Same arithmetic per element.
-    let n = x.len();
-    dxdt[0] = (x[1] - x[n - 2]) * x[n - 1] - x[0] + forcing;
-    dxdt[1] = (x[2] - x[n - 1]) * x[0] - x[1] + forcing;
-    dxdt[n - 1] = (x[0] - x[n - 3]) * x[n - 2] - x[n - 1] + forcing;
-    for (i, d) in dxdt[2..n - 1].iter_mut().enumerate() {
+/// The tendency of every member of `x` (members of `n` variables, back to
+/// back). One loop over the whole ensemble computes each interior variable
+/// (2..n−1 read only their own member), then each member's three periodic
+/// wrap-arounds, which that loop took from its neighbours, are overwritten:
+/// long loops vectorise without a remainder per member, and every element's
+/// arithmetic is what a member-by-member loop does.
+fn tendency(forcing: f64, n: usize, x: &[f64], dxdt: &mut [f64]) {
+    let len = x.len();
+    if len == 0 {
+        return; // no members
+    }
+    let dxdt = &mut dxdt[..len];
+    for (i, d) in dxdt[2..len - 1].iter_mut().enumerate() {
         // i + 2 is the variable; its neighbours i, i + 1, i + 3 are in bounds.
         let w = &x[i..i + 4];
         *d = (w[3] - w[0]) * w[1] - w[2] + forcing;
+    }
+    for (x, dxdt) in x.chunks_exact(n).zip(dxdt.chunks_exact_mut(n)) {
+        dxdt[0] = (x[1] - x[n - 2]) * x[n - 1] - x[0] + forcing;
+        dxdt[1] = (x[2] - x[n - 1]) * x[0] - x[1] + forcing;
+        dxdt[n - 1] = (x[0] - x[n - 3]) * x[n - 2] - x[n - 1] + forcing;
     }
 }
 
@@ -44,9 +54,15 @@ impl ForwardModel for Lorenz96 {
         }
     }
 
-    fn step(&mut self, x: &mut [f64], _t: f64, dt: f64) -> Result<(), String> {
+    fn step(&mut self, x: &mut [f64], t: f64, dt: f64) -> Result<(), String> {
+        self.advance_ensemble(x, self.size, t, dt)
+    }
+
+    /// RK4's stages are element-wise, so one step over the whole ensemble
+    /// is a step of each member.
+    fn advance_ensemble(&mut self, states: &mut [f64], size: usize, _t: f64, dt: f64) -> Result<(), String> {
         let forcing = self.forcing;
-        rk4_step(x, dt, &mut self.scratch, |x, dxdt| tendency(forcing, x, dxdt));
+        rk4_step(states, dt, &mut self.scratch, |x, dxdt| tendency(forcing, size, x, dxdt));
         Ok(())
     }
 }

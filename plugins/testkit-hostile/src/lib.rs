@@ -12,6 +12,8 @@
 //! - `"short"`: `advance` returns fewer values than it was given
 //! - `"nan"`: `advance` returns NaNs
 //! - `"error"`: `advance` returns an error result
+//! - `"nan-sign"`: `advance` returns the sign (±1) of a NaN it makes as 0/0,
+//!   which is the hardware's unless the host canonicalises NaNs
 
 use geohost_sdk::bindings::forward_model::exports::geohost::plugin::forward::{Guest, ModelInfo};
 use geohost_sdk::bindings::forward_model::geohost::plugin::types::{Ensemble, Grid};
@@ -85,6 +87,10 @@ impl Guest for Hostile {
                 states.data.iter_mut().for_each(|v| *v = f64::NAN);
             }
             "error" => return Err("deliberate error result".into()),
+            "nan-sign" => {
+                let nan = std::hint::black_box(0.0f64) / std::hint::black_box(0.0f64);
+                states.data.iter_mut().for_each(|v| *v = 1.0f64.copysign(nan));
+            }
             _ => {}
         }
         Ok(states)
