@@ -45,6 +45,10 @@ pub struct Schedule {
     /// Halve the learning rate after this many epochs without a better
     /// validation loss (and again after as many more); 0 keeps it fixed.
     pub halve_after: usize,
+    /// Anneal the learning rate over `max_epochs` by a half cosine
+    /// (Loshchilov & Hutter 2017, without restarts): epoch e trains at
+    /// lr · ½(1 + cos(π e / max_epochs)), on top of any halving.
+    pub cosine: bool,
 }
 
 /// How [`MlpTrainer::fit`] went: epochs run, the best epoch (1-based) and
@@ -247,7 +251,8 @@ impl MlpTrainer {
     /// training rows (from `rng`), lets `refresh` renew the training inputs
     /// (e.g. redraw their noise), takes one step per batch of `loss`, then
     /// scores the validation rows; `progress(epoch, train, val)` follows.
-    /// It halves the learning rate on plateaus and stops after
+    /// It halves the learning rate on plateaus (and with `schedule.cosine`
+    /// anneals it), and stops after
     /// `schedule.patience` epochs without a better validation loss,
     /// leaving the best epoch's weights in place. `loss(out, target,
     /// delta)` returns a batch's mean loss and, given `delta`, its gradient.
@@ -266,10 +271,14 @@ impl MlpTrainer {
         let mut order: Vec<usize> = (0..n).collect();
         let (mut best, mut best_epoch, mut best_params) = (f64::INFINITY, 0, self.params());
         let (mut bx, mut by) = (Vec::new(), Vec::new());
-        let Schedule { max_epochs, patience, halve_after } = schedule;
+        let Schedule { max_epochs, patience, halve_after, cosine } = schedule;
         let (mut epochs, mut last_halving) = (0, 0);
+        let mut base_lr = self.opt.lr;
         for epoch in 0..max_epochs {
             epochs = epoch + 1;
+            if cosine {
+                self.opt.lr = base_lr * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / max_epochs as f64).cos());
+            }
             order.shuffle(rng);
             refresh(inputs, rng);
             let mut total = 0.0;
@@ -297,6 +306,7 @@ impl MlpTrainer {
             } else if epoch - best_epoch >= patience {
                 break;
             } else if halve_after > 0 && epoch - best_epoch.max(last_halving) >= halve_after {
+                base_lr *= 0.5;
                 self.opt.lr *= 0.5;
                 last_halving = epoch;
             }
@@ -376,6 +386,33 @@ impl MlpTrainer {
         for l in &mut self.layers {
             adam(&mut l.w, &l.gw, &mut l.mw, &mut l.vw);
             adam(&mut l.b, &l.gb, &mut l.mb, &mut l.vb);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// With `cosine`, epoch e trains at lr · ½(1 + cos(π e / max_epochs)):
+    /// after four of four epochs the last one ran at lr · ½(1 + cos(3π/4)).
+    /// Without it (and no halving) the rate is left alone.
+    #[test]
+    fn cosine_schedule_anneals_the_learning_rate() {
+        for cosine in [true, false] {
+            let sizes = [2, 3, 1];
+            let params = vec![vec![0.1; 6], vec![0.0; 3], vec![0.2; 3], vec![0.0; 1]];
+            let mut net = MlpTrainer::new(&sizes, params, Scaling { mean: 0.0, std: 1.0, out_std: 1.0 }, 4, AdamW::new(1e-2, 0.0));
+            let mut inputs: Vec<f32> = (0..16).map(|i| i as f32 / 16.0).collect();
+            let targets: Vec<f32> = (0..8).map(|i| i as f32 / 8.0).collect();
+            let data = FitData { inputs: &mut inputs, targets: &targets, val_inputs: &[0.5, 0.5], val_targets: &[0.5], input_width: 2, target_width: 1 };
+            let schedule = Schedule { max_epochs: 4, patience: 100, halve_after: 0, cosine };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+            let fitted = net.fit(data, schedule, &mut rng, |_, _| {}, mse, &mut |_, _, _| {}).unwrap();
+            assert_eq!(fitted.epochs, 4);
+            let want = if cosine { 1e-2 * 0.5 * (1.0 + (3.0 * std::f64::consts::PI / 4.0).cos()) } else { 1e-2 };
+            assert!((net.opt.lr - want).abs() < 1e-12, "cosine {cosine}: lr {} against {want}", net.opt.lr);
         }
     }
 }

@@ -43,6 +43,10 @@ pub struct EmulatorSpec {
     /// is halved (and again after as many more); 0 keeps it fixed.
     #[serde(default = "halve_after")]
     pub halve_after: usize,
+    /// Anneal the learning rate by a half cosine over `max_epochs`
+    /// (skipped when false, so request keys of older specs still match).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cosine: bool,
     #[serde(default)]
     pub seed: u64,
 }
@@ -177,7 +181,7 @@ impl StaticEmulator {
         let data = FitData { inputs: &mut tx, targets: &ty, val_inputs: &vx, val_targets: &vy, input_width: thetas.nrows(), target_width: hx.nrows() };
         let fitted = emulator
             .net
-            .fit(data, Schedule { max_epochs: spec.max_epochs, patience: spec.patience, halve_after: spec.halve_after }, &mut rng, |_, _| {}, mse, &mut |_, _, _| {})
+            .fit(data, Schedule { max_epochs: spec.max_epochs, patience: spec.patience, halve_after: spec.halve_after, cosine: spec.cosine }, &mut rng, |_, _| {}, mse, &mut |_, _, _| {})
             .map_err(|e| anyhow::anyhow!("emulator training diverged at epoch {}; lower [step3] lr", e.epoch))?;
         // The held-out error in observation units.
         let p = hx.nrows();

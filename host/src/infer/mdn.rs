@@ -57,6 +57,10 @@ pub struct MdnSpec {
     /// is halved (and again after as many more); 0 keeps it fixed.
     #[serde(default = "halve_after")]
     pub halve_after: usize,
+    /// Anneal the learning rate by a half cosine over `max_epochs`
+    /// (skipped when false, so request keys of older specs still match).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cosine: bool,
     #[serde(default)]
     pub seed: u64,
 }
@@ -302,7 +306,7 @@ impl Mdn {
             add_noise(x, rng);
         };
         let fitted = net
-            .fit(data, Schedule { max_epochs: spec.max_epochs, patience: spec.patience, halve_after: spec.halve_after }, &mut rng, refresh, |out, theta, delta| mixture_nll(out, theta, dim, k, delta), progress)
+            .fit(data, Schedule { max_epochs: spec.max_epochs, patience: spec.patience, halve_after: spec.halve_after, cosine: spec.cosine }, &mut rng, refresh, |out, theta, delta| mixture_nll(out, theta, dim, k, delta), progress)
             .map_err(|e| anyhow::anyhow!("posterior training diverged at epoch {} (validation NLL {}); lower [step5] lr", e.epoch, e.val))?;
         mdn.set_params(net.params())?;
         let training = Training {
