@@ -594,3 +594,130 @@ fn tempered_mcmc_weighs_separated_modes() {
     let mean = near.iter().sum::<f64>() / near.len() as f64;
     assert!((mean - 1.0).abs() < 0.01, "mode location {mean}");
 }
+
+/// The refinement stage on a sharp linear-Gaussian posterior (θ ~ N(0, I₂),
+/// x = Aθ + ε with ε ~ N(0, 0.02²·I₃), so the posterior sd is ~1/50 of the
+/// prior's): a small first network places its mean several posterior sd
+/// off, and the second, conditioned on the residual of that mean, gets
+/// within a fraction of one sd of the exact posterior. Then a save/load
+/// round trip, which samples the same draws through the same forward map.
+#[test]
+fn the_refinement_stage_sharpens_an_amortized_posterior() {
+    use geohost::infer::c2st::{c2st, Spec};
+    use geohost::infer::mdn::{Mdn, MdnSpec};
+    use geohost::infer::refine::{train_second, Predictor, RefineSpec};
+    let (d, p, noise) = (2, 3, 0.02);
+    let a = DMatrix::from_row_slice(p, d, &[1.0, 0.3, -0.4, 1.0, 0.5, 0.8]);
+    let names: Vec<String> = (0..d).map(|i| format!("theta{i}")).collect();
+    let specs: Vec<PriorSpec> = names.iter().map(|n| PriorSpec { name: n.clone(), uniform: None, normal: Some([0.0, 1.0]), bounds: None }).collect();
+    let prior = Prior::new(&specs, &names).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let thetas = DMatrix::from_fn(d, 4000, |_, _| rng.sample::<f64, _>(rand_distr::StandardNormal));
+    let hx = &a * &thetas;
+    let sd = vec![noise; p];
+    let mut forward = |t: &DMatrix<f64>| -> anyhow::Result<DMatrix<f64>> { Ok(&a * t) };
+    let spec = MdnSpec { components: 1, hidden: vec![32, 32], max_epochs: 60, seed: 3, ..MdnSpec::default() };
+    let (first, _) = Mdn::train(&prior, &thetas, &hx, Some(&sd), &spec, &mut |_, _, _| {}).unwrap();
+    let refine = RefineSpec { noise_draws: 2, network: spec.clone() };
+    let (second, _) = train_second(&first, &thetas, &hx, &sd, &refine, &mut forward, &mut |_, _, _| {}).unwrap();
+    let single =
+        Predictor { first: Mdn::from_safetensors("first", &first.to_safetensors(&serde_json::json!({})).unwrap()).unwrap().0, second: None, noise_sd: vec![] };
+    let refined = Predictor { first, second: Some(second), noise_sd: sd.clone() };
+    // Exact posterior: Σ = (I + AᵀA/σ²)⁻¹, μ = ΣAᵀx/σ².
+    let cov = (DMatrix::identity(d, d) + a.transpose() * &a / (noise * noise)).try_inverse().unwrap();
+    let chol = cov.clone().cholesky().unwrap().l();
+    let (mut err_single, mut err_refined, mut scores) = (0.0f64, 0.0f64, Vec::new());
+    for k in 0..4 {
+        let theta = DVector::from_fn(d, |_, _| rng.sample::<f64, _>(rand_distr::StandardNormal));
+        let x = &a * &theta + DVector::from_fn(p, |_, _| noise * rng.sample::<f64, _>(rand_distr::StandardNormal));
+        let mean = &cov * a.transpose() * &x / (noise * noise);
+        let exact = DMatrix::from_fn(d, 2000, |_, _| rng.sample::<f64, _>(rand_distr::StandardNormal));
+        let exact = &chol * exact + mean.clone() * DMatrix::from_element(1, 2000, 1.0);
+        // Posterior-mean error in units of the exact posterior sd.
+        let error = |q: &DMatrix<f64>| (0..d).map(|i| ((q.row(i).mean() - mean[i]) / cov[(i, i)].sqrt()).abs()).fold(0.0, f64::max);
+        let q1 = single.condition(x.as_slice(), &mut forward).unwrap().sample(2000, &mut rng).unwrap();
+        let q2 = refined.condition(x.as_slice(), &mut forward).unwrap().sample(2000, &mut rng).unwrap();
+        err_single = err_single.max(error(&q1));
+        err_refined = err_refined.max(error(&q2));
+        scores.push(c2st(&exact, &q2, Spec { seed: k, ..Spec::default() }).unwrap());
+        // log q ranks the exact mean above a point 3 sd away.
+        let conditioned = refined.condition(x.as_slice(), &mut forward).unwrap();
+        let off = DMatrix::from_fn(d, 2, |i, j| mean[i] + j as f64 * 3.0 * cov[(i, i)].sqrt());
+        let lp = conditioned.log_prob(&off).unwrap();
+        assert!(lp[0] > lp[1] + 2.0, "{lp:?}");
+    }
+    let mean_c2st = scores.iter().sum::<f64>() / scores.len() as f64;
+    assert!(err_refined < 0.3 && err_refined < err_single / 4.0, "posterior-mean error: refined {err_refined:.2} sd, first stage alone {err_single:.2} sd");
+    assert!(mean_c2st < 0.56, "refined C2ST {scores:?}");
+
+    let forward_record = serde_json::json!({ "seed": 0 });
+    let bytes = refined.to_safetensors(&serde_json::json!({}), &forward_record).unwrap();
+    let (back, meta) = Predictor::from_safetensors("refined.safetensors", &bytes).unwrap();
+    assert!(back.second.is_some() && meta["refine"]["forward"] == forward_record);
+    let x = [0.3, -0.2, 0.5];
+    let draw = |q: &Predictor| q.condition(&x, &mut forward.clone()).unwrap().sample(20, &mut ChaCha8Rng::seed_from_u64(2)).unwrap();
+    assert_eq!(draw(&refined), draw(&back), "a loaded refined predictor draws the same samples");
+    // A single-stage file reads back without a refinement stage; one whose
+    // residual scale does not fit the data is refused, naming the file.
+    let short = back.first.to_safetensors(&serde_json::json!({})).unwrap();
+    assert!(Predictor::from_safetensors("short", &short).unwrap().0.second.is_none());
+    let damaged = Predictor { noise_sd: vec![noise], ..back }.to_safetensors(&serde_json::json!({}), &forward_record).unwrap();
+    let err = Predictor::from_safetensors("damaged.safetensors", &damaged).err().unwrap().to_string();
+    assert!(err.contains("damaged.safetensors: the refinement stage does not fit"), "{err}");
+}
+
+/// A refined predictor end to end through the binary: `geohost train
+/// posterior` with `[step5] refine` registers the first network as
+/// `NAME-stage1` and the refined predictor derived from it; `posterior
+/// sample` runs the registered plugins for the residual, the same draws
+/// from the file and from the registry; training again loads it by
+/// request key; without the registry sampling says what is missing.
+#[test]
+fn a_refined_predictor_samples_through_its_registered_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("plume.toml");
+    let text = PLUME.replace("{sim}", plugin("gaussian-plume").to_str().unwrap()).replace("{obs}", plugin("column-obs").to_str().unwrap())
+        + "\n[step5]\nname = \"plume-refined\"\nsimulations = 2000\nseed = 2\nnetwork = { components = 2, hidden = [32], max_epochs = 10, seed = 2 }\n"
+        + "refine = { noise_draws = 2, network = { components = 2, hidden = [32], max_epochs = 10, seed = 3 } }\n";
+    std::fs::write(&set, &text).unwrap();
+    let run = |args: &[&str]| {
+        let out = geohost(dir.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "geohost {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let weights = dir.path().join("refined.safetensors");
+    let train =
+        || -> Value { serde_json::from_str(&run(&["train", "posterior", "--json", set.to_str().unwrap(), "--out", weights.to_str().unwrap()])).unwrap() };
+    let first = train();
+    assert_eq!(first["predictor_cache_hit"], false);
+    let id = first["id"].as_str().unwrap().to_string();
+    let listed: Value = serde_json::from_str(&run(&["registry", "list", "--role", "predictor", "--json"])).unwrap();
+    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"plume-refined") && names.contains(&"plume-refined-stage1"), "{names:?}");
+    let lineage = run(&["registry", "lineage", &id]);
+    for needle in ["plume-refined-stage1", "--trained_on-->", "plume-refined-simulations", "gaussian-plume", "column-obs"] {
+        assert!(lineage.contains(needle), "{needle} missing from\n{lineage}");
+    }
+    let again = train();
+    assert_eq!((&again["predictor_cache_hit"], &again["id"]), (&Value::Bool(true), &first["id"]));
+
+    // An observation: a faint plume's worth of numbers (any 256 finite values do).
+    let obs = dir.path().join("obs.txt");
+    std::fs::write(&obs, (0..256).map(|i| format!("{}", (i % 7) as f64)).collect::<Vec<_>>().join(" ")).unwrap();
+    let csv = run(&["posterior", "sample", weights.to_str().unwrap(), "--obs", obs.to_str().unwrap(), "-n", "30"]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!((lines[0], lines.len()), ("x0,y0,q,wind_dir", 31));
+    for line in &lines[1..] {
+        let v: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
+        assert!((250.0..=1750.0).contains(&v[0]) && (200.0..=340.0).contains(&v[3]), "{line}");
+    }
+    assert_eq!(run(&["posterior", "sample", "plume-refined", "--obs", obs.to_str().unwrap(), "-n", "30"]), csv);
+
+    let out = geohost(dir.path())
+        .args(["posterior", "sample", weights.to_str().unwrap(), "--obs", obs.to_str().unwrap(), "--registry"])
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("refines its posterior with one simulator run") && err.contains("--registry"), "{err}");
+}

@@ -484,14 +484,15 @@ fn cmd_train_posterior(
 }
 
 fn cmd_posterior(args: PosteriorArgs) -> Result<()> {
-    use geohost::infer::mdn::Mdn;
+    use geohost::infer::refine::Predictor;
     use rand::SeedableRng;
     let PosteriorWhat::Sample { predictor, obs, samples, seed, out, registry } = args.what;
+    let registry_dir = registry.unwrap_or_else(default_dir);
+    let open_registry = |why: String| Registry::open_existing(&registry_dir).with_context(|| why);
     let (label, bytes) = if std::path::Path::new(&predictor).is_file() {
         (predictor.clone(), std::fs::read(&predictor).with_context(|| format!("cannot read {predictor}"))?)
     } else {
-        let reg = Registry::open_existing(&registry.unwrap_or_else(default_dir))
-            .with_context(|| format!("`{predictor}` is not a file, and the registry to look it up in could not be opened"))?;
+        let reg = open_registry(format!("`{predictor}` is not a file, and the registry to look it up in could not be opened"))?;
         let id = reg.resolve(&predictor)?;
         let artifact = reg.get(&id)?;
         if artifact.role.as_deref() != Some("predictor") {
@@ -499,7 +500,15 @@ fn cmd_posterior(args: PosteriorArgs) -> Result<()> {
         }
         (id.clone(), reg.read(&id)?)
     };
-    let (mdn, _) = Mdn::from_safetensors(&label, &bytes)?;
+    let (mdn, meta) = Predictor::from_safetensors(&label, &bytes)?;
+    // A refinement stage runs the simulator once: its plugins come from the registry.
+    let mut plugins = match mdn.second {
+        None => None,
+        Some(_) => {
+            let reg = open_registry(format!("{label} refines its posterior with one simulator run, whose plugins are read from the registry, and the registry could not be opened (give --registry)"))?;
+            Some(geohost::infer::run::ForwardPlugins::load(&reg, &meta["refine"]["forward"], &label)?)
+        }
+    };
     let obs_bytes = std::fs::read(&obs).with_context(|| format!("cannot read observation file {}", obs.display()))?;
     let y: Vec<f64> = if obs_bytes.starts_with(b"CDF") {
         output::read::ObservationFile::parse(&obs.display().to_string(), obs_bytes)?.y
@@ -512,15 +521,21 @@ fn cmd_posterior(args: PosteriorArgs) -> Result<()> {
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let start = std::time::Instant::now();
-    let draws = mdn.sample(&y, samples, &mut rng).with_context(|| format!("sampling the posterior for {}", obs.display()))?;
+    let mut no_forward = |_: &nalgebra::DMatrix<f64>| -> Result<nalgebra::DMatrix<f64>> { anyhow::bail!("a single-stage predictor runs no simulator") };
+    let draws = match plugins.as_mut() {
+        Some(p) => mdn.condition(&y, &mut p.forward()),
+        None => mdn.condition(&y, &mut no_forward),
+    }
+    .and_then(|q| q.sample(samples, &mut rng))
+    .with_context(|| format!("sampling the posterior for {}", obs.display()))?;
     eprintln!("drew {samples} samples in {:.2} ms", start.elapsed().as_secs_f64() * 1e3);
     match out {
         Some(path) => {
-            let bytes = geohost::infer::amortize::samples_bytes(&mdn.desc.parameters, &draws, &label)?;
+            let bytes = geohost::infer::amortize::samples_bytes(mdn.parameters(), &draws, &label)?;
             std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         }
         None => {
-            println!("{}", mdn.desc.parameters.join(","));
+            println!("{}", mdn.parameters().join(","));
             for col in draws.column_iter() {
                 println!("{}", col.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
             }

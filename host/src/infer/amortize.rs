@@ -6,6 +6,7 @@
 
 use super::mdn::{Mdn, MdnSpec, Training};
 use super::prior::Prior;
+use super::refine::{Forward, Predictor, RefineSpec};
 use crate::model::{ObsOperator, Simulator};
 use crate::output::{common_attrs, nc_bytes, Var};
 use crate::registry::{NewArtifact, Registry};
@@ -31,6 +32,10 @@ pub struct Step5Spec {
     /// predictor is checked against MCMC: C2ST and coverage.
     #[serde(default)]
     pub check_observations: usize,
+    /// A refinement stage ([`super::refine`]): a second network,
+    /// conditioned on the residual of the first one's posterior mean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refine: Option<RefineSpec>,
 }
 
 impl Step5Spec {
@@ -38,7 +43,11 @@ impl Step5Spec {
         if self.simulations < 100 {
             bail!("[step5] simulations must be at least 100, got {}", self.simulations);
         }
-        self.network.validate("[step5].network")
+        self.network.validate("[step5].network")?;
+        match &self.refine {
+            Some(r) => r.validate("[step5].refine"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -149,6 +158,9 @@ pub struct PredictorRecord {
     /// before (the training time is then not known).
     pub predictor_cache_hit: bool,
     pub simulations: usize,
+    /// Whether a refinement stage follows the first network; `training`
+    /// is then the refinement's, its time both stages'.
+    pub refined: bool,
     pub training: Training,
 }
 
@@ -218,42 +230,97 @@ pub fn simulations(
 /// Train on `sims` and, with a registry, register the predictor (kind
 /// weights, role predictor, step 5, trained_on the dataset, derived_from
 /// the plugins). Training is deterministic, so a registry that holds a
-/// predictor of the same pairs and network (by request key) gives it back
-/// instead.
+/// predictor of the same pairs and networks (by request key) gives it
+/// back instead. With `[step5] refine`, the first network is trained (or
+/// found) and registered on its own as `NAME-stage1`, then the
+/// refinement stage is trained through `forward`; `forward_plugins`
+/// (the plugins' ids and configs) is stored with it so that sampling
+/// can run them again.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     spec: &Step5Spec,
     prior: &Prior,
     sims: &Simulations,
     plugin_ids: &[String],
-    registry: Option<&mut Registry>,
+    mut registry: Option<&mut Registry>,
+    forward: &mut Forward,
+    forward_plugins: &serde_json::Value,
     progress: &mut dyn FnMut(usize, f64, f64),
-) -> Result<(Mdn, PredictorRecord, Vec<u8>)> {
+) -> Result<(Predictor, PredictorRecord, Vec<u8>)> {
     let Simulations { id: dataset_id, cache_hit: hit, thetas, hx, sd } = sims;
     let (dataset_id, hit) = (dataset_id.clone(), *hit);
     // Bump the format when training changes what the same spec produces.
-    let key = crate::registry::artifact_id(serde_json::json!({ "predictor_format": 2, "dataset": dataset_id, "network": spec.network }).to_string().as_bytes());
-    if let Some((id, bytes)) = crate::registry::cached_output(registry.as_deref(), &key)? {
-        let (mdn, stored) = Mdn::from_safetensors(&id, &bytes)?;
-        let training: Training = serde_json::from_value(stored["training"].clone()).map_err(|e| anyhow::anyhow!("{id}: unreadable training record: {e}"))?;
-        let record =
-            PredictorRecord { id, name: spec.name.clone(), dataset: dataset_id, dataset_cache_hit: hit, predictor_cache_hit: true, simulations: spec.simulations, training };
-        return Ok((mdn, record, bytes));
-    }
-    // Fresh observation noise every epoch: the simulator ran once per θ,
-    // the (known, Gaussian) observation error is redrawn.
-    let (mdn, training) = Mdn::train(prior, thetas, hx, Some(sd), &spec.network, progress)?;
-    let bytes = mdn.to_safetensors(&serde_json::json!({ "dataset": dataset_id, "spec": spec, "training": super::stored_training(&training)? }))?;
-    let artifact = NewArtifact {
-        kind: "weights".into(),
+    let first_key =
+        crate::registry::artifact_id(serde_json::json!({ "predictor_format": 2, "dataset": dataset_id, "network": spec.network }).to_string().as_bytes());
+    let key = match &spec.refine {
+        None => first_key.clone(),
+        Some(refine) => crate::registry::artifact_id(
+            serde_json::json!({ "predictor_format": 2, "dataset": dataset_id, "network": spec.network, "refine": refine }).to_string().as_bytes(),
+        ),
+    };
+    let record = |id: String, cache_hit: bool, training: Training| PredictorRecord {
+        id,
         name: spec.name.clone(),
+        dataset: dataset_id.clone(),
+        dataset_cache_hit: hit,
+        predictor_cache_hit: cache_hit,
+        simulations: spec.simulations,
+        refined: spec.refine.is_some(),
+        training,
+    };
+    let stored_training = |bytes: &[u8], id: &str| -> Result<(Predictor, Training)> {
+        let (predictor, meta) = Predictor::from_safetensors(id, bytes)?;
+        let training = serde_json::from_value(meta["training"]["training"].clone()).map_err(|e| anyhow::anyhow!("{id}: unreadable training record: {e}"))?;
+        Ok((predictor, training))
+    };
+    if let Some((id, bytes)) = crate::registry::cached_output(registry.as_deref(), &key)? {
+        let (predictor, training) = stored_training(&bytes, &id)?;
+        return Ok((predictor, record(id, true, training), bytes));
+    }
+    let artifact = |name: String, training: &Training| NewArtifact {
+        kind: "weights".into(),
+        name,
         media_type: "application/vnd.safetensors".into(),
         role: Some("predictor".into()),
         step: Some(5),
         metadata: serde_json::json!({ "predictor": "mdn", "dataset": dataset_id, "training": training }),
         ..Default::default()
     };
-    let id = crate::registry::add_trained(registry, &key, &bytes, &artifact, &dataset_id, plugin_ids)?;
-    let record =
-        PredictorRecord { id, name: spec.name.clone(), dataset: dataset_id, dataset_cache_hit: hit, predictor_cache_hit: false, simulations: spec.simulations, training };
-    Ok((mdn, record, bytes))
+    // The first network: with a refinement stage, looked up on its own.
+    let found = match spec.refine {
+        Some(_) => crate::registry::cached_output(registry.as_deref(), &first_key)?,
+        None => None,
+    };
+    let (first, training, first_id) = match found {
+        Some((id, bytes)) => {
+            let (predictor, training) = stored_training(&bytes, &id)?;
+            (predictor.first, training, id)
+        }
+        None => {
+            // Fresh observation noise every epoch: the simulator ran once
+            // per θ, the (known, Gaussian) observation error is redrawn.
+            let (mdn, training) = Mdn::train(prior, thetas, hx, Some(sd), &spec.network, progress)?;
+            let meta = serde_json::json!({ "dataset": dataset_id, "spec": spec, "training": super::stored_training(&training)? });
+            let bytes = mdn.to_safetensors(&meta)?;
+            let name = if spec.refine.is_some() { format!("{}-stage1", spec.name) } else { spec.name.clone() };
+            let id = crate::registry::add_trained(registry.as_deref_mut(), &first_key, &bytes, &artifact(name, &training), &dataset_id, plugin_ids)?;
+            if spec.refine.is_none() {
+                return Ok((Predictor { first: mdn, second: None, noise_sd: sd.clone() }, record(id, false, training), bytes));
+            }
+            (mdn, training, id)
+        }
+    };
+    let refine = spec.refine.as_ref().expect("a refinement stage (the single-stage predictor returned above)");
+    let (second, second_training) = super::refine::train_second(&first, thetas, hx, sd, refine, forward, progress)?;
+    let predictor = Predictor { first, second: Some(second), noise_sd: sd.clone() };
+    // The record reports the stage that scores: the refinement's, with
+    // the first stage's time added.
+    let training = Training { seconds: training.seconds + second_training.seconds, ..second_training };
+    let meta = serde_json::json!({ "dataset": dataset_id, "spec": spec, "training": super::stored_training(&training)? });
+    let bytes = predictor.to_safetensors(&meta, forward_plugins)?;
+    let id = crate::registry::add_trained(registry.as_deref_mut(), &key, &bytes, &artifact(spec.name.clone(), &training), &dataset_id, plugin_ids)?;
+    if let Some(reg) = registry {
+        reg.link(&id, &first_id, "derived_from")?;
+    }
+    Ok((predictor, record(id, false, training), bytes))
 }

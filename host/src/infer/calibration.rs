@@ -10,7 +10,7 @@
 //!   Kolmogorov–Smirnov distance of the normalised ranks from uniform;
 //! - the posterior mean's error against θ*, in prior standard deviations.
 
-use super::mdn::Mdn;
+use super::refine::{Forward, Predictor};
 use anyhow::Result;
 use nalgebra::DMatrix;
 use rand::Rng;
@@ -31,9 +31,16 @@ pub struct Calibration {
     pub mean_error: Vec<f64>,
 }
 
-/// Check `mdn` on the pairs (`thetas`: `d × n`, `xs`: `p × n`) with
+/// Check `predictor` on the pairs (`thetas`: `d × n`, `xs`: `p × n`) with
 /// `samples` posterior draws each.
-pub fn calibrate(mdn: &Mdn, thetas: &DMatrix<f64>, xs: &DMatrix<f64>, samples: usize, rng: &mut impl Rng) -> Result<Calibration> {
+pub fn calibrate(
+    predictor: &Predictor,
+    forward: &mut Forward,
+    thetas: &DMatrix<f64>,
+    xs: &DMatrix<f64>,
+    samples: usize,
+    rng: &mut impl Rng,
+) -> Result<Calibration> {
     let (d, n) = thetas.shape();
     let levels: Vec<f64> = (1..20).map(|i| i as f64 * 0.05).collect();
     let mut inside = vec![0usize; levels.len()];
@@ -48,10 +55,11 @@ pub fn calibrate(mdn: &Mdn, thetas: &DMatrix<f64>, xs: &DMatrix<f64>, samples: u
         .collect();
     for j in 0..n {
         let x: Vec<f64> = xs.column(j).iter().copied().collect();
-        let q = mdn.sample(&x, samples, rng)?;
+        let q_x = predictor.condition(&x, forward)?;
+        let q = q_x.sample(samples, rng)?;
         let truth = thetas.column(j).into_owned();
-        let lp_q = mdn.log_prob(&x, &q)?;
-        let lp_true = mdn.log_prob(&x, &DMatrix::from_column_slice(d, 1, truth.as_slice()))?[0];
+        let lp_q = q_x.log_prob(&q)?;
+        let lp_true = q_x.log_prob(&DMatrix::from_column_slice(d, 1, truth.as_slice()))?[0];
         let higher = lp_q.iter().filter(|&&l| l > lp_true).count() as f64 / samples as f64;
         for (k, a) in levels.iter().enumerate() {
             if higher < *a {

@@ -181,7 +181,14 @@ impl StaticEmulator {
         let data = FitData { inputs: &mut tx, targets: &ty, val_inputs: &vx, val_targets: &vy, input_width: thetas.nrows(), target_width: hx.nrows() };
         let fitted = emulator
             .net
-            .fit(data, Schedule { max_epochs: spec.max_epochs, patience: spec.patience, halve_after: spec.halve_after, cosine: spec.cosine }, &mut rng, |_, _| {}, mse, &mut |_, _, _| {})
+            .fit(
+                data,
+                Schedule { max_epochs: spec.max_epochs, patience: spec.patience, halve_after: spec.halve_after, cosine: spec.cosine },
+                &mut rng,
+                |_, _| {},
+                mse,
+                &mut |_, _, _| {},
+            )
             .map_err(|e| anyhow::anyhow!("emulator training diverged at epoch {}; lower [step3] lr", e.epoch))?;
         // The held-out error in observation units.
         let p = hx.nrows();

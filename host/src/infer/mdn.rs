@@ -306,7 +306,14 @@ impl Mdn {
             add_noise(x, rng);
         };
         let fitted = net
-            .fit(data, Schedule { max_epochs: spec.max_epochs, patience: spec.patience, halve_after: spec.halve_after, cosine: spec.cosine }, &mut rng, refresh, |out, theta, delta| mixture_nll(out, theta, dim, k, delta), progress)
+            .fit(
+                data,
+                Schedule { max_epochs: spec.max_epochs, patience: spec.patience, halve_after: spec.halve_after, cosine: spec.cosine },
+                &mut rng,
+                refresh,
+                |out, theta, delta| mixture_nll(out, theta, dim, k, delta),
+                progress,
+            )
             .map_err(|e| anyhow::anyhow!("posterior training diverged at epoch {} (validation NLL {}); lower [step5] lr", e.epoch, e.val))?;
         mdn.set_params(net.params())?;
         let training = Training {
@@ -334,6 +341,36 @@ impl Mdn {
             var.set(&Tensor::from_vec(p, var.dims(), &Device::Cpu)?)?;
         }
         Ok(())
+    }
+
+    /// The mixture mean of q(· | x) in the mapped (unbounded, not
+    /// standardised) coordinates, for every column of `xs` (`data_size × n`
+    /// → `d × n`); one batched pass of the network.
+    pub fn mean_unbounded(&self, xs: &DMatrix<f64>) -> Result<DMatrix<f64>> {
+        let d = &self.desc;
+        let (dim, k) = (d.parameters.len(), d.components);
+        if xs.nrows() != d.data_size {
+            bail!("data of size {}, but the posterior was trained on data of size {}", xs.nrows(), d.data_size);
+        }
+        let per = Self::outputs_per_component(dim);
+        let mut means = DMatrix::zeros(dim, xs.ncols());
+        const CHUNK: usize = 4096;
+        for start in (0..xs.ncols()).step_by(CHUNK) {
+            let len = CHUNK.min(xs.ncols() - start);
+            let cols: Vec<usize> = (start..start + len).collect();
+            let input = Tensor::from_vec(table(xs, &cols, &d.x_mean, &d.x_std), (len, d.data_size), &Device::Cpu)?;
+            let out: Vec<f32> = self.raw_outputs(&input)?.flatten_all()?.to_vec1()?;
+            for (r, o) in out.chunks_exact(k * per).enumerate() {
+                let max = (0..k).map(|c| o[c * per] as f64).fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = (0..k).map(|c| (o[c * per] as f64 - max).exp()).collect();
+                let total: f64 = w.iter().sum();
+                for i in 0..dim {
+                    let mu: f64 = (0..k).map(|c| w[c] * o[c * per + 1 + i] as f64).sum::<f64>() / total;
+                    means[(i, start + r)] = mu * d.theta_std[i] + d.theta_mean[i];
+                }
+            }
+        }
+        Ok(means)
     }
 
     /// Draw `n` posterior samples (`d × n`, in parameter units) given one
@@ -427,33 +464,42 @@ impl Mdn {
             .collect())
     }
 
-    /// Weights and description as one safetensors file.
-    pub fn to_safetensors(&self, training: &serde_json::Value) -> Result<Vec<u8>> {
-        let named: Vec<(String, &Var)> =
-            self.layers.iter().enumerate().flat_map(|(i, (w, b))| [(format!("layer{i}.weight"), w), (format!("layer{i}.bias"), b)]).collect();
-        write_safetensors(&named, serde_json::json!({ "predictor": "mdn", "description": self.desc, "training": training }))
+    /// The weights by safetensors name, `prefix` before each.
+    pub(crate) fn named(&self, prefix: &str) -> Vec<(String, &Var)> {
+        self.layers.iter().enumerate().flat_map(|(i, (w, b))| [(format!("{prefix}layer{i}.weight"), w), (format!("{prefix}layer{i}.bias"), b)]).collect()
     }
 
-    /// Read a posterior back; `label` names the bytes in errors.
+    /// Weights and description as one safetensors file.
+    pub fn to_safetensors(&self, training: &serde_json::Value) -> Result<Vec<u8>> {
+        write_safetensors(&self.named(""), serde_json::json!({ "predictor": "mdn", "description": self.desc, "training": training }))
+    }
+
+    /// Read a posterior back; `label` names the bytes in errors. Only the
+    /// first network of a refined predictor: read those through
+    /// [`super::refine::Predictor::from_safetensors`].
     pub fn from_safetensors(label: &str, bytes: &[u8]) -> Result<(Mdn, serde_json::Value)> {
         let meta = read_geohost_metadata(label, bytes, "; not a geohost predictor")?;
         if meta["predictor"] != "mdn" {
             bail!("{label} is not a posterior predictor (an emulator's weights?)");
         }
-        let desc: MdnDescription = serde_json::from_value(meta["description"].clone()).map_err(|e| anyhow::anyhow!("{label}: unreadable description: {e}"))?;
         let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
+        let mdn = Mdn::with_tensors(label, &meta["description"], &tensors, "")?;
+        Ok((mdn, meta))
+    }
+
+    /// A network of description `desc` with the weights `tensors` holds under `prefix`.
+    pub(crate) fn with_tensors(label: &str, desc: &serde_json::Value, tensors: &std::collections::HashMap<String, Tensor>, prefix: &str) -> Result<Mdn> {
+        let desc: MdnDescription = serde_json::from_value(desc.clone()).map_err(|e| anyhow::anyhow!("{label}: unreadable description: {e}"))?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let mdn = Mdn::init(desc, &mut rng)?;
-        for (i, (w, b)) in mdn.layers.iter().enumerate() {
-            for (name, var) in [(format!("layer{i}.weight"), w), (format!("layer{i}.bias"), b)] {
-                let t = tensors.get(&name).ok_or_else(|| anyhow::anyhow!("{label}: tensor `{name}` is missing"))?;
-                if t.dims() != var.dims() {
-                    bail!("{label}: tensor `{name}` has shape {:?}, the description needs {:?}", t.dims(), var.dims());
-                }
-                var.set(&t.to_dtype(DType::F32)?)?;
+        for (name, var) in mdn.named(prefix) {
+            let t = tensors.get(&name).ok_or_else(|| anyhow::anyhow!("{label}: tensor `{name}` is missing"))?;
+            if t.dims() != var.dims() {
+                bail!("{label}: tensor `{name}` has shape {:?}, the description needs {:?}", t.dims(), var.dims());
             }
+            var.set(&t.to_dtype(DType::F32)?)?;
         }
-        Ok((mdn, meta["training"].clone()))
+        Ok(mdn)
     }
 }
 
@@ -539,7 +585,7 @@ fn mixture_nll(out: &[f32], theta: &[f32], d: usize, k: usize, mut delta: Option
 }
 
 /// Every column of `thetas` (`d × n`) mapped onto the real line.
-fn to_unbounded(marginals: &[Marginal], thetas: &DMatrix<f64>) -> DMatrix<f64> {
+pub(crate) fn to_unbounded(marginals: &[Marginal], thetas: &DMatrix<f64>) -> DMatrix<f64> {
     DMatrix::from_fn(thetas.nrows(), thetas.ncols(), |i, j| marginals[i].to_unbounded(thetas[(i, j)]))
 }
 

@@ -17,6 +17,7 @@ pub mod esmda;
 pub mod mcmc;
 pub mod mdn;
 pub mod prior;
+pub mod refine;
 pub mod run;
 
 use crate::model::{ObsOperator, Simulator};

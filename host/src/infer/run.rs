@@ -275,6 +275,59 @@ fn plugin_ids(
     Ok(ids)
 }
 
+/// H(G(θ)) through the plugins, noise-free, for every column of θ.
+fn forward<'a>(simulator: &'a mut WasmSimulator, obs: &'a mut WasmObs, seed: u64) -> impl FnMut(&DMatrix<f64>) -> Result<DMatrix<f64>> + 'a {
+    move |thetas| {
+        let out = simulator.simulate(thetas, seed)?;
+        obs.observe(&out, 0.0).context("observing the simulated outputs")
+    }
+}
+
+/// The plugins a refined predictor runs when it samples (see
+/// [`super::refine`]), loaded from the registry it was trained in.
+pub struct ForwardPlugins {
+    simulator: WasmSimulator,
+    obs: WasmObs,
+    seed: u64,
+}
+
+impl ForwardPlugins {
+    /// Load what [`forward_plugins`] recorded; `label` names the predictor in errors.
+    pub fn load(registry: &Registry, record: &serde_json::Value, label: &str) -> Result<ForwardPlugins> {
+        let runtime = Runtime::new(Limits::default(), crate::sandbox::CompileCache::default_dir())?;
+        let part = |key: &str, world: World| -> Result<(crate::sandbox::LoadedComponent, String)> {
+            let id = record[key]["id"].as_str().with_context(|| format!("{label}: the refinement stage does not record its {key} plugin"))?;
+            let bytes = registry.read(id).with_context(|| format!("{label} refines with {key} plugin {id}, which this registry does not hold"))?;
+            let component = runtime.load_bytes(key, Path::new(id), &bytes, world)?;
+            Ok((component, record[key]["config"].to_string()))
+        };
+        let (sim, sim_config) = part("simulator", World::StaticModel)?;
+        let (obs, obs_config) = part("observations", World::ObsOperator)?;
+        let seed = record["seed"].as_u64().with_context(|| format!("{label}: the refinement stage does not record its simulator seed"))?;
+        Ok(ForwardPlugins { simulator: WasmSimulator::new(&runtime, &sim, &sim_config)?, obs: WasmObs::new(&runtime, &obs, &obs_config)?, seed })
+    }
+
+    /// H(G(θ)) through the loaded plugins.
+    pub fn forward(&mut self) -> impl FnMut(&DMatrix<f64>) -> Result<DMatrix<f64>> + '_ {
+        forward(&mut self.simulator, &mut self.obs, self.seed)
+    }
+}
+
+/// The plugins behind [`forward`], as a refined predictor stores them:
+/// registry ids (`plugin_ids`, in `components`' order), configs and the
+/// simulator seed.
+fn forward_plugins(
+    components: &[(crate::sandbox::LoadedComponent, &'static str, serde_json::Value, String)],
+    plugin_ids: &[String],
+    seed: u64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "seed": seed,
+        "simulator": { "id": plugin_ids[0], "config": components[0].2 },
+        "observations": { "id": plugin_ids[1], "config": components[1].2 },
+    })
+}
+
 /// `geohost train posterior`: step 5 alone (no methods, no observation).
 pub fn train_posterior(
     set: &LoadedStatic,
@@ -286,7 +339,9 @@ pub fn train_posterior(
     let Setup { mut simulator, mut obs, prior, components } = setup(set, runtime, registry.as_deref())?;
     let ids = plugin_ids(&components, registry.as_deref_mut())?;
     let sims = super::amortize::simulations(spec, &prior, &mut simulator, &mut obs, &ids, registry.as_deref_mut())?;
-    let (_, record, weights) = super::amortize::train(spec, &prior, &sims, &ids, registry, progress)?;
+    let seed = set.set.experiment.seed;
+    let plugins = forward_plugins(&components, &ids, seed);
+    let (_, record, weights) = super::amortize::train(spec, &prior, &sims, &ids, registry, &mut forward(&mut simulator, &mut obs, seed), &plugins, progress)?;
     Ok((record, weights))
 }
 
@@ -321,7 +376,16 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
         Some(spec) => {
             let plugin_ids = plugin_ids(&components, registry.as_deref_mut())?;
             let sims = super::amortize::simulations(spec, &prior, &mut simulator, &mut obs, &plugin_ids, registry.as_deref_mut())?;
-            let (mdn, record, weights) = super::amortize::train(spec, &prior, &sims, &plugin_ids, registry.as_deref_mut(), progress)?;
+            let (predictor, record, weights) = super::amortize::train(
+                spec,
+                &prior,
+                &sims,
+                &plugin_ids,
+                registry.as_deref_mut(),
+                &mut forward(&mut simulator, &mut obs, seed),
+                &forward_plugins(&components, &plugin_ids, seed),
+                progress,
+            )?;
             simulations = Some((sims, plugin_ids));
             let mcmc = posteriors.iter().find(|p| matches!(p.method, StaticMethod::Mcmc { .. }));
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5757);
@@ -331,7 +395,7 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
             let mut samples = None;
             for _ in 0..5 {
                 let start = Instant::now();
-                let q = mdn.sample(y.as_slice(), n, &mut rng)?;
+                let q = predictor.condition(y.as_slice(), &mut forward(&mut simulator, &mut obs, seed))?.sample(n, &mut rng)?;
                 times.push(start.elapsed().as_secs_f64() * 1e3);
                 samples.get_or_insert(q);
             }
@@ -355,7 +419,7 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
                     let mut problem =
                         Problem { prior: prior.clone(), simulator: &mut simulator, obs: &mut obs, y: y_k.clone(), r: r.clone().into(), seed, simulations: 0 };
                     let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0, temperatures }, &mut rng_k)?;
-                    let q = mdn.sample(y_k.as_slice(), n, &mut rng_k)?;
+                    let q = predictor.condition(y_k.as_slice(), &mut forward(&mut simulator, &mut obs, seed))?.sample(n, &mut rng_k)?;
                     held_out_c2st.push(super::c2st::c2st(&reference(&chains.samples, &mut rng_k), &q, Default::default())?);
                     held_out_r_hat.push(chains.diagnostics.r_hat.iter().cloned().fold(1.0, f64::max));
                 }
@@ -363,7 +427,7 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
             // Calibration on fresh prior-predictive pairs.
             // 1000 pairs: the coverage at one level then has a standard error of at most 0.016.
             let (thetas, xs) = super::amortize::simulate_pairs(&prior, &mut simulator, &mut obs, 1000, spec.seed.wrapping_add(1))?;
-            let calibration = super::calibration::calibrate(&mdn, &thetas, &xs, 1000, &mut rng)?;
+            let calibration = super::calibration::calibrate(&predictor, &mut forward(&mut simulator, &mut obs, seed), &thetas, &xs, 1000, &mut rng)?;
             Some(Step5Result {
                 record,
                 weights,
@@ -540,11 +604,12 @@ pub fn table(run: &StaticRun) -> String {
         let when = if s5.record.predictor_cache_hit { "loaded from the registry".to_string() } else { format!("in {:.1} s", t.seconds) };
         let _ = writeln!(
             s,
-            "step 5: predictor {} ({}) trained on {} simulations ({}) {when}, {} epochs (best {}), validation NLL {:.3}",
+            "step 5: predictor {} ({}) trained on {} simulations ({}) {when}, {}{} epochs (best {}), validation NLL {:.3}",
             s5.record.name,
             &s5.record.id[..19.min(s5.record.id.len())],
             s5.record.simulations,
             if s5.record.dataset_cache_hit { "cached pairs" } else { "simulated" },
+            if s5.record.refined { "both stages; refinement stage " } else { "" },
             t.epochs,
             t.best_epoch,
             t.best_val_nll
