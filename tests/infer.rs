@@ -598,7 +598,8 @@ fn tempered_mcmc_weighs_separated_modes() {
 /// The refinement stage on a sharp linear-Gaussian posterior (θ ~ N(0, I₂),
 /// x = Aθ + ε with ε ~ N(0, 0.02²·I₃), so the posterior sd is ~1/50 of the
 /// prior's): a small first network places its mean several posterior sd
-/// off, and the second, conditioned on the residual of that mean, gets
+/// off, and the second, conditioned on the Laplace approximation about that
+/// mean, gets
 /// within a fraction of one sd of the exact posterior. Then a save/load
 /// round trip, which samples the same draws through the same forward map.
 #[test]
@@ -618,11 +619,15 @@ fn the_refinement_stage_sharpens_an_amortized_posterior() {
     let mut forward = |t: &DMatrix<f64>| -> anyhow::Result<DMatrix<f64>> { Ok(&a * t) };
     let spec = MdnSpec { components: 1, hidden: vec![32, 32], max_epochs: 60, seed: 3, ..MdnSpec::default() };
     let (first, _) = Mdn::train(&prior, &thetas, &hx, Some(&sd), &spec, &mut |_, _, _| {}).unwrap();
-    let refine = RefineSpec { noise_draws: 2, network: spec.clone() };
+    let refine = RefineSpec { noise_draws: 2, gauss_newton: 1, network: spec.clone() };
     let (second, _) = train_second(&first, &thetas, &hx, &sd, &refine, &mut forward, &mut |_, _, _| {}).unwrap();
-    let single =
-        Predictor { first: Mdn::from_safetensors("first", &first.to_safetensors(&serde_json::json!({})).unwrap()).unwrap().0, second: None, noise_sd: vec![] };
-    let refined = Predictor { first, second: Some(second), noise_sd: sd.clone() };
+    let single = Predictor {
+        first: Mdn::from_safetensors("first", &first.to_safetensors(&serde_json::json!({})).unwrap()).unwrap().0,
+        second: None,
+        noise_sd: vec![],
+        gauss_newton: 0,
+    };
+    let refined = Predictor { first, second: Some(second), noise_sd: sd.clone(), gauss_newton: 1 };
     // Exact posterior: Σ = (I + AᵀA/σ²)⁻¹, μ = ΣAᵀx/σ².
     let cov = (DMatrix::identity(d, d) + a.transpose() * &a / (noise * noise)).try_inverse().unwrap();
     let chol = cov.clone().cholesky().unwrap().l();
@@ -658,7 +663,7 @@ fn the_refinement_stage_sharpens_an_amortized_posterior() {
     let draw = |q: &Predictor| q.condition(&x, &mut forward.clone()).unwrap().sample(20, &mut ChaCha8Rng::seed_from_u64(2)).unwrap();
     assert_eq!(draw(&refined), draw(&back), "a loaded refined predictor draws the same samples");
     // A single-stage file reads back without a refinement stage; one whose
-    // residual scale does not fit the data is refused, naming the file.
+    // noise sd does not fit the data is refused, naming the file.
     let short = back.first.to_safetensors(&serde_json::json!({})).unwrap();
     assert!(Predictor::from_safetensors("short", &short).unwrap().0.second.is_none());
     let damaged = Predictor { noise_sd: vec![noise], ..back }.to_safetensors(&serde_json::json!({}), &forward_record).unwrap();
@@ -669,7 +674,7 @@ fn the_refinement_stage_sharpens_an_amortized_posterior() {
 /// A refined predictor end to end through the binary: `geohost train
 /// posterior` with `[step5] refine` registers the first network as
 /// `NAME-stage1` and the refined predictor derived from it; `posterior
-/// sample` runs the registered plugins for the residual, the same draws
+/// sample` runs the registered plugins for the local approximation, the same draws
 /// from the file and from the registry; training again loads it by
 /// request key; without the registry sampling says what is missing.
 #[test]
@@ -678,7 +683,7 @@ fn a_refined_predictor_samples_through_its_registered_plugins() {
     let set = dir.path().join("plume.toml");
     let text = PLUME.replace("{sim}", plugin("gaussian-plume").to_str().unwrap()).replace("{obs}", plugin("column-obs").to_str().unwrap())
         + "\n[step5]\nname = \"plume-refined\"\nsimulations = 2000\nseed = 2\nnetwork = { components = 2, hidden = [32], max_epochs = 10, seed = 2 }\n"
-        + "refine = { noise_draws = 2, network = { components = 2, hidden = [32], max_epochs = 10, seed = 3 } }\n";
+        + "refine = { noise_draws = 2, gauss_newton = 2, network = { components = 2, hidden = [32], max_epochs = 10, seed = 3 } }\n";
     std::fs::write(&set, &text).unwrap();
     let run = |args: &[&str]| {
         let out = geohost(dir.path()).args(args).output().unwrap();
@@ -719,5 +724,11 @@ fn a_refined_predictor_samples_through_its_registered_plugins() {
         .output()
         .unwrap();
     let err = stderr(&out);
-    assert!(!out.status.success() && err.contains("refines its posterior with one simulator run") && err.contains("--registry"), "{err}");
+    assert!(!out.status.success() && err.contains("refines its posterior by running the simulator") && err.contains("--registry"), "{err}");
+
+    let zero = dir.path().join("zero.toml");
+    std::fs::write(&zero, text.replace("noise_draws = 2", "noise_draws = 0")).unwrap();
+    let out = geohost(dir.path()).args(["train", "posterior"]).arg(&zero).output().unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("[step5].refine: noise_draws and gauss_newton must be at least 1"), "{err}");
 }

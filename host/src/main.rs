@@ -505,7 +505,7 @@ fn cmd_posterior(args: PosteriorArgs) -> Result<()> {
     let mut plugins = match mdn.second {
         None => None,
         Some(_) => {
-            let reg = open_registry(format!("{label} refines its posterior with one simulator run, whose plugins are read from the registry, and the registry could not be opened (give --registry)"))?;
+            let reg = open_registry(format!("{label} refines its posterior by running the simulator, whose plugins are read from the registry, and the registry could not be opened (give --registry)"))?;
             Some(geohost::infer::run::ForwardPlugins::load(&reg, &meta["refine"]["forward"], &label)?)
         }
     };

@@ -33,7 +33,8 @@ pub struct Step5Spec {
     #[serde(default)]
     pub check_observations: usize,
     /// A refinement stage ([`super::refine`]): a second network,
-    /// conditioned on the residual of the first one's posterior mean.
+    /// conditioned on the Laplace approximation about the first one's
+    /// posterior mean (one learned Gauss–Newton step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refine: Option<RefineSpec>,
 }
@@ -305,14 +306,14 @@ pub fn train(
             let name = if spec.refine.is_some() { format!("{}-stage1", spec.name) } else { spec.name.clone() };
             let id = crate::registry::add_trained(registry.as_deref_mut(), &first_key, &bytes, &artifact(name, &training), &dataset_id, plugin_ids)?;
             if spec.refine.is_none() {
-                return Ok((Predictor { first: mdn, second: None, noise_sd: sd.clone() }, record(id, false, training), bytes));
+                return Ok((Predictor { first: mdn, second: None, noise_sd: sd.clone(), gauss_newton: 0 }, record(id, false, training), bytes));
             }
             (mdn, training, id)
         }
     };
     let refine = spec.refine.as_ref().expect("a refinement stage (the single-stage predictor returned above)");
     let (second, second_training) = super::refine::train_second(&first, thetas, hx, sd, refine, forward, progress)?;
-    let predictor = Predictor { first, second: Some(second), noise_sd: sd.clone() };
+    let predictor = Predictor { first, second: Some(second), noise_sd: sd.clone(), gauss_newton: refine.gauss_newton };
     // The record reports the stage that scores: the refinement's, with
     // the first stage's time added.
     let training = Training { seconds: training.seconds + second_training.seconds, ..second_training };
