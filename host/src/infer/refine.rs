@@ -275,7 +275,7 @@ pub fn train_second(
     progress: &mut dyn FnMut(usize, f64, f64),
 ) -> Result<(Mdn, Training)> {
     spec.validate("[step5].refine")?;
-    if sd.len() != hx.nrows() || sd.iter().any(|s| !(*s > 0.0)) {
+    if sd.len() != hx.nrows() || sd.iter().any(|s| !s.is_finite() || *s <= 0.0) {
         bail!("a refinement stage needs a positive observation-error sd for each of the {} data", hx.nrows());
     }
     let k = spec.noise_draws;
@@ -330,7 +330,11 @@ impl Predictor {
         let second = Mdn::with_tensors(label, &refine["description"], &tensors, "refine.")?;
         let noise_sd: Vec<f64> = serde_json::from_value(refine["noise_sd"].clone()).map_err(|e| anyhow::anyhow!("{label}: unreadable refine.noise_sd: {e}"))?;
         let (p, d) = (first.desc.data_size, first.desc.parameters.len());
-        if noise_sd.len() != p || noise_sd.iter().any(|s| !(*s > 0.0)) || second.desc.data_size != feature_count(d) || second.desc.parameters.len() != d {
+        if noise_sd.len() != p
+            || noise_sd.iter().any(|s| !s.is_finite() || *s <= 0.0)
+            || second.desc.data_size != feature_count(d)
+            || second.desc.parameters.len() != d
+        {
             bail!("{label}: the refinement stage does not fit the first network ({p} data, {d} parameters); the file is damaged or was not written by geohost");
         }
         let gauss_newton = refine["gauss_newton"]
