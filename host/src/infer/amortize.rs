@@ -10,7 +10,7 @@ use super::refine::{Forward, Predictor, RefineSpec};
 use crate::model::{ObsOperator, Simulator};
 use crate::output::{common_attrs, nc_bytes, Var};
 use crate::registry::{NewArtifact, Registry};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -72,8 +72,7 @@ pub fn simulate_clean(
     const CHUNK: usize = 500;
     for start in (0..n).step_by(CHUNK) {
         let len = CHUNK.min(n - start);
-        let out = simulator.simulate(&thetas.columns(start, len).into_owned(), seed.wrapping_add(start as u64))?;
-        let clean = obs.observe(&out, 0.0).context("observing the simulated outputs")?;
+        let clean = super::observed(simulator, obs, &thetas.columns(start, len).into_owned(), seed.wrapping_add(start as u64))?;
         hx.columns_mut(start, len).copy_from(&clean);
     }
     Ok((thetas, hx, sd))
@@ -251,13 +250,15 @@ pub fn train(
     let Simulations { id: dataset_id, cache_hit: hit, thetas, hx, sd } = sims;
     let (dataset_id, hit) = (dataset_id.clone(), *hit);
     // Bump the format when training changes what the same spec produces.
-    let first_key =
-        crate::registry::artifact_id(serde_json::json!({ "predictor_format": 2, "dataset": dataset_id, "network": spec.network }).to_string().as_bytes());
+    let request = serde_json::json!({ "predictor_format": 2, "dataset": dataset_id, "network": spec.network });
+    let first_key = crate::registry::artifact_id(request.to_string().as_bytes());
     let key = match &spec.refine {
         None => first_key.clone(),
-        Some(refine) => crate::registry::artifact_id(
-            serde_json::json!({ "predictor_format": 2, "dataset": dataset_id, "network": spec.network, "refine": refine }).to_string().as_bytes(),
-        ),
+        Some(refine) => {
+            let mut request = request;
+            request["refine"] = serde_json::to_value(refine)?;
+            crate::registry::artifact_id(request.to_string().as_bytes())
+        }
     };
     let record = |id: String, cache_hit: bool, training: Training| PredictorRecord {
         id,

@@ -478,13 +478,18 @@ impl Mdn {
     /// first network of a refined predictor: read those through
     /// [`super::refine::Predictor::from_safetensors`].
     pub fn from_safetensors(label: &str, bytes: &[u8]) -> Result<(Mdn, serde_json::Value)> {
+        let (meta, tensors) = Mdn::read_file(label, bytes)?;
+        let mdn = Mdn::with_tensors(label, &meta["description"], &tensors, "")?;
+        Ok((mdn, meta))
+    }
+
+    /// A predictor file's metadata and tensors, checked to be a predictor's.
+    pub(crate) fn read_file(label: &str, bytes: &[u8]) -> Result<(serde_json::Value, std::collections::HashMap<String, Tensor>)> {
         let meta = read_geohost_metadata(label, bytes, "; not a geohost predictor")?;
         if meta["predictor"] != "mdn" {
             bail!("{label} is not a posterior predictor (an emulator's weights?)");
         }
-        let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
-        let mdn = Mdn::with_tensors(label, &meta["description"], &tensors, "")?;
-        Ok((mdn, meta))
+        Ok((meta, candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?))
     }
 
     /// A network of description `desc` with the weights `tensors` holds under `prefix`.

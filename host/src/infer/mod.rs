@@ -45,8 +45,7 @@ impl<'a> Problem<'a> {
     /// H(G(θ)) for every column of `thetas` (`parameters × batch`).
     pub fn predict(&mut self, thetas: &DMatrix<f64>) -> Result<DMatrix<f64>> {
         self.simulations += thetas.ncols();
-        let out = self.simulator.simulate(thetas, self.seed)?;
-        self.obs.observe(&out, 0.0).context("observing the simulated outputs")
+        observed(self.simulator, self.obs, thetas, self.seed)
     }
 
     /// Log posterior up to a constant, per column: −∞ outside the prior's
@@ -73,6 +72,12 @@ impl<'a> Problem<'a> {
         }
         Ok((lp, ll))
     }
+}
+
+/// The noise-free H(G(θ)) for every column of `thetas` (`parameters × batch`).
+pub fn observed(simulator: &mut dyn Simulator, obs: &mut dyn ObsOperator, thetas: &DMatrix<f64>, seed: u64) -> Result<DMatrix<f64>> {
+    let out = simulator.simulate(thetas, seed)?;
+    obs.observe(&out, 0.0).context("observing the simulated outputs")
 }
 
 /// A synthetic observation: θ_true (given, or drawn from the prior) and

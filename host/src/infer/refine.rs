@@ -1,26 +1,28 @@
 //! A refinement stage for the amortized posterior: one learned
 //! Gauss–Newton step, after the learned iterative schemes of inverse
-//! problems (Adler & Öktem 2017). The first network's posterior mean û
-//! (in the mapped, unbounded coordinates u of [`super::mdn`]) is
-//! simulated, with one more run per parameter for a forward-difference
-//! Jacobian J = ∂H(G(θ(u)))/∂u, which gives the local Laplace
-//! approximation of the posterior about û:
+//! problems (Adler & Öktem 2017). Starting from the first network's
+//! posterior mean û (in the mapped, unbounded coordinates u of
+//! [`super::mdn`]), `gauss_newton` Gauss–Newton steps on
 //!
-//!   A = JᵀR⁻¹J + Λ,   C = A⁻¹ = LLᵀ,   s = C JᵀR⁻¹(x − H(G(θ(û))))
+//!   ½‖x − H(G(θ(u)))‖²_R⁻¹ + ½‖u − û‖²_Λ,
 //!
-//! (Λ = the inverse of u's variance over the training set, so that A is
-//! invertible where the data say nothing). A second mixture density
-//! network, conditioned on f = [s, log √diag C, the correlations of C, û],
-//! learns the posterior of the whitened offset
+//! each with a forward-difference Jacobian J = ∂H(G(θ(u)))/∂u (d + 1
+//! simulator runs), give a Laplace approximation of the posterior: centre
+//! c and covariance C = (JᵀR⁻¹J + Λ)⁻¹ = LLᵀ at the last linearisation
+//! point (Λ = the inverse of u's variance over the training set, so that
+//! the precision is invertible where the data say nothing). A second
+//! mixture density network, conditioned on
+//! f = [c − û, log √diag C, the correlations of C, û], learns the
+//! posterior of the whitened offset
 //!
-//!   z = L⁻¹(u(θ) − û − s),
+//!   z = L⁻¹(u(θ) − c),
 //!
 //! which is N(0, I) wherever the Laplace approximation is exact; the
 //! network only learns how the posterior departs from it. Because f is a
 //! function of x, q₂(z | f) still targets the exact posterior p(θ | x).
-//! The cost is d + 1 simulator runs per observation. Nothing here is
-//! specific to a simulator: G and H are the plugins the first stage was
-//! trained on.
+//! The cost is (d + 1) × `gauss_newton` simulator runs per observation.
+//! Nothing here is specific to a simulator: G and H are the plugins the
+//! first stage was trained on.
 
 use super::mdn::{to_unbounded, Mdn, MdnSpec, Training};
 use super::prior::{Marginal, Prior, PriorSpec};
@@ -81,7 +83,7 @@ pub struct Predictor {
 
 /// The predictor conditioned on one observation: what sampling and
 /// scoring under q(θ | x) need, computed once (with a refinement stage,
-/// the d + 1 simulator runs).
+/// its simulator runs).
 pub struct Conditioned<'a> {
     predictor: &'a Predictor,
     x: Vec<f64>,
@@ -94,8 +96,8 @@ impl Predictor {
         &self.first.desc.parameters
     }
 
-    /// Condition on `x`; `forward` runs (on d + 1 points) only if there is
-    /// a refinement stage.
+    /// Condition on `x`; `forward` runs ((d + 1) × `gauss_newton` points)
+    /// only if there is a refinement stage.
     pub fn condition(&self, x: &[f64], forward: &mut Forward) -> Result<Conditioned<'_>> {
         let refined = match &self.second {
             None => None,
@@ -145,9 +147,9 @@ impl Conditioned<'_> {
     }
 }
 
-/// The Laplace approximation about the first stage's mean for one
-/// observation, in u coordinates: mean `centre` = û + s, covariance
-/// factor `chol` = L, and the second network's input.
+/// The Laplace approximation for one observation, in u coordinates:
+/// `centre` = c, covariance factor `chol` = L, and the second network's
+/// input.
 struct Local {
     centre: Vec<f64>,
     chol: DMatrix<f64>,
@@ -260,10 +262,10 @@ fn offset_prior(names: &[String]) -> Result<Prior> {
 
 /// Train the refinement stage on the first stage's training pairs
 /// (`thetas`: `d × n`, noise-free `hx`: `p × n`, observation-error sd
-/// `sd`): `spec.noise_draws` fixed noise draws per pair (θ̂ depends on
+/// `sd`): `spec.noise_draws` fixed noise draws per pair (û depends on
 /// the noisy x, so the noise cannot be redrawn every epoch without
-/// rerunning the simulator), û from `first`, d + 1 forward runs per
-/// draw. The draws of one θ sit side by side, so the validation split
+/// rerunning the simulator), û from `first`, (d + 1) × `gauss_newton`
+/// forward runs per draw. The draws of one θ sit side by side, so the validation split
 /// (the last columns) holds θs the training never saw.
 pub fn train_second(
     first: &Mdn,
@@ -321,12 +323,12 @@ impl Predictor {
 
     /// Read a predictor back, with its metadata; `label` names the bytes in errors.
     pub fn from_safetensors(label: &str, bytes: &[u8]) -> Result<(Predictor, serde_json::Value)> {
-        let (first, meta) = Mdn::from_safetensors(label, bytes)?;
+        let (meta, tensors) = Mdn::read_file(label, bytes)?;
+        let first = Mdn::with_tensors(label, &meta["description"], &tensors, "")?;
         let refine = &meta["refine"];
         if refine.is_null() {
             return Ok((Predictor { first, second: None, noise_sd: Vec::new(), gauss_newton: 0 }, meta));
         }
-        let tensors = candle_core::safetensors::load_buffer(bytes, &candle_core::Device::Cpu)?;
         let second = Mdn::with_tensors(label, &refine["description"], &tensors, "refine.")?;
         let noise_sd: Vec<f64> = serde_json::from_value(refine["noise_sd"].clone()).map_err(|e| anyhow::anyhow!("{label}: unreadable refine.noise_sd: {e}"))?;
         let (p, d) = (first.desc.data_size, first.desc.parameters.len());

@@ -277,10 +277,7 @@ fn plugin_ids(
 
 /// H(G(θ)) through the plugins, noise-free, for every column of θ.
 fn forward<'a>(simulator: &'a mut WasmSimulator, obs: &'a mut WasmObs, seed: u64) -> impl FnMut(&DMatrix<f64>) -> Result<DMatrix<f64>> + 'a {
-    move |thetas| {
-        let out = simulator.simulate(thetas, seed)?;
-        obs.observe(&out, 0.0).context("observing the simulated outputs")
-    }
+    move |thetas| super::observed(simulator, obs, thetas, seed)
 }
 
 /// The plugins a refined predictor runs when it samples (see
