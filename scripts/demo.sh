@@ -1,27 +1,48 @@
 #!/usr/bin/env bash
-# The demo cycle: build the plugins and the host, run the Lorenz-96
-# sakov2008 twin experiment (results in out/lorenz96/): steps 1-2 (every
-# DA method through the wasm model), step 3 (simulation dataset and neural
-# emulator; cached after the first run) and step 4 (ETKF N=28 through the
-# emulator, printed beside the same ETKF through the model). Then the
-# benchmarks: pre-register the Lorenz-96 cycle benchmark (its step-2, -3
-# and -4 contracts), score the ETKF oracle (step 2), the emulator against
-# the model (step 3) and the ETKF through the emulator (step 4) into one
-# cycle report, score ETKF N=20 against the
-# step-2 contract and diff it with the oracle's report (out/reports/).
-# Last, the static plume cycle (cycles/plume.toml): ES-MDA and MCMC over
-# the source parameters (step 2), an emulator of the plume and MCMC
-# through it (steps 3-4), the amortized posterior checked against MCMC on
-# 10 held-out observations (step 5), and the cycle report checked against
-# contracts/plume-cycle.toml (step 6; out/plume/cycle-report.json). Everything is recorded in the registry
+# The demo cycle, every step, on the embedded SQLite registry
 # ($GEOHOST_REGISTRY, default ~/.local/share/geohost/registry).
+#
+#   bash scripts/demo.sh          quick: about 3 minutes after the build
+#   bash scripts/demo.sh --full   the published-quality plume figures (about 20 minutes)
+#
+# 1. Lorenz-96 (DAPPER's sakov2008, 6000 cycles, results in out/lorenz96/):
+#    steps 1-2 (every DA method through the wasm model, against the
+#    published table), step 3 (a simulation dataset and a neural emulator;
+#    cached in the registry after the first run) and step 4 (ETKF N=28
+#    through the emulator).
+# 2. Benchmarks: pre-register the Lorenz-96 cycle benchmark (stage
+#    contracts for steps 2, 3 and 4), score the oracle, the emulator and
+#    the ETKF through it into one cycle report, score ETKF N=20 against the
+#    step-2 contract and diff the two reports (out/reports/).
+# 3. The static plume cycle: ES-MDA and MCMC over the source parameters
+#    (step 2), an emulator and MCMC through it (steps 3-4), an amortized
+#    posterior checked against MCMC (step 5) and the cycle report checked
+#    against contracts/plume-cycle.toml (step 6). Quick: cycles/plume-quick.toml
+#    (fewer simulations, smaller networks, no held-out MCMC sweep: its
+#    figures are the quick ones); --full: cycles/plume.toml.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+plume=cycles/plume-quick.toml
+case "${1:-}" in
+  "") ;;
+  --full) plume=cycles/plume.toml ;;
+  *) echo "usage: scripts/demo.sh [--full]" >&2; exit 2 ;;
+esac
 plugins/build.sh
 cargo build --release --locked -p geohost
 geohost=target/release/geohost
+
+start=$SECONDS
+part() { # name, start time
+  echo "[demo] $1 took $((SECONDS - $2)) s"
+  echo
+}
+
+t=$SECONDS
 "$geohost" run cycles/lorenz96.toml
-echo
+part "Lorenz-96 steps 1-4" $t
+
+t=$SECONDS
 "$geohost" bench register contracts/lorenz96-cycle.toml -q
 echo
 "$geohost" bench cycle contracts/lorenz96-cycle.toml \
@@ -30,5 +51,12 @@ echo
 echo
 "$geohost" bench score contracts/lorenz96-step2.toml out/lorenz96/ETKF_N20_infl1.04.nc --out out/reports/lorenz96-step2-etkf20.json >/dev/null
 "$geohost" bench diff out/reports/lorenz96-step2-etkf20.json out/reports/lorenz96-cycle.json
-echo
-"$geohost" run cycles/plume.toml
+part "benchmarks" $t
+
+t=$SECONDS
+if [ "$plume" = cycles/plume-quick.toml ]; then
+  echo "[demo] the plume cycle at the quick setting: its figures are the quick ones (bash scripts/demo.sh --full for the published ones)"
+fi
+"$geohost" run "$plume"
+part "plume cycle ($plume)" $t
+echo "[demo] all parts: $((SECONDS - start)) s after the build"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Build the plugin components, then run every test (unit, numerics, sandbox,
-# CLI) against the real binary and the real components.
+# Build the plugin components, lint the workspace (clippy, warnings are
+# errors), then run every test (unit tests beside the code, and the
+# integration tests that drive the real binary, the real components and
+# real SQLite files).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 plugins/build.sh
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -2,9 +2,9 @@
 //! with the real metric component into registered reports, report diffs,
 //! cycle benchmarks, and every refusal a user can hit.
 
-mod common;
 
-use common::{geohost, lorenz96_set, plugin, stderr, stdout};
+
+use crate::common::{geohost, lorenz96_set, plugin, stderr, stdout};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;

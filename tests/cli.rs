@@ -2,9 +2,9 @@
 //! tables, JSON, output files, the published Lorenz numbers, and the errors
 //! a user sees.
 
-mod common;
 
-use common::{geohost, lorenz96_set, plugin, repo_root, stderr, stdout};
+
+use crate::common::{geohost, lorenz96_set, plugin, repo_root, stderr, stdout};
 use serde_json::Value;
 use std::path::Path;
 
@@ -104,7 +104,7 @@ fn json_results_rank_the_baselines_and_runs_are_reproducible() {
     }
 }
 
-/// The sakov2008 table (DESIGN.md), from the shipped plugin-set, 6000 cycles.
+/// The sakov2008 table (DAPPER's published time-mean RMSEs), from the shipped plugin-set, 6000 cycles.
 #[test]
 fn lorenz96_reproduces_the_published_table() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,9 +2,9 @@
 //! request key, seeded training, the emulator as the forward model of the
 //! same DA code, its lineage, and the errors a user can hit.
 
-mod common;
 
-use common::{geohost, lorenz96_set, stderr, stdout};
+
+use crate::common::{geohost, lorenz96_set, stderr, stdout};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -234,7 +234,7 @@ text = "more than 50% worse than the oracle"
 check = {{ metric = "rmse", max_ratio_to_oracle = 1.5 }}
 "#,
             set = set.display(),
-            metrics = common::plugin("metrics-standard").display()
+            metrics = crate::common::plugin("metrics-standard").display()
         ),
     )
     .unwrap();
@@ -297,7 +297,7 @@ text = "one-step error above 1% of the state std"
 check = {{ metric = "one_step_rmse", max = 0.036 }}
 "#,
         set = set.display(),
-        metrics = common::plugin("metrics-standard").display()
+        metrics = crate::common::plugin("metrics-standard").display()
     );
     // Without the spectral metric a step-3 contract is refused.
     std::fs::write(&contract, text.replace(r#", "psd_error"]"#, "]")).unwrap();
@@ -337,8 +337,8 @@ check = {{ metric = "one_step_rmse", max = 0.036 }}
 fn the_fused_mlp_step_matches_candle_autograd_and_adamw() {
     use candle_core::{Device, Tensor};
     use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-    use geohost::emulate::fused::{self, MlpTrainer};
-    use geohost::emulate::net::{Arch, Description, Net, Scaling};
+    use geohost_learn::fused::{self, MlpTrainer};
+    use geohost_learn::net::{Arch, Description, Net, Scaling};
     use rand::{Rng, SeedableRng};
 
     let (m, batch) = (6, 10);

@@ -4,13 +4,13 @@
 //! against processes with known answers, the plume plugin against its
 //! own mass balance, and `geohost run` on a static plugin-set end to end.
 
-mod common;
 
-use common::{geohost, plugin, stderr, stdout};
-use geohost::infer::prior::{Prior, PriorSpec};
-use geohost::infer::{esmda, mcmc, Problem};
-use geohost::model::Simulator;
-use geohost::models::linear::{LinearObs, LinearSimulator};
+
+use crate::common::{geohost, plugin, stderr, stdout};
+use geohost_da::params::prior::{Prior, PriorSpec};
+use geohost_da::params::{esmda, mcmc, Problem};
+use geohost_sandbox::model::Simulator;
+use geohost_da::models::linear::{LinearObs, LinearSimulator};
 use nalgebra::{DMatrix, DVector};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -143,7 +143,7 @@ fn prior_errors_name_the_entry() {
 /// parameters are errors that name them.
 #[test]
 fn the_plume_plugin_conserves_mass_and_follows_the_wind() {
-    use geohost::sandbox::{Limits, Runtime, WasmSimulator, World};
+    use geohost_sandbox::{Limits, Runtime, WasmSimulator, World};
     let runtime = Runtime::new(Limits::default(), None).unwrap();
     let loaded = runtime.load("gaussian-plume", &plugin("gaussian-plume"), World::StaticModel).unwrap();
     let (n, pixel, u) = (60usize, 100.0, 4.0);
@@ -269,7 +269,7 @@ fn geohost_run_on_a_static_set_registers_oracle_posteriors() {
 /// 0.5; Gaussians N(0, I) and N(δe₁, I) give the Bayes accuracy Φ(δ/2).
 #[test]
 fn c2st_matches_the_bayes_accuracy_of_shifted_gaussians() {
-    use geohost::infer::c2st::{c2st, Spec};
+    use geohost_learn::c2st::{c2st, Spec};
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     let mut normal =
         |d: usize, n: usize, shift: f64| DMatrix::from_fn(d, n, |i, _| rng.sample::<f64, _>(rand_distr::StandardNormal) + if i == 0 { shift } else { 0.0 });
@@ -289,8 +289,8 @@ fn c2st_matches_the_bayes_accuracy_of_shifted_gaussians() {
 /// C2ST against exact samples, and a save/load round trip.
 #[test]
 fn the_mixture_density_posterior_learns_a_linear_gaussian_posterior() {
-    use geohost::infer::c2st::{c2st, Spec};
-    use geohost::infer::mdn::{Mdn, MdnSpec};
+    use geohost_learn::c2st::{c2st, Spec};
+    use geohost_learn::mdn::{Mdn, MdnSpec};
     let d = 3;
     let sd = 0.1f64.sqrt();
     let names: Vec<String> = (0..d).map(|i| format!("theta{i}")).collect();
@@ -427,7 +427,7 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "x0,y0,q,wind_dir");
     assert_eq!(lines.len(), 26);
-    assert!(lines[1..].iter().all(|l| l.split(',').map(|v| v.parse::<f64>().unwrap()).count() == 4));
+    assert!(lines[1..].iter().all(|l| l.split(',').map(|v| v.parse::<f64>().unwrap()).collect::<Vec<_>>().len() == 4));
     let from_registry = run(&["posterior", "sample", &predictor[..20], "--obs", obs.to_str().unwrap(), "-n", "25"]);
     assert_eq!(from_registry, csv, "the registered predictor is the written one");
 
@@ -482,7 +482,7 @@ fn mcmc_walkers_stuck_in_poor_modes_are_restarted() {
 /// central finite difference.
 #[test]
 fn priors_map_onto_the_real_line_and_back() {
-    use geohost::infer::prior::Marginal;
+    use geohost_da::params::prior::Marginal;
     let cases = [
         (Marginal::Uniform { low: -2.0, high: 5.0 }, [-1.9, 0.0, 1.5, 4.99]),
         (Marginal::Normal { mean: 1.0, sd: 2.0, low: 0.0, high: f64::INFINITY }, [0.01, 1.0, 3.0, 40.0]),
@@ -493,7 +493,7 @@ fn priors_map_onto_the_real_line_and_back() {
         for x in xs {
             let z = m.to_unbounded(x);
             assert!((m.from_unbounded(z) - x).abs() < 1e-9 * x.abs().max(1.0), "{m:?} at {x}: back to {}", m.from_unbounded(z));
-            let h = 1e-6 * x.abs().max(1e-2).min(1.0);
+            let h = 1e-6 * x.abs().clamp(1e-2, 1.0);
             let numeric = ((m.to_unbounded(x + h) - m.to_unbounded(x - h)) / (2.0 * h)).abs().ln();
             assert!((numeric - m.log_jacobian(x)).abs() < 1e-4, "{m:?} at {x}: log|dz/dx| {} vs finite difference {numeric}", m.log_jacobian(x));
         }
@@ -511,7 +511,7 @@ fn priors_map_onto_the_real_line_and_back() {
 /// parameters, and a safetensors round trip gives the same outputs.
 #[test]
 fn the_static_emulator_learns_a_linear_simulator() {
-    use geohost::infer::emulator::{EmulatorSpec, StaticEmulator};
+    use geohost_learn::static_emulator::{EmulatorSpec, StaticEmulator};
     let case = linear_case();
     let mut sim = LinearSimulator::new(case.a.clone());
     let mut rng = ChaCha8Rng::seed_from_u64(8);
@@ -536,11 +536,11 @@ fn the_static_emulator_learns_a_linear_simulator() {
 /// y = (θ₀², θ₁) + ε: with a prior symmetric in θ₀, the posterior has two
 /// equal, well separated modes θ₀ ≈ ±1 (sd ≈ 0.025).
 struct Square {
-    info: geohost::model::SimulatorInfo,
+    info: geohost_sandbox::model::SimulatorInfo,
 }
 
 impl Simulator for Square {
-    fn info(&self) -> &geohost::model::SimulatorInfo {
+    fn info(&self) -> &geohost_sandbox::model::SimulatorInfo {
         &self.info
     }
     fn simulate(&mut self, thetas: &DMatrix<f64>, _seed: u64) -> anyhow::Result<DMatrix<f64>> {
@@ -557,10 +557,10 @@ fn tempered_mcmc_weighs_separated_modes() {
     let names: Vec<String> = vec!["a".into(), "b".into()];
     let specs: Vec<PriorSpec> = names.iter().map(|n| PriorSpec { name: n.clone(), uniform: None, normal: Some([0.0, 1.0]), bounds: None }).collect();
     let prior = Prior::new(&specs, &names).unwrap();
-    let info = geohost::model::SimulatorInfo {
+    let info = geohost_sandbox::model::SimulatorInfo {
         name: "square".into(),
         version: "1".into(),
-        parameters: names.iter().map(|n| geohost::model::ParameterInfo { name: n.clone(), units: "1".into() }).collect(),
+        parameters: names.iter().map(|n| geohost_sandbox::model::ParameterInfo { name: n.clone(), units: "1".into() }).collect(),
         output_size: 2,
         output_units: "1".into(),
         settings: vec![],
@@ -604,9 +604,9 @@ fn tempered_mcmc_weighs_separated_modes() {
 /// round trip, which samples the same draws through the same forward map.
 #[test]
 fn the_refinement_stage_sharpens_an_amortized_posterior() {
-    use geohost::infer::c2st::{c2st, Spec};
-    use geohost::infer::mdn::{Mdn, MdnSpec};
-    use geohost::infer::refine::{train_second, Predictor, RefineSpec};
+    use geohost_learn::c2st::{c2st, Spec};
+    use geohost_learn::mdn::{Mdn, MdnSpec};
+    use geohost_learn::refine::{train_second, Predictor, RefineSpec};
     let (d, p, noise) = (2, 3, 0.02);
     let a = DMatrix::from_row_slice(p, d, &[1.0, 0.3, -0.4, 1.0, 0.5, 0.8]);
     let names: Vec<String> = (0..d).map(|i| format!("theta{i}")).collect();

@@ -1,10 +1,10 @@
 //! The standard metric component against independent computations: brute
 //! force sums written here, and the closed-form CRPS of a Gaussian.
 
-mod common;
 
-use common::plugin;
-use geohost::sandbox::{Limits, MemberTable, MetricValue, Runtime, SandboxError, Table, WasmMetric, World};
+
+use crate::common::plugin;
+use geohost_sandbox::{Limits, MemberTable, MetricValue, Runtime, SandboxError, Table, WasmMetric, World};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};

@@ -3,10 +3,10 @@
 //! LETKF against the ETKF, RK4 against a known trajectory, and the helpers
 //! against their defining properties.
 
-use geohost::da::ensemble::{Analysis, PostProcess};
-use geohost::da::{enkf::PertObs, etkf::Etkf, letkf, linalg};
-use geohost::model::Grid;
-use geohost_sdk::integrate::{rk4_step, Rk4Scratch};
+use geohost_da::ensemble::{Analysis, PostProcess};
+use geohost_da::{enkf::PertObs, etkf::Etkf, letkf, linalg};
+use geohost_sandbox::model::Grid;
+use geohost_integrate::{rk4_step, Rk4Scratch};
 use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -85,7 +85,7 @@ fn etkf_with_a_tight_ensemble_equals_the_kalman_update() {
     let mut e = linalg::add_mean(&c.mu, &c.sqrt_p * linalg::randn(6, 40, &mut rng) * 0.15);
     let (mu_f, p_f) = (linalg::mean(&e), sample_cov(&e));
     let eo = &c.h * &e;
-    let (s, _) = geohost::da::etkf::whiten(&eo, &c.y, &c.r);
+    let (s, _) = geohost_da::etkf::whiten(&eo, &c.y, &c.r);
     let a = DMatrix::identity(40, 40) + s.transpose() * &s / 39.0;
     assert!(linalg::chebyshev_inverse_sqrt(&a, 1.0).is_some(), "this case should take the polynomial branch");
     Etkf.analyse(&mut e, &eo, &c.y, &c.r, &mut rng).unwrap();
@@ -231,7 +231,7 @@ fn rk4_follows_a_known_trajectory_with_fourth_order_error() {
 fn native_lorenz96_matches_an_independent_tendency() {
     // The textbook form with explicit modular indexing, against the
     // optimised loop used by the reference model and the plugin.
-    use geohost::models::lorenz96::Lorenz96;
+    use geohost_da::models::lorenz96::Lorenz96;
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     // Three members back to back: the whole-ensemble loop must not mix
     // them up at their borders.

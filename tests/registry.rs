@@ -2,10 +2,10 @@
 //! driven through the real binary (and the library where a test needs
 //! thousands of artifacts).
 
-mod common;
 
-use common::{geohost, lorenz96_set, plugin, stderr, stdout};
-use geohost::registry::{NewArtifact, Registry};
+
+use crate::common::{geohost, lorenz96_set, plugin, stderr, stdout};
+use geohost_registry::{NewArtifact, Registry};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;

@@ -38,7 +38,8 @@
 extern crate self as geohost_sdk;
 
 mod config;
-pub mod integrate;
+/// Time integrators (RK4), shared with the native host so both give the same bits.
+pub use geohost_integrate as integrate;
 
 pub use config::Config;
 
@@ -316,6 +317,12 @@ pub mod glue {
     /// Holds the instance with the sizes from its description (input and
     /// output values per member), so calls need not rebuild the description.
     pub struct Slot<T>(RefCell<Option<(T, usize, usize)>>);
+
+    impl<T> Default for Slot<T> {
+        fn default() -> Self {
+            Slot::new()
+        }
+    }
 
     impl<T> Slot<T> {
         pub const fn new() -> Self {

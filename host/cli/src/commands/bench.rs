@@ -1,0 +1,238 @@
+//! `geohost bench`: pre-register contracts, score candidates into reports,
+//! compare reports, score a whole cycle.
+
+use super::{progress_factory, SandboxArgs};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use geohost_cycle::bench::cycle_benchmark::{self as cycle, Cycle};
+use geohost_cycle::bench::{diff, prereg, score, Contract, Report};
+use geohost_registry::{artifact_id, default_dir, Registry};
+use geohost_sandbox::Limits;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+    /// Registry directory [default: $GEOHOST_REGISTRY or ~/.local/share/geohost/registry].
+    #[arg(long, global = true)]
+    registry: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Pre-register (freeze) a contract or a cycle benchmark: resolve its reference, baselines, metric components and oracle to registry ids.
+    Register {
+        /// The contract or cycle benchmark file (TOML).
+        file: PathBuf,
+        #[arg(long, short)]
+        quiet: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+    /// Score candidates (run-output files or registry references) against a pre-registered contract.
+    Score {
+        /// The contract file, or a registered contract (blake3:… or name@version).
+        contract: String,
+        /// Method output files (e.g. out/lorenz96/ETKF_N28_infl1.02_rot.nc) or registry references.
+        #[arg(required = true)]
+        candidates: Vec<String>,
+        /// Report path [default: out/reports/<contract>-<id>.json].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the report instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+    /// Show what changed between two reports, metric by metric (A before, B after).
+    Diff {
+        /// Report file or registry reference.
+        a: String,
+        b: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score a set of candidates, one per step (STEP=CANDIDATE), against every stage of a cycle benchmark.
+    Cycle {
+        /// The cycle benchmark file (TOML).
+        cycle: PathBuf,
+        /// STEP=CANDIDATE pairs, e.g. 2=out/lorenz96/ETKF_N28_infl1.02_rot.nc.
+        #[arg(required = true)]
+        candidates: Vec<String>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+}
+
+/// A contract from a file, or from the registry by reference.
+fn load_contract(registry: &Registry, arg: &str) -> Result<Contract> {
+    let path = Path::new(arg);
+    if path.is_file() {
+        return Contract::load(path);
+    }
+    let id = registry.resolve(arg).with_context(|| format!("contract `{arg}` is neither a file nor a registered contract"))?;
+    let a = registry.get(&id)?;
+    if a.kind != "contract" {
+        bail!("{id} ({}) is a {}, not a contract", a.name, a.kind);
+    }
+    Contract::parse(Path::new(&a.name), registry.read(&id)?)
+}
+
+/// A report file or registry reference: a stage report, or each scored
+/// stage of a cycle report, with its target step.
+fn load_reports(registry: Option<&Registry>, arg: &str) -> Result<Vec<(Option<u8>, Report)>> {
+    let bytes = if Path::new(arg).is_file() {
+        std::fs::read(arg).with_context(|| format!("cannot read report {arg}"))?
+    } else {
+        let registry = registry.with_context(|| format!("report `{arg}` is not a file, and there is no registry to look it up in"))?;
+        registry.read(&registry.resolve(arg).with_context(|| format!("report `{arg}` is neither a file nor a registered artifact"))?)?
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{arg} is not JSON; expected a report from `geohost bench`"))?;
+    if value.get("geohost_cycle_report").is_some() {
+        let cycle: cycle::CycleReport = serde_json::from_value(value).with_context(|| format!("{arg} is not a readable cycle report"))?;
+        return Ok(cycle.stages.into_iter().filter_map(|s| s.report.map(|r| (Some(s.step), r))).collect());
+    }
+    let report: Report =
+        serde_json::from_value(value).with_context(|| format!("{arg} is not a geohost report (no field `geohost_report` or `geohost_cycle_report`)"))?;
+    Ok(vec![(report.contract.target_step, report)])
+}
+
+/// Pair the stage reports of A and B: by target step, or the only report
+/// of each with each other.
+fn pair_reports(a: Vec<(Option<u8>, Report)>, b: Vec<(Option<u8>, Report)>) -> Vec<(Option<u8>, Report, Report)> {
+    if a.len() == 1 && b.len() == 1 {
+        let ((step, ra), (_, rb)) = (a.into_iter().next().expect("one"), b.into_iter().next().expect("one"));
+        return vec![(step, ra, rb)];
+    }
+    let mut b = b;
+    a.into_iter()
+        .filter_map(|(step, ra)| {
+            let i = b.iter().position(|(s, _)| *s == step)?;
+            Some((step, ra, b.remove(i).1))
+        })
+        .collect()
+}
+
+fn report_path(out: Option<PathBuf>, name: &str, bytes: &[u8]) -> PathBuf {
+    out.unwrap_or_else(|| PathBuf::from("out").join("reports").join(format!("{name}-{}.json", &artifact_id(bytes)[7..19])))
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let dir = args.registry.clone().unwrap_or_else(default_dir);
+    match args.command {
+        BenchCommand::Register { file, quiet, sandbox } => {
+            let mut registry = Registry::open(&dir)?;
+            let runtime = sandbox.runtime(Limits::default())?;
+            let mut progress = progress_factory(quiet);
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            if cycle::is_cycle(&text) {
+                let c = Cycle::load(&file)?;
+                let id = cycle::preregister(&mut registry, &runtime, &c, &mut progress)?;
+                println!("pre-registered cycle benchmark {}@{} as {id} ({} stages)", c.file.name, c.file.version, c.stages.len());
+                return Ok(());
+            }
+            let contract = Contract::load(&file)?;
+            for w in &contract.warnings {
+                eprintln!("warning: {}: {w}", file.display());
+            }
+            let outcome = prereg::preregister(&mut registry, &runtime, &contract, &mut progress)?;
+            let f = &outcome.frozen;
+            if !outcome.new {
+                println!("contract {} is already pre-registered as {} (unchanged)", contract.label(), f.contract);
+                return Ok(());
+            }
+            println!("pre-registered contract {} as {}", contract.label(), f.contract);
+            println!("  reference {}", f.reference);
+            if let Some(o) = &f.oracle {
+                println!("  oracle    {o} ({})", f.oracle_strength.as_deref().unwrap_or("-"));
+            }
+            for m in &f.metrics {
+                println!("  metrics   {} {} [{}]{}", m.id, m.name, m.metrics.join(", "), if m.ensemble { " (on ensembles)" } else { "" });
+            }
+            for b in &f.baselines {
+                println!("  baseline  {} {}", b.id, b.label);
+            }
+            if let Some((old, stale)) = outcome.superseded {
+                println!("supersedes {old}; marked {} downstream artifact(s) stale", stale.len());
+            }
+            Ok(())
+        }
+        BenchCommand::Score { contract, candidates, out, json, sandbox } => {
+            let mut registry = Registry::open_existing(&dir)?;
+            let contract = load_contract(&registry, &contract)?;
+            for w in &contract.warnings {
+                eprintln!("warning: {}: {w}", contract.path.display());
+            }
+            let runtime = sandbox.runtime(Limits::default())?;
+            let ids = candidates.iter().map(|c| score::resolve_candidate(&registry, c)).collect::<Result<Vec<_>>>()?;
+            let report = score::score(&registry, &runtime, &contract, &ids)?;
+            score::register_candidates(&mut registry, &ids)?;
+            let bytes = serde_json::to_vec_pretty(&report)?;
+            let path = report_path(out, &contract.file.name, &bytes);
+            let id = score::register(&mut registry, &report, &path)?;
+            if json {
+                println!("{}", String::from_utf8(bytes)?);
+            } else {
+                println!("{}", score::table(&report));
+            }
+            eprintln!("report {} ({id}) registered in {}", path.display(), registry.dir().display());
+            Ok(())
+        }
+        BenchCommand::Diff { a, b, json } => {
+            let registry = Registry::open_existing(&dir).ok();
+            let pairs = pair_reports(load_reports(registry.as_ref(), &a)?, load_reports(registry.as_ref(), &b)?);
+            if pairs.is_empty() {
+                bail!("{a} and {b} have no stage in common to compare");
+            }
+            let diffs: Vec<diff::Diff> = pairs.iter().map(|(_, ra, rb)| diff::diff(ra, rb, &a, &b)).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&if diffs.len() == 1 { serde_json::to_value(&diffs[0])? } else { serde_json::to_value(&diffs)? })?);
+            } else {
+                for ((step, ..), d) in pairs.iter().zip(&diffs) {
+                    if diffs.len() > 1 {
+                        println!("== step {} ==", step.map(|s| s.to_string()).unwrap_or_else(|| "-".into()));
+                    }
+                    print!("{}", diff::table(d));
+                }
+            }
+            Ok(())
+        }
+        BenchCommand::Cycle { cycle: file, candidates, out, json, sandbox } => {
+            let mut registry = Registry::open_existing(&dir)?;
+            let runtime = sandbox.runtime(Limits::default())?;
+            let c = Cycle::load(&file)?;
+            let mut pairs = Vec::new();
+            for arg in &candidates {
+                let (step, candidate) =
+                    arg.split_once('=').with_context(|| format!("`{arg}`: expected STEP=CANDIDATE, e.g. 2=out/lorenz96/ETKF_N28_infl1.02_rot.nc"))?;
+                let step: u8 = step.parse().with_context(|| format!("`{arg}`: the step must be a number from 1 to 5"))?;
+                pairs.push((step, score::resolve_candidate(&registry, candidate)?));
+            }
+            let report = cycle::score(&registry, &runtime, &c, &pairs)?;
+            score::register_candidates(&mut registry, &pairs.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>())?;
+            let bytes = serde_json::to_vec_pretty(&report)?;
+            let path = report_path(out, &c.file.name, &bytes);
+            let id = cycle::register(&mut registry, &report, &path)?;
+            if json {
+                println!("{}", String::from_utf8(bytes)?);
+            } else {
+                println!("cycle benchmark {}@{} ({}): {}", report.name, report.version, report.domain, report.verdict);
+                for stage in &report.stages {
+                    match (&stage.report, &stage.not_scored) {
+                        (Some(r), _) => println!("\n== step {} ==\n{}", stage.step, score::table(r)),
+                        (None, Some(why)) => println!("\n== step {} == not scored: {why}", stage.step),
+                        _ => {}
+                    }
+                }
+            }
+            eprintln!("cycle report {} ({id}) registered in {}", path.display(), registry.dir().display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! `geohost inspect`: load a plugin, check it against a world, configure it
+//! and print its self-description.
+
+use super::SandboxArgs;
+use anyhow::{Context, Result};
+use clap::Args;
+use geohost_sandbox::Limits;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The component file.
+    plugin: PathBuf,
+    /// Which world to check it against.
+    #[arg(long, value_parser = ["forward-model", "obs-operator", "metric", "static-model"], default_value = "forward-model")]
+    world: String,
+    /// Config document (JSON object) passed to init.
+    #[arg(long, default_value = "{}")]
+    config: String,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+pub fn run(args: InspectArgs) -> Result<()> {
+    use geohost_sandbox::model::{ForwardModel, ObsOperator, Simulator};
+    use geohost_sandbox::{WasmForward, WasmMetric, WasmObs, WasmSimulator, World};
+    let runtime = args.sandbox.runtime(Limits::default())?;
+    let world = match args.world.as_str() {
+        "obs-operator" => World::ObsOperator,
+        "metric" => World::Metric,
+        "static-model" => World::StaticModel,
+        _ => World::ForwardModel,
+    };
+    let name = args.plugin.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let loaded = runtime.load(&name, &args.plugin, world)?;
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&args.config).context("--config must be a JSON object")?;
+    let info = match world {
+        World::ForwardModel => serde_json::to_value(WasmForward::new(&runtime, &loaded, &args.config)?.info())?,
+        World::ObsOperator => serde_json::to_value(WasmObs::new(&runtime, &loaded, &args.config)?.info())?,
+        World::StaticModel => serde_json::to_value(WasmSimulator::new(&runtime, &loaded, &args.config)?.info())?,
+        World::Metric => {
+            let m = WasmMetric::new(&runtime, &loaded, &args.config)?;
+            serde_json::json!({ "name": m.name, "version": m.version, "metrics": m.metrics })
+        }
+    };
+    let report = serde_json::json!({
+        "path": args.plugin.display().to_string(),
+        "blake3": format!("blake3:{}", loaded.hash.to_hex()),
+        "size": loaded.size,
+        "world": world.name(),
+        "compiled_from_cache": loaded.from_cache,
+        "info": info,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! `geohost perf`: performance figures to read (not tests). The
+//! measurements themselves are in [`crate::perf`].
+
+use super::SandboxArgs;
+use crate::perf;
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use geohost_sandbox::Limits;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct PerfArgs {
+    #[command(subcommand)]
+    target: Option<PerfTarget>,
+}
+
+#[derive(Subcommand)]
+enum PerfTarget {
+    /// ETKF cycle cost with the wasm and the native Lorenz-96 (the default).
+    Da(DaPerfArgs),
+    /// Hashing and registration throughput of the registry.
+    Registry(RegistryPerfArgs),
+    /// Emulator training throughput (samples/s) and ensemble-step time against the wasm model.
+    Emulator(EmulatorPerfArgs),
+    /// Step-5 posterior on sbibm's 10-D linear-Gaussian task: C2ST against the exact posterior, training and sampling time
+    Posterior(PosteriorPerfArgs),
+}
+
+#[derive(Args)]
+struct EmulatorPerfArgs {
+    /// The Lorenz-96 component the emulator step is compared with.
+    #[arg(long, default_value = "plugins/dist/lorenz96.wasm")]
+    plugin: PathBuf,
+    /// Ensemble size for the step timing.
+    #[arg(long, default_value_t = 40)]
+    members: usize,
+    /// Training steps per timing sample.
+    #[arg(long, default_value_t = 100)]
+    steps: usize,
+    /// Timing samples (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    samples: usize,
+    /// Print only the fused MLP step's samples/s (the two-thread figure is
+    /// measured by running this in a child process).
+    #[arg(long, hide = true)]
+    fused_only: bool,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+#[derive(Args)]
+struct PosteriorPerfArgs {
+    #[arg(long, default_value_t = 10_000)]
+    simulations: usize,
+    #[arg(long, default_value_t = 10)]
+    observations: usize,
+    /// Posterior samples per observation (and exact samples to compare).
+    #[arg(long, default_value_t = 10_000)]
+    samples: usize,
+    /// Mixture components.
+    #[arg(long, default_value_t = 5)]
+    components: usize,
+    /// Hidden layer widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "64,64")]
+    hidden: Vec<usize>,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 200)]
+    batch: usize,
+}
+
+#[derive(Args)]
+struct RegistryPerfArgs {
+    /// Scratch directory (a 1 GiB file is written there and removed).
+    #[arg(long, default_value = "target/perf-registry")]
+    dir: PathBuf,
+    /// Size of the hashed file, in GiB.
+    #[arg(long, default_value_t = 1)]
+    gib: u64,
+    /// Number of small artifacts to register.
+    #[arg(long, default_value_t = 2000)]
+    small: usize,
+}
+
+#[derive(Parser)]
+struct DaPerfArgs {
+    /// The Lorenz-96 component to compare with the native model.
+    #[arg(long, default_value = "plugins/dist/lorenz96.wasm")]
+    plugin: PathBuf,
+    /// Ensemble size.
+    #[arg(long, default_value_t = 40)]
+    members: usize,
+    /// Cycles per timing sample.
+    #[arg(long, default_value_t = 1000)]
+    cycles: usize,
+    /// Timing samples (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    samples: usize,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+pub fn run(args: PerfArgs) -> Result<()> {
+    let report = match args.target {
+        Some(PerfTarget::Registry(r)) => perf::registry_throughput(&r.dir, r.gib, r.small)?,
+        Some(PerfTarget::Da(d)) => perf_da(d)?,
+        Some(PerfTarget::Emulator(e)) if e.fused_only => format!("{:.0}", perf::fused_mlp_only(e.steps, e.samples)?),
+        Some(PerfTarget::Emulator(e)) => perf_emulator(e)?,
+        Some(PerfTarget::Posterior(p)) => {
+            let spec = geohost_learn::mdn::MdnSpec { components: p.components, hidden: p.hidden, lr: p.lr, batch: p.batch, ..Default::default() };
+            perf::posterior_benchmark(p.simulations, p.observations, p.samples, &spec)?
+        }
+        None => perf_da(DaPerfArgs::parse_from(["da"]))?,
+    };
+    println!("{report}");
+    Ok(())
+}
+
+fn perf_da(args: DaPerfArgs) -> Result<String> {
+    let runtime = args.sandbox.runtime(Limits::default())?;
+    perf::forward_cost(&runtime, &args.plugin, args.members, args.cycles, args.samples)
+}
+
+/// `perf emulator`, plus the fused step on two GEMM threads: a child
+/// process, since matrixmultiply reads MATMUL_NUM_THREADS once.
+fn perf_emulator(e: EmulatorPerfArgs) -> Result<String> {
+    let mut out = perf::emulator_cost(&e.sandbox.runtime(Limits::default())?, &e.plugin, e.members, e.steps, e.samples)?;
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args(["perf", "emulator", "--fused-only", "--steps", &e.steps.to_string(), "--samples", &e.samples.to_string()])
+        .env("MATMUL_NUM_THREADS", "2")
+        .output()
+        .context("running the two-thread measurement")?;
+    let figure = String::from_utf8_lossy(&child.stdout).trim().to_string();
+    if !child.status.success() || figure.parse::<f64>().is_err() {
+        anyhow::bail!("the two-thread measurement failed: {}", String::from_utf8_lossy(&child.stderr).trim());
+    }
+    out.push_str(&format!("two GEMM threads (MATMUL_NUM_THREADS=2):\n  {:<50} {figure:>9} samples/s  (fused step)\n", "MLP 40-256-256-40, batch 256"));
+    Ok(out)
+}

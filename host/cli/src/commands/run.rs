@@ -1,0 +1,163 @@
+//! `geohost run`: a plugin-set's twin experiment and methods (dynamic), or
+//! its static inverse problem and cycle (static).
+
+use super::{progress_factory, SandboxArgs};
+use anyhow::{Context, Result};
+use clap::Args;
+use geohost_cycle::{outputs, pluginset::PluginSet, run, static_report, static_run};
+use geohost_registry::{default_dir, Registry};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The plugin-set file (TOML).
+    plugin_set: PathBuf,
+    /// Output directory [default: out/<plugin-set name>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the results table as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Override the number of observation cycles.
+    #[arg(long)]
+    cycles: Option<usize>,
+    /// Stop after this step of the cycle: 2 skips the plugin-set's [step3] and [step4], 3 skips [step4].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=4))]
+    until_step: Option<u8>,
+    /// No progress bars.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Registry directory [default: $GEOHOST_REGISTRY or ~/.local/share/geohost/registry].
+    #[arg(long)]
+    registry: Option<PathBuf>,
+    /// Do not record the run in the registry.
+    #[arg(long, conflicts_with = "registry")]
+    no_registry: bool,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    if std::fs::read_to_string(&args.plugin_set).is_ok_and(|text| static_run::is_static(&text)) {
+        return run_static(args);
+    }
+    let mut set = PluginSet::load(&args.plugin_set)?;
+    match args.until_step {
+        Some(2) => (set.set.step3, set.set.step4) = (None, None),
+        Some(3) => set.set.step4 = None,
+        _ => {}
+    }
+    let runtime = args.sandbox.runtime(set.set.limits)?;
+    let mut registry = if args.no_registry { None } else { Some(Registry::open(&args.registry.clone().unwrap_or_else(default_dir))?) };
+    let mut progress = progress_factory(args.quiet || args.json);
+    let result = run::run(&set, &runtime, registry.as_mut(), args.cycles, &mut progress)?;
+    let out_dir = args.out.unwrap_or_else(|| PathBuf::from("out").join(&set.name));
+    let files = outputs::write(&out_dir, &result, &set)?;
+    if result.methods.first().is_some_and(|m| m.summary.cycles_averaged == 0) {
+        eprintln!(
+            "warning: no cycle is after the burn-in (t > {}); time means are NaN. Run more cycles or shorten experiment.burn_in",
+            set.set.experiment.burn_in
+        );
+    }
+    if let Some(registry) = registry.as_mut() {
+        let reg = outputs::register(registry, &set, &result, &files)?;
+        let dir = registry.dir().display();
+        match reg.identical_to_earlier {
+            Some(true) => eprintln!("registry {dir}: identical inputs to an earlier run; its {} outputs are identical (same hashes)", reg.outputs.len() + 1),
+            Some(false) => eprintln!("registry {dir}: identical inputs to an earlier run, but the outputs differ from it (not reproducible?)"),
+            None => eprintln!("registry {dir}: registered {} new artifact(s) of {}", reg.new_artifacts, reg.total_artifacts),
+        }
+    }
+    if args.json {
+        let rows: Vec<_> = result.methods.iter().map(|r| r.row()).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{}", outputs::table(&result));
+        println!("wrote {} files to {}", files.methods.len() + 2, out_dir.display());
+    }
+    Ok(())
+}
+
+/// `geohost run` on a static plugin-set (with `[simulator]`): ES-MDA and
+/// MCMC over the simulator's parameters.
+fn run_static(args: RunArgs) -> Result<()> {
+    use geohost_cycle::static_run as infer;
+    let set = infer::StaticSet::load(&args.plugin_set)?;
+    if args.until_step.is_some() || args.cycles.is_some() {
+        anyhow::bail!("--until-step and --cycles apply to dynamic plugin-sets; {} is a static one ([simulator])", args.plugin_set.display());
+    }
+    let runtime = args.sandbox.runtime(set.set.limits)?;
+    let mut registry = if args.no_registry { None } else { Some(Registry::open(&args.registry.clone().unwrap_or_else(default_dir))?) };
+    let mut progress = progress_factory(args.quiet || args.json);
+    let result = {
+        let mut bar = set.set.step5.as_ref().map(|s| progress("step 5: training the posterior", s.network.max_epochs));
+        let mut on_epoch = |epoch: usize, _train: f64, _val: f64| {
+            if let Some(b) = bar.as_mut() {
+                b.tick(epoch);
+            }
+        };
+        let result = infer::run(&set, &runtime, registry.as_mut(), &mut on_epoch)?;
+        if let Some(b) = bar.as_mut() {
+            b.finish();
+        }
+        result
+    };
+    let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("out").join(&set.name));
+    let files = infer::write(&out_dir, &result, &set)?;
+    let report = static_report::report(&result, &set, &files);
+    let report_bytes = serde_json::to_vec_pretty(&report)?;
+    let report_path = out_dir.join("cycle-report.json");
+    std::fs::write(&report_path, &report_bytes).with_context(|| format!("writing {}", report_path.display()))?;
+    if let Some(registry) = registry.as_mut() {
+        let id = infer::register(registry, &result, &set, &files, &report, &report_bytes)?;
+        eprintln!("registry {}: every step's output registered; cycle report {id}", registry.dir().display());
+    }
+    if args.json {
+        let rows: Vec<_> = result
+            .posteriors
+            .iter()
+            .map(|p| {
+                let stats: Vec<_> = infer::moments(&p.samples)
+                    .into_iter()
+                    .zip(&result.prior.names)
+                    .map(|((mean, sd), name)| serde_json::json!({ "name": name, "mean": mean, "sd": sd }))
+                    .collect();
+                serde_json::json!({
+                    "method": p.method.label(),
+                    "parameters": stats,
+                    "samples": p.samples.ncols(),
+                    "seconds": p.seconds,
+                    "simulations": p.simulations,
+                    "diagnostics": p.diagnostics,
+                })
+            })
+            .collect();
+        let step5 = result.step5.as_ref().map(|s5| {
+            serde_json::json!({
+                "predictor": s5.record,
+                "sample_ms": s5.sample_ms,
+                "samples": s5.samples.ncols(),
+                "c2st_vs_mcmc": s5.c2st_vs_mcmc,
+                "mcmc_seconds": s5.mcmc_seconds,
+                "held_out_c2st": s5.held_out_c2st,
+                "held_out_reference_r_hat": s5.held_out_r_hat,
+                "calibration": s5.calibration,
+            })
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "truth": result.truth, "parameters": result.prior.names, "methods": rows, "step5": step5, "cycle_report": report })
+            )?
+        );
+    } else {
+        print!("{}", infer::table(&result));
+        print!("{}", static_report::summary(&report));
+        println!(
+            "wrote {} files to {}",
+            files.posteriors.len() + 2 + 2 * usize::from(files.step4.is_some()) + usize::from(result.step5.is_some()),
+            out_dir.display()
+        );
+    }
+    Ok(())
+}

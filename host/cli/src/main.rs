@@ -1,0 +1,60 @@
+//! The `geohost` command line: a thin layer over the library.
+
+use clap::{Parser, Subcommand};
+use commands::{bench, inspect, perf as perf_cmd, posterior, registry, run, train};
+
+mod commands;
+mod perf;
+
+#[derive(Parser)]
+#[command(name = "geohost", version, about = "A plugin host for the data-driven modeling cycle of geoscience")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a twin experiment: truth, observations and every DA method of a plugin-set (then its [step3] and [step4]).
+    Run(run::RunArgs),
+    /// Load a plugin, check it, configure it and print its self-description.
+    Inspect(inspect::InspectArgs),
+    /// Print performance figures (not a test: read the numbers).
+    Perf(perf_cmd::PerfArgs),
+    /// The lineage registry: artifacts, lineage, oracles, staleness, integrity.
+    Registry(registry::RegistryArgs),
+    /// Benchmark contracts: pre-register, score candidates into reports, diff reports, score a cycle.
+    Bench(bench::BenchArgs),
+    /// Train a step-3 emulator ([step3]) or a step-5 posterior ([step5] of a static set).
+    Train(train::TrainArgs),
+    /// Step 5: draw from a trained amortized posterior.
+    Posterior(posterior::PosteriorArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    // Neural kernels are small: one thread is faster here (parallelise over
+    // runs instead), and it keeps training bit-reproducible.
+    // RAYON_NUM_THREADS (candle) and MATMUL_NUM_THREADS (the fused mlp
+    // step) override; no thread has started yet, so setting them is safe.
+    if matches!(cli.command, Command::Run(_) | Command::Train(_) | Command::Perf(_)) {
+        for var in ["RAYON_NUM_THREADS", "MATMUL_NUM_THREADS"] {
+            if std::env::var_os(var).is_none() {
+                std::env::set_var(var, "1");
+            }
+        }
+    }
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Perf(args) => perf_cmd::run(args),
+        Command::Registry(args) => registry::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Posterior(args) => posterior::run(args),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}

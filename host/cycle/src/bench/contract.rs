@@ -1,0 +1,416 @@
+//! The contract file: a TOML document declaring what a benchmark measures
+//! (docs/contracts.md documents every field).
+//!
+//! Parsing is strict (unknown fields are errors) and [`Contract::load`]
+//! validates every value, naming the field and what is expected. A
+//! cycle-stage contract (one with `target_step`) must also declare its
+//! oracle and include the metrics its target step requires
+//! ([`required_metrics`]); that last check needs the metric components'
+//! self-descriptions, so it runs at pre-registration ([`super::prereg`]).
+
+use crate::pluginset::MethodSpec;
+use geohost_registry::schema::L_TRANSITIONS;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Suffix of metrics computed against the oracle instead of the truth.
+pub const VS_ORACLE: &str = "_vs_oracle";
+
+/// Oracle strengths, strongest first.
+pub const ORACLE_STRENGTHS: &[&str] = &["physics_derived", "classical_method", "human_labels", "heuristic"];
+
+/// Oracle strengths that give a warning (recorded in every report).
+const WEAK_ORACLES: &[&str] = &["human_labels", "heuristic"];
+
+/// The metrics a contract for `target_step` must report (the design:
+/// accuracy and ensemble calibration for the oracle; error against the
+/// oracle and spectral agreement for an emulator; posterior coverage for
+/// emulator-based and amortized inference).
+pub fn required_metrics(target_step: u8) -> &'static [&'static str] {
+    match target_step {
+        2 => &["rmse", "spread_skill"],
+        3 => &["one_step_rmse", "psd_error"],
+        4 | 5 => &["rmse", "coverage"],
+        _ => &[],
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractFile {
+    pub name: String,
+    pub version: String,
+    /// What is being predicted from what, in a sentence.
+    pub task: String,
+    pub target_step: Option<u8>,
+    pub oracle_step: Option<u8>,
+    pub l_transition: Option<String>,
+    /// The oracle artifact: `blake3:…` or a registry name[@version].
+    pub oracle: Option<String>,
+    pub oracle_strength: Option<String>,
+    pub carriers: Carriers,
+    pub reference: ReferenceSpec,
+    pub splits: Splits,
+    #[serde(default)]
+    pub metrics: Vec<MetricSpec>,
+    #[serde(default)]
+    pub baselines: Vec<BaselineSpec>,
+    #[serde(default)]
+    pub failure_modes: Vec<FailureMode>,
+    /// The metric that ranks candidates and baselines (default: the first
+    /// metric of the first `[[metrics]]` entry).
+    pub primary_metric: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Carriers {
+    pub input: Carrier,
+    pub output: Carrier,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Carrier {
+    /// The variable (e.g. `obs`, `analysis_mean`).
+    pub name: String,
+    /// Shape of one case (one time), e.g. `[40]`.
+    pub shape: Vec<usize>,
+    pub units: String,
+}
+
+/// Where the reference (truth) data comes from: exactly one of the two.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceSpec {
+    /// A plugin-set whose twin experiment generates the truth (its
+    /// plugins, configs, experiment and seed; its methods are ignored).
+    pub plugin_set: Option<PathBuf>,
+    /// A registered `truth.nc`: `blake3:…` or a registry name.
+    pub artifact: Option<String>,
+    /// Or free forecasts of a plugin-set's model (for emulator contracts):
+    /// `{ plugin_set, cases, spacing, leads }`.
+    pub forecasts: Option<super::forecast::ForecastSpec>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Splits {
+    /// Cases with time ≤ this are not scored (spin-up, burn-in).
+    #[serde(default)]
+    pub evaluate_after: f64,
+    /// Cases with time > this are not scored (default: none).
+    pub evaluate_until: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSpec {
+    /// Path to a `metric` component, relative to the contract file.
+    pub component: Option<PathBuf>,
+    /// Or a registered component: `blake3:…` or a registry name.
+    pub artifact: Option<String>,
+    /// Passed to the component's `init` as a JSON object.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Scored on the kept analysis ensembles (members needed) rather than
+    /// on every case's point prediction.
+    #[serde(default)]
+    pub ensemble: bool,
+    /// What the prediction is compared with: `truth` (the reference data,
+    /// the default) or `oracle` (the oracle output's analysis mean; the
+    /// metrics are then reported as `<name>_vs_oracle`).
+    #[serde(default)]
+    pub against: Against,
+    /// Direction of metrics the host does not know (`lower`, `higher`,
+    /// `zero`, `one`, `flat`, `none`), by metric name.
+    #[serde(default)]
+    pub goals: std::collections::BTreeMap<String, String>,
+}
+
+/// What a `[[metrics]]` entry compares the prediction with.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Against {
+    #[default]
+    Truth,
+    Oracle,
+}
+
+/// A baseline: a DA method run on the reference experiment (with the
+/// plugin-set's `[[method]]` fields), or a registered method output.
+/// (Unknown fields land in `params`, which the method refuses by name.)
+#[derive(Debug, Deserialize, Serialize)]
+pub struct BaselineSpec {
+    /// A registered output: `blake3:…` or a registry name.
+    pub artifact: Option<String>,
+    pub method: Option<String>,
+    /// The method's parameters (`N`, `infl`, …), as in `[[method]]`.
+    #[serde(flatten)]
+    pub params: toml::Table,
+}
+
+impl BaselineSpec {
+    /// The method, as a plugin-set `[[method]]` table would give it.
+    pub fn method_spec(&self) -> Option<MethodSpec> {
+        let method = self.method.clone()?;
+        Some(MethodSpec { method, params: self.params.clone() })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FailureMode {
+    /// What goes wrong, in words.
+    pub text: String,
+    /// How to detect it, where that is expressible.
+    pub check: Option<Check>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Check {
+    /// `"finite"`: no NaN or infinity in the prediction.
+    Named(String),
+    /// A scalar metric within bounds and/or better than a baseline.
+    Metric {
+        metric: String,
+        min: Option<f64>,
+        max: Option<f64>,
+        /// The label of a baseline the metric must beat (by its goal).
+        better_than: Option<String>,
+        /// At most this multiple of the oracle's value (e.g. 1.15: within
+        /// 15% of the oracle).
+        max_ratio_to_oracle: Option<f64>,
+    },
+}
+
+/// Which way a metric improves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Goal {
+    Lower,
+    Higher,
+    /// Closer to 0 is better (e.g. bias).
+    Zero,
+    /// Closer to 1 is better (e.g. spread/skill).
+    One,
+    /// A histogram: flatter (closer to uniform) is better.
+    Flat,
+    /// No direction.
+    None,
+}
+
+impl Goal {
+    /// The goal of a metric the host knows, by name.
+    pub fn known(metric: &str) -> Goal {
+        match metric {
+            "rmse" | "mae" | "crps" | "crps_fair" | "energy_score" | "psd_error" | "one_step_rmse" | "rmse_by_lead" => Goal::Lower,
+            "bias" => Goal::Zero,
+            "spread_skill" => Goal::One,
+            "rank_histogram" => Goal::Flat,
+            "valid_time" => Goal::Higher,
+            _ => Goal::None,
+        }
+    }
+
+    fn parse(field: &str, s: &str) -> Result<Goal> {
+        Ok(match s {
+            "lower" => Goal::Lower,
+            "higher" => Goal::Higher,
+            "zero" => Goal::Zero,
+            "one" => Goal::One,
+            "flat" => Goal::Flat,
+            "none" => Goal::None,
+            other => bail!("field `{field}`: \"{other}\" is not a goal; expected lower, higher, zero, one, flat or none"),
+        })
+    }
+
+    /// The distance from ideal that this goal minimises, for a scalar or a
+    /// histogram; `None` when there is no direction.
+    pub fn badness(self, value: &geohost_sandbox::MetricValue) -> Option<f64> {
+        use geohost_sandbox::MetricValue::{Scalar, Vector};
+        match (self, value) {
+            (Goal::Lower, Scalar(x)) => Some(*x),
+            // A profile (e.g. error by lead time): its mean.
+            (Goal::Lower, Vector(v)) if !v.is_empty() => Some(v.iter().sum::<f64>() / v.len() as f64),
+            (Goal::Higher, Scalar(x)) => Some(-*x),
+            (Goal::Zero, Scalar(x)) => Some(x.abs()),
+            (Goal::One, Scalar(x)) => Some((x - 1.0).abs()),
+            // Total-variation distance of a (normalised) histogram from uniform.
+            (Goal::Flat, Vector(h)) if !h.is_empty() => {
+                let total: f64 = h.iter().sum();
+                let uniform = 1.0 / h.len() as f64;
+                Some(0.5 * h.iter().map(|x| (x / total - uniform).abs()).sum::<f64>())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A parsed, validated contract file.
+#[derive(Debug)]
+pub struct Contract {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub id: String,
+    pub file: ContractFile,
+    /// Goals per metric, from `[[metrics]] goals` over the known ones.
+    pub goals: std::collections::BTreeMap<String, Goal>,
+    /// Warnings to print and record (a weak oracle).
+    pub warnings: Vec<String>,
+}
+
+impl Contract {
+    /// Read, parse and validate a contract file.
+    pub fn load(path: &Path) -> Result<Contract> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read contract file {}", path.display()))?;
+        Contract::parse(path, bytes)
+    }
+
+    /// Parse and validate contract bytes; `path` resolves relative paths
+    /// and names the file in errors.
+    pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Contract> {
+        let text = std::str::from_utf8(&bytes).with_context(|| format!("contract file {} is not UTF-8 text", path.display()))?;
+        let file: ContractFile = toml::from_str(text).with_context(|| format!("invalid contract file {}", path.display()))?;
+        let fail = |msg: String| anyhow::anyhow!("invalid contract file {}: {msg}", path.display());
+        let (warnings, goals) = file.validate().map_err(|e| fail(format!("{e:#}")))?;
+        let id = geohost_registry::artifact_id(&bytes);
+        Ok(Contract { path: path.into(), bytes, id, file, goals, warnings })
+    }
+
+    /// The directory relative paths are resolved against.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    }
+
+    /// The goal of a metric (a `_vs_oracle` metric has its base's goal).
+    pub fn goal(&self, metric: &str) -> Goal {
+        let base = metric.strip_suffix(VS_ORACLE).unwrap_or(metric);
+        self.goals.get(metric).or_else(|| self.goals.get(base)).copied().unwrap_or_else(|| Goal::known(base))
+    }
+
+    /// `name@version`.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.file.name, self.file.version)
+    }
+}
+
+impl ContractFile {
+    /// Check every value; returns the warnings and the declared goals.
+    fn validate(&self) -> Result<(Vec<String>, std::collections::BTreeMap<String, Goal>)> {
+        let mut warnings = Vec::new();
+        for (field, value) in [("name", &self.name), ("version", &self.version), ("task", &self.task)] {
+            if value.trim().is_empty() {
+                bail!("field `{field}` is empty; give it a value");
+            }
+        }
+        if self.name.contains('@') || self.version.contains('@') {
+            bail!("fields `name` and `version` cannot contain `@` (contracts are referred to as name@version)");
+        }
+
+        // Cycle-stage fields come as a group.
+        let stage = [
+            ("target_step", self.target_step.is_some()),
+            ("oracle_step", self.oracle_step.is_some()),
+            ("l_transition", self.l_transition.is_some()),
+            ("oracle", self.oracle.is_some()),
+            ("oracle_strength", self.oracle_strength.is_some()),
+        ];
+        if stage.iter().any(|(_, set)| *set) {
+            let missing: Vec<&str> = stage.iter().filter(|(_, set)| !set).map(|(f, _)| *f).collect();
+            if !missing.is_empty() {
+                bail!(
+                    "a cycle-stage contract declares all of target_step, oracle_step, l_transition, oracle and oracle_strength; missing: {}",
+                    missing.join(", ")
+                );
+            }
+            let (target, oracle) = (self.target_step.unwrap_or(0), self.oracle_step.unwrap_or(0));
+            if !(1..=5).contains(&target) {
+                bail!("field `target_step`: expected a cycle step from 1 to 5, got {target}");
+            }
+            if !(1..=4).contains(&oracle) || oracle > target {
+                bail!("field `oracle_step`: expected a step from 1 to 4 that is not after target_step ({target}), got {oracle}");
+            }
+            let t = self.l_transition.as_deref().unwrap_or_default();
+            if !L_TRANSITIONS.contains(&t) {
+                bail!("field `l_transition`: \"{t}\" is not one of {}", L_TRANSITIONS.join(", "));
+            }
+            let strength = self.oracle_strength.as_deref().unwrap_or_default();
+            if !ORACLE_STRENGTHS.contains(&strength) {
+                bail!("field `oracle_strength`: \"{strength}\" is not one of {}", ORACLE_STRENGTHS.join(", "));
+            }
+            if WEAK_ORACLES.contains(&strength) {
+                warnings.push(format!(
+                    "weak oracle: oracle_strength = \"{strength}\"; scores against it are not ground truth, and candidates that match it still need physical-plausibility checks"
+                ));
+            }
+            if self.oracle.as_deref().is_some_and(|o| o.trim().is_empty()) {
+                bail!("field `oracle` is empty; name the oracle artifact (blake3:… or a registry name)");
+            }
+        }
+
+        for (field, carrier) in [("carriers.input", &self.carriers.input), ("carriers.output", &self.carriers.output)] {
+            if carrier.shape.is_empty() || carrier.shape.contains(&0) {
+                bail!("field `{field}.shape`: expected a list of positive sizes (e.g. [40]), got {:?}", carrier.shape);
+            }
+        }
+        let r = &self.reference;
+        if [r.plugin_set.is_some(), r.artifact.is_some(), r.forecasts.is_some()].iter().filter(|x| **x).count() != 1 {
+            bail!(
+                "[reference] needs exactly one of `plugin_set` (a plugin-set that generates the truth), `artifact` (a registered truth.nc) or `forecasts` (free forecasts of a plugin-set's model)"
+            );
+        }
+        let s = &self.splits;
+        if !s.evaluate_after.is_finite() || s.evaluate_until.is_some_and(|u| u.is_nan() || u <= s.evaluate_after) {
+            bail!("[splits]: expected a finite `evaluate_after` and an `evaluate_until` after it");
+        }
+
+        if self.metrics.is_empty() {
+            bail!("no [[metrics]] entries: name at least one metric component");
+        }
+        let mut goals = std::collections::BTreeMap::new();
+        for (i, m) in self.metrics.iter().enumerate() {
+            if m.component.is_some() == m.artifact.is_some() {
+                bail!("[[metrics]] #{}: needs exactly one of `component` (a path) or `artifact` (a registry id or name)", i + 1);
+            }
+            if m.against == Against::Oracle && self.oracle.is_none() {
+                bail!("[[metrics]] #{}: against = \"oracle\" needs the contract's `oracle`", i + 1);
+            }
+            for (metric, goal) in &m.goals {
+                goals.insert(metric.clone(), Goal::parse(&format!("[[metrics]] #{} goals.{metric}", i + 1), goal)?);
+            }
+        }
+        for (i, b) in self.baselines.iter().enumerate() {
+            match (&b.artifact, b.method_spec()) {
+                (Some(_), None) if b.params.is_empty() => {}
+                (None, Some(m)) => {
+                    m.validate(i + 1).map_err(|e| anyhow::anyhow!("[[baselines]] #{}: {:#}", i + 1, e))?;
+                    if self.reference.plugin_set.is_none() {
+                        bail!("[[baselines]] #{}: a method baseline runs on the reference experiment, so [reference] needs `plugin_set`", i + 1);
+                    }
+                }
+                _ => bail!("[[baselines]] #{}: needs either `method` (and its parameters) or `artifact`, not both", i + 1),
+            }
+        }
+        for (i, f) in self.failure_modes.iter().enumerate() {
+            if f.text.trim().is_empty() {
+                bail!("[[failure_modes]] #{}: `text` is empty; say what goes wrong", i + 1);
+            }
+            match &f.check {
+                Some(Check::Named(n)) if n != "finite" => {
+                    bail!("[[failure_modes]] #{}: check \"{n}\" is unknown; expected \"finite\" or {{ metric = …, min/max/better_than = … }}", i + 1)
+                }
+                Some(Check::Metric { min: None, max: None, better_than: None, max_ratio_to_oracle: None, metric }) => {
+                    bail!("[[failure_modes]] #{}: the check on `{metric}` needs at least one of min, max, better_than or max_ratio_to_oracle", i + 1)
+                }
+                Some(Check::Metric { max_ratio_to_oracle: Some(_), .. }) if self.oracle.is_none() => {
+                    bail!("[[failure_modes]] #{}: max_ratio_to_oracle needs the contract's `oracle`", i + 1)
+                }
+                _ => {}
+            }
+        }
+        Ok((warnings, goals))
+    }
+}

@@ -1,0 +1,21 @@
+//! Benchmark contracts: the executable statement of what a step of the
+//! cycle must achieve, and the machinery that scores candidates against it.
+//!
+//! - [`contract`]: the contract file, validated field by field;
+//! - [`prereg`]: pre-registration, which freezes a contract and every
+//!   input it names by registry id;
+//! - [`score`]: scoring candidates with sandboxed metric components into a
+//!   report, registered with its lineage;
+//! - [`diff`]: two reports compared metric by metric;
+//! - [`forecast`]: forecast references (an emulator against its model);
+//! - [`cycle`]: stage contracts composed into a cycle benchmark.
+
+pub mod contract;
+pub mod cycle_benchmark;
+pub mod diff;
+pub mod forecast;
+pub mod prereg;
+pub mod score;
+
+pub use contract::Contract;
+pub use score::Report;

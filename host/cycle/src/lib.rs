@@ -1,0 +1,21 @@
+//! The modeling cycle: what `geohost run`, `train`, `posterior` and `bench`
+//! do, over the lower crates (DA, learning, sandbox, registry).
+//!
+//! - [`pluginset`]: the plugin-set file that describes a run;
+//! - [`run`]: a dynamic run (twin experiment, every DA method, then
+//!   [`emulation`]'s steps 3 and 4), written and registered by [`outputs`];
+//! - [`static_run`]: a static run (steps 2–5 over a simulator's
+//!   parameters) and [`static_report`], its cycle report checked against a
+//!   cycle contract;
+//! - [`bench`]: benchmark contracts, pre-registration, scoring, reports,
+//!   diffs and cycle benchmarks;
+//! - [`progress`]: how long tasks report progress (the CLI draws it).
+
+pub mod bench;
+pub mod emulation;
+pub mod outputs;
+pub mod pluginset;
+pub mod progress;
+pub mod run;
+pub mod static_report;
+pub mod static_run;

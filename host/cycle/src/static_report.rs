@@ -1,0 +1,251 @@
+//! The cycle report of a static problem: every step's artifact with its
+//! figures, checked against a cycle contract (step 6: the evaluation that
+//! says what to improve), registered with lineage to everything it scored.
+//!
+//! The contract is a small TOML file (`contracts/plume-cycle.toml`) named
+//! by the plugin-set's `[cycle] contract`; its limits are stated before
+//! the run, and the report records the contract's id. Every section is
+//! optional; a missing limit is not checked:
+//!
+//! ```toml
+//! name = "plume-cycle"
+//! version = "1.0.0"
+//! domain = "…"
+//! [step3]
+//! max_rmse_over_noise = 0.2   # held-out emulator RMSE / observation noise
+//! [step4]
+//! max_c2st = 0.75             # MCMC through the emulator vs the MCMC oracle
+//! [step5]
+//! max_c2st = 0.65             # mean over the held-out observations
+//! max_coverage_error = 0.05   # expected HPD coverage vs the diagonal
+//! min_speedup = 1000          # MCMC seconds / amortized sampling seconds
+//! ```
+
+use crate::static_run::{LoadedStatic, StaticFiles, StaticRun};
+use geohost_registry::artifact_id;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CycleContractFile {
+    pub name: String,
+    pub version: String,
+    pub domain: String,
+    #[serde(default)]
+    pub step3: Step3Limits,
+    #[serde(default)]
+    pub step4: Step4Limits,
+    #[serde(default)]
+    pub step5: Step5Limits,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step3Limits {
+    pub max_rmse_over_noise: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step4Limits {
+    pub max_c2st: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step5Limits {
+    pub max_c2st: Option<f64>,
+    pub max_coverage_error: Option<f64>,
+    pub min_speedup: Option<f64>,
+}
+
+/// A parsed contract with its bytes (registered as kind `contract`).
+#[derive(Clone, Debug)]
+pub struct CycleContract {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub file: CycleContractFile,
+}
+
+impl CycleContract {
+    pub fn load(path: &Path) -> Result<CycleContract> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read cycle contract {}", path.display()))?;
+        let text = std::str::from_utf8(&bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+        let file: CycleContractFile = toml::from_str(text).with_context(|| format!("invalid cycle contract {}", path.display()))?;
+        let limits = [
+            ("step3.max_rmse_over_noise", file.step3.max_rmse_over_noise),
+            ("step4.max_c2st", file.step4.max_c2st),
+            ("step5.max_c2st", file.step5.max_c2st),
+            ("step5.max_coverage_error", file.step5.max_coverage_error),
+            ("step5.min_speedup", file.step5.min_speedup),
+        ];
+        for (field, v) in limits {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    bail!("invalid cycle contract {}: `{field}` must be a positive number, got {v}", path.display());
+                }
+            }
+        }
+        Ok(CycleContract { path: path.to_path_buf(), bytes, file })
+    }
+
+    pub fn id(&self) -> String {
+        artifact_id(&self.bytes)
+    }
+}
+
+/// One step's entry: what produced it, its artifact ids and its figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepEntry {
+    pub step: u8,
+    pub what: String,
+    pub artifacts: Vec<String>,
+    pub figures: serde_json::Value,
+}
+
+/// One contract limit against the measured value.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub step: u8,
+    pub check: String,
+    pub value: f64,
+    pub limit: String,
+    pub pass: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CycleReport {
+    pub geohost_static_cycle_report: u32,
+    pub name: String,
+    pub plugin_set: String,
+    pub contract: Option<serde_json::Value>,
+    /// The step-2 artifact the later steps are scored against (MCMC).
+    pub oracle: Option<String>,
+    pub steps: Vec<StepEntry>,
+    pub checks: Vec<Check>,
+    /// `pass` (every check passed), `fail`, or `unchecked` (no contract).
+    pub verdict: String,
+    /// Step 6: what to improve, one line per failed check.
+    pub improve: Vec<String>,
+}
+
+/// The report of `run` (written as `files`). Ids are BLAKE3 hashes of the
+/// bytes, so they are the registry's ids whether or not one is used.
+pub fn report(run: &StaticRun, set: &LoadedStatic, files: &StaticFiles) -> CycleReport {
+    let plugins: Vec<String> = run.components.iter().map(|(c, ..)| format!("blake3:{}", c.hash.to_hex())).collect();
+    let mut steps = vec![StepEntry {
+        step: 1,
+        what: "simulator and observation operator (the simple model)".into(),
+        artifacts: plugins.clone(),
+        figures: serde_json::json!({ "parameters": run.prior.names, "observations": run.y.len(), "observation": artifact_id(&files.observation.1) }),
+    }];
+    let mut oracle = None;
+    for (p, (_, bytes)) in run.posteriors.iter().zip(&files.posteriors) {
+        let id = artifact_id(bytes);
+        if matches!(p.method, crate::static_run::StaticMethod::Mcmc { .. }) {
+            oracle = Some(id.clone());
+        }
+        steps.push(StepEntry {
+            step: 2,
+            what: p.method.label(),
+            artifacts: vec![id],
+            figures: serde_json::json!({ "moments": crate::static_run::moments(&p.samples), "seconds": p.seconds, "simulations": p.simulations, "diagnostics": p.diagnostics }),
+        });
+    }
+    let limits = set.contract.as_ref().map(|c| c.file.clone());
+    let mut checks = Vec::new();
+    let mut check = |step: u8, what: &str, value: f64, limit: Option<f64>, below: bool| {
+        if let Some(l) = limit {
+            let pass = if below { value < l } else { value >= l };
+            checks.push(Check { step, check: what.into(), value, limit: format!("{} {l}", if below { "<" } else { "≥" }), pass });
+        }
+    };
+    if let (Some(s34), Some((_, bytes))) = (&run.step34, &files.step4) {
+        let t = &s34.training;
+        steps.push(StepEntry {
+            step: 3,
+            what: format!("neural emulator {} of the observed simulator", s34.name),
+            artifacts: vec![s34.emulator_id.clone(), s34.dataset.clone()],
+            figures: {
+                let mut f = serde_json::to_value(t).unwrap_or_default();
+                f["loaded_from_registry"] = s34.cache_hit.into();
+                f
+            },
+        });
+        check(3, "emulator held-out RMSE / observation noise sd", t.val_rmse_over_noise, limits.as_ref().and_then(|l| l.step3.max_rmse_over_noise), true);
+        let p = &s34.posterior;
+        steps.push(StepEntry {
+            step: 4,
+            what: format!("{} through the emulator", p.method.label()),
+            artifacts: vec![artifact_id(bytes)],
+            figures: serde_json::json!({ "moments": crate::static_run::moments(&p.samples), "seconds": p.seconds, "c2st_vs_oracle": s34.c2st_vs_mcmc, "diagnostics": p.diagnostics }),
+        });
+        check(4, "C2ST vs the MCMC oracle", s34.c2st_vs_mcmc, limits.as_ref().and_then(|l| l.step4.max_c2st), true);
+    }
+    if let Some(s5) = &run.step5 {
+        let held_out = (!s5.held_out_c2st.is_empty()).then(|| s5.held_out_c2st.iter().sum::<f64>() / s5.held_out_c2st.len() as f64);
+        let speedup = s5.mcmc_seconds.map(|s| s * 1e3 / s5.sample_ms);
+        steps.push(StepEntry {
+            step: 5,
+            what: format!("amortized posterior {} (mixture density network)", s5.record.name),
+            artifacts: vec![s5.record.id.clone(), s5.record.dataset.clone()],
+            figures: serde_json::json!({
+                "c2st_vs_oracle": s5.c2st_vs_mcmc,
+                "held_out_c2st": s5.held_out_c2st,
+                "held_out_reference_r_hat": s5.held_out_r_hat,
+                "held_out_c2st_mean": held_out,
+                "calibration": s5.calibration,
+                "sample_ms": s5.sample_ms,
+                "mcmc_seconds": s5.mcmc_seconds,
+                "speedup": speedup,
+                "training": s5.record.training,
+                "loaded_from_registry": s5.record.predictor_cache_hit,
+            }),
+        });
+        let l5 = limits.as_ref().map(|l| l.step5.clone()).unwrap_or_default();
+        if let Some(c) = held_out {
+            check(5, "mean C2ST vs MCMC on the held-out observations", c, l5.max_c2st, true);
+        }
+        check(5, "max |expected coverage − level|", s5.calibration.max_coverage_error, l5.max_coverage_error, true);
+        if let Some(s) = speedup {
+            check(5, "speed-up of amortized sampling over MCMC", s, l5.min_speedup, false);
+        }
+    }
+    let verdict = match (&set.contract, checks.iter().all(|c| c.pass)) {
+        (None, _) => "unchecked",
+        (Some(_), true) => "pass",
+        (Some(_), false) => "fail",
+    };
+    let improve = checks
+        .iter()
+        .filter(|c| !c.pass)
+        .map(|c| match c.step {
+            3 => format!("step 3: {} is {:.3} (needs {}): more simulations or a wider emulator", c.check, c.value, c.limit),
+            4 => format!("step 4: {} is {:.3} (needs {}): improve the step-3 emulator first", c.check, c.value, c.limit),
+            _ => format!("step 5: {} is {:.3} (needs {}): more simulations, an embedding network or a flow", c.check, c.value, c.limit),
+        })
+        .collect();
+    CycleReport {
+        geohost_static_cycle_report: 1,
+        name: set.name.clone(),
+        plugin_set: artifact_id(&set.bytes),
+        contract: set.contract.as_ref().map(|c| serde_json::json!({ "id": c.id(), "name": c.file.name, "version": c.file.version, "domain": c.file.domain })),
+        oracle,
+        steps,
+        checks,
+        verdict: verdict.into(),
+        improve,
+    }
+}
+
+/// The checks as lines for the terminal.
+pub fn summary(report: &CycleReport) -> String {
+    let mut s = String::new();
+    for c in &report.checks {
+        s.push_str(&format!("cycle check, step {}: {} = {:.3} ({}) {}\n", c.step, c.check, c.value, c.limit, if c.pass { "pass" } else { "FAIL" }));
+    }
+    s.push_str(&format!("cycle report {}: verdict {}\n", report.name, report.verdict));
+    s
+}

@@ -1,0 +1,154 @@
+//! The forecast–analysis cycle shared by every ensemble method, and the
+//! post-analysis treatment DAPPER applies (`post_process`): multiplicative
+//! inflation of the anomalies and an optional random mean-preserving
+//! rotation.
+
+use super::linalg::{self, center};
+use super::stats::{ensemble_spread, rmse, CycleStats};
+use super::twin::Twin;
+use geohost_sandbox::model::{ForwardModel, ObsOperator};
+use anyhow::{Context, Result};
+use nalgebra::{DMatrix, DVector};
+use rand::Rng;
+
+/// One analysis update: the only part that differs between EnKF variants.
+pub trait Analysis {
+    /// Update the forecast ensemble `e` (`size × N`) given the observed
+    /// ensemble `eo = H(e)` (`obs_size × N`), the observation `y` and the
+    /// diagonal of R.
+    fn analyse(&mut self, e: &mut DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>, rng: &mut dyn rand::RngCore) -> Result<()>;
+}
+
+/// The parameters every ensemble method takes (names as in DAPPER): the
+/// ensemble size `N`, multiplicative inflation `infl` of the analysis
+/// anomalies and random mean-preserving rotations `rot`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct EnsembleParams {
+    #[serde(rename = "N")]
+    pub n: usize,
+    pub infl: f64,
+    pub rot: bool,
+}
+
+impl EnsembleParams {
+    /// `N` is required (at least 2); `infl` defaults to 1, `rot` to false.
+    pub fn from_params(p: &mut crate::method::Params) -> Result<EnsembleParams> {
+        let n = p.usize("N")?.with_context(|| format!("{}: `N` (ensemble size) is required", p.at()))?;
+        if n < 2 {
+            anyhow::bail!("{}: `N` must be at least 2, got {n}", p.at());
+        }
+        let infl = p.positive("infl", Some(1.0), "inflation")?;
+        Ok(EnsembleParams { n, infl, rot: p.bool("rot")?.unwrap_or(false) })
+    }
+
+    /// `NAME N=… infl=…` and ` rot` when rotating.
+    pub fn label(&self, name: &str) -> String {
+        format!("{name} N={} infl={}{}", self.n, self.infl, if self.rot { " rot" } else { "" })
+    }
+
+    pub fn post_process(&self) -> PostProcess {
+        PostProcess { infl: self.infl, rot: self.rot }
+    }
+}
+
+/// Inflation and rotation applied to the anomalies after each analysis.
+#[derive(Clone, Copy, Debug)]
+pub struct PostProcess {
+    pub infl: f64,
+    pub rot: bool,
+}
+
+impl PostProcess {
+    pub fn apply(&self, e: &mut DMatrix<f64>, rng: &mut impl Rng) {
+        if self.infl == 1.0 && !self.rot {
+            return;
+        }
+        let (mu, mut a) = center(e);
+        if self.infl != 1.0 {
+            a *= self.infl;
+        }
+        if self.rot {
+            // DAPPER rotates the members × state anomalies from the left;
+            // with members as columns that is a right-multiplication by Ωᵀ.
+            let omega = linalg::random_mean_preserving_orthogonal(a.ncols(), rng);
+            a *= omega.transpose();
+        }
+        *e = linalg::add_mean(&mu, a);
+    }
+}
+
+/// What a run of a method leaves behind.
+pub struct Trajectory {
+    pub stats: CycleStats,
+    /// Analysis mean at every observation time (`size × cycles`).
+    pub analysis_mean: DMatrix<f64>,
+    /// Analysis ensembles (`size × N`) kept at the cycles [`Record`] asked
+    /// for, with their cycle index; empty for methods without an ensemble.
+    pub members: Vec<(usize, DMatrix<f64>)>,
+}
+
+/// Which analysis ensembles a run keeps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Record {
+    /// Keep the ensemble at cycles k with k % members_every == 0 (0: none).
+    pub members_every: usize,
+}
+
+impl Record {
+    fn keeps(&self, k: usize) -> bool {
+        self.members_every > 0 && k.is_multiple_of(self.members_every)
+    }
+}
+
+/// Forecast: advance `states` from the previous observation time to that
+/// of cycle `k` (`steps_per_obs` model steps).
+pub fn forecast(model: &mut dyn ForwardModel, states: &mut DMatrix<f64>, twin: &Twin, k: usize) -> Result<()> {
+    let ch = twin.chronology;
+    let t0 = if k == 0 { 0.0 } else { twin.times[k - 1] };
+    for step in 0..ch.steps_per_obs {
+        let t = t0 + step as f64 * ch.dt;
+        model.advance(states, t, ch.dt).with_context(|| format!("forecast of cycle {k} (t = {t})"))?;
+    }
+    Ok(())
+}
+
+/// Run the cycle: forecast `steps_per_obs` model steps, record forecast
+/// statistics, analyse, post-process, record analysis statistics.
+#[allow(clippy::too_many_arguments)] // the experiment, the model pair, the method's parts, what to keep
+pub fn cycle(
+    twin: &Twin,
+    model: &mut dyn ForwardModel,
+    obs: &mut dyn ObsOperator,
+    members: usize,
+    analysis: &mut dyn Analysis,
+    post: PostProcess,
+    record: Record,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Trajectory> {
+    let ch = twin.chronology;
+    let mut e = twin.prior.sample(members, rng);
+    let mut stats = CycleStats::with_capacity(ch.cycles);
+    let mut analysis_mean = DMatrix::zeros(e.nrows(), ch.cycles);
+    let mut members = Vec::new();
+    for k in 0..ch.cycles {
+        forecast(model, &mut e, twin, k)?;
+        let t = twin.times[k];
+        let truth = twin.truth_at(k);
+        let (mu, a) = center(&e);
+        stats.push_forecast(rmse(&mu, &truth), ensemble_spread(&a));
+
+        let eo = obs.observe(&e, t).with_context(|| format!("observing the ensemble at cycle {k}"))?;
+        analysis.analyse(&mut e, &eo, &twin.obs_at(k), &twin.obs_variance, rng).with_context(|| format!("analysis at cycle {k}"))?;
+        post.apply(&mut e, rng);
+
+        let (mu, a) = center(&e);
+        stats.push_analysis(rmse(&mu, &truth), ensemble_spread(&a));
+        analysis_mean.set_column(k, &mu);
+        if record.keeps(k) {
+            members.push((k, e.clone()));
+        }
+        progress(k);
+    }
+    Ok(Trajectory { stats, analysis_mean, members })
+}

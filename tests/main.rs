@@ -1,0 +1,14 @@
+//! geohost's integration tests: one test binary (it links the heavy crates
+//! once), one module per area. They drive the real `geohost` binary, the
+//! real plugin components (built by plugins/build.sh) and real SQLite files.
+
+mod common;
+
+mod bench;
+mod cli;
+mod emulate;
+mod infer;
+mod metrics;
+mod numerics;
+mod registry;
+mod sandbox;
