@@ -2,7 +2,6 @@
 //! nothing here asserts a speed.
 
 use geohost_da::twin::{self, Chronology, Prior};
-use geohost_da::Method;
 use geohost_sandbox::model::ForwardModel;
 use geohost_da::models::{linear::LinearObs, lorenz96::Lorenz96};
 use geohost_sandbox::{Limits, Runtime, WasmForward, World};
@@ -51,7 +50,7 @@ pub fn forward_cost(runtime: &Runtime, plugin: &Path, members: usize, cycles: us
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let twin = twin::simulate(&mut native, &mut obs, chronology, prior, &mut rng)?;
     let params = toml::Table::from_iter([("N".to_string(), toml::Value::Integer(members as i64)), ("infl".to_string(), toml::Value::Float(1.02))]);
-    let etkf = Method::parse("etkf", &params, "perf da")?;
+    let etkf = geohost_da::parse_method("etkf", &params, "perf da")?;
 
     // Native and wasm samples alternate, so a burst of load on this noisy
     // machine hits both; the ratio is the median of the per-pair ratios.

@@ -17,5 +17,6 @@ pub mod outputs;
 pub mod pluginset;
 pub mod progress;
 pub mod run;
+pub mod static_contract;
 pub mod static_report;
 pub mod static_run;

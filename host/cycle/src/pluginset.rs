@@ -121,7 +121,7 @@ impl MethodSpec {
     /// The method with its parameters checked; `index` is the 1-based
     /// position in the file, for messages.
     pub fn validate(&self, index: usize) -> Result<Method> {
-        Method::parse(&self.method, &self.params, &format!("[[method]] #{index} (method = \"{}\")", self.method))
+        geohost_da::parse_method(&self.method, &self.params, &format!("[[method]] #{index} (method = \"{}\")", self.method))
     }
 }
 

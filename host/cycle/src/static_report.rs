@@ -1,102 +1,16 @@
 //! The cycle report of a static problem: every step's artifact with its
-//! figures, checked against a cycle contract (step 6: the evaluation that
-//! says what to improve), registered with lineage to everything it scored.
-//!
-//! The contract is a small TOML file (`contracts/plume-cycle.toml`) named
-//! by the plugin-set's `[cycle] contract`; its limits are stated before
-//! the run, and the report records the contract's id. Every section is
-//! optional; a missing limit is not checked:
-//!
-//! ```toml
-//! name = "plume-cycle"
-//! version = "1.0.0"
-//! domain = "…"
-//! [step3]
-//! max_rmse_over_noise = 0.2   # held-out emulator RMSE / observation noise
-//! [step4]
-//! max_c2st = 0.75             # MCMC through the emulator vs the MCMC oracle
-//! [step5]
-//! max_c2st = 0.65             # mean over the held-out observations
-//! max_coverage_error = 0.05   # expected HPD coverage vs the diagonal
-//! min_speedup = 1000          # MCMC seconds / amortized sampling seconds
-//! ```
+//! figures, checked against a cycle contract ([`crate::static_contract`];
+//! step 6: the evaluation that says what to improve), and its
+//! registration with lineage to everything it scored.
 
+use crate::run::register_component;
 use crate::static_run::{LoadedStatic, StaticFiles, StaticRun};
+use geohost_registry::{NewArtifact, Registry};
+pub use crate::static_contract::CycleContract;
 use geohost_registry::artifact_id;
-use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use anyhow::Result;
+use serde::Serialize;
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CycleContractFile {
-    pub name: String,
-    pub version: String,
-    pub domain: String,
-    #[serde(default)]
-    pub step3: Step3Limits,
-    #[serde(default)]
-    pub step4: Step4Limits,
-    #[serde(default)]
-    pub step5: Step5Limits,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Step3Limits {
-    pub max_rmse_over_noise: Option<f64>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Step4Limits {
-    pub max_c2st: Option<f64>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Step5Limits {
-    pub max_c2st: Option<f64>,
-    pub max_coverage_error: Option<f64>,
-    pub min_speedup: Option<f64>,
-}
-
-/// A parsed contract with its bytes (registered as kind `contract`).
-#[derive(Clone, Debug)]
-pub struct CycleContract {
-    pub path: PathBuf,
-    pub bytes: Vec<u8>,
-    pub file: CycleContractFile,
-}
-
-impl CycleContract {
-    pub fn load(path: &Path) -> Result<CycleContract> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read cycle contract {}", path.display()))?;
-        let text = std::str::from_utf8(&bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))?;
-        let file: CycleContractFile = toml::from_str(text).with_context(|| format!("invalid cycle contract {}", path.display()))?;
-        let limits = [
-            ("step3.max_rmse_over_noise", file.step3.max_rmse_over_noise),
-            ("step4.max_c2st", file.step4.max_c2st),
-            ("step5.max_c2st", file.step5.max_c2st),
-            ("step5.max_coverage_error", file.step5.max_coverage_error),
-            ("step5.min_speedup", file.step5.min_speedup),
-        ];
-        for (field, v) in limits {
-            if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    bail!("invalid cycle contract {}: `{field}` must be a positive number, got {v}", path.display());
-                }
-            }
-        }
-        Ok(CycleContract { path: path.to_path_buf(), bytes, file })
-    }
-
-    pub fn id(&self) -> String {
-        artifact_id(&self.bytes)
-    }
-}
-
-/// One step's entry: what produced it, its artifact ids and its figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepEntry {
     pub step: u8,
@@ -248,4 +162,131 @@ pub fn summary(report: &CycleReport) -> String {
     }
     s.push_str(&format!("cycle report {}: verdict {}\n", report.name, report.verdict));
     s
+}
+
+/// Register the plugins, the observation and every posterior (step 2,
+/// role `oracle`, `derived_from` the plugins and the observation), step
+/// 4's posterior (`derived_from` the emulator and the observation) and
+/// the cycle report (kind report, step 6, `derived_from` the plugin-set
+/// and its contract; every step's artifact `scored_by` it, steps 4 and 5
+/// `validated_against` the MCMC oracle). Returns the report's id.
+pub fn register(
+    registry: &mut Registry,
+    run: &StaticRun,
+    set: &LoadedStatic,
+    files: &StaticFiles,
+    report: &CycleReport,
+    report_bytes: &[u8],
+) -> Result<String> {
+    let mut plugin_ids = Vec::new();
+    for (component, world, config, info) in &run.components {
+        let info: serde_json::Value = serde_json::from_str(info)?;
+        plugin_ids.push(register_component(registry, component, world, &info, config)?);
+    }
+    let (set_id, _) = registry.add(
+        &set.bytes,
+        &NewArtifact {
+            kind: "plugin-set".into(),
+            name: set.name.clone(),
+            media_type: "application/toml".into(),
+            metadata: serde_json::json!({ "static": true }),
+            ..Default::default()
+        },
+    )?;
+    let (obs_id, _) = registry.add(
+        &files.observation.1,
+        &NewArtifact {
+            kind: "run-output".into(),
+            name: format!("{}/observation", set.name),
+            media_type: "application/x-netcdf".into(),
+            step: Some(2),
+            tags: vec!["observation".into()],
+            metadata: serde_json::json!({ "truth": run.truth, "parameters": run.prior.names }),
+            ..Default::default()
+        },
+    )?;
+    for p in &plugin_ids {
+        registry.link(&obs_id, p, "derived_from")?;
+    }
+    registry.link(&obs_id, &set_id, "produced_by")?;
+    for (post, (_, bytes)) in run.posteriors.iter().zip(&files.posteriors) {
+        let (id, _) = registry.add(
+            bytes,
+            &NewArtifact {
+                kind: "run-output".into(),
+                name: format!("{}/{}", set.name, post.method.label()),
+                media_type: "application/x-netcdf".into(),
+                role: Some("oracle".into()),
+                step: Some(2),
+                tags: vec!["posterior".into()],
+                metadata: serde_json::json!({
+                    "method": post.method,
+                    "samples": post.samples.ncols(),
+                    "seconds": post.seconds,
+                    "simulations": post.simulations,
+                    "diagnostics": post.diagnostics,
+                }),
+                ..Default::default()
+            },
+        )?;
+        for p in &plugin_ids {
+            registry.link(&id, p, "derived_from")?;
+        }
+        registry.link(&id, &obs_id, "derived_from")?;
+        registry.link(&id, &set_id, "produced_by")?;
+    }
+    if let (Some(s34), Some((_, bytes))) = (&run.step34, &files.step4) {
+        let (id, _) = registry.add(
+            bytes,
+            &NewArtifact {
+                kind: "run-output".into(),
+                name: format!("{}/{} via {}", set.name, s34.posterior.method.label(), s34.name),
+                media_type: "application/x-netcdf".into(),
+                step: Some(4),
+                tags: vec!["posterior".into(), "emulator".into()],
+                metadata: serde_json::json!({ "method": s34.posterior.method, "emulator": s34.emulator_id, "seconds": s34.posterior.seconds, "c2st_vs_oracle": s34.c2st_vs_mcmc, "diagnostics": s34.posterior.diagnostics }),
+                ..Default::default()
+            },
+        )?;
+        registry.link(&id, &s34.emulator_id, "derived_from")?;
+        registry.link(&id, &obs_id, "derived_from")?;
+        registry.link(&id, &set_id, "produced_by")?;
+    }
+    let (report_id, _) = registry.add(
+        report_bytes,
+        &NewArtifact {
+            kind: "report".into(),
+            name: format!("cycle-report/{}", set.name),
+            media_type: "application/json".into(),
+            step: Some(6),
+            tags: vec!["cycle".into(), report.verdict.clone()],
+            metadata: serde_json::json!({ "verdict": report.verdict, "oracle": report.oracle }),
+            ..Default::default()
+        },
+    )?;
+    registry.link(&report_id, &set_id, "derived_from")?;
+    if let Some(contract) = &set.contract {
+        let (cid, _) = registry.add(
+            &contract.bytes,
+            &NewArtifact {
+                kind: "contract".into(),
+                name: contract.file.name.clone(),
+                version: Some(contract.file.version.clone()),
+                media_type: "application/toml".into(),
+                metadata: serde_json::json!({ "static_cycle": true, "domain": contract.file.domain }),
+                ..Default::default()
+            },
+        )?;
+        registry.link(&report_id, &cid, "derived_from")?;
+    }
+    for entry in &report.steps {
+        for (k, a) in entry.artifacts.iter().enumerate() {
+            registry.link(a, &report_id, "scored_by")?;
+            // The step's own output (first), not the dataset it trained on.
+            if let Some(oracle) = report.oracle.as_ref().filter(|o| entry.step >= 4 && k == 0 && *o != a) {
+                registry.link(a, oracle, "validated_against")?;
+            }
+        }
+    }
+    Ok(report_id)
 }

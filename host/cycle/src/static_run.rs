@@ -121,7 +121,7 @@ pub struct LoadedStatic {
     pub set: StaticSet,
     pub simulator: Source,
     pub obs: Source,
-    pub contract: Option<crate::static_report::CycleContract>,
+    pub contract: Option<crate::static_contract::CycleContract>,
 }
 
 impl StaticSet {
@@ -151,7 +151,7 @@ impl StaticSet {
         let obs = set.observations.source("observations", dir).map_err(|e| fail(format!("{e:#}")))?;
         let name = set.name.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "static".into()));
         let contract = match &set.cycle {
-            Some(c) => Some(crate::static_report::CycleContract::load(&dir.join(&c.contract)).map_err(|e| fail(format!("[cycle] contract: {e:#}")))?),
+            Some(c) => Some(crate::static_contract::CycleContract::load(&dir.join(&c.contract)).map_err(|e| fail(format!("[cycle] contract: {e:#}")))?),
             None => None,
         };
         Ok(LoadedStatic { path: path.to_path_buf(), bytes, name, set, simulator, obs, contract })
@@ -720,129 +720,3 @@ pub fn write(dir: &Path, run: &StaticRun, set: &LoadedStatic) -> Result<StaticFi
     Ok(StaticFiles { observation, posteriors, step4 })
 }
 
-/// Register the plugins, the observation and every posterior (step 2,
-/// role `oracle`, `derived_from` the plugins and the observation), step
-/// 4's posterior (`derived_from` the emulator and the observation) and
-/// the cycle report (kind report, step 6, `derived_from` the plugin-set
-/// and its contract; every step's artifact `scored_by` it, steps 4 and 5
-/// `validated_against` the MCMC oracle). Returns the report's id.
-pub fn register(
-    registry: &mut Registry,
-    run: &StaticRun,
-    set: &LoadedStatic,
-    files: &StaticFiles,
-    report: &crate::static_report::CycleReport,
-    report_bytes: &[u8],
-) -> Result<String> {
-    let mut plugin_ids = Vec::new();
-    for (component, world, config, info) in &run.components {
-        let info: serde_json::Value = serde_json::from_str(info)?;
-        plugin_ids.push(register_component(registry, component, world, &info, config)?);
-    }
-    let (set_id, _) = registry.add(
-        &set.bytes,
-        &NewArtifact {
-            kind: "plugin-set".into(),
-            name: set.name.clone(),
-            media_type: "application/toml".into(),
-            metadata: serde_json::json!({ "static": true }),
-            ..Default::default()
-        },
-    )?;
-    let (obs_id, _) = registry.add(
-        &files.observation.1,
-        &NewArtifact {
-            kind: "run-output".into(),
-            name: format!("{}/observation", set.name),
-            media_type: "application/x-netcdf".into(),
-            step: Some(2),
-            tags: vec!["observation".into()],
-            metadata: serde_json::json!({ "truth": run.truth, "parameters": run.prior.names }),
-            ..Default::default()
-        },
-    )?;
-    for p in &plugin_ids {
-        registry.link(&obs_id, p, "derived_from")?;
-    }
-    registry.link(&obs_id, &set_id, "produced_by")?;
-    for (post, (_, bytes)) in run.posteriors.iter().zip(&files.posteriors) {
-        let (id, _) = registry.add(
-            bytes,
-            &NewArtifact {
-                kind: "run-output".into(),
-                name: format!("{}/{}", set.name, post.method.label()),
-                media_type: "application/x-netcdf".into(),
-                role: Some("oracle".into()),
-                step: Some(2),
-                tags: vec!["posterior".into()],
-                metadata: serde_json::json!({
-                    "method": post.method,
-                    "samples": post.samples.ncols(),
-                    "seconds": post.seconds,
-                    "simulations": post.simulations,
-                    "diagnostics": post.diagnostics,
-                }),
-                ..Default::default()
-            },
-        )?;
-        for p in &plugin_ids {
-            registry.link(&id, p, "derived_from")?;
-        }
-        registry.link(&id, &obs_id, "derived_from")?;
-        registry.link(&id, &set_id, "produced_by")?;
-    }
-    if let (Some(s34), Some((_, bytes))) = (&run.step34, &files.step4) {
-        let (id, _) = registry.add(
-            bytes,
-            &NewArtifact {
-                kind: "run-output".into(),
-                name: format!("{}/{} via {}", set.name, s34.posterior.method.label(), s34.name),
-                media_type: "application/x-netcdf".into(),
-                step: Some(4),
-                tags: vec!["posterior".into(), "emulator".into()],
-                metadata: serde_json::json!({ "method": s34.posterior.method, "emulator": s34.emulator_id, "seconds": s34.posterior.seconds, "c2st_vs_oracle": s34.c2st_vs_mcmc, "diagnostics": s34.posterior.diagnostics }),
-                ..Default::default()
-            },
-        )?;
-        registry.link(&id, &s34.emulator_id, "derived_from")?;
-        registry.link(&id, &obs_id, "derived_from")?;
-        registry.link(&id, &set_id, "produced_by")?;
-    }
-    let (report_id, _) = registry.add(
-        report_bytes,
-        &NewArtifact {
-            kind: "report".into(),
-            name: format!("cycle-report/{}", set.name),
-            media_type: "application/json".into(),
-            step: Some(6),
-            tags: vec!["cycle".into(), report.verdict.clone()],
-            metadata: serde_json::json!({ "verdict": report.verdict, "oracle": report.oracle }),
-            ..Default::default()
-        },
-    )?;
-    registry.link(&report_id, &set_id, "derived_from")?;
-    if let Some(contract) = &set.contract {
-        let (cid, _) = registry.add(
-            &contract.bytes,
-            &NewArtifact {
-                kind: "contract".into(),
-                name: contract.file.name.clone(),
-                version: Some(contract.file.version.clone()),
-                media_type: "application/toml".into(),
-                metadata: serde_json::json!({ "static_cycle": true, "domain": contract.file.domain }),
-                ..Default::default()
-            },
-        )?;
-        registry.link(&report_id, &cid, "derived_from")?;
-    }
-    for entry in &report.steps {
-        for (k, a) in entry.artifacts.iter().enumerate() {
-            registry.link(a, &report_id, "scored_by")?;
-            // The step's own output (first), not the dataset it trained on.
-            if let Some(oracle) = report.oracle.as_ref().filter(|o| entry.step >= 4 && k == 0 && *o != a) {
-                registry.link(a, oracle, "validated_against")?;
-            }
-        }
-    }
-    Ok(report_id)
-}

@@ -24,3 +24,30 @@ pub mod stats;
 pub mod twin;
 
 pub use method::{Method, Role};
+
+use anyhow::{bail, Result};
+use method::{parse, Params};
+
+/// Every DA method, by the names a `[[method]]` table may give it. Adding
+/// a method: its file (a [`method::DaMethod`]) and one line here.
+pub const METHODS: &[(&[&str], method::Parse)] = &[
+    (&["climatology"], parse::<baselines::Climatology>),
+    (&["oi", "optinterp"], parse::<baselines::OptInterp>),
+    (&["3dvar", "var3d"], parse::<baselines::Var3D>),
+    (&["enkf"], parse::<enkf::EnKF>),
+    (&["etkf"], parse::<etkf::ETKF>),
+    (&["letkf"], parse::<letkf::LETKF>),
+];
+
+
+/// The method named `kind` (any of its [`METHODS`] names, any case) with
+/// `params`; `at` names the table in errors (e.g.
+/// `[[method]] #2 (method = "etkf")`).
+pub fn parse_method(kind: &str, params: &toml::Table, at: &str) -> Result<Method> {
+    let lower = kind.to_ascii_lowercase();
+    let Some((_, parse)) = METHODS.iter().find(|(names, _)| names.contains(&lower.as_str())) else {
+        let known: Vec<&str> = METHODS.iter().map(|(names, _)| names[0]).collect();
+        bail!("{at}: unknown method \"{kind}\"; choose {}", known.join(", "));
+    };
+    parse(&mut Params::new(params.clone(), at))
+}

@@ -1,8 +1,8 @@
 //! What a DA method is to the rest of geohost: a [`DaMethod`] (its
 //! parameters, label, role and how it runs, all in the method's own file)
-//! and one line in [`METHODS`] that gives it its `method = "…"` names.
+//! and one line in `crate::METHODS` that gives it its `method = "…"` names.
 //!
-//! Adding a method touches its file and one line of [`METHODS`]: DAPPER's
+//! Adding a method touches its file and one line of `crate::METHODS`: DAPPER's
 //! "a method is a class". Plugin-sets and contracts name methods by those
 //! names; parameters are read through [`Params`], which names the
 //! `[[method]]` table in every error and refuses parameters the method does
@@ -15,16 +15,6 @@ use geohost_sandbox::model::{ForwardModel, ObsOperator};
 use rand::SeedableRng;
 use serde::{Serialize, Serializer};
 use std::sync::Arc;
-
-/// Every DA method, by the names a `[[method]]` table may give it.
-pub const METHODS: &[(&[&str], Parse)] = &[
-    (&["climatology"], parse::<crate::baselines::Climatology>),
-    (&["oi", "optinterp"], parse::<crate::baselines::OptInterp>),
-    (&["3dvar", "var3d"], parse::<crate::baselines::Var3D>),
-    (&["enkf"], parse::<crate::enkf::EnKF>),
-    (&["etkf"], parse::<crate::etkf::ETKF>),
-    (&["letkf"], parse::<crate::letkf::LETKF>),
-];
 
 /// Reads a method's parameters into a [`Method`].
 pub type Parse = fn(&mut Params) -> Result<Method>;
@@ -77,7 +67,9 @@ pub trait FromParams: DaMethod + Serialize + Sized + 'static {
     fn from_params(p: &mut Params) -> Result<Self>;
 }
 
-fn parse<M: FromParams>(p: &mut Params) -> Result<Method> {
+/// The [`Parse`] of method type `M`, for the registration table
+/// (`crate::METHODS`).
+pub fn parse<M: FromParams>(p: &mut Params) -> Result<Method> {
     let method = M::from_params(p)?;
     p.finish()?;
     let params = serde_json::to_value(&method).context("serialising the method's parameters")?;
@@ -93,18 +85,6 @@ pub struct Method {
 }
 
 impl Method {
-    /// The method named `kind` (any of its [`METHODS`] names, any case)
-    /// with `params`; `at` names the table in errors (e.g.
-    /// `[[method]] #2 (method = "etkf")`).
-    pub fn parse(kind: &str, params: &toml::Table, at: &str) -> Result<Method> {
-        let lower = kind.to_ascii_lowercase();
-        let Some((_, parse)) = METHODS.iter().find(|(names, _)| names.contains(&lower.as_str())) else {
-            let known: Vec<&str> = METHODS.iter().map(|(names, _)| names[0]).collect();
-            bail!("unknown method \"{kind}\"; choose {}", known.join(", "));
-        };
-        parse(&mut Params { table: params.clone(), at: at.to_string() })
-    }
-
     pub fn label(&self) -> String {
         self.inner.label()
     }
@@ -159,6 +139,11 @@ pub struct Params {
 }
 
 impl Params {
+    /// `table` read for the method `at` names (e.g. `[[method]] #2`).
+    pub fn new(table: toml::Table, at: &str) -> Params {
+        Params { table, at: at.to_string() }
+    }
+
     /// Where these parameters come from, for errors.
     pub fn at(&self) -> &str {
         &self.at
@@ -218,7 +203,7 @@ mod tests {
     use super::*;
 
     fn parse(kind: &str, toml_text: &str) -> Result<Method> {
-        Method::parse(kind, &toml_text.parse::<toml::Table>().unwrap(), "[[method]] #1")
+        crate::parse_method(kind, &toml_text.parse::<toml::Table>().unwrap(), "[[method]] #1")
     }
 
     #[test]

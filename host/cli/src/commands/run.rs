@@ -109,7 +109,7 @@ fn run_static(args: RunArgs) -> Result<()> {
     let report_path = out_dir.join("cycle-report.json");
     std::fs::write(&report_path, &report_bytes).with_context(|| format!("writing {}", report_path.display()))?;
     if let Some(registry) = registry.as_mut() {
-        let id = infer::register(registry, &result, &set, &files, &report, &report_bytes)?;
+        let id = static_report::register(registry, &result, &set, &files, &report, &report_bytes)?;
         eprintln!("registry {}: every step's output registered; cycle report {id}", registry.dir().display());
     }
     if args.json {
