@@ -302,7 +302,12 @@ fn the_mixture_density_posterior_learns_a_linear_gaussian_posterior() {
     let xs = &thetas + normal(d, 4000, sd);
     let spec = MdnSpec { components: 2, seed: 3, ..MdnSpec::default() };
     let (mdn, training) = Mdn::train(&prior, &thetas, &xs, None, &spec, &mut |_, _, _| {}).unwrap();
-    assert!(training.best_val_nll.is_finite() && training.epochs >= training.best_epoch);
+    // The validation NLL is in θ standardised by the prior sd, where the
+    // exact posterior has variance ½ in each of 3 dimensions: its expected
+    // NLL is 1.5 (ln π + 1) = 3.217 (closed form); the mean over 400
+    // validation pairs has a standard error of about 0.06. Measured: 3.293.
+    let exact_nll = 1.5 * (std::f64::consts::PI.ln() + 1.0);
+    assert!((training.best_val_nll - exact_nll).abs() < 0.3, "validation NLL {} against the exact posterior's {exact_nll}", training.best_val_nll);
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     for x in [[0.1, -0.3, 0.2], [0.5, 0.4, -0.6]] {
         let q = mdn.sample(&x, 2000, &mut rng).unwrap();
@@ -343,9 +348,13 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
     let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let s5 = &json["step5"];
     assert_eq!(s5["predictor"]["dataset_cache_hit"], false);
+    // At this tiny setting (3000 simulations, 40 epochs) the posterior is
+    // far from MCMC's (measured C2ST 0.999): this test checks the plumbing,
+    // the figures' consistency and their registration. Posterior quality is
+    // checked on a closed form in the MDN and refinement tests, and the
+    // plume's in the demo (docs/notes/plume-cycle.md); speed in `perf`.
     let c2st = s5["c2st_vs_mcmc"].as_f64().unwrap();
-    assert!((0.4..=1.0).contains(&c2st), "{c2st}");
-    assert!(s5["sample_ms"].as_f64().unwrap() > 0.0 && s5["mcmc_seconds"].as_f64().unwrap() > 0.0);
+    assert!(s5["sample_ms"].as_f64().unwrap().is_finite() && s5["mcmc_seconds"].as_f64().unwrap().is_finite(), "{s5}");
     let cal = &s5["calibration"];
     assert_eq!(cal["coverage"].as_array().unwrap().len(), 19);
     assert_eq!(cal["sbc_ks"].as_array().unwrap().len(), 4);
@@ -359,8 +368,10 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
     assert_eq!(json["cycle_report"], report);
     let steps: Vec<u64> = report["steps"].as_array().unwrap().iter().map(|s| s["step"].as_u64().unwrap()).collect();
     assert_eq!(steps, [1, 2, 2, 3, 4, 5], "{report}");
-    let c4 = report["steps"][4]["figures"]["c2st_vs_oracle"].as_f64().unwrap();
-    assert!((0.4..=1.0).contains(&c4), "{c4}");
+    // The report carries the run's own figures (step 4 at this setting:
+    // measured C2ST 1.0, see above).
+    assert_eq!(report["steps"][5]["figures"]["c2st_vs_oracle"].as_f64().unwrap(), c2st, "{report}");
+    assert!(report["steps"][4]["figures"]["c2st_vs_oracle"].as_f64().is_some(), "{report}");
     let checks = report["checks"].as_array().unwrap();
     let emulator_check = checks.iter().find(|c| c["step"] == 3).unwrap();
     assert_eq!(emulator_check["pass"], true, "{emulator_check}");

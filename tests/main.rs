@@ -9,6 +9,5 @@ mod cli;
 mod emulate;
 mod infer;
 mod metrics;
-mod numerics;
 mod registry;
 mod sandbox;

@@ -23,6 +23,9 @@ pub mod params;
 pub mod stats;
 pub mod twin;
 
+#[cfg(test)]
+mod tests;
+
 pub use method::{Method, Role};
 
 use anyhow::{bail, Result};

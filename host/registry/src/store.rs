@@ -158,3 +158,44 @@ fn unique() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     COUNTER.fetch_add(1, Ordering::Relaxed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_the_blake3_of_the_bytes_and_malformed_ids_are_refused() {
+        // BLAKE3's published hash of the empty input.
+        assert_eq!(artifact_id(b""), "blake3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262");
+        for bad in ["af1349b9", "blake3:AF1349B9F5F9A1A6A0404DEA36DCC9499BCB25C9ADC112B7CC9A93CAE41F3262", "blake3:../../etc/passwd", "sha256:00"] {
+            let err = hex_of(bad).unwrap_err().to_string();
+            assert!(err.contains("is not an artifact id"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_stored_blob_reads_back_and_a_flipped_byte_or_missing_file_is_an_integrity_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(dir.path());
+        let id = store.put(b"some bytes").unwrap();
+        assert_eq!(id, artifact_id(b"some bytes"));
+        assert_eq!(store.put(b"some bytes").unwrap(), id, "putting the same bytes again is idempotent");
+        assert_eq!(store.get(&id).unwrap(), b"some bytes");
+        assert_eq!(store.check(&id).unwrap(), Some(true));
+        assert_eq!(store.list().unwrap(), vec![id.clone()]);
+
+        let path = store.path_of(&id).unwrap();
+        std::fs::write(&path, b"some bytez").unwrap();
+        let err = store.get(&id).unwrap_err().to_string();
+        assert!(err.contains("integrity error") && err.contains("is corrupt"), "{err}");
+        assert_eq!(store.check(&id).unwrap(), Some(false));
+        // Putting the right bytes again repairs the corrupt blob.
+        store.put(b"some bytes").unwrap();
+        assert_eq!(store.get(&id).unwrap(), b"some bytes");
+
+        std::fs::remove_file(&path).unwrap();
+        let err = store.get(&id).unwrap_err().to_string();
+        assert!(err.contains("integrity error") && err.contains("is missing"), "{err}");
+        assert_eq!(store.check(&id).unwrap(), None);
+    }
+}

@@ -414,3 +414,41 @@ impl ContractFile {
         Ok((warnings, goals))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped step-2 contract, with `edit` applied to its text.
+    fn step2(edit: impl Fn(String) -> String) -> Result<Contract> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contracts/lorenz96-step2.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        Contract::parse(&path, edit(text).into_bytes())
+    }
+
+    #[test]
+    fn the_shipped_step2_contract_is_valid_and_names_its_baselines() {
+        let c = step2(|t| t).unwrap();
+        assert_eq!(c.label(), "lorenz96-step2@1.0.0");
+        let methods: Vec<String> = c.file.baselines.iter().filter_map(|b| b.method_spec()).map(|m| m.validate(1).unwrap().label()).collect();
+        assert_eq!(methods, ["Climatology", "OptInterp", "3D-Var xB=0.02"]);
+        assert_eq!(c.id, geohost_registry::artifact_id(&c.bytes), "a contract is identified by its bytes");
+    }
+
+    #[test]
+    fn invalid_contracts_are_refused_with_the_field_named() {
+        let err = |edit: &dyn Fn(String) -> String| format!("{:#}", step2(edit).unwrap_err());
+        let e = err(&|t| t.replace("xB = 0.02", "xB = 0.02\nloc_rad = 4"));
+        assert!(e.contains("[[baselines]] #3") && e.contains("`loc_rad` does not apply to this method"), "{e}");
+        let e = err(&|t| t.replace("method = \"oi\"", "method = \"kalman\""));
+        assert!(e.contains("[[baselines]] #2") && e.contains("unknown method \"kalman\""), "{e}");
+        let e = err(&|t| t.replace("version = \"1.0.0\"", "version = \"1.0@2\""));
+        assert!(e.contains("cannot contain `@`"), "{e}");
+        let e = err(&|t| t.replace("text = \"Non-finite values in the analysis (a diverged or broken filter)\"", "text = \" \""));
+        assert!(e.contains("[[failure_modes]] #1: `text` is empty"), "{e}");
+        let e = err(&|t| t.replace("check = \"finite\"", "check = \"finished\""));
+        assert!(e.contains("check \"finished\" is unknown"), "{e}");
+        let e = err(&|t| t + "\nsurprise = 1\n");
+        assert!(e.contains("invalid contract file") && e.contains("surprise"), "{e}");
+    }
+}

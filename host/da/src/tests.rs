@@ -1,12 +1,11 @@
-//! Numerics checked against independent computations: the ensemble
+//! The DA numerics checked against independent computations: the ensemble
 //! filters against the exact Kalman update on a linear-Gaussian case, the
-//! LETKF against the ETKF, RK4 against a known trajectory, and the helpers
-//! against their defining properties.
+//! LETKF against the ETKF, the native Lorenz-96 against the textbook
+//! tendency, and the helpers against their defining properties.
 
-use geohost_da::ensemble::{Analysis, PostProcess};
-use geohost_da::{enkf::PertObs, etkf::Etkf, letkf, linalg};
+use crate::ensemble::{Analysis, PostProcess};
+use crate::{enkf::PertObs, etkf::Etkf, letkf, linalg};
 use geohost_sandbox::model::Grid;
-use geohost_integrate::{rk4_step, Rk4Scratch};
 use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -85,7 +84,7 @@ fn etkf_with_a_tight_ensemble_equals_the_kalman_update() {
     let mut e = linalg::add_mean(&c.mu, &c.sqrt_p * linalg::randn(6, 40, &mut rng) * 0.15);
     let (mu_f, p_f) = (linalg::mean(&e), sample_cov(&e));
     let eo = &c.h * &e;
-    let (s, _) = geohost_da::etkf::whiten(&eo, &c.y, &c.r);
+    let (s, _) = crate::etkf::whiten(&eo, &c.y, &c.r);
     let a = DMatrix::identity(40, 40) + s.transpose() * &s / 39.0;
     assert!(linalg::chebyshev_inverse_sqrt(&a, 1.0).is_some(), "this case should take the polynomial branch");
     Etkf.analyse(&mut e, &eo, &c.y, &c.r, &mut rng).unwrap();
@@ -201,37 +200,10 @@ fn rotations_are_orthogonal_and_preserve_the_mean() {
 }
 
 #[test]
-fn rk4_follows_a_known_trajectory_with_fourth_order_error() {
-    // dx/dt = A x with A a rotation-plus-decay generator has the exact
-    // solution x(t) = e^{−t/4} R(t) x0.
-    let exact = |t: f64| {
-        let s = (-t / 4.0).exp();
-        [s * t.cos(), -s * t.sin()]
-    };
-    let error_at_2 = |dt: f64| {
-        let mut x = [1.0, 0.0];
-        let mut scratch = Rk4Scratch::default();
-        let steps = (2.0 / dt).round() as usize;
-        for _ in 0..steps {
-            rk4_step(&mut x, dt, &mut scratch, |x, d| {
-                d[0] = -0.25 * x[0] + x[1];
-                d[1] = -x[0] - 0.25 * x[1];
-            });
-        }
-        let e = exact(2.0);
-        ((x[0] - e[0]).powi(2) + (x[1] - e[1]).powi(2)).sqrt()
-    };
-    let (coarse, fine) = (error_at_2(0.1), error_at_2(0.05));
-    assert!(coarse < 1e-5, "RK4 error at dt=0.1 is {coarse}");
-    let order = (coarse / fine).log2();
-    assert!((order - 4.0).abs() < 0.2, "observed order {order}, expected 4");
-}
-
-#[test]
 fn native_lorenz96_matches_an_independent_tendency() {
     // The textbook form with explicit modular indexing, against the
     // optimised loop used by the reference model and the plugin.
-    use geohost_da::models::lorenz96::Lorenz96;
+    use crate::models::lorenz96::Lorenz96;
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     // Three members back to back: the whole-ensemble loop must not mix
     // them up at their borders.
