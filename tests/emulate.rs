@@ -19,6 +19,7 @@ infl = 1.04
 name = "l96-emulator"
 dataset = { trajectories = 8, spin_up = 400, pairs_per_trajectory = 150, stride = 3, seed = 11 }
 network = { architecture = "cnn", channels = 4, kernel = 5, hidden = 8 }
+# `epochs`: the name files written before max_epochs was shared use (an alias).
 training = { epochs = 30, batch = 64, lr = 5e-3, weight_decay = 0.0, patience = 4, seed = 5 }
 "#;
 
@@ -157,7 +158,7 @@ fn emulator_errors_name_the_section_and_what_to_do() {
         ),
         (&format!("{STEP3}\n[step4]\nmethods = [\"ETKF N=99\"]\n"), "step4.methods: \"ETKF N=99\" is not a [[method]] of this set"),
         (&STEP3.replace("kernel = 5", "kernel = 4"), "step3.network.kernel must be odd"),
-        (&STEP3.replace("validation", "x").replace("patience = 4", "validation = 1.5"), "step3.training.validation must be a fraction"),
+        (&STEP3.replace("validation", "x").replace("patience = 4", "validation = 1.5"), "step3.training: validation must be a fraction in (0, 1), got 1.5"),
         (&STEP3.replace("stride = 3", "stride = 3, colour = 1"), "unknown field `colour`"),
     ];
     for (extra, expected) in cases {

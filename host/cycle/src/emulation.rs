@@ -146,7 +146,7 @@ pub fn step3(
         }
     }
 
-    let mut bar = progress("step 3: training", spec.training.epochs);
+    let mut bar = progress("step 3: training", spec.training.max_epochs);
     let trained = train::train(spec.network.clone(), &stored.dataset, &spec.training, &mut |epoch, train_loss, val_loss| {
         bar.message(format!("train {train_loss:.2e} val {val_loss:.2e}"));
         bar.tick(epoch);

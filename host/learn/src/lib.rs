@@ -11,7 +11,8 @@
 //! - [`mdn`], [`refine`], [`amortize`]: the mixture density network, its
 //!   learned Gauss–Newton refinement, and the step-5 training that ties them
 //!   to a simulator and the registry;
-//! - [`c2st`], [`calibration`]: classifier two-sample test and coverage.
+//! - [`c2st`], [`calibration`]: classifier two-sample test and coverage;
+//! - [`stopping`]: the early-stopped training settings all of them share.
 
 pub mod amortize;
 pub mod c2st;
@@ -23,6 +24,7 @@ pub mod net;
 pub mod neural;
 pub mod refine;
 pub mod static_emulator;
+pub mod stopping;
 pub mod train;
 
 use anyhow::Result;

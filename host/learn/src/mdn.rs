@@ -22,7 +22,8 @@
 
 use geohost_da::params::prior::{Marginal, Prior};
 use crate::{row_moments as moments, standardised_rows as table};
-use crate::fused::{AdamW as FusedAdamW, FitData, MlpTrainer, Schedule};
+use crate::fused::{AdamW as FusedAdamW, FitData, MlpTrainer};
+use crate::stopping::EarlyStopping;
 use crate::net::Scaling;
 use crate::net::{read_geohost_metadata, write_safetensors};
 use anyhow::{bail, Context, Result};
@@ -48,7 +49,7 @@ pub struct MdnSpec {
     #[serde(default = "lr")]
     pub lr: f64,
     /// Held-out fraction for early stopping.
-    #[serde(default = "validation")]
+    #[serde(default = "crate::stopping::default_validation")]
     pub validation: f64,
     /// Epochs without a better validation loss before stopping.
     #[serde(default = "patience")]
@@ -80,9 +81,6 @@ fn batch() -> usize {
 fn lr() -> f64 {
     1e-3
 }
-fn validation() -> f64 {
-    0.1
-}
 fn patience() -> usize {
     30
 }
@@ -98,13 +96,24 @@ impl Default for MdnSpec {
 
 impl MdnSpec {
     pub fn validate(&self, field: &str) -> Result<()> {
-        if self.components == 0 || self.hidden.is_empty() || self.hidden.contains(&0) || self.batch == 0 || self.max_epochs == 0 {
-            bail!("{field}: components, every hidden width, batch and max_epochs must be positive");
+        if self.components == 0 || self.hidden.is_empty() || self.hidden.contains(&0) {
+            bail!("{field}: components and every hidden width must be positive");
         }
-        if !self.lr.is_finite() || self.lr <= 0.0 || self.validation.is_nan() || self.validation <= 0.0 || self.validation >= 1.0 {
-            bail!("{field}: lr must be positive and validation a fraction in (0, 1)");
+        self.early_stopping().validate(field)
+    }
+
+    /// The training settings as the shared type.
+    pub fn early_stopping(&self) -> EarlyStopping {
+        EarlyStopping {
+            max_epochs: self.max_epochs,
+            batch: self.batch,
+            lr: self.lr,
+            validation: self.validation,
+            patience: self.patience,
+            halve_after: self.halve_after,
+            cosine: self.cosine,
+            seed: self.seed,
         }
-        Ok(())
     }
 }
 
@@ -252,7 +261,7 @@ impl Mdn {
         if noise_sd.is_some_and(|sd| sd.len() != xs.nrows() || sd.iter().any(|s| *s < 0.0)) {
             bail!("the observation-error sd needs {} non-negative values, one per datum", xs.nrows());
         }
-        let n_val = ((n as f64) * spec.validation).ceil() as usize;
+        let n_val = spec.early_stopping().validation_rows(n);
         if n_val < 1 || n - n_val < spec.batch.min(n) || n < 10 {
             bail!("{n} training pairs are too few (validation fraction {}, batch {})", spec.validation, spec.batch);
         }
@@ -308,7 +317,7 @@ impl Mdn {
         let fitted = net
             .fit(
                 data,
-                Schedule { max_epochs: spec.max_epochs, patience: spec.patience, halve_after: spec.halve_after, cosine: spec.cosine },
+                spec.early_stopping().schedule(),
                 &mut rng,
                 refresh,
                 |out, theta, delta| mixture_nll(out, theta, dim, k, delta),

@@ -12,7 +12,8 @@
 
 use geohost_da::params::prior::Prior;
 use crate::{row_moments, standardised_rows as table};
-use crate::fused::{mse, AdamW, FitData, MlpTrainer, Schedule};
+use crate::fused::{mse, AdamW, FitData, MlpTrainer};
+use crate::stopping::EarlyStopping;
 use crate::net::{read_geohost_metadata, write_safetensors, Scaling};
 use geohost_sandbox::model::{ObsInfo, ObsOperator, Simulator, SimulatorInfo};
 use anyhow::{bail, Result};
@@ -36,6 +37,10 @@ pub struct EmulatorSpec {
     pub batch: usize,
     #[serde(default = "lr")]
     pub lr: f64,
+    /// Held-out fraction of the simulations, for early stopping and the
+    /// reported error.
+    #[serde(default = "crate::stopping::default_validation", skip_serializing_if = "crate::stopping::is_default_validation")]
+    pub validation: f64,
     /// Epochs without a better validation error before stopping.
     #[serde(default = "patience")]
     pub patience: usize,
@@ -72,19 +77,26 @@ fn halve_after() -> usize {
     0
 }
 
-/// Held-out fraction of the simulations used for early stopping and the
-/// reported error.
-const VALIDATION: f64 = 0.1;
-
 impl EmulatorSpec {
     pub fn validate(&self) -> Result<()> {
-        if self.hidden.is_empty() || self.hidden.contains(&0) || self.batch == 0 || self.max_epochs == 0 {
-            bail!("[step3]: every hidden width, batch and max_epochs must be positive");
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
+            bail!("[step3]: every hidden width must be positive");
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            bail!("[step3]: lr must be positive, got {}", self.lr);
+        self.early_stopping().validate("[step3]")
+    }
+
+    /// The training settings as the shared type.
+    pub fn early_stopping(&self) -> EarlyStopping {
+        EarlyStopping {
+            max_epochs: self.max_epochs,
+            batch: self.batch,
+            lr: self.lr,
+            validation: self.validation,
+            patience: self.patience,
+            halve_after: self.halve_after,
+            cosine: self.cosine,
+            seed: self.seed,
         }
-        Ok(())
     }
 }
 
@@ -151,7 +163,7 @@ impl StaticEmulator {
                 noise_sd.len()
             );
         }
-        let n_val = ((n as f64) * VALIDATION).ceil() as usize;
+        let n_val = spec.early_stopping().validation_rows(n);
         if n < 20 || n - n_val < spec.batch.min(n - n_val).max(1) {
             bail!("{n} simulations are too few to train an emulator");
         }
@@ -183,7 +195,7 @@ impl StaticEmulator {
             .net
             .fit(
                 data,
-                Schedule { max_epochs: spec.max_epochs, patience: spec.patience, halve_after: spec.halve_after, cosine: spec.cosine },
+                spec.early_stopping().schedule(),
                 &mut rng,
                 |_, _| {},
                 mse,

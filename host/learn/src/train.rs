@@ -16,14 +16,17 @@ use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use crate::stopping::EarlyStopping;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSpec {
-    /// Upper bound on epochs (early stopping usually ends sooner).
-    pub epochs: usize,
+    /// Upper bound on epochs (early stopping usually ends sooner); files
+    /// written before the name was shared may say `epochs`.
+    #[serde(alias = "epochs")]
+    pub max_epochs: usize,
     #[serde(default = "batch")]
     pub batch: usize,
     #[serde(default = "lr")]
@@ -31,7 +34,7 @@ pub struct TrainSpec {
     #[serde(default = "weight_decay")]
     pub weight_decay: f64,
     /// Fraction of the samples held out for validation (the last ones).
-    #[serde(default = "validation")]
+    #[serde(default = "crate::stopping::default_validation")]
     pub validation: f64,
     /// Stop after this many epochs without a better validation loss.
     #[serde(default = "patience")]
@@ -48,25 +51,32 @@ fn lr() -> f64 {
 fn weight_decay() -> f64 {
     1e-4
 }
-fn validation() -> f64 {
-    0.1
-}
 fn patience() -> usize {
     5
 }
 
 impl TrainSpec {
     pub fn validate(&self, field: &str) -> Result<()> {
-        if self.epochs == 0 || self.batch == 0 {
-            bail!("{field}.epochs and {field}.batch must be at least 1");
-        }
-        if !self.lr.is_finite() || self.lr <= 0.0 || !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
-            bail!("{field}.lr must be positive and {field}.weight_decay non-negative");
-        }
-        if !(self.validation > 0.0 && self.validation < 1.0) {
-            bail!("{field}.validation must be a fraction in (0, 1), got {}", self.validation);
+        self.early_stopping().validate(field)?;
+        if !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
+            bail!("{field}: weight_decay must be non-negative, got {}", self.weight_decay);
         }
         Ok(())
+    }
+
+    /// The training settings as the shared type (this loop keeps a fixed
+    /// learning rate: no halving, no cosine).
+    pub fn early_stopping(&self) -> EarlyStopping {
+        EarlyStopping {
+            max_epochs: self.max_epochs,
+            batch: self.batch,
+            lr: self.lr,
+            validation: self.validation,
+            patience: self.patience,
+            halve_after: 0,
+            cosine: false,
+            seed: self.seed,
+        }
     }
 }
 
@@ -154,7 +164,7 @@ impl Stepper {
 /// each epoch.
 pub fn train(arch: Arch, data: &Dataset, spec: &TrainSpec, progress: &mut dyn FnMut(usize, f64, f64)) -> Result<Trained> {
     let (n, m) = (data.x.rows, data.x.cols);
-    let n_val = ((n as f64) * spec.validation).ceil() as usize;
+    let n_val = spec.early_stopping().validation_rows(n);
     if n_val == 0 || n_val >= n {
         bail!("the dataset has {n} samples: too few for a validation fraction of {}", spec.validation);
     }
@@ -189,7 +199,7 @@ pub fn train(arch: Arch, data: &Dataset, spec: &TrainSpec, progress: &mut dyn Fn
     let (mut best, mut best_epoch, mut best_params) = (f64::INFINITY, 0, Vec::new());
     let mut train_time = 0.0;
     let mut trained = 0usize;
-    for epoch in 0..spec.epochs {
+    for epoch in 0..spec.max_epochs {
         order.shuffle(&mut rng);
         let start = Instant::now();
         let mut total = 0.0;
