@@ -11,3 +11,4 @@ mod infer;
 mod metrics;
 mod registry;
 mod sandbox;
+mod trust;

@@ -13,6 +13,7 @@
 
 pub mod bundle;
 pub mod schema;
+pub mod signing;
 pub mod store;
 
 use anyhow::{bail, Context, Result};
@@ -69,6 +70,39 @@ pub struct Artifact {
     #[serde(default)]
     pub stale: bool,
     pub metadata: serde_json::Value,
+    /// The bundles this artifact was imported from (local state: never
+    /// exported, never taken from a bundle).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", skip_deserializing)]
+    pub imported_from: Vec<Import>,
+}
+
+/// Where an imported artifact came from.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct Import {
+    /// The bundle's id: the BLAKE3 of its manifest, which lists every
+    /// artifact and edge it carries.
+    pub bundle: String,
+    /// The publisher: the signing key's id when the bundle was signed and
+    /// checked against a trusted key (`verified`), else what the bundle
+    /// claims (or `unsigned`).
+    pub publisher: String,
+    pub verified: bool,
+    /// The bundle file as it was given to `import`.
+    pub source: String,
+    pub imported: String,
+}
+
+impl Import {
+    /// `imported from bundle blake3:… (publisher …, verified|unverified, DATE)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "imported from bundle {} ({}, {}, {})",
+            &self.bundle[..("blake3:".len() + 12).min(self.bundle.len())],
+            self.publisher,
+            if self.verified { "signature verified" } else { "unverified" },
+            self.imported
+        )
+    }
 }
 
 /// One lineage edge.
@@ -111,7 +145,7 @@ pub struct Registry {
     store: BlobStore,
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
@@ -143,14 +177,24 @@ impl Registry {
 
     fn connect(dir: &Path) -> Result<Registry> {
         let db = dir.join("registry.db");
-        let mut conn = Connection::open(&db).with_context(|| format!("cannot open registry database {}", db.display()))?;
+        Self::connect_db(dir, &db).map_err(|e| explain(&db, e))
+    }
+
+    fn connect_db(dir: &Path, db: &Path) -> Result<Registry> {
+        let mut conn = Connection::open(db).with_context(|| format!("cannot open registry database {}", db.display()))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "foreign_keys", true)?;
         // The switch to WAL and the migrations under an exclusive OS lock:
         // concurrent first opens would otherwise race to create the schema,
         // and SQLite can refuse the journal-mode switch of a fresh file with
         // SQLITE_BUSY without waiting on the busy timeout.
-        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("registry.lock"))?;
+        let lock_path = dir.join("registry.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {} for writing", lock_path.display()))?;
         lock.lock().context("locking the registry for migration")?;
         let prepared = (|| {
             let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).context("enabling WAL")?;
@@ -159,7 +203,9 @@ impl Registry {
             schema::migrate(&mut conn).with_context(|| format!("registry {}", db.display()))
         })();
         lock.unlock()?;
-        prepared?;
+        for note in prepared? {
+            eprintln!("warning: {note}");
+        }
         Ok(Registry { dir: dir.into(), store: BlobStore::new(dir), conn })
     }
 
@@ -182,13 +228,35 @@ impl Registry {
             anyhow::ensure!((1..=6).contains(&step), "step must be between 1 and 6, got {step}");
         }
         anyhow::ensure!(!a.name.is_empty(), "an artifact needs a name");
+        let id = artifact_id(bytes);
+        // A taken plugin name@version keeps naming what it named: a plugin
+        // rebuilt without a new version is kept as VERSION+<short id>; a
+        // contract cannot change at all.
+        let mut version = a.version.clone();
+        if let Some((other, created)) = self.frozen_holder(&a.kind, &a.name, a.version.as_deref())?.filter(|(other, _)| *other != id) {
+            let v = a.version.as_deref().unwrap_or_default();
+            if a.kind != "plugin" {
+                bail!(
+                    "{} {}@{v} is already registered as {other} ({created}) with other bytes, and a registered {} cannot change: give the new one another version",
+                    a.kind,
+                    a.name,
+                    a.kind
+                );
+            }
+            let renamed = schema::renamed_version(v, &id);
+            eprintln!(
+                "warning: plugin {}@{v} is already registered as {other} ({created}) with other bytes; these bytes are registered as {}@{renamed}. Give a changed plugin a new version",
+                a.name, a.name
+            );
+            version = Some(renamed);
+        }
         // The blob first, durably; then the row.
-        let id = self.store.put(bytes)?;
+        self.store.put(bytes)?;
         let record = Artifact {
             id: id.clone(),
             kind: a.kind.clone(),
             name: a.name.clone(),
-            version: a.version.clone(),
+            version,
             size: bytes.len() as u64,
             media_type: a.media_type.clone(),
             created: now(),
@@ -198,6 +266,7 @@ impl Registry {
             tags: a.tags.clone(),
             stale: false,
             metadata: a.metadata.clone(),
+            imported_from: Vec::new(),
         };
         let inserted = self.insert_record(&record)?;
         Ok((id, !inserted))
@@ -223,51 +292,89 @@ impl Registry {
     }
 
     /// Resolve a reference: a full id, a hex prefix (with or without
-    /// `blake3:`, at least 4 digits), `NAME` (the newest), `NAME@VERSION`,
-    /// or the path of a file whose bytes are registered. Ambiguity is an
-    /// error listing the candidates.
+    /// `blake3:`, at least 4 digits), `NAME`, `NAME@VERSION`, or the path of
+    /// a file whose bytes are registered. A reference that matches several
+    /// artifacts is an error listing them (id, origin, date), never the
+    /// newest silently; the one exception is a name whose artifacts were
+    /// explicitly superseded (`registry supersede`) down to one.
     pub fn resolve(&self, reference: &str) -> Result<String> {
         let hex = reference.strip_prefix("blake3:").unwrap_or(reference);
-        let mut candidates: Vec<String> = Vec::new();
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             let pattern = format!("blake3:{}*", hex.to_ascii_lowercase());
             let mut stmt = self.conn.prepare("SELECT id FROM artifacts WHERE id GLOB ?1 ORDER BY id")?;
-            candidates = stmt.query_map([pattern], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            let candidates: Vec<String> = stmt.query_map([pattern], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            match candidates.len() {
+                0 => {}
+                1 => return Ok(candidates[0].clone()),
+                n => bail!("`{reference}` is ambiguous; it matches {n} artifacts:\n{}\nuse more digits", self.describe_candidates(&candidates)?),
+            }
         }
-        if candidates.is_empty() {
-            let (name, version) = match reference.split_once('@') {
-                Some((n, v)) => (n, Some(v)),
-                None => (reference, None),
-            };
-            let mut stmt = self.conn.prepare("SELECT id, version FROM artifacts WHERE name = ?1 AND (?2 IS NULL OR version = ?2) ORDER BY created DESC, id")?;
-            let rows: Vec<(String, Option<String>)> =
-                stmt.query_map(params![name, version], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
-            // NAME alone: the newest registration wins (like a tag).
-            return match rows.first() {
-                Some((id, _)) => Ok(id.clone()),
+        let (name, version) = match reference.split_once('@') {
+            Some((n, v)) => (n, Some(v)),
+            None => (reference, None),
+        };
+        let mut stmt = self.conn.prepare("SELECT id FROM artifacts WHERE name = ?1 AND (?2 IS NULL OR version = ?2) ORDER BY created, id")?;
+        let candidates: Vec<String> = stmt.query_map(params![name, version], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        match candidates.len() {
+            0 if Path::new(reference).is_file() => {
                 // A file on disk: the artifact with its bytes' id.
-                None if Path::new(reference).is_file() => {
-                    let id = artifact_id(&std::fs::read(reference).with_context(|| format!("cannot read {reference}"))?);
-                    self.get(&id)
-                        .map(|a| a.id)
-                        .map_err(|_| anyhow::anyhow!("file {reference} ({id}) is not in the registry; `geohost registry add` registers it"))
+                let id = artifact_id(&std::fs::read(reference).with_context(|| format!("cannot read {reference}"))?);
+                self.get(&id).map(|a| a.id).map_err(|_| anyhow::anyhow!("file {reference} ({id}) is not in the registry; `geohost registry add` registers it"))
+            }
+            0 => bail!("no artifact matches `{reference}` (not a known id, id prefix, name or name@version); `geohost registry list` shows what is registered"),
+            1 => Ok(candidates[0].clone()),
+            _ => {
+                let heads = self.not_superseded(&candidates)?;
+                if let [head] = heads.as_slice() {
+                    return Ok(head.clone());
                 }
-                None => bail!(
-                    "no artifact matches `{reference}` (not a known id, id prefix, name or name@version); `geohost registry list` shows what is registered"
-                ),
-            };
+                bail!(
+                    "`{reference}` is ambiguous; it names {} artifacts:\n{}\nname one by id (a unique prefix is enough){}, or record which replaces which with `geohost registry supersede OLD NEW`",
+                    candidates.len(),
+                    self.describe_candidates(&candidates)?,
+                    if version.is_none() { " or by name@version" } else { "" }
+                )
+            }
         }
-        if candidates.len() > 1 {
-            let listed: Vec<String> = candidates
-                .iter()
-                .map(|id| {
-                    let name: String = self.conn.query_row("SELECT name FROM artifacts WHERE id = ?1", [id], |r| r.get(0)).unwrap_or_default();
-                    format!("  {id}  {name}")
-                })
-                .collect();
-            bail!("`{reference}` is ambiguous; it matches {} artifacts:\n{}\nuse more digits", candidates.len(), listed.join("\n"));
+    }
+
+    /// The candidates no other candidate supersedes.
+    fn not_superseded(&self, candidates: &[String]) -> Result<Vec<String>> {
+        let mut heads = Vec::new();
+        for id in candidates {
+            let mut stmt = self.conn.prepare_cached("SELECT src FROM edges WHERE dst = ?1 AND type = 'supersedes'")?;
+            let by: Vec<String> = stmt.query_map([id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            if !by.iter().any(|b| candidates.contains(b)) {
+                heads.push(id.clone());
+            }
         }
-        Ok(candidates.remove(0))
+        Ok(heads)
+    }
+
+    /// One line per candidate: id, kind, name@version, date and origin.
+    fn describe_candidates(&self, ids: &[String]) -> Result<String> {
+        let lines = ids
+            .iter()
+            .map(|id| {
+                let a = self.get(id)?;
+                let origin = a.imported_from.first().map(Import::describe).unwrap_or_else(|| "local".into());
+                let version = a.version.as_deref().map(|v| format!("@{v}")).unwrap_or_default();
+                Ok(format!("  {id}  {} {}{version}  registered {}  {origin}", a.kind, a.name, a.created))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(lines.join("\n"))
+    }
+
+    /// The artifact that holds `name@version` for a kind whose names are
+    /// frozen ([`schema::FROZEN_KINDS`]), with its registration date.
+    pub fn frozen_holder(&self, kind: &str, name: &str, version: Option<&str>) -> Result<Option<(String, String)>> {
+        let Some(version) = version.filter(|_| schema::FROZEN_KINDS.contains(&kind)) else { return Ok(None) };
+        Ok(self
+            .conn
+            .query_row("SELECT id, created FROM artifacts WHERE kind = ?1 AND name = ?2 AND version = ?3", params![kind, name, version], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
     }
 
     fn row_to_artifact(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<Artifact> {
@@ -287,6 +394,7 @@ impl Registry {
             stale: r.get(11)?,
             tags: Vec::new(),
             metadata: serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null),
+            imported_from: Vec::new(),
         })
     }
 
@@ -296,6 +404,10 @@ impl Registry {
     fn with_tags(&self, mut a: Artifact) -> Result<Artifact> {
         let mut stmt = self.conn.prepare_cached("SELECT tag FROM tags WHERE id = ?1 ORDER BY tag")?;
         a.tags = stmt.query_map([&a.id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self.conn.prepare_cached("SELECT bundle, publisher, verified, source, imported FROM imports WHERE id = ?1 ORDER BY imported, bundle")?;
+        a.imported_from = stmt
+            .query_map([&a.id], |r| Ok(Import { bundle: r.get(0)?, publisher: r.get(1)?, verified: r.get(2)?, source: r.get(3)?, imported: r.get(4)? }))?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(a)
     }
 
@@ -532,6 +644,57 @@ impl Registry {
     /// Insert an artifact record unless one with its id exists (then only
     /// new tags are added); returns whether it was new. The blob must
     /// already be in the store.
+    /// Add an imported bundle's records, edges and provenance in one
+    /// transaction (all or nothing); the blobs must already be in the
+    /// store. Returns how many records were new.
+    pub(crate) fn import_records(&mut self, artifacts: &[Artifact], edges: &[Edge], import: &Import) -> Result<usize> {
+        for a in artifacts {
+            check_choice("kind", &Some(a.kind.clone()), schema::KINDS).with_context(|| format!("{} ({})", a.id, a.name))?;
+            check_choice("role", &a.role, schema::ROLES).with_context(|| format!("{} ({})", a.id, a.name))?;
+        }
+        for e in edges {
+            check_choice("edge type", &Some(e.kind.clone()), schema::EDGE_TYPES)?;
+        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut new = 0;
+        for a in artifacts {
+            new += tx.execute(
+                "INSERT OR IGNORE INTO artifacts (id, kind, name, version, size, media_type, created, role, step, l_transition, metadata)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    a.id,
+                    a.kind,
+                    a.name,
+                    a.version,
+                    a.size as i64,
+                    a.media_type,
+                    a.created,
+                    a.role,
+                    a.step,
+                    a.l_transition,
+                    serde_json::to_string(&a.metadata)?
+                ],
+            )
+            .with_context(|| format!("recording {} ({})", a.id, a.name))?;
+            for tag in &a.tags {
+                tx.execute("INSERT OR IGNORE INTO tags (id, tag) VALUES (?1, ?2)", params![a.id, tag])?;
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO imports (id, bundle, publisher, verified, source, imported) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![a.id, import.bundle, import.publisher, import.verified, import.source, import.imported],
+            )?;
+        }
+        for e in edges {
+            for id in [&e.src, &e.dst] {
+                let known: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM artifacts WHERE id = ?1)", [id], |r| r.get(0))?;
+                anyhow::ensure!(known, "edge {} --{}--> {} names {id}, which is neither in the bundle nor in the registry", e.src, e.kind, e.dst);
+            }
+            tx.execute("INSERT OR IGNORE INTO edges (src, dst, type, created) VALUES (?1, ?2, ?3, ?4)", params![e.src, e.dst, e.kind, now()])?;
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
     fn insert_record(&mut self, a: &Artifact) -> Result<bool> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let inserted = tx.execute(
@@ -584,4 +747,36 @@ pub fn add_trained(
 /// [`Registry::cached_output`] when there is a registry; `None` without.
 pub fn cached_output(registry: Option<&Registry>, input_key: &str) -> Result<Option<(String, Vec<u8>)>> {
     registry.map(|reg| reg.cached_output(input_key)).transpose().map(Option::flatten)
+}
+
+/// Say what to do when the registry database cannot be used: not a
+/// database, locked past the busy timeout, or read-only.
+fn explain(db: &Path, error: anyhow::Error) -> anyhow::Error {
+    use rusqlite::ErrorCode::*;
+    let code = error.chain().find_map(|e| match e.downcast_ref::<rusqlite::Error>() {
+        Some(rusqlite::Error::SqliteFailure(f, _)) => Some(f.code),
+        _ => None,
+    });
+    let io_denied = error.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem))
+    });
+    let code = if io_denied { Some(ReadOnly) } else { code };
+    let advice = match code {
+        Some(NotADatabase) => format!(
+            "{} is not a SQLite database (corrupt or overwritten): restore it from a backup, or move the registry directory aside and import your bundles into a new one",
+            db.display()
+        ),
+        Some(DatabaseBusy) | Some(DatabaseLocked) => format!(
+            "the registry database {} stayed locked by another process for {} s: wait for it to finish (or find it with `fuser {}`) and try again",
+            db.display(),
+            BUSY_TIMEOUT.as_secs(),
+            db.display()
+        ),
+        Some(ReadOnly) | Some(PermissionDenied) | Some(CannotOpen) => format!(
+            "the registry database {} cannot be written (read-only file, directory or file system): pass a writable --registry or set GEOHOST_REGISTRY",
+            db.display()
+        ),
+        _ => return error,
+    };
+    error.context(advice)
 }

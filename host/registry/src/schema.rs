@@ -83,24 +83,80 @@ const MIGRATIONS: &[&str] = &[
         created   TEXT NOT NULL
     );
     "#,
+    // 2: the trust boundary. Names that identify one thing (a plugin or a
+    // contract at a version) are unique per kind; imported artifacts
+    // record the bundle and publisher they came from. Existing duplicates
+    // are renamed first (see `rename_duplicates`).
+    r#"
+    CREATE UNIQUE INDEX artifacts_frozen_names ON artifacts (kind, name, version)
+        WHERE version IS NOT NULL AND kind IN ('plugin', 'contract');
+
+    CREATE TABLE imports (
+        id        TEXT NOT NULL REFERENCES artifacts (id) ON DELETE CASCADE,
+        bundle    TEXT NOT NULL,
+        publisher TEXT NOT NULL,
+        verified  INTEGER NOT NULL CHECK (verified IN (0, 1)),
+        source    TEXT NOT NULL,
+        imported  TEXT NOT NULL,
+        PRIMARY KEY (id, bundle)
+    );
+    "#,
 ];
+
+/// Kinds whose `name@version` names exactly one artifact (unique in a
+/// registry): a plugin release and a contract. Reports, outputs and
+/// datasets may share a name; a reference to one of several is an error.
+pub const FROZEN_KINDS: &[&str] = &["plugin", "contract"];
+
+/// The version under which a second artifact with a taken `name@version`
+/// is kept: `VERSION+<first 12 hex digits of its id>`.
+pub fn renamed_version(version: &str, id: &str) -> String {
+    format!("{version}+{}", &id[7..19.min(id.len())])
+}
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Bring the database to [`SCHEMA_VERSION`]. Refuses a database from a
-/// newer geohost.
-pub fn migrate(conn: &mut Connection) -> Result<()> {
+/// newer geohost. Returns notes for the user (what a migration changed).
+pub fn migrate(conn: &mut Connection) -> Result<Vec<String>> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if current > SCHEMA_VERSION {
         anyhow::bail!("the registry's schema version is {current}, newer than this geohost understands ({SCHEMA_VERSION}); use a newer geohost");
     }
+    let mut notes = Vec::new();
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let version = index as i64 + 1;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if version == 2 {
+            notes.extend(rename_duplicates(&tx)?);
+        }
         tx.execute_batch(sql).with_context(|| format!("applying registry migration {version}"))?;
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
     }
-    Ok(())
+    Ok(notes)
+}
+
+/// Before `name@version` became unique for [`FROZEN_KINDS`], a registry
+/// could hold several artifacts under one: keep the first registered under
+/// its name and move each later one to [`renamed_version`], reporting it.
+fn rename_duplicates(tx: &rusqlite::Transaction<'_>) -> Result<Vec<String>> {
+    let mut stmt = tx.prepare(
+        "SELECT a.id, a.kind, a.name, a.version FROM artifacts a
+         WHERE a.version IS NOT NULL AND a.kind IN ('plugin', 'contract') AND EXISTS (
+             SELECT 1 FROM artifacts b WHERE b.kind = a.kind AND b.name = a.name AND b.version = a.version
+               AND (b.created < a.created OR (b.created = a.created AND b.id < a.id)))
+         ORDER BY a.created, a.id",
+    )?;
+    let later: Vec<(String, String, String, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<_>>()?;
+    let mut notes = Vec::new();
+    for (id, kind, name, version) in later {
+        let renamed = renamed_version(&version, &id);
+        tx.execute("UPDATE artifacts SET version = ?1 WHERE id = ?2", rusqlite::params![renamed, id])?;
+        notes.push(format!(
+            "registry migration 2: {kind} {name}@{version} named more than one artifact; the first registered keeps the name, {id} is now {name}@{renamed}"
+        ));
+    }
+    Ok(notes)
 }

@@ -146,9 +146,72 @@ impl BlobStore {
         Ok(removed)
     }
 
+    /// Stream `reader` into a temporary file of the store, hashing it on
+    /// the way, with no more than `cap` bytes read (a longer stream is an
+    /// error, and only `cap` + 1 bytes were read). Memory stays bounded by
+    /// one buffer whatever the size. The blob is not visible under its id
+    /// until [`BlobStore::commit`]; a dropped [`Staged`] removes its file.
+    pub fn stage(&self, reader: &mut impl std::io::Read, cap: u64) -> Result<Staged> {
+        let dir = self.root.join("staging");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), unique()));
+        let mut staged = Staged { file: tmp, id: String::new(), size: 0, committed: false };
+        let mut file = File::create(&staged.file).with_context(|| format!("creating {}", staged.file.display()))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            staged.size += n as u64;
+            if staged.size > cap {
+                bail!("more than {cap} bytes");
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n])?;
+        }
+        file.sync_all()?;
+        staged.id = format!("blake3:{}", hasher.finalize().to_hex());
+        Ok(staged)
+    }
+
+    /// Move a staged blob into place under its id (durably). A blob that is
+    /// already there intact is kept and the staged copy dropped.
+    pub fn commit(&self, mut staged: Staged) -> Result<()> {
+        if self.check(&staged.id)? == Some(true) {
+            return Ok(());
+        }
+        let path = self.path_of(&staged.id)?;
+        let dir = path.parent().expect("blob paths have a parent");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::rename(&staged.file, &path).with_context(|| format!("moving a staged blob to {}", path.display()))?;
+        staged.committed = true;
+        File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+
     pub fn remove(&self, id: &str) -> Result<()> {
         let path = self.path_of(id)?;
         std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+    }
+}
+
+/// A blob streamed into the store but not yet under its id (see
+/// [`BlobStore::stage`]).
+pub struct Staged {
+    file: PathBuf,
+    /// The id of the bytes read.
+    pub id: String,
+    pub size: u64,
+    committed: bool,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.file);
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use geohost_registry::{bundle, default_dir, Artifact, Filter, NewArtifact, Registry};
+use geohost_registry::{bundle, default_dir, signing, Artifact, Filter, NewArtifact, Registry};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -52,9 +52,34 @@ pub enum RegistryCommand {
         dry_run: bool,
     },
     /// Write a bundle with the given artifacts, their ancestry, blobs and edges (all when none given).
-    Export { bundle: PathBuf, references: Vec<String> },
-    /// Import a bundle (blobs are checked before anything is added).
-    Import { bundle: PathBuf },
+    Export {
+        bundle: PathBuf,
+        references: Vec<String>,
+        /// Sign the bundle's manifest with this minisign secret key (see `registry keygen`; a password-protected key reads its password from GEOHOST_KEY_PASSWORD).
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
+        /// The publisher's name, recorded in the bundle (proven only by the signature).
+        #[arg(long)]
+        publisher: Option<String>,
+    },
+    /// Import a bundle: every blob streamed and checked, frozen names kept, all or nothing.
+    Import {
+        bundle: PathBuf,
+        /// Trust this public key (a minisign .pub file or its base64 line); repeatable. With any trusted key (also from REGISTRY/trusted-keys/*.pub), unsigned and wrongly signed bundles are refused.
+        #[arg(long, value_name = "PUBKEY")]
+        trust: Vec<String>,
+        /// Keep a plugin whose name@version is already taken by other bytes as name@version+<short id> instead of refusing the bundle (contracts have no override).
+        #[arg(long)]
+        rename_conflicts: bool,
+        /// Largest blob accepted, in MiB.
+        #[arg(long, default_value_t = 4096)]
+        max_entry_mib: u64,
+        /// Largest total of blobs accepted, in MiB.
+        #[arg(long, default_value_t = 16384)]
+        max_total_mib: u64,
+    },
+    /// Make a signing key pair PREFIX.key (secret; encrypted when GEOHOST_KEY_PASSWORD is set) and PREFIX.pub (minisign formats).
+    Keygen { prefix: PathBuf },
     /// Write an artifact's bytes (re-hashed) to a file or stdout.
     Cat {
         reference: String,
@@ -163,7 +188,11 @@ pub fn run(args: RegistryArgs) -> Result<()> {
         RegistryCommand::Show { reference } => {
             let reg = Registry::open_existing(&dir)?;
             let a = reg.get(&reg.resolve(&reference)?)?;
-            let text = serde_json::to_string_pretty(&a)?;
+            let mut text = line(&a) + "\n";
+            for import in &a.imported_from {
+                text += &format!("{}\n", import.describe());
+            }
+            text += &serde_json::to_string_pretty(&a)?;
             print(json, serde_json::to_value(&a)?, || text)
         }
         RegistryCommand::Lineage { reference, dot } => {
@@ -197,9 +226,19 @@ pub fn run(args: RegistryArgs) -> Result<()> {
                 println!("{out}");
                 return Ok(());
             }
-            let name = |x: &str| reg.get(x).map(|a| a.name).unwrap_or_default();
+            // A node's name, marked when it came from a bundle.
+            let name = |x: &str| match reg.get(x) {
+                Ok(a) if !a.imported_from.is_empty() => format!("{} [imported]", a.name),
+                Ok(a) => a.name,
+                Err(_) => String::new(),
+            };
+            let origin: Vec<String> = reg.get(&id)?.imported_from.iter().map(|i| i.describe()).collect();
             print(json, json!({ "id": id, "ancestors": up, "descendants": down }), || {
-                let mut s = format!("{}  {}\nancestors:\n", id, name(&id));
+                let mut s = format!("{}  {}\n", id, name(&id));
+                for o in &origin {
+                    s += &format!("{o}\n");
+                }
+                s += "ancestors:\n";
                 for e in &up {
                     s += &format!("  {} {} --{}--> {} {}\n", short(&e.src), name(&e.src), e.kind, short(&e.dst), name(&e.dst));
                 }
@@ -283,19 +322,40 @@ pub fn run(args: RegistryArgs) -> Result<()> {
                 s
             })
         }
-        RegistryCommand::Export { bundle: path, references } => {
+        RegistryCommand::Export { bundle: path, references, sign, publisher } => {
             let reg = Registry::open_existing(&dir)?;
             let ids = references.iter().map(|r| reg.resolve(r)).collect::<Result<Vec<_>>>()?;
-            let exported = bundle::export(&reg, &ids, &path)?;
-            print(json, json!({ "bundle": path.display().to_string(), "artifacts": exported }), || {
-                format!("exported {} artifact(s) to {}", exported.len(), path.display())
+            let report = bundle::export(&reg, &ids, &path, &bundle::ExportOptions { sign: sign.as_deref(), publisher })?;
+            print(json, json!({ "bundle": path.display().to_string(), "id": report.bundle, "signed_by": report.signed_by, "artifacts": report.artifacts }), || {
+                let signed = report.signed_by.as_ref().map(|k| format!(", signed by key {k}")).unwrap_or_default();
+                format!("exported {} artifact(s) to {} (bundle {}{signed})", report.artifacts.len(), path.display(), report.bundle)
             })
         }
-        RegistryCommand::Import { bundle: path } => {
+        RegistryCommand::Import { bundle: path, trust, rename_conflicts, max_entry_mib, max_total_mib } => {
             let mut reg = Registry::open(&dir)?;
-            let report = bundle::import(&mut reg, &path)?;
+            let trust = trust.iter().map(|t| signing::load_public(t)).collect::<Result<Vec<_>>>()?;
+            let options = bundle::ImportOptions { rename_conflicts, max_entry: max_entry_mib << 20, max_total: max_total_mib << 20, trust };
+            let report = bundle::import(&mut reg, &path, &options)?;
             print(json, serde_json::to_value(&report)?, || {
-                format!("imported {} artifact(s) ({} new) and {} edge(s)", report.artifacts, report.new_artifacts, report.edges)
+                let mut s = format!(
+                    "imported {} artifact(s) ({} new) and {} edge(s) from bundle {} ({}{})",
+                    report.artifacts,
+                    report.new_artifacts,
+                    report.edges,
+                    report.bundle,
+                    report.publisher,
+                    if report.verified { ", signature verified" } else { "" }
+                );
+                for (id, name, version) in &report.renamed {
+                    s += &format!("\n  kept {id} as {name}@{version}: its name was taken");
+                }
+                s
+            })
+        }
+        RegistryCommand::Keygen { prefix } => {
+            let (secret, public, id) = signing::keygen(&prefix)?;
+            print(json, json!({ "key_id": id, "secret_key": secret, "public_key": public }), || {
+                format!("key {id}: secret key {} (keep it private), public key {} (give it to those who import your bundles)", secret.display(), public.display())
             })
         }
         RegistryCommand::Cat { reference, output } => {
