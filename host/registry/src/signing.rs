@@ -1,8 +1,10 @@
 //! Signed bundles: a minisign signature (Ed25519) of a bundle's manifest,
 //! which lists the id (BLAKE3) of every blob and every record and edge, so
 //! one signature covers the whole bundle. Key and signature files are
-//! minisign's own formats: keys made by `minisign -G` work here, and
-//! `minisign -V` checks a signature made here.
+//! minisign's formats (the `minisign` crate): `minisign -V` (the minisign
+//! 0.11 tool) checks a signature made here. A password-less secret key made
+//! by that tool failed this crate's checksum check when tried, so keys are
+//! best made with `geohost registry keygen`.
 //!
 //! A registry trusts the public keys given with `import --trust` and those
 //! in its `trusted-keys/` directory (`*.pub`).
