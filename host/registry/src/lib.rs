@@ -641,9 +641,6 @@ impl Registry {
         Ok(edges.into_iter().filter(|e| set.contains(&e.src) && set.contains(&e.dst)).collect())
     }
 
-    /// Insert an artifact record unless one with its id exists (then only
-    /// new tags are added); returns whether it was new. The blob must
-    /// already be in the store.
     /// Add an imported bundle's records, edges and provenance in one
     /// transaction (all or nothing); the blobs must already be in the
     /// store. Returns how many records were new.
@@ -658,27 +655,7 @@ impl Registry {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut new = 0;
         for a in artifacts {
-            new += tx.execute(
-                "INSERT OR IGNORE INTO artifacts (id, kind, name, version, size, media_type, created, role, step, l_transition, metadata)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    a.id,
-                    a.kind,
-                    a.name,
-                    a.version,
-                    a.size as i64,
-                    a.media_type,
-                    a.created,
-                    a.role,
-                    a.step,
-                    a.l_transition,
-                    serde_json::to_string(&a.metadata)?
-                ],
-            )
-            .with_context(|| format!("recording {} ({})", a.id, a.name))?;
-            for tag in &a.tags {
-                tx.execute("INSERT OR IGNORE INTO tags (id, tag) VALUES (?1, ?2)", params![a.id, tag])?;
-            }
+            new += usize::from(insert_artifact(&tx, a).with_context(|| format!("recording {} ({})", a.id, a.name))?);
             tx.execute(
                 "INSERT OR IGNORE INTO imports (id, bundle, publisher, verified, source, imported) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![a.id, import.bundle, import.publisher, import.verified, import.source, import.imported],
@@ -695,31 +672,28 @@ impl Registry {
         Ok(new)
     }
 
+    /// Insert an artifact record unless one with its id exists (then only
+    /// new tags are added); returns whether it was new. The blob must
+    /// already be in the store.
     fn insert_record(&mut self, a: &Artifact) -> Result<bool> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO artifacts (id, kind, name, version, size, media_type, created, role, step, l_transition, metadata)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                a.id,
-                a.kind,
-                a.name,
-                a.version,
-                a.size as i64,
-                a.media_type,
-                a.created,
-                a.role,
-                a.step,
-                a.l_transition,
-                serde_json::to_string(&a.metadata)?
-            ],
-        )?;
-        for tag in &a.tags {
-            tx.execute("INSERT OR IGNORE INTO tags (id, tag) VALUES (?1, ?2)", params![a.id, tag])?;
-        }
+        let inserted = insert_artifact(&tx, a)?;
         tx.commit()?;
-        Ok(inserted == 1)
+        Ok(inserted)
     }
+}
+
+/// The row of `a` and its tags, inside `tx`; whether the row was new.
+fn insert_artifact(tx: &rusqlite::Transaction<'_>, a: &Artifact) -> Result<bool> {
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO artifacts (id, kind, name, version, size, media_type, created, role, step, l_transition, metadata)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![a.id, a.kind, a.name, a.version, a.size as i64, a.media_type, a.created, a.role, a.step, a.l_transition, serde_json::to_string(&a.metadata)?],
+    )?;
+    for tag in &a.tags {
+        tx.execute("INSERT OR IGNORE INTO tags (id, tag) VALUES (?1, ?2)", params![a.id, tag])?;
+    }
+    Ok(inserted == 1)
 }
 
 /// Register trained weights (`trained_on` the dataset, `derived_from` the
