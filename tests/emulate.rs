@@ -43,6 +43,7 @@ fn identical_requests_hit_the_dataset_and_weights_caches() {
     assert_eq!(first["samples"], 1200);
     // The one-step error is small next to the state's spread.
     let ratio = first["val_rmse"].as_f64().unwrap() / first["state_std"].as_f64().unwrap();
+    // Measured 0.0048 (seeded, so the same on every run): a tenfold margin.
     assert!(ratio < 0.05, "one-step validation RMSE / state std = {ratio}");
 
     let second = train_json(dir.path(), &set, &[]);
@@ -97,6 +98,8 @@ fn step4_runs_the_same_etkf_through_the_emulator_with_lineage() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["label"], "ETKF N=20 infl=1.04 via emulator");
     let (wasm, neural) = (rows[0]["rmse_a"].as_f64().unwrap(), rows[1]["rmse_a"].as_f64().unwrap());
+    // Measured 0.261 through this small emulator against 0.187 through the
+    // component (1.39×); 0.5 is half OI's 0.95, far below climatology's 3.6.
     assert!(neural < 1.5 * wasm && neural < 0.5, "ETKF through the emulator: {neural} vs {wasm} through the component");
     assert!(dir.path().join("out/ETKF_N20_infl1.04_via_emulator.nc").is_file());
 
@@ -322,8 +325,10 @@ check = {{ metric = "one_step_rmse", max = 0.036 }}
     assert_eq!(by_lead.len(), 40);
     assert_eq!(by_lead[0].as_f64().unwrap(), one_step);
     // Close to the validation error of training, and growing with lead time.
+    // Measured: one-step 0.0169, lead 40 1.98, valid time 2.92, PSD error
+    // 0.026; the bounds leave a margin of about 3× (valid time) to 20×.
     assert!(one_step < 0.05 && one_step < by_lead[39].as_f64().unwrap(), "{one_step} vs {}", by_lead[39]);
-    assert!(c["metrics"]["valid_time"].as_f64().unwrap() > 0.0);
+    assert!(c["metrics"]["valid_time"].as_f64().unwrap() > 1.0, "{}", c["metrics"]);
     assert!(c["metrics"]["psd_error"].as_f64().unwrap() < 0.5);
     assert_eq!(c["verdict"], "pass");
     // The emulator was validated against the model component.

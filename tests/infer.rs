@@ -69,6 +69,9 @@ fn mcmc_and_es_mda_recover_the_linear_gaussian_posterior() {
     let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers: 16, steps: 6000, burn_in: 1000, a: 2.0, temperatures: 1 }, &mut rng).unwrap();
     let (mean, sd) = sample_moments(&chains.samples);
     let d = &chains.diagnostics;
+    // Measured: sd within 1.7% of exact (ESS 1570-1800, so one standard
+    // error of an sd is about 1/sqrt(2 ESS) = 1.8%: 6% is over 3 of them),
+    // R-hat 1.012-1.016, acceptance 0.64 (the stretch move's usual 0.2-0.9).
     for i in 0..3 {
         // Monte Carlo standard error of the mean from the sampler's own ESS.
         let mcse = sd_true[i] / d.ess[i].sqrt();
@@ -81,6 +84,8 @@ fn mcmc_and_es_mda_recover_the_linear_gaussian_posterior() {
     // ES-MDA is exact for a linear-Gaussian problem up to sampling error.
     let post = esmda::run(&mut problem, 4000, 4, &mut rng).unwrap();
     let (mean, sd) = sample_moments(&post);
+    // Measured: means within 0.02 sd of exact, sds within 1%; with 4000
+    // members an sd's standard error is about 1.1%, a mean's 0.016 sd.
     for i in 0..3 {
         assert!((mean[i] - case.mean[i]).abs() < 0.06 * sd_true[i] * 4.0, "ES-MDA mean {i}: {} vs exact {}", mean[i], case.mean[i]);
         assert!((sd[i] / sd_true[i] - 1.0).abs() < 0.06, "ES-MDA sd {i}: {} vs exact {}", sd[i], sd_true[i]);
@@ -104,6 +109,8 @@ fn diagnostics_match_processes_with_known_answers() {
         })
         .collect();
     let tau = mcmc::autocorrelation_time(&chains);
+    // Measured: tau 9.21 (2.3% off the closed form 9), R-hat 1.0004,
+    // shifted chains 2.98, drifting 1.83.
     assert!((tau / 9.0 - 1.0).abs() < 0.1, "tau {tau}, expected 9");
     let r_hat = mcmc::split_r_hat(&chains);
     assert!(r_hat < 1.01, "well-mixed chains have R-hat {r_hat}");
@@ -317,6 +324,7 @@ fn the_mixture_density_posterior_learns_a_linear_gaussian_posterior() {
         let q = mdn.sample(&x, 2000, &mut rng).unwrap();
         let exact = DMatrix::from_fn(d, 2000, |i, _| x[i] / 2.0 + 0.05f64.sqrt() * rng.sample::<f64, _>(rand_distr::StandardNormal));
         let score = c2st(&exact, &q, Spec::default()).unwrap();
+        // Measured 0.517 and 0.519 for the two observations.
         assert!(score < 0.6, "C2ST {score} for x = {x:?}");
         // The exact posterior mean is more probable under q than a point 3 sd away.
         let lp = mdn.log_prob(&x, &DMatrix::from_fn(d, 2, |i, j| x[i] / 2.0 + j as f64 * 3.0 * 0.05f64.sqrt())).unwrap();
