@@ -256,11 +256,10 @@ pub fn import(registry: &mut Registry, path: &Path, options: &ImportOptions) -> 
             None => taken.get(&key).map(|other| format!("{other} (in the same bundle)")),
         };
         match holder {
-            Some(holder) if a.kind == "plugin" && options.rename_conflicts => {
+            Some(_) if a.kind == "plugin" && options.rename_conflicts => {
                 let new_version = schema::renamed_version(&version, &a.id);
                 renamed.push((a.id.clone(), a.name.clone(), new_version.clone()));
                 a.version = Some(new_version);
-                let _ = holder;
             }
             Some(holder) => conflicts.push(format!(
                 "  {} {}@{version} is {} in the bundle but already names {holder}{}",

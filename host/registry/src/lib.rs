@@ -251,7 +251,7 @@ impl Registry {
             version = Some(renamed);
         }
         // The blob first, durably; then the row.
-        self.store.put(bytes)?;
+        self.store.put_hashed(bytes, &id)?;
         let record = Artifact {
             id: id.clone(),
             kind: a.kind.clone(),

@@ -45,10 +45,17 @@ impl BlobStore {
     /// with the right content is left as it is (a corrupt one is replaced).
     pub fn put(&self, bytes: &[u8]) -> Result<String> {
         let id = artifact_id(bytes);
-        let path = self.path_of(&id)?;
+        self.put_hashed(bytes, &id)?;
+        Ok(id)
+    }
+
+    /// [`BlobStore::put`] for bytes whose id the caller has computed
+    /// already (`id` must be `artifact_id(bytes)`), so they are hashed once.
+    pub(crate) fn put_hashed(&self, bytes: &[u8], id: &str) -> Result<()> {
+        let path = self.path_of(id)?;
         if let Ok(existing) = std::fs::read(&path) {
             if artifact_id(&existing) == id {
-                return Ok(id);
+                return Ok(());
             }
         }
         let dir = path.parent().expect("blob paths have a parent");
@@ -65,8 +72,7 @@ impl BlobStore {
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        result.with_context(|| format!("writing blob {}", path.display()))?;
-        Ok(id)
+        result.with_context(|| format!("writing blob {}", path.display()))
     }
 
     /// Read a blob and check its hash. Missing and corrupt blobs are
