@@ -51,6 +51,11 @@ impl Config {
         Ok(self.get::<usize>(key)?.unwrap_or(default))
     }
 
+    /// `true` or `false`, or `default` when absent.
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, String> {
+        Ok(self.get::<bool>(key)?.unwrap_or(default))
+    }
+
     /// A string, or `default` when absent.
     pub fn str_or(&self, key: &str, default: &str) -> Result<String, String> {
         Ok(self.get::<String>(key)?.unwrap_or_else(|| default.to_string()))

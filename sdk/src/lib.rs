@@ -76,6 +76,15 @@ pub mod bindings {
             runtime_path: "geohost_sdk::__wit_bindgen::rt",
         });
     }
+    pub mod filter {
+        wit_bindgen::generate!({
+            world: "filter",
+            path: "../wit",
+            pub_export_macro: true,
+            default_bindings_module: "geohost_sdk::bindings::filter",
+            runtime_path: "geohost_sdk::__wit_bindgen::rt",
+        });
+    }
     pub mod metric {
         wit_bindgen::generate!({
             world: "metric",
@@ -296,6 +305,62 @@ pub trait Metric: Sized + 'static {
     fn compute(&mut self, input: &MetricInput<'_>) -> Result<Vec<(String, Value)>, String>;
 }
 
+/// The assimilation problem a [`Filter`] is configured for (given once,
+/// at `init`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub state_size: usize,
+    pub obs_size: usize,
+    /// Diagonal of the observation-error covariance R.
+    pub noise_variance: Vec<f64>,
+    /// Grid coordinate of each observation.
+    pub locations: Vec<f64>,
+    pub grid: Option<Grid>,
+    /// Model time between two analyses.
+    pub dt: f64,
+}
+
+/// What a filter says about itself after `init`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FilterInfo {
+    pub name: String,
+    pub version: String,
+    /// Ensemble size N: the host draws N initial members.
+    pub members: usize,
+}
+
+/// An ensemble of `members` rows of `size` values each, row-major (member
+/// `j` is `data[j * size..(j + 1) * size]`).
+#[derive(Debug)]
+pub struct Members<'a> {
+    pub members: usize,
+    pub size: usize,
+    pub data: &'a mut [f64],
+}
+
+impl Members<'_> {
+    pub fn member(&self, j: usize) -> &[f64] {
+        &self.data[j * self.size..(j + 1) * self.size]
+    }
+    pub fn member_mut(&mut self, j: usize) -> &mut [f64] {
+        &mut self.data[j * self.size..(j + 1) * self.size]
+    }
+}
+
+/// A data-assimilation method (the `filter` world): a benchmark
+/// submission. The host runs the twin experiment; the filter only ever
+/// sees forecasts, their observed images and the observations.
+pub trait Filter: Sized + 'static {
+    /// Build the filter from its config for `problem`.
+    fn init(config: &Config, problem: &Problem) -> Result<Self, String>;
+    fn info(&self) -> FilterInfo;
+    /// Replace the forecast ensemble `x` (`N × state_size`) by the analysis,
+    /// given its observed image `hx` (`N × obs_size`, row-major) and the
+    /// observation `y` at time `t`. `rng` is seeded by the host for this
+    /// cycle: use it for any randomness, so reruns give the same bits.
+    fn analyse(&mut self, x: &mut Members<'_>, hx: &[f64], y: &[f64], t: f64, rng: &mut SplitMix64) -> Result<(), String>;
+}
+
 /// Glue between the generated bindings and the traits; used by the export
 /// macros, not by plugin authors.
 #[doc(hidden)]
@@ -438,6 +503,59 @@ pub mod glue {
         })
     }
 
+    use bindings::filter::exports::geohost::plugin::assimilate as da;
+    use bindings::filter::geohost::plugin::types as da_types;
+    pub type DaEnsemble = da_types::Ensemble;
+    pub type DaProblem = da::Problem;
+    pub type DaInfo = da::FilterInfo;
+
+    /// The filter with its problem (kept for shape checks).
+    pub struct FilterSlot<F>(RefCell<Option<(F, Problem, usize)>>);
+
+    impl<F> Default for FilterSlot<F> {
+        fn default() -> Self {
+            FilterSlot::new()
+        }
+    }
+
+    impl<F> FilterSlot<F> {
+        pub const fn new() -> Self {
+            FilterSlot(RefCell::new(None))
+        }
+    }
+
+    pub fn filter_init<F: Filter>(slot: &FilterSlot<F>, config: String, problem: DaProblem) -> Result<DaInfo, String> {
+        let problem = Problem {
+            state_size: problem.state_size as usize,
+            obs_size: problem.obs_size as usize,
+            noise_variance: problem.noise_variance,
+            locations: problem.locations,
+            grid: problem.grid.map(|g| Grid { points: g.points as usize, periodic: g.periodic }),
+            dt: problem.dt,
+        };
+        let filter = F::init(&parse(&config)?, &problem)?;
+        let info = filter.info();
+        let members = info.members;
+        *slot.0.borrow_mut() = Some((filter, problem, members));
+        Ok(DaInfo { name: info.name, version: info.version, members: members as u32 })
+    }
+
+    pub fn filter_analyse<F: Filter>(slot: &FilterSlot<F>, mut x: DaEnsemble, hx: DaEnsemble, y: Vec<f64>, t: f64, seed: u64) -> Result<DaEnsemble, String> {
+        let mut guard = slot.0.borrow_mut();
+        let Some((filter, problem, members)) = guard.as_mut() else { return Err("filter used before init: call init(config, problem) first".into()) };
+        check_shape(x.members, x.size, x.data.len(), problem.state_size)?;
+        check_shape(hx.members, hx.size, hx.data.len(), problem.obs_size)?;
+        if x.members as usize != *members || hx.members != x.members {
+            return Err(format!("expected {members} members in the forecast and its image, got {} and {}", x.members, hx.members));
+        }
+        if y.len() != problem.obs_size {
+            return Err(format!("y has {} values, the problem has {} observations", y.len(), problem.obs_size));
+        }
+        let mut rng = SplitMix64::new(seed);
+        filter.analyse(&mut Members { members: *members, size: problem.state_size, data: &mut x.data }, &hx.data, &y, t, &mut rng)?;
+        Ok(x)
+    }
+
     pub fn forward_init<M: ForwardModel>(slot: &Slot<M>, config: String) -> Result<FwdInfo, String> {
         let model = M::init(&parse(&config)?)?;
         let info = model.info();
@@ -557,6 +675,33 @@ macro_rules! export_metric {
             }
         }
         $crate::bindings::metric::export!(__GeohostMetric);
+    };
+}
+
+/// Export a [`Filter`] implementation as the plugin's `filter` world (a
+/// benchmark submission). Use once per plugin crate.
+#[macro_export]
+macro_rules! export_filter {
+    ($filter:ty) => {
+        thread_local! {
+            static __GEOHOST_FILTER: $crate::glue::FilterSlot<$filter> = const { $crate::glue::FilterSlot::new() };
+        }
+        struct __GeohostFilter;
+        impl $crate::bindings::filter::exports::geohost::plugin::assimilate::Guest for __GeohostFilter {
+            fn init(config: String, problem: $crate::glue::DaProblem) -> Result<$crate::glue::DaInfo, String> {
+                __GEOHOST_FILTER.with(|slot| $crate::glue::filter_init::<$filter>(slot, config, problem))
+            }
+            fn analyse(
+                forecast: $crate::glue::DaEnsemble,
+                forecast_obs: $crate::glue::DaEnsemble,
+                y: Vec<f64>,
+                t: f64,
+                seed: u64,
+            ) -> Result<$crate::glue::DaEnsemble, String> {
+                __GEOHOST_FILTER.with(|slot| $crate::glue::filter_analyse::<$filter>(slot, forecast, forecast_obs, y, t, seed))
+            }
+        }
+        $crate::bindings::filter::export!(__GeohostFilter);
     };
 }
 

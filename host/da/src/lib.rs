@@ -18,6 +18,7 @@ pub mod etkf;
 pub mod letkf;
 pub mod linalg;
 pub mod method;
+pub mod submission;
 pub mod models;
 pub mod params;
 pub mod stats;

@@ -27,6 +27,8 @@ pub enum Role {
     /// An ensemble method: step 2's oracle, run again through the emulator
     /// in step 4 unless `[step4] methods` says otherwise.
     Oracle,
+    /// A submitted method being scored (its outputs are never registered).
+    Candidate,
 }
 
 impl Role {
@@ -35,6 +37,7 @@ impl Role {
         match self {
             Role::Baseline => "baseline",
             Role::Oracle => "oracle",
+            Role::Candidate => "candidate",
         }
     }
 }
@@ -85,6 +88,14 @@ pub struct Method {
 }
 
 impl Method {
+    /// A method built by the host rather than read from parameters (e.g. a
+    /// [`crate::submission::Submission`]); serialised by its tag and
+    /// `Serialize` fields.
+    pub fn from_method<M: DaMethod + Serialize + 'static>(method: M) -> Result<Method> {
+        let params = serde_json::to_value(&method).context("serialising the method's parameters")?;
+        Ok(Method { inner: Arc::new(method), params })
+    }
+
     pub fn label(&self) -> String {
         self.inner.label()
     }

@@ -43,6 +43,18 @@ impl CompileCache {
         self.dir.join(format!("{}-{:016x}.cwasm", content_hash.to_hex(), hasher.finish()))
     }
 
+    /// The cached compiled form of the component with `content_hash`, if
+    /// a valid entry exists; never compiles.
+    pub fn get(&self, engine: &Engine, content_hash: &blake3::Hash) -> Option<Component> {
+        let entry = std::fs::read(self.entry(engine, content_hash)).ok()?;
+        if entry.len() > 32 && blake3::hash(&entry[32..]).as_bytes() == &entry[..32] {
+            // SAFETY: as in `load`: our own serialization for this engine
+            // configuration, checksummed.
+            return unsafe { Component::deserialize(engine, &entry[32..]) }.ok();
+        }
+        None
+    }
+
     /// Load the compiled form of `bytes`, compiling and storing it on a miss.
     /// Returns the component and whether it came from the cache. Cache I/O
     /// problems never fail the load: the component is compiled instead.

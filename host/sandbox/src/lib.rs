@@ -18,7 +18,9 @@
 //! crate implement.
 
 mod cache;
+mod filter;
 mod forward;
+pub mod isolate;
 pub mod limits;
 mod metric;
 pub mod model;
@@ -26,6 +28,7 @@ mod observe;
 mod simulate;
 
 pub use cache::CompileCache;
+pub use filter::{FilterInfo, Problem, WasmFilter, MAX_MEMBERS};
 pub use forward::WasmForward;
 pub use limits::Limits;
 pub use metric::{MemberTable, MetricValue, Table, WasmMetric};
@@ -55,6 +58,8 @@ pub enum World {
     ObsOperator,
     Metric,
     StaticModel,
+    /// A DA method submitted as a component (benchmark submissions).
+    Filter,
 }
 
 impl World {
@@ -65,6 +70,7 @@ impl World {
             World::ObsOperator => "obs-operator",
             World::Metric => "metric",
             World::StaticModel => "static-model",
+            World::Filter => "filter",
         }
     }
     /// The interface (without version) the world exports.
@@ -74,10 +80,16 @@ impl World {
             World::ObsOperator => "geohost:plugin/observe",
             World::Metric => "geohost:plugin/score",
             World::StaticModel => "geohost:plugin/simulate",
+            World::Filter => "geohost:plugin/assimilate",
         }
     }
-    fn all() -> [World; 4] {
-        [World::ForwardModel, World::ObsOperator, World::Metric, World::StaticModel]
+    fn all() -> [World; 5] {
+        [World::ForwardModel, World::ObsOperator, World::Metric, World::StaticModel, World::Filter]
+    }
+
+    /// The world named `name` (as `World::name` spells it).
+    pub fn parse(name: &str) -> Option<World> {
+        World::all().into_iter().find(|w| w.name() == name)
     }
 }
 
@@ -109,6 +121,8 @@ pub enum SandboxError {
     Returned { plugin: String, call: &'static str, message: String },
     #[error("plugin `{plugin}` ran out of fuel in `{call}` (limit {fuel} instructions per call): it may loop forever; raise `limits.fuel` (or --fuel) if it needs more")]
     OutOfFuel { plugin: String, call: &'static str, fuel: u64 },
+    #[error("plugin `{plugin}` used up its total fuel budget of {total} instructions in `{call}` (all its calls together); it needs a cheaper algorithm, or a contract with a larger `[budget] fuel_total`")]
+    FuelBudget { plugin: String, call: &'static str, total: u64 },
     #[error("plugin `{plugin}` exceeded its wall-clock deadline of {deadline_ms} ms in `{call}` and was interrupted; raise `limits.deadline_ms` (or --deadline-ms) if it needs longer")]
     Deadline { plugin: String, call: &'static str, deadline_ms: u64 },
     #[error("plugin `{plugin}` exceeded its memory limit of {limit_mib} MiB in `{call}` (it asked for {asked_mib} MiB); raise `limits.memory_mib` (or --memory-mib) if it needs more")]
@@ -193,6 +207,22 @@ impl Runtime {
         .map_err(|e| malformed(format!("{e:#}")))?;
         check_world(&self.engine, &component, plugin, path, world)?;
         Ok(LoadedComponent { plugin: plugin.into(), path: path.into(), hash, size: bytes.len(), component, from_cache })
+    }
+
+    /// As [`Runtime::load_bytes`], but only from the compile cache: the
+    /// component must have been compiled already (by
+    /// [`isolate::compile_in_child`]); it is never compiled here.
+    pub fn load_compiled(&self, plugin: &str, path: &Path, bytes: &[u8], world: World) -> Result<LoadedComponent, SandboxError> {
+        let malformed = |reason: String| SandboxError::Malformed { plugin: plugin.into(), path: path.into(), reason };
+        check_header(bytes).map_err(&malformed)?;
+        let hash = blake3::hash(bytes);
+        let component = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.get(&self.engine, &hash))
+            .ok_or_else(|| malformed("no compiled form in the compile cache (the isolated compile did not leave one); refusing to compile it in the host process".into()))?;
+        check_world(&self.engine, &component, plugin, path, world)?;
+        Ok(LoadedComponent { plugin: plugin.into(), path: path.into(), hash, size: bytes.len(), component, from_cache: true })
     }
 
     /// A fresh store with this runtime's limits.
@@ -292,6 +322,26 @@ struct Instance<B> {
     limits: Limits,
     /// Set after a trap or exhausted limit: the instance must not be reused.
     poisoned: Option<String>,
+    /// Fuel left for all calls together (`None`: only the per-call limit).
+    fuel_budget: Option<u64>,
+    /// The budget as set, for messages.
+    fuel_total: Option<u64>,
+    /// Fuel armed for the call in progress.
+    armed: u64,
+    used: Accounting,
+}
+
+/// What an instance has consumed so far. Fuel and memory depend only on the
+/// component and its inputs (wasm execution is deterministic, NaNs
+/// canonicalised), so they are the same on every machine and every rerun.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Accounting {
+    /// Fuel (≈ wasm instructions) consumed by all calls, `init` included.
+    pub fuel: u64,
+    /// The largest linear memory the instance grew to, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Calls made (`init` included).
+    pub calls: u64,
 }
 
 impl<B> Instance<B> {
@@ -302,10 +352,42 @@ impl<B> Instance<B> {
     ) -> Result<Self, SandboxError> {
         let mut store = runtime.store();
         let limits = *runtime.limits();
-        arm(&mut store, &limits);
+        arm(&mut store, &limits, limits.fuel);
         let bindings = instantiate(&mut store, &loaded.component, &runtime.linker())
             .map_err(|e| SandboxError::Instantiate { plugin: loaded.plugin.clone(), reason: format!("{e:#}") })?;
-        Ok(Instance { plugin: loaded.plugin.clone(), store, bindings, limits, poisoned: None })
+        let armed = limits.fuel;
+        Ok(Instance { plugin: loaded.plugin.clone(), store, bindings, limits, poisoned: None, fuel_budget: None, fuel_total: None, armed, used: Accounting::default() })
+    }
+
+    /// Cap the fuel of all later calls together at `total`.
+    fn set_fuel_budget(&mut self, total: Option<u64>) {
+        (self.fuel_budget, self.fuel_total) = (total, total);
+    }
+
+    fn accounting(&self) -> Accounting {
+        Accounting { peak_memory_bytes: self.store.data().peak_memory as u64, ..self.used }
+    }
+
+    /// Refill fuel (the per-call limit, or what is left of the total
+    /// budget if that is less) and reset the deadline before a call.
+    fn arm(&mut self) {
+        self.armed = match self.fuel_budget {
+            Some(left) if self.limits.fuel > 0 => left.min(self.limits.fuel),
+            _ => self.limits.fuel,
+        };
+        arm(&mut self.store, &self.limits, self.armed);
+    }
+
+    /// Count the fuel the last call burnt against the budget.
+    fn settle(&mut self) {
+        self.used.calls += 1;
+        if self.limits.fuel > 0 {
+            let burnt = self.armed.saturating_sub(self.store.get_fuel().unwrap_or(0));
+            self.used.fuel += burnt;
+            if let Some(left) = &mut self.fuel_budget {
+                *left = left.saturating_sub(burnt);
+            }
+        }
     }
 
     /// Run one call under fresh limits. `Ok(Err(msg))` from the plugin (a
@@ -315,8 +397,10 @@ impl<B> Instance<B> {
         if let Some(first) = &self.poisoned {
             return Err(SandboxError::Poisoned { plugin: self.plugin.clone(), first: first.clone() });
         }
-        arm(&mut self.store, &self.limits);
-        match f(&self.bindings, &mut self.store) {
+        self.arm();
+        let result = f(&self.bindings, &mut self.store);
+        self.settle();
+        match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(message)) => Err(SandboxError::Returned { plugin: self.plugin.clone(), call, message }),
             Err(error) => {
@@ -342,6 +426,7 @@ impl<B> Instance<B> {
             return SandboxError::Memory { plugin, call, limit_mib: self.limits.memory_mib, asked_mib: (asked as u64).div_ceil(1 << 20) };
         }
         match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) if self.armed < self.limits.fuel => SandboxError::FuelBudget { plugin, call, total: self.fuel_total.unwrap_or(0) },
             Some(Trap::OutOfFuel) => SandboxError::OutOfFuel { plugin, call, fuel: self.limits.fuel },
             Some(Trap::Interrupt) => SandboxError::Deadline { plugin, call, deadline_ms: self.limits.deadline_ms },
             Some(Trap::StackOverflow) => SandboxError::StackOverflow { plugin, call, stack_kib: self.limits.stack_kib },
@@ -351,10 +436,10 @@ impl<B> Instance<B> {
     }
 }
 
-/// Refill fuel and reset the deadline before a call.
-fn arm(store: &mut Store<StoreLimiter>, limits: &Limits) {
+/// Set `fuel` and reset the deadline before a call.
+fn arm(store: &mut Store<StoreLimiter>, limits: &Limits, fuel: u64) {
     if limits.fuel > 0 {
-        store.set_fuel(limits.fuel).expect("fuel is enabled on this engine");
+        store.set_fuel(fuel).expect("fuel is enabled on this engine");
     }
     let ticks = limits.deadline().as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1) as u64;
     store.set_epoch_deadline(ticks);

@@ -65,11 +65,13 @@ pub struct StoreLimiter {
     max_table_elements: usize,
     /// Bytes asked for by the last refused memory growth.
     pub refused_memory: Option<usize>,
+    /// The largest memory size granted so far, in bytes.
+    pub peak_memory: usize,
 }
 
 impl StoreLimiter {
     pub fn new(limits: &Limits) -> Self {
-        StoreLimiter { max_memory: limits.memory_bytes(), max_table_elements: 1 << 20, refused_memory: None }
+        StoreLimiter { max_memory: limits.memory_bytes(), max_table_elements: 1 << 20, refused_memory: None, peak_memory: 0 }
     }
 }
 
@@ -81,6 +83,7 @@ impl ResourceLimiter for StoreLimiter {
             // so the plugin cannot carry on with a failed allocation.
             return Err(wasmtime::Error::msg(format!("memory limit reached: asked for {desired} bytes, the limit is {}", self.max_memory)));
         }
+        self.peak_memory = self.peak_memory.max(desired);
         Ok(true)
     }
 

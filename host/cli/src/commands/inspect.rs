@@ -12,11 +12,16 @@ pub struct InspectArgs {
     /// The component file.
     plugin: PathBuf,
     /// Which world to check it against.
-    #[arg(long, value_parser = ["forward-model", "obs-operator", "metric", "static-model"], default_value = "forward-model")]
+    #[arg(long, value_parser = ["forward-model", "obs-operator", "metric", "static-model", "filter"], default_value = "forward-model")]
     world: String,
     /// Config document (JSON object) passed to init.
     #[arg(long, default_value = "{}")]
     config: String,
+    /// For `--world filter`: the problem passed to init, as JSON (fields
+    /// state_size, obs_size, noise_variance, locations, grid, dt). Default:
+    /// Lorenz-96's, 40 variables all observed with R = I, dt 0.05.
+    #[arg(long)]
+    problem: Option<String>,
     #[command(flatten)]
     sandbox: SandboxArgs,
 }
@@ -29,6 +34,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         "obs-operator" => World::ObsOperator,
         "metric" => World::Metric,
         "static-model" => World::StaticModel,
+        "filter" => World::Filter,
         _ => World::ForwardModel,
     };
     let name = args.plugin.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -38,6 +44,20 @@ pub fn run(args: InspectArgs) -> Result<()> {
         World::ForwardModel => serde_json::to_value(WasmForward::new(&runtime, &loaded, &args.config)?.info())?,
         World::ObsOperator => serde_json::to_value(WasmObs::new(&runtime, &loaded, &args.config)?.info())?,
         World::StaticModel => serde_json::to_value(WasmSimulator::new(&runtime, &loaded, &args.config)?.info())?,
+        World::Filter => {
+            let problem = match &args.problem {
+                Some(json) => serde_json::from_str(json).context("--problem must be a JSON object with state_size, obs_size, noise_variance, locations, grid, dt")?,
+                None => geohost_sandbox::Problem {
+                    state_size: 40,
+                    obs_size: 40,
+                    noise_variance: vec![1.0; 40],
+                    locations: (0..40).map(f64::from).collect(),
+                    grid: Some(geohost_sandbox::model::Grid { points: 40, periodic: true }),
+                    dt: 0.05,
+                },
+            };
+            serde_json::to_value(&geohost_sandbox::WasmFilter::new(&runtime, &loaded, &args.config, &problem, None)?.info)?
+        }
         World::Metric => {
             let m = WasmMetric::new(&runtime, &loaded, &args.config)?;
             serde_json::json!({ "name": m.name, "version": m.version, "metrics": m.metrics })

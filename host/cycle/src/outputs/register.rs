@@ -117,6 +117,7 @@ pub fn register(registry: &mut Registry, set: &Loaded, result: &RunOutput, files
         }
         let role = match method_run.method.role().name() {
             "oracle" if through_emulator => None,
+            "candidate" => None,
             role => Some(role.to_string()),
         };
         let id = add(

@@ -1,0 +1,107 @@
+//! A DA method submitted as a `filter` component: the [`Analysis`] of the
+//! shared forecast–analysis cycle, moved across the sandbox boundary.
+//!
+//! The host keeps everything else of the cycle: it draws the initial
+//! ensemble, advances it with the experiment's model, observes it, records
+//! statistics and keeps ensembles exactly as for a native method. The
+//! component sees the forecast ensemble, its observed image and y, never
+//! the truth. No inflation or rotation is applied by the host: that is the
+//! submission's business.
+
+use crate::ensemble::{self, Analysis, PostProcess, Record, Trajectory};
+use crate::method::{DaMethod, Role};
+use crate::twin::Twin;
+use anyhow::Result;
+use geohost_sandbox::model::{ForwardModel, ObsOperator};
+use geohost_sandbox::{Accounting, WasmFilter};
+use nalgebra::{DMatrix, DVector};
+use rand::RngCore;
+use std::sync::Mutex;
+
+/// A submitted filter, ready to run like any [`crate::Method`] (wrap it
+/// with [`crate::Method::from_method`]).
+#[derive(serde::Serialize)]
+pub struct Submission {
+    /// The component's registry id (`blake3:…`).
+    pub component: String,
+    /// Name and version as the component describes itself.
+    pub name: String,
+    pub version: String,
+    #[serde(rename = "N")]
+    pub members: usize,
+    /// The config it was given, as JSON.
+    pub config: serde_json::Value,
+    #[serde(skip)]
+    filter: Mutex<WasmFilter>,
+}
+
+/// Where a submission failed: the cycle, for the verdict (found in an
+/// error's chain with `chain().find_map(|e| e.downcast_ref())`).
+#[derive(Debug, thiserror::Error)]
+#[error("the submission failed at cycle {cycle} (t = {time})")]
+pub struct FailedAt {
+    pub cycle: usize,
+    pub time: f64,
+}
+
+impl std::fmt::Debug for Submission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Submission({} {}@{} N={})", self.component, self.name, self.version, self.members)
+    }
+}
+
+impl Submission {
+    pub fn new(component: String, config: serde_json::Value, filter: WasmFilter) -> Submission {
+        let (name, version, members) = (filter.info.name.clone(), filter.info.version.clone(), filter.info.members);
+        Submission { component, name, version, members, config, filter: Mutex::new(filter) }
+    }
+
+    /// Fuel, peak memory and calls of the component so far (all runs).
+    pub fn accounting(&self) -> Accounting {
+        self.filter.lock().unwrap_or_else(|p| p.into_inner()).accounting()
+    }
+}
+
+impl DaMethod for Submission {
+    fn tag(&self) -> &'static str {
+        "Submission"
+    }
+    fn label(&self) -> String {
+        format!("{}@{} N={} (submission {})", self.name, self.version, self.members, &self.component[7..19.min(self.component.len())])
+    }
+    fn role(&self) -> Role {
+        Role::Candidate
+    }
+    fn run(
+        &self,
+        twin: &Twin,
+        model: &mut dyn ForwardModel,
+        obs: &mut dyn ObsOperator,
+        rng: &mut rand_chacha::ChaCha8Rng,
+        record: Record,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Trajectory> {
+        let mut filter = self.filter.lock().unwrap_or_else(|p| p.into_inner());
+        let mut analysis = ComponentAnalysis { filter: &mut filter, times: &twin.times, cycle: 0 };
+        let no_post = PostProcess { infl: 1.0, rot: false };
+        ensemble::cycle(twin, model, obs, self.members, &mut analysis, no_post, record, rng, progress)
+    }
+}
+
+/// The [`Analysis`] that calls the component; cycles come in order, so it
+/// counts them to give the component the analysis time.
+struct ComponentAnalysis<'a> {
+    filter: &'a mut WasmFilter,
+    times: &'a [f64],
+    cycle: usize,
+}
+
+impl Analysis for ComponentAnalysis<'_> {
+    fn analyse(&mut self, e: &mut DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, _r: &DVector<f64>, rng: &mut dyn RngCore) -> Result<()> {
+        let (cycle, time) = (self.cycle, self.times[self.cycle]);
+        self.cycle += 1;
+        let seed = rng.next_u64();
+        *e = self.filter.analyse(e, eo, y, time, seed).map_err(|err| anyhow::Error::new(err).context(FailedAt { cycle, time }))?;
+        Ok(())
+    }
+}
