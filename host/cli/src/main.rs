@@ -23,7 +23,7 @@ enum Command {
     Perf(perf_cmd::PerfArgs),
     /// The lineage registry: artifacts, lineage, oracles, staleness, integrity.
     Registry(registry::RegistryArgs),
-    /// Benchmark contracts: pre-register, score candidates into reports, diff reports, score a cycle.
+    /// Benchmark contracts: pre-register, submit components, score candidates into reports, diff reports, score a cycle.
     Bench(bench::BenchArgs),
     /// Train a step-3 emulator ([step3]) or a step-5 posterior ([step5] of a static set).
     Train(train::TrainArgs),
@@ -32,6 +32,12 @@ enum Command {
 }
 
 fn main() {
+    // The compiling child of `bench submit` (compile isolation): not a
+    // user command, so it is not in the help.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(geohost_sandbox::isolate::SUBCOMMAND) {
+        std::process::exit(geohost_sandbox::isolate::child_main(&args[2..]));
+    }
     let cli = Cli::parse();
     // Neural kernels are small: one thread is faster here (parallelise over
     // runs instead), and it keeps training bit-reproducible.

@@ -159,12 +159,21 @@ pub struct Loaded {
     pub methods: Vec<Method>,
     pub model: Source,
     pub obs: Source,
+    /// A hidden experiment's secret seed: when set, it replaces
+    /// `experiment.seed` for the twin and the methods (see `run::run`).
+    pub secret: Option<[u8; 32]>,
 }
 
 impl PluginSet {
     /// Read and validate a plugin-set file. Errors name the file and field.
     pub fn load(path: &Path) -> Result<Loaded> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read plugin-set file {}", path.display()))?;
+        PluginSet::parse(path, text)
+    }
+
+    /// Parse and validate plugin-set text; `path` names it in errors and
+    /// resolves relative plugin paths.
+    pub fn parse(path: &Path, text: String) -> Result<Loaded> {
         let set: PluginSet = toml::from_str(&text).with_context(|| format!("invalid plugin-set file {}", path.display()))?;
         let fail = |msg: String| anyhow::anyhow!("invalid plugin-set file {}: {msg}", path.display());
         if set.methods.is_empty() {
@@ -205,6 +214,6 @@ impl PluginSet {
             crate::emulation::step4_methods(step4, &methods).map_err(|e| fail(format!("{e:#}")))?;
         }
         let name = set.name.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()));
-        Ok(Loaded { path: path.into(), bytes: text.into_bytes(), name, model, obs, methods, set })
+        Ok(Loaded { path: path.into(), bytes: text.into_bytes(), name, model, obs, methods, set, secret: None })
     }
 }

@@ -91,6 +91,20 @@ pub struct RunOutput {
     pub emulator: Option<crate::emulation::EmulatorRecord>,
 }
 
+/// The generator of the twin experiment and the base seed of the methods:
+/// from `experiment.seed`, or from a hidden experiment's 256-bit secret
+/// (through BLAKE3 key derivation, so neither reveals the other).
+fn experiment_seeds(set: &Loaded) -> (rand_chacha::ChaCha8Rng, u64) {
+    match &set.secret {
+        None => (rand_chacha::ChaCha8Rng::seed_from_u64(set.set.experiment.seed), set.set.experiment.seed),
+        Some(secret) => {
+            let twin = blake3::derive_key("geohost 2026 hidden experiment: twin", secret);
+            let methods = blake3::derive_key("geohost 2026 hidden experiment: methods", secret);
+            (rand_chacha::ChaCha8Rng::from_seed(twin), u64::from_le_bytes(methods[..8].try_into().expect("8 bytes")))
+        }
+    }
+}
+
 /// Order-independent seed for a method: the run seed mixed with the label.
 fn method_seed(seed: u64, method: &Method) -> u64 {
     let h = blake3::hash(method.label().as_bytes());
@@ -142,6 +156,19 @@ pub(crate) fn load_model(
     }
 }
 
+/// The observation operator of a run, checked against `model`. It learns
+/// the state size from the model unless its config says otherwise (then
+/// check_pair catches a mismatch). Returns it with its component and config.
+pub(crate) fn load_obs(runtime: &Runtime, registry: Option<&Registry>, set: &Loaded, model: &ModelInfo) -> Result<(WasmObs, LoadedComponent, String)> {
+    let mut obs_table = set.set.observations.config.clone();
+    obs_table.entry("state_size").or_insert(toml::Value::Integer(model.state_size as i64));
+    let obs_config = config_json(&obs_table);
+    let obs_component = load_plugin(runtime, registry, "observations", &set.obs, World::ObsOperator).context("loading the observation operator")?;
+    let obs = WasmObs::new(runtime, &obs_component, &obs_config)?;
+    check_pair(model, obs.info())?;
+    Ok((obs, obs_component, obs_config))
+}
+
 /// Run a loaded plugin-set: the twin experiment and every method (step 2),
 /// then `[step3]` (dataset and emulator) and `[step4]` (methods again
 /// through the emulator) when the set has them. `cycles` overrides the
@@ -157,20 +184,13 @@ pub fn run(
     let (mut model, model_record, model_component) = load_model(runtime, registry.as_deref(), set)?;
     let m = model.info().state_size;
 
-    // The observation operator learns the state size from the model unless
-    // its config says otherwise (then check_pair catches a mismatch).
-    let mut obs_table = set.set.observations.config.clone();
-    obs_table.entry("state_size").or_insert(toml::Value::Integer(m as i64));
-    let obs_config = config_json(&obs_table);
-    let obs_component = load_plugin(runtime, registry.as_deref(), "observations", &set.obs, World::ObsOperator).context("loading the observation operator")?;
-    let mut obs = WasmObs::new(runtime, &obs_component, &obs_config)?;
-    check_pair(model.info(), obs.info())?;
+    let (mut obs, obs_component, obs_config) = load_obs(runtime, registry.as_deref(), set, model.info())?;
 
     let e = &set.set.experiment;
     let chronology =
         Chronology { dt: e.dt.unwrap_or(model.info().default_dt), steps_per_obs: e.steps_per_obs, cycles: cycles.unwrap_or(e.cycles), burn_in: e.burn_in };
     let prior = Prior { mean: DVector::from_vec(e.x0.resolve(m)?), variance: e.x0_variance };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(e.seed);
+    let (mut rng, methods_seed) = experiment_seeds(set);
     let twin = {
         let mut bar = progress("truth + observations", chronology.cycles);
         let t = twin::simulate(model.as_mut(), &mut obs, chronology, prior, &mut rng)?;
@@ -184,7 +204,7 @@ pub fn run(
             let mut bar = progress(label, chronology.cycles);
             let start = Instant::now();
             let trajectory =
-                method.run(&twin, model, obs, method_seed(e.seed, method), record, &mut |k| bar.tick(k)).with_context(|| format!("method {label}"))?;
+                method.run(&twin, model, obs, method_seed(methods_seed, method), record, &mut |k| bar.tick(k)).with_context(|| format!("method {label}"))?;
             let ms_per_cycle = start.elapsed().as_secs_f64() * 1e3 / chronology.cycles as f64;
             let summary = trajectory.stats.summarize(&twin.times, chronology.burn_in);
             anyhow::Ok(MethodRun { method: method.clone(), summary, ms_per_cycle, trajectory, emulator })

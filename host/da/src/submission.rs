@@ -16,7 +16,7 @@ use geohost_sandbox::model::{ForwardModel, ObsOperator};
 use geohost_sandbox::{Accounting, WasmFilter};
 use nalgebra::{DMatrix, DVector};
 use rand::RngCore;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A submitted filter, ready to run like any [`crate::Method`] (wrap it
 /// with [`crate::Method::from_method`]).
@@ -32,11 +32,12 @@ pub struct Submission {
     /// The config it was given, as JSON.
     pub config: serde_json::Value,
     #[serde(skip)]
-    filter: Mutex<WasmFilter>,
+    filter: Arc<Mutex<WasmFilter>>,
 }
 
-/// Where a submission failed: the cycle, for the verdict (found in an
-/// error's chain with `chain().find_map(|e| e.downcast_ref())`).
+/// The context of every error of a submission's run (its analysis, or the
+/// forecast or observation of the ensemble it returned), with the cycle:
+/// `anyhow::Error::downcast_ref::<FailedAt>()` finds it under any context.
 #[derive(Debug, thiserror::Error)]
 #[error("the submission failed at cycle {cycle} (t = {time})")]
 pub struct FailedAt {
@@ -53,12 +54,22 @@ impl std::fmt::Debug for Submission {
 impl Submission {
     pub fn new(component: String, config: serde_json::Value, filter: WasmFilter) -> Submission {
         let (name, version, members) = (filter.info.name.clone(), filter.info.version.clone(), filter.info.members);
-        Submission { component, name, version, members, config, filter: Mutex::new(filter) }
+        Submission { component, name, version, members, config, filter: Arc::new(Mutex::new(filter)) }
     }
 
-    /// Fuel, peak memory and calls of the component so far (all runs).
+    /// A handle that reads the component's accounting after the
+    /// submission has been moved into a [`crate::Method`].
+    pub fn meter(&self) -> Meter {
+        Meter(self.filter.clone())
+    }
+}
+
+/// Reads a submission's fuel, peak memory and calls so far.
+pub struct Meter(Arc<Mutex<WasmFilter>>);
+
+impl Meter {
     pub fn accounting(&self) -> Accounting {
-        self.filter.lock().unwrap_or_else(|p| p.into_inner()).accounting()
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).accounting()
     }
 }
 
@@ -84,7 +95,15 @@ impl DaMethod for Submission {
         let mut filter = self.filter.lock().unwrap_or_else(|p| p.into_inner());
         let mut analysis = ComponentAnalysis { filter: &mut filter, times: &twin.times, cycle: 0 };
         let no_post = PostProcess { infl: 1.0, rot: false };
-        ensemble::cycle(twin, model, obs, self.members, &mut analysis, no_post, record, rng, progress)
+        let mut done = 0;
+        let result = ensemble::cycle(twin, model, obs, self.members, &mut analysis, no_post, record, rng, &mut |k| {
+            done = k + 1;
+            progress(k)
+        });
+        result.map_err(|e| {
+            let cycle = done.min(twin.times.len().saturating_sub(1));
+            e.context(FailedAt { cycle, time: twin.times.get(cycle).copied().unwrap_or(f64::NAN) })
+        })
     }
 }
 
@@ -98,10 +117,10 @@ struct ComponentAnalysis<'a> {
 
 impl Analysis for ComponentAnalysis<'_> {
     fn analyse(&mut self, e: &mut DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, _r: &DVector<f64>, rng: &mut dyn RngCore) -> Result<()> {
-        let (cycle, time) = (self.cycle, self.times[self.cycle]);
+        let time = self.times[self.cycle];
         self.cycle += 1;
         let seed = rng.next_u64();
-        *e = self.filter.analyse(e, eo, y, time, seed).map_err(|err| anyhow::Error::new(err).context(FailedAt { cycle, time }))?;
+        *e = self.filter.analyse(e, eo, y, time, seed)?;
         Ok(())
     }
 }

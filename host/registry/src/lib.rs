@@ -604,6 +604,28 @@ impl Registry {
         Ok(doomed)
     }
 
+    /// Keep the secret seeds of a hidden contract's evaluation experiments
+    /// (in order). Refuses a contract that already has seeds: they are
+    /// drawn once, at pre-registration, and never replaced.
+    pub fn add_secrets(&mut self, contract: &str, seeds: &[[u8; 32]]) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: i64 = tx.query_row("SELECT count(*) FROM secrets WHERE contract = ?1", [contract], |r| r.get(0))?;
+        anyhow::ensure!(existing == 0, "contract {contract} already has its secret seeds; they are never replaced");
+        for (i, seed) in seeds.iter().enumerate() {
+            tx.execute("INSERT INTO secrets (contract, idx, seed, created) VALUES (?1, ?2, ?3, ?4)", params![contract, i as i64, &seed[..], now()])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The secret seeds of a hidden contract, in order (empty when this
+    /// registry has none, e.g. the contract was imported).
+    pub fn secrets(&self, contract: &str) -> Result<Vec<[u8; 32]>> {
+        let mut stmt = self.conn.prepare("SELECT seed FROM secrets WHERE contract = ?1 ORDER BY idx")?;
+        let rows: Vec<Vec<u8>> = stmt.query_map([contract], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        rows.into_iter().map(|s| <[u8; 32]>::try_from(s.as_slice()).map_err(|_| anyhow::anyhow!("a secret seed of {contract} is not 32 bytes"))).collect()
+    }
+
     /// Remember a run by the hash of its inputs.
     pub fn record_run(&mut self, input_key: &str, plugin_set: &str, outputs: &[String]) -> Result<()> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

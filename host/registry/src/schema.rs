@@ -13,7 +13,7 @@ pub const ROLES: &[&str] = &["oracle", "emulator", "production", "predictor", "b
 /// Data-tier transitions.
 pub const L_TRANSITIONS: &[&str] = &["L0_L1", "L1_L2", "L2_L3", "L3_L3", "L3_L4"];
 /// Artifact kinds.
-pub const KINDS: &[&str] = &["plugin", "plugin-set", "dataset", "run-output", "weights", "contract", "report", "file"];
+pub const KINDS: &[&str] = &["plugin", "plugin-set", "dataset", "run-output", "weights", "contract", "report", "file", "submission"];
 /// Typed lineage edges, read "FROM <type> TO": an output `derived_from`
 /// its plugin, an emulator `trained_on` a dataset, a result
 /// `validated_against` its oracle, an output `produced_by` a plugin-set,
@@ -99,6 +99,18 @@ const MIGRATIONS: &[&str] = &[
         source    TEXT NOT NULL,
         imported  TEXT NOT NULL,
         PRIMARY KEY (id, bundle)
+    );
+    "#,
+    // 3: the secret seeds of hidden benchmark experiments. Private to this
+    // registry: bundles carry artifacts, never this table; a contract's
+    // record holds only the commitments BLAKE3(seed ‖ contract id).
+    r#"
+    CREATE TABLE secrets (
+        contract TEXT NOT NULL REFERENCES artifacts (id) ON DELETE CASCADE,
+        idx      INTEGER NOT NULL CHECK (idx >= 0),
+        seed     BLOB NOT NULL CHECK (length(seed) = 32),
+        created  TEXT NOT NULL,
+        PRIMARY KEY (contract, idx)
     );
     "#,
 ];

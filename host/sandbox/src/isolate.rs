@@ -70,6 +70,9 @@ pub fn compile_in_child(exe: &Path, file: &Path, world: World, limits: &Limits, 
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        // Fewer malloc arenas: each reserves 64 MiB of address space per
+        // thread, which would count against RLIMIT_AS on a many-core host.
+        .env("MALLOC_ARENA_MAX", "2")
         .spawn()
         .map_err(|e| IsolateError::Spawn { exe: exe.display().to_string(), reason: e.to_string() })?;
     // CPU time bounds a spinning compile; the wall clock also bounds one

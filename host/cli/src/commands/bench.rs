@@ -5,7 +5,7 @@ use super::{progress_factory, SandboxArgs};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use geohost_cycle::bench::cycle_benchmark::{self as cycle, Cycle};
-use geohost_cycle::bench::{diff, prereg, score, Contract, Report};
+use geohost_cycle::bench::{diff, prereg, score, submit, Contract, Report};
 use geohost_registry::{artifact_id, default_dir, Registry};
 use geohost_sandbox::Limits;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,29 @@ enum BenchCommand {
         /// Print the report instead of the table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+    /// Submit a DA method as a `filter` component: the host runs it in the sandbox on the contract's public experiment and on its hidden ones (under the contract's [budget]), scores it and registers the report (kind `submission` for the component).
+    Submit {
+        /// The contract file, or a registered contract (blake3:… or name@version).
+        contract: String,
+        /// The component (.wasm) implementing the `filter` world.
+        component: PathBuf,
+        /// Register the submission under this name [default: the name the component gives itself].
+        #[arg(long)]
+        name: Option<String>,
+        /// Config passed to the component's init (a JSON object), e.g. '{"N": 28, "infl": 1.02}'.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// Report path [default: out/reports/<contract>-<id>.json].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the report instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        quiet: bool,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -182,6 +205,38 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 println!("{}", score::table(&report));
             }
             eprintln!("report {} ({id}) registered in {}", path.display(), registry.dir().display());
+            Ok(())
+        }
+        BenchCommand::Submit { contract, component, name, config, out, json, quiet, sandbox } => {
+            let mut registry = Registry::open_existing(&dir)?;
+            let contract = load_contract(&registry, &contract)?;
+            let runtime = sandbox.runtime(Limits::default())?;
+            let config: serde_json::Value = serde_json::from_str(&config).context("--config must be a JSON object, e.g. '{\"N\": 28}'")?;
+            // The compiling child writes where the host then loads from:
+            // the user's compile cache, or a private one for this call.
+            let scratch = sandbox.no_cache().then(|| std::env::temp_dir().join(format!("geohost-submit-{}", std::process::id())));
+            let cache_dir = match (&scratch, geohost_sandbox::CompileCache::default_dir()) {
+                (Some(s), _) => s.clone(),
+                (None, Some(d)) => d,
+                (None, None) => bail!("no compile cache directory (set GEOHOST_CACHE_DIR or HOME, or pass --no-cache)"),
+            };
+            let exe = std::env::current_exe().context("locating the geohost executable for the compiling child")?;
+            let options = submit::SubmitOptions { component, config, name, exe, cache_dir };
+            let mut progress = progress_factory(quiet);
+            let submitted = submit::submit(&mut registry, &runtime, &contract, &options, &mut progress);
+            if let Some(s) = &scratch {
+                let _ = std::fs::remove_dir_all(s);
+            }
+            let submitted = submitted?;
+            let bytes = serde_json::to_vec_pretty(&submitted.report)?;
+            let path = report_path(out, &contract.file.name, &bytes);
+            let id = submit::register(&mut registry, &submitted, &contract, &path)?;
+            if json {
+                println!("{}", String::from_utf8(bytes)?);
+            } else {
+                println!("{}", score::table(&submitted.report));
+            }
+            eprintln!("wall time {:.1} s; report {} ({id}) registered in {}", submitted.wall.as_secs_f64(), path.display(), registry.dir().display());
             Ok(())
         }
         BenchCommand::Diff { a, b, json } => {

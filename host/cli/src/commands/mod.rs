@@ -36,6 +36,11 @@ pub struct SandboxArgs {
 }
 
 impl SandboxArgs {
+    /// Whether --no-cache was given.
+    pub fn no_cache(&self) -> bool {
+        self.no_cache
+    }
+
     pub fn runtime(&self, base: Limits) -> Result<Runtime> {
         let limits = Limits {
             fuel: self.fuel.unwrap_or(base.fuel),

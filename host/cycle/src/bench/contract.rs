@@ -61,6 +61,98 @@ pub struct ContractFile {
     /// The metric that ranks candidates and baselines (default: the first
     /// metric of the first `[[metrics]]` entry).
     pub primary_metric: Option<String>,
+    /// Evaluation on experiments whose seeds only the host knows: a
+    /// hidden contract scores submitted components, never results files.
+    pub hidden: Option<HiddenSpec>,
+    /// What a submitted component may consume (`geohost bench submit`).
+    #[serde(default)]
+    pub budget: Budget,
+}
+
+/// `[hidden]`: the secret evaluation experiments. Pre-registration draws
+/// one 256-bit seed per experiment from the OS and freezes only their
+/// commitments in the contract's record (see `super::hidden`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HiddenSpec {
+    /// How many hidden experiments every submission runs on.
+    pub experiments: usize,
+    /// Observation cycles of each (default: the reference plugin-set's).
+    pub cycles: Option<usize>,
+}
+
+/// Most hidden experiments a contract may ask for.
+pub const MAX_HIDDEN_EXPERIMENTS: usize = 64;
+
+/// `[budget]`: the resources of one submission, all runs together.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budget {
+    /// Fuel (≈ wasm instructions) per call of the component.
+    pub fuel_per_call: u64,
+    /// Fuel of all its calls together, public and hidden experiments.
+    pub fuel_total: u64,
+    /// Linear memory of the component, in MiB.
+    pub memory_mib: u64,
+    /// Wall-clock deadline per call, in milliseconds.
+    pub deadline_ms: u64,
+    /// Largest component file accepted, in MiB (checked before reading).
+    pub max_component_mib: u64,
+    /// Address space of the process that compiles the component, in MiB.
+    pub compile_memory_mib: u64,
+    /// CPU time of the process that compiles the component, in seconds.
+    pub compile_cpu_s: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            fuel_per_call: 2_000_000_000,
+            fuel_total: 1_000_000_000_000,
+            memory_mib: 256,
+            deadline_ms: 10_000,
+            max_component_mib: 32,
+            compile_memory_mib: 4096,
+            compile_cpu_s: 60,
+        }
+    }
+}
+
+impl Budget {
+    fn validate(&self) -> Result<()> {
+        for (field, value) in [
+            ("fuel_per_call", self.fuel_per_call),
+            ("fuel_total", self.fuel_total),
+            ("memory_mib", self.memory_mib),
+            ("deadline_ms", self.deadline_ms),
+            ("max_component_mib", self.max_component_mib),
+            ("compile_memory_mib", self.compile_memory_mib),
+            ("compile_cpu_s", self.compile_cpu_s),
+        ] {
+            if value == 0 {
+                bail!("field `budget.{field}` must be positive");
+            }
+        }
+        if self.compile_memory_mib < 512 {
+            bail!("field `budget.compile_memory_mib`: at least 512 MiB (the compiling process itself needs about 300), got {}", self.compile_memory_mib);
+        }
+        Ok(())
+    }
+
+    /// The sandbox limits of a submission's calls.
+    pub fn limits(&self) -> geohost_sandbox::Limits {
+        geohost_sandbox::Limits {
+            fuel: self.fuel_per_call,
+            deadline_ms: self.deadline_ms,
+            memory_mib: self.memory_mib,
+            nan_canonicalization: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn compile_limits(&self) -> geohost_sandbox::isolate::CompileLimits {
+        geohost_sandbox::isolate::CompileLimits { memory_mib: self.compile_memory_mib, cpu_s: self.compile_cpu_s }
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -362,6 +454,18 @@ impl ContractFile {
                 "[reference] needs exactly one of `plugin_set` (a plugin-set that generates the truth), `artifact` (a registered truth.nc) or `forecasts` (free forecasts of a plugin-set's model)"
             );
         }
+        if let Some(h) = &self.hidden {
+            if !(1..=MAX_HIDDEN_EXPERIMENTS).contains(&h.experiments) {
+                bail!("field `hidden.experiments`: expected 1 to {MAX_HIDDEN_EXPERIMENTS} experiments, got {}", h.experiments);
+            }
+            if h.cycles == Some(0) {
+                bail!("field `hidden.cycles` must be at least 1");
+            }
+            if r.plugin_set.is_none() {
+                bail!("[hidden] regenerates the reference experiment with secret seeds, so [reference] needs `plugin_set`");
+            }
+        }
+        self.budget.validate()?;
         let s = &self.splits;
         if !s.evaluate_after.is_finite() || s.evaluate_until.is_some_and(|u| u.is_nan() || u <= s.evaluate_after) {
             bail!("[splits]: expected a finite `evaluate_after` and an `evaluate_until` after it");

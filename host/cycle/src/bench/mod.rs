@@ -6,6 +6,8 @@
 //!   input it names by registry id;
 //! - [`score`]: scoring candidates with sandboxed metric components into a
 //!   report, registered with its lineage;
+//! - [`hidden`]: hidden evaluation experiments (secret seeds, commitments);
+//! - [`submit`]: a submitted component run and scored on them;
 //! - [`diff`]: two reports compared metric by metric;
 //! - [`forecast`]: forecast references (an emulator against its model);
 //! - [`cycle`]: stage contracts composed into a cycle benchmark.
@@ -14,8 +16,10 @@ pub mod contract;
 pub mod cycle_benchmark;
 pub mod diff;
 pub mod forecast;
+pub mod hidden;
 pub mod prereg;
 pub mod score;
+pub mod submit;
 
 pub use contract::Contract;
 pub use score::Report;

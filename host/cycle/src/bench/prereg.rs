@@ -32,6 +32,9 @@ pub struct Frozen {
     pub metrics: Vec<FrozenMetric>,
     pub baselines: Vec<FrozenBaseline>,
     pub warnings: Vec<String>,
+    /// The hidden evaluation, for a contract with `[hidden]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<super::hidden::FrozenHidden>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -286,9 +289,20 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
                 Some(id)
             }
         };
-        Ok((reference, baselines, oracle))
+        let hidden = match (&file.hidden, &generated) {
+            (Some(spec), Some((set, result, _))) => {
+                let oracle_method = match &oracle {
+                    Some(id) => Some(registry.get(id)?).filter(|a| a.kind == "run-output").and_then(|a| a.metadata.get("method").cloned()),
+                    None => None,
+                };
+                Some(super::hidden::FrozenHidden::draw(spec, &contract.id, set, result, oracle_method)?)
+            }
+            (Some(_), None) => unreachable!("validated: [hidden] needs reference.plugin_set"),
+            (None, _) => None,
+        };
+        Ok((reference, baselines, oracle, hidden))
     })();
-    let (reference, ordered, oracle) = match outcome {
+    let (reference, ordered, oracle, hidden) = match outcome {
         Ok(x) => x,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&scratch);
@@ -349,6 +363,7 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
         metrics,
         baselines: ordered,
         warnings: contract.warnings.clone(),
+        hidden: hidden.as_ref().map(|(frozen, _)| frozen.clone()),
     };
     let (id, _) = registry.add(
         &contract.bytes,
@@ -364,6 +379,9 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
             ..Default::default()
         },
     )?;
+    if let Some((_, seeds)) = &hidden {
+        registry.add_secrets(&id, seeds).context("keeping the hidden experiments' secret seeds")?;
+    }
     registry.link(&id, &reference, "derived_from")?;
     for m in &frozen.metrics {
         registry.link(&id, &m.id, "derived_from")?;

@@ -39,8 +39,92 @@ pub struct Report {
     /// Every input's id: contract, reference, components, oracle,
     /// baselines, candidates.
     pub inputs: Vec<String>,
-    /// `pass` when every candidate passes every failure-mode check.
+    /// `pass` when every candidate passes every failure-mode check (on the
+    /// hidden experiments when the contract has them); `disqualified` when
+    /// a submission broke its budget or its world.
     pub verdict: String,
+    /// Scores on the hidden experiments: these rank, for a hidden contract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<HiddenScores>,
+}
+
+/// Where a candidate's numbers come from.
+pub const SELF_REPORTED: &str = "self-reported";
+/// The verdict of a submission that broke its budget or its world.
+pub const DISQUALIFIED: &str = "disqualified";
+/// A component the host ran itself (`geohost bench submit`).
+pub const RUN_BY_HOST: &str = "component";
+
+fn self_reported() -> String {
+    SELF_REPORTED.into()
+}
+
+/// The hidden evaluation of a report: the submission, the oracle and the
+/// baselines on each secret experiment, averaged, checked and ranked.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HiddenScores {
+    pub experiments: usize,
+    pub cycles: usize,
+    /// The frozen commitments of the experiments' seeds.
+    pub commitments: Vec<String>,
+    pub candidates: Vec<HiddenCandidate>,
+    pub oracle: Option<Scored>,
+    pub baselines: Vec<Scored>,
+    /// The official ranking of a hidden contract.
+    pub ranking: Ranking,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HiddenCandidate {
+    /// Metrics averaged over the hidden experiments.
+    #[serde(flatten)]
+    pub scored: Scored,
+    /// Each experiment's metrics, in commitment order.
+    pub per_experiment: Vec<BTreeMap<String, MetricValue>>,
+    pub checks: Vec<CheckResult>,
+    pub verdict: String,
+}
+
+/// A submitted component: what ran, what it cost, and why it was
+/// disqualified if it was.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SubmissionRecord {
+    /// The component's id (`blake3:…`), its size and self-description.
+    pub component: String,
+    pub size: u64,
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub members: Option<usize>,
+    /// The config given to its `init`.
+    pub config: serde_json::Value,
+    pub budget: super::contract::Budget,
+    /// Fuel, peak memory and calls, per experiment (public first) and in
+    /// total: the same on every rescoring.
+    pub accounting: Vec<ExperimentAccounting>,
+    pub fuel_total: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disqualified: Option<Disqualified>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ExperimentAccounting {
+    /// `public` or `hidden N`.
+    pub experiment: String,
+    #[serde(flatten)]
+    pub used: geohost_sandbox::Accounting,
+}
+
+/// Why a submission was disqualified.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Disqualified {
+    /// `size`, `compile`, `load`, `init` or `run`.
+    pub stage: String,
+    pub reason: String,
+    /// The experiment (`public`, `hidden N`) and cycle it happened at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<usize>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -81,6 +165,11 @@ pub struct CandidateScore {
     pub scored: Scored,
     pub checks: Vec<CheckResult>,
     pub verdict: String,
+    /// `self-reported` (a results file) or `component` (run by the host).
+    #[serde(default = "self_reported")]
+    pub provenance: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submission: Option<SubmissionRecord>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -108,19 +197,19 @@ pub struct RankEntry {
 }
 
 /// The reference restricted to the scored cases.
-struct Reference {
-    truth: TruthFile,
+pub(super) struct Reference {
+    pub truth: TruthFile,
     /// Indices of scored cases.
-    cases: Vec<usize>,
+    pub cases: Vec<usize>,
 }
 
 /// The components, instantiated once per scoring.
-struct Components {
+pub(super) struct Components {
     components: Vec<(FrozenMetric, WasmMetric)>,
 }
 
 impl Components {
-    fn load(registry: &Registry, runtime: &Runtime, frozen: &Frozen) -> Result<Components> {
+    pub(super) fn load(registry: &Registry, runtime: &Runtime, frozen: &Frozen) -> Result<Components> {
         let mut components = Vec::new();
         for m in &frozen.metrics {
             // Loaded through its id: the bytes are re-hashed on read.
@@ -184,7 +273,11 @@ pub fn register_candidates(registry: &mut Registry, candidates: &[Candidate]) ->
 
 impl Reference {
     fn load(registry: &Registry, frozen: &Frozen, contract: &Contract) -> Result<Reference> {
-        let truth = TruthFile::parse(&frozen.reference, registry.read(&frozen.reference)?)?;
+        Reference::new(TruthFile::parse(&frozen.reference, registry.read(&frozen.reference)?)?, contract)
+    }
+
+    /// `truth` restricted to the contract's `[splits]`.
+    pub(super) fn new(truth: TruthFile, contract: &Contract) -> Result<Reference> {
         let s = &contract.file.splits;
         let cases: Vec<usize> =
             (0..truth.times.len()).filter(|&k| truth.times[k] > s.evaluate_after && s.evaluate_until.is_none_or(|u| truth.times[k] <= u)).collect();
@@ -205,7 +298,7 @@ impl Reference {
 
 /// Score one output: every metric, or why it could not be computed.
 #[allow(clippy::too_many_arguments)]
-fn score_output(
+pub(super) fn score_output(
     label: &str,
     id: &str,
     output: &AnalysisFile,
@@ -285,7 +378,7 @@ fn score_output(
     Ok((scored, 0))
 }
 
-fn run_checks(contract: &Contract, scored: &Scored, non_finite: usize, baselines: &[Scored], oracle: Option<&Scored>) -> Vec<CheckResult> {
+pub(super) fn run_checks(contract: &Contract, scored: &Scored, non_finite: usize, baselines: &[Scored], oracle: Option<&Scored>) -> Vec<CheckResult> {
     contract
         .file
         .failure_modes
@@ -323,9 +416,25 @@ fn run_checks(contract: &Contract, scored: &Scored, non_finite: usize, baselines
 }
 
 /// Score `candidates` (registry ids) against a pre-registered contract.
-/// The report is returned, not yet written or registered.
+/// The report is returned, not yet written or registered. A contract with
+/// hidden experiments refuses results files: their numbers could have been
+/// computed from the public experiment's truth.
 pub fn score(registry: &Registry, runtime: &Runtime, contract: &Contract, candidates: &[Candidate]) -> Result<Report> {
     let frozen = lookup(registry, contract)?;
+    if frozen.hidden.is_some() && !candidates.is_empty() {
+        bail!(
+            "contract {} evaluates on hidden experiments, so it does not score results files (anyone can regenerate the public experiment's truth and forge one). Submit the method as a `filter` component instead: geohost bench submit {} METHOD.wasm",
+            contract.label(),
+            contract.path.display()
+        );
+    }
+    score_frozen(registry, runtime, contract, &frozen, candidates, SELF_REPORTED)
+}
+
+/// [`score`] without the hidden-contract check, for candidates whose
+/// provenance the caller states.
+pub(super) fn score_frozen(registry: &Registry, runtime: &Runtime, contract: &Contract, frozen: &Frozen, candidates: &[Candidate], provenance: &str) -> Result<Report> {
+    let frozen = frozen.clone();
     let reference = Reference::load(registry, &frozen, contract)?;
     let mut components = Components::load(registry, runtime, &frozen)?;
     let pending = |id: &str| candidates.iter().find(|c| c.id == id).and_then(|c| c.pending.as_ref()).map(|(bytes, ..)| bytes.clone());
@@ -377,34 +486,12 @@ pub fn score(registry: &Registry, runtime: &Runtime, contract: &Contract, candid
         }
         let (scored, non_finite) = score_output(&output.method, id, &output, &reference, oracle_output.as_ref(), &mut components, true)?;
         let checks = run_checks(contract, &scored, non_finite, &baselines, oracle.as_ref());
-        let verdict = if checks.iter().all(|c| c.passed != Some(false)) { "pass" } else { "fail" };
-        scored_candidates.push(CandidateScore { scored, checks, verdict: verdict.into() });
+        let verdict = verdict_of(&checks);
+        scored_candidates.push(CandidateScore { scored, checks, verdict: verdict.into(), provenance: provenance.into(), submission: None });
     }
 
-    // Ranking by the primary metric's goal.
-    let metric = contract.file.primary_metric.clone().unwrap_or_else(|| frozen.metrics[0].metrics[0].clone());
-    let goal = contract.goal(&metric);
-    let mut order: Vec<(f64, RankEntry)> = Vec::new();
-    let mut push = |s: &Scored, role: &str| {
-        if order.iter().any(|(_, e)| e.id == s.id) {
-            return;
-        }
-        if let Some(v) = s.metrics.get(&metric) {
-            if let Some(bad) = goal.badness(v) {
-                order.push((bad, RankEntry { label: s.label.clone(), id: s.id.clone(), role: role.into(), value: v.clone() }));
-            }
-        }
-    };
-    for c in &scored_candidates {
-        push(&c.scored, "candidate");
-    }
-    if let Some(o) = &oracle {
-        push(o, "oracle");
-    }
-    for b in &baselines {
-        push(b, "baseline");
-    }
-    order.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let metric = primary_metric(contract, &frozen);
+    let ranking = rank(contract, &metric, scored_candidates.iter().map(|c| &c.scored), oracle.as_ref(), &baselines);
 
     let mut goals = BTreeMap::new();
     for m in &frozen.metrics {
@@ -445,10 +532,54 @@ pub fn score(registry: &Registry, runtime: &Runtime, contract: &Contract, candid
         goals,
         candidates: scored_candidates,
         baselines,
-        ranking: Ranking { metric, order: order.into_iter().map(|(_, e)| e).collect() },
+        ranking,
         inputs,
         verdict: verdict.into(),
+        hidden: None,
     })
+}
+
+/// `pass` when no check failed.
+pub(super) fn verdict_of(checks: &[CheckResult]) -> &'static str {
+    if checks.iter().all(|c| c.passed != Some(false)) {
+        "pass"
+    } else {
+        "fail"
+    }
+}
+
+/// The metric that ranks: the contract's `primary_metric`, else the first
+/// metric of the first component.
+pub(super) fn primary_metric(contract: &Contract, frozen: &Frozen) -> String {
+    contract.file.primary_metric.clone().unwrap_or_else(|| frozen.metrics[0].metrics[0].clone())
+}
+
+/// Candidates, oracle and baselines ordered by `metric`'s goal, best first
+/// (each id once; outputs without the metric are left out).
+pub(super) fn rank<'a>(contract: &Contract, metric: &str, candidates: impl Iterator<Item = &'a Scored>, oracle: Option<&Scored>, baselines: &[Scored]) -> Ranking {
+    let goal = contract.goal(metric);
+    let mut order: Vec<(f64, RankEntry)> = Vec::new();
+    let mut push = |s: &Scored, role: &str| {
+        if order.iter().any(|(_, e)| e.id == s.id) {
+            return;
+        }
+        if let Some(v) = s.metrics.get(metric) {
+            if let Some(bad) = goal.badness(v) {
+                order.push((bad, RankEntry { label: s.label.clone(), id: s.id.clone(), role: role.into(), value: v.clone() }));
+            }
+        }
+    };
+    for c in candidates {
+        push(c, "candidate");
+    }
+    if let Some(o) = oracle {
+        push(o, "oracle");
+    }
+    for b in baselines {
+        push(b, "baseline");
+    }
+    order.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ranking { metric: metric.into(), order: order.into_iter().map(|(_, e)| e).collect() }
 }
 
 /// Write the report and register it: kind `report`, with each candidate
@@ -482,7 +613,8 @@ pub fn register(registry: &mut Registry, report: &Report, path: &std::path::Path
         },
     )?;
     registry.link(&id, &c.id, "derived_from")?;
-    for candidate in &report.candidates {
+    // A disqualified submission is not registered: only its report is.
+    for candidate in report.candidates.iter().filter(|c| c.verdict != DISQUALIFIED) {
         registry.link(&candidate.scored.id, &id, "scored_by")?;
         if let Some(oracle) = &report.oracle {
             if oracle.id != candidate.scored.id {
@@ -495,7 +627,8 @@ pub fn register(registry: &mut Registry, report: &Report, path: &std::path::Path
 
 /// The report as a table: one row per scored output, one column per scalar
 /// metric (a histogram shows its distance from flat), then the checks, the
-/// ranking and the verdict.
+/// ranking and the verdict; for submissions, what they cost and why they
+/// were disqualified; for hidden contracts, the hidden scores that rank.
 pub fn table(report: &Report) -> String {
     use std::fmt::Write as _;
     let c = &report.contract;
@@ -507,23 +640,90 @@ pub fn table(report: &Report) -> String {
         let _ = writeln!(s, "warning: {w}");
     }
     let r = &report.reference;
-    let _ = writeln!(s, "reference {}: {} cases scored (t > {}), ensemble metrics on {} kept ensembles", r.id, r.cases, r.evaluate_after, r.ensemble_cases);
+    let public = if report.hidden.is_some() { "public experiment, for development: " } else { "" };
+    let _ = writeln!(s, "{public}reference {}: {} cases scored (t > {}), ensemble metrics on {} kept ensembles", r.id, r.cases, r.evaluate_after, r.ensemble_cases);
     let names: Vec<&String> = report.metric_components.iter().flat_map(|m| m.metrics.iter()).collect();
-    let mut rows: Vec<(String, &Scored)> = report.candidates.iter().map(|x| ("candidate".to_string(), &x.scored)).collect();
+    let mut rows: Vec<(String, &Scored)> = report.candidates.iter().filter(|x| x.verdict != DISQUALIFIED).map(|x| ("candidate".to_string(), &x.scored)).collect();
     rows.extend(report.oracle.iter().map(|o| ("oracle".to_string(), o)));
     rows.extend(report.baselines.iter().map(|b| ("baseline".to_string(), b)));
+    s.push_str(&metric_rows(&names, &rows, &report.goals));
+    let checks = |s: &mut String, label: &str, checks: &[CheckResult]| {
+        for check in checks {
+            let status = match check.passed {
+                Some(true) => "ok  ",
+                Some(false) => "FAIL",
+                None => "text",
+            };
+            let value = check.value.map(|v| format!(" (value {v:.4})")).unwrap_or_default();
+            let _ = writeln!(s, "[{status}] {label}: {}{value}", check.failure_mode);
+        }
+    };
+    for cand in &report.candidates {
+        checks(&mut s, &cand.scored.label, &cand.checks);
+    }
+    let order: Vec<String> = report.ranking.order.iter().map(|e| e.label.clone()).collect();
+    let _ = writeln!(s, "ranking by {}{}: {}", report.ranking.metric, if report.hidden.is_some() { " (public experiment)" } else { "" }, order.join(" < "));
+    for cand in &report.candidates {
+        match &cand.submission {
+            None => {
+                let _ = writeln!(s, "{}: provenance {} (a results file the host did not compute; it cannot be checked)", cand.scored.label, cand.provenance);
+            }
+            Some(sub) => {
+                let per: Vec<String> = sub.accounting.iter().map(|a| format!("{} {}", a.experiment, a.used.fuel)).collect();
+                let peak = sub.accounting.iter().map(|a| a.used.peak_memory_bytes).max().unwrap_or(0);
+                let _ = writeln!(
+                    s,
+                    "{}: provenance {} ({}, {} bytes), run by the host: fuel {} of {} ({}), peak memory {:.1} MiB",
+                    cand.scored.label,
+                    cand.provenance,
+                    if sub.component.is_empty() { "not read" } else { &sub.component },
+                    sub.size,
+                    sub.fuel_total,
+                    sub.budget.fuel_total,
+                    if per.is_empty() { "nothing ran".to_string() } else { per.join(", ") },
+                    peak as f64 / (1 << 20) as f64
+                );
+                if let Some(d) = &sub.disqualified {
+                    let mut at = vec![format!("stage {}", d.stage)];
+                    at.extend(d.experiment.iter().map(|e| format!("{e} experiment")));
+                    at.extend(d.cycle.map(|k| format!("cycle {k}")));
+                    let _ = writeln!(s, "DISQUALIFIED ({}): {}", at.join(", "), d.reason);
+                }
+            }
+        }
+    }
+    if let Some(h) = &report.hidden {
+        let _ = writeln!(s, "hidden evaluation: {} experiments × {} cycles, seeds committed as {}", h.experiments, h.cycles, h.commitments.join(", "));
+        let mut rows: Vec<(String, &Scored)> = h.candidates.iter().map(|x| ("candidate".to_string(), &x.scored)).collect();
+        rows.extend(h.oracle.iter().map(|o| ("oracle".to_string(), o)));
+        rows.extend(h.baselines.iter().map(|b| ("baseline".to_string(), b)));
+        s.push_str(&metric_rows(&names, &rows, &report.goals));
+        for cand in &h.candidates {
+            checks(&mut s, &format!("{} (hidden)", cand.scored.label), &cand.checks);
+        }
+        let order: Vec<String> = h.ranking.order.iter().map(|e| e.label.clone()).collect();
+        let _ = writeln!(s, "ranking by {} on the hidden experiments (the official one): {}", h.ranking.metric, order.join(" < "));
+    }
+    let _ = write!(s, "verdict: {}", report.verdict);
+    s
+}
+
+/// Rows of scalar metrics (a histogram as its distance from flat).
+fn metric_rows(names: &[&String], rows: &[(String, &Scored)], goals: &BTreeMap<String, Goal>) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
     let width = rows.iter().map(|(role, x)| role.len() + x.label.len() + 1).max().unwrap_or(10);
     let _ = write!(s, "{:<width$}", "");
-    for n in &names {
+    for n in names {
         let _ = write!(s, "  {:>14}", n);
     }
     s.push('\n');
-    for (role, x) in &rows {
+    for (role, x) in rows {
         let _ = write!(s, "{:<width$}", format!("{role} {}", x.label));
-        for n in &names {
+        for n in names {
             let cell = match x.metrics.get(*n) {
                 Some(MetricValue::Scalar(v)) => format!("{v:.4}"),
-                Some(v @ MetricValue::Vector(x)) => match report.goals.get(*n).and_then(|g| g.badness(v).map(|d| (g, d))) {
+                Some(v @ MetricValue::Vector(x)) => match goals.get(*n).and_then(|g| g.badness(v).map(|d| (g, d))) {
                     Some((Goal::Flat, d)) => format!("flat±{d:.3}"),
                     Some((_, d)) => format!("mean {d:.4}"),
                     // Short vectors (e.g. coverage per level) in full.
@@ -536,19 +736,5 @@ pub fn table(report: &Report) -> String {
         }
         s.push('\n');
     }
-    for cand in &report.candidates {
-        for check in &cand.checks {
-            let status = match check.passed {
-                Some(true) => "ok  ",
-                Some(false) => "FAIL",
-                None => "text",
-            };
-            let value = check.value.map(|v| format!(" (value {v:.4})")).unwrap_or_default();
-            let _ = writeln!(s, "[{status}] {}: {}{value}", cand.scored.label, check.failure_mode);
-        }
-    }
-    let order: Vec<String> = report.ranking.order.iter().map(|e| e.label.clone()).collect();
-    let _ = writeln!(s, "ranking by {}: {}", report.ranking.metric, order.join(" < "));
-    let _ = write!(s, "verdict: {}", report.verdict);
     s
 }
