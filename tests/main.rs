@@ -11,4 +11,5 @@ mod infer;
 mod metrics;
 mod registry;
 mod sandbox;
+mod submit;
 mod trust;

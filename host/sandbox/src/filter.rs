@@ -1,7 +1,7 @@
 //! The `filter` world: a DA method submitted as a component, called once
 //! per cycle with the forecast ensemble and returning the analysis.
 
-use super::{Accounting, Instance, LoadedComponent, Runtime, SandboxError};
+use super::{Accounting, FuelBudget, Instance, LoadedComponent, Runtime, SandboxError};
 use crate::model::{first_non_finite, Grid};
 use nalgebra::{DMatrix, DVector};
 
@@ -53,11 +53,11 @@ pub struct WasmFilter {
 
 impl WasmFilter {
     /// Instantiate `loaded` and configure it with `config` (a JSON object)
-    /// for `problem`. `fuel_total` caps the instructions of all its calls
-    /// together (the contract's budget), on top of the per-call limit.
-    pub fn new(runtime: &Runtime, loaded: &LoadedComponent, config: &str, problem: &Problem, fuel_total: Option<u64>) -> Result<WasmFilter, SandboxError> {
+    /// for `problem`. `budget` caps the instructions of all its calls
+    /// together (a contract's total), on top of the per-call limit.
+    pub fn new(runtime: &Runtime, loaded: &LoadedComponent, config: &str, problem: &Problem, budget: Option<FuelBudget>) -> Result<WasmFilter, SandboxError> {
         let mut instance = Instance::new(runtime, loaded, |store, component, linker| Bindings::instantiate(store, component, linker))?;
-        instance.set_fuel_budget(fuel_total);
+        instance.set_fuel_budget(budget);
         let wit_problem = assimilate::Problem {
             state_size: problem.state_size as u32,
             obs_size: problem.obs_size as u32,

@@ -129,8 +129,8 @@ pub enum SandboxError {
     Memory { plugin: String, call: &'static str, limit_mib: u64, asked_mib: u64 },
     #[error("plugin `{plugin}` overflowed its wasm stack ({stack_kib} KiB) in `{call}`: unbounded recursion? raise `limits.stack_kib` if it needs more")]
     StackOverflow { plugin: String, call: &'static str, stack_kib: u64 },
-    #[error("plugin `{plugin}` trapped in `{call}`: {trap} (a Rust plugin traps like this when it panics)")]
-    Trap { plugin: String, call: &'static str, trap: String },
+    #[error("plugin `{plugin}` trapped in `{call}`: {trap} ({hint})")]
+    Trap { plugin: String, call: &'static str, trap: String, hint: &'static str },
     #[error("plugin `{plugin}`: `{call}` returned {found}, expected {expected}")]
     Shape { plugin: String, call: &'static str, found: String, expected: String },
     #[error("plugin `{plugin}`: `{call}` returned a non-finite value ({value}) for member {member}, index {index} at t = {time}; the model may have diverged")]
@@ -331,6 +331,14 @@ struct Instance<B> {
     used: Accounting,
 }
 
+/// A total fuel budget shared by several instances of one component (e.g.
+/// a submission's runs): `spent` of `total` went to earlier instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FuelBudget {
+    pub total: u64,
+    pub spent: u64,
+}
+
 /// What an instance has consumed so far. Fuel and memory depend only on the
 /// component and its inputs (wasm execution is deterministic, NaNs
 /// canonicalised), so they are the same on every machine and every rerun.
@@ -359,9 +367,13 @@ impl<B> Instance<B> {
         Ok(Instance { plugin: loaded.plugin.clone(), store, bindings, limits, poisoned: None, fuel_budget: None, fuel_total: None, armed, used: Accounting::default() })
     }
 
-    /// Cap the fuel of all later calls together at `total`.
-    fn set_fuel_budget(&mut self, total: Option<u64>) {
-        (self.fuel_budget, self.fuel_total) = (total, total);
+    /// Cap the fuel of all later calls together at what is left of a
+    /// total budget (`total`, of which `spent` went to earlier instances).
+    fn set_fuel_budget(&mut self, budget: Option<FuelBudget>) {
+        (self.fuel_budget, self.fuel_total) = match budget {
+            Some(b) => (Some(b.total.saturating_sub(b.spent)), Some(b.total)),
+            None => (None, None),
+        };
     }
 
     fn accounting(&self) -> Accounting {
@@ -430,11 +442,20 @@ impl<B> Instance<B> {
             Some(Trap::OutOfFuel) => SandboxError::OutOfFuel { plugin, call, fuel: self.limits.fuel },
             Some(Trap::Interrupt) => SandboxError::Deadline { plugin, call, deadline_ms: self.limits.deadline_ms },
             Some(Trap::StackOverflow) => SandboxError::StackOverflow { plugin, call, stack_kib: self.limits.stack_kib },
-            Some(trap) => SandboxError::Trap { plugin, call, trap: trap.to_string() },
-            None => SandboxError::Trap { plugin, call, trap: format!("{error:#}") },
+            Some(Trap::MemoryOutOfBounds) => SandboxError::Trap {
+                plugin,
+                call,
+                trap: Trap::MemoryOutOfBounds.to_string(),
+                hint: "a Rust plugin traps like this when its stack, which lives in linear memory, overflows: unbounded recursion? Or a bad pointer",
+            },
+            Some(trap) => SandboxError::Trap { plugin, call, trap: trap.to_string(), hint: TRAP_HINT },
+            None => SandboxError::Trap { plugin, call, trap: format!("{error:#}"), hint: TRAP_HINT },
         }
     }
 }
+
+/// What most traps of a Rust plugin mean.
+const TRAP_HINT: &str = "a Rust plugin traps like this when it panics";
 
 /// Set `fuel` and reset the deadline before a call.
 fn arm(store: &mut Store<StoreLimiter>, limits: &Limits, fuel: u64) {

@@ -35,7 +35,7 @@ use anyhow::{bail, Context, Result};
 use geohost_da::submission::{FailedAt, Submission};
 use geohost_da::Method;
 use geohost_registry::{NewArtifact, Registry};
-use geohost_sandbox::{isolate, MetricValue, Problem, Runtime, WasmFilter, World};
+use geohost_sandbox::{isolate, FuelBudget, MetricValue, Problem, Runtime, WasmFilter, World};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -219,7 +219,7 @@ impl Run<'_, '_> {
             let seeds = h.seeds(self.registry, &self.contract.id)?;
             experiments.extend(seeds.into_iter().enumerate().map(|(i, s)| (format!("hidden {}", i + 1), Some(s))));
         }
-        let mut fuel_left = budget.fuel_total;
+        let mut fuel_spent = 0;
         let mut public = None;
         let mut hidden_runs = Vec::new();
         for (experiment, secret) in experiments {
@@ -231,7 +231,7 @@ impl Run<'_, '_> {
             };
             // A fresh instance per experiment: nothing carries over from
             // one experiment to the next, and the total budget is shared.
-            let filter = WasmFilter::new(&sandbox, &loaded, &config, &problem, Some(fuel_left)).map_err(|e| at(disqualified("init", e, Some(&bytes))))?;
+            let filter = WasmFilter::new(&sandbox, &loaded, &config, &problem, Some(FuelBudget { total: budget.fuel_total, spent: fuel_spent })).map_err(|e| at(disqualified("init", e, Some(&bytes))))?;
             (record.name, record.version, record.members) = (Some(filter.info.name.clone()), Some(filter.info.version.clone()), Some(filter.info.members));
             let submission = Submission::new(record.component.clone(), self.options.config.clone(), filter);
             let meter = submission.meter();
@@ -244,7 +244,7 @@ impl Run<'_, '_> {
             let outcome = super::hidden::run_experiment(&set, self.runtime, self.registry, cycles, self.progress);
             let used = meter.accounting();
             record.accounting.push(ExperimentAccounting { experiment: experiment.clone(), used });
-            fuel_left = fuel_left.saturating_sub(used.fuel);
+            fuel_spent += used.fuel;
             let outputs = match outcome {
                 Ok(outputs) => outputs,
                 Err(e) => match e.downcast_ref::<FailedAt>() {

@@ -1,0 +1,461 @@
+//! Submissions scored on hidden data, through the real binary: the forged
+//! results file of the issue, the reference ETKF submission against the
+//! native ETKF, hostile submissions (each its own verdict, the registry
+//! unchanged but for the report), commitments and what an exported bundle
+//! may not hold.
+
+use crate::common::{geohost, lorenz96_set, plugin, stderr, stdout};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+const METHODS: &str = r#"
+[output]
+members_every = 5
+
+[[method]]
+method = "climatology"
+
+[[method]]
+method = "etkf"
+N = 20
+infl = 1.04
+
+[[method]]
+method = "3dvar"
+xB = 0.02
+"#;
+
+/// A test workspace: a 300-cycle Lorenz-96 set run once, a private
+/// registry, and the hidden contract pre-registered.
+struct Host {
+    dir: tempfile::TempDir,
+}
+
+impl Host {
+    fn new() -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let set = lorenz96_set(dir.path(), 300, METHODS);
+        let host = Host { dir };
+        host.ok(&["run", "-q", &set.display().to_string(), "--out", &host.path("out").display().to_string()]);
+        host
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        geohost(self.dir.path()).current_dir(self.dir.path()).args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert!(out.status.success(), "geohost {args:?} failed:\n{}", stderr(&out));
+        stdout(&out)
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert_eq!(out.status.code(), Some(1), "geohost {args:?} should have failed:\n{}", stdout(&out));
+        let err = stderr(&out);
+        assert!(err.starts_with("error: ") && !err.contains("panicked"), "{err}");
+        err
+    }
+
+    /// Write and pre-register a contract: `extra` is appended (e.g. a
+    /// `[hidden]` or `[budget]` table).
+    fn contract(&self, file: &str, name: &str, extra: &str) -> String {
+        let path = self.path(file);
+        std::fs::write(&path, contract_text(name, &self.path("set.toml")) + extra).unwrap();
+        let path = path.display().to_string();
+        self.ok(&["bench", "register", "-q", &path]);
+        path
+    }
+
+    /// `bench submit --json`: the report (a verdict, never a crash).
+    fn submit(&self, contract: &str, component: &Path, config: &str) -> Value {
+        let out = self.ok(&["bench", "submit", "-q", "--json", contract, &component.display().to_string(), "--config", config]);
+        serde_json::from_str(&out).unwrap()
+    }
+
+    fn list(&self) -> Vec<Value> {
+        serde_json::from_str(&self.ok(&["registry", "--json", "list"])).unwrap()
+    }
+}
+
+fn contract_text(name: &str, set: &Path) -> String {
+    format!(
+        r#"
+name = "{name}"
+version = "1.0.0"
+task = "Lorenz-96 state estimation, test setup"
+target_step = 2
+oracle_step = 2
+l_transition = "L3_L4"
+oracle = "set/ETKF N=20 infl=1.04"
+oracle_strength = "classical_method"
+primary_metric = "rmse"
+
+[carriers.input]
+name = "obs"
+shape = [40]
+units = "1"
+
+[carriers.output]
+name = "analysis_mean"
+shape = [40]
+units = "1"
+
+[reference]
+plugin_set = "{set}"
+
+[splits]
+evaluate_after = 5.0
+
+[[metrics]]
+component = "{metrics}"
+config = {{ metrics = ["rmse", "bias"] }}
+
+[[metrics]]
+component = "{metrics}"
+config = {{ metrics = ["spread_skill", "crps"] }}
+ensemble = true
+
+[[baselines]]
+method = "climatology"
+
+[[baselines]]
+method = "3dvar"
+xB = 0.02
+
+[[failure_modes]]
+text = "non-finite analysis"
+check = "finite"
+
+[[failure_modes]]
+text = "filter divergence"
+check = {{ metric = "rmse", max = 1.0, better_than = "3D-Var xB=0.02" }}
+
+[[failure_modes]]
+text = "mis-calibrated ensemble"
+check = {{ metric = "spread_skill", min = 0.7, max = 1.3 }}
+"#,
+        set = set.display(),
+        metrics = plugin("metrics-standard").display(),
+    )
+}
+
+const HIDDEN: &str = "\n[hidden]\nexperiments = 2\n";
+
+fn scalar(scored: &Value, metric: &str) -> f64 {
+    scored["metrics"][metric].as_f64().unwrap_or_else(|| panic!("no scalar {metric} in {scored}"))
+}
+
+/// The forgery of the issue: the oracle's output file with its analysis
+/// replaced by the public truth plus a little noise (members spread to
+/// match), in a file of the right format.
+fn forge(host: &Host, out: &Path) {
+    let read = |file: &str| {
+        let mut nc = netcdf3::FileReader::open(host.path("out").join(file)).unwrap();
+        let names: Vec<String> = nc.data_set().get_var_names();
+        let vars: Vec<(String, Vec<f64>)> = names.iter().map(|n| (n.clone(), nc.read_var(n).unwrap().get_f64_into().unwrap())).collect();
+        (nc.close().0, vars)
+    };
+    let (_, truth_vars) = read("truth.nc");
+    let get = |vars: &[(String, Vec<f64>)], name: &str| vars.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    let (truth, times) = (get(&truth_vars, "truth"), get(&truth_vars, "time"));
+    let (data_set, mut vars) = read("ETKF_N20_infl1.04.nc");
+    let member_times = get(&vars, "member_time");
+    let mut state = 12345u64;
+    let mut noise = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.1
+    };
+    let m = 40;
+    let n = vars.iter().find(|(v, _)| v == "analysis_members").unwrap().1.len() / (member_times.len() * m);
+    for (name, data) in vars.iter_mut() {
+        match name.as_str() {
+            "analysis_mean" => data.iter_mut().zip(&truth).for_each(|(a, t)| *a = t + noise()),
+            "analysis_members" => {
+                for (j, t) in member_times.iter().enumerate() {
+                    let k = times.iter().position(|x| x == t).unwrap();
+                    for member in 0..n {
+                        for i in 0..m {
+                            data[(j * n + member) * m + i] = truth[k * m + i] + 6.0 * noise();
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut w = netcdf3::FileWriter::create_new(out).unwrap();
+    w.set_def(&data_set, netcdf3::Version::Offset64Bit, 0).unwrap();
+    for (name, data) in &vars {
+        w.write_var_f64(name, data).unwrap();
+    }
+    w.close().unwrap();
+}
+
+#[test]
+fn a_forged_results_file_wins_only_as_self_reported_and_a_hidden_contract_refuses_it() {
+    let host = Host::new();
+    let forged = host.path("forged.nc");
+    forge(&host, &forged);
+    let forged = forged.display().to_string();
+
+    // A public contract scores it, marked for what it is.
+    let public = host.contract("public.toml", "l96-public", "");
+    let report: Value = serde_json::from_str(&host.ok(&["bench", "score", "--json", &public, &forged])).unwrap();
+    let candidate = &report["candidates"][0];
+    assert_eq!(candidate["provenance"], "self-reported");
+    assert!(scalar(candidate, "rmse") < 0.1, "the forgery has the truth: {candidate}");
+    assert_eq!(report["ranking"]["order"][0]["role"], "candidate", "it does rank first on a public contract");
+    let table = host.ok(&["bench", "score", &public, &forged]);
+    assert!(table.contains("provenance self-reported (a results file the host did not compute; it cannot be checked)"), "{table}");
+
+    // A hidden contract refuses it, and says what to do instead.
+    let hidden = host.contract("hidden.toml", "l96-hidden", HIDDEN);
+    let before = host.list().len();
+    let err = host.fails(&["bench", "score", &hidden, &forged]);
+    assert!(err.contains("evaluates on hidden experiments") && err.contains("geohost bench submit"), "{err}");
+    assert_eq!(host.list().len(), before, "a refused score registers nothing");
+}
+
+#[test]
+fn the_etkf_submission_matches_the_native_etkf_on_hidden_experiments_and_rescores_byte_for_byte() {
+    let host = Host::new();
+    let contract = host.contract("hidden.toml", "l96-hidden", HIDDEN);
+    let etkf = plugin("filter-etkf");
+    let report = host.submit(&contract, &etkf, r#"{"N": 20, "infl": 1.04}"#);
+    assert_eq!(report["verdict"], "pass", "{report:#}");
+    let candidate = &report["candidates"][0];
+    assert_eq!(candidate["provenance"], "component");
+    let hidden = &report["hidden"];
+    assert_eq!(hidden["experiments"], 2);
+    let mine = scalar(&hidden["candidates"][0], "rmse");
+    let native = scalar(&hidden["oracle"], "rmse");
+    // The oracle is the native ETKF with the same N and inflation, rerun on
+    // the same hidden experiments (measured 0.205 against 0.203 at 600
+    // cycles; different initial members, so not bit-equal).
+    assert!((mine - native).abs() < 0.01, "hidden RMSE {mine} against the native ETKF's {native}");
+    assert!(mine < scalar(&hidden["baselines"][1], "rmse"), "better than 3D-Var on the hidden experiments");
+    assert_eq!(hidden["ranking"]["order"].as_array().unwrap().len(), 4);
+    assert_eq!(hidden["candidates"][0]["per_experiment"].as_array().unwrap().len(), 2);
+    // Every run is metered: public then each hidden experiment.
+    let sub = &candidate["submission"];
+    let experiments: Vec<&str> = sub["accounting"].as_array().unwrap().iter().map(|a| a["experiment"].as_str().unwrap()).collect();
+    assert_eq!(experiments, ["public", "hidden 1", "hidden 2"]);
+    assert!(sub["fuel_total"].as_u64().unwrap() > 0 && sub["accounting"][1]["calls"] == 301, "{sub}");
+
+    // Rescoring: byte-identical reports, fuel included.
+    let a = host.path("a.json").display().to_string();
+    let b = host.path("b.json").display().to_string();
+    for out in [&a, &b] {
+        host.ok(&["bench", "submit", "-q", &contract, &etkf.display().to_string(), "--config", r#"{"N": 20, "infl": 1.04}"#, "--out", out]);
+    }
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "rescoring must give the same bytes");
+
+    // Registered: the component as a submission, scored by its report,
+    // validated against the oracle; the hidden truths nowhere.
+    let list = host.list();
+    let submission = list.iter().find(|a| a["kind"] == "submission").expect("the submission is registered");
+    assert_eq!(submission["name"], "etkf");
+    let lineage = host.ok(&["registry", "lineage", submission["id"].as_str().unwrap()]);
+    assert!(lineage.contains("scored_by") && lineage.contains("validated_against"), "{lineage}");
+    let truths = list.iter().filter(|a| a["name"].as_str().is_some_and(|n| n.ends_with("/truth"))).count();
+    assert_eq!(truths, 1, "only the public truth is registered");
+
+    // The table says which ranking counts.
+    let table = host.ok(&["bench", "submit", "-q", &contract, &etkf.display().to_string(), "--config", r#"{"N": 20, "infl": 1.04}"#]);
+    assert!(table.contains("hidden evaluation: 2 experiments") && table.contains("on the hidden experiments (the official one)"), "{table}");
+}
+
+#[test]
+fn a_simple_nudging_submission_ranks_between_the_oracle_and_climatology_and_fails_calibration() {
+    let host = Host::new();
+    let contract = host.contract("hidden.toml", "l96-hidden", HIDDEN);
+    let report = host.submit(&contract, &plugin("filter-nudging"), "{}");
+    let hidden = &report["hidden"];
+    let order: Vec<&str> = hidden["ranking"]["order"].as_array().unwrap().iter().map(|e| e["label"].as_str().unwrap()).collect();
+    let at = |needle: &str| order.iter().position(|l| l.starts_with(needle)).unwrap();
+    // Nudging and 3D-Var are close here (0.581 and 0.582 measured at 300
+    // cycles), so only the ends are asserted.
+    assert!(at("ETKF") < at("nudging") && at("nudging") < at("Climatology"), "{order:?}");
+    let candidate = &hidden["candidates"][0];
+    assert!((0.3..1.0).contains(&scalar(candidate, "rmse")), "{candidate}");
+    // Its members all move alike: the spread collapses and the
+    // calibration check fails on the hidden experiments.
+    let failed: Vec<&str> = candidate["checks"].as_array().unwrap().iter().filter(|c| c["passed"] == false).map(|c| c["failure_mode"].as_str().unwrap()).collect();
+    assert!(failed.contains(&"mis-calibrated ensemble"), "{failed:?}");
+    assert_eq!(report["verdict"], "fail");
+}
+
+/// A component body that makes the compiler take far more memory than the
+/// component's size: one function of a million additions (7 MB of code;
+/// measured about 740 MB of resident memory to compile unrestricted).
+fn compile_bomb(path: &Path) {
+    fn leb(mut n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return out;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let section = |id: u8, payload: &[u8]| [vec![id], leb(payload.len()), payload.to_vec()].concat();
+    let mut body = [leb(1), leb(1), vec![0x7f]].concat(); // one i32 local
+    for _ in 0..1_000_000 {
+        body.extend_from_slice(&[0x20, 0x00, 0x41, 0x01, 0x6a, 0x21, 0x00]); // local0 += 1
+    }
+    body.extend_from_slice(&[0x20, 0x00, 0x0b]);
+    let types = section(1, &[1, 0x60, 0, 1, 0x7f]);
+    let funcs = section(3, &[1, 0]);
+    let code = section(10, &[leb(1), leb(body.len()), body].concat());
+    let module = [b"\0asm\x01\0\0\0".to_vec(), types, funcs, code].concat();
+    let component = [b"\0asm\x0d\0\x01\0".to_vec(), section(1, &module)].concat();
+    std::fs::write(path, component).unwrap();
+}
+
+#[test]
+fn hostile_submissions_each_get_their_own_verdict_and_only_a_report_is_registered() {
+    let host = Host::new();
+    // Tight budgets, so each attack hits its own limit quickly.
+    let budget = "\n[budget]\nfuel_per_call = 50_000_000\nfuel_total = 500_000_000\nmemory_mib = 32\ndeadline_ms = 5000\nmax_component_mib = 8\ncompile_memory_mib = 512\ncompile_cpu_s = 30\n";
+    let contract = host.contract("hostile.toml", "l96-hostile", &format!("{HIDDEN}{budget}"));
+    let hostile = plugin("testkit-hostile-filter");
+    let oversize = host.path("oversize.wasm");
+    std::fs::write(&oversize, vec![0u8; 9 << 20]).unwrap();
+    let bomb = host.path("bomb.wasm");
+    compile_bomb(&bomb);
+
+    // (component, config, stage, experiment, cycle, words of the reason)
+    let cases: Vec<(PathBuf, &str, &str, Option<&str>, Option<u64>, &[&str])> = vec![
+        (hostile.clone(), r#"{"mode": "spin", "at": 3}"#, "run", Some("public"), Some(3), &["ran out of fuel in `analyse`"]),
+        (hostile.clone(), r#"{"mode": "hog", "at": 3}"#, "run", Some("public"), Some(3), &["memory limit of 32 MiB"]),
+        // Rust's stack lives in linear memory: unbounded recursion runs off its
+        // bottom (an out-of-bounds access) before the engine's stack overflows.
+        (hostile.clone(), r#"{"mode": "recurse", "at": 3}"#, "run", Some("public"), Some(3), &["out of bounds memory access", "unbounded recursion?"]),
+        (hostile.clone(), r#"{"mode": "members", "at": 3}"#, "run", Some("public"), Some(3), &["returned 9 members × 40 values", "expected 10 members"]),
+        (hostile.clone(), r#"{"mode": "nan", "at": 4}"#, "run", Some("public"), Some(4), &["non-finite value (NaN) for member 0"]),
+        (hostile.clone(), r#"{"mode": "trap", "at": 5}"#, "run", Some("public"), Some(5), &["trapped in `analyse`"]),
+        (hostile.clone(), r#"{"mode": "init-error"}"#, "init", Some("public"), None, &["rejected its config: refusing to start"]),
+        // About 1.02 million fuel per call, 301 calls per experiment: the
+        // 500-million total runs out in the first hidden experiment.
+        (hostile.clone(), r#"{"mode": "burn", "work": 100000}"#, "run", Some("hidden 1"), None, &["used up its total fuel budget of 500000000"]),
+        (plugin("testkit-rogue-filter"), "{}", "load", None, None, &["imports `wasi:cli/environment", "sandbox does not provide"]),
+        (plugin("lorenz96"), "{}", "load", None, None, &["is a forward-model plugin, not a filter plugin"]),
+        (oversize, "{}", "size", None, None, &["over the contract's cap of 8 MiB", "it was not read"]),
+        (bomb, "{}", "compile", None, None, &["exceeded the compile limits (512 MiB of address space, 30 s of CPU)"]),
+    ];
+    for (component, config, stage, experiment, cycle, words) in cases {
+        let before: Vec<String> = host.list().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+        let report = host.submit(&contract, &component, config);
+        let what = format!("{} {config}", component.display());
+        assert_eq!(report["verdict"], "disqualified", "{what}: {report:#}");
+        let d = &report["candidates"][0]["submission"]["disqualified"];
+        assert_eq!(d["stage"], stage, "{what}: {d}");
+        assert_eq!(d["experiment"].as_str(), experiment, "{what}: {d}");
+        if let Some(k) = cycle {
+            assert_eq!(d["cycle"].as_u64(), Some(k), "{what}: {d}");
+        }
+        if stage == "run" && cycle.is_none() {
+            assert!(d["cycle"].as_u64().is_some_and(|k| k > 100), "{what}: late in the run: {d}");
+        }
+        for w in words {
+            assert!(d["reason"].as_str().unwrap().contains(w), "{what}: `{w}` not in {d}");
+        }
+        assert!(report["ranking"]["order"].as_array().unwrap().iter().all(|e| e["role"] != "candidate"), "a disqualified submission is not ranked");
+        let after = host.list();
+        let new: Vec<&Value> = after.iter().filter(|a| !before.contains(&a["id"].as_str().unwrap().to_string())).collect();
+        assert_eq!(new.len(), 1, "{what}: only the report is new: {new:#?}");
+        assert_eq!(new[0]["kind"], "report");
+    }
+}
+
+#[test]
+fn seeds_match_their_commitments_never_leave_the_registry_and_tampering_is_caught() {
+    let host = Host::new();
+    let contract = host.contract("hidden.toml", "l96-hidden", HIDDEN);
+    let db = rusqlite::Connection::open(host.path("registry/registry.db")).unwrap();
+    let (id, metadata): (String, String) =
+        db.query_row("SELECT id, metadata FROM artifacts WHERE kind = 'contract' AND name = 'l96-hidden'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let frozen: Value = serde_json::from_str(&metadata).unwrap();
+    let commitments = frozen["frozen"]["hidden"]["commitments"].as_array().unwrap().clone();
+    let mut stmt = db.prepare("SELECT seed FROM secrets WHERE contract = ?1 ORDER BY idx").unwrap();
+    let seeds: Vec<Vec<u8>> = stmt.query_map([&id], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    assert_eq!(seeds.len(), 2);
+    assert_ne!(seeds[0], seeds[1]);
+    for (seed, commitment) in seeds.iter().zip(&commitments) {
+        assert_eq!(seed.len(), 32, "256-bit seeds");
+        let mut h = blake3::Hasher::new();
+        h.update(seed);
+        h.update(id.as_bytes());
+        assert_eq!(commitment.as_str().unwrap(), format!("blake3:{}", h.finalize().to_hex()), "the stored seed hashes to the frozen commitment");
+    }
+
+    // A submission, then everything exported: no seed, in any spelling.
+    host.submit(&contract, &plugin("filter-etkf"), r#"{"N": 20, "infl": 1.04}"#);
+    let bundle = host.path("all.tar");
+    let ids: Vec<String> = host.list().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+    let mut args = vec!["registry", "export", bundle.to_str().unwrap()];
+    args.extend(ids.iter().map(String::as_str));
+    host.ok(&args);
+    let bytes = std::fs::read(&bundle).unwrap();
+    for seed in &seeds {
+        let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!bytes.windows(32).any(|w| w == seed.as_slice()), "a raw seed is in the bundle");
+        assert!(!bytes.windows(64).any(|w| w == hex.as_bytes()), "a hex seed is in the bundle");
+    }
+    // The commitments do travel (in the contract's record).
+    assert!(bytes.windows(71).any(|w| w == commitments[0].as_str().unwrap().as_bytes()));
+
+    // An imported hidden contract cannot be scored elsewhere: no seeds.
+    let other = tempfile::tempdir().unwrap();
+    let out = geohost(other.path()).args(["registry", "import"]).arg(&bundle).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = geohost(other.path()).current_dir(host.path("")).args(["bench", "submit", "-q", &contract]).arg(plugin("filter-etkf")).output().unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("holds 0 of the 2 secret seeds") && err.contains("only the registry that pre-registered"), "{err}");
+
+    // A seed altered in place is caught against its commitment.
+    db.execute("UPDATE secrets SET seed = zeroblob(32) WHERE contract = ?1 AND idx = 1", [&id]).unwrap();
+    let err = host.fails(&["bench", "submit", "-q", &contract, &plugin("filter-etkf").display().to_string()]);
+    assert!(err.contains("secret seed 2") && err.contains("does not match its frozen commitment"), "{err}");
+}
+
+#[test]
+fn the_etkf_component_analysis_equals_the_native_etkf_to_rounding() {
+    use geohost_da::ensemble::Analysis;
+    use nalgebra::{DMatrix, DVector};
+    use rand::{Rng, SeedableRng};
+    let runtime = geohost_sandbox::Runtime::new(geohost_sandbox::Limits::default(), None).unwrap();
+    let loaded = runtime.load("filter-etkf", &plugin("filter-etkf"), geohost_sandbox::World::Filter).unwrap();
+    let (m, p, n) = (40, 20, 15);
+    let r: Vec<f64> = (0..p).map(|j| 0.5 + 0.05 * j as f64).collect();
+    let problem = geohost_sandbox::Problem {
+        state_size: m,
+        obs_size: p,
+        noise_variance: r.clone(),
+        locations: (0..p).map(|j| 2.0 * j as f64).collect(),
+        grid: None,
+        dt: 0.05,
+    };
+    let mut filter = geohost_sandbox::WasmFilter::new(&runtime, &loaded, r#"{"N": 15}"#, &problem, None).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for _ in 0..3 {
+        let e = DMatrix::from_fn(m, n, |i, _| (i as f64 * 0.3).sin() * 3.0 + rng.random::<f64>() * 2.0 - 1.0);
+        let eo = DMatrix::from_fn(p, n, |j, k| e[(2 * j, k)]);
+        let y = DVector::from_fn(p, |j, _| e[(2 * j, 0)] + rng.random::<f64>() - 0.5);
+        let wasm = filter.analyse(&e, &eo, &y, 1.0, 3).unwrap();
+        let mut native = e.clone();
+        geohost_da::etkf::Etkf.analyse(&mut native, &eo, &y, &DVector::from_vec(r.clone()), &mut rng).unwrap();
+        let diff = (&wasm - &native).abs().max();
+        assert!(diff < 1e-10, "the component's analysis differs from the native ETKF's by {diff}");
+    }
+}
