@@ -335,3 +335,121 @@ pub fn posterior_benchmark(simulations: usize, observations: usize, samples: usi
     let _ = write!(out, "  (sbibm paper: sbi's NPE reaches C2ST 0.55-0.56 here at 10 000 simulations; sbi 0.27 NPE-MAF trains in about 20 s on one thread of this machine kind)");
     Ok(out)
 }
+
+/// Submissions: the ETKF as a `filter` component against the native ETKF
+/// (ms per analysis cycle on the same twin, native Lorenz-96 and H = I, so
+/// the difference is the analysis crossing the sandbox), then the
+/// throughput of small submissions through `bench submit`'s whole path
+/// (child-process compile from a warm cache, instantiate, a public and a
+/// one-experiment hidden run of `small_cycles`, scoring) in a scratch
+/// registry under `dir`.
+pub fn submission_cost(runtime: &Runtime, plugins: &Path, members: usize, cycles: usize, samples: usize, small: usize, small_cycles: usize) -> Result<String> {
+    use geohost_cycle::bench::{prereg, submit, Contract};
+    use geohost_cycle::pluginset::PluginSet;
+    use geohost_da::submission::Submission;
+    use geohost_sandbox::{Problem, WasmFilter};
+    let plugins = &std::fs::canonicalize(plugins).map_err(|e| anyhow::anyhow!("plugin directory {}: {e}", plugins.display()))?;
+
+    let mut native = Lorenz96::new(40, 8.0);
+    let mut obs = LinearObs::new(DMatrix::identity(40, 40), vec![1.0; 40]);
+    let mut x0 = vec![0.0; 40];
+    x0[0] = 1.0;
+    let chronology = Chronology { dt: 0.05, steps_per_obs: 1, cycles, burn_in: 0.0 };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let twin = twin::simulate(&mut native, &mut obs, chronology, Prior { mean: DVector::from_vec(x0), variance: 0.001 }, &mut rng)?;
+    let params = toml::Table::from_iter([("N".to_string(), toml::Value::Integer(members as i64)), ("infl".to_string(), toml::Value::Float(1.02))]);
+    let etkf = geohost_da::parse_method("etkf", &params, "perf submission")?;
+    let loaded = runtime.load("filter-etkf", &plugins.join("filter-etkf.wasm"), World::Filter)?;
+    let problem = Problem {
+        state_size: 40,
+        obs_size: 40,
+        noise_variance: vec![1.0; 40],
+        locations: (0..40).map(f64::from).collect(),
+        grid: Some(geohost_sandbox::model::Grid { points: 40, periodic: true }),
+        dt: 0.05,
+    };
+    let config = serde_json::json!({ "N": members, "infl": 1.02 });
+    let component = WasmFilter::new(runtime, &loaded, &config.to_string(), &problem, None)?;
+    let submitted = geohost_da::Method::from_method(Submission::new("blake3:perf".into(), config, component))?;
+    let mut cycle_ms = |method: &geohost_da::Method| -> Result<f64> {
+        let start = Instant::now();
+        method.run(&twin, &mut native, &mut obs, 7, Default::default(), &mut |_| {})?;
+        Ok(start.elapsed().as_secs_f64() * 1e3 / cycles as f64)
+    };
+    cycle_ms(&etkf)?;
+    cycle_ms(&submitted)?;
+    let (mut native_v, mut wasm_v, mut ratio_v) = (vec![], vec![], vec![]);
+    for _ in 0..samples {
+        let (n, w) = (cycle_ms(&etkf)?, cycle_ms(&submitted)?);
+        native_v.push(n);
+        wasm_v.push(w);
+        ratio_v.push(w / n);
+    }
+
+    // Small submissions through the whole path, in a scratch registry.
+    let dir = tempfile_dir()?;
+    let result = (|| -> Result<(f64, f64)> {
+        let set_path = dir.join("set.toml");
+        std::fs::write(
+            &set_path,
+            format!(
+                "name = \"set\"\n[model]\nplugin = \"{m}\"\nconfig = {{ F = 8.0, size = 40 }}\n[observations]\nplugin = \"{o}\"\nconfig = {{ select = \"all\", variance = 1.0 }}\n[experiment]\ncycles = {small_cycles}\nseed = 1\nx0 = \"e0\"\nx0_variance = 0.001\n[output]\nmembers_every = 5\n[[method]]\nmethod = \"etkf\"\nN = 20\ninfl = 1.04\n[[method]]\nmethod = \"3dvar\"\nxB = 0.02\n",
+                m = plugins.join("lorenz96.wasm").display(),
+                o = plugins.join("obs-subset.wasm").display()
+            ),
+        )?;
+        let contract_path = dir.join("contract.toml");
+        std::fs::write(
+            &contract_path,
+            format!(
+                "name = \"perf\"\nversion = \"1\"\ntask = \"throughput\"\ntarget_step = 2\noracle_step = 2\nl_transition = \"L3_L4\"\noracle = \"set/ETKF N=20 infl=1.04\"\noracle_strength = \"classical_method\"\n[carriers.input]\nname = \"obs\"\nshape = [40]\nunits = \"1\"\n[carriers.output]\nname = \"analysis_mean\"\nshape = [40]\nunits = \"1\"\n[reference]\nplugin_set = \"set.toml\"\n[splits]\nevaluate_after = 0.0\n[hidden]\nexperiments = 1\n[[metrics]]\ncomponent = \"{c}\"\nconfig = {{ metrics = [\"rmse\"] }}\n[[metrics]]\ncomponent = \"{c}\"\nconfig = {{ metrics = [\"spread_skill\"] }}\nensemble = true\n[[baselines]]\nmethod = \"3dvar\"\nxB = 0.02\n",
+                c = plugins.join("metrics-standard.wasm").display()
+            ),
+        )?;
+        let mut registry = geohost_registry::Registry::open(&dir.join("registry"))?;
+        let mut quiet = |_: &str, _: usize| -> Box<dyn geohost_cycle::progress::Progress> { Box::new(geohost_cycle::progress::Silent) };
+        let set = PluginSet::load(&set_path)?;
+        let run = geohost_cycle::run::run(&set, runtime, Some(&mut registry), None, &mut quiet)?;
+        let written = geohost_cycle::outputs::write(&dir.join("out"), &run, &set)?;
+        geohost_cycle::outputs::register(&mut registry, &set, &run, &written)?;
+        let contract = Contract::load(&contract_path)?;
+        prereg::preregister(&mut registry, runtime, &contract, &mut quiet)?;
+        let options = submit::SubmitOptions {
+            component: plugins.join("filter-nudging.wasm"),
+            config: serde_json::json!({}),
+            name: None,
+            exe: std::env::current_exe()?,
+            cache_dir: dir.join("cache"),
+        };
+        let mut times = Vec::new();
+        for i in 0..=small {
+            let start = Instant::now();
+            let s = submit::submit(&mut registry, runtime, &contract, &options, &mut quiet)?;
+            anyhow::ensure!(s.disqualified().is_none(), "the throughput submission was disqualified: {:?}", s.disqualified());
+            // The first one compiles; the rest find the cache warm.
+            if i > 0 {
+                times.push(start.elapsed().as_secs_f64());
+            }
+        }
+        let per = median(times);
+        Ok((per * 1e3, 1.0 / per))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (small_ms, per_s) = result?;
+
+    let mut s = String::new();
+    let _ = writeln!(s, "ETKF N={members} as a filter component against the native ETKF: Lorenz-96 (40 variables, native), H = I, {cycles} cycles per sample, median of {samples}");
+    let _ = writeln!(s, "  ms per analysis cycle, native ETKF:     {:.4}", median(native_v));
+    let _ = writeln!(s, "  ms per analysis cycle, ETKF component:  {:.4}", median(wasm_v));
+    let _ = writeln!(s, "  ratio component/native:                 {:.3} (median of paired samples)", median(ratio_v));
+    let _ = writeln!(s, "small submissions (nudging, {small_cycles} cycles public + 1 hidden experiment, scored), median of {small}:");
+    let _ = write!(s, "  ms per submission:                      {small_ms:.1}  ({per_s:.2} submissions/s)");
+    Ok(s)
+}
+
+/// A fresh scratch directory under the system's temporary directory.
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("geohost-perf-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

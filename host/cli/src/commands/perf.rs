@@ -22,6 +22,8 @@ enum PerfTarget {
     Registry(RegistryPerfArgs),
     /// Emulator training throughput (samples/s) and ensemble-step time against the wasm model.
     Emulator(EmulatorPerfArgs),
+    /// Submissions: the ETKF filter component against the native ETKF (ms per cycle, ratio), and small-submission throughput through `bench submit`'s whole path.
+    Submission(SubmissionPerfArgs),
     /// Step-5 posterior on sbibm's 10-D linear-Gaussian task: C2ST against the exact posterior, training and sampling time
     Posterior(PosteriorPerfArgs),
 }
@@ -70,6 +72,28 @@ struct PosteriorPerfArgs {
 }
 
 #[derive(Args)]
+struct SubmissionPerfArgs {
+    /// Directory holding filter-etkf.wasm, filter-nudging.wasm, lorenz96.wasm, obs-subset.wasm and metrics-standard.wasm.
+    #[arg(long, default_value = "plugins/dist")]
+    plugins: PathBuf,
+    #[arg(long, default_value_t = 28)]
+    members: usize,
+    /// Cycles per timing sample.
+    #[arg(long, default_value_t = 1000)]
+    cycles: usize,
+    #[arg(long, default_value_t = 7)]
+    samples: usize,
+    /// Small submissions timed.
+    #[arg(long, default_value_t = 7)]
+    small: usize,
+    /// Cycles of each small submission's runs.
+    #[arg(long, default_value_t = 50)]
+    small_cycles: usize,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+#[derive(Args)]
 struct RegistryPerfArgs {
     /// Scratch directory (a 1 GiB file is written there and removed).
     #[arg(long, default_value = "target/perf-registry")]
@@ -106,6 +130,9 @@ pub fn run(args: PerfArgs) -> Result<()> {
         Some(PerfTarget::Da(d)) => perf_da(d)?,
         Some(PerfTarget::Emulator(e)) if e.fused_only => format!("{:.0}", perf::fused_mlp_only(e.steps, e.samples)?),
         Some(PerfTarget::Emulator(e)) => perf_emulator(e)?,
+        Some(PerfTarget::Submission(a)) => {
+            perf::submission_cost(&a.sandbox.runtime(Limits::default())?, &a.plugins, a.members, a.cycles, a.samples, a.small, a.small_cycles)?
+        }
         Some(PerfTarget::Posterior(p)) => {
             let spec = geohost_learn::mdn::MdnSpec { components: p.components, hidden: p.hidden, lr: p.lr, batch: p.batch, ..Default::default() };
             perf::posterior_benchmark(p.simulations, p.observations, p.samples, &spec)?
