@@ -335,7 +335,8 @@ fn hostile_submissions_each_get_their_own_verdict_and_only_a_report_is_registere
     compile_bomb(&bomb);
 
     // (component, config, stage, experiment, cycle, words of the reason)
-    let cases: Vec<(PathBuf, &str, &str, Option<&str>, Option<u64>, &[&str])> = vec![
+    type Case<'a> = (PathBuf, &'a str, &'a str, Option<&'a str>, Option<u64>, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
         (hostile.clone(), r#"{"mode": "spin", "at": 3}"#, "run", Some("public"), Some(3), &["ran out of fuel in `analyse`"]),
         (hostile.clone(), r#"{"mode": "hog", "at": 3}"#, "run", Some("public"), Some(3), &["memory limit of 32 MiB"]),
         // Rust's stack lives in linear memory: unbounded recursion runs off its
