@@ -307,7 +307,7 @@ fn the_uniqueness_migration_renames_and_reports_existing_duplicates() {
     // Back to schema 1, where nothing stopped a second lorenz96@0.1.0.
     let db = rusqlite::Connection::open(h.join("registry/registry.db")).unwrap();
     db.execute_batch(&format!(
-        "DROP INDEX artifacts_frozen_names; DROP TABLE imports;
+        "DROP INDEX artifacts_frozen_names; DROP TABLE imports; DROP TABLE secrets;
          UPDATE artifacts SET name = 'lorenz96', created = '2100-01-01T00:00:00.000Z' WHERE id = '{second}';
          PRAGMA user_version = 1;"
     ))
@@ -320,4 +320,149 @@ fn the_uniqueness_migration_renames_and_reports_existing_duplicates() {
     assert_eq!(serde_json::from_str::<Value>(&stdout(&out)).unwrap()["id"], first.as_str());
     assert_eq!(reg_json(h, &["show", &renamed])["id"], second.as_str());
     assert!(stderr(&reg(h, &["list"])).is_empty(), "the migration runs once");
+}
+
+/// Every malformed bundle the import refuses, each with its own message,
+/// and a registry left as it was: an unexpected entry, a symlink, a blob
+/// twice, a blob the manifest does not list, a record whose size is not
+/// its blob's.
+#[test]
+fn malformed_bundles_are_refused_each_for_its_own_reason() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let bundle = big_bundle(h, 1000);
+    let entries = read_tar(&bundle);
+    reg_json(h, &["add", &write(&h.join("a"), "x"), "--kind", "file"]);
+    let before = snapshot(h);
+    let try_entries = |name: &str, entries: &[(String, Vec<u8>)], needles: &[&str]| {
+        let path = h.join(name);
+        write_tar(&path, entries);
+        refused(h, &["import", path.to_str().unwrap()], needles);
+        assert_eq!(snapshot(h), before, "{name}: a refused import changes nothing");
+    };
+    let extra = [entries.clone(), vec![("notes.txt".to_string(), b"hello".to_vec())]].concat();
+    try_entries("extra.tar", &extra, &["unexpected entry `notes.txt`"]);
+    let twice = [entries.clone(), vec![entries[1].clone()]].concat();
+    try_entries("twice.tar", &twice, &["appears twice"]);
+    let stray_bytes = b"a blob nobody listed".to_vec();
+    let stray = [entries.clone(), vec![(format!("objects/{}", blake3::hash(&stray_bytes).to_hex()), stray_bytes)]].concat();
+    try_entries("stray.tar", &stray, &["is not in the manifest"]);
+    let mut manifest: Value = serde_json::from_slice(&entries[0].1).unwrap();
+    manifest["artifacts"][0]["size"] = 999.into();
+    let resized = vec![("manifest.json".to_string(), serde_json::to_vec(&manifest).unwrap()), entries[1].clone()];
+    try_entries("resized.tar", &resized, &["says it is 999 bytes, its blob is 1000"]);
+
+    // A symbolic link, not a regular file.
+    let path = h.join("link.tar");
+    let mut tar = tar::Builder::new(std::fs::File::create(&path).unwrap());
+    for (name, bytes) in &entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, bytes.as_slice()).unwrap();
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_size(0);
+    tar.append_link(&mut header, "objects/evil", "/etc/passwd").unwrap();
+    tar.finish().unwrap();
+    drop(tar);
+    refused(h, &["import", path.to_str().unwrap()], &["entry `objects/evil` is not a regular file"]);
+    assert_eq!(snapshot(h), before);
+}
+
+/// A registry whose database cannot be written, and one held locked by
+/// another process: errors that name the file and say what to do.
+#[test]
+fn a_read_only_or_locked_registry_is_named_with_what_to_do() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    reg_json(h, &["add", &write(&h.join("a"), "x"), "--kind", "file"]);
+    let db = h.join("registry/registry.db");
+
+    // Locked: another connection holds a write transaction.
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let out = reg(h, &["add", &write(&h.join("b"), "y"), "--kind", "file"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&db.display().to_string()) && err.contains("stayed locked by another process"), "{err}");
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+
+    // Read-only: root ignores file permissions, so the database is opened
+    // through a read-only bind of its directory where one can be made,
+    // else through a chmod for a non-root user.
+    let ro = h.join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    let mounted = std::process::Command::new("mount").args(["--bind", "-o", "ro"]).arg(h.join("registry")).arg(&ro).status().is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping the read-only half: cannot bind-mount read-only here");
+        return;
+    }
+    let out = geohost(h).args(["registry", "--registry"]).arg(&ro).args(["add", &write(&h.join("c"), "z"), "--kind", "file"]).output().unwrap();
+    let _ = std::process::Command::new("umount").arg(&ro).status();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot be written") && err.contains("pass a writable --registry"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A contract that names its publishers accepts plugins imported from
+/// bundles they signed, and refuses any other, naming the plugin, where it
+/// came from and the keys it would accept.
+#[test]
+fn a_contract_accepts_only_plugins_its_publishers_signed() {
+    let (publisher, host) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let p = publisher.path();
+    let mut ids = Vec::new();
+    for (name, version) in [("lorenz96", "0.1.0"), ("obs-subset", "0.1.0"), ("metrics-standard", "0.1.0")] {
+        ids.push(reg_json(p, &["add", plugin(name).to_str().unwrap(), "--kind", "plugin", "--name", name, "--version", version])["id"].as_str().unwrap().to_string());
+    }
+    reg_json(p, &["keygen", p.join("alice").to_str().unwrap()]);
+    let bob = reg_json(p, &["keygen", p.join("bob").to_str().unwrap()]);
+    let bundle = p.join("plugins.tar");
+    let alice_key = p.join("alice.key");
+    let mut args = vec!["export", bundle.to_str().unwrap(), "--sign", alice_key.to_str().unwrap(), "--publisher", "alice"];
+    args.extend(ids.iter().map(String::as_str));
+    reg_json(p, &args);
+
+    let h = host.path();
+    let set = crate::common::lorenz96_set(h, 50, "[[method]]\nmethod = \"3dvar\"\nxB = 0.02\n");
+    let contract = |name: &str, publishers: &str| {
+        let text = format!(
+            "name = \"{name}\"\nversion = \"1\"\ntask = \"signed plugins only\"\npublishers = [{publishers}]\n[carriers.input]\nname = \"obs\"\nshape = [40]\nunits = \"1\"\n[carriers.output]\nname = \"analysis_mean\"\nshape = [40]\nunits = \"1\"\n[reference]\nplugin_set = \"{}\"\n[splits]\nevaluate_after = 0.0\n[[metrics]]\ncomponent = \"{}\"\nconfig = {{ metrics = [\"rmse\"] }}\n",
+            set.display(),
+            plugin("metrics-standard").display()
+        );
+        write(&h.join(format!("{name}.toml")), &text)
+    };
+    let register = |file: &str| geohost(h).args(["bench", "register", "-q", file]).output().unwrap();
+    let alice_pub = format!("\"{}\"", p.join("alice.pub").display());
+
+    // Not imported at all: refused, nothing written.
+    let out = register(&contract("signed", &alice_pub));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("metric component") && err.contains("is not in the registry") && err.contains("accepts plugins only from the publishers"), "{err}");
+
+    // Imported from alice's signed bundle: accepted, by file or by key.
+    reg_json(h, &["import", bundle.to_str().unwrap(), "--trust", p.join("alice.pub").to_str().unwrap()]);
+    let out = register(&contract("signed", &alice_pub));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let frozen = &reg_json(h, &["show", "signed@1"])["metadata"]["frozen"];
+    assert_eq!(frozen["publishers"].as_array().unwrap().len(), 1);
+    let base64 = std::fs::read_to_string(p.join("alice.pub")).unwrap().lines().nth(1).unwrap().to_string();
+    let out = register(&contract("signed-by-key", &format!("\"{base64}\"")));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Bob did not sign them: refused, naming where they came from.
+    let before = snapshot(h);
+    let out = register(&contract("bob-only", &format!("\"{}\"", p.join("bob.pub").display())));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("came from imported from bundle") && err.contains("signature verified"), "{err}");
+    assert!(err.contains(bob["key_id"].as_str().unwrap()), "the accepted keys are listed: {err}");
+    assert_eq!(snapshot(h).0, before.0, "a refused contract leaves the registry as it was");
 }

@@ -161,6 +161,10 @@ pub struct ImportReport {
 
 /// Import a bundle (see the module's invariants).
 pub fn import(registry: &mut Registry, path: &Path, options: &ImportOptions) -> Result<ImportReport> {
+    registry.explained(|registry| import_unexplained(registry, path, options))
+}
+
+fn import_unexplained(registry: &mut Registry, path: &Path, options: &ImportOptions) -> Result<ImportReport> {
     let shown = path.display().to_string();
     let refuse = |why: String| anyhow::anyhow!("bundle {shown} refused, nothing was imported: {why}");
     let file = std::fs::File::open(path).with_context(|| format!("cannot open bundle {shown}"))?;

@@ -209,6 +209,13 @@ impl Registry {
         Ok(Registry { dir: dir.into(), store: BlobStore::new(dir), conn })
     }
 
+    /// Run a write with its SQLite failures explained: a lock held past
+    /// the busy timeout or a read-only database is named with what to do.
+    pub(crate) fn explained<T>(&mut self, write: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let db = self.dir.join("registry.db");
+        write(self).map_err(|e| explain(&db, e))
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -221,6 +228,10 @@ impl Registry {
     /// already registered (then metadata is left as it was; new tags are
     /// added).
     pub fn add(&mut self, bytes: &[u8], a: &NewArtifact) -> Result<(String, bool)> {
+        self.explained(|reg| reg.add_unexplained(bytes, a))
+    }
+
+    fn add_unexplained(&mut self, bytes: &[u8], a: &NewArtifact) -> Result<(String, bool)> {
         check_choice("kind", &Some(a.kind.clone()), schema::KINDS)?;
         check_choice("role", &a.role, schema::ROLES)?;
         check_choice("l_transition", &a.l_transition, schema::L_TRANSITIONS)?;
@@ -280,6 +291,10 @@ impl Registry {
 
     /// Record `src <kind> dst` (idempotent).
     pub fn link(&mut self, src: &str, dst: &str, kind: &str) -> Result<()> {
+        self.explained(|reg| reg.link_unexplained(src, dst, kind))
+    }
+
+    fn link_unexplained(&mut self, src: &str, dst: &str, kind: &str) -> Result<()> {
         check_choice("edge type", &Some(kind.into()), schema::EDGE_TYPES)?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for id in [src, dst] {
@@ -493,6 +508,10 @@ impl Registry {
     /// Record that `new` supersedes `old` and mark everything downstream of
     /// `old` stale. Returns the ids newly marked.
     pub fn supersede(&mut self, old: &str, new: &str) -> Result<Vec<String>> {
+        self.explained(|reg| reg.supersede_unexplained(old, new))
+    }
+
+    fn supersede_unexplained(&mut self, old: &str, new: &str) -> Result<Vec<String>> {
         anyhow::ensure!(old != new, "an artifact cannot supersede itself");
         self.get(old)?;
         self.get(new)?;
@@ -544,6 +563,10 @@ impl Registry {
 
     /// Name `id` as a root for [`Registry::gc`].
     pub fn set_root(&mut self, name: &str, id: &str) -> Result<()> {
+        self.explained(|reg| reg.set_root_unexplained(name, id))
+    }
+
+    fn set_root_unexplained(&mut self, name: &str, id: &str) -> Result<()> {
         self.get(id)?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("INSERT OR REPLACE INTO roots (name, id) VALUES (?1, ?2)", params![name, id])?;
@@ -562,6 +585,10 @@ impl Registry {
     /// what would go. Rows of unreachable artifacts go with their blobs;
     /// temporary files older than ten minutes (from killed writers) too.
     pub fn gc(&mut self, dry_run: bool) -> Result<Vec<String>> {
+        self.explained(|reg| reg.gc_unexplained(dry_run))
+    }
+
+    fn gc_unexplained(&mut self, dry_run: bool) -> Result<Vec<String>> {
         let roots = self.roots()?;
         anyhow::ensure!(!roots.is_empty(), "no named roots: gc would remove everything. Name what to keep with `geohost registry root NAME ID` first");
         let mut keep = std::collections::BTreeSet::new();
@@ -608,6 +635,10 @@ impl Registry {
     /// (in order). Refuses a contract that already has seeds: they are
     /// drawn once, at pre-registration, and never replaced.
     pub fn add_secrets(&mut self, contract: &str, seeds: &[[u8; 32]]) -> Result<()> {
+        self.explained(|reg| reg.add_secrets_unexplained(contract, seeds))
+    }
+
+    fn add_secrets_unexplained(&mut self, contract: &str, seeds: &[[u8; 32]]) -> Result<()> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existing: i64 = tx.query_row("SELECT count(*) FROM secrets WHERE contract = ?1", [contract], |r| r.get(0))?;
         anyhow::ensure!(existing == 0, "contract {contract} already has its secret seeds; they are never replaced");
@@ -628,6 +659,10 @@ impl Registry {
 
     /// Remember a run by the hash of its inputs.
     pub fn record_run(&mut self, input_key: &str, plugin_set: &str, outputs: &[String]) -> Result<()> {
+        self.explained(|reg| reg.record_run_unexplained(input_key, plugin_set, outputs))
+    }
+
+    fn record_run_unexplained(&mut self, input_key: &str, plugin_set: &str, outputs: &[String]) -> Result<()> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT OR REPLACE INTO runs (input_key, plugin_set, outputs, created) VALUES (?1, ?2, ?3, ?4)",

@@ -67,6 +67,13 @@ pub struct ContractFile {
     /// What a submitted component may consume (`geohost bench submit`).
     #[serde(default)]
     pub budget: Budget,
+    /// The publishers whose plugins the contract accepts: minisign public
+    /// keys (a `.pub` file relative to the contract, or the key's base64
+    /// line). When set, every plugin the contract uses (its metric
+    /// components and the reference's model and observation operator) must
+    /// have been imported from a bundle signed by one of them.
+    #[serde(default)]
+    pub publishers: Vec<String>,
 }
 
 /// `[hidden]`: the secret evaluation experiments. Pre-registration draws
@@ -383,6 +390,21 @@ impl Contract {
         self.goals.get(metric).or_else(|| self.goals.get(base)).copied().unwrap_or_else(|| Goal::known(base))
     }
 
+    /// The key ids of `publishers` (minisign's 16 hex digits), each with
+    /// how it was given.
+    pub fn publisher_keys(&self) -> Result<Vec<(String, String)>> {
+        self.file
+            .publishers
+            .iter()
+            .map(|spec| {
+                let path = self.dir().join(spec);
+                let given = if path.is_file() { path.display().to_string() } else { spec.clone() };
+                let key = geohost_registry::signing::load_public(&given).with_context(|| format!("field `publishers`: {spec}"))?;
+                Ok((geohost_registry::signing::key_id(key.keynum()), spec.clone()))
+            })
+            .collect()
+    }
+
     /// `name@version`.
     pub fn label(&self) -> String {
         format!("{}@{}", self.file.name, self.file.version)
@@ -466,6 +488,9 @@ impl ContractFile {
             }
         }
         self.budget.validate()?;
+        if self.publishers.iter().any(|p| p.trim().is_empty()) {
+            bail!("field `publishers`: an entry is empty; give a public key file or a minisign public key");
+        }
         let s = &self.splits;
         if !s.evaluate_after.is_finite() || s.evaluate_until.is_some_and(|u| u.is_nan() || u <= s.evaluate_after) {
             bail!("[splits]: expected a finite `evaluate_after` and an `evaluate_until` after it");

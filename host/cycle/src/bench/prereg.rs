@@ -32,6 +32,10 @@ pub struct Frozen {
     pub metrics: Vec<FrozenMetric>,
     pub baselines: Vec<FrozenBaseline>,
     pub warnings: Vec<String>,
+    /// The key ids of the publishers whose plugins the contract accepts
+    /// (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publishers: Vec<String>,
     /// The hidden evaluation, for a contract with `[hidden]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden: Option<super::hidden::FrozenHidden>,
@@ -104,6 +108,27 @@ pub fn lookup(registry: &Registry, contract: &Contract) -> Result<Frozen> {
     bail!("contract {} ({}) is not pre-registered; run `geohost bench register {}` first", contract.label(), contract.path.display(), contract.path.display())
 }
 
+/// With `publishers` (key id, as given) set, the plugin `id` must have been
+/// imported from a bundle whose signature one of them verified.
+fn check_publisher(registry: &Registry, contract: &Contract, publishers: &[(String, String)], id: &str, what: &str) -> Result<()> {
+    if publishers.is_empty() {
+        return Ok(());
+    }
+    let accepted = |key: &str| format!("key {key}");
+    let origin = match registry.get(id) {
+        Err(_) => "is not in the registry".to_string(),
+        Ok(a) if a.imported_from.iter().any(|i| i.verified && publishers.iter().any(|(k, _)| i.publisher == accepted(k))) => return Ok(()),
+        Ok(a) if a.imported_from.is_empty() => "was registered locally, not imported from a signed bundle".to_string(),
+        Ok(a) => format!("came from {}", a.imported_from.iter().map(geohost_registry::Import::describe).collect::<Vec<_>>().join("; ")),
+    };
+    let keys: Vec<String> = publishers.iter().map(|(k, given)| format!("{k} ({given})")).collect();
+    bail!(
+        "{what} ({id}) {origin}, but contract {} accepts plugins only from the publishers {}: import it from a bundle they signed (`geohost registry import BUNDLE --trust KEY.pub`)",
+        contract.label(),
+        keys.join(", ")
+    )
+}
+
 /// Pre-register `contract` in `registry` (see the module docs).
 pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contract, progress: &mut ProgressFactory<'_>) -> Result<Outcome> {
     let earlier = versions(registry, &contract.file.name)?;
@@ -118,6 +143,7 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
     let dir = contract.dir().to_path_buf();
     // Everything is checked before anything is written: a refused contract
     // leaves the registry as it was.
+    let publishers = contract.publisher_keys()?;
 
     // Metric components: configured, their metrics listed.
     let mut components = Vec::new();
@@ -139,6 +165,7 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
         let component = WasmMetric::new(runtime, &loaded, &config).with_context(at)?;
         let against_oracle = m.against == super::contract::Against::Oracle;
         let metrics = component.metrics.iter().map(|n| if against_oracle { format!("{n}{}", super::contract::VS_ORACLE) } else { n.clone() }).collect();
+        check_publisher(registry, contract, &publishers, &geohost_registry::artifact_id(&bytes), &format!("{}: metric component {label}", at()))?;
         let frozen = FrozenMetric {
             id: geohost_registry::artifact_id(&bytes),
             name: component.name,
@@ -204,6 +231,12 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
         None => None,
     };
     let outcome = (|| {
+        let runs = generated.iter().map(|(_, r, _)| r).chain(forecasts.iter().map(|(_, g)| &g.run));
+        for result in runs {
+            for p in result.plugins.iter().filter(|p| p.kind == "component") {
+                check_publisher(registry, contract, &publishers, &p.blake3, &format!("the reference's {} {}", p.role, p.path))?;
+            }
+        }
         let truth_bytes = match (&generated, &forecasts, &file.reference.artifact) {
             (Some((_, _, written)), ..) => std::fs::read(&written.truth)?,
             (_, Some((_, g)), _) => g.bytes.clone(),
@@ -363,6 +396,7 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
         metrics,
         baselines: ordered,
         warnings: contract.warnings.clone(),
+        publishers: publishers.iter().map(|(k, _)| k.clone()).collect(),
         hidden: hidden.as_ref().map(|(frozen, _)| frozen.clone()),
     };
     let (id, _) = registry.add(
