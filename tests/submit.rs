@@ -460,3 +460,122 @@ fn the_etkf_component_analysis_equals_the_native_etkf_to_rounding() {
         assert!(diff < 1e-10, "the component's analysis differs from the native ETKF's by {diff}");
     }
 }
+
+/// A step-3 contract on the test set: the model's forecasts from four
+/// truth states, 40 leads each.
+fn step3_contract(host: &Host) -> String {
+    let path = host.path("step3.toml");
+    let text = format!(
+        r#"
+name = "l96-step3-submit"
+version = "1"
+task = "emulate one step"
+target_step = 3
+oracle_step = 1
+l_transition = "L3_L4"
+oracle = "lorenz96@0.1.0"
+oracle_strength = "physics_derived"
+primary_metric = "one_step_rmse"
+[carriers.input]
+name = "state"
+shape = [40]
+units = "1"
+[carriers.output]
+name = "state"
+shape = [40]
+units = "1"
+[reference]
+forecasts = {{ plugin_set = "{set}", cases = 4, spacing = 50, leads = 40 }}
+[splits]
+evaluate_after = 0.0
+[[metrics]]
+component = "{metrics}"
+config = {{ metrics = ["one_step_rmse", "rmse_by_lead", "valid_time", "psd_error"], leads = 40, dt = 0.05, lyapunov = 1.68 }}
+[[failure_modes]]
+text = "Non-finite forecasts"
+check = "finite"
+[[failure_modes]]
+text = "one-step error above 1% of the state std"
+check = {{ metric = "one_step_rmse", max = 0.036 }}
+[budget]
+fuel_per_call = 100_000_000
+fuel_total = 2_000_000_000
+"#,
+        set = host.path("set.toml").display(),
+        metrics = plugin("metrics-standard").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let path = path.display().to_string();
+    host.ok(&["bench", "register", "-q", &path]);
+    path
+}
+
+/// An emulator submitted as a `forward-model` component to a step-3
+/// contract: the model itself forecasts the reference exactly, a model
+/// with the wrong forcing is scored and fails, and the hostile ones are
+/// disqualified at the lead they broke.
+#[test]
+fn emulators_are_submitted_as_forward_model_components_to_a_step3_contract() {
+    let host = Host::new();
+    let contract = step3_contract(&host);
+
+    let exact = host.submit(&contract, &plugin("lorenz96"), r#"{"F": 8.0, "size": 40}"#);
+    let c = &exact["candidates"][0];
+    assert_eq!(c["provenance"], "component");
+    assert_eq!(c["submission"]["world"], "forward-model");
+    assert_eq!(scalar(c, "one_step_rmse"), 0.0, "the model reproduces its own forecasts bit for bit: {c:#}");
+    assert_eq!(c["verdict"], "pass", "{c:#}");
+    let accounting = &c["submission"]["accounting"][0];
+    assert_eq!(accounting["experiment"], "forecasts");
+    assert_eq!(accounting["calls"], 41, "init and one advance per lead: {accounting}");
+    assert!(accounting["fuel"].as_u64().unwrap() > 0);
+    // Resubmitting gives the same report, fuel included.
+    let again = host.submit(&contract, &plugin("lorenz96"), r#"{"F": 8.0, "size": 40}"#);
+    assert_eq!(again, exact);
+
+    let wrong = host.submit(&contract, &plugin("lorenz96"), r#"{"F": 9.0, "size": 40}"#);
+    let c = &wrong["candidates"][0];
+    let one_step = scalar(c, "one_step_rmse");
+    assert!(one_step > 0.036 && one_step < 1.0, "a forcing off by 1 is off by about dt per step: {one_step}");
+    assert_eq!(c["verdict"], "fail", "{c:#}");
+
+    // Persistence (the identity model) is scored, fails, and is registered
+    // as a submission (the lorenz96 bytes above were already registered as
+    // the plugin they are).
+    let hostile = plugin("testkit-hostile");
+    let persistence = host.submit(&contract, &hostile, r#"{"mode": "ok"}"#);
+    assert!(scalar(&persistence["candidates"][0], "one_step_rmse") > one_step);
+    let submissions: Vec<Value> = host.list().into_iter().filter(|a| a["kind"] == "submission").collect();
+    assert_eq!(submissions.len(), 1, "{submissions:#?}");
+    let shown: Value = serde_json::from_str(&host.ok(&["registry", "--json", "show", submissions[0]["id"].as_str().unwrap()])).unwrap();
+    assert_eq!(shown["metadata"]["world"], "forward-model", "{shown:#}");
+    assert_eq!(shown["step"], 3);
+
+    type Case<'a> = (PathBuf, &'a str, &'a str, Option<u64>, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        (plugin("lorenz63"), "{}", "init", None, &["describes a state of 3 values, but the contract's model has 40"]),
+        (hostile.clone(), r#"{"mode": "spin"}"#, "run", Some(1), &["forecast lead 1", "ran out of fuel in `advance`"]),
+        (hostile.clone(), r#"{"mode": "nan"}"#, "run", Some(1), &["forecast lead 1", "non-finite"]),
+        (hostile.clone(), r#"{"mode": "short"}"#, "run", Some(1), &["forecast lead 1", "expected 4 members × 40 values"]),
+        (plugin("filter-etkf"), "{}", "load", None, &["is a filter plugin, not a forward-model plugin"]),
+    ];
+    for (component, config, stage, lead, words) in cases {
+        let before = host.list().len();
+        let report = host.submit(&contract, &component, config);
+        let what = format!("{} {config}", component.display());
+        assert_eq!(report["verdict"], "disqualified", "{what}: {report:#}");
+        let d = &report["candidates"][0]["submission"]["disqualified"];
+        assert_eq!(d["stage"], stage, "{what}: {d}");
+        assert_eq!(d["cycle"].as_u64(), lead, "{what}: {d}");
+        if stage != "load" {
+            assert_eq!(d["experiment"], "forecasts", "{what}: {d}");
+        }
+        for w in words {
+            assert!(d["reason"].as_str().unwrap().contains(w), "{what}: `{w}` not in {d}");
+        }
+        assert_eq!(host.list().len(), before + 1, "{what}: only the report is new");
+    }
+    // The table names the lead.
+    let out = host.cmd(&["bench", "submit", "-q", &contract, &hostile.display().to_string(), "--config", r#"{"mode": "nan"}"#]);
+    assert!(stdout(&out).contains("DISQUALIFIED (stage run, forecasts experiment, lead 1)"), "{}", stdout(&out));
+}

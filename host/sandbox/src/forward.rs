@@ -1,6 +1,6 @@
 //! The `forward-model` world as a [`ForwardModel`].
 
-use super::{Instance, LoadedComponent, Runtime, SandboxError};
+use super::{Accounting, FuelBudget, Instance, LoadedComponent, Runtime, SandboxError};
 use crate::model::{first_non_finite, ForwardModel, Grid, ModelInfo, Parameter};
 use nalgebra::DMatrix;
 
@@ -23,7 +23,14 @@ pub struct WasmForward {
 impl WasmForward {
     /// Instantiate `loaded` and configure it with `config` (a JSON object).
     pub fn new(runtime: &Runtime, loaded: &LoadedComponent, config: &str) -> Result<WasmForward, SandboxError> {
+        Self::with_budget(runtime, loaded, config, None)
+    }
+
+    /// [`WasmForward::new`] with a total fuel `budget` over all its calls,
+    /// `init` included (a submitted emulator).
+    pub fn with_budget(runtime: &Runtime, loaded: &LoadedComponent, config: &str, budget: Option<FuelBudget>) -> Result<WasmForward, SandboxError> {
         let mut instance = Instance::new(runtime, loaded, |store, component, linker| Bindings::instantiate(store, component, linker))?;
+        instance.set_fuel_budget(budget);
         let info = instance.init(|b, store| b.geohost_plugin_forward().call_init(store, config))?;
         let info = ModelInfo {
             name: info.name,
@@ -44,6 +51,13 @@ impl WasmForward {
             });
         }
         Ok(WasmForward { instance, info })
+    }
+}
+
+impl WasmForward {
+    /// Fuel, peak memory and calls so far.
+    pub fn accounting(&self) -> Accounting {
+        self.instance.accounting()
     }
 }
 

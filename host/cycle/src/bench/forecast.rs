@@ -38,6 +38,17 @@ pub struct Generated {
     pub run: crate::run::RunOutput,
 }
 
+/// The lead a forecast failed at (1-based), as context on its error: a
+/// submitted emulator's disqualification names it.
+#[derive(Clone, Copy, Debug)]
+pub struct ForecastLead(pub usize);
+
+impl std::fmt::Display for ForecastLead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "forecast lead {}", self.0)
+    }
+}
+
 /// Advance `initial` (`state × cases`) `leads` steps of `dt` with `model`,
 /// collecting rows case-major.
 pub fn forecast(model: &mut dyn ForwardModel, initial: &DMatrix<f64>, leads: usize, dt: f64) -> Result<Array2> {
@@ -45,7 +56,7 @@ pub fn forecast(model: &mut dyn ForwardModel, initial: &DMatrix<f64>, leads: usi
     let mut e = initial.clone();
     let mut data = vec![0.0; cases * leads * m];
     for l in 0..leads {
-        model.advance(&mut e, l as f64 * dt, dt).with_context(|| format!("forecast lead {}", l + 1))?;
+        model.advance(&mut e, l as f64 * dt, dt).with_context(|| ForecastLead(l + 1))?;
         for c in 0..cases {
             let row = c * leads + l;
             data[row * m..(row + 1) * m].copy_from_slice(e.column(c).as_slice());
@@ -112,13 +123,23 @@ pub fn generate(
 /// A weights candidate's forecasts from the reference's initial states,
 /// as an output the scorer reads like any other.
 pub fn emulate(id: &str, name: &str, weights: &[u8], reference: &TruthFile, reference_id: &str) -> Result<AnalysisFile> {
-    let Some((initial, leads)) = &reference.forecast else {
+    if reference.forecast.is_none() {
         bail!("{id} ({name}) is an emulator's weights; it can only be scored against a forecast reference ([reference] forecasts = …)");
-    };
+    }
     let mut emulator = NeuralForward::from_bytes(id, weights)?;
+    forecast_reference(&mut emulator, name, reference, reference_id).with_context(|| format!("forecasting with emulator {name} ({id})"))
+}
+
+/// Any model's forecasts from a forecast reference's initial states, as
+/// an output labelled `name` (an emulator's weights, or a submitted
+/// `forward-model` component).
+pub fn forecast_reference(model: &mut dyn ForwardModel, name: &str, reference: &TruthFile, reference_id: &str) -> Result<AnalysisFile> {
+    let Some((initial, leads)) = &reference.forecast else {
+        bail!("the reference {reference_id} is not a forecast reference ([reference] forecasts = …)");
+    };
     let dt = reference.times[0];
     // `initial` is case × state row-major: as a state × case matrix.
     let start = DMatrix::from_row_slice(initial.rows, initial.cols, &initial.data).transpose();
-    let prediction = forecast(&mut emulator, &start, *leads, dt).with_context(|| format!("forecasting with emulator {name} ({id})"))?;
+    let prediction = forecast(model, &start, *leads, dt)?;
     Ok(AnalysisFile { times: reference.times.clone(), analysis_mean: prediction, truth: reference_id.to_string(), method: name.to_string(), members: None })
 }

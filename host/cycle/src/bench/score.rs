@@ -89,6 +89,9 @@ pub struct HiddenCandidate {
 /// disqualified if it was.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SubmissionRecord {
+    /// The component's world: `filter`, or `forward-model` (an emulator).
+    #[serde(default = "filter_world")]
+    pub world: String,
     /// The component's id (`blake3:…`), its size and self-description.
     pub component: String,
     pub size: u64,
@@ -106,6 +109,10 @@ pub struct SubmissionRecord {
     pub disqualified: Option<Disqualified>,
 }
 
+fn filter_world() -> String {
+    "filter".into()
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ExperimentAccounting {
     /// `public` or `hidden N`.
@@ -120,7 +127,8 @@ pub struct Disqualified {
     /// `size`, `compile`, `load`, `init` or `run`.
     pub stage: String,
     pub reason: String,
-    /// The experiment (`public`, `hidden N`) and cycle it happened at.
+    /// The experiment (`public`, `hidden N`, or `forecasts` for an emulator)
+    /// and the cycle (an emulator: the forecast lead) it happened at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,13 +243,16 @@ pub struct Candidate {
     pub id: String,
     /// The file's bytes and method label, when it is not registered yet.
     pub pending: Option<(Vec<u8>, String, String)>,
+    /// An output the host computed itself (a submitted emulator's
+    /// forecasts), scored as it is.
+    pub prepared: Option<AnalysisFile>,
 }
 
 /// Resolve a candidate argument: a registry reference (or a registered
 /// file), else a run-output file.
 pub fn resolve_candidate(registry: &Registry, arg: &str) -> Result<Candidate> {
     if let Ok(id) = registry.resolve(arg) {
-        return Ok(Candidate { id, pending: None });
+        return Ok(Candidate { id, pending: None, prepared: None });
     }
     let path = std::path::Path::new(arg);
     if !path.is_file() {
@@ -249,7 +260,7 @@ pub fn resolve_candidate(registry: &Registry, arg: &str) -> Result<Candidate> {
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read candidate {arg}"))?;
     let output = AnalysisFile::parse(arg, bytes.clone())?;
-    Ok(Candidate { id: geohost_registry::artifact_id(&bytes), pending: Some((bytes, output.method, arg.to_string())) })
+    Ok(Candidate { id: geohost_registry::artifact_id(&bytes), pending: Some((bytes, output.method, arg.to_string())), prepared: None })
 }
 
 /// Register the candidates that were files (after a successful score).
@@ -272,7 +283,7 @@ pub fn register_candidates(registry: &mut Registry, candidates: &[Candidate]) ->
 }
 
 impl Reference {
-    fn load(registry: &Registry, frozen: &Frozen, contract: &Contract) -> Result<Reference> {
+    pub(super) fn load(registry: &Registry, frozen: &Frozen, contract: &Contract) -> Result<Reference> {
         Reference::new(TruthFile::parse(&frozen.reference, registry.read(&frozen.reference)?)?, contract)
     }
 
@@ -439,6 +450,9 @@ pub(super) fn score_frozen(registry: &Registry, runtime: &Runtime, contract: &Co
     let mut components = Components::load(registry, runtime, &frozen)?;
     let pending = |id: &str| candidates.iter().find(|c| c.id == id).and_then(|c| c.pending.as_ref()).map(|(bytes, ..)| bytes.clone());
     let load = |id: &str| -> Result<AnalysisFile> {
+        if let Some(output) = candidates.iter().find(|c| c.id == id).and_then(|c| c.prepared.clone()) {
+            return Ok(output);
+        }
         let bytes = match pending(id) {
             Some(bytes) => bytes,
             None => {
@@ -686,7 +700,8 @@ pub fn table(report: &Report) -> String {
                 if let Some(d) = &sub.disqualified {
                     let mut at = vec![format!("stage {}", d.stage)];
                     at.extend(d.experiment.iter().map(|e| format!("{e} experiment")));
-                    at.extend(d.cycle.map(|k| format!("cycle {k}")));
+                    let step = if sub.world == "forward-model" { "lead" } else { "cycle" };
+                    at.extend(d.cycle.map(|k| format!("{step} {k}")));
                     let _ = writeln!(s, "DISQUALIFIED ({}): {}", at.join(", "), d.reason);
                 }
             }

@@ -1,6 +1,9 @@
 //! `geohost bench submit`: untrusted code, scored on data it never sees.
 //!
-//! A submission is a `filter` component. The host checks its size before
+//! A submission is a `filter` component (a DA method), or, for a contract
+//! whose reference is a model's forecasts (step 3), a `forward-model`
+//! component (an emulator) that the host runs from the reference's initial
+//! states exactly as it runs an emulator's weights. The host checks its size before
 //! reading it, compiles it in a child process under the contract's compile
 //! limits ([`geohost_sandbox::isolate`]), then runs it with the contract's
 //! `[budget]` (fuel per call and in total, memory, deadline) on the public
@@ -35,7 +38,7 @@ use anyhow::{bail, Context, Result};
 use geohost_da::submission::{FailedAt, Submission};
 use geohost_da::Method;
 use geohost_registry::{NewArtifact, Registry};
-use geohost_sandbox::{isolate, FuelBudget, MetricValue, Problem, Runtime, WasmFilter, World};
+use geohost_sandbox::{isolate, FuelBudget, LoadedComponent, MetricValue, Problem, Runtime, WasmFilter, WasmForward, World};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -81,9 +84,11 @@ impl Submitted {
 pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &Contract, options: &SubmitOptions, progress: &mut ProgressFactory<'_>) -> Result<Submitted> {
     let start = Instant::now();
     let frozen = lookup(registry, contract)?;
-    if contract.file.reference.plugin_set.is_none() {
+    let reference = &contract.file.reference;
+    let world = if reference.forecasts.is_some() { World::ForwardModel } else { World::Filter };
+    if reference.plugin_set.is_none() && reference.forecasts.is_none() {
         bail!(
-            "contract {}'s reference is not generated from a plugin-set, so there is no experiment to run a submission on; score results files with `geohost bench score`",
+            "contract {}'s reference is a registered file, not generated from a plugin-set, so there is no experiment to run a submission on; score results files with `geohost bench score`",
             contract.label()
         );
     }
@@ -95,6 +100,7 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &Contract, o
     let label = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "submission".into());
     let size = std::fs::metadata(path).with_context(|| format!("cannot read submission {}", path.display()))?.len();
     let mut record = SubmissionRecord {
+        world: world.name().into(),
         component: String::new(),
         size,
         name: None,
@@ -108,7 +114,7 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &Contract, o
     };
 
     let mut run = Run { registry, runtime, contract, frozen: &frozen, options, progress };
-    let outcome = run.go(&mut record, &label);
+    let outcome = run.go(&mut record, &label, world);
     let (public, hidden, bytes) = match outcome {
         Ok(x) => x,
         Err(Verdict::Error(e)) => return Err(e),
@@ -180,7 +186,17 @@ struct Run<'a, 'p> {
 type Outcome = (Option<Report>, Option<HiddenScores>, Option<Vec<u8>>);
 
 impl Run<'_, '_> {
-    fn go(&mut self, record: &mut SubmissionRecord, label: &str) -> Result<Outcome, Verdict> {
+    fn go(&mut self, record: &mut SubmissionRecord, label: &str, world: World) -> Result<Outcome, Verdict> {
+        let (sandbox, loaded, bytes) = self.load(record, label, world)?;
+        match world {
+            World::ForwardModel => self.go_emulator(record, &sandbox, &loaded, bytes),
+            _ => self.go_filter(record, &sandbox, &loaded, bytes),
+        }
+    }
+
+    /// Check the size cap before reading, compile in a child under the
+    /// compile limits, then load from the cache only.
+    fn load(&mut self, record: &mut SubmissionRecord, label: &str, world: World) -> Result<(Runtime, LoadedComponent, Vec<u8>), Verdict> {
         let budget = self.contract.file.budget;
         let path = self.options.component.as_path();
         let cap = budget.max_component_mib.saturating_mul(1 << 20);
@@ -201,14 +217,55 @@ impl Run<'_, '_> {
         // the cache only.
         let limits = budget.limits();
         let sandbox = Runtime::new(limits, Some(self.options.cache_dir.clone()))?;
-        match isolate::compile_in_child(&self.options.exe, path, World::Filter, &limits, &self.options.cache_dir, budget.compile_limits()) {
+        match isolate::compile_in_child(&self.options.exe, path, world, &limits, &self.options.cache_dir, budget.compile_limits()) {
             Ok(()) => {}
             Err(isolate::IsolateError::Spawn { exe, reason }) => return Err(anyhow::anyhow!("cannot run the compiling child process {exe}: {reason}").into()),
             Err(e @ isolate::IsolateError::Limits { .. }) => return Err(disqualified("compile", e, Some(&bytes))),
             Err(isolate::IsolateError::Refused(message)) => return Err(disqualified("load", message, Some(&bytes))),
         }
-        let loaded = sandbox.load_compiled(label, path, &bytes, World::Filter).map_err(|e| disqualified("load", e, Some(&bytes)))?;
+        let loaded = sandbox.load_compiled(label, path, &bytes, world).map_err(|e| disqualified("load", e, Some(&bytes)))?;
+        Ok((sandbox, loaded, bytes))
+    }
 
+    /// A submitted emulator: forecasts from the reference's initial states
+    /// (one instance, all cases as one ensemble, the whole fuel budget),
+    /// scored as an emulator's weights are.
+    fn go_emulator(&mut self, record: &mut SubmissionRecord, sandbox: &Runtime, loaded: &LoadedComponent, bytes: Vec<u8>) -> Result<Outcome, Verdict> {
+        const EXPERIMENT: &str = "forecasts";
+        let budget = self.contract.file.budget;
+        let reference = Reference::load(self.registry, self.frozen, self.contract)?;
+        let size = reference.truth.forecast.as_ref().map(|(initial, _)| initial.cols).context("the contract's frozen reference has no forecasts")?;
+        let config = serde_json::to_string(&self.options.config).expect("JSON serializes");
+        let at = |v: Verdict, lead: Option<usize>| match v {
+            Verdict::Disqualified(d, b) => Verdict::Disqualified(Disqualified { experiment: Some(EXPERIMENT.into()), cycle: lead, ..d }, b),
+            other => other,
+        };
+        let mut model = WasmForward::with_budget(sandbox, loaded, &config, Some(FuelBudget { total: budget.fuel_total, spent: 0 }))
+            .map_err(|e| at(disqualified("init", e, Some(&bytes)), None))?;
+        let info = geohost_sandbox::model::ForwardModel::info(&model).clone();
+        (record.name, record.version) = (Some(info.name.clone()), Some(info.version.clone()));
+        if info.state_size != size {
+            let reason = format!("it describes a state of {} values, but the contract's model has {size}: configure it for the model the contract names", info.state_size);
+            return Err(at(disqualified("init", reason, Some(&bytes)), None));
+        }
+        let outcome = super::forecast::forecast_reference(&mut model, &info.name, &reference.truth, &self.frozen.reference);
+        record.accounting.push(ExperimentAccounting { experiment: EXPERIMENT.into(), used: model.accounting() });
+        let output = match outcome {
+            Ok(output) => output,
+            Err(e) => match e.downcast_ref::<super::forecast::ForecastLead>() {
+                Some(lead) => return Err(at(disqualified("run", format!("{e:#}"), Some(&bytes)), Some(lead.0))),
+                None => return Err(e.context("forecasting from the contract's reference").into()),
+            },
+        };
+        let candidate = Candidate { id: record.component.clone(), pending: None, prepared: Some(output) };
+        let public = score_frozen(self.registry, self.runtime, self.contract, self.frozen, &[candidate], RUN_BY_HOST)?;
+        Ok((Some(public), None, Some(bytes)))
+    }
+
+    /// A submitted filter: the public experiment, then each hidden one.
+    fn go_filter(&mut self, record: &mut SubmissionRecord, sandbox: &Runtime, loaded: &LoadedComponent, bytes: Vec<u8>) -> Result<Outcome, Verdict> {
+        let budget = self.contract.file.budget;
+        let path = self.options.component.as_path();
         let hidden = self.frozen.hidden.clone();
         let public_set = self.experiment_set(hidden.as_ref(), Vec::new(), None)?;
         let problem = self.problem(&public_set)?;
@@ -231,7 +288,7 @@ impl Run<'_, '_> {
             };
             // A fresh instance per experiment: nothing carries over from
             // one experiment to the next, and the total budget is shared.
-            let filter = WasmFilter::new(&sandbox, &loaded, &config, &problem, Some(FuelBudget { total: budget.fuel_total, spent: fuel_spent })).map_err(|e| at(disqualified("init", e, Some(&bytes))))?;
+            let filter = WasmFilter::new(sandbox, loaded, &config, &problem, Some(FuelBudget { total: budget.fuel_total, spent: fuel_spent })).map_err(|e| at(disqualified("init", e, Some(&bytes))))?;
             (record.name, record.version, record.members) = (Some(filter.info.name.clone()), Some(filter.info.version.clone()), Some(filter.info.members));
             let submission = Submission::new(record.component.clone(), self.options.config.clone(), filter);
             let meter = submission.meter();
@@ -273,7 +330,7 @@ impl Run<'_, '_> {
                         .into());
                     }
                     let (label, bytes) = outputs.outputs.into_iter().next().expect("the submission's output");
-                    let candidate = Candidate { id: record.component.clone(), pending: Some((bytes, label, path.display().to_string())) };
+                    let candidate = Candidate { id: record.component.clone(), pending: Some((bytes, label, path.display().to_string())), prepared: None };
                     public = Some(score_frozen(self.registry, self.runtime, self.contract, self.frozen, &[candidate], RUN_BY_HOST)?);
                 }
                 Some(_) => hidden_runs.push(outputs),
@@ -417,8 +474,8 @@ pub fn register(registry: &mut Registry, submitted: &Submitted, contract: &Contr
                 media_type: "application/wasm".into(),
                 step: contract.file.target_step,
                 l_transition: contract.file.l_transition.clone(),
-                tags: vec!["filter".into()],
-                metadata: serde_json::json!({ "world": "filter", "config": record.config, "contract": contract.id }),
+                tags: vec![record.world.clone()],
+                metadata: serde_json::json!({ "world": record.world, "config": record.config, "contract": contract.id }),
                 ..Default::default()
             },
         )?;

@@ -22,7 +22,7 @@ pub struct TruthFile {
 }
 
 /// One method's output file.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct AnalysisFile {
     pub times: Vec<f64>,
     pub analysis_mean: Array2,
@@ -35,7 +35,7 @@ pub struct AnalysisFile {
 }
 
 /// Analysis ensembles at `times`: `data` is `(time, member, state)`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Members {
     pub times: Vec<f64>,
     pub members: usize,
