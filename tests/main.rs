@@ -9,6 +9,7 @@ mod cli;
 mod emulate;
 mod infer;
 mod metrics;
+mod posterior_component;
 mod registry;
 mod sandbox;
 mod submit;

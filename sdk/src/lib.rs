@@ -85,6 +85,15 @@ pub mod bindings {
             runtime_path: "geohost_sdk::__wit_bindgen::rt",
         });
     }
+    pub mod posterior {
+        wit_bindgen::generate!({
+            world: "posterior",
+            path: "../wit",
+            pub_export_macro: true,
+            default_bindings_module: "geohost_sdk::bindings::posterior",
+            runtime_path: "geohost_sdk::__wit_bindgen::rt",
+        });
+    }
     pub mod metric {
         wit_bindgen::generate!({
             world: "metric",
@@ -361,6 +370,37 @@ pub trait Filter: Sized + 'static {
     fn analyse(&mut self, x: &mut Members<'_>, hx: &[f64], y: &[f64], t: f64, rng: &mut SplitMix64) -> Result<(), String>;
 }
 
+/// What an amortized posterior says about itself after `init`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PosteriorInfo {
+    pub name: String,
+    pub version: String,
+    /// The parameters of every θ, in the prior's order.
+    pub parameters: Vec<String>,
+    /// Length of one observation y.
+    pub data_size: usize,
+}
+
+/// An amortized posterior for a static problem (the `posterior` world):
+/// a step-5 benchmark submission. Draws are returned draw-major: draw `i`
+/// is `out[i * d..(i + 1) * d]` with `d = parameters.len()`.
+pub trait Posterior: Sized + 'static {
+    fn init(config: &Config) -> Result<Self, String>;
+    fn info(&self) -> PosteriorInfo;
+    /// Fill `out` (`n × d`, draw-major) with draws from q(θ | y), inside
+    /// the prior's support. `rng` is seeded by the host for this call.
+    fn sample(&mut self, y: &[f64], n: usize, out: &mut [f64], rng: &mut SplitMix64) -> Result<(), String>;
+    /// Whether [`Posterior::log_prob`] is implemented.
+    fn has_log_prob(&self) -> bool {
+        false
+    }
+    /// log q(θ | y) of each row of `thetas` (`n × d`), up to a constant in
+    /// θ; −∞ outside the support.
+    fn log_prob(&mut self, _y: &[f64], _thetas: &[f64], _out: &mut [f64]) -> Result<(), String> {
+        Err("this posterior does not implement log-prob".into())
+    }
+}
+
 /// Glue between the generated bindings and the traits; used by the export
 /// macros, not by plugin authors.
 #[doc(hidden)]
@@ -556,6 +596,70 @@ pub mod glue {
         Ok(x)
     }
 
+    use bindings::posterior::exports::geohost::plugin::infer as inf;
+    use bindings::posterior::geohost::plugin::types as inf_types;
+    pub type InfEnsemble = inf_types::Ensemble;
+    pub type InfInfo = inf::PosteriorInfo;
+
+    /// Draws asked for in one call, at most: a bound on the memory one call
+    /// asks the host to copy.
+    pub const MAX_DRAWS: usize = 1_000_000;
+
+    /// The posterior with its shapes (parameters, data size).
+    pub struct PosteriorSlot<P>(RefCell<Option<(P, usize, usize)>>);
+
+    impl<P> Default for PosteriorSlot<P> {
+        fn default() -> Self {
+            PosteriorSlot::new()
+        }
+    }
+
+    impl<P> PosteriorSlot<P> {
+        pub const fn new() -> Self {
+            PosteriorSlot(RefCell::new(None))
+        }
+    }
+
+    pub fn posterior_init<P: Posterior>(slot: &PosteriorSlot<P>, config: String) -> Result<InfInfo, String> {
+        let posterior = P::init(&parse(&config)?)?;
+        let info = posterior.info();
+        let has_log_prob = posterior.has_log_prob();
+        *slot.0.borrow_mut() = Some((posterior, info.parameters.len(), info.data_size));
+        Ok(InfInfo { name: info.name, version: info.version, parameters: info.parameters, data_size: info.data_size as u32, has_log_prob })
+    }
+
+    fn posterior_checked<'a, P>(guard: &'a mut Option<(P, usize, usize)>, y: &[f64]) -> Result<(&'a mut P, usize), String> {
+        let Some((posterior, d, data_size)) = guard.as_mut() else { return Err("posterior used before init: call init(config) first".into()) };
+        if y.len() != *data_size {
+            return Err(format!("y has {} values, the posterior takes {data_size}", y.len()));
+        }
+        if let Some(i) = y.iter().position(|v| !v.is_finite()) {
+            return Err(format!("y's value {i} is {}", y[i]));
+        }
+        Ok((posterior, *d))
+    }
+
+    pub fn posterior_sample<P: Posterior>(slot: &PosteriorSlot<P>, y: Vec<f64>, n: u32, seed: u64) -> Result<InfEnsemble, String> {
+        let mut guard = slot.0.borrow_mut();
+        let (posterior, d) = posterior_checked(&mut guard, &y)?;
+        let n = n as usize;
+        if n > MAX_DRAWS {
+            return Err(format!("{n} draws asked for in one call; at most {MAX_DRAWS}"));
+        }
+        let mut out = vec![0.0; n * d];
+        posterior.sample(&y, n, &mut out, &mut SplitMix64::new(seed))?;
+        Ok(InfEnsemble { members: n as u32, size: d as u32, data: out })
+    }
+
+    pub fn posterior_log_prob<P: Posterior>(slot: &PosteriorSlot<P>, y: Vec<f64>, thetas: InfEnsemble) -> Result<Vec<f64>, String> {
+        let mut guard = slot.0.borrow_mut();
+        let (posterior, d) = posterior_checked(&mut guard, &y)?;
+        check_shape(thetas.members, thetas.size, thetas.data.len(), d)?;
+        let mut out = vec![0.0; thetas.members as usize];
+        posterior.log_prob(&y, &thetas.data, &mut out)?;
+        Ok(out)
+    }
+
     pub fn forward_init<M: ForwardModel>(slot: &Slot<M>, config: String) -> Result<FwdInfo, String> {
         let model = M::init(&parse(&config)?)?;
         let info = model.info();
@@ -702,6 +806,30 @@ macro_rules! export_filter {
             }
         }
         $crate::bindings::filter::export!(__GeohostFilter);
+    };
+}
+
+/// Export a [`Posterior`] implementation as the plugin's `posterior` world
+/// (an amortized posterior, a step-5 submission). Use once per plugin crate.
+#[macro_export]
+macro_rules! export_posterior {
+    ($posterior:ty) => {
+        thread_local! {
+            static __GEOHOST_POSTERIOR: $crate::glue::PosteriorSlot<$posterior> = const { $crate::glue::PosteriorSlot::new() };
+        }
+        struct __GeohostPosterior;
+        impl $crate::bindings::posterior::exports::geohost::plugin::infer::Guest for __GeohostPosterior {
+            fn init(config: String) -> Result<$crate::glue::InfInfo, String> {
+                __GEOHOST_POSTERIOR.with(|slot| $crate::glue::posterior_init::<$posterior>(slot, config))
+            }
+            fn sample(y: Vec<f64>, n: u32, seed: u64) -> Result<$crate::glue::InfEnsemble, String> {
+                __GEOHOST_POSTERIOR.with(|slot| $crate::glue::posterior_sample::<$posterior>(slot, y, n, seed))
+            }
+            fn log_prob(y: Vec<f64>, thetas: $crate::glue::InfEnsemble) -> Result<Vec<f64>, String> {
+                __GEOHOST_POSTERIOR.with(|slot| $crate::glue::posterior_log_prob::<$posterior>(slot, y, thetas))
+            }
+        }
+        $crate::bindings::posterior::export!(__GeohostPosterior);
     };
 }
 

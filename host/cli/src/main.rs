@@ -1,7 +1,7 @@
 //! The `geohost` command line: a thin layer over the library.
 
 use clap::{Parser, Subcommand};
-use commands::{bench, inspect, perf as perf_cmd, posterior, registry, run, train};
+use commands::{bench, export, inspect, perf as perf_cmd, posterior, registry, run, train};
 
 mod commands;
 mod perf;
@@ -29,6 +29,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Step 5: draw from a trained amortized posterior.
     Posterior(posterior::PosteriorArgs),
+    /// Turn a trained artifact into a component: `export posterior` makes a step-5 predictor a `posterior` component.
+    Export(export::ExportArgs),
 }
 
 fn main() {
@@ -58,6 +60,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args),
         Command::Posterior(args) => posterior::run(args),
+        Command::Export(args) => export::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -11,6 +11,7 @@
 //! - [`mdn`], [`refine`], [`amortize`]: the mixture density network, its
 //!   learned Gauss–Newton refinement, and the step-5 training that ties them
 //!   to a simulator and the registry;
+//! - [`export`]: a single-stage posterior as a `posterior` component;
 //! - [`c2st`], [`calibration`]: classifier two-sample test and coverage;
 //! - [`stopping`]: the early-stopped training settings all of them share.
 
@@ -18,6 +19,7 @@ pub mod amortize;
 pub mod c2st;
 pub mod calibration;
 pub mod dataset;
+pub mod export;
 pub mod fused;
 pub mod mdn;
 pub mod net;

@@ -473,6 +473,11 @@ impl Mdn {
             .collect())
     }
 
+    /// The layers' (weights `fan_in × fan_out`, bias `1 × fan_out`), input first.
+    pub fn layers(&self) -> &[(Var, Var)] {
+        &self.layers
+    }
+
     /// The weights by safetensors name, `prefix` before each.
     pub(crate) fn named(&self, prefix: &str) -> Vec<(String, &Var)> {
         self.layers.iter().enumerate().flat_map(|(i, (w, b))| [(format!("{prefix}layer{i}.weight"), w), (format!("{prefix}layer{i}.bias"), b)]).collect()

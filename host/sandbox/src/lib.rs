@@ -25,11 +25,13 @@ pub mod limits;
 mod metric;
 pub mod model;
 mod observe;
+mod posterior;
 mod simulate;
 
 pub use cache::CompileCache;
 pub use filter::{FilterInfo, Problem, WasmFilter, MAX_MEMBERS};
 pub use forward::WasmForward;
+pub use posterior::{PosteriorInfo, WasmPosterior};
 pub use limits::Limits;
 pub use metric::{MemberTable, MetricValue, Table, WasmMetric};
 pub use observe::WasmObs;
@@ -60,6 +62,8 @@ pub enum World {
     StaticModel,
     /// A DA method submitted as a component (benchmark submissions).
     Filter,
+    /// An amortized posterior of a static problem (step-5 submissions).
+    Posterior,
 }
 
 impl World {
@@ -71,6 +75,7 @@ impl World {
             World::Metric => "metric",
             World::StaticModel => "static-model",
             World::Filter => "filter",
+            World::Posterior => "posterior",
         }
     }
     /// The interface (without version) the world exports.
@@ -81,10 +86,11 @@ impl World {
             World::Metric => "geohost:plugin/score",
             World::StaticModel => "geohost:plugin/simulate",
             World::Filter => "geohost:plugin/assimilate",
+            World::Posterior => "geohost:plugin/infer",
         }
     }
-    fn all() -> [World; 5] {
-        [World::ForwardModel, World::ObsOperator, World::Metric, World::StaticModel, World::Filter]
+    fn all() -> [World; 6] {
+        [World::ForwardModel, World::ObsOperator, World::Metric, World::StaticModel, World::Filter, World::Posterior]
     }
 
     /// The world named `name` (as `World::name` spells it).

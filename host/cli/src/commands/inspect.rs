@@ -12,7 +12,7 @@ pub struct InspectArgs {
     /// The component file.
     plugin: PathBuf,
     /// Which world to check it against.
-    #[arg(long, value_parser = ["forward-model", "obs-operator", "metric", "static-model", "filter"], default_value = "forward-model")]
+    #[arg(long, value_parser = ["forward-model", "obs-operator", "metric", "static-model", "filter", "posterior"], default_value = "forward-model")]
     world: String,
     /// Config document (JSON object) passed to init.
     #[arg(long, default_value = "{}")]
@@ -30,13 +30,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     use geohost_sandbox::model::{ForwardModel, ObsOperator, Simulator};
     use geohost_sandbox::{WasmForward, WasmMetric, WasmObs, WasmSimulator, World};
     let runtime = args.sandbox.runtime(Limits::default())?;
-    let world = match args.world.as_str() {
-        "obs-operator" => World::ObsOperator,
-        "metric" => World::Metric,
-        "static-model" => World::StaticModel,
-        "filter" => World::Filter,
-        _ => World::ForwardModel,
-    };
+    let world = World::parse(&args.world).unwrap_or(World::ForwardModel);
     let name = args.plugin.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let loaded = runtime.load(&name, &args.plugin, world)?;
     serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&args.config).context("--config must be a JSON object")?;
@@ -58,6 +52,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
             };
             serde_json::to_value(&geohost_sandbox::WasmFilter::new(&runtime, &loaded, &args.config, &problem, None)?.info)?
         }
+        World::Posterior => serde_json::to_value(&geohost_sandbox::WasmPosterior::new(&runtime, &loaded, &args.config, None)?.info)?,
         World::Metric => {
             let m = WasmMetric::new(&runtime, &loaded, &args.config)?;
             serde_json::json!({ "name": m.name, "version": m.version, "metrics": m.metrics })

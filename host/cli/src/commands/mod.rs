@@ -2,6 +2,7 @@
 //! thin layer over the library crates; the options they share are here.
 
 pub mod bench;
+pub mod export;
 pub mod inspect;
 pub mod perf;
 pub mod posterior;

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use geohost_cycle::{outputs, static_run};
 use geohost_registry::{default_dir, Registry};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `geohost posterior`: use a trained step-5 predictor.
 #[derive(Args)]
@@ -17,7 +17,7 @@ pub struct PosteriorArgs {
 pub enum PosteriorWhat {
     /// Draw posterior samples for an observation, printed as CSV (one column per parameter) or written as NetCDF.
     Sample {
-        /// The predictor: a .safetensors file, or a registry reference (id, prefix or name) with role predictor.
+        /// The predictor: a .safetensors file, a registry reference (id, prefix or name) with role predictor, or a `posterior` component (.wasm, e.g. from `geohost export posterior`), run in the sandbox.
         predictor: String,
         /// The observation: an observation.nc from `geohost run` on a static set, or a text file of numbers.
         #[arg(long)]
@@ -35,23 +35,87 @@ pub enum PosteriorWhat {
     },
 }
 
+/// A predictor's bytes, from a file or the registry.
+pub struct LoadedPredictor {
+    /// The file or the registry id, for messages.
+    pub label: String,
+    /// The artifact's name (a file's stem).
+    pub name: String,
+    /// The registry id, when it came from the registry.
+    pub id: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+/// Read `predictor`: a file, else a registry reference with role `predictor`.
+pub fn load_predictor(predictor: &str, registry_dir: &Path) -> Result<LoadedPredictor> {
+    let path = Path::new(predictor);
+    if path.is_file() {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {predictor}"))?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "posterior".into());
+        return Ok(LoadedPredictor { label: predictor.into(), name, id: None, bytes });
+    }
+    let reg = Registry::open_existing(registry_dir).with_context(|| format!("`{predictor}` is not a file, and the registry to look it up in could not be opened"))?;
+    let id = reg.resolve(predictor)?;
+    let artifact = reg.get(&id)?;
+    if artifact.role.as_deref() != Some("predictor") {
+        anyhow::bail!("{id} ({}) is a {} without role `predictor`; name a step-5 posterior", artifact.name, artifact.kind);
+    }
+    Ok(LoadedPredictor { label: id.clone(), name: artifact.name, bytes: reg.read(&id)?, id: Some(id) })
+}
+
+/// Read an observation: NetCDF from `geohost run`, or numbers as text.
+fn read_obs(obs: &Path) -> Result<Vec<f64>> {
+    let obs_bytes = std::fs::read(obs).with_context(|| format!("cannot read observation file {}", obs.display()))?;
+    if obs_bytes.starts_with(b"CDF") {
+        return Ok(outputs::read::ObservationFile::parse(&obs.display().to_string(), obs_bytes)?.y);
+    }
+    let text = String::from_utf8(obs_bytes).with_context(|| format!("{} is neither NetCDF nor text", obs.display()))?;
+    text.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<f64>().with_context(|| format!("{}: `{t}` is not a number", obs.display())))
+        .collect()
+}
+
+/// Print draws (`d × n`) as CSV, or write them as NetCDF to `out`.
+fn write_draws(parameters: &[String], draws: &nalgebra::DMatrix<f64>, label: &str, out: Option<PathBuf>) -> Result<()> {
+    match out {
+        Some(path) => {
+            let bytes = geohost_learn::amortize::samples_bytes(parameters, draws, label)?;
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => {
+            println!("{}", parameters.join(","));
+            for col in draws.column_iter() {
+                println!("{}", col.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sample a `posterior` component in the sandbox (default limits).
+fn sample_component(path: &Path, obs: &Path, samples: usize, seed: u64, out: Option<PathBuf>) -> Result<()> {
+    let runtime = geohost_sandbox::Runtime::new(geohost_sandbox::Limits::default(), geohost_sandbox::CompileCache::default_dir())?;
+    let plugin = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "posterior".into());
+    let loaded = runtime.load(&plugin, path, geohost_sandbox::World::Posterior)?;
+    let mut posterior = geohost_sandbox::WasmPosterior::new(&runtime, &loaded, "{}", None)?;
+    let y = read_obs(obs)?;
+    let start = std::time::Instant::now();
+    let draws = posterior.sample(&y, samples, seed).with_context(|| format!("sampling {} for {}", path.display(), obs.display()))?;
+    eprintln!("drew {samples} samples in {:.2} ms (in the sandbox)", start.elapsed().as_secs_f64() * 1e3);
+    write_draws(&posterior.info.parameters, &draws, &path.display().to_string(), out)
+}
+
 pub fn run(args: PosteriorArgs) -> Result<()> {
     use geohost_learn::refine::Predictor;
     use rand::SeedableRng;
     let PosteriorWhat::Sample { predictor, obs, samples, seed, out, registry } = args.what;
+    if predictor.ends_with(".wasm") && Path::new(&predictor).is_file() {
+        return sample_component(Path::new(&predictor), &obs, samples, seed, out);
+    }
     let registry_dir = registry.unwrap_or_else(default_dir);
     let open_registry = |why: String| Registry::open_existing(&registry_dir).with_context(|| why);
-    let (label, bytes) = if std::path::Path::new(&predictor).is_file() {
-        (predictor.clone(), std::fs::read(&predictor).with_context(|| format!("cannot read {predictor}"))?)
-    } else {
-        let reg = open_registry(format!("`{predictor}` is not a file, and the registry to look it up in could not be opened"))?;
-        let id = reg.resolve(&predictor)?;
-        let artifact = reg.get(&id)?;
-        if artifact.role.as_deref() != Some("predictor") {
-            anyhow::bail!("{id} ({}) is a {} without role `predictor`; name a step-5 posterior", artifact.name, artifact.kind);
-        }
-        (id.clone(), reg.read(&id)?)
-    };
+    let LoadedPredictor { label, bytes, .. } = load_predictor(&predictor, &registry_dir)?;
     let (mdn, meta) = Predictor::from_safetensors(&label, &bytes)?;
     // A refinement stage runs the simulator once: its plugins come from the registry.
     let mut plugins = match mdn.second {
@@ -61,16 +125,7 @@ pub fn run(args: PosteriorArgs) -> Result<()> {
             Some(static_run::ForwardPlugins::load(&reg, &meta["refine"]["forward"], &label)?)
         }
     };
-    let obs_bytes = std::fs::read(&obs).with_context(|| format!("cannot read observation file {}", obs.display()))?;
-    let y: Vec<f64> = if obs_bytes.starts_with(b"CDF") {
-        outputs::read::ObservationFile::parse(&obs.display().to_string(), obs_bytes)?.y
-    } else {
-        let text = String::from_utf8(obs_bytes).with_context(|| format!("{} is neither NetCDF nor text", obs.display()))?;
-        text.split(|c: char| c.is_whitespace() || c == ',')
-            .filter(|t| !t.is_empty())
-            .map(|t| t.parse::<f64>().with_context(|| format!("{}: `{t}` is not a number", obs.display())))
-            .collect::<Result<_>>()?
-    };
+    let y = read_obs(&obs)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let start = std::time::Instant::now();
     let mut no_forward = |_: &nalgebra::DMatrix<f64>| -> Result<nalgebra::DMatrix<f64>> { anyhow::bail!("a single-stage predictor runs no simulator") };
@@ -81,17 +136,5 @@ pub fn run(args: PosteriorArgs) -> Result<()> {
     .and_then(|q| q.sample(samples, &mut rng))
     .with_context(|| format!("sampling the posterior for {}", obs.display()))?;
     eprintln!("drew {samples} samples in {:.2} ms", start.elapsed().as_secs_f64() * 1e3);
-    match out {
-        Some(path) => {
-            let bytes = geohost_learn::amortize::samples_bytes(mdn.parameters(), &draws, &label)?;
-            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-        }
-        None => {
-            println!("{}", mdn.parameters().join(","));
-            for col in draws.column_iter() {
-                println!("{}", col.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
-            }
-        }
-    }
-    Ok(())
+    write_draws(mdn.parameters(), &draws, &label, out)
 }

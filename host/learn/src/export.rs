@@ -1,0 +1,81 @@
+//! A single-stage posterior ([`Mdn`]) as a `posterior` component:
+//! `geohost export posterior`.
+//!
+//! The component is `plugins/posterior-mdn` (the template), whose data
+//! segment holds an empty weights slot: [`MAGIC`], a little-endian `u32`
+//! length, then [`CAPACITY`] bytes of filler. [`fill`] writes a payload
+//! ([`payload`]) into that slot in place; nothing else in the component's
+//! bytes changes, so it stays a valid component of the same world. The
+//! layout is the template's (its module docs); both sides must agree.
+//!
+//! A refined (two-stage) predictor cannot be exported: its second stage
+//! conditions on a Laplace approximation that needs the simulator, which
+//! the component does not carry.
+
+use crate::mdn::Mdn;
+use anyhow::{bail, Result};
+
+/// The slot's marker in the template (`plugins/posterior-mdn`).
+pub const MAGIC: &[u8; 32] = b"geohost:posterior-mdn weights v1";
+/// Payload bytes the slot holds.
+pub const CAPACITY: usize = 2 << 20;
+const FILLER: u8 = 0xA5;
+
+/// The weights and everything the component needs to sample, in the
+/// template's format: a `u32` header length, the JSON header, then each
+/// layer's weights and bias as little-endian `f32`.
+pub fn payload(mdn: &Mdn, name: &str, version: &str) -> Result<Vec<u8>> {
+    let d = &mdn.desc;
+    let mut sizes = vec![d.data_size];
+    let mut values = Vec::new();
+    for (w, b) in mdn.layers() {
+        sizes.push(w.dims()[1]);
+        values.extend(w.as_tensor().flatten_all()?.to_vec1::<f32>()?);
+        values.extend(b.as_tensor().flatten_all()?.to_vec1::<f32>()?);
+    }
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let bounds: Vec<(Option<f64>, Option<f64>)> = mdn.prior.marginals.iter().map(|m| m.bounds()).map(|(l, h)| (finite(l), finite(h))).collect();
+    let header = serde_json::to_vec(&serde_json::json!({
+        "name": name,
+        "version": version,
+        "parameters": d.parameters,
+        "data_size": d.data_size,
+        "components": d.components,
+        "sizes": sizes,
+        "unbounded": d.unbounded,
+        "theta_mean": d.theta_mean,
+        "theta_std": d.theta_std,
+        "x_mean": d.x_mean,
+        "x_std": d.x_std,
+        "bounds": bounds,
+    }))?;
+    let mut out = Vec::with_capacity(4 + header.len() + 4 * values.len());
+    out.extend((header.len() as u32).to_le_bytes());
+    out.extend(header);
+    for v in values {
+        out.extend(v.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// `template` with `payload` written into its empty weights slot.
+/// Errors when the template has no slot, more than one, a slot already
+/// filled, or when the payload does not fit.
+pub fn fill(template: &[u8], payload: &[u8]) -> Result<Vec<u8>> {
+    let found: Vec<usize> = template.windows(MAGIC.len()).enumerate().filter(|(_, w)| *w == MAGIC).map(|(i, _)| i).collect();
+    let [at] = found[..] else {
+        bail!("the posterior template has {} weights slots, expected one: rebuild plugins/posterior-mdn (plugins/build.sh), then geohost", found.len());
+    };
+    let len_at = at + MAGIC.len();
+    let slot = template.get(len_at..len_at + 4 + CAPACITY).unwrap_or_default();
+    if slot.len() != 4 + CAPACITY || slot[..4] != [0; 4] || slot[4..].iter().any(|b| *b != FILLER) {
+        bail!("the posterior template's weights slot is not empty or not whole (an exported component, not the template?)");
+    }
+    if payload.len() > CAPACITY {
+        bail!("the predictor needs {} bytes of weights, but the posterior component holds at most {CAPACITY}: train a smaller network ([step5] network.hidden)", payload.len());
+    }
+    let mut out = template.to_vec();
+    out[len_at..len_at + 4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    out[len_at + 4..len_at + 4 + payload.len()].copy_from_slice(payload);
+    Ok(out)
+}
