@@ -1,7 +1,8 @@
 //! A trained step-5 posterior exported as a `posterior` component
 //! (`geohost export posterior`): its draws against the native predictor's
 //! (C2ST), its density against the native density, determinism, and the
-//! errors of the template and of the export.
+//! errors of the template and of the export; then the component submitted
+//! to a posterior benchmark with hidden observations.
 
 use crate::common::{geohost, plugin, stderr, stdout};
 use geohost_da::params::prior::{Prior, PriorSpec};
@@ -130,4 +131,119 @@ fn the_template_and_the_export_refuse_what_they_cannot_use() {
     std::fs::write(&path, &filled).unwrap();
     let out = geohost(d).args(["inspect", "--world", "posterior", path.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success() && stderr(&out).contains("rejected its config") && !stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
+/// A small plume problem (16 × 16 pixels, MCMC oracle of 16 walkers × 800
+/// steps) with a quickly trained single-stage posterior.
+const PLUME: &str = r#"
+name = "plume-bench"
+[simulator]
+plugin = "{sim}"
+config = { nx = 16, ny = 16, pixel = 250.0 }
+[observations]
+plugin = "{obs}"
+config = { noise = 10.0 }
+[[prior]]
+name = "x0"
+uniform = [250.0, 1750.0]
+[[prior]]
+name = "y0"
+uniform = [1000.0, 3000.0]
+[[prior]]
+name = "q"
+uniform = [0.5, 10.0]
+[[prior]]
+name = "wind_dir"
+normal = [270.0, 20.0]
+bounds = [200.0, 340.0]
+[experiment]
+seed = 5
+truth = [900.0, 2100.0, 5.0, 265.0]
+[[method]]
+method = "mcmc"
+walkers = 16
+steps = 800
+burn_in = 300
+[step5]
+name = "plume-bench-posterior"
+simulations = 3000
+seed = 2
+network = { components = 2, max_epochs = 30, seed = 2 }
+"#;
+
+/// The exported posterior and its native predictor on the same hidden
+/// observations: the same C2ST against the MCMC oracle to within 0.03;
+/// a results file refused; the template, a filter and a mismatched
+/// problem each disqualified; rescoring gives the same bytes.
+#[test]
+fn an_exported_posterior_scores_like_its_predictor_on_hidden_observations() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let out = geohost(d).current_dir(d).args(args).output().unwrap();
+        assert!(out.status.success(), "geohost {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let set = d.join("plume.toml");
+    std::fs::write(&set, PLUME.replace("{sim}", plugin("gaussian-plume").to_str().unwrap()).replace("{obs}", plugin("column-obs").to_str().unwrap())).unwrap();
+    run(&["train", "posterior", "-q", set.to_str().unwrap(), "--out", d.join("posterior.safetensors").to_str().unwrap()]);
+    let component = d.join("plume-posterior.wasm");
+    run(&["export", "posterior", "plume-bench-posterior", "-o", component.to_str().unwrap()]);
+    let contract = d.join("step5.toml");
+    std::fs::write(
+        &contract,
+        "name = \"plume-step5-test\"\nversion = \"1\"\ntask = \"the plume source from one image\"\n[posterior]\nplugin_set = \"plume.toml\"\ndraws = 1000\nmax_c2st = 0.999\n[hidden]\nexperiments = 2\n[[baselines]]\npredictor = \"plume-bench-posterior\"\n",
+    )
+    .unwrap();
+    let contract = contract.to_str().unwrap();
+    let registered = run(&["bench", "register", "-q", contract]);
+    assert!(registered.contains("hidden     2 observations"), "{registered}");
+    assert!(run(&["bench", "register", "-q", contract]).contains("already pre-registered"));
+
+    let submit = |component: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&run(&["bench", "submit", "--json", contract, component.to_str().unwrap()])).unwrap()
+    };
+    let report = submit(&component);
+    let experiments = report["experiments"].as_array().unwrap();
+    assert_eq!(experiments.iter().map(|e| e["experiment"].as_str().unwrap()).collect::<Vec<_>>(), ["public", "hidden 1", "hidden 2"]);
+    for e in experiments {
+        let (mine, native) = (e["candidate"].as_f64().unwrap(), e["baselines"][0].as_f64().unwrap());
+        eprintln!("{}: exported {mine:.3}, native {native:.3}", e["experiment"]);
+        assert!((mine - native).abs() <= 0.03, "{}: the exported posterior's C2ST {mine} against the native predictor's {native}", e["experiment"]);
+    }
+    assert_eq!(report["provenance"], "component");
+    assert_eq!(report["submission"]["world"], "posterior");
+    assert!(report["submission"]["fuel_total"].as_u64().unwrap() > 0);
+    assert_eq!(report["commitments"].as_array().unwrap().len(), 2);
+    assert_eq!(report["verdict"], "pass", "{report:#}");
+    // Rescoring gives the same report, fuel included.
+    assert_eq!(submit(&component), report);
+    // The component is registered as a submission scored by the report.
+    let listed: serde_json::Value = serde_json::from_str(&run(&["registry", "--json", "list", "--kind", "submission"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+
+    // A results file is refused.
+    let out = geohost(d).current_dir(d).args(["bench", "score", contract, d.join("posterior.safetensors").to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("is a posterior benchmark") && stderr(&out).contains("geohost bench submit"), "{}", stderr(&out));
+
+    // Disqualified, each with its stage; only a report is registered.
+    let lin = d.join("lin.wasm");
+    let weights = d.join("lin.safetensors");
+    std::fs::write(&weights, trained().to_safetensors(&serde_json::json!({})).unwrap()).unwrap();
+    run(&["export", "posterior", weights.to_str().unwrap(), "-o", lin.to_str().unwrap()]);
+    for (component, stage, words) in [
+        (plugin("posterior-mdn"), "init", "carries no weights"),
+        (plugin("filter-etkf"), "load", "is a filter plugin, not a posterior plugin"),
+        (lin, "init", "it samples parameters [theta0, theta1, theta2] from data of size 3, but the contract's problem has parameters [x0, y0, q, wind_dir] and data of size 256"),
+    ] {
+        let before = serde_json::from_str::<serde_json::Value>(&run(&["registry", "--json", "list"])).unwrap().as_array().unwrap().len();
+        let report = submit(&component);
+        assert_eq!(report["verdict"], "disqualified", "{report:#}");
+        let dq = &report["submission"]["disqualified"];
+        assert_eq!(dq["stage"], stage, "{dq}");
+        assert!(dq["reason"].as_str().unwrap().contains(words), "{dq}");
+        assert!(report["ranking"].as_array().unwrap().iter().all(|r| r["role"] != "candidate"));
+        let after = serde_json::from_str::<serde_json::Value>(&run(&["registry", "--json", "list"])).unwrap().as_array().unwrap().len();
+        assert_eq!(after, before + 1, "only the report is new");
+    }
 }

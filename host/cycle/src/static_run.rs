@@ -214,15 +214,15 @@ pub struct Step5Result {
 }
 
 /// The loaded and configured plugins of a static set, and its prior.
-struct Setup {
-    simulator: WasmSimulator,
-    obs: WasmObs,
-    prior: Prior,
+pub(crate) struct Setup {
+    pub simulator: WasmSimulator,
+    pub obs: WasmObs,
+    pub prior: Prior,
     /// (component, world, config, description JSON), for registration.
-    components: Vec<(geohost_sandbox::LoadedComponent, &'static str, serde_json::Value, String)>,
+    pub components: Vec<(geohost_sandbox::LoadedComponent, &'static str, serde_json::Value, String)>,
 }
 
-fn setup(set: &LoadedStatic, runtime: &Runtime, registry: Option<&Registry>) -> Result<Setup> {
+pub(crate) fn setup(set: &LoadedStatic, runtime: &Runtime, registry: Option<&Registry>) -> Result<Setup> {
     let sim_component = load_plugin(runtime, registry, "simulator", &set.simulator, World::StaticModel).context("loading the simulator")?;
     let sim_config = config_json(&set.set.simulator.config);
     let simulator = WasmSimulator::new(runtime, &sim_component, &sim_config)?;
@@ -259,7 +259,7 @@ fn setup(set: &LoadedStatic, runtime: &Runtime, registry: Option<&Registry>) -> 
 }
 
 /// Registry ids of the components (registering them when a registry is given).
-fn plugin_ids(
+pub(crate) fn plugin_ids(
     components: &[(geohost_sandbox::LoadedComponent, &'static str, serde_json::Value, String)],
     registry: Option<&mut Registry>,
 ) -> Result<Vec<String>> {
@@ -276,7 +276,7 @@ fn plugin_ids(
 }
 
 /// H(G(θ)) through the plugins, noise-free, for every column of θ.
-fn forward<'a>(simulator: &'a mut WasmSimulator, obs: &'a mut WasmObs, seed: u64) -> impl FnMut(&DMatrix<f64>) -> Result<DMatrix<f64>> + 'a {
+pub(crate) fn forward<'a>(simulator: &'a mut WasmSimulator, obs: &'a mut WasmObs, seed: u64) -> impl FnMut(&DMatrix<f64>) -> Result<DMatrix<f64>> + 'a {
     move |thetas| geohost_da::params::observed(simulator, obs, thetas, seed)
 }
 

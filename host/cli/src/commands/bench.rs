@@ -5,7 +5,7 @@ use super::{progress_factory, SandboxArgs};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use geohost_cycle::bench::cycle_benchmark::{self as cycle, Cycle};
-use geohost_cycle::bench::{diff, prereg, score, submit, Contract, Report};
+use geohost_cycle::bench::{diff, posterior, prereg, score, submit, Contract, Report};
 use geohost_registry::{artifact_id, default_dir, Registry};
 use geohost_sandbox::Limits;
 use std::path::{Path, PathBuf};
@@ -154,6 +154,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let runtime = sandbox.runtime(Limits::default())?;
             let mut progress = progress_factory(quiet);
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            if posterior::is_posterior(&text) {
+                let c = posterior::PosteriorContract::load(&file)?;
+                let (f, new) = posterior::preregister(&mut registry, &runtime, &c)?;
+                if !new {
+                    println!("contract {} is already pre-registered as {} (unchanged)", c.label(), f.contract);
+                    return Ok(());
+                }
+                println!("pre-registered posterior benchmark {} as {}", c.label(), f.contract);
+                println!("  plugin-set {} (simulator {}, observations {})", f.plugin_set, f.simulator, f.observations);
+                println!("  oracle     {} (run at scoring time on every observation)", f.oracle);
+                println!("  hidden     {} observations, seeds committed as {}", f.commitments.len(), f.commitments.join(", "));
+                for (label, id) in &f.baselines {
+                    println!("  baseline   {id} {label}");
+                }
+                return Ok(());
+            }
             if cycle::is_cycle(&text) {
                 let c = Cycle::load(&file)?;
                 let id = cycle::preregister(&mut registry, &runtime, &c, &mut progress)?;
@@ -188,6 +204,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         BenchCommand::Score { contract, candidates, out, json, sandbox } => {
             let mut registry = Registry::open_existing(&dir)?;
+            if std::fs::read_to_string(&contract).is_ok_and(|t| posterior::is_posterior(&t)) {
+                bail!(
+                    "{contract} is a posterior benchmark: it scores `posterior` components on hidden observations, never files of samples (anyone can rerun the public observation's MCMC). Submit one: geohost bench submit {contract} POSTERIOR.wasm"
+                );
+            }
             let contract = load_contract(&registry, &contract)?;
             for w in &contract.warnings {
                 eprintln!("warning: {}: {w}", contract.path.display());
@@ -209,7 +230,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         BenchCommand::Submit { contract, component, name, config, out, json, quiet, sandbox } => {
             let mut registry = Registry::open_existing(&dir)?;
-            let contract = load_contract(&registry, &contract)?;
+            let posterior_contract = match std::fs::read_to_string(&contract) {
+                Ok(text) if posterior::is_posterior(&text) => Some(posterior::PosteriorContract::load(Path::new(&contract))?),
+                _ => None,
+            };
             let runtime = sandbox.runtime(Limits::default())?;
             let config: serde_json::Value = serde_json::from_str(&config).context("--config must be a JSON object, e.g. '{\"N\": 28}'")?;
             // The compiling child writes where the host then loads from:
@@ -222,6 +246,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
             };
             let exe = std::env::current_exe().context("locating the geohost executable for the compiling child")?;
             let options = submit::SubmitOptions { component, config, name, exe, cache_dir };
+            if let Some(c) = posterior_contract {
+                let report = posterior::submit(&mut registry, &runtime, &c, &options);
+                if let Some(s) = &scratch {
+                    let _ = std::fs::remove_dir_all(s);
+                }
+                let report = report?;
+                let bytes = serde_json::to_vec_pretty(&report)?;
+                let path = report_path(out, &c.file.name, &bytes);
+                let scored = posterior::scored_bytes(&report, &options.component);
+                let id = posterior::register(&mut registry, &report, scored.as_deref(), options.name.as_deref(), &path)?;
+                if json {
+                    println!("{}", String::from_utf8(bytes)?);
+                } else {
+                    print!("{}", posterior::table(&report));
+                }
+                eprintln!("report {} ({id}) registered in {}", path.display(), registry.dir().display());
+                return Ok(());
+            }
+            let contract = load_contract(&registry, &contract)?;
             let mut progress = progress_factory(quiet);
             let submitted = submit::submit(&mut registry, &runtime, &contract, &options, &mut progress);
             if let Some(s) = &scratch {

@@ -8,6 +8,7 @@
 //!   report, registered with its lineage;
 //! - [`hidden`]: hidden evaluation experiments (secret seeds, commitments);
 //! - [`submit`]: a submitted component run and scored on them;
+//! - [`posterior`]: posterior benchmarks (step 5 of a static problem, hidden observations);
 //! - [`diff`]: two reports compared metric by metric;
 //! - [`forecast`]: forecast references (an emulator against its model);
 //! - [`cycle`]: stage contracts composed into a cycle benchmark.
@@ -17,6 +18,7 @@ pub mod cycle_benchmark;
 pub mod diff;
 pub mod forecast;
 pub mod hidden;
+pub mod posterior;
 pub mod prereg;
 pub mod score;
 pub mod submit;

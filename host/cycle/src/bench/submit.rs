@@ -159,7 +159,7 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &Contract, o
 }
 
 /// Why a submission stopped: its own fault (a verdict) or the host's.
-enum Verdict {
+pub(super) enum Verdict {
     Disqualified(Disqualified, Option<Vec<u8>>),
     Error(anyhow::Error),
 }
@@ -170,7 +170,7 @@ impl From<anyhow::Error> for Verdict {
     }
 }
 
-fn disqualified(stage: &str, reason: impl std::fmt::Display, bytes: Option<&[u8]>) -> Verdict {
+pub(super) fn disqualified(stage: &str, reason: impl std::fmt::Display, bytes: Option<&[u8]>) -> Verdict {
     Verdict::Disqualified(Disqualified { stage: stage.into(), reason: reason.to_string(), experiment: None, cycle: None }, bytes.map(<[u8]>::to_vec))
 }
 
@@ -187,44 +187,11 @@ type Outcome = (Option<Report>, Option<HiddenScores>, Option<Vec<u8>>);
 
 impl Run<'_, '_> {
     fn go(&mut self, record: &mut SubmissionRecord, label: &str, world: World) -> Result<Outcome, Verdict> {
-        let (sandbox, loaded, bytes) = self.load(record, label, world)?;
+        let (sandbox, loaded, bytes) = load_component(self.options, &self.contract.file.budget, record, label, world)?;
         match world {
             World::ForwardModel => self.go_emulator(record, &sandbox, &loaded, bytes),
             _ => self.go_filter(record, &sandbox, &loaded, bytes),
         }
-    }
-
-    /// Check the size cap before reading, compile in a child under the
-    /// compile limits, then load from the cache only.
-    fn load(&mut self, record: &mut SubmissionRecord, label: &str, world: World) -> Result<(Runtime, LoadedComponent, Vec<u8>), Verdict> {
-        let budget = self.contract.file.budget;
-        let path = self.options.component.as_path();
-        let cap = budget.max_component_mib.saturating_mul(1 << 20);
-        if record.size > cap {
-            return Err(disqualified(
-                "size",
-                format!("{} is {} bytes, over the contract's cap of {} MiB (`[budget] max_component_mib`); it was not read", path.display(), record.size, budget.max_component_mib),
-                None,
-            ));
-        }
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read submission {}", path.display()))?;
-        if bytes.len() as u64 > cap {
-            return Err(disqualified("size", format!("{} grew past the cap of {} MiB while being read", path.display(), budget.max_component_mib), None));
-        }
-        record.component = geohost_registry::artifact_id(&bytes);
-
-        // Compiled in a child under the compile limits, then loaded from
-        // the cache only.
-        let limits = budget.limits();
-        let sandbox = Runtime::new(limits, Some(self.options.cache_dir.clone()))?;
-        match isolate::compile_in_child(&self.options.exe, path, world, &limits, &self.options.cache_dir, budget.compile_limits()) {
-            Ok(()) => {}
-            Err(isolate::IsolateError::Spawn { exe, reason }) => return Err(anyhow::anyhow!("cannot run the compiling child process {exe}: {reason}").into()),
-            Err(e @ isolate::IsolateError::Limits { .. }) => return Err(disqualified("compile", e, Some(&bytes))),
-            Err(isolate::IsolateError::Refused(message)) => return Err(disqualified("load", message, Some(&bytes))),
-        }
-        let loaded = sandbox.load_compiled(label, path, &bytes, world).map_err(|e| disqualified("load", e, Some(&bytes)))?;
-        Ok((sandbox, loaded, bytes))
     }
 
     /// A submitted emulator: forecasts from the reference's initial states
@@ -422,6 +389,39 @@ impl Run<'_, '_> {
             ranking,
         })
     }
+}
+
+/// Check the size cap before reading, compile in a child under the
+/// compile limits, then load from the cache only.
+pub(super) fn load_component(options: &SubmitOptions, budget: &super::contract::Budget, record: &mut SubmissionRecord, label: &str, world: World) -> Result<(Runtime, LoadedComponent, Vec<u8>), Verdict> {
+    let budget = *budget;
+    let path = options.component.as_path();
+    let cap = budget.max_component_mib.saturating_mul(1 << 20);
+    if record.size > cap {
+        return Err(disqualified(
+            "size",
+            format!("{} is {} bytes, over the contract's cap of {} MiB (`[budget] max_component_mib`); it was not read", path.display(), record.size, budget.max_component_mib),
+            None,
+        ));
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read submission {}", path.display()))?;
+    if bytes.len() as u64 > cap {
+        return Err(disqualified("size", format!("{} grew past the cap of {} MiB while being read", path.display(), budget.max_component_mib), None));
+    }
+    record.component = geohost_registry::artifact_id(&bytes);
+
+    // Compiled in a child under the compile limits, then loaded from
+    // the cache only.
+    let limits = budget.limits();
+    let sandbox = Runtime::new(limits, Some(options.cache_dir.clone()))?;
+    match isolate::compile_in_child(&options.exe, path, world, &limits, &options.cache_dir, budget.compile_limits()) {
+        Ok(()) => {}
+        Err(isolate::IsolateError::Spawn { exe, reason }) => return Err(anyhow::anyhow!("cannot run the compiling child process {exe}: {reason}").into()),
+        Err(e @ isolate::IsolateError::Limits { .. }) => return Err(disqualified("compile", e, Some(&bytes))),
+        Err(isolate::IsolateError::Refused(message)) => return Err(disqualified("load", message, Some(&bytes))),
+    }
+    let loaded = sandbox.load_compiled(label, path, &bytes, world).map_err(|e| disqualified("load", e, Some(&bytes)))?;
+    Ok((sandbox, loaded, bytes))
 }
 
 /// The mean of each metric over experiments (vectors element-wise); a
