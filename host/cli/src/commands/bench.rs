@@ -46,11 +46,11 @@ enum BenchCommand {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
-    /// Submit a DA method as a `filter` component: the host runs it in the sandbox on the contract's public experiment and on its hidden ones (under the contract's [budget]), scores it and registers the report (kind `submission` for the component). To a step-3 contract (a forecast reference), submit an emulator as a `forward-model` component: the host forecasts with it from the reference's initial states.
+    /// Submit a DA method as a `filter` component: the host runs it in the sandbox on the contract's public experiment and on its hidden ones (under the contract's [budget]), scores it and registers the report (kind `submission` for the component). To a step-3 contract (a forecast reference), submit an emulator as a `forward-model` component: the host forecasts with it from the reference's initial states. To a posterior benchmark ([posterior]), submit a `posterior` component: the host scores its draws against MCMC on hidden observations.
     Submit {
         /// The contract file, or a registered contract (blake3:… or name@version).
         contract: String,
-        /// The component (.wasm): the `filter` world, or `forward-model` for a contract with a forecast reference.
+        /// The component (.wasm): the `filter` world, `forward-model` for a contract with a forecast reference, `posterior` for a posterior benchmark.
         component: PathBuf,
         /// Register the submission under this name [default: the name the component gives itself].
         #[arg(long)]
