@@ -424,6 +424,33 @@ fn seeds_match_their_commitments_never_leave_the_registry_and_tampering_is_caugh
     let err = stderr(&out);
     assert!(err.contains("holds 0 of the 2 secret seeds") && err.contains("only the registry that pre-registered"), "{err}");
 
+    // After the benchmark closes: the seeds revealed (checked, tagged), a
+    // forged revelation refused, the true one imported elsewhere, and
+    // the same hidden scores there, marked as no longer blind.
+    let revealed_path = host.path("revealed.json");
+    host.ok(&["bench", "reveal", &contract, "--out", revealed_path.to_str().unwrap()]);
+    let revealed: Value = serde_json::from_slice(&std::fs::read(&revealed_path).unwrap()).unwrap();
+    for (r, (seed, commitment)) in revealed["seeds"].as_array().unwrap().iter().zip(seeds.iter().zip(&commitments)) {
+        assert_eq!(r["seed"].as_str().unwrap(), seed.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        assert_eq!(&r["commitment"], commitment);
+    }
+    let shown: Value = serde_json::from_str(&host.ok(&["registry", "--json", "show", &id])).unwrap();
+    assert!(shown["tags"].as_array().unwrap().iter().any(|t| t == "revealed"), "{shown}");
+    let mut forged = revealed.clone();
+    forged["seeds"][1]["seed"] = Value::String("00".repeat(32));
+    let forged_path = host.path("forged.json");
+    std::fs::write(&forged_path, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let out = geohost(other.path()).args(["bench", "reveal", "--import", forged_path.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("revealed seed 2 does not match the commitment"), "{}", stderr(&out));
+    let out = geohost(other.path()).args(["bench", "reveal", "--import", revealed_path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let elsewhere = geohost(other.path()).current_dir(host.path("")).args(["bench", "submit", "-q", "--json", &contract]).arg(plugin("filter-etkf")).arg("--config").arg(r#"{"N": 20, "infl": 1.04}"#).output().unwrap();
+    assert!(elsewhere.status.success(), "{}", stderr(&elsewhere));
+    let elsewhere: Value = serde_json::from_str(&stdout(&elsewhere)).unwrap();
+    let here = host.submit(&contract, &plugin("filter-etkf"), r#"{"N": 20, "infl": 1.04}"#);
+    assert_eq!(here["hidden"]["revealed"], true);
+    assert_eq!(elsewhere["hidden"], here["hidden"], "rescored elsewhere from the revealed seeds: the same hidden scores");
+
     // A seed altered in place is caught against its commitment.
     db.execute("UPDATE secrets SET seed = zeroblob(32) WHERE contract = ?1 AND idx = 1", [&id]).unwrap();
     let err = host.fails(&["bench", "submit", "-q", &contract, &plugin("filter-etkf").display().to_string()]);

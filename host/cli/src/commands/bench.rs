@@ -5,7 +5,7 @@ use super::{progress_factory, SandboxArgs};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use geohost_cycle::bench::cycle_benchmark::{self as cycle, Cycle};
-use geohost_cycle::bench::{diff, posterior, prereg, score, submit, Contract, Report};
+use geohost_cycle::bench::{diff, hidden, posterior, prereg, score, submit, Contract, Report};
 use geohost_registry::{artifact_id, default_dir, Registry};
 use geohost_sandbox::Limits;
 use std::path::{Path, PathBuf};
@@ -68,6 +68,17 @@ enum BenchCommand {
         quiet: bool,
         #[command(flatten)]
         sandbox: SandboxArgs,
+    },
+    /// After a hidden benchmark closes: publish its secret seeds (checked against their commitments) so anyone can rescore; the contract is tagged `revealed` and later reports say their hidden scores are not blind. With --import, load revealed seeds into this registry (which imported the contract) instead.
+    Reveal {
+        /// The contract (file or registry reference); with --import, the revealed-seeds JSON file.
+        contract: String,
+        /// Write the seeds here instead of printing them.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Load a revealed-seeds file into this registry, checking each seed against the contract's commitment.
+        #[arg(long)]
+        import: bool,
     },
     /// Show what changed between two reports, metric by metric (A before, B after).
     Diff {
@@ -280,6 +291,30 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 println!("{}", score::table(&submitted.report));
             }
             eprintln!("wall time {:.1} s; report {} ({id}) registered in {}", submitted.wall.as_secs_f64(), path.display(), registry.dir().display());
+            Ok(())
+        }
+        BenchCommand::Reveal { contract, out, import } => {
+            let mut registry = Registry::open_existing(&dir)?;
+            if import {
+                let text = std::fs::read_to_string(&contract).with_context(|| format!("cannot read revealed seeds {contract}"))?;
+                let revealed: hidden::Revealed = serde_json::from_str(&text).with_context(|| format!("{contract} is not a file written by `geohost bench reveal`"))?;
+                hidden::import_revealed(&mut registry, &revealed)?;
+                println!("{} seeds of contract {} ({}) match their commitments and are in this registry; its reports can be rescored here", revealed.seeds.len(), revealed.name, revealed.contract);
+                return Ok(());
+            }
+            let id = match std::fs::read(&contract) {
+                Ok(bytes) => artifact_id(&bytes),
+                Err(_) => registry.resolve(&contract)?,
+            };
+            let revealed = hidden::reveal(&mut registry, &id)?;
+            let json = serde_json::to_string_pretty(&revealed)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("revealed {} seeds of contract {} ({id}) to {}", revealed.seeds.len(), revealed.name, path.display());
+                }
+                None => println!("{json}"),
+            }
             Ok(())
         }
         BenchCommand::Diff { a, b, json } => {

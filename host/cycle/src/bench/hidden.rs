@@ -166,3 +166,109 @@ fn private_scratch() -> Result<std::path::PathBuf> {
     builder.create(&dir).with_context(|| format!("cannot create the scratch directory {}", dir.display()))?;
     Ok(dir)
 }
+
+/// The tag a contract gets when its seeds are revealed.
+pub const REVEALED: &str = "revealed";
+
+/// A hidden contract's seeds, made public after its benchmark closed:
+/// anyone can check each against its frozen commitment and rescore.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Revealed {
+    pub contract: String,
+    pub name: String,
+    pub version: Option<String>,
+    pub seeds: Vec<RevealedSeed>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RevealedSeed {
+    pub commitment: String,
+    /// The 256-bit seed, hex.
+    pub seed: String,
+}
+
+/// The commitments frozen in a registered hidden contract's record (a
+/// filter contract's `hidden.commitments`, a posterior benchmark's
+/// `commitments`).
+fn frozen_commitments(registry: &Registry, contract_id: &str) -> Result<(geohost_registry::Artifact, Vec<String>)> {
+    let artifact = registry.get(contract_id)?;
+    if artifact.kind != "contract" {
+        bail!("{contract_id} ({}) is a {}, not a contract", artifact.name, artifact.kind);
+    }
+    let frozen = &artifact.metadata["frozen"];
+    let list = frozen["hidden"]["commitments"].as_array().or_else(|| frozen["commitments"].as_array());
+    let commitments: Vec<String> = list.map(|l| l.iter().filter_map(|c| c.as_str().map(String::from)).collect()).unwrap_or_default();
+    if commitments.is_empty() {
+        bail!("contract {contract_id} ({}) has no hidden experiments, so there is nothing to reveal", artifact.name);
+    }
+    Ok((artifact, commitments))
+}
+
+/// Reveal a hidden contract's seeds (checked against their commitments)
+/// and tag the contract [`REVEALED`]: later reports say their hidden
+/// scores were not blind.
+pub fn reveal(registry: &mut Registry, contract_id: &str) -> Result<Revealed> {
+    let (artifact, commitments) = frozen_commitments(registry, contract_id)?;
+    let seeds = registry.secrets(contract_id)?;
+    if seeds.len() != commitments.len() {
+        bail!("this registry holds {} of the {} secret seeds of contract {contract_id}: only the registry that pre-registered it can reveal them", seeds.len(), commitments.len());
+    }
+    let mut revealed = Vec::new();
+    for (i, (seed, expected)) in seeds.iter().zip(&commitments).enumerate() {
+        if &commitment(seed, contract_id) != expected {
+            bail!("secret seed {} of contract {contract_id} does not match its frozen commitment {expected}: the registry's secrets table was altered", i + 1);
+        }
+        revealed.push(RevealedSeed { commitment: expected.clone(), seed: seed.iter().map(|b| format!("{b:02x}")).collect() });
+    }
+    tag_revealed(registry, &artifact)?;
+    Ok(Revealed { contract: contract_id.into(), name: artifact.name, version: artifact.version, seeds: revealed })
+}
+
+/// Load revealed seeds into this registry (one that imported the contract
+/// from a bundle), after checking every seed against the commitment frozen
+/// in the contract's record, so that its reports can be rescored here.
+pub fn import_revealed(registry: &mut Registry, revealed: &Revealed) -> Result<()> {
+    let (artifact, commitments) = frozen_commitments(registry, &revealed.contract)
+        .with_context(|| format!("import the bundle holding contract {} first (`geohost registry import`)", revealed.contract))?;
+    if revealed.seeds.len() != commitments.len() {
+        bail!("{} seeds revealed, but contract {} committed to {}", revealed.seeds.len(), revealed.contract, commitments.len());
+    }
+    let mut seeds = Vec::new();
+    for (i, (r, expected)) in revealed.seeds.iter().zip(&commitments).enumerate() {
+        let bytes: Vec<u8> = (0..r.seed.len())
+            .step_by(2)
+            .map(|k| r.seed.get(k..k + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<_>>()
+            .with_context(|| format!("seed {} is not hex", i + 1))?;
+        let seed: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("seed {} is not 32 bytes", i + 1))?;
+        if &commitment(&seed, &revealed.contract) != expected {
+            bail!("revealed seed {} does not match the commitment {expected} frozen in contract {}: not the contract's seed", i + 1, revealed.contract);
+        }
+        seeds.push(seed);
+    }
+    if registry.secrets(&revealed.contract)?.is_empty() {
+        registry.add_secrets(&revealed.contract, &seeds)?;
+    }
+    tag_revealed(registry, &artifact)
+}
+
+fn tag_revealed(registry: &mut Registry, artifact: &geohost_registry::Artifact) -> Result<()> {
+    let bytes = registry.read(&artifact.id)?;
+    registry.add(
+        &bytes,
+        &geohost_registry::NewArtifact {
+            kind: artifact.kind.clone(),
+            name: artifact.name.clone(),
+            version: artifact.version.clone(),
+            media_type: artifact.media_type.clone(),
+            tags: vec![REVEALED.into()],
+            ..Default::default()
+        },
+    )?;
+    Ok(())
+}
+
+/// Whether the contract's seeds have been revealed.
+pub fn is_revealed(registry: &Registry, contract_id: &str) -> Result<bool> {
+    Ok(registry.get(contract_id)?.tags.iter().any(|t| t == REVEALED))
+}

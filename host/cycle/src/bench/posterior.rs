@@ -268,6 +268,9 @@ pub struct PosteriorReport {
     pub draws: usize,
     pub max_c2st: Option<f64>,
     pub commitments: Vec<String>,
+    /// Whether the seeds had been revealed when this was scored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revealed: bool,
     pub candidate: String,
     pub provenance: String,
     pub submission: SubmissionRecord,
@@ -450,6 +453,7 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorCo
         draws,
         max_c2st: frozen.max_c2st,
         commitments: frozen.commitments.clone(),
+        revealed: super::hidden::is_revealed(registry, &contract.id)?,
         candidate: if record.component.is_empty() { format!("(not read: {size} bytes)") } else { record.component.clone() },
         provenance: super::score::RUN_BY_HOST.into(),
         submission: record,
@@ -486,6 +490,9 @@ pub fn table(report: &PosteriorReport) -> String {
             let _ = write!(row, " {:>28.3}", v);
         }
         let _ = writeln!(s, "{row}  {:.3}", e.oracle_r_hat);
+    }
+    if report.revealed {
+        let _ = writeln!(s, "the seeds were revealed before this was scored: the hidden scores are not blind");
     }
     let order: Vec<String> = report.ranking.iter().map(|r| format!("{} {:.3}", r.label, r.c2st)).collect();
     let _ = writeln!(s, "ranking by mean C2ST{}: {}", if report.experiments.len() > 1 { " (hidden observations)" } else { "" }, order.join(" < "));

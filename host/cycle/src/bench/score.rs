@@ -67,6 +67,10 @@ pub struct HiddenScores {
     pub cycles: usize,
     /// The frozen commitments of the experiments' seeds.
     pub commitments: Vec<String>,
+    /// Whether the seeds had been revealed (`bench reveal`) when this was
+    /// scored: the hidden scores are then not blind.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revealed: bool,
     pub candidates: Vec<HiddenCandidate>,
     pub oracle: Option<Scored>,
     pub baselines: Vec<Scored>,
@@ -709,6 +713,9 @@ pub fn table(report: &Report) -> String {
     }
     if let Some(h) = &report.hidden {
         let _ = writeln!(s, "hidden evaluation: {} experiments × {} cycles, seeds committed as {}", h.experiments, h.cycles, h.commitments.join(", "));
+        if h.revealed {
+            let _ = writeln!(s, "the seeds were revealed before this was scored: the hidden scores are not blind");
+        }
         let mut rows: Vec<(String, &Scored)> = h.candidates.iter().map(|x| ("candidate".to_string(), &x.scored)).collect();
         rows.extend(h.oracle.iter().map(|o| ("oracle".to_string(), o)));
         rows.extend(h.baselines.iter().map(|b| ("baseline".to_string(), b)));

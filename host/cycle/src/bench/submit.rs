@@ -383,6 +383,7 @@ impl Run<'_, '_> {
             experiments: hidden.experiments,
             cycles: hidden.cycles,
             commitments: hidden.commitments.clone(),
+            revealed: super::hidden::is_revealed(self.registry, &self.contract.id)?,
             candidates: vec![HiddenCandidate { scored: mean, per_experiment, checks, verdict }],
             oracle,
             baselines,
