@@ -490,11 +490,11 @@ fn the_etkf_component_analysis_equals_the_native_etkf_to_rounding() {
 
 /// A step-3 contract on the test set: the model's forecasts from four
 /// truth states, 40 leads each.
-fn step3_contract(host: &Host) -> String {
-    let path = host.path("step3.toml");
+fn step3_contract(host: &Host, name: &str, extra: &str) -> String {
+    let path = host.path(&format!("{name}.toml"));
     let text = format!(
         r#"
-name = "l96-step3-submit"
+name = "{name}"
 version = "1"
 task = "emulate one step"
 target_step = 3
@@ -530,7 +530,7 @@ fuel_total = 2_000_000_000
 "#,
         set = host.path("set.toml").display(),
         metrics = plugin("metrics-standard").display()
-    );
+    ) + extra;
     std::fs::write(&path, text).unwrap();
     let path = path.display().to_string();
     host.ok(&["bench", "register", "-q", &path]);
@@ -544,7 +544,7 @@ fuel_total = 2_000_000_000
 #[test]
 fn emulators_are_submitted_as_forward_model_components_to_a_step3_contract() {
     let host = Host::new();
-    let contract = step3_contract(&host);
+    let contract = step3_contract(&host, "l96-step3-submit", "");
 
     let exact = host.submit(&contract, &plugin("lorenz96"), r#"{"F": 8.0, "size": 40}"#);
     let c = &exact["candidates"][0];
@@ -605,4 +605,40 @@ fn emulators_are_submitted_as_forward_model_components_to_a_step3_contract() {
     // The table names the lead.
     let out = host.cmd(&["bench", "submit", "-q", &contract, &hostile.display().to_string(), "--config", r#"{"mode": "nan"}"#]);
     assert!(stdout(&out).contains("DISQUALIFIED (stage run, forecasts experiment, lead 1)"), "{}", stdout(&out));
+}
+
+/// A hidden step-3 contract: the emulator also forecasts from the initial
+/// states of two secret twins, whose reference is the model's own
+/// forecasts, so a component that replays the public reference gains
+/// nothing. The model itself is exact there too; a wrong forcing is not.
+#[test]
+fn a_hidden_step3_contract_scores_emulators_on_secret_initial_states() {
+    let host = Host::new();
+    let contract = step3_contract(&host, "l96-step3-hidden", "[hidden]\nexperiments = 2\n");
+    let exact = host.submit(&contract, &plugin("lorenz96"), r#"{"F": 8.0, "size": 40}"#);
+    let hidden = &exact["hidden"];
+    assert_eq!(hidden["commitments"].as_array().unwrap().len(), 2);
+    let per: Vec<f64> = hidden["candidates"][0]["per_experiment"].as_array().unwrap().iter().map(|m| m["one_step_rmse"].as_f64().unwrap()).collect();
+    assert_eq!(per, [0.0, 0.0], "the model reproduces its own forecasts on every hidden twin");
+    let experiments: Vec<&str> = exact["candidates"][0]["submission"]["accounting"].as_array().unwrap().iter().map(|a| a["experiment"].as_str().unwrap()).collect();
+    assert_eq!(experiments, ["forecasts", "hidden 1", "hidden 2"]);
+    assert_eq!(hidden["candidates"][0]["verdict"], "pass");
+
+    let wrong = host.submit(&contract, &plugin("lorenz96"), r#"{"F": 9.0, "size": 40}"#);
+    let h = &wrong["hidden"]["candidates"][0];
+    let public = scalar(&wrong["candidates"][0], "one_step_rmse");
+    let mean = scalar(h, "one_step_rmse");
+    assert!(mean > 0.036 && (mean / public - 1.0).abs() < 0.5, "the hidden one-step error {mean} is of the public one's size {public}");
+    assert_eq!(h["verdict"], "fail");
+    assert_eq!(wrong["verdict"], "fail", "the hidden verdict is the official one");
+
+    // A NaN at lead 1 of the public experiment stops it before any hidden one.
+    let report = host.submit(&contract, &plugin("testkit-hostile"), r#"{"mode": "nan"}"#);
+    assert_eq!(report["candidates"][0]["submission"]["disqualified"]["experiment"], "forecasts");
+
+    // `hidden.cycles` makes no sense for forecasts: refused.
+    let path = host.path("bad.toml");
+    std::fs::write(&path, std::fs::read_to_string(&contract).unwrap().replace("l96-step3-hidden", "l96-bad") + "cycles = 50\n").unwrap();
+    let err = host.fails(&["bench", "register", "-q", path.to_str().unwrap()]);
+    assert!(err.contains("field `hidden.cycles`"), "{err}");
 }

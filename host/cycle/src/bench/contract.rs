@@ -483,8 +483,11 @@ impl ContractFile {
             if h.cycles == Some(0) {
                 bail!("field `hidden.cycles` must be at least 1");
             }
-            if r.plugin_set.is_none() {
-                bail!("[hidden] regenerates the reference experiment with secret seeds, so [reference] needs `plugin_set`");
+            if r.plugin_set.is_none() && r.forecasts.is_none() {
+                bail!("[hidden] regenerates the reference experiment with secret seeds, so [reference] needs `plugin_set` or `forecasts`");
+            }
+            if r.forecasts.is_some() && h.cycles.is_some() {
+                bail!("field `hidden.cycles`: the hidden experiments of a forecast reference run the plugin-set's own cycles (its initial states need them); remove it");
             }
         }
         self.budget.validate()?;

@@ -99,7 +99,9 @@ impl FrozenHidden {
     /// (`None`: the public one).
     pub fn plugin_set(&self, registry: &Registry, contract: &Contract, methods: Vec<Method>, secret: Option<[u8; 32]>) -> Result<Loaded> {
         let text = String::from_utf8(registry.read(&self.plugin_set)?).context("the frozen reference plugin-set is not UTF-8")?;
-        let path = contract.dir().join(contract.file.reference.plugin_set.as_deref().unwrap_or(std::path::Path::new("reference.toml")));
+        let reference = &contract.file.reference;
+        let file = reference.plugin_set.as_deref().or(reference.forecasts.as_ref().map(|f| f.plugin_set.as_path()));
+        let path = contract.dir().join(file.unwrap_or(std::path::Path::new("reference.toml")));
         let mut set = PluginSet::parse(&path, text).context("the frozen reference plugin-set")?;
         (set.set.step3, set.set.step4) = (None, None);
         (set.model, set.obs) = (Source::Artifact(self.model.clone()), Source::Artifact(self.observations.clone()));

@@ -322,16 +322,19 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
                 Some(id)
             }
         };
-        let hidden = match (&file.hidden, &generated) {
-            (Some(spec), Some((set, result, _))) => {
+        let hidden = match (&file.hidden, &generated, &forecasts) {
+            (Some(spec), Some((set, result, _)), _) => {
                 let oracle_method = match &oracle {
                     Some(id) => Some(registry.get(id)?).filter(|a| a.kind == "run-output").and_then(|a| a.metadata.get("method").cloned()),
                     None => None,
                 };
                 Some(super::hidden::FrozenHidden::draw(spec, &contract.id, set, result, oracle_method)?)
             }
-            (Some(_), None) => unreachable!("validated: [hidden] needs reference.plugin_set"),
-            (None, _) => None,
+            // Hidden forecast experiments: the model is the oracle, run on
+            // every hidden twin; there is no method to rerun.
+            (Some(spec), None, Some((set, g))) => Some(super::hidden::FrozenHidden::draw(spec, &contract.id, set, &g.run, None)?),
+            (Some(_), None, None) => bail!("[hidden] needs a reference generated from a plugin-set (`plugin_set` or `forecasts`)"),
+            (None, ..) => None,
         };
         Ok((reference, baselines, oracle, hidden))
     })();

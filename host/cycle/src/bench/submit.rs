@@ -31,7 +31,7 @@ use super::score::{
     primary_metric, rank, run_checks, score_frozen, score_output, verdict_of, Candidate, CandidateScore, Components, Disqualified, ExperimentAccounting,
     HiddenCandidate, HiddenScores, Reference, Report, Scored, SubmissionRecord, RUN_BY_HOST,
 };
-use crate::outputs::read::AnalysisFile;
+use crate::outputs::read::{AnalysisFile, TruthFile};
 use crate::pluginset::{Loaded, PluginSet};
 use crate::progress::ProgressFactory;
 use anyhow::{bail, Context, Result};
@@ -195,38 +195,97 @@ impl Run<'_, '_> {
     }
 
     /// A submitted emulator: forecasts from the reference's initial states
-    /// (one instance, all cases as one ensemble, the whole fuel budget),
-    /// scored as an emulator's weights are.
+    /// (a fresh instance per experiment, all cases as one ensemble, one
+    /// fuel budget for all), scored as an emulator's weights are; then,
+    /// for a hidden contract, the same from the initial states of each
+    /// hidden twin, whose reference is the model's own forecasts.
     fn go_emulator(&mut self, record: &mut SubmissionRecord, sandbox: &Runtime, loaded: &LoadedComponent, bytes: Vec<u8>) -> Result<Outcome, Verdict> {
-        const EXPERIMENT: &str = "forecasts";
         let budget = self.contract.file.budget;
         let reference = Reference::load(self.registry, self.frozen, self.contract)?;
-        let size = reference.truth.forecast.as_ref().map(|(initial, _)| initial.cols).context("the contract's frozen reference has no forecasts")?;
         let config = serde_json::to_string(&self.options.config).expect("JSON serializes");
-        let at = |v: Verdict, lead: Option<usize>| match v {
-            Verdict::Disqualified(d, b) => Verdict::Disqualified(Disqualified { experiment: Some(EXPERIMENT.into()), cycle: lead, ..d }, b),
-            other => other,
-        };
-        let mut model = WasmForward::with_budget(sandbox, loaded, &config, Some(FuelBudget { total: budget.fuel_total, spent: 0 }))
-            .map_err(|e| at(disqualified("init", e, Some(&bytes)), None))?;
-        let info = geohost_sandbox::model::ForwardModel::info(&model).clone();
-        (record.name, record.version) = (Some(info.name.clone()), Some(info.version.clone()));
-        if info.state_size != size {
-            let reason = format!("it describes a state of {} values, but the contract's model has {size}: configure it for the model the contract names", info.state_size);
-            return Err(at(disqualified("init", reason, Some(&bytes)), None));
+        let hidden = self.frozen.hidden.clone();
+        let mut experiments: Vec<(String, Option<[u8; 32]>)> = vec![("forecasts".into(), None)];
+        if let Some(h) = &hidden {
+            let seeds = h.seeds(self.registry, &self.contract.id)?;
+            experiments.extend(seeds.into_iter().enumerate().map(|(i, s)| (format!("hidden {}", i + 1), Some(s))));
         }
-        let outcome = super::forecast::forecast_reference(&mut model, &info.name, &reference.truth, &self.frozen.reference);
-        record.accounting.push(ExperimentAccounting { experiment: EXPERIMENT.into(), used: model.accounting() });
-        let output = match outcome {
-            Ok(output) => output,
-            Err(e) => match e.downcast_ref::<super::forecast::ForecastLead>() {
-                Some(lead) => return Err(at(disqualified("run", format!("{e:#}"), Some(&bytes)), Some(lead.0))),
-                None => return Err(e.context("forecasting from the contract's reference").into()),
-            },
+        let spec = self.contract.file.reference.forecasts.clone().context("a forecast contract")?;
+        let mut components = Components::load(self.registry, self.runtime, self.frozen)?;
+        let (mut fuel_spent, mut public, mut hidden_scores) = (0, None, Vec::new());
+        for (experiment, secret) in experiments {
+            let at = |v: Verdict, lead: Option<usize>| match v {
+                Verdict::Disqualified(d, b) => Verdict::Disqualified(Disqualified { experiment: Some(experiment.clone()), cycle: lead, ..d }, b),
+                other => other,
+            };
+            // The experiment's reference: the frozen one, or a hidden
+            // twin's forecasts (in memory only).
+            let hidden_truth = match secret {
+                None => None,
+                Some(seed) => {
+                    let h = hidden.as_ref().expect("hidden experiments come from [hidden]");
+                    let set = h.plugin_set(self.registry, self.contract, Vec::new(), Some(seed))?;
+                    let generated = super::forecast::generate(&set, &spec, self.runtime, Some(&mut *self.registry), self.progress)
+                        .with_context(|| format!("generating the {experiment} experiment"))?;
+                    let id = geohost_registry::artifact_id(&generated.bytes);
+                    Some((TruthFile::parse(&id, generated.bytes)?, id))
+                }
+            };
+            let (truth, truth_id) = match &hidden_truth {
+                Some((t, id)) => (t, id.as_str()),
+                None => (&reference.truth, self.frozen.reference.as_str()),
+            };
+            let size = truth.forecast.as_ref().map(|(initial, _)| initial.cols).context("the reference has no forecasts")?;
+            let mut model = WasmForward::with_budget(sandbox, loaded, &config, Some(FuelBudget { total: budget.fuel_total, spent: fuel_spent }))
+                .map_err(|e| at(disqualified("init", e, Some(&bytes)), None))?;
+            let info = geohost_sandbox::model::ForwardModel::info(&model).clone();
+            (record.name, record.version) = (Some(info.name.clone()), Some(info.version.clone()));
+            if info.state_size != size {
+                let reason = format!("it describes a state of {} values, but the contract's model has {size}: configure it for the model the contract names", info.state_size);
+                return Err(at(disqualified("init", reason, Some(&bytes)), None));
+            }
+            let outcome = super::forecast::forecast_reference(&mut model, &info.name, truth, truth_id);
+            let used = model.accounting();
+            record.accounting.push(ExperimentAccounting { experiment: experiment.clone(), used });
+            fuel_spent += used.fuel;
+            let output = match outcome {
+                Ok(output) => output,
+                Err(e) => match e.downcast_ref::<super::forecast::ForecastLead>() {
+                    Some(lead) => return Err(at(disqualified("run", format!("{e:#}"), Some(&bytes)), Some(lead.0))),
+                    None => return Err(e.context(format!("forecasting the {experiment} experiment")).into()),
+                },
+            };
+            match hidden_truth {
+                None => {
+                    let candidate = Candidate { id: record.component.clone(), pending: None, prepared: Some(output) };
+                    public = Some(score_frozen(self.registry, self.runtime, self.contract, self.frozen, &[candidate], RUN_BY_HOST)?);
+                }
+                Some((truth, _)) => {
+                    let reference = Reference::new(truth, self.contract)?;
+                    hidden_scores.push(score_output(&info.name, &record.component, &output, &reference, None, &mut components, true)?.0);
+                }
+            }
+        }
+        let hidden = match &hidden {
+            Some(h) => {
+                let mean = mean_scores(&hidden_scores);
+                let checks = run_checks(self.contract, &mean, 0, &[], None);
+                let verdict = verdict_of(&checks).to_string();
+                let metric = primary_metric(self.contract, self.frozen);
+                let ranking = rank(self.contract, &metric, std::iter::once(&mean), None, &[]);
+                Some(HiddenScores {
+                    experiments: h.experiments,
+                    cycles: h.cycles,
+                    commitments: h.commitments.clone(),
+                    revealed: super::hidden::is_revealed(self.registry, &self.contract.id)?,
+                    candidates: vec![HiddenCandidate { scored: mean, per_experiment: hidden_scores.into_iter().map(|s| s.metrics).collect(), checks, verdict }],
+                    oracle: None,
+                    baselines: Vec::new(),
+                    ranking,
+                })
+            }
+            None => None,
         };
-        let candidate = Candidate { id: record.component.clone(), pending: None, prepared: Some(output) };
-        let public = score_frozen(self.registry, self.runtime, self.contract, self.frozen, &[candidate], RUN_BY_HOST)?;
-        Ok((Some(public), None, Some(bytes)))
+        Ok((public, hidden, Some(bytes)))
     }
 
     /// A submitted filter: the public experiment, then each hidden one.
