@@ -442,8 +442,38 @@ fn seeds_match_their_commitments_never_leave_the_registry_and_tampering_is_caugh
     std::fs::write(&forged_path, serde_json::to_vec(&forged).unwrap()).unwrap();
     let out = geohost(other.path()).args(["bench", "reveal", "--import", forged_path.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success() && stderr(&out).contains("revealed seed 2 does not match the commitment"), "{}", stderr(&out));
-    let out = geohost(other.path()).args(["bench", "reveal", "--import", revealed_path.to_str().unwrap()]).output().unwrap();
+    // The true seeds travel as the `reveal` artifact, in a bundle.
+    let reveal_id = host.list().iter().find(|a| a["kind"] == "reveal").expect("the reveal is registered")["id"].as_str().unwrap().to_string();
+    let reveal_bundle = host.path("reveal.tar");
+    host.ok(&["registry", "export", reveal_bundle.to_str().unwrap(), &reveal_id]);
+    let out = geohost(other.path()).args(["registry", "import"]).arg(&reveal_bundle).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    let out = geohost(other.path()).args(["bench", "reveal", "--import", &reveal_id]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Anyone with the bundle and the seeds recomputes the first report
+    // (scored before the reveal) byte for byte ...
+    let first_report = ids.iter().find(|i| host.list().iter().any(|a| &a["id"] == *i && a["kind"] == "report")).unwrap().clone();
+    let verify = |args: &[&str]| geohost(other.path()).current_dir(host.path("")).args(["bench", "verify"]).args(args).args(["--contract", &contract]).output().unwrap();
+    let out = verify(&[&first_report]);
+    assert!(out.status.success() && stdout(&out).contains("matches"), "{}{}", stdout(&out), stderr(&out));
+    // ... and a flipped byte in the submission or the report is named.
+    let mut wasm = std::fs::read(plugin("filter-etkf")).unwrap();
+    let last = wasm.len() - 1;
+    wasm[last] ^= 1;
+    let flipped = host.path("flipped.wasm");
+    std::fs::write(&flipped, &wasm).unwrap();
+    let out = verify(&[&first_report, "--component", flipped.to_str().unwrap()]);
+    assert!(!out.status.success() && stdout(&out).contains("submission: the bytes given hash to"), "{}", stdout(&out));
+    let report_bytes = geohost(other.path()).args(["registry", "cat", &first_report]).output().unwrap();
+    assert!(report_bytes.status.success(), "{}", stderr(&report_bytes));
+    let mut report: Value = serde_json::from_slice(&report_bytes.stdout).unwrap();
+    let rmse = report["hidden"]["candidates"][0]["metrics"]["rmse"].as_f64().unwrap();
+    report["hidden"]["candidates"][0]["metrics"]["rmse"] = Value::from(rmse * 0.5);
+    let doctored = host.path("doctored.json");
+    std::fs::write(&doctored, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
+    let out = verify(&[doctored.to_str().unwrap()]);
+    assert!(!out.status.success() && stdout(&out).contains("report.hidden.candidates[0].metrics.rmse: the report says"), "{}", stdout(&out));
     let elsewhere = geohost(other.path()).current_dir(host.path("")).args(["bench", "submit", "-q", "--json", &contract]).arg(plugin("filter-etkf")).arg("--config").arg(r#"{"N": 20, "infl": 1.04}"#).output().unwrap();
     assert!(elsewhere.status.success(), "{}", stderr(&elsewhere));
     let elsewhere: Value = serde_json::from_str(&stdout(&elsewhere)).unwrap();

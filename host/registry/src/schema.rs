@@ -13,7 +13,7 @@ pub const ROLES: &[&str] = &["oracle", "emulator", "production", "predictor", "b
 /// Data-tier transitions.
 pub const L_TRANSITIONS: &[&str] = &["L0_L1", "L1_L2", "L2_L3", "L3_L3", "L3_L4"];
 /// Artifact kinds.
-pub const KINDS: &[&str] = &["plugin", "plugin-set", "dataset", "run-output", "weights", "contract", "report", "file", "submission"];
+pub const KINDS: &[&str] = &["plugin", "plugin-set", "dataset", "run-output", "weights", "contract", "report", "file", "submission", "reveal"];
 /// Typed lineage edges, read "FROM <type> TO": an output `derived_from`
 /// its plugin, an emulator `trained_on` a dataset, a result
 /// `validated_against` its oracle, an output `produced_by` a plugin-set,

@@ -5,7 +5,7 @@ use super::{progress_factory, SandboxArgs};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use geohost_cycle::bench::cycle_benchmark::{self as cycle, Cycle};
-use geohost_cycle::bench::{diff, hidden, posterior, prereg, score, submit, Contract, Report};
+use geohost_cycle::bench::{diff, hidden, posterior, prereg, score, submit, verify, Contract, Report};
 use geohost_registry::{artifact_id, default_dir, Registry};
 use geohost_sandbox::Limits;
 use std::path::{Path, PathBuf};
@@ -71,7 +71,7 @@ enum BenchCommand {
     },
     /// After a hidden benchmark closes: publish its secret seeds (checked against their commitments) so anyone can rescore; the contract is tagged `revealed` and later reports say their hidden scores are not blind. With --import, load revealed seeds into this registry (which imported the contract) instead.
     Reveal {
-        /// The contract (file or registry reference); with --import, the revealed-seeds JSON file.
+        /// The contract (file or registry reference); with --import, the revealed seeds (a file, or the `reveal` artifact an imported bundle brought).
         contract: String,
         /// Write the seeds here instead of printing them.
         #[arg(long)]
@@ -79,6 +79,21 @@ enum BenchCommand {
         /// Load a revealed-seeds file into this registry, checking each seed against the contract's commitment.
         #[arg(long)]
         import: bool,
+    },
+    /// Recompute a submission's report (its registered submission, the contract's frozen inputs and, for a hidden contract, its revealed seeds) and say whether every byte matches, or what differs.
+    Verify {
+        /// The report: a file or a registry reference.
+        report: String,
+        /// The contract file [default: the registered contract, its relative paths resolved from the working directory].
+        #[arg(long)]
+        contract: Option<PathBuf>,
+        /// The submission's file [default: the registered submission].
+        #[arg(long)]
+        component: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
     /// Show what changed between two reports, metric by metric (A before, B after).
     Diff {
@@ -151,6 +166,20 @@ fn pair_reports(a: Vec<(Option<u8>, Report)>, b: Vec<(Option<u8>, Report)>) -> V
             Some((step, ra, b.remove(i).1))
         })
         .collect()
+}
+
+/// The executable and compile cache of the compiling child process (as
+/// `bench submit` uses them): the user's cache, or with --no-cache a
+/// private one for this call (returned third, to remove afterwards).
+fn compile_child(sandbox: &SandboxArgs) -> Result<(PathBuf, PathBuf, Option<PathBuf>)> {
+    let scratch = sandbox.no_cache().then(|| std::env::temp_dir().join(format!("geohost-submit-{}", std::process::id())));
+    let cache_dir = match (&scratch, geohost_sandbox::CompileCache::default_dir()) {
+        (Some(s), _) => s.clone(),
+        (None, Some(d)) => d,
+        (None, None) => bail!("no compile cache directory (set GEOHOST_CACHE_DIR or HOME, or pass --no-cache)"),
+    };
+    let exe = std::env::current_exe().context("locating the geohost executable for the compiling child")?;
+    Ok((exe, cache_dir, scratch))
 }
 
 fn report_path(out: Option<PathBuf>, name: &str, bytes: &[u8]) -> PathBuf {
@@ -247,15 +276,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             };
             let runtime = sandbox.runtime(Limits::default())?;
             let config: serde_json::Value = serde_json::from_str(&config).context("--config must be a JSON object, e.g. '{\"N\": 28}'")?;
-            // The compiling child writes where the host then loads from:
-            // the user's compile cache, or a private one for this call.
-            let scratch = sandbox.no_cache().then(|| std::env::temp_dir().join(format!("geohost-submit-{}", std::process::id())));
-            let cache_dir = match (&scratch, geohost_sandbox::CompileCache::default_dir()) {
-                (Some(s), _) => s.clone(),
-                (None, Some(d)) => d,
-                (None, None) => bail!("no compile cache directory (set GEOHOST_CACHE_DIR or HOME, or pass --no-cache)"),
-            };
-            let exe = std::env::current_exe().context("locating the geohost executable for the compiling child")?;
+            let (exe, cache_dir, scratch) = compile_child(&sandbox)?;
             let options = submit::SubmitOptions { component, config, name, exe, cache_dir };
             if let Some(c) = posterior_contract {
                 let report = posterior::submit(&mut registry, &runtime, &c, &options);
@@ -296,8 +317,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Reveal { contract, out, import } => {
             let mut registry = Registry::open_existing(&dir)?;
             if import {
-                let text = std::fs::read_to_string(&contract).with_context(|| format!("cannot read revealed seeds {contract}"))?;
-                let revealed: hidden::Revealed = serde_json::from_str(&text).with_context(|| format!("{contract} is not a file written by `geohost bench reveal`"))?;
+                let bytes = match std::fs::read(&contract) {
+                    Ok(bytes) => bytes,
+                    Err(_) => registry.read(&registry.resolve(&contract).with_context(|| format!("revealed seeds `{contract}` are neither a file nor a registered artifact"))?)?,
+                };
+                let revealed: hidden::Revealed = serde_json::from_slice(&bytes).with_context(|| format!("{contract} is not what `geohost bench reveal` writes"))?;
                 hidden::import_revealed(&mut registry, &revealed)?;
                 println!("{} seeds of contract {} ({}) match their commitments and are in this registry; its reports can be rescored here", revealed.seeds.len(), revealed.name, revealed.contract);
                 return Ok(());
@@ -306,7 +330,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 Ok(bytes) => artifact_id(&bytes),
                 Err(_) => registry.resolve(&contract)?,
             };
-            let revealed = hidden::reveal(&mut registry, &id)?;
+            let (revealed, artifact) = hidden::reveal(&mut registry, &id)?;
             let json = serde_json::to_string_pretty(&revealed)?;
             match out {
                 Some(path) => {
@@ -314,6 +338,37 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     eprintln!("revealed {} seeds of contract {} ({id}) to {}", revealed.seeds.len(), revealed.name, path.display());
                 }
                 None => println!("{json}"),
+            }
+            eprintln!("registered as {artifact} (kind reveal, derived_from the contract): `registry export` carries it");
+            Ok(())
+        }
+        BenchCommand::Verify { report, contract, component, json, sandbox } => {
+            let mut registry = Registry::open_existing(&dir)?;
+            let runtime = sandbox.runtime(Limits::default())?;
+            let bytes = match std::fs::read(&report) {
+                Ok(bytes) => bytes,
+                Err(_) => registry.read(&registry.resolve(&report).with_context(|| format!("report `{report}` is neither a file nor a registered artifact"))?)?,
+            };
+            let (exe, cache_dir, scratch) = compile_child(&sandbox)?;
+            let options = verify::VerifyOptions { contract: contract.as_deref(), component: component.as_deref(), exe, cache_dir };
+            let mut progress = progress_factory(true);
+            let outcome = verify::verify(&mut registry, &runtime, &bytes, &options, &mut progress);
+            if let Some(s) = &scratch {
+                let _ = std::fs::remove_dir_all(s);
+            }
+            let v = outcome?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if v.matches {
+                println!("report {} matches: recomputed from submission {} under contract {}, every byte the same", v.report, v.submission, v.contract);
+            } else {
+                println!("report {} does NOT match its recomputation:", v.report);
+                for d in &v.differences {
+                    println!("  {d}");
+                }
+            }
+            if !v.matches {
+                std::process::exit(1);
             }
             Ok(())
         }

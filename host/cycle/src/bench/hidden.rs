@@ -206,10 +206,12 @@ fn frozen_commitments(registry: &Registry, contract_id: &str) -> Result<(geohost
     Ok((artifact, commitments))
 }
 
-/// Reveal a hidden contract's seeds (checked against their commitments)
-/// and tag the contract [`REVEALED`]: later reports say their hidden
-/// scores were not blind.
-pub fn reveal(registry: &mut Registry, contract_id: &str) -> Result<Revealed> {
+/// Reveal a hidden contract's seeds (checked against their commitments),
+/// register them as a `reveal` artifact `derived_from` the contract (so
+/// bundles carry them), and tag the contract [`REVEALED`]: later reports
+/// say their hidden scores were not blind. Returns the seeds and the
+/// artifact's id.
+pub fn reveal(registry: &mut Registry, contract_id: &str) -> Result<(Revealed, String)> {
     let (artifact, commitments) = frozen_commitments(registry, contract_id)?;
     let seeds = registry.secrets(contract_id)?;
     if seeds.len() != commitments.len() {
@@ -223,7 +225,21 @@ pub fn reveal(registry: &mut Registry, contract_id: &str) -> Result<Revealed> {
         revealed.push(RevealedSeed { commitment: expected.clone(), seed: seed.iter().map(|b| format!("{b:02x}")).collect() });
     }
     tag_revealed(registry, &artifact)?;
-    Ok(Revealed { contract: contract_id.into(), name: artifact.name, version: artifact.version, seeds: revealed })
+    let revealed = Revealed { contract: contract_id.into(), name: artifact.name, version: artifact.version, seeds: revealed };
+    let bytes = serde_json::to_vec_pretty(&revealed)?;
+    let (id, _) = registry.add(
+        &bytes,
+        &geohost_registry::NewArtifact {
+            kind: "reveal".into(),
+            name: format!("reveal/{}", revealed.name),
+            version: revealed.version.clone(),
+            media_type: "application/json".into(),
+            metadata: serde_json::json!({ "contract": contract_id }),
+            ..Default::default()
+        },
+    )?;
+    registry.link(&id, contract_id, "derived_from")?;
+    Ok((revealed, id))
 }
 
 /// Load revealed seeds into this registry (one that imported the contract

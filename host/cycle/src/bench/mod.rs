@@ -9,6 +9,7 @@
 //! - [`hidden`]: hidden evaluation experiments (secret seeds, commitments);
 //! - [`submit`]: a submitted component run and scored on them;
 //! - [`posterior`]: posterior benchmarks (step 5 of a static problem, hidden observations);
+//! - [`verify`]: a submission's report recomputed byte for byte;
 //! - [`diff`]: two reports compared metric by metric;
 //! - [`forecast`]: forecast references (an emulator against its model);
 //! - [`cycle`]: stage contracts composed into a cycle benchmark.
@@ -22,6 +23,7 @@ pub mod posterior;
 pub mod prereg;
 pub mod score;
 pub mod submit;
+pub mod verify;
 
 pub use contract::Contract;
 pub use score::Report;
