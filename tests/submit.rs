@@ -290,6 +290,27 @@ fn a_simple_nudging_submission_ranks_between_the_oracle_and_climatology_and_fail
     let failed: Vec<&str> = candidate["checks"].as_array().unwrap().iter().filter(|c| c["passed"] == false).map(|c| c["failure_mode"].as_str().unwrap()).collect();
     assert!(failed.contains(&"mis-calibrated ensemble"), "{failed:?}");
     assert_eq!(report["verdict"], "fail");
+
+    // The leaderboard: the ETKF above nudging by hidden RMSE, a
+    // disqualified submission unranked below them, the oracle and the
+    // baselines as reference rows.
+    host.submit(&contract, &plugin("filter-etkf"), r#"{"N": 20, "infl": 1.04}"#);
+    host.submit(&contract, &plugin("testkit-hostile-filter"), r#"{"mode": "trap", "at": 3}"#);
+    let board: Value = serde_json::from_str(&host.ok(&["bench", "leaderboard", "--json", &contract])).unwrap();
+    assert_eq!((board["metric"].as_str(), board["goal"].as_str()), (Some("rmse"), Some("lower")));
+    let rows = board["rows"].as_array().unwrap();
+    let labels: Vec<(&str, Option<u64>, &str)> = rows.iter().map(|r| (r["label"].as_str().unwrap(), r["rank"].as_u64(), r["verdict"].as_str().unwrap())).collect();
+    assert_eq!(labels.len(), 3, "{labels:?}");
+    assert!(labels[0].0.starts_with("etkf") && labels[0].1 == Some(1), "{labels:?}");
+    assert!(labels[1].0.starts_with("nudging") && labels[1].1 == Some(2), "{labels:?}");
+    assert_eq!((labels[2].1, labels[2].2), (None, "disqualified"), "{labels:?}");
+    assert!(rows[..2].iter().all(|r| r["provenance"] == "component" && r["scored_on"] == "hidden mean"), "{rows:#?}");
+    assert_eq!(rows[2]["score"], Value::Null);
+    assert_eq!(rows[0]["score"].as_f64(), Some(scalar(&host.submit(&contract, &plugin("filter-etkf"), r#"{"N": 20, "infl": 1.04}"#)["hidden"]["candidates"][0], "rmse")));
+    let roles: Vec<&str> = board["reference"].as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap()).collect();
+    assert!(roles.contains(&"oracle") && roles.contains(&"baseline"), "{roles:?}");
+    let table = host.ok(&["bench", "leaderboard", "l96-hidden"]);
+    assert!(table.contains("leaderboard of l96-hidden by rmse (lower is better)") && table.contains("disqualified"), "{table}");
 }
 
 /// A component body that makes the compiler take far more memory than the

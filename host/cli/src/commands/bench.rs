@@ -5,7 +5,7 @@ use super::{progress_factory, SandboxArgs};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use geohost_cycle::bench::cycle_benchmark::{self as cycle, Cycle};
-use geohost_cycle::bench::{diff, hidden, posterior, prereg, score, submit, verify, Contract, Report};
+use geohost_cycle::bench::{diff, hidden, leaderboard, posterior, prereg, score, submit, verify, Contract, Report};
 use geohost_registry::{artifact_id, default_dir, Registry};
 use geohost_sandbox::Limits;
 use std::path::{Path, PathBuf};
@@ -94,6 +94,13 @@ enum BenchCommand {
         json: bool,
         #[command(flatten)]
         sandbox: SandboxArgs,
+    },
+    /// Every submission and candidate scored under a contract (all its versions), ranked by the official score (hidden mean for a hidden contract), with provenance, fuel and verdict; the oracle and baselines as reference rows.
+    Leaderboard {
+        /// The contract: its file, its name, or a registry reference.
+        contract: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Show what changed between two reports, metric by metric (A before, B after).
     Diff {
@@ -369,6 +376,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
             if !v.matches {
                 std::process::exit(1);
+            }
+            Ok(())
+        }
+        BenchCommand::Leaderboard { contract, json } => {
+            let registry = Registry::open_existing(&dir)?;
+            let name = match std::fs::read_to_string(&contract) {
+                Ok(text) => toml::from_str::<toml::Table>(&text)
+                    .ok()
+                    .and_then(|t| t.get("name").and_then(|n| n.as_str()).map(String::from))
+                    .with_context(|| format!("{contract} is not a contract file (no `name`)"))?,
+                Err(_) => match registry.resolve(&contract) {
+                    Ok(id) => registry.get(&id)?.name,
+                    Err(_) => contract.clone(),
+                },
+            };
+            let board = leaderboard::leaderboard(&registry, &name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&board)?);
+            } else {
+                print!("{}", leaderboard::table(&board));
             }
             Ok(())
         }

@@ -10,6 +10,7 @@
 //! - [`submit`]: a submitted component run and scored on them;
 //! - [`posterior`]: posterior benchmarks (step 5 of a static problem, hidden observations);
 //! - [`verify`]: a submission's report recomputed byte for byte;
+//! - [`leaderboard`]: everything scored under a contract, ranked;
 //! - [`diff`]: two reports compared metric by metric;
 //! - [`forecast`]: forecast references (an emulator against its model);
 //! - [`cycle`]: stage contracts composed into a cycle benchmark.
@@ -19,6 +20,7 @@ pub mod cycle_benchmark;
 pub mod diff;
 pub mod forecast;
 pub mod hidden;
+pub mod leaderboard;
 pub mod posterior;
 pub mod prereg;
 pub mod score;

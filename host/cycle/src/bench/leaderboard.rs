@@ -1,0 +1,222 @@
+//! `geohost bench leaderboard`: everything scored under a contract (all its
+//! versions), ranked by the official score.
+//!
+//! The rows come from the registry's reports (kind `report`, derived from a
+//! version of the contract): one row per candidate and configuration, from
+//! its latest report. The official score is the hidden mean of the primary
+//! metric for a hidden contract, the public one otherwise (C2ST for a
+//! posterior benchmark), in the metric's own direction. Disqualified
+//! submissions are listed below the ranked rows. The oracle and the
+//! baselines of the latest report are reference rows. A row scored after
+//! the contract's seeds were revealed is marked: its hidden score is not
+//! blind. Self-reported results files are marked as such.
+
+use super::contract::Goal;
+use super::posterior::PosteriorReport;
+use super::score::{Report, Scored, DISQUALIFIED};
+use anyhow::{bail, Result};
+use geohost_registry::{Filter, Registry};
+use geohost_sandbox::MetricValue;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Row {
+    pub rank: Option<usize>,
+    pub label: String,
+    /// The candidate's id (a submission's component, a results file).
+    pub id: String,
+    /// `candidate`, `oracle` or `baseline`.
+    pub role: String,
+    /// `component` (run by the host), `self-reported` (a file), or empty
+    /// for reference rows.
+    pub provenance: String,
+    /// The official score and what it is.
+    pub score: Option<f64>,
+    pub scored_on: String,
+    pub fuel: Option<u64>,
+    pub verdict: String,
+    pub config: Option<serde_json::Value>,
+    pub contract_version: String,
+    pub report: String,
+    pub date: String,
+    /// The contract version was superseded or its inputs changed.
+    pub stale: bool,
+    /// Scored after the seeds were revealed: not blind.
+    pub revealed: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Leaderboard {
+    pub contract: String,
+    pub metric: String,
+    /// `lower`, `higher`, …: the metric's direction.
+    pub goal: String,
+    pub rows: Vec<Row>,
+    pub reference: Vec<Row>,
+}
+
+/// The leaderboard of contract `name` (every registered version).
+pub fn leaderboard(registry: &Registry, name: &str) -> Result<Leaderboard> {
+    let versions = registry.list(&Filter { kind: Some("contract".into()), name: Some(name.into()), ..Default::default() })?;
+    if versions.is_empty() {
+        bail!("no contract named `{name}` is registered; pre-register it with `geohost bench register`");
+    }
+    let reports = registry.list(&Filter { kind: Some("report".into()), ..Default::default() })?;
+    let (mut metric, mut goal) = (String::new(), Goal::Lower);
+    // (candidate id, config) → row, the latest report winning.
+    let mut best: BTreeMap<(String, String), Row> = BTreeMap::new();
+    let mut reference: Vec<Row> = Vec::new();
+    let mut latest = String::new();
+    for r in reports.iter().filter(|r| versions.iter().any(|v| r.metadata["contract"].as_str() == Some(&v.id))) {
+        let version = versions.iter().find(|v| r.metadata["contract"].as_str() == Some(&v.id)).expect("filtered above");
+        let bytes = registry.read(&r.id)?;
+        let stale = r.stale || version.stale;
+        let base = |label: &str, id: &str, role: &str| Row {
+            rank: None,
+            label: label.into(),
+            id: id.into(),
+            role: role.into(),
+            provenance: String::new(),
+            score: None,
+            scored_on: String::new(),
+            fuel: None,
+            verdict: String::new(),
+            config: None,
+            contract_version: version.version.clone().unwrap_or_default(),
+            report: r.id.clone(),
+            date: r.created.clone(),
+            stale,
+            revealed: false,
+        };
+        let mut rows = Vec::new();
+        let mut refs = Vec::new();
+        if let Ok(p) = serde_json::from_slice::<PosteriorReport>(&bytes) {
+            (metric, goal) = ("c2st".into(), Goal::Lower);
+            let on = if p.experiments.len() > 1 { "hidden mean" } else { "public" };
+            let mut row = base(p.submission.name.as_deref().unwrap_or("submission"), &p.candidate, "candidate");
+            (row.provenance, row.score, row.scored_on) = (p.provenance.clone(), p.candidate_c2st, on.into());
+            (row.fuel, row.verdict, row.config, row.revealed) = (Some(p.submission.fuel_total), p.verdict.clone(), Some(p.submission.config.clone()), p.revealed);
+            rows.push(row);
+            for ((label, id), c2st) in p.baselines.iter().zip(&p.baseline_c2st) {
+                let mut row = base(label, id, "baseline");
+                (row.score, row.scored_on) = (Some(*c2st), on.into());
+                refs.push(row);
+            }
+        } else {
+            let report: Report = serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("report {} cannot be read: {e}", r.id))?;
+            metric = report.ranking.metric.clone();
+            goal = report.goals.get(&metric).copied().unwrap_or(Goal::Lower);
+            let value = |s: &Scored| s.metrics.get(&metric).and_then(|v| match v {
+                MetricValue::Scalar(x) => Some(*x),
+                MetricValue::Vector(v) if !v.is_empty() => Some(v.iter().sum::<f64>() / v.len() as f64),
+                _ => None,
+            });
+            for (i, c) in report.candidates.iter().enumerate() {
+                let mut row = base(&c.scored.label, &c.scored.id, "candidate");
+                row.provenance = c.provenance.clone();
+                row.verdict = c.verdict.clone();
+                match &report.hidden {
+                    Some(h) => {
+                        let hidden = h.candidates.get(i);
+                        (row.score, row.scored_on, row.revealed) = (hidden.and_then(|x| value(&x.scored)), "hidden mean".into(), h.revealed);
+                    }
+                    None => (row.score, row.scored_on) = (value(&c.scored), "public".into()),
+                }
+                if let Some(sub) = &c.submission {
+                    (row.fuel, row.config) = (Some(sub.fuel_total), Some(sub.config.clone()));
+                    if sub.disqualified.is_some() {
+                        (row.score, row.scored_on) = (None, String::new());
+                    }
+                }
+                rows.push(row);
+            }
+            let (oracle, baselines) = match &report.hidden {
+                Some(h) => (h.oracle.clone(), h.baselines.clone()),
+                None => (report.oracle.clone(), report.baselines.clone()),
+            };
+            let on = if report.hidden.is_some() { "hidden mean" } else { "public" };
+            for (s, role) in oracle.iter().map(|o| (o, "oracle")).chain(baselines.iter().map(|b| (b, "baseline"))) {
+                let mut row = base(&s.label, &s.id, role);
+                (row.score, row.scored_on) = (value(s), on.into());
+                refs.push(row);
+            }
+        }
+        if r.created >= latest {
+            latest = r.created.clone();
+            reference = refs;
+        }
+        for row in rows {
+            let key = (row.id.clone(), row.config.as_ref().map(|c| c.to_string()).unwrap_or_default());
+            match best.get(&key) {
+                Some(old) if old.date > row.date => {}
+                _ => {
+                    best.insert(key, row);
+                }
+            }
+        }
+    }
+    let badness = |row: &Row| row.score.and_then(|x| goal.badness(&MetricValue::Scalar(x)));
+    let mut rows: Vec<Row> = best.into_values().collect();
+    rows.sort_by(|a, b| match (a.verdict == DISQUALIFIED, b.verdict == DISQUALIFIED) {
+        (false, true) => std::cmp::Ordering::Less,
+        (true, false) => std::cmp::Ordering::Greater,
+        _ => match (badness(a), badness(b)) {
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.date.cmp(&b.date),
+        },
+    });
+    let mut rank = 0;
+    for row in &mut rows {
+        if badness(row).is_some() && row.verdict != DISQUALIFIED {
+            rank += 1;
+            row.rank = Some(rank);
+        }
+    }
+    Ok(Leaderboard { contract: name.into(), metric, goal: format!("{goal:?}").to_lowercase(), rows, reference })
+}
+
+/// The leaderboard as a table.
+pub fn table(board: &Leaderboard) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "leaderboard of {} by {} ({} is better)", board.contract, board.metric, board.goal);
+    let _ = writeln!(s, "{:>4}  {:<32} {:>10}  {:<13} {:<13} {:>14}  {:<12} {:<8} {}", "rank", "candidate", "score", "scored on", "provenance", "fuel", "verdict", "version", "id");
+    let line = |s: &mut String, row: &Row| {
+        let rank = row.rank.map(|r| r.to_string()).unwrap_or_else(|| if row.role == "candidate" { "-".into() } else { row.role.clone() });
+        let mut label = row.label.clone();
+        if let Some(c) = row.config.as_ref().filter(|c| c.as_object().is_some_and(|o| !o.is_empty())) {
+            label = format!("{label} {c}");
+        }
+        let mut notes = Vec::new();
+        if row.stale {
+            notes.push("stale");
+        }
+        if row.revealed {
+            notes.push("after reveal");
+        }
+        let _ = writeln!(
+            s,
+            "{:>4}  {:<32} {:>10}  {:<13} {:<13} {:>14}  {:<12} {:<8} {}{}",
+            rank,
+            label,
+            row.score.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
+            row.scored_on,
+            row.provenance,
+            row.fuel.map(|f| f.to_string()).unwrap_or_default(),
+            row.verdict,
+            row.contract_version,
+            &row.id[..row.id.len().min(19)],
+            if notes.is_empty() { String::new() } else { format!(" ({})", notes.join(", ")) }
+        );
+    };
+    for row in &board.rows {
+        line(&mut s, row);
+    }
+    for row in &board.reference {
+        line(&mut s, row);
+    }
+    s
+}
