@@ -183,7 +183,7 @@ pub fn leaderboard(registry: &Registry, name: &str) -> Result<Leaderboard> {
 pub fn table(board: &Leaderboard) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "leaderboard of {} by {} ({} is better)", board.contract, board.metric, board.goal);
-    let _ = writeln!(s, "{:>4}  {:<32} {:>10}  {:<13} {:<13} {:>14}  {:<12} {:<8} {}", "rank", "candidate", "score", "scored on", "provenance", "fuel", "verdict", "version", "id");
+    let _ = writeln!(s, "{:>4}  {:<32} {:>10}  {:<13} {:<13} {:>14}  {:<12} {:<8} id", "rank", "candidate", "score", "scored on", "provenance", "fuel", "verdict", "version");
     let line = |s: &mut String, row: &Row| {
         let rank = row.rank.map(|r| r.to_string()).unwrap_or_else(|| if row.role == "candidate" { "-".into() } else { row.role.clone() });
         let mut label = row.label.clone();
