@@ -310,6 +310,7 @@ fn a_simple_nudging_submission_ranks_between_the_oracle_and_climatology_and_fail
     let roles: Vec<&str> = board["reference"].as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap()).collect();
     assert!(roles.contains(&"oracle") && roles.contains(&"baseline"), "{roles:?}");
     let table = host.ok(&["bench", "leaderboard", "l96-hidden"]);
+    eprintln!("{table}");
     assert!(table.contains("leaderboard of l96-hidden by rmse (lower is better)") && table.contains("disqualified"), "{table}");
 }
 

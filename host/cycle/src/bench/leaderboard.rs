@@ -68,7 +68,9 @@ pub fn leaderboard(registry: &Registry, name: &str) -> Result<Leaderboard> {
     // (candidate id, config) → row, the latest report winning.
     let mut best: BTreeMap<(String, String), Row> = BTreeMap::new();
     let mut reference: Vec<Row> = Vec::new();
-    let mut latest = String::new();
+    // The reference rows come from the latest report with hidden scores
+    // (a disqualified submission's report has none), else the latest.
+    let mut latest = (false, String::new());
     for r in reports.iter().filter(|r| versions.iter().any(|v| r.metadata["contract"].as_str() == Some(&v.id))) {
         let version = versions.iter().find(|v| r.metadata["contract"].as_str() == Some(&v.id)).expect("filtered above");
         let bytes = registry.read(&r.id)?;
@@ -92,9 +94,11 @@ pub fn leaderboard(registry: &Registry, name: &str) -> Result<Leaderboard> {
         };
         let mut rows = Vec::new();
         let mut refs = Vec::new();
+        let mut has_hidden = false;
         if let Ok(p) = serde_json::from_slice::<PosteriorReport>(&bytes) {
             (metric, goal) = ("c2st".into(), Goal::Lower);
             let on = if p.experiments.len() > 1 { "hidden mean" } else { "public" };
+            has_hidden = p.experiments.len() > 1 && p.submission.disqualified.is_none();
             let mut row = base(p.submission.name.as_deref().unwrap_or("submission"), &p.candidate, "candidate");
             (row.provenance, row.score, row.scored_on) = (p.provenance.clone(), p.candidate_c2st, on.into());
             (row.fuel, row.verdict, row.config, row.revealed) = (Some(p.submission.fuel_total), p.verdict.clone(), Some(p.submission.config.clone()), p.revealed);
@@ -137,14 +141,15 @@ pub fn leaderboard(registry: &Registry, name: &str) -> Result<Leaderboard> {
                 None => (report.oracle.clone(), report.baselines.clone()),
             };
             let on = if report.hidden.is_some() { "hidden mean" } else { "public" };
+            has_hidden = report.hidden.is_some();
             for (s, role) in oracle.iter().map(|o| (o, "oracle")).chain(baselines.iter().map(|b| (b, "baseline"))) {
                 let mut row = base(&s.label, &s.id, role);
                 (row.score, row.scored_on) = (value(s), on.into());
                 refs.push(row);
             }
         }
-        if r.created >= latest {
-            latest = r.created.clone();
+        if (has_hidden, r.created.clone()) >= latest {
+            latest = (has_hidden, r.created.clone());
             reference = refs;
         }
         for row in rows {
