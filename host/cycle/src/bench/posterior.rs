@@ -494,7 +494,7 @@ pub fn table(report: &PosteriorReport) -> String {
     if report.revealed {
         let _ = writeln!(s, "the seeds were revealed before this was scored: the hidden scores are not blind");
     }
-    let order: Vec<String> = report.ranking.iter().map(|r| format!("{} {:.3}", r.label, r.c2st)).collect();
+    let order: Vec<String> = report.ranking.iter().map(|r| format!("{} ({}) {:.3}", r.label, r.role, r.c2st)).collect();
     let _ = writeln!(s, "ranking by mean C2ST{}: {}", if report.experiments.len() > 1 { " (hidden observations)" } else { "" }, order.join(" < "));
     let sub = &report.submission;
     let _ = writeln!(s, "{}: provenance {} ({}, {} bytes), fuel {} of {}", sub.name.as_deref().unwrap_or("submission"), report.provenance, report.candidate, sub.size, sub.fuel_total, sub.budget.fuel_total);
