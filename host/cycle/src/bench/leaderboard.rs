@@ -94,7 +94,7 @@ pub fn leaderboard(registry: &Registry, name: &str) -> Result<Leaderboard> {
         };
         let mut rows = Vec::new();
         let mut refs = Vec::new();
-        let mut has_hidden = false;
+        let has_hidden;
         if let Ok(p) = serde_json::from_slice::<PosteriorReport>(&bytes) {
             (metric, goal) = ("c2st".into(), Goal::Lower);
             let on = if p.experiments.len() > 1 { "hidden mean" } else { "public" };
