@@ -70,10 +70,42 @@ fn read_obs(obs: &Path) -> Result<Vec<f64>> {
         return Ok(outputs::read::ObservationFile::parse(&obs.display().to_string(), obs_bytes)?.y);
     }
     let text = String::from_utf8(obs_bytes).with_context(|| format!("{} is neither NetCDF nor text", obs.display()))?;
-    text.split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<f64>().with_context(|| format!("{}: `{t}` is not a number", obs.display())))
-        .collect()
+    parse_numbers(&text).with_context(|| format!("observation file {}", obs.display()))
+}
+
+/// Numbers separated by whitespace or commas (CSV, or a plain list), after
+/// an optional header line (a first line that is not all numbers, as CSV
+/// files often have).
+fn parse_numbers(text: &str) -> Result<Vec<f64>> {
+    let tokens = |line: &str| line.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()).map(String::from).collect::<Vec<_>>();
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).peekable();
+    if let Some((_, first)) = lines.peek() {
+        if tokens(first).iter().any(|t| t.parse::<f64>().is_err()) {
+            lines.next();
+        }
+    }
+    let mut values = Vec::new();
+    for (n, line) in lines {
+        for t in tokens(line) {
+            values.push(t.parse::<f64>().map_err(|_| anyhow::anyhow!("line {}: `{t}` is not a number (only the first line may be a header)", n + 1))?);
+        }
+    }
+    if values.is_empty() {
+        anyhow::bail!("no numbers in it");
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn observations_read_with_or_without_a_header() {
+        assert_eq!(super::parse_numbers("1 2,3\n4").unwrap(), [1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(super::parse_numbers("y0,y1,y2\n0.5,1e-3,-2\n").unwrap(), [0.5, 1e-3, -2.0]);
+        let err = super::parse_numbers("a,b\n1,x\n").unwrap_err().to_string();
+        assert!(err.contains("line 2: `x` is not a number"), "{err}");
+        assert!(super::parse_numbers("only,a,header\n").unwrap_err().to_string().contains("no numbers"));
+    }
 }
 
 /// Print draws (`d × n`) as CSV, or write them as NetCDF to `out`.
