@@ -763,3 +763,25 @@ fn a_refined_predictor_samples_through_its_registered_plugins() {
     let err = stderr(&out);
     assert!(!out.status.success() && err.contains("[step5].refine: noise_draws and gauss_newton must be at least 1"), "{err}");
 }
+
+/// A static set says only what the command needs: `train posterior`
+/// trains from simulator, observations and priors alone; `run` names the
+/// sections it is missing.
+#[test]
+fn train_posterior_needs_no_experiment_and_no_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = PLUME.replace("{sim}", plugin("gaussian-plume").to_str().unwrap()).replace("{obs}", plugin("column-obs").to_str().unwrap());
+    let bare = &full[..full.find("[experiment]").unwrap()];
+    let set = dir.path().join("bare.toml");
+    std::fs::write(&set, format!("{bare}\n[step5]\nname = \"bare-posterior\"\nsimulations = 500\nnetwork = {{ components = 1, max_epochs = 3 }}\n")).unwrap();
+    let out = geohost(dir.path()).args(["train", "posterior", "-q", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("p.safetensors")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("p.safetensors").is_file());
+    let out = geohost(dir.path()).args(["run", "-q", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("needs [experiment]") && err.contains("`geohost train posterior` needs none"), "{err}");
+    std::fs::write(&set, format!("{bare}\n[experiment]\nseed = 1\n")).unwrap();
+    let out = geohost(dir.path()).args(["run", "-q", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("needs at least one [[method]]"), "{err}");
+}

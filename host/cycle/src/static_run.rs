@@ -27,7 +27,9 @@ pub struct StaticSet {
     pub observations: PluginRef,
     #[serde(rename = "prior")]
     pub priors: Vec<PriorSpec>,
-    pub experiment: StaticExperiment,
+    /// The synthetic observation `geohost run` infers from (training a
+    /// posterior needs none).
+    pub experiment: Option<StaticExperiment>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(rename = "method", default)]
@@ -39,6 +41,18 @@ pub struct StaticSet {
     pub step5: Option<geohost_learn::amortize::Step5Spec>,
     /// The cycle contract the run's report is checked against.
     pub cycle: Option<CycleSection>,
+}
+
+impl StaticSet {
+    /// The simulator's seed: `experiment.seed`, 0 without `[experiment]`.
+    pub fn seed(&self) -> u64 {
+        self.experiment.as_ref().map_or(0, |e| e.seed)
+    }
+
+    /// The true parameters of the synthetic observation, when given.
+    pub fn truth(&self) -> Option<Vec<f64>> {
+        self.experiment.as_ref().and_then(|e| e.truth.clone())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,9 +144,6 @@ impl StaticSet {
         let text = String::from_utf8(bytes.clone()).with_context(|| format!("plugin-set file {} is not UTF-8", path.display()))?;
         let set: StaticSet = toml::from_str(&text).with_context(|| format!("invalid plugin-set file {}", path.display()))?;
         let fail = |msg: String| anyhow::anyhow!("invalid plugin-set file {}: {msg}", path.display());
-        if set.methods.is_empty() {
-            return Err(fail("no [[method]] tables: name es-mda and/or mcmc".into()));
-        }
         for (i, m) in set.methods.iter().enumerate() {
             m.validate(i + 1).map_err(|e| fail(format!("{e:#}")))?;
         }
@@ -243,7 +254,7 @@ pub(crate) fn setup(set: &LoadedStatic, runtime: &Runtime, registry: Option<&Reg
     }
     let names: Vec<String> = info.parameters.iter().map(|p| p.name.clone()).collect();
     let prior = Prior::new(&set.set.priors, &names).with_context(|| format!("invalid plugin-set file {}", set.path.display()))?;
-    if let Some(t) = &set.set.experiment.truth {
+    if let Some(t) = &set.set.truth() {
         if t.len() != names.len() {
             bail!("experiment.truth has {} values, but the simulator has {} parameters ({})", t.len(), names.len(), names.join(", "));
         }
@@ -336,7 +347,7 @@ pub fn train_posterior(
     let Setup { mut simulator, mut obs, prior, components } = setup(set, runtime, registry.as_deref())?;
     let ids = plugin_ids(&components, registry.as_deref_mut())?;
     let sims = geohost_learn::amortize::simulations(spec, &prior, &mut simulator, &mut obs, &ids, registry.as_deref_mut())?;
-    let seed = set.set.experiment.seed;
+    let seed = set.set.seed();
     let plugins = forward_plugins(&components, &ids, seed);
     let (_, record, weights) = geohost_learn::amortize::train(spec, &prior, &sims, &ids, registry, &mut forward(&mut simulator, &mut obs, seed), &plugins, progress)?;
     Ok((record, weights))
@@ -344,10 +355,19 @@ pub fn train_posterior(
 
 /// Run the synthetic observation and every method.
 pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Registry>, progress: &mut dyn FnMut(usize, f64, f64)) -> Result<StaticRun> {
+    if set.set.experiment.is_none() {
+        bail!(
+            "{}: `geohost run` on a static set needs [experiment] (the seed and, optionally, the true parameters of the synthetic observation it infers from); `geohost train posterior` needs none",
+            set.path.display()
+        );
+    }
+    if set.set.methods.is_empty() {
+        bail!("{}: `geohost run` on a static set needs at least one [[method]] (es-mda or mcmc), the step-2 inference it runs; `geohost train posterior` needs none", set.path.display());
+    }
     let Setup { mut simulator, mut obs, prior, components } = setup(set, runtime, registry.as_deref())?;
-    let seed = set.set.experiment.seed;
+    let seed = set.set.seed();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let (truth, y) = synthesize((&mut simulator, &mut obs), &prior, set.set.experiment.truth.clone(), seed, &mut rng)?;
+    let (truth, y) = synthesize((&mut simulator, &mut obs), &prior, set.set.truth(), seed, &mut rng)?;
     let r = obs.info().noise_variance.clone();
     let mut problem = Problem { prior: prior.clone(), simulator: &mut simulator, obs: &mut obs, y: y.clone(), r: r.clone().into(), seed, simulations: 0 };
     let mut posteriors = Vec::new();

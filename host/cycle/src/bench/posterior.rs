@@ -146,6 +146,9 @@ impl PosteriorContract {
             .find(|m| matches!(m, StaticMethod::Mcmc { .. }))
             .cloned()
             .ok_or_else(|| fail(format!("the plugin-set {} has no mcmc [[method]]: the oracle of a posterior benchmark is its MCMC", set.path.display())))?;
+        if set.set.experiment.is_none() {
+            return Err(fail(format!("the plugin-set {} has no [experiment]: a posterior benchmark's public observation is its synthetic one", set.path.display())));
+        }
         Ok(PosteriorContract { path: path.into(), id: geohost_registry::artifact_id(&bytes), bytes, file, set, oracle })
     }
 
@@ -327,12 +330,12 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorCo
     };
     let prior = setup.prior.clone();
     let r = setup.obs.info().noise_variance.clone();
-    let sim_seed = contract.set.set.experiment.seed;
+    let sim_seed = contract.set.set.seed();
 
     // The observations: the public one, then one per secret seed.
     let mut observations = Vec::new();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(sim_seed);
-    let (_, y) = synthesize((&mut setup.simulator, &mut setup.obs), &prior, contract.set.set.experiment.truth.clone(), sim_seed, &mut rng)?;
+    let (_, y) = synthesize((&mut setup.simulator, &mut setup.obs), &prior, contract.set.set.truth(), sim_seed, &mut rng)?;
     observations.push(("public".to_string(), y, sim_seed.to_le_bytes().to_vec()));
     for (k, seed) in seeds.iter().enumerate() {
         let mut rng = rand_chacha::ChaCha8Rng::from_seed(*seed);
