@@ -96,17 +96,6 @@ fn parse_numbers(text: &str) -> Result<Vec<f64>> {
     Ok(values)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn observations_read_with_or_without_a_header() {
-        assert_eq!(super::parse_numbers("1 2,3\n4").unwrap(), [1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(super::parse_numbers("y0,y1,y2\n0.5,1e-3,-2\n").unwrap(), [0.5, 1e-3, -2.0]);
-        let err = super::parse_numbers("a,b\n1,x\n").unwrap_err().to_string();
-        assert!(err.contains("line 2: `x` is not a number"), "{err}");
-        assert!(super::parse_numbers("only,a,header\n").unwrap_err().to_string().contains("no numbers"));
-    }
-}
 
 /// Print draws (`d × n`) as CSV, or write them as NetCDF to `out`.
 fn write_draws(parameters: &[String], draws: &nalgebra::DMatrix<f64>, label: &str, out: Option<PathBuf>) -> Result<()> {
@@ -169,4 +158,16 @@ pub fn run(args: PosteriorArgs) -> Result<()> {
     .with_context(|| format!("sampling the posterior for {}", obs.display()))?;
     eprintln!("drew {samples} samples in {:.2} ms", start.elapsed().as_secs_f64() * 1e3);
     write_draws(mdn.parameters(), &draws, &label, out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn observations_read_with_or_without_a_header() {
+        assert_eq!(super::parse_numbers("1 2,3\n4").unwrap(), [1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(super::parse_numbers("y0,y1,y2\n0.5,1e-3,-2\n").unwrap(), [0.5, 1e-3, -2.0]);
+        let err = super::parse_numbers("a,b\n1,x\n").unwrap_err().to_string();
+        assert!(err.contains("line 2: `x` is not a number"), "{err}");
+        assert!(super::parse_numbers("only,a,header\n").unwrap_err().to_string().contains("no numbers"));
+    }
 }
