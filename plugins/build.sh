@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # Build every plugin in this workspace into a WebAssembly component and copy
-# them to plugins/dist/NAME.wasm.
+# them to plugins/dist/NAME.wasm; or, given a folder (a plugin crate made by
+# `geohost new plugin`, anywhere), build that one into FOLDER/dist/NAME.wasm:
+#
+#   plugins/build.sh                 # this workspace
+#   plugins/build.sh ~/my-plugin     # one plugin, outside the repository
+#
+# CARGO_TARGET_DIR, when set, is used as usual (sharing one keeps the
+# from-source standard library built once).
 #
 # Route 1: a rustup toolchain with the wasm32-unknown-unknown target installed.
 # Route 2 (these machines): Debian's rustc-web + rust-web-src with -Zbuild-std;
@@ -9,7 +16,12 @@
 # time limit on every install step.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cd "$here"
+if [ $# -gt 0 ]; then
+  [ -f "$1/Cargo.toml" ] || { echo "build.sh: $1 has no Cargo.toml (make a plugin with: geohost new plugin NAME --world WORLD)" >&2; exit 1; }
+  cd "$1"
+else
+  cd "$here"
+fi
 target=wasm32-unknown-unknown
 
 have_rustup_wasm() {
@@ -47,10 +59,19 @@ else
     /usr/bin/cargo build --release --target "$target" -Zbuild-std=std,panic_abort
 fi
 
+out="${CARGO_TARGET_DIR:-target}/$target/release"
 mkdir -p dist
+if [ $# -gt 0 ]; then
+  crate="$(sed -n 's/^name *= *"\(.*\)"/\1/p' Cargo.toml | head -1)"
+  built="$out/${crate//-/_}.wasm"
+  [ -f "$built" ] || { echo "build.sh: $built was not produced (is it a cdylib? crate-type = [\"cdylib\"])" >&2; exit 1; }
+  cp "$built" "dist/$crate.wasm.tmp" && mv "dist/$crate.wasm.tmp" "dist/$crate.wasm"
+  echo "build.sh: $(pwd)/dist/$crate.wasm" >&2
+  exit 0
+fi
 for manifest in */Cargo.toml; do
   crate="$(dirname "$manifest")"
-  built="target/$target/release/${crate//-/_}.wasm"
+  built="$out/${crate//-/_}.wasm"
   [ -f "$built" ] || { echo "build.sh: $built was not produced" >&2; exit 1; }
   cp "$built" "dist/$crate.wasm.tmp" && mv "dist/$crate.wasm.tmp" "dist/$crate.wasm"
 done

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod authors;
 mod bench;
 mod cli;
 mod emulate;

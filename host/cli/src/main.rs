@@ -1,7 +1,7 @@
 //! The `geohost` command line: a thin layer over the library.
 
 use clap::{Parser, Subcommand};
-use commands::{bench, export, inspect, perf as perf_cmd, posterior, registry, run, train};
+use commands::{bench, export, inspect, new, perf as perf_cmd, posterior, registry, run, train};
 
 mod commands;
 mod perf;
@@ -29,6 +29,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Step 5: draw from a trained amortized posterior.
     Posterior(posterior::PosteriorArgs),
+    /// Scaffold a plugin crate for one world, outside this repository if you like; build it with plugins/build.sh DIR.
+    New(new::NewArgs),
     /// Turn a trained artifact into a component: `export posterior` makes a step-5 predictor a `posterior` component.
     Export(export::ExportArgs),
 }
@@ -39,6 +41,14 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(geohost_sandbox::isolate::SUBCOMMAND) {
         std::process::exit(geohost_sandbox::isolate::child_main(&args[2..]));
+    }
+    // Like other command-line tools: output piped into `head` that closes
+    // early ends the process quietly instead of a panic on the next print.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal before any
+    // thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
     // Neural kernels are small: one thread is faster here (parallelise over
@@ -61,6 +71,7 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::Posterior(args) => posterior::run(args),
         Command::Export(args) => export::run(args),
+        Command::New(args) => new::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
