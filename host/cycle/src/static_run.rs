@@ -87,6 +87,10 @@ pub enum StaticMethod {
         /// Parallel-tempering rungs (see [`mcmc::Spec::temperatures`]).
         #[serde(default = "one_rung", skip_serializing_if = "is_one")]
         temperatures: usize,
+        /// For a stochastic simulator: the synthetic likelihood from this
+        /// many simulations per θ ([`Problem::synthetic`]); required there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        synthetic_likelihood: Option<usize>,
     },
 }
 
@@ -101,8 +105,16 @@ impl StaticMethod {
     pub fn label(&self) -> String {
         match self {
             StaticMethod::EsMda { n, iterations } => format!("ES-MDA N={n} Na={iterations}"),
-            StaticMethod::Mcmc { walkers, steps, temperatures: 1, .. } => format!("MCMC walkers={walkers} steps={steps}"),
-            StaticMethod::Mcmc { walkers, steps, temperatures, .. } => format!("MCMC walkers={walkers} steps={steps} T={temperatures}"),
+            StaticMethod::Mcmc { walkers, steps, temperatures, synthetic_likelihood, .. } => {
+                let mut label = format!("MCMC walkers={walkers} steps={steps}");
+                if *temperatures != 1 {
+                    label += &format!(" T={temperatures}");
+                }
+                if let Some(n) = synthetic_likelihood {
+                    label += &format!(" SL={n}");
+                }
+                label
+            }
         }
     }
 
@@ -113,6 +125,9 @@ impl StaticMethod {
             }
             StaticMethod::Mcmc { steps, burn_in, .. } if burn_in >= steps => {
                 bail!("[[method]] #{index} (mcmc): burn_in ({burn_in}) must be less than steps ({steps})")
+            }
+            StaticMethod::Mcmc { synthetic_likelihood: Some(n), .. } if !(2..=1000).contains(&n) => {
+                bail!("[[method]] #{index} (mcmc): synthetic_likelihood takes 2 to 1000 simulations per θ, got {n}")
             }
             StaticMethod::Mcmc { temperatures, .. } if !(1..=20).contains(&temperatures) => {
                 bail!("[[method]] #{index} (mcmc): temperatures must be 1 (no tempering) to 20, got {temperatures}")
@@ -269,6 +284,31 @@ pub(crate) fn setup(set: &LoadedStatic, runtime: &Runtime, registry: Option<&Reg
     Ok(Setup { simulator, obs, prior, components })
 }
 
+/// A likelihood-based method on a simulator that declares itself
+/// stochastic is wrong unless it says how it approximates the likelihood:
+/// refuse it, saying why and what to use.
+pub(crate) fn check_likelihoods(info: &geohost_sandbox::model::SimulatorInfo, methods: &[StaticMethod]) -> Result<()> {
+    if !info.stochastic {
+        return Ok(());
+    }
+    for (i, m) in methods.iter().enumerate() {
+        match m {
+            StaticMethod::EsMda { .. } => bail!(
+                "[[method]] #{} (es-mda): the simulator `{}` is stochastic (it draws noise of its own), so its likelihood p(y | θ) is intractable and ES-MDA's Gaussian update around one fixed-seed simulation is wrong; remove it, and use mcmc with `synthetic_likelihood = N`, or an amortized posterior ([step5], `geohost train posterior`), which needs no likelihood",
+                i + 1,
+                info.name
+            ),
+            StaticMethod::Mcmc { synthetic_likelihood: None, .. } => bail!(
+                "[[method]] #{} (mcmc): the simulator `{}` is stochastic (it draws noise of its own), so its likelihood p(y | θ) is intractable and a Gaussian around one fixed-seed simulation is wrong; opt into an approximation with `synthetic_likelihood = N` (Wood 2010: N simulations per θ, a Gaussian with their mean and variance plus R), or use an amortized posterior ([step5]), which needs no likelihood",
+                i + 1,
+                info.name
+            ),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Registry ids of the components (registering them when a registry is given).
 pub(crate) fn plugin_ids(
     components: &[(geohost_sandbox::LoadedComponent, &'static str, serde_json::Value, String)],
@@ -365,11 +405,12 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
         bail!("{}: `geohost run` on a static set needs at least one [[method]] (es-mda or mcmc), the step-2 inference it runs; `geohost train posterior` needs none", set.path.display());
     }
     let Setup { mut simulator, mut obs, prior, components } = setup(set, runtime, registry.as_deref())?;
+    check_likelihoods(simulator.info(), &set.set.methods)?;
     let seed = set.set.seed();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let (truth, y) = synthesize((&mut simulator, &mut obs), &prior, set.set.truth(), seed, &mut rng)?;
     let r = obs.info().noise_variance.clone();
-    let mut problem = Problem { prior: prior.clone(), simulator: &mut simulator, obs: &mut obs, y: y.clone(), r: r.clone().into(), seed, simulations: 0 };
+    let mut problem = Problem { prior: prior.clone(), simulator: &mut simulator, obs: &mut obs, y: y.clone(), r: r.clone().into(), seed, simulations: 0, synthetic: None };
     let mut posteriors = Vec::new();
     for method in &set.set.methods {
         // Each method draws from its own stream, so adding one changes no other.
@@ -379,8 +420,10 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
         let start = Instant::now();
         let (samples, diagnostics) = match *method {
             StaticMethod::EsMda { n, iterations } => (esmda::run(&mut problem, n, iterations, &mut rng)?, None),
-            StaticMethod::Mcmc { walkers, steps, burn_in, temperatures } => {
+            StaticMethod::Mcmc { walkers, steps, burn_in, temperatures, synthetic_likelihood } => {
+                problem.synthetic = synthetic_likelihood;
                 let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0, temperatures }, &mut rng)?;
+                problem.synthetic = None;
                 (chains.samples, Some(chains.diagnostics))
             }
         };
@@ -429,12 +472,12 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
             };
             // Held-out observations, each with its own MCMC reference.
             let (mut held_out_c2st, mut held_out_r_hat) = (Vec::new(), Vec::new());
-            if let (Some(&StaticMethod::Mcmc { walkers, steps, burn_in, temperatures }), true) = (mcmc.map(|p| &p.method), spec.check_observations > 0) {
+            if let (Some(&StaticMethod::Mcmc { walkers, steps, burn_in, temperatures, synthetic_likelihood }), true) = (mcmc.map(|p| &p.method), spec.check_observations > 0) {
                 for k in 0..spec.check_observations {
                     let mut rng_k = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(1000 + k as u64));
                     let (_, y_k) = synthesize((&mut simulator, &mut obs), &prior, None, seed, &mut rng_k)?;
                     let mut problem =
-                        Problem { prior: prior.clone(), simulator: &mut simulator, obs: &mut obs, y: y_k.clone(), r: r.clone().into(), seed, simulations: 0 };
+                        Problem { prior: prior.clone(), simulator: &mut simulator, obs: &mut obs, y: y_k.clone(), r: r.clone().into(), seed, simulations: 0, synthetic: synthetic_likelihood };
                     let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0, temperatures }, &mut rng_k)?;
                     let q = predictor.condition(y_k.as_slice(), &mut forward(&mut simulator, &mut obs, seed))?.sample(n, &mut rng_k)?;
                     held_out_c2st.push(geohost_learn::c2st::c2st(&reference(&chains.samples, &mut rng_k), &q, Default::default())?);
@@ -512,9 +555,9 @@ fn emulate_and_infer(
         }
     };
     let oracle = posteriors.iter().find(|p| matches!(p.method, StaticMethod::Mcmc { .. })).context("step 4 needs the mcmc [[method]]")?;
-    let StaticMethod::Mcmc { walkers, steps, burn_in, temperatures } = oracle.method else { unreachable!("found as mcmc") };
+    let StaticMethod::Mcmc { walkers, steps, burn_in, temperatures, .. } = oracle.method else { unreachable!("found as mcmc") };
     let mut observed = Observed::like(obs.info());
-    let mut problem = Problem { prior: prior.clone(), simulator: &mut emulator, obs: &mut observed, y: y.clone(), r: r.to_vec().into(), seed, simulations: 0 };
+    let mut problem = Problem { prior: prior.clone(), simulator: &mut emulator, obs: &mut observed, y: y.clone(), r: r.to_vec().into(), seed, simulations: 0, synthetic: None };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5764);
     let start = Instant::now();
     let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0, temperatures }, &mut rng)?;

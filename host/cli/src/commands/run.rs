@@ -147,7 +147,7 @@ fn run_static(args: RunArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "truth": result.truth, "parameters": result.prior.names, "methods": rows, "step5": step5, "cycle_report": report })
+                &serde_json::json!({ "truth": result.truth, "y": result.y, "parameters": result.prior.names, "methods": rows, "step5": step5, "cycle_report": report })
             )?
         );
     } else {

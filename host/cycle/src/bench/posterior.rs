@@ -343,7 +343,8 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorCo
         observations.push((format!("hidden {}", k + 1), y, seed.to_vec()));
     }
 
-    let StaticMethod::Mcmc { walkers, steps, burn_in, temperatures } = contract.oracle else { bail!("the oracle of a posterior benchmark is an MCMC method") };
+    let StaticMethod::Mcmc { walkers, steps, burn_in, temperatures, synthetic_likelihood } = contract.oracle else { bail!("the oracle of a posterior benchmark is an MCMC method") };
+    crate::static_run::check_likelihoods(geohost_sandbox::model::Simulator::info(&setup.simulator), std::slice::from_ref(&contract.oracle))?;
     let baselines: Vec<geohost_learn::refine::Predictor> =
         frozen.baselines.iter().map(|(_, id)| Ok(geohost_learn::refine::Predictor::from_safetensors(id, &registry.read(id)?)?.0)).collect::<Result<_>>()?;
     let draws = frozen.draws;
@@ -381,7 +382,7 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorCo
     };
     for (experiment, y, material) in &observations {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(derive("oracle", material));
-        let mut problem = Problem { prior: prior.clone(), simulator: &mut setup.simulator, obs: &mut setup.obs, y: y.clone(), r: r.clone().into(), seed: sim_seed, simulations: 0 };
+        let mut problem = Problem { prior: prior.clone(), simulator: &mut setup.simulator, obs: &mut setup.obs, y: y.clone(), r: r.clone().into(), seed: sim_seed, simulations: 0, synthetic: synthetic_likelihood };
         let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0, temperatures }, &mut rng).with_context(|| format!("the MCMC oracle on the {experiment} observation"))?;
         drop(problem);
         let oracle_r_hat = chains.diagnostics.r_hat.iter().cloned().fold(1.0, f64::max);

@@ -31,6 +31,11 @@ pub struct Problem<'a> {
     pub seed: u64,
     /// Simulations run so far.
     pub simulations: usize,
+    /// For a stochastic simulator: the synthetic likelihood of Wood (2010)
+    /// from this many simulations per θ (each with its own seed), with a
+    /// diagonal covariance: y ~ N(μ(θ), diag(s²(θ)) + R). `None`: the
+    /// Gaussian likelihood around one fixed-seed simulation.
+    pub synthetic: Option<usize>,
 }
 
 impl<'a> Problem<'a> {
@@ -57,10 +62,36 @@ impl<'a> Problem<'a> {
             return Ok((lp, ll));
         }
         let batch = thetas.select_columns(&inside);
-        let pred = self.predict(&batch)?;
-        for (k, &j) in inside.iter().enumerate() {
-            let misfit: f64 = pred.column(k).iter().zip(self.y.iter()).zip(self.r.iter()).map(|((p, y), r)| (y - p).powi(2) / r).sum();
-            ll[j] = -0.5 * misfit;
+        match self.synthetic {
+            None => {
+                let pred = self.predict(&batch)?;
+                for (k, &j) in inside.iter().enumerate() {
+                    let misfit: f64 = pred.column(k).iter().zip(self.y.iter()).zip(self.r.iter()).map(|((p, y), r)| (y - p).powi(2) / r).sum();
+                    ll[j] = -0.5 * misfit;
+                }
+            }
+            Some(repeats) => {
+                // Every repeat its own seed: the simulator's own noise
+                // enters the likelihood through the sample variance.
+                let (p, b) = (self.y.len(), batch.ncols());
+                let (mut sum, mut sum_sq) = (DMatrix::zeros(p, b), DMatrix::zeros(p, b));
+                for k in 0..repeats {
+                    self.simulations += b;
+                    let pred = observed(self.simulator, self.obs, &batch, self.seed.wrapping_add(1 + k as u64))?;
+                    sum += &pred;
+                    sum_sq += pred.component_mul(&pred);
+                }
+                let n = repeats as f64;
+                for (k, &j) in inside.iter().enumerate() {
+                    let mut total = 0.0;
+                    for i in 0..p {
+                        let mean = sum[(i, k)] / n;
+                        let var = ((sum_sq[(i, k)] - n * mean * mean) / (n - 1.0)).max(0.0) + self.r[i];
+                        total += (self.y[i] - mean).powi(2) / var + var.ln();
+                    }
+                    ll[j] = -0.5 * total;
+                }
+            }
         }
         Ok((lp, ll))
     }
