@@ -815,6 +815,12 @@ fn a_stochastic_simulator_needs_a_stated_likelihood() {
     let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let posterior = &json["methods"][0];
     assert_eq!(posterior["method"], "MCMC walkers=8 steps=600 SL=20", "{posterior}");
+    let out_noise_free = {
+        let set = dir.path().join("noise-free.toml");
+        std::fs::write(&set, base.replace("variance = 0.0001", "variance = 0.0") + "[[method]]\nmethod = \"mcmc\"\nwalkers = 8\nsteps = 300\nburn_in = 100\nsynthetic_likelihood = 10\n").unwrap();
+        geohost(dir.path()).args(["run", "-q", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("out2")).output().unwrap()
+    };
+    assert!(out_noise_free.status.success(), "a noise-free operator on a stochastic simulator: {}", stderr(&out_noise_free));
     // Against the closed form: with flat priors the posterior of a line
     // through y with noise variance σ² = 0.3² + 1e-4 is N((XᵀX)⁻¹Xᵀy,
     // σ²(XᵀX)⁻¹). The synthetic likelihood estimates σ² from 20
@@ -832,4 +838,25 @@ fn a_stochastic_simulator_needs_a_stated_likelihood() {
         eprintln!("{}: {mean:.3} ± {sd:.3}, exact {:.3} ± {exact_sd:.3}", p["name"], exact_mean[i]);
         assert!((mean - exact_mean[i]).abs() < 0.5 * exact_sd && (sd / exact_sd - 1.0).abs() < 0.3, "{}: {mean} ± {sd} against the exact {} ± {exact_sd}", p["name"], exact_mean[i]);
     }
+}
+
+/// A noise-free observation operator is for simulators with noise of their
+/// own: on a deterministic static simulator, and in data assimilation, it
+/// is refused with the reason.
+#[test]
+fn zero_observation_noise_is_refused_where_it_breaks_the_likelihood() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = PLUME.replace("{sim}", plugin("gaussian-plume").to_str().unwrap()).replace("{obs}", plugin("column-obs").to_str().unwrap());
+    let set = dir.path().join("plume.toml");
+    std::fs::write(&set, text.replace("config = { noise = 10.0 }", "config = { noise = 10.0 }").replace(&format!("plugin = \"{}\"\nconfig = {{ noise = 10.0 }}", plugin("column-obs").display()), &format!("plugin = \"{}\"\nconfig = {{ select = \"all\", variance = 0.0 }}", plugin("obs-subset").display()))).unwrap();
+    let out = geohost(dir.path()).args(["run", "-q", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("no noise (variance 0)") && err.contains("has none of its own"), "{err}");
+
+    let l96 = crate::common::lorenz96_set(dir.path(), 20, "[[method]]\nmethod = \"3dvar\"\nxB = 0.02\n");
+    let text = std::fs::read_to_string(&l96).unwrap().replace("variance = 1.0", "variance = 0.0");
+    std::fs::write(&l96, text).unwrap();
+    let out = geohost(dir.path()).args(["run", "-q", "--no-registry"]).arg(&l96).arg("--out").arg(dir.path().join("out")).output().unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("data assimilation weighs observations by R⁻¹ and needs R > 0"), "{err}");
 }

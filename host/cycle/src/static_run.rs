@@ -287,8 +287,17 @@ pub(crate) fn setup(set: &LoadedStatic, runtime: &Runtime, registry: Option<&Reg
 /// A likelihood-based method on a simulator that declares itself
 /// stochastic is wrong unless it says how it approximates the likelihood:
 /// refuse it, saying why and what to use.
-pub(crate) fn check_likelihoods(info: &geohost_sandbox::model::SimulatorInfo, methods: &[StaticMethod]) -> Result<()> {
+pub(crate) fn check_likelihoods(info: &geohost_sandbox::model::SimulatorInfo, noise_variance: &[f64], methods: &[StaticMethod]) -> Result<()> {
     if !info.stochastic {
+        // A deterministic simulator's likelihood is the observation noise:
+        // it must be there.
+        if let (Some(i), false) = (noise_variance.iter().position(|v| !(*v > 0.0)), methods.is_empty()) {
+            bail!(
+                "the observation operator gives observation {i} no noise (variance {}), and the simulator `{}` has none of its own: the likelihood of ES-MDA and MCMC is undefined; give the operator a positive variance",
+                noise_variance[i],
+                info.name
+            );
+        }
         return Ok(());
     }
     for (i, m) in methods.iter().enumerate() {
@@ -405,7 +414,7 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
         bail!("{}: `geohost run` on a static set needs at least one [[method]] (es-mda or mcmc), the step-2 inference it runs; `geohost train posterior` needs none", set.path.display());
     }
     let Setup { mut simulator, mut obs, prior, components } = setup(set, runtime, registry.as_deref())?;
-    check_likelihoods(simulator.info(), &set.set.methods)?;
+    check_likelihoods(simulator.info(), &obs.info().noise_variance, &set.set.methods)?;
     let seed = set.set.seed();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let (truth, y) = synthesize((&mut simulator, &mut obs), &prior, set.set.truth(), seed, &mut rng)?;

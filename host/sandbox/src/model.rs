@@ -131,7 +131,10 @@ pub fn check_pair(model: &ModelInfo, obs: &ObsInfo) -> Result<()> {
         obs.locations.len()
     );
     if let Some((j, v)) = obs.noise_variance.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
-        anyhow::bail!("observation operator `{}`: noise variance {j} is {v}; variances must be positive and finite", obs.name);
+        anyhow::bail!(
+            "observation operator `{}` gives observation {j} an error variance of {v}: data assimilation weighs observations by R⁻¹ and needs R > 0 and finite (a noise-free operator is only for static simulators with noise of their own); give it a positive variance",
+            obs.name
+        );
     }
     Ok(())
 }

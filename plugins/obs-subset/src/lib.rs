@@ -6,7 +6,9 @@
 //! - `select`: `"all"` (default), `"every"` (with `every = k`, `offset`),
 //!   or `"indices"` (with `indices = [i, j, ...]`)
 //! - `variance` (one value for every observation, default 1) or
-//!   `variances` (one per observation)
+//!   `variances` (one per observation); 0 makes it noise-free, for a
+//!   static simulator that carries its own noise (the host's DA methods
+//!   refuse R = 0)
 
 use geohost_sdk::{Config, ObsInfo, ObsOperator, Parameter};
 
@@ -50,8 +52,8 @@ impl ObsOperator for ObsSubset {
             Some(v) => v,
             None => vec![config.f64_or("variance", 1.0)?; indices.len()],
         };
-        if let Some(bad) = variances.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-            return Err(format!("observation-error variances must be positive and finite, got {bad}"));
+        if let Some(bad) = variances.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+            return Err(format!("observation-error variances must be finite and not negative, got {bad}"));
         }
         Ok(ObsSubset { state_size, indices, variances })
     }

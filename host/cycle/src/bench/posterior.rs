@@ -344,7 +344,7 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorCo
     }
 
     let StaticMethod::Mcmc { walkers, steps, burn_in, temperatures, synthetic_likelihood } = contract.oracle else { bail!("the oracle of a posterior benchmark is an MCMC method") };
-    crate::static_run::check_likelihoods(geohost_sandbox::model::Simulator::info(&setup.simulator), std::slice::from_ref(&contract.oracle))?;
+    crate::static_run::check_likelihoods(geohost_sandbox::model::Simulator::info(&setup.simulator), &r, std::slice::from_ref(&contract.oracle))?;
     let baselines: Vec<geohost_learn::refine::Predictor> =
         frozen.baselines.iter().map(|(_, id)| Ok(geohost_learn::refine::Predictor::from_safetensors(id, &registry.read(id)?)?.0)).collect::<Result<_>>()?;
     let draws = frozen.draws;

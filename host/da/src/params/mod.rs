@@ -86,7 +86,9 @@ impl<'a> Problem<'a> {
                     let mut total = 0.0;
                     for i in 0..p {
                         let mean = sum[(i, k)] / n;
-                        let var = ((sum_sq[(i, k)] - n * mean * mean) / (n - 1.0)).max(0.0) + self.r[i];
+                        // Floored: a noise-free operator on an output the
+                        // simulations all agree on.
+                        let var = (((sum_sq[(i, k)] - n * mean * mean) / (n - 1.0)).max(0.0) + self.r[i]).max(f64::MIN_POSITIVE);
                         total += (self.y[i] - mean).powi(2) / var + var.ln();
                     }
                     ll[j] = -0.5 * total;
