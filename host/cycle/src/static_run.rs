@@ -291,7 +291,7 @@ pub(crate) fn check_likelihoods(info: &geohost_sandbox::model::SimulatorInfo, no
     if !info.stochastic {
         // A deterministic simulator's likelihood is the observation noise:
         // it must be there.
-        if let (Some(i), false) = (noise_variance.iter().position(|v| !(*v > 0.0)), methods.is_empty()) {
+        if let (Some(i), false) = (noise_variance.iter().position(|v| v.is_nan() || *v <= 0.0), methods.is_empty()) {
             bail!(
                 "the observation operator gives observation {i} no noise (variance {}), and the simulator `{}` has none of its own: the likelihood of ES-MDA and MCMC is undefined; give the operator a positive variance",
                 noise_variance[i],
