@@ -848,7 +848,7 @@ fn zero_observation_noise_is_refused_where_it_breaks_the_likelihood() {
     let dir = tempfile::tempdir().unwrap();
     let text = PLUME.replace("{sim}", plugin("gaussian-plume").to_str().unwrap()).replace("{obs}", plugin("column-obs").to_str().unwrap());
     let set = dir.path().join("plume.toml");
-    std::fs::write(&set, text.replace("config = { noise = 10.0 }", "config = { noise = 10.0 }").replace(&format!("plugin = \"{}\"\nconfig = {{ noise = 10.0 }}", plugin("column-obs").display()), &format!("plugin = \"{}\"\nconfig = {{ select = \"all\", variance = 0.0 }}", plugin("obs-subset").display()))).unwrap();
+    std::fs::write(&set, text.replace(&format!("plugin = \"{}\"\nconfig = {{ noise = 10.0 }}", plugin("column-obs").display()), &format!("plugin = \"{}\"\nconfig = {{ select = \"all\", variance = 0.0 }}", plugin("obs-subset").display()))).unwrap();
     let out = geohost(dir.path()).args(["run", "-q", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
     let err = stderr(&out);
     assert!(!out.status.success() && err.contains("no noise (variance 0)") && err.contains("has none of its own"), "{err}");
