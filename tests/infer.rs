@@ -860,3 +860,49 @@ fn zero_observation_noise_is_refused_where_it_breaks_the_likelihood() {
     let err = stderr(&out);
     assert!(!out.status.success() && err.contains("data assimilation weighs observations by R⁻¹ and needs R > 0"), "{err}");
 }
+
+/// Step 5's check against reference posteriors from files (e.g. sbibm's),
+/// for a simulator whose likelihood is intractable: the exact posterior of
+/// the noisy line as a CSV table (header in another column order), and the
+/// same shifted by 3 sd, which the check must tell apart.
+#[test]
+fn step5_is_checked_against_reference_posteriors_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // An observation of the line slope 1, intercept 0.2, its noise sd 0.3.
+    let y: Vec<f64> = [0.05, 0.41, 0.32, 0.61, 0.55, 0.93, 0.71, 1.02, 1.38, 1.15].to_vec();
+    std::fs::write(d.join("obs.csv"), format!("{}\n{}\n", (0..10).map(|i| format!("y{i}")).collect::<Vec<_>>().join(","), y.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","))).unwrap();
+    let x = DMatrix::from_fn(10, 2, |i, j| if j == 0 { i as f64 / 9.0 } else { 1.0 });
+    let xtx_inv = (x.transpose() * &x).try_inverse().unwrap();
+    let mean = &xtx_inv * x.transpose() * DVector::from_vec(y);
+    let chol = (xtx_inv * 0.09).cholesky().unwrap().l();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let write = |name: &str, shift: f64, rng: &mut ChaCha8Rng| {
+        let mut text = String::from("intercept,slope\n");
+        for _ in 0..2000 {
+            let z = DVector::from_fn(2, |_, _| rng.sample::<f64, _>(rand_distr::StandardNormal));
+            let s = &mean + &chol * z;
+            text += &format!("{},{}\n", s[1], s[0] + shift * chol[(0, 0)]);
+        }
+        std::fs::write(d.join(name), text).unwrap();
+    };
+    write("exact.csv", 0.0, &mut rng);
+    write("shifted.csv", 3.0, &mut rng);
+    let set = d.join("line.toml");
+    std::fs::write(
+        &set,
+        format!(
+            "[simulator]\nplugin = \"{}\"\nconfig = {{ points = 10, noise = 0.3 }}\n[observations]\nplugin = \"{}\"\nconfig = {{ select = \"all\", variance = 0.0 }}\n[[prior]]\nname = \"slope\"\nuniform = [-3.0, 3.0]\n[[prior]]\nname = \"intercept\"\nuniform = [-2.0, 2.0]\n[experiment]\nseed = 4\n[[method]]\nmethod = \"mcmc\"\nwalkers = 8\nsteps = 300\nburn_in = 100\nsynthetic_likelihood = 10\n[step5]\nname = \"line-posterior\"\nsimulations = 20000\nseed = 3\nnetwork = {{ components = 1, hidden = [64, 64], max_epochs = 100, seed = 3 }}\ncheck_reference = [{{ observation = \"obs.csv\", samples = \"exact.csv\" }}, {{ observation = \"obs.csv\", samples = \"shifted.csv\" }}]\n",
+            plugin("testkit-stochastic").display(),
+            plugin("obs-subset").display()
+        ),
+    )
+    .unwrap();
+    let out = geohost(d).args(["run", "--json", "-q", "--no-registry"]).arg(&set).arg("--out").arg(d.join("out")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let c2st: Vec<f64> = serde_json::from_value(json["step5"]["reference_c2st"].clone()).unwrap();
+    eprintln!("C2ST against the exact posterior {:.3}, against the shifted one {:.3}", c2st[0], c2st[1]);
+    // Measured 0.520 and 0.998.
+    assert!(c2st[0] < 0.6 && c2st[1] > 0.9, "{c2st:?}");
+}

@@ -20,3 +20,4 @@ pub mod run;
 pub mod static_contract;
 pub mod static_report;
 pub mod static_run;
+pub mod tables;

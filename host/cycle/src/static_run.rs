@@ -236,6 +236,8 @@ pub struct Step5Result {
     /// the reference's largest R-hat (above 1.05 it is not converged).
     pub held_out_c2st: Vec<f64>,
     pub held_out_r_hat: Vec<f64>,
+    /// C2ST against the reference samples of `[step5] check_reference`.
+    pub reference_c2st: Vec<f64>,
     pub calibration: geohost_learn::calibration::Calibration,
 }
 
@@ -493,6 +495,17 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
                     held_out_r_hat.push(chains.diagnostics.r_hat.iter().cloned().fold(1.0, f64::max));
                 }
             }
+            // Observations with reference posteriors from files.
+            let mut reference_c2st = Vec::new();
+            let dir = set.path.parent().unwrap_or(Path::new("."));
+            for (k, check) in spec.check_reference.iter().enumerate() {
+                let at = || format!("[step5] check_reference #{}", k + 1);
+                let y_k = crate::tables::read_observation(&dir.join(&check.observation)).with_context(at)?;
+                let samples = crate::tables::read_samples(&dir.join(&check.samples), &prior.names).with_context(at)?;
+                let mut rng_k = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(2000 + k as u64));
+                let q = predictor.condition(&y_k, &mut forward(&mut simulator, &mut obs, seed)).and_then(|c| c.sample(n, &mut rng_k)).with_context(at)?;
+                reference_c2st.push(geohost_learn::c2st::c2st(&reference(&samples, &mut rng_k), &q, Default::default()).with_context(at)?);
+            }
             // Calibration on fresh prior-predictive pairs.
             // 1000 pairs: the coverage at one level then has a standard error of at most 0.016.
             let (thetas, xs) = geohost_learn::amortize::simulate_pairs(&prior, &mut simulator, &mut obs, 1000, spec.seed.wrapping_add(1))?;
@@ -506,6 +519,7 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
                 mcmc_seconds: mcmc.map(|p| p.seconds),
                 held_out_c2st,
                 held_out_r_hat,
+                reference_c2st,
                 calibration,
             })
         }
@@ -701,6 +715,14 @@ pub fn table(run: &StaticRun) -> String {
                 "step 5 vs MCMC on {} held-out observations: mean C2ST {mean:.3} [{}]{note}",
                 s5.held_out_c2st.len(),
                 s5.held_out_c2st.iter().map(|c| format!("{c:.3}")).collect::<Vec<_>>().join(" ")
+            );
+        }
+        if !s5.reference_c2st.is_empty() {
+            let _ = writeln!(
+                s,
+                "step 5 vs reference posteriors (check_reference) on {} observations: C2ST [{}]",
+                s5.reference_c2st.len(),
+                s5.reference_c2st.iter().map(|c| format!("{c:.3}")).collect::<Vec<_>>().join(" ")
             );
         }
         let c = &s5.calibration;

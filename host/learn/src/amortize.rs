@@ -32,11 +32,27 @@ pub struct Step5Spec {
     /// predictor is checked against MCMC: C2ST and coverage.
     #[serde(default)]
     pub check_observations: usize,
+    /// Observations with reference posterior samples (e.g. sbibm's
+    /// reference posteriors), on which the predictor is checked by C2ST
+    /// without an MCMC: the check for simulators whose likelihood is
+    /// intractable. Paths relative to the plugin-set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub check_reference: Vec<ReferenceCheck>,
     /// A refinement stage ([`super::refine`]): a second network,
     /// conditioned on the Laplace approximation about the first one's
     /// posterior mean (one learned Gauss–Newton step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refine: Option<RefineSpec>,
+}
+
+/// One observation and its reference posterior samples (a CSV table with
+/// a header naming the parameters, or one column per parameter in the
+/// prior's order).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceCheck {
+    pub observation: std::path::PathBuf,
+    pub samples: std::path::PathBuf,
 }
 
 impl Step5Spec {

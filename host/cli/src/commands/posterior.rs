@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use geohost_cycle::{outputs, static_run};
+use geohost_cycle::static_run;
 use geohost_registry::{default_dir, Registry};
 use std::path::{Path, PathBuf};
 
@@ -63,40 +63,6 @@ pub fn load_predictor(predictor: &str, registry_dir: &Path) -> Result<LoadedPred
     Ok(LoadedPredictor { label: id.clone(), name: artifact.name, bytes: reg.read(&id)?, id: Some(id) })
 }
 
-/// Read an observation: NetCDF from `geohost run`, or numbers as text.
-fn read_obs(obs: &Path) -> Result<Vec<f64>> {
-    let obs_bytes = std::fs::read(obs).with_context(|| format!("cannot read observation file {}", obs.display()))?;
-    if obs_bytes.starts_with(b"CDF") {
-        return Ok(outputs::read::ObservationFile::parse(&obs.display().to_string(), obs_bytes)?.y);
-    }
-    let text = String::from_utf8(obs_bytes).with_context(|| format!("{} is neither NetCDF nor text", obs.display()))?;
-    parse_numbers(&text).with_context(|| format!("observation file {}", obs.display()))
-}
-
-/// Numbers separated by whitespace or commas (CSV, or a plain list), after
-/// an optional header line (a first line that is not all numbers, as CSV
-/// files often have).
-fn parse_numbers(text: &str) -> Result<Vec<f64>> {
-    let tokens = |line: &str| line.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()).map(String::from).collect::<Vec<_>>();
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).peekable();
-    if let Some((_, first)) = lines.peek() {
-        if tokens(first).iter().any(|t| t.parse::<f64>().is_err()) {
-            lines.next();
-        }
-    }
-    let mut values = Vec::new();
-    for (n, line) in lines {
-        for t in tokens(line) {
-            values.push(t.parse::<f64>().map_err(|_| anyhow::anyhow!("line {}: `{t}` is not a number (only the first line may be a header)", n + 1))?);
-        }
-    }
-    if values.is_empty() {
-        anyhow::bail!("no numbers in it");
-    }
-    Ok(values)
-}
-
-
 /// Print draws (`d × n`) as CSV, or write them as NetCDF to `out`.
 fn write_draws(parameters: &[String], draws: &nalgebra::DMatrix<f64>, label: &str, out: Option<PathBuf>) -> Result<()> {
     match out {
@@ -120,7 +86,7 @@ fn sample_component(path: &Path, obs: &Path, samples: usize, seed: u64, out: Opt
     let plugin = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "posterior".into());
     let loaded = runtime.load(&plugin, path, geohost_sandbox::World::Posterior)?;
     let mut posterior = geohost_sandbox::WasmPosterior::new(&runtime, &loaded, "{}", None)?;
-    let y = read_obs(obs)?;
+    let y = geohost_cycle::tables::read_observation(obs)?;
     let start = std::time::Instant::now();
     let draws = posterior.sample(&y, samples, seed).with_context(|| format!("sampling {} for {}", path.display(), obs.display()))?;
     eprintln!("drew {samples} samples in {:.2} ms (in the sandbox)", start.elapsed().as_secs_f64() * 1e3);
@@ -146,7 +112,7 @@ pub fn run(args: PosteriorArgs) -> Result<()> {
             Some(static_run::ForwardPlugins::load(&reg, &meta["refine"]["forward"], &label)?)
         }
     };
-    let y = read_obs(&obs)?;
+    let y = geohost_cycle::tables::read_observation(&obs)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let start = std::time::Instant::now();
     let mut no_forward = |_: &nalgebra::DMatrix<f64>| -> Result<nalgebra::DMatrix<f64>> { anyhow::bail!("a single-stage predictor runs no simulator") };
@@ -158,16 +124,4 @@ pub fn run(args: PosteriorArgs) -> Result<()> {
     .with_context(|| format!("sampling the posterior for {}", obs.display()))?;
     eprintln!("drew {samples} samples in {:.2} ms", start.elapsed().as_secs_f64() * 1e3);
     write_draws(mdn.parameters(), &draws, &label, out)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn observations_read_with_or_without_a_header() {
-        assert_eq!(super::parse_numbers("1 2,3\n4").unwrap(), [1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(super::parse_numbers("y0,y1,y2\n0.5,1e-3,-2\n").unwrap(), [0.5, 1e-3, -2.0]);
-        let err = super::parse_numbers("a,b\n1,x\n").unwrap_err().to_string();
-        assert!(err.contains("line 2: `x` is not a number"), "{err}");
-        assert!(super::parse_numbers("only,a,header\n").unwrap_err().to_string().contains("no numbers"));
-    }
 }

@@ -141,6 +141,7 @@ fn run_static(args: RunArgs) -> Result<()> {
                 "mcmc_seconds": s5.mcmc_seconds,
                 "held_out_c2st": s5.held_out_c2st,
                 "held_out_reference_r_hat": s5.held_out_r_hat,
+                "reference_c2st": s5.reference_c2st,
                 "calibration": s5.calibration,
             })
         });
