@@ -186,7 +186,9 @@ fn the_plume_plugin_conserves_mass_and_follows_the_wind() {
     assert!(err.to_string().contains("is a static-model plugin"), "{err}");
 }
 
-const PLUME: &str = r#"
+/// A small plume problem (16 × 16 pixels, ES-MDA and an MCMC oracle of
+/// 16 walkers × 800 steps); `{sim}` and `{obs}` are the plugins' paths.
+pub(crate) const PLUME: &str = r#"
 name = "plume-test"
 [simulator]
 plugin = "{sim}"

@@ -133,43 +133,9 @@ fn the_template_and_the_export_refuse_what_they_cannot_use() {
     assert!(!out.status.success() && stderr(&out).contains("rejected its config") && !stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
 
-/// A small plume problem (16 × 16 pixels, MCMC oracle of 16 walkers × 800
-/// steps) with a quickly trained single-stage posterior.
-const PLUME: &str = r#"
-name = "plume-bench"
-[simulator]
-plugin = "{sim}"
-config = { nx = 16, ny = 16, pixel = 250.0 }
-[observations]
-plugin = "{obs}"
-config = { noise = 10.0 }
-[[prior]]
-name = "x0"
-uniform = [250.0, 1750.0]
-[[prior]]
-name = "y0"
-uniform = [1000.0, 3000.0]
-[[prior]]
-name = "q"
-uniform = [0.5, 10.0]
-[[prior]]
-name = "wind_dir"
-normal = [270.0, 20.0]
-bounds = [200.0, 340.0]
-[experiment]
-seed = 5
-truth = [900.0, 2100.0, 5.0, 265.0]
-[[method]]
-method = "mcmc"
-walkers = 16
-steps = 800
-burn_in = 300
-[step5]
-name = "plume-bench-posterior"
-simulations = 3000
-seed = 2
-network = { components = 2, max_epochs = 30, seed = 2 }
-"#;
+/// The plume problem of the inference tests with a quickly trained
+/// single-stage posterior.
+const STEP5: &str = "[step5]\nname = \"plume-bench-posterior\"\nsimulations = 3000\nseed = 2\nnetwork = { components = 2, max_epochs = 30, seed = 2 }\n";
 
 /// The exported posterior and its native predictor on the same hidden
 /// observations: the same C2ST against the MCMC oracle to within 0.03;
@@ -185,7 +151,8 @@ fn an_exported_posterior_scores_like_its_predictor_on_hidden_observations() {
         stdout(&out)
     };
     let set = d.join("plume.toml");
-    std::fs::write(&set, PLUME.replace("{sim}", plugin("gaussian-plume").to_str().unwrap()).replace("{obs}", plugin("column-obs").to_str().unwrap())).unwrap();
+    let plume = crate::infer::PLUME.replace("{sim}", plugin("gaussian-plume").to_str().unwrap()).replace("{obs}", plugin("column-obs").to_str().unwrap());
+    std::fs::write(&set, plume + STEP5).unwrap();
     run(&["train", "posterior", "-q", set.to_str().unwrap(), "--out", d.join("posterior.safetensors").to_str().unwrap()]);
     let component = d.join("plume-posterior.wasm");
     run(&["export", "posterior", "plume-bench-posterior", "-o", component.to_str().unwrap()]);

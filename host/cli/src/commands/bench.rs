@@ -140,15 +140,20 @@ fn load_contract(registry: &Registry, arg: &str) -> Result<Contract> {
     Contract::parse(Path::new(&a.name), registry.read(&id)?)
 }
 
+/// The bytes of `arg`: a file, else a registry reference; `what` names it
+/// in errors (e.g. "report").
+fn read_file_or_artifact(registry: Option<&Registry>, arg: &str, what: &str) -> Result<Vec<u8>> {
+    if Path::new(arg).is_file() {
+        return std::fs::read(arg).with_context(|| format!("cannot read {what} {arg}"));
+    }
+    let registry = registry.with_context(|| format!("{what} `{arg}` is not a file, and there is no registry to look it up in"))?;
+    registry.read(&registry.resolve(arg).with_context(|| format!("{what} `{arg}` is neither a file nor a registered artifact"))?)
+}
+
 /// A report file or registry reference: a stage report, or each scored
 /// stage of a cycle report, with its target step.
 fn load_reports(registry: Option<&Registry>, arg: &str) -> Result<Vec<(Option<u8>, Report)>> {
-    let bytes = if Path::new(arg).is_file() {
-        std::fs::read(arg).with_context(|| format!("cannot read report {arg}"))?
-    } else {
-        let registry = registry.with_context(|| format!("report `{arg}` is not a file, and there is no registry to look it up in"))?;
-        registry.read(&registry.resolve(arg).with_context(|| format!("report `{arg}` is neither a file nor a registered artifact"))?)?
-    };
+    let bytes = read_file_or_artifact(registry, arg, "report")?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{arg} is not JSON; expected a report from `geohost bench`"))?;
     if value.get("geohost_cycle_report").is_some() {
         let cycle: cycle::CycleReport = serde_json::from_value(value).with_context(|| format!("{arg} is not a readable cycle report"))?;
@@ -290,10 +295,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 if let Some(s) = &scratch {
                     let _ = std::fs::remove_dir_all(s);
                 }
-                let report = report?;
+                let (report, scored) = report?;
                 let bytes = serde_json::to_vec_pretty(&report)?;
                 let path = report_path(out, &c.file.name, &bytes);
-                let scored = posterior::scored_bytes(&report, &options.component);
                 let id = posterior::register(&mut registry, &report, scored.as_deref(), options.name.as_deref(), &path)?;
                 if json {
                     println!("{}", String::from_utf8(bytes)?);
@@ -324,10 +328,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Reveal { contract, out, import } => {
             let mut registry = Registry::open_existing(&dir)?;
             if import {
-                let bytes = match std::fs::read(&contract) {
-                    Ok(bytes) => bytes,
-                    Err(_) => registry.read(&registry.resolve(&contract).with_context(|| format!("revealed seeds `{contract}` are neither a file nor a registered artifact"))?)?,
-                };
+                let bytes = read_file_or_artifact(Some(&registry), &contract, "revealed seeds")?;
                 let revealed: hidden::Revealed = serde_json::from_slice(&bytes).with_context(|| format!("{contract} is not what `geohost bench reveal` writes"))?;
                 hidden::import_revealed(&mut registry, &revealed)?;
                 println!("{} seeds of contract {} ({}) match their commitments and are in this registry; its reports can be rescored here", revealed.seeds.len(), revealed.name, revealed.contract);
@@ -352,10 +353,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Verify { report, contract, component, json, sandbox } => {
             let mut registry = Registry::open_existing(&dir)?;
             let runtime = sandbox.runtime(Limits::default())?;
-            let bytes = match std::fs::read(&report) {
-                Ok(bytes) => bytes,
-                Err(_) => registry.read(&registry.resolve(&report).with_context(|| format!("report `{report}` is neither a file nor a registered artifact"))?)?,
-            };
+            let bytes = read_file_or_artifact(Some(&registry), &report, "report")?;
             let (exe, cache_dir, scratch) = compile_child(&sandbox)?;
             let options = verify::VerifyOptions { contract: contract.as_deref(), component: component.as_deref(), exe, cache_dir };
             let mut progress = progress_factory(true);

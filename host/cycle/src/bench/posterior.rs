@@ -36,7 +36,7 @@
 use super::contract::Budget;
 use super::hidden::commitment;
 use super::score::{ContractRef, SubmissionRecord, DISQUALIFIED};
-use super::submit::{disqualified, load_component, SubmitOptions, Verdict};
+use super::submit::{add_submission, disqualified, load_component, start_record, SubmitOptions, Verdict};
 use crate::static_run::{forward, plugin_ids, setup, LoadedStatic, StaticMethod, StaticSet};
 use anyhow::{bail, Context, Result};
 use geohost_da::params::{mcmc, synthesize, Problem};
@@ -293,8 +293,9 @@ fn derive(what: &str, material: &[u8]) -> u64 {
     u64::from_le_bytes(blake3::derive_key(&format!("geohost posterior benchmark {what}"), material)[..8].try_into().expect("8 bytes"))
 }
 
-/// Run and score a `posterior` component.
-pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorContract, options: &SubmitOptions) -> Result<PosteriorReport> {
+/// Run and score a `posterior` component. Returns the report and, when it
+/// was read, the component's bytes (for registration).
+pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorContract, options: &SubmitOptions) -> Result<(PosteriorReport, Option<Vec<u8>>)> {
     let artifact = registry
         .get(&contract.id)
         .with_context(|| format!("contract {} ({}) is not pre-registered; run `geohost bench register {}` first", contract.label(), contract.path.display(), contract.path.display()))?;
@@ -312,22 +313,9 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorCo
         bail!("the secret seeds of contract {} are missing or do not match their commitments: only the registry that pre-registered it can score it, unaltered", contract.id);
     }
     let budget = contract.file.budget;
-    let path = &options.component;
-    let label = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "submission".into());
-    let size = std::fs::metadata(path).with_context(|| format!("cannot read submission {}", path.display()))?.len();
-    let mut record = SubmissionRecord {
-        world: World::Posterior.name().into(),
-        component: String::new(),
-        size,
-        name: None,
-        version: None,
-        members: None,
-        config: options.config.clone(),
-        budget,
-        accounting: Vec::new(),
-        fuel_total: 0,
-        disqualified: None,
-    };
+    let (mut record, label) = start_record(options, budget, World::Posterior)?;
+    let size = record.size;
+    let mut bytes = None;
     let prior = setup.prior.clone();
     let r = setup.obs.info().noise_variance.clone();
     let sim_seed = contract.set.set.seed();
@@ -349,37 +337,33 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorCo
         frozen.baselines.iter().map(|(_, id)| Ok(geohost_learn::refine::Predictor::from_safetensors(id, &registry.read(id)?)?.0)).collect::<Result<_>>()?;
     let draws = frozen.draws;
     let mut experiments = Vec::new();
-    let mut candidate = match load_component(options, &budget, &mut record, &label, World::Posterior) {
-        Ok((sandbox, loaded, _)) => match WasmPosterior::new(&sandbox, &loaded, &serde_json::to_string(&options.config)?, Some(FuelBudget { total: budget.fuel_total, spent: 0 })) {
-            Ok(p) => {
-                (record.name, record.version) = (Some(p.info.name.clone()), Some(p.info.version.clone()));
-                if p.info.parameters != prior.names || p.info.data_size != r.len() {
-                    record.disqualified = verdict_of(disqualified(
-                        "init",
-                        format!(
+    // The component, loaded and matched to the problem; else the reason
+    // it is disqualified.
+    let mut candidate = None;
+    match load_component(options, &budget, &mut record, &label, World::Posterior) {
+        Err(v) => record.disqualified = verdict_of(v)?,
+        Ok((sandbox, loaded, read)) => {
+            bytes = Some(read);
+            match WasmPosterior::new(&sandbox, &loaded, &serde_json::to_string(&options.config)?, Some(FuelBudget { total: budget.fuel_total, spent: 0 })) {
+                Err(e) => record.disqualified = verdict_of(disqualified("init", e, None))?,
+                Ok(p) => {
+                    (record.name, record.version) = (Some(p.info.name.clone()), Some(p.info.version.clone()));
+                    if p.info.parameters != prior.names || p.info.data_size != r.len() {
+                        let reason = format!(
                             "it samples parameters [{}] from data of size {}, but the contract's problem has parameters [{}] and data of size {}",
                             p.info.parameters.join(", "),
                             p.info.data_size,
                             prior.names.join(", "),
                             r.len()
-                        ),
-                        None,
-                    ))?;
-                    None
-                } else {
-                    Some(p)
+                        );
+                        record.disqualified = verdict_of(disqualified("init", reason, None))?;
+                    } else {
+                        candidate = Some(p);
+                    }
                 }
             }
-            Err(e) => {
-                record.disqualified = verdict_of(disqualified("init", e, None))?;
-                None
-            }
-        },
-        Err(v) => {
-            record.disqualified = verdict_of(v)?;
-            None
         }
-    };
+    }
     for (experiment, y, material) in &observations {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(derive("oracle", material));
         let mut problem = Problem { prior: prior.clone(), simulator: &mut setup.simulator, obs: &mut setup.obs, y: y.clone(), r: r.clone().into(), seed: sim_seed, simulations: 0, synthetic: synthetic_likelihood };
@@ -442,7 +426,7 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorCo
         (None, Some(c), Some(max)) if c > max => "fail".into(),
         _ => "pass".into(),
     };
-    Ok(PosteriorReport {
+    let report = PosteriorReport {
         kind: "posterior".into(),
         contract: ContractRef {
             id: contract.id.clone(),
@@ -467,7 +451,8 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorCo
         baseline_c2st,
         ranking,
         verdict,
-    })
+    };
+    Ok((report, bytes))
 }
 
 /// A disqualification, or the host's own error.
@@ -515,10 +500,7 @@ pub fn table(report: &PosteriorReport) -> String {
 /// `submission`, `scored_by` the report). Returns the report's id.
 pub fn register(registry: &mut Registry, report: &PosteriorReport, bytes: Option<&[u8]>, name: Option<&str>, path: &Path) -> Result<String> {
     let json = serde_json::to_vec_pretty(report)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    std::fs::write(path, &json).with_context(|| format!("cannot write report {}", path.display()))?;
+    super::score::write_report(path, &json)?;
     let (id, _) = registry.add(
         &json,
         &NewArtifact {
@@ -534,26 +516,8 @@ pub fn register(registry: &mut Registry, report: &PosteriorReport, bytes: Option
     )?;
     registry.link(&id, &report.contract.id, "derived_from")?;
     if let (None, Some(bytes)) = (&report.submission.disqualified, bytes) {
-        let (sub, _) = registry.add(
-            bytes,
-            &NewArtifact {
-                kind: "submission".into(),
-                name: name.map(String::from).or_else(|| report.submission.name.clone()).unwrap_or_else(|| "submission".into()),
-                version: report.submission.version.clone(),
-                media_type: "application/wasm".into(),
-                step: Some(5),
-                tags: vec!["posterior".into()],
-                metadata: serde_json::json!({ "world": "posterior", "config": report.submission.config, "contract": report.contract.id }),
-                ..Default::default()
-            },
-        )?;
+        let sub = add_submission(registry, bytes, name, &report.submission, Some(5), None, &report.contract.id)?;
         registry.link(&sub, &id, "scored_by")?;
     }
     Ok(id)
-}
-
-/// The bytes of the component a report scored, for registration: read
-/// again, and only if they are still the scored ones.
-pub fn scored_bytes(report: &PosteriorReport, path: &Path) -> Option<Vec<u8>> {
-    std::fs::read(path).ok().filter(|b| geohost_registry::artifact_id(b) == report.submission.component)
 }

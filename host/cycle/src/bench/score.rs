@@ -600,15 +600,20 @@ pub(super) fn rank<'a>(contract: &Contract, metric: &str, candidates: impl Itera
     Ranking { metric: metric.into(), order: order.into_iter().map(|(_, e)| e).collect() }
 }
 
+/// Write a report's bytes to `path`, creating its directory.
+pub(super) fn write_report(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("cannot write report {}", path.display()))
+}
+
 /// Write the report and register it: kind `report`, with each candidate
 /// `scored_by` it, the report `derived_from` its contract, and each
 /// candidate `validated_against` the contract's oracle. Returns its id.
 pub fn register(registry: &mut Registry, report: &Report, path: &std::path::Path) -> Result<String> {
     let bytes = serde_json::to_vec_pretty(report)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    std::fs::write(path, &bytes).with_context(|| format!("cannot write report {}", path.display()))?;
+    write_report(path, &bytes)?;
     let c = &report.contract;
     let (id, _) = registry.add(
         &bytes,

@@ -95,23 +95,8 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &Contract, o
     if !options.config.is_object() {
         bail!("the submission's config must be a JSON object, got {}", options.config);
     }
-    let budget = contract.file.budget;
-    let path = &options.component;
-    let label = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "submission".into());
-    let size = std::fs::metadata(path).with_context(|| format!("cannot read submission {}", path.display()))?.len();
-    let mut record = SubmissionRecord {
-        world: world.name().into(),
-        component: String::new(),
-        size,
-        name: None,
-        version: None,
-        members: None,
-        config: options.config.clone(),
-        budget,
-        accounting: Vec::new(),
-        fuel_total: 0,
-        disqualified: None,
-    };
+    let (mut record, label) = start_record(options, contract.file.budget, world)?;
+    let size = record.size;
 
     let mut run = Run { registry, runtime, contract, frozen: &frozen, options, progress };
     let outcome = run.go(&mut record, &label, world);
@@ -156,6 +141,48 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &Contract, o
     report.verdict = verdict;
     report.hidden = hidden;
     Ok(Submitted { report, bytes, name: options.name.clone(), wall: start.elapsed() })
+}
+
+/// The record of a submission not yet run (its size read, nothing else),
+/// and the label it runs under (the file's stem).
+pub(super) fn start_record(options: &SubmitOptions, budget: super::contract::Budget, world: World) -> Result<(SubmissionRecord, String)> {
+    let path = &options.component;
+    let label = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "submission".into());
+    let size = std::fs::metadata(path).with_context(|| format!("cannot read submission {}", path.display()))?.len();
+    let record = SubmissionRecord {
+        world: world.name().into(),
+        component: String::new(),
+        size,
+        name: None,
+        version: None,
+        members: None,
+        config: options.config.clone(),
+        budget,
+        accounting: Vec::new(),
+        fuel_total: 0,
+        disqualified: None,
+    };
+    Ok((record, label))
+}
+
+/// Register a scored submission's component: kind `submission`, tagged
+/// with its world, under `name` or the name it gives itself.
+pub(super) fn add_submission(registry: &mut Registry, bytes: &[u8], name: Option<&str>, record: &SubmissionRecord, step: Option<u8>, l_transition: Option<String>, contract: &str) -> Result<String> {
+    let (id, _) = registry.add(
+        bytes,
+        &NewArtifact {
+            kind: "submission".into(),
+            name: name.map(String::from).or_else(|| record.name.clone()).unwrap_or_else(|| "submission".into()),
+            version: record.version.clone(),
+            media_type: "application/wasm".into(),
+            step,
+            l_transition,
+            tags: vec![record.world.clone()],
+            metadata: serde_json::json!({ "world": record.world, "config": record.config, "contract": contract }),
+            ..Default::default()
+        },
+    )?;
+    Ok(id)
 }
 
 /// Why a submission stopped: its own fault (a verdict) or the host's.
@@ -523,22 +550,9 @@ fn mean_scores(runs: &[Scored]) -> Scored {
 /// Returns the report's id.
 pub fn register(registry: &mut Registry, submitted: &Submitted, contract: &Contract, report_path: &Path) -> Result<String> {
     if submitted.disqualified().is_none() {
-        let record = submitted.record();
         let bytes = submitted.bytes.as_ref().expect("a scored submission was read");
-        registry.add(
-            bytes,
-            &NewArtifact {
-                kind: "submission".into(),
-                name: submitted.name.clone().or_else(|| record.name.clone()).unwrap_or_else(|| "submission".into()),
-                version: record.version.clone(),
-                media_type: "application/wasm".into(),
-                step: contract.file.target_step,
-                l_transition: contract.file.l_transition.clone(),
-                tags: vec![record.world.clone()],
-                metadata: serde_json::json!({ "world": record.world, "config": record.config, "contract": contract.id }),
-                ..Default::default()
-            },
-        )?;
+        let file = &contract.file;
+        add_submission(registry, bytes, submitted.name.as_deref(), submitted.record(), file.target_step, file.l_transition.clone(), &contract.id)?;
     }
     super::score::register(registry, &submitted.report, report_path)
 }

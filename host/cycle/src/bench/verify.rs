@@ -89,7 +89,7 @@ pub fn verify(registry: &mut Registry, runtime: &Runtime, report_bytes: &[u8], o
                 bail!("give the posterior benchmark's file with --contract: its plugin-set is read relative to it");
             };
             let contract = PosteriorContract::load(path)?;
-            let mut report = super::posterior::submit(registry, runtime, &contract, &submit)?;
+            let (mut report, _) = super::posterior::submit(registry, runtime, &contract, &submit)?;
             report.revealed = serde_json::from_value::<PosteriorReport>(value.clone()).map(|r| r.revealed).unwrap_or(false);
             Ok(serde_json::to_vec_pretty(&report)?)
         } else {
