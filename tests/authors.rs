@@ -1,6 +1,7 @@
 //! A third party's plugin, from a folder outside the repository: made by
 //! `geohost new plugin`, built by `plugins/build.sh DIR`, checked by
-//! `geohost inspect` and run in a twin experiment.
+//! `geohost inspect` and run in a twin experiment; and the README's
+//! walk-through for plugin authors, run as written.
 
 use crate::common::{geohost, plugin, repo_root, stderr, stdout};
 use serde_json::Value;
@@ -55,4 +56,46 @@ fn a_generated_plugin_of_every_world_builds_outside_the_repository_and_runs() {
     let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
     let rmse = |i: usize| rows[i]["rmse_a"].as_f64().unwrap_or_else(|| panic!("{}", rows[i]));
     assert!(rmse(1) < rmse(0), "3D-Var ({}) beats climatology ({}) on the generated model", rmse(1), rmse(0));
+}
+
+/// The README's walk-through, from an empty folder to a scored plugin, run
+/// as written: its shell block, line for line, in a folder laid out like a
+/// fresh clone (cycles/, contracts/ and plugins/ of this repository), with
+/// a fresh HOME and this build's `geohost` on the PATH.
+#[test]
+fn the_readme_walk_through_takes_a_new_filter_from_an_empty_folder_to_a_scored_submission() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let marker = readme.find("<!-- walk-through").expect("README.md has the walk-through marker");
+    let start = marker + readme[marker..].find("```sh\n").expect("a sh block after the marker") + 6;
+    let block = &readme[start..start + readme[start..].find("```\n").unwrap()];
+    assert!(block.contains("geohost bench submit") && block.contains("geohost new plugin"), "{block}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (clone, home) = (tmp.path().join("clone"), tmp.path().join("home"));
+    std::fs::create_dir_all(&clone).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    for dir in ["cycles", "contracts", "plugins"] {
+        std::os::unix::fs::symlink(repo_root().join(dir), clone.join(dir)).unwrap();
+    }
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_geohost")).parent().unwrap().to_path_buf();
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()))).unwrap();
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", block])
+        .current_dir(&clone)
+        .env("HOME", &home)
+        .env("PATH", path)
+        .env_remove("GEOHOST_REGISTRY")
+        .env_remove("GEOHOST_CACHE_DIR")
+        // Shares the plugin workspace's from-source standard library.
+        .env("CARGO_TARGET_DIR", repo_root().join("plugins/target"))
+        .output()
+        .unwrap();
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "the walk-through failed:\n{text}\n{err}");
+    assert!(home.join("plugins/my-enkf/dist/my-enkf.wasm").is_file());
+    assert!(text.contains("verdict: pass"), "the generated EnKF passes the hidden benchmark:\n{text}");
+    let row = text.lines().find(|l| l.trim_start().starts_with("1  my-enkf@0.1.0")).unwrap_or_else(|| panic!("ranked first on the leaderboard:\n{text}"));
+    assert!(row.contains("component") && row.contains("hidden mean"), "{row}");
+    let rmse: f64 = row.split_whitespace().find_map(|w| w.parse::<f64>().ok().filter(|v| *v < 1.0 && w.contains('.'))).unwrap();
+    assert!((0.18..0.26).contains(&rmse), "EnKF N=40 infl 1.06: DAPPER publishes 0.22, hidden RMSE {rmse}");
 }

@@ -2,8 +2,6 @@
 //! with the real metric component into registered reports, report diffs,
 //! cycle benchmarks, and every refusal a user can hit.
 
-
-
 use crate::common::{geohost, lorenz96_set, plugin, stderr, stdout};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -2,8 +2,6 @@
 //! tables, JSON, output files, the published Lorenz numbers, and the errors
 //! a user sees.
 
-
-
 use crate::common::{geohost, lorenz96_set, plugin, repo_root, stderr, stdout};
 use serde_json::Value;
 use std::path::Path;

@@ -2,8 +2,6 @@
 //! request key, seeded training, the emulator as the forward model of the
 //! same DA code, its lineage, and the errors a user can hit.
 
-
-
 use crate::common::{geohost, lorenz96_set, stderr, stdout};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -4,13 +4,11 @@
 //! against processes with known answers, the plume plugin against its
 //! own mass balance, and `geohost run` on a static plugin-set end to end.
 
-
-
 use crate::common::{geohost, plugin, stderr, stdout};
+use geohost_da::models::linear::{LinearObs, LinearSimulator};
 use geohost_da::params::prior::{Prior, PriorSpec};
 use geohost_da::params::{esmda, mcmc, Problem};
 use geohost_sandbox::model::Simulator;
-use geohost_da::models::linear::{LinearObs, LinearSimulator};
 use nalgebra::{DMatrix, DVector};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -62,7 +60,16 @@ fn mcmc_and_es_mda_recover_the_linear_gaussian_posterior() {
     let case = linear_case();
     let mut sim = LinearSimulator::new(case.a.clone());
     let mut obs = LinearObs::new(DMatrix::identity(4, 4), case.r.iter().copied().collect());
-    let mut problem = Problem { prior: case.prior.clone(), simulator: &mut sim, obs: &mut obs, y: case.y.clone(), r: case.r.clone(), seed: 0, simulations: 0, synthetic: None };
+    let mut problem = Problem {
+        prior: case.prior.clone(),
+        simulator: &mut sim,
+        obs: &mut obs,
+        y: case.y.clone(),
+        r: case.r.clone(),
+        seed: 0,
+        simulations: 0,
+        synthetic: None,
+    };
     let sd_true = case.cov.diagonal().map(f64::sqrt);
 
     let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -777,7 +784,8 @@ fn train_posterior_needs_no_experiment_and_no_method() {
     let bare = &full[..full.find("[experiment]").unwrap()];
     let set = dir.path().join("bare.toml");
     std::fs::write(&set, format!("{bare}\n[step5]\nname = \"bare-posterior\"\nsimulations = 500\nnetwork = {{ components = 1, max_epochs = 3 }}\n")).unwrap();
-    let out = geohost(dir.path()).args(["train", "posterior", "-q", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("p.safetensors")).output().unwrap();
+    let out =
+        geohost(dir.path()).args(["train", "posterior", "-q", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("p.safetensors")).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(dir.path().join("p.safetensors").is_file());
     let out = geohost(dir.path()).args(["run", "-q", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
@@ -819,7 +827,12 @@ fn a_stochastic_simulator_needs_a_stated_likelihood() {
     assert_eq!(posterior["method"], "MCMC walkers=8 steps=600 SL=20", "{posterior}");
     let out_noise_free = {
         let set = dir.path().join("noise-free.toml");
-        std::fs::write(&set, base.replace("variance = 0.0001", "variance = 0.0") + "[[method]]\nmethod = \"mcmc\"\nwalkers = 8\nsteps = 300\nburn_in = 100\nsynthetic_likelihood = 10\n").unwrap();
+        std::fs::write(
+            &set,
+            base.replace("variance = 0.0001", "variance = 0.0")
+                + "[[method]]\nmethod = \"mcmc\"\nwalkers = 8\nsteps = 300\nburn_in = 100\nsynthetic_likelihood = 10\n",
+        )
+        .unwrap();
         geohost(dir.path()).args(["run", "-q", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("out2")).output().unwrap()
     };
     assert!(out_noise_free.status.success(), "a noise-free operator on a stochastic simulator: {}", stderr(&out_noise_free));
@@ -838,7 +851,12 @@ fn a_stochastic_simulator_needs_a_stated_likelihood() {
         let (mean, sd) = (p["mean"].as_f64().unwrap(), p["sd"].as_f64().unwrap());
         let exact_sd = exact_cov[(i, i)].sqrt();
         eprintln!("{}: {mean:.3} ± {sd:.3}, exact {:.3} ± {exact_sd:.3}", p["name"], exact_mean[i]);
-        assert!((mean - exact_mean[i]).abs() < 0.5 * exact_sd && (sd / exact_sd - 1.0).abs() < 0.3, "{}: {mean} ± {sd} against the exact {} ± {exact_sd}", p["name"], exact_mean[i]);
+        assert!(
+            (mean - exact_mean[i]).abs() < 0.5 * exact_sd && (sd / exact_sd - 1.0).abs() < 0.3,
+            "{}: {mean} ± {sd} against the exact {} ± {exact_sd}",
+            p["name"],
+            exact_mean[i]
+        );
     }
 }
 
@@ -850,7 +868,14 @@ fn zero_observation_noise_is_refused_where_it_breaks_the_likelihood() {
     let dir = tempfile::tempdir().unwrap();
     let text = PLUME.replace("{sim}", plugin("gaussian-plume").to_str().unwrap()).replace("{obs}", plugin("column-obs").to_str().unwrap());
     let set = dir.path().join("plume.toml");
-    std::fs::write(&set, text.replace(&format!("plugin = \"{}\"\nconfig = {{ noise = 10.0 }}", plugin("column-obs").display()), &format!("plugin = \"{}\"\nconfig = {{ select = \"all\", variance = 0.0 }}", plugin("obs-subset").display()))).unwrap();
+    std::fs::write(
+        &set,
+        text.replace(
+            &format!("plugin = \"{}\"\nconfig = {{ noise = 10.0 }}", plugin("column-obs").display()),
+            &format!("plugin = \"{}\"\nconfig = {{ select = \"all\", variance = 0.0 }}", plugin("obs-subset").display()),
+        ),
+    )
+    .unwrap();
     let out = geohost(dir.path()).args(["run", "-q", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
     let err = stderr(&out);
     assert!(!out.status.success() && err.contains("no noise (variance 0)") && err.contains("has none of its own"), "{err}");
@@ -873,7 +898,11 @@ fn step5_is_checked_against_reference_posteriors_from_files() {
     let d = dir.path();
     // An observation of the line slope 1, intercept 0.2, its noise sd 0.3.
     let y: Vec<f64> = [0.05, 0.41, 0.32, 0.61, 0.55, 0.93, 0.71, 1.02, 1.38, 1.15].to_vec();
-    std::fs::write(d.join("obs.csv"), format!("{}\n{}\n", (0..10).map(|i| format!("y{i}")).collect::<Vec<_>>().join(","), y.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","))).unwrap();
+    std::fs::write(
+        d.join("obs.csv"),
+        format!("{}\n{}\n", (0..10).map(|i| format!("y{i}")).collect::<Vec<_>>().join(","), y.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")),
+    )
+    .unwrap();
     let x = DMatrix::from_fn(10, 2, |i, j| if j == 0 { i as f64 / 9.0 } else { 1.0 });
     let xtx_inv = (x.transpose() * &x).try_inverse().unwrap();
     let mean = &xtx_inv * x.transpose() * DVector::from_vec(y);

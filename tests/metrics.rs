@@ -1,8 +1,6 @@
 //! The standard metric component against independent computations: brute
 //! force sums written here, and the closed-form CRPS of a Gaussian.
 
-
-
 use crate::common::plugin;
 use geohost_sandbox::{Limits, MemberTable, MetricValue, Runtime, SandboxError, Table, WasmMetric, World};
 use rand::SeedableRng;

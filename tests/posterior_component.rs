@@ -59,7 +59,11 @@ fn an_exported_posterior_draws_like_the_native_predictor() {
     let id = stdout(&out).trim().to_string();
     assert_eq!(id, format!("blake3:{}", blake3::hash(&std::fs::read(&component).unwrap()).to_hex()), "the same bytes on every export");
     let shown: serde_json::Value = serde_json::from_str(&stdout(&geohost(d).args(["registry", "--json", "show", &id]).output().unwrap())).unwrap();
-    assert_eq!((shown["kind"].as_str(), shown["step"].as_u64(), shown["metadata"]["world"].as_str()), (Some("plugin"), Some(5), Some("posterior")), "{shown:#}");
+    assert_eq!(
+        (shown["kind"].as_str(), shown["step"].as_u64(), shown["metadata"]["world"].as_str()),
+        (Some("plugin"), Some(5), Some("posterior")),
+        "{shown:#}"
+    );
 
     // inspect describes it.
     let out = geohost(d).args(["inspect", "--world", "posterior", component.to_str().unwrap()]).output().unwrap();
@@ -71,7 +75,10 @@ fn an_exported_posterior_draws_like_the_native_predictor() {
         let obs = d.join(format!("y{k}.txt"));
         std::fs::write(&obs, x.map(|v| v.to_string()).join(" ")).unwrap();
         let sample = |seed: &str| {
-            let out = geohost(d).args(["posterior", "sample", component.to_str().unwrap(), "--obs", obs.to_str().unwrap(), "-n", "2000", "--seed", seed]).output().unwrap();
+            let out = geohost(d)
+                .args(["posterior", "sample", component.to_str().unwrap(), "--obs", obs.to_str().unwrap(), "-n", "2000", "--seed", seed])
+                .output()
+                .unwrap();
             assert!(out.status.success(), "{}", stderr(&out));
             stdout(&out)
         };
@@ -79,7 +86,10 @@ fn an_exported_posterior_draws_like_the_native_predictor() {
         assert_eq!(text, sample("3"), "the same seed gives the same draws");
         assert_ne!(text, sample("4"));
         let exported = csv_draws(&text);
-        assert!(exported.row(0).iter().all(|t| (-1.0..=1.0).contains(t)) && exported.row(2).iter().all(|t| (-1.0..=1.0).contains(t)), "inside the prior's support");
+        assert!(
+            exported.row(0).iter().all(|t| (-1.0..=1.0).contains(t)) && exported.row(2).iter().all(|t| (-1.0..=1.0).contains(t)),
+            "inside the prior's support"
+        );
         let native = mdn.sample(x, 2000, &mut ChaCha8Rng::seed_from_u64(9)).unwrap();
         // Same distribution, other random streams: C2ST near 0.5 (its
         // sd at 2 × 2000 samples is about 0.011).
@@ -113,7 +123,11 @@ fn the_template_and_the_export_refuse_what_they_cannot_use() {
     let d = dir.path();
     // The template carries no weights and says how to make a component.
     let out = geohost(d).args(["inspect", "--world", "posterior", plugin("posterior-mdn").to_str().unwrap()]).output().unwrap();
-    assert!(!out.status.success() && stderr(&out).contains("carries no weights: make a posterior component with `geohost export posterior"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("carries no weights: make a posterior component with `geohost export posterior"),
+        "{}",
+        stderr(&out)
+    );
     // Not a predictor.
     let junk = d.join("junk.safetensors");
     std::fs::write(&junk, b"not safetensors").unwrap();

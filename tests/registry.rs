@@ -2,8 +2,6 @@
 //! driven through the real binary (and the library where a test needs
 //! thousands of artifacts).
 
-
-
 use crate::common::{geohost, lorenz96_set, plugin, stderr, stdout};
 use geohost_registry::{NewArtifact, Registry};
 use serde_json::Value;

@@ -2,11 +2,9 @@
 //! and small hostile plugins that trap, spin, hog memory, recurse, lie
 //! about shapes, or were built for the wrong world, version or imports.
 
-
-
 use crate::common::plugin;
-use geohost_sandbox::model::{check_pair, ForwardModel, ObsOperator};
 use geohost_da::models::lorenz96::Lorenz96;
+use geohost_sandbox::model::{check_pair, ForwardModel, ObsOperator};
 use geohost_sandbox::{Limits, Runtime, SandboxError, WasmForward, WasmObs, World};
 use nalgebra::DMatrix;
 use std::path::Path;

@@ -287,7 +287,8 @@ fn a_simple_nudging_submission_ranks_between_the_oracle_and_climatology_and_fail
     assert!((0.3..1.0).contains(&scalar(candidate, "rmse")), "{candidate}");
     // Its members all move alike: the spread collapses and the
     // calibration check fails on the hidden experiments.
-    let failed: Vec<&str> = candidate["checks"].as_array().unwrap().iter().filter(|c| c["passed"] == false).map(|c| c["failure_mode"].as_str().unwrap()).collect();
+    let failed: Vec<&str> =
+        candidate["checks"].as_array().unwrap().iter().filter(|c| c["passed"] == false).map(|c| c["failure_mode"].as_str().unwrap()).collect();
     assert!(failed.contains(&"mis-calibrated ensemble"), "{failed:?}");
     assert_eq!(report["verdict"], "fail");
 
@@ -299,14 +300,18 @@ fn a_simple_nudging_submission_ranks_between_the_oracle_and_climatology_and_fail
     let board: Value = serde_json::from_str(&host.ok(&["bench", "leaderboard", "--json", &contract])).unwrap();
     assert_eq!((board["metric"].as_str(), board["goal"].as_str()), (Some("rmse"), Some("lower")));
     let rows = board["rows"].as_array().unwrap();
-    let labels: Vec<(&str, Option<u64>, &str)> = rows.iter().map(|r| (r["label"].as_str().unwrap(), r["rank"].as_u64(), r["verdict"].as_str().unwrap())).collect();
+    let labels: Vec<(&str, Option<u64>, &str)> =
+        rows.iter().map(|r| (r["label"].as_str().unwrap(), r["rank"].as_u64(), r["verdict"].as_str().unwrap())).collect();
     assert_eq!(labels.len(), 3, "{labels:?}");
     assert!(labels[0].0.starts_with("etkf") && labels[0].1 == Some(1), "{labels:?}");
     assert!(labels[1].0.starts_with("nudging") && labels[1].1 == Some(2), "{labels:?}");
     assert_eq!((labels[2].1, labels[2].2), (None, "disqualified"), "{labels:?}");
     assert!(rows[..2].iter().all(|r| r["provenance"] == "component" && r["scored_on"] == "hidden mean"), "{rows:#?}");
     assert_eq!(rows[2]["score"], Value::Null);
-    assert_eq!(rows[0]["score"].as_f64(), Some(scalar(&host.submit(&contract, &plugin("filter-etkf"), r#"{"N": 20, "infl": 1.04}"#)["hidden"]["candidates"][0], "rmse")));
+    assert_eq!(
+        rows[0]["score"].as_f64(),
+        Some(scalar(&host.submit(&contract, &plugin("filter-etkf"), r#"{"N": 20, "infl": 1.04}"#)["hidden"]["candidates"][0], "rmse"))
+    );
     let roles: Vec<&str> = board["reference"].as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap()).collect();
     assert!(roles.contains(&"oracle") && roles.contains(&"baseline"), "{roles:?}");
     let table = host.ok(&["bench", "leaderboard", "l96-hidden"]);
@@ -476,7 +481,8 @@ fn seeds_match_their_commitments_never_leave_the_registry_and_tampering_is_caugh
     // Anyone with the bundle and the seeds recomputes the first report
     // (scored before the reveal) byte for byte ...
     let first_report = ids.iter().find(|i| host.list().iter().any(|a| &a["id"] == *i && a["kind"] == "report")).unwrap().clone();
-    let verify = |args: &[&str]| geohost(other.path()).current_dir(host.path("")).args(["bench", "verify"]).args(args).args(["--contract", &contract]).output().unwrap();
+    let verify =
+        |args: &[&str]| geohost(other.path()).current_dir(host.path("")).args(["bench", "verify"]).args(args).args(["--contract", &contract]).output().unwrap();
     let out = verify(&[&first_report]);
     assert!(out.status.success() && stdout(&out).contains("matches"), "{}{}", stdout(&out), stderr(&out));
     // ... and a flipped byte in the submission or the report is named.
@@ -496,7 +502,14 @@ fn seeds_match_their_commitments_never_leave_the_registry_and_tampering_is_caugh
     std::fs::write(&doctored, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
     let out = verify(&[doctored.to_str().unwrap()]);
     assert!(!out.status.success() && stdout(&out).contains("report.hidden.candidates[0].metrics.rmse: the report says"), "{}", stdout(&out));
-    let elsewhere = geohost(other.path()).current_dir(host.path("")).args(["bench", "submit", "-q", "--json", &contract]).arg(plugin("filter-etkf")).arg("--config").arg(r#"{"N": 20, "infl": 1.04}"#).output().unwrap();
+    let elsewhere = geohost(other.path())
+        .current_dir(host.path(""))
+        .args(["bench", "submit", "-q", "--json", &contract])
+        .arg(plugin("filter-etkf"))
+        .arg("--config")
+        .arg(r#"{"N": 20, "infl": 1.04}"#)
+        .output()
+        .unwrap();
     assert!(elsewhere.status.success(), "{}", stderr(&elsewhere));
     let elsewhere: Value = serde_json::from_str(&stdout(&elsewhere)).unwrap();
     let here = host.submit(&contract, &plugin("filter-etkf"), r#"{"N": 20, "infl": 1.04}"#);
@@ -672,7 +685,8 @@ fn a_hidden_step3_contract_scores_emulators_on_secret_initial_states() {
     assert_eq!(hidden["commitments"].as_array().unwrap().len(), 2);
     let per: Vec<f64> = hidden["candidates"][0]["per_experiment"].as_array().unwrap().iter().map(|m| m["one_step_rmse"].as_f64().unwrap()).collect();
     assert_eq!(per, [0.0, 0.0], "the model reproduces its own forecasts on every hidden twin");
-    let experiments: Vec<&str> = exact["candidates"][0]["submission"]["accounting"].as_array().unwrap().iter().map(|a| a["experiment"].as_str().unwrap()).collect();
+    let experiments: Vec<&str> =
+        exact["candidates"][0]["submission"]["accounting"].as_array().unwrap().iter().map(|a| a["experiment"].as_str().unwrap()).collect();
     assert_eq!(experiments, ["forecasts", "hidden 1", "hidden 2"]);
     assert_eq!(hidden["candidates"][0]["verdict"], "pass");
 

@@ -79,9 +79,11 @@ fn a_bundle_cannot_shadow_a_registered_contract() {
     assert_eq!(snapshot(here.path()), before, "a refused import leaves rows and blobs as they were");
     assert_eq!(reg_json(here.path(), &["show", "lorenz96-step2@1.0.0"])["id"], real_id.as_str());
     // Registering the weakened copy locally is refused as well.
-    refused(here.path(), &["add", &write(&here.path().join("weak.toml"), &weak), "--kind", "contract", "--name", "lorenz96-step2", "--version", "1.0.0"], &[
-        "a registered contract cannot change",
-    ]);
+    refused(
+        here.path(),
+        &["add", &write(&here.path().join("weak.toml"), &weak), "--kind", "contract", "--name", "lorenz96-step2", "--version", "1.0.0"],
+        &["a registered contract cannot change"],
+    );
 }
 
 #[test]
@@ -316,7 +318,13 @@ fn the_uniqueness_migration_renames_and_reports_existing_duplicates() {
     let out = reg(h, &["show", "lorenz96@0.1.0", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let renamed = format!("lorenz96@0.1.0+{}", &second[7..19]);
-    assert!(stderr(&out).contains(&format!("registry migration 2: plugin lorenz96@0.1.0 named more than one artifact; the first registered keeps the name, {second} is now {renamed}")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "registry migration 2: plugin lorenz96@0.1.0 named more than one artifact; the first registered keeps the name, {second} is now {renamed}"
+        )),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(serde_json::from_str::<Value>(&stdout(&out)).unwrap()["id"], first.as_str());
     assert_eq!(reg_json(h, &["show", &renamed])["id"], second.as_str());
     assert!(stderr(&reg(h, &["list"])).is_empty(), "the migration runs once");
@@ -418,7 +426,9 @@ fn a_contract_accepts_only_plugins_its_publishers_signed() {
     let p = publisher.path();
     let mut ids = Vec::new();
     for (name, version) in [("lorenz96", "0.1.0"), ("obs-subset", "0.1.0"), ("metrics-standard", "0.1.0")] {
-        ids.push(reg_json(p, &["add", plugin(name).to_str().unwrap(), "--kind", "plugin", "--name", name, "--version", version])["id"].as_str().unwrap().to_string());
+        ids.push(
+            reg_json(p, &["add", plugin(name).to_str().unwrap(), "--kind", "plugin", "--name", name, "--version", version])["id"].as_str().unwrap().to_string(),
+        );
     }
     reg_json(p, &["keygen", p.join("alice").to_str().unwrap()]);
     let bob = reg_json(p, &["keygen", p.join("bob").to_str().unwrap()]);

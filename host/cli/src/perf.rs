@@ -1,11 +1,11 @@
 //! Figures printed by `geohost perf`: medians of repeated samples;
 //! nothing here asserts a speed.
 
+use anyhow::Result;
+use geohost_da::models::{linear::LinearObs, lorenz96::Lorenz96};
 use geohost_da::twin::{self, Chronology, Prior};
 use geohost_sandbox::model::ForwardModel;
-use geohost_da::models::{linear::LinearObs, lorenz96::Lorenz96};
 use geohost_sandbox::{Limits, Runtime, WasmForward, World};
-use anyhow::Result;
 use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
 use std::fmt::Write;
@@ -194,8 +194,8 @@ fn fused_mlp_throughput(net: &geohost_learn::net::Net, x: &candle_core::Tensor, 
 /// The fused MLP 40-256-256-40 step alone (for a run under another
 /// MATMUL_NUM_THREADS): samples/s.
 pub fn fused_mlp_only(steps: usize, samples: usize) -> Result<f64> {
-    use geohost_learn::net::{Arch, Description, Net, Scaling};
     use candle_core::{Device, Tensor};
+    use geohost_learn::net::{Arch, Description, Net, Scaling};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let desc =
         Description { arch: Arch::Mlp { hidden: vec![256, 256] }, state_size: 40, dt: 0.05, lead: 1, scaling: Scaling { mean: 2.3, std: 3.6, out_std: 4.0 } };
@@ -213,10 +213,10 @@ pub fn fused_mlp_only(steps: usize, samples: usize) -> Result<f64> {
 /// The MLP 40-256-256-40 at batch 256 is the network whose PyTorch figure
 /// is quoted for comparison in docs/performance.md.
 pub fn emulator_cost(runtime: &Runtime, plugin: &Path, members: usize, steps: usize, samples: usize) -> Result<String> {
-    use geohost_learn::net::{Arch, Description, Net, Scaling};
-    use geohost_learn::neural::NeuralForward;
     use candle_core::{Device, Tensor};
     use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+    use geohost_learn::net::{Arch, Description, Net, Scaling};
+    use geohost_learn::neural::NeuralForward;
 
     let m = 40;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
@@ -287,9 +287,9 @@ pub fn emulator_cost(runtime: &Runtime, plugin: &Path, members: usize, steps: us
 /// observations drawn from the prior predictive; prints the training time
 /// and the per-observation sampling time.
 pub fn posterior_benchmark(simulations: usize, observations: usize, samples: usize, spec: &geohost_learn::mdn::MdnSpec) -> Result<String> {
+    use geohost_da::params::prior::{Prior, PriorSpec};
     use geohost_learn::c2st::{c2st, Spec};
     use geohost_learn::mdn::Mdn;
-    use geohost_da::params::prior::{Prior, PriorSpec};
     use rand::Rng;
     use rand_distr::StandardNormal;
 
@@ -449,7 +449,11 @@ pub fn submission_cost(runtime: &Runtime, plugins: &Path, members: usize, cycles
 
 /// A fresh scratch directory under the system's temporary directory.
 fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("geohost-perf-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)));
+    let dir = std::env::temp_dir().join(format!(
+        "geohost-perf-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

@@ -3,14 +3,14 @@
 //! (`geohost_learn`'s dataset, networks and training loop), cached in the
 //! registry, and run in the model's place by the same DA code.
 
-use geohost_sandbox::model::ForwardModel;
-use geohost_registry::{NewArtifact, Registry};
 use crate::progress::ProgressFactory;
 use anyhow::{Context, Result};
 use geohost_learn::dataset::{self, DatasetSpec};
 use geohost_learn::net::Arch;
 use geohost_learn::neural::NeuralForward;
 use geohost_learn::train;
+use geohost_registry::{NewArtifact, Registry};
+use geohost_sandbox::model::ForwardModel;
 use serde::{Deserialize, Serialize};
 use train::TrainSpec;
 

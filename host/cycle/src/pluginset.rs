@@ -3,9 +3,9 @@
 //! plugin-set format"); relative plugin paths are resolved against the
 //! file's own directory.
 
+use anyhow::{bail, Context, Result};
 use geohost_da::Method;
 use geohost_sandbox::Limits;
-use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 

@@ -1,19 +1,19 @@
 //! `geohost run`: load the plugins of a plugin-set into the sandbox, run
 //! the twin experiment, assimilate with every method, collect the results.
 
+use crate::pluginset::{Loaded, Source};
+use crate::progress::ProgressFactory;
+use anyhow::{Context, Result};
 use geohost_da::stats::Summary;
 use geohost_da::twin::{self, Chronology, Prior, Twin};
 use geohost_da::{ensemble::Trajectory, Method};
 use geohost_learn::neural::NeuralForward;
-use geohost_sandbox::model::{check_pair, ForwardModel, ModelInfo, ObsInfo, ObsOperator};
-use crate::pluginset::{Loaded, Source};
 use geohost_registry::{NewArtifact, Registry};
+use geohost_sandbox::model::{check_pair, ForwardModel, ModelInfo, ObsInfo, ObsOperator};
 use geohost_sandbox::{config_json, LoadedComponent, Runtime, WasmForward, WasmObs, World};
-use anyhow::{Context, Result};
 use nalgebra::DVector;
 use rand::SeedableRng;
 use serde::Serialize;
-use crate::progress::ProgressFactory;
 use std::time::Instant;
 
 /// One method's outcome.
@@ -220,16 +220,8 @@ pub fn run(
         if let Some(reg) = registry.as_deref_mut() {
             register_component(reg, component, "forward-model", model.info(), &model_record.config)?;
         }
-        let (mut neural, rec) = crate::emulation::step3(
-            registry,
-            model.as_mut(),
-            &model_record.blake3,
-            &model_record.config,
-            step3,
-            chronology.dt,
-            &set.name,
-            progress,
-        )?;
+        let (mut neural, rec) =
+            crate::emulation::step3(registry, model.as_mut(), &model_record.blake3, &model_record.config, step3, chronology.dt, &set.name, progress)?;
         if let Some(step4) = &set.set.step4 {
             for method in crate::emulation::step4_methods(step4, &set.methods)? {
                 let label = format!("{} via emulator", method.label());

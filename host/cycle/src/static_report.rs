@@ -4,11 +4,11 @@
 //! registration with lineage to everything it scored.
 
 use crate::run::register_component;
-use crate::static_run::{LoadedStatic, StaticFiles, StaticRun};
-use geohost_registry::{NewArtifact, Registry};
 pub use crate::static_contract::CycleContract;
-use geohost_registry::artifact_id;
+use crate::static_run::{LoadedStatic, StaticFiles, StaticRun};
 use anyhow::Result;
+use geohost_registry::artifact_id;
+use geohost_registry::{NewArtifact, Registry};
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]

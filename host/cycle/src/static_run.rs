@@ -3,15 +3,15 @@
 //! each `[[method]]` (ES-MDA, MCMC) over the parameters, written as
 //! NetCDF, printed as a table and registered as step-2 oracles.
 
+use crate::pluginset::{PluginRef, Source};
+use crate::run::{load_plugin, register_component};
+use anyhow::{bail, Context, Result};
 use geohost_da::params::prior::{Prior, PriorSpec};
 use geohost_da::params::{esmda, mcmc, synthesize, Problem};
-use geohost_sandbox::model::{ObsOperator, Simulator};
 use geohost_netcdf::{common_attrs, nc_bytes, Var};
-use crate::pluginset::{PluginRef, Source};
 use geohost_registry::{NewArtifact, Registry};
-use crate::run::{load_plugin, register_component};
+use geohost_sandbox::model::{ObsOperator, Simulator};
 use geohost_sandbox::{config_json, Limits, Runtime, WasmObs, WasmSimulator, World};
-use anyhow::{bail, Context, Result};
 use nalgebra::DMatrix;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -400,7 +400,8 @@ pub fn train_posterior(
     let sims = geohost_learn::amortize::simulations(spec, &prior, &mut simulator, &mut obs, &ids, registry.as_deref_mut())?;
     let seed = set.set.seed();
     let plugins = forward_plugins(&components, &ids, seed);
-    let (_, record, weights) = geohost_learn::amortize::train(spec, &prior, &sims, &ids, registry, &mut forward(&mut simulator, &mut obs, seed), &plugins, progress)?;
+    let (_, record, weights) =
+        geohost_learn::amortize::train(spec, &prior, &sims, &ids, registry, &mut forward(&mut simulator, &mut obs, seed), &plugins, progress)?;
     Ok((record, weights))
 }
 
@@ -421,7 +422,8 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let (truth, y) = synthesize((&mut simulator, &mut obs), &prior, set.set.truth(), seed, &mut rng)?;
     let r = obs.info().noise_variance.clone();
-    let mut problem = Problem { prior: prior.clone(), simulator: &mut simulator, obs: &mut obs, y: y.clone(), r: r.clone().into(), seed, simulations: 0, synthetic: None };
+    let mut problem =
+        Problem { prior: prior.clone(), simulator: &mut simulator, obs: &mut obs, y: y.clone(), r: r.clone().into(), seed, simulations: 0, synthetic: None };
     let mut posteriors = Vec::new();
     for method in &set.set.methods {
         // Each method draws from its own stream, so adding one changes no other.
@@ -483,12 +485,22 @@ pub fn run(set: &LoadedStatic, runtime: &Runtime, mut registry: Option<&mut Regi
             };
             // Held-out observations, each with its own MCMC reference.
             let (mut held_out_c2st, mut held_out_r_hat) = (Vec::new(), Vec::new());
-            if let (Some(&StaticMethod::Mcmc { walkers, steps, burn_in, temperatures, synthetic_likelihood }), true) = (mcmc.map(|p| &p.method), spec.check_observations > 0) {
+            if let (Some(&StaticMethod::Mcmc { walkers, steps, burn_in, temperatures, synthetic_likelihood }), true) =
+                (mcmc.map(|p| &p.method), spec.check_observations > 0)
+            {
                 for k in 0..spec.check_observations {
                     let mut rng_k = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(1000 + k as u64));
                     let (_, y_k) = synthesize((&mut simulator, &mut obs), &prior, None, seed, &mut rng_k)?;
-                    let mut problem =
-                        Problem { prior: prior.clone(), simulator: &mut simulator, obs: &mut obs, y: y_k.clone(), r: r.clone().into(), seed, simulations: 0, synthetic: synthetic_likelihood };
+                    let mut problem = Problem {
+                        prior: prior.clone(),
+                        simulator: &mut simulator,
+                        obs: &mut obs,
+                        y: y_k.clone(),
+                        r: r.clone().into(),
+                        seed,
+                        simulations: 0,
+                        synthetic: synthetic_likelihood,
+                    };
                     let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0, temperatures }, &mut rng_k)?;
                     let q = predictor.condition(y_k.as_slice(), &mut forward(&mut simulator, &mut obs, seed))?.sample(n, &mut rng_k)?;
                     held_out_c2st.push(geohost_learn::c2st::c2st(&reference(&chains.samples, &mut rng_k), &q, Default::default())?);
@@ -563,7 +575,8 @@ fn emulate_and_infer(
         }
         None => {
             let (emulator, training) = StaticEmulator::train(spec, prior, simulator.info(), &sims.thetas, &sims.hx, &sims.sd)?;
-            let weights = emulator.to_safetensors(&serde_json::json!({ "dataset": sims.id, "spec": spec, "training": geohost_learn::stored_training(&training)? }))?;
+            let weights =
+                emulator.to_safetensors(&serde_json::json!({ "dataset": sims.id, "spec": spec, "training": geohost_learn::stored_training(&training)? }))?;
             let artifact = NewArtifact {
                 kind: "weights".into(),
                 name: spec.name.clone(),
@@ -580,7 +593,16 @@ fn emulate_and_infer(
     let oracle = posteriors.iter().find(|p| matches!(p.method, StaticMethod::Mcmc { .. })).context("step 4 needs the mcmc [[method]]")?;
     let StaticMethod::Mcmc { walkers, steps, burn_in, temperatures, .. } = oracle.method else { unreachable!("found as mcmc") };
     let mut observed = Observed::like(obs.info());
-    let mut problem = Problem { prior: prior.clone(), simulator: &mut emulator, obs: &mut observed, y: y.clone(), r: r.to_vec().into(), seed, simulations: 0, synthetic: None };
+    let mut problem = Problem {
+        prior: prior.clone(),
+        simulator: &mut emulator,
+        obs: &mut observed,
+        y: y.clone(),
+        r: r.to_vec().into(),
+        seed,
+        simulations: 0,
+        synthetic: None,
+    };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5764);
     let start = Instant::now();
     let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0, temperatures }, &mut rng)?;
@@ -813,4 +835,3 @@ pub fn write(dir: &Path, run: &StaticRun, set: &LoadedStatic) -> Result<StaticFi
     }
     Ok(StaticFiles { observation, posteriors, step4 })
 }
-

@@ -63,7 +63,9 @@ pub fn read_samples(path: &Path, names: &[String]) -> Result<DMatrix<f64>> {
     let columns: Vec<usize> = match &header {
         Some(h) => names
             .iter()
-            .map(|n| h.iter().position(|c| c == n).with_context(|| format!("samples file {}: no column `{n}` in its header ({})", path.display(), h.join(", "))))
+            .map(|n| {
+                h.iter().position(|c| c == n).with_context(|| format!("samples file {}: no column `{n}` in its header ({})", path.display(), h.join(", ")))
+            })
             .collect::<Result<_>>()?,
         None => (0..names.len()).collect(),
     };

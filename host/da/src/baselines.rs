@@ -60,7 +60,15 @@ impl DaMethod for Climatology {
     fn role(&self) -> Role {
         Role::Baseline
     }
-    fn run(&self, twin: &Twin, _: &mut dyn ForwardModel, _: &mut dyn ObsOperator, _: &mut rand_chacha::ChaCha8Rng, _: Record, progress: &mut dyn FnMut(usize)) -> Result<Trajectory> {
+    fn run(
+        &self,
+        twin: &Twin,
+        _: &mut dyn ForwardModel,
+        _: &mut dyn ObsOperator,
+        _: &mut rand_chacha::ChaCha8Rng,
+        _: Record,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Trajectory> {
         climatology(twin, progress)
     }
 }
@@ -75,7 +83,15 @@ impl DaMethod for OptInterp {
     fn role(&self) -> Role {
         Role::Baseline
     }
-    fn run(&self, twin: &Twin, _: &mut dyn ForwardModel, obs: &mut dyn ObsOperator, _: &mut rand_chacha::ChaCha8Rng, _: Record, progress: &mut dyn FnMut(usize)) -> Result<Trajectory> {
+    fn run(
+        &self,
+        twin: &Twin,
+        _: &mut dyn ForwardModel,
+        obs: &mut dyn ObsOperator,
+        _: &mut rand_chacha::ChaCha8Rng,
+        _: Record,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Trajectory> {
         optimal_interpolation(twin, obs, progress)
     }
 }

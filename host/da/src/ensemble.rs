@@ -6,8 +6,8 @@
 use super::linalg::{self, center};
 use super::stats::{ensemble_spread, rmse, CycleStats};
 use super::twin::Twin;
-use geohost_sandbox::model::{ForwardModel, ObsOperator};
 use anyhow::{Context, Result};
+use geohost_sandbox::model::{ForwardModel, ObsOperator};
 use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 

@@ -18,10 +18,10 @@ pub mod etkf;
 pub mod letkf;
 pub mod linalg;
 pub mod method;
-pub mod submission;
 pub mod models;
 pub mod params;
 pub mod stats;
+pub mod submission;
 pub mod twin;
 
 #[cfg(test)]
@@ -42,7 +42,6 @@ pub const METHODS: &[(&[&str], method::Parse)] = &[
     (&["etkf"], parse::<etkf::ETKF>),
     (&["letkf"], parse::<letkf::LETKF>),
 ];
-
 
 /// The method named `kind` (any of its [`METHODS`] names, any case) with
 /// `params`; `at` names the table in errors (e.g.

@@ -2,8 +2,8 @@
 //! the same forward model and observation operator the methods then use.
 
 use super::linalg;
-use geohost_sandbox::model::{ForwardModel, ObsOperator};
 use anyhow::{Context, Result};
+use geohost_sandbox::model::{ForwardModel, ObsOperator};
 use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 use rand_distr::StandardNormal;

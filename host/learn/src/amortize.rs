@@ -5,12 +5,12 @@
 //! register it as a `predictor`.
 
 use crate::mdn::{Mdn, MdnSpec, Training};
-use geohost_da::params::prior::Prior;
 use crate::refine::{Forward, Predictor, RefineSpec};
-use geohost_sandbox::model::{ObsOperator, Simulator};
+use anyhow::{bail, Result};
+use geohost_da::params::prior::Prior;
 use geohost_netcdf::{common_attrs, nc_bytes, Var};
 use geohost_registry::{NewArtifact, Registry};
-use anyhow::{bail, Result};
+use geohost_sandbox::model::{ObsOperator, Simulator};
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;

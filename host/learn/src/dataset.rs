@@ -11,10 +11,10 @@
 //! and `y(sample, state)` (the state `lead` model steps later), with the
 //! spec, dt and model as global attributes.
 
-use geohost_sandbox::model::ForwardModel;
+use anyhow::{bail, Context, Result};
 use geohost_netcdf::Array2;
 use geohost_registry::{NewArtifact, Registry};
-use anyhow::{bail, Context, Result};
+use geohost_sandbox::model::ForwardModel;
 use nalgebra::DMatrix;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};

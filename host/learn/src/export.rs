@@ -72,7 +72,10 @@ pub fn fill(template: &[u8], payload: &[u8]) -> Result<Vec<u8>> {
         bail!("the posterior template's weights slot is not empty or not whole (an exported component, not the template?)");
     }
     if payload.len() > CAPACITY {
-        bail!("the predictor needs {} bytes of weights, but the posterior component holds at most {CAPACITY}: train a smaller network ([step5] network.hidden)", payload.len());
+        bail!(
+            "the predictor needs {} bytes of weights, but the posterior component holds at most {CAPACITY}: train a smaller network ([step5] network.hidden)",
+            payload.len()
+        );
     }
     let mut out = template.to_vec();
     out[len_at..len_at + 4].copy_from_slice(&(payload.len() as u32).to_le_bytes());

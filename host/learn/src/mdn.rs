@@ -20,14 +20,14 @@
 //! observation) and maps back. Weights are stored as safetensors with the description
 //! (sizes, standardisation, prior) in the metadata.
 
-use geohost_da::params::prior::{Marginal, Prior};
-use crate::{row_moments as moments, standardised_rows as table};
 use crate::fused::{AdamW as FusedAdamW, FitData, MlpTrainer};
-use crate::stopping::EarlyStopping;
 use crate::net::Scaling;
 use crate::net::{read_geohost_metadata, write_safetensors};
+use crate::stopping::EarlyStopping;
+use crate::{row_moments as moments, standardised_rows as table};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
+use geohost_da::params::prior::{Marginal, Prior};
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -315,14 +315,7 @@ impl Mdn {
             add_noise(x, rng);
         };
         let fitted = net
-            .fit(
-                data,
-                spec.early_stopping().schedule(),
-                &mut rng,
-                refresh,
-                |out, theta, delta| mixture_nll(out, theta, dim, k, delta),
-                progress,
-            )
+            .fit(data, spec.early_stopping().schedule(), &mut rng, refresh, |out, theta, delta| mixture_nll(out, theta, dim, k, delta), progress)
             .map_err(|e| anyhow::anyhow!("posterior training diverged at epoch {} (validation NLL {}); lower [step5] lr", e.epoch, e.val))?;
         mdn.set_params(net.params())?;
         let training = Training {

@@ -4,8 +4,8 @@
 //! the network as one batch.
 
 use crate::net::Net;
-use geohost_sandbox::model::{first_non_finite, ForwardModel, ModelInfo};
 use anyhow::{bail, Result};
+use geohost_sandbox::model::{first_non_finite, ForwardModel, ModelInfo};
 use nalgebra::DMatrix;
 
 pub struct NeuralForward {

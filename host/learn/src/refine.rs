@@ -25,8 +25,8 @@
 //! first stage was trained on.
 
 use crate::mdn::{to_unbounded, Mdn, MdnSpec, Training};
-use geohost_da::params::prior::{Marginal, Prior, PriorSpec};
 use anyhow::{bail, Context, Result};
+use geohost_da::params::prior::{Marginal, Prior, PriorSpec};
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;

@@ -10,14 +10,14 @@
 //! noise: a held-out RMSE well below the noise sd means inference through
 //! the emulator should match inference through the plugins.
 
-use geohost_da::params::prior::Prior;
-use crate::{row_moments, standardised_rows as table};
 use crate::fused::{mse, AdamW, FitData, MlpTrainer};
-use crate::stopping::EarlyStopping;
 use crate::net::{read_geohost_metadata, write_safetensors, Scaling};
-use geohost_sandbox::model::{ObsInfo, ObsOperator, Simulator, SimulatorInfo};
+use crate::stopping::EarlyStopping;
+use crate::{row_moments, standardised_rows as table};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor, Var};
+use geohost_da::params::prior::Prior;
+use geohost_sandbox::model::{ObsInfo, ObsOperator, Simulator, SimulatorInfo};
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -193,14 +193,7 @@ impl StaticEmulator {
         let data = FitData { inputs: &mut tx, targets: &ty, val_inputs: &vx, val_targets: &vy, input_width: thetas.nrows(), target_width: hx.nrows() };
         let fitted = emulator
             .net
-            .fit(
-                data,
-                spec.early_stopping().schedule(),
-                &mut rng,
-                |_, _| {},
-                mse,
-                &mut |_, _, _| {},
-            )
+            .fit(data, spec.early_stopping().schedule(), &mut rng, |_, _| {}, mse, &mut |_, _, _| {})
             .map_err(|e| anyhow::anyhow!("emulator training diverged at epoch {}; lower [step3] lr", e.epoch))?;
         // The held-out error in observation units.
         let p = hx.nrows();

@@ -11,12 +11,12 @@
 use crate::dataset::Dataset;
 use crate::fused::{self, MlpTrainer};
 use crate::net::{Arch, Description, Net, Scaling};
+use crate::stopping::EarlyStopping;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use crate::stopping::EarlyStopping;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 

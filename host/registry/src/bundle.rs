@@ -224,10 +224,18 @@ fn import_unexplained(registry: &mut Registry, path: &Path, options: &ImportOpti
     let signature = signature.map(|s| String::from_utf8(s).map_err(|_| refuse(format!("{SIGNATURE} is not text")))).transpose()?;
     let (publisher, verified) = match (&signature, trusted.is_empty()) {
         (Some(sig), false) => (format!("key {}", signing::verify(&trusted, sig, &manifest_bytes).map_err(|e| refuse(format!("{e:#}")))?), true),
-        (None, false) => return Err(refuse("it is not signed, and this import trusts only signed bundles (from the keys given with --trust or in the registry's trusted-keys/)".into())),
+        (None, false) => {
+            return Err(refuse(
+                "it is not signed, and this import trusts only signed bundles (from the keys given with --trust or in the registry's trusted-keys/)".into(),
+            ))
+        }
         (sig, true) => {
             let claimed = manifest.publisher.clone().unwrap_or_else(|| "no publisher named".into());
-            let signer = sig.as_deref().and_then(signing::claimed_signer).map(|k| format!(", signed by key {k} (no trusted key to check it)")).unwrap_or_else(|| ", unsigned".into());
+            let signer = sig
+                .as_deref()
+                .and_then(signing::claimed_signer)
+                .map(|k| format!(", signed by key {k} (no trusted key to check it)"))
+                .unwrap_or_else(|| ", unsigned".into());
             (format!("{claimed}{signer}"), false)
         }
     };

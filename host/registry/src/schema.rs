@@ -161,7 +161,8 @@ fn rename_duplicates(tx: &rusqlite::Transaction<'_>) -> Result<Vec<String>> {
                AND (b.created < a.created OR (b.created = a.created AND b.id < a.id)))
          ORDER BY a.created, a.id",
     )?;
-    let later: Vec<(String, String, String, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<_>>()?;
+    let later: Vec<(String, String, String, String)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<_>>()?;
     let mut notes = Vec::new();
     for (id, kind, name, version) in later {
         let renamed = renamed_version(&version, &id);

@@ -93,7 +93,8 @@ pub fn trusted_keys(registry_dir: &Path) -> Result<Vec<PublicKey>> {
 /// Sign `manifest` (the bundle's manifest.json bytes).
 pub fn sign(sk: &SecretKey, manifest: &[u8]) -> Result<String> {
     let trusted = format!("geohost bundle manifest {}", crate::artifact_id(manifest));
-    let sig = minisign::sign(None, sk, Cursor::new(manifest), Some(&trusted), Some("signature of a geohost bundle manifest")).context("signing the manifest")?;
+    let sig =
+        minisign::sign(None, sk, Cursor::new(manifest), Some(&trusted), Some("signature of a geohost bundle manifest")).context("signing the manifest")?;
     Ok(sig.into_string())
 }
 
@@ -105,7 +106,8 @@ pub fn verify(keys: &[PublicKey], signature: &str, manifest: &[u8]) -> Result<St
     let Some(pk) = keys.iter().find(|k| k.keynum() == sig.keynum()) else {
         bail!("it is signed by key {signer}, which is not a trusted key");
     };
-    minisign::verify(pk, &sig, Cursor::new(manifest), true, false, false).map_err(|e| anyhow::anyhow!("its signature by key {signer} does not verify ({e}): the manifest was changed after signing"))?;
+    minisign::verify(pk, &sig, Cursor::new(manifest), true, false, false)
+        .map_err(|e| anyhow::anyhow!("its signature by key {signer} does not verify ({e}): the manifest was changed after signing"))?;
     Ok(signer)
 }
 

@@ -103,7 +103,14 @@ impl WasmFilter {
         }
         let analysis = DMatrix::from_vec(m, n, out.data);
         if let Some((member, index)) = first_non_finite(&analysis) {
-            return Err(SandboxError::NonFinite { plugin: self.instance.plugin.clone(), call: "analyse", member, index, value: analysis[(index, member)], time: t });
+            return Err(SandboxError::NonFinite {
+                plugin: self.instance.plugin.clone(),
+                call: "analyse",
+                member,
+                index,
+                value: analysis[(index, member)],
+                time: t,
+            });
         }
         Ok(analysis)
     }

@@ -109,7 +109,9 @@ pub fn compile_in_child(exe: &Path, file: &Path, world: World, limits: &Limits, 
             let how = match (code, signal_of(&status)) {
                 (_, Some(libc::SIGXCPU)) | (_, Some(libc::SIGKILL)) => "the child ran out of CPU time or was killed".to_string(),
                 (_, Some(sig)) => format!("the child died of signal {sig} (an allocation beyond its address space aborts it)"),
-                (Some(code), None) => format!("the child exited with status {code}{}", if stderr.is_empty() { String::new() } else { format!(": {}", last_line(&stderr)) }),
+                (Some(code), None) => {
+                    format!("the child exited with status {code}{}", if stderr.is_empty() { String::new() } else { format!(": {}", last_line(&stderr)) })
+                }
                 (None, None) => "the child ended abnormally".to_string(),
             };
             Err(IsolateError::Limits { file: file.display().to_string(), memory_mib: compile.memory_mib, cpu_s: compile.cpu_s, how })
@@ -144,7 +146,8 @@ pub fn child_main(args: &[String]) -> i32 {
         eprintln!("{SUBCOMMAND}: internal subcommand; expected WORLD FILE CACHE_DIR LIMITS COMPILE_LIMITS");
         return 2;
     };
-    let (Some(world), Ok(limits), Ok(compile)) = (World::parse(world), serde_json::from_str::<Limits>(limits), serde_json::from_str::<CompileLimits>(compile)) else {
+    let (Some(world), Ok(limits), Ok(compile)) = (World::parse(world), serde_json::from_str::<Limits>(limits), serde_json::from_str::<CompileLimits>(compile))
+    else {
         eprintln!("{SUBCOMMAND}: malformed arguments");
         return 2;
     };

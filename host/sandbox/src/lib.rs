@@ -31,10 +31,10 @@ mod simulate;
 pub use cache::CompileCache;
 pub use filter::{FilterInfo, Problem, WasmFilter, MAX_MEMBERS};
 pub use forward::WasmForward;
-pub use posterior::{PosteriorInfo, WasmPosterior};
 pub use limits::Limits;
 pub use metric::{MemberTable, MetricValue, Table, WasmMetric};
 pub use observe::WasmObs;
+pub use posterior::{PosteriorInfo, WasmPosterior};
 pub use simulate::WasmSimulator;
 
 use limits::StoreLimiter;
@@ -222,11 +222,9 @@ impl Runtime {
         let malformed = |reason: String| SandboxError::Malformed { plugin: plugin.into(), path: path.into(), reason };
         check_header(bytes).map_err(&malformed)?;
         let hash = blake3::hash(bytes);
-        let component = self
-            .cache
-            .as_ref()
-            .and_then(|cache| cache.get(&self.engine, &hash))
-            .ok_or_else(|| malformed("no compiled form in the compile cache (the isolated compile did not leave one); refusing to compile it in the host process".into()))?;
+        let component = self.cache.as_ref().and_then(|cache| cache.get(&self.engine, &hash)).ok_or_else(|| {
+            malformed("no compiled form in the compile cache (the isolated compile did not leave one); refusing to compile it in the host process".into())
+        })?;
         check_world(&self.engine, &component, plugin, path, world)?;
         Ok(LoadedComponent { plugin: plugin.into(), path: path.into(), hash, size: bytes.len(), component, from_cache: true })
     }
@@ -370,7 +368,17 @@ impl<B> Instance<B> {
         let bindings = instantiate(&mut store, &loaded.component, &runtime.linker())
             .map_err(|e| SandboxError::Instantiate { plugin: loaded.plugin.clone(), reason: format!("{e:#}") })?;
         let armed = limits.fuel;
-        Ok(Instance { plugin: loaded.plugin.clone(), store, bindings, limits, poisoned: None, fuel_budget: None, fuel_total: None, armed, used: Accounting::default() })
+        Ok(Instance {
+            plugin: loaded.plugin.clone(),
+            store,
+            bindings,
+            limits,
+            poisoned: None,
+            fuel_budget: None,
+            fuel_total: None,
+            armed,
+            used: Accounting::default(),
+        })
     }
 
     /// Cap the fuel of all later calls together at what is left of a

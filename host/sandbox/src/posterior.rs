@@ -96,7 +96,13 @@ impl WasmPosterior {
         }
         let draws = DMatrix::from_vec(d, n, out.data);
         if let Some((member, index)) = crate::model::first_non_finite(&draws) {
-            return Err(SandboxError::NonFiniteOutput { plugin: self.instance.plugin.clone(), call: "sample", row: member, index, value: draws[(index, member)] });
+            return Err(SandboxError::NonFiniteOutput {
+                plugin: self.instance.plugin.clone(),
+                call: "sample",
+                row: member,
+                index,
+                value: draws[(index, member)],
+            });
         }
         Ok(draws)
     }

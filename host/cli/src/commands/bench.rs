@@ -329,9 +329,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let mut registry = Registry::open_existing(&dir)?;
             if import {
                 let bytes = read_file_or_artifact(Some(&registry), &contract, "revealed seeds")?;
-                let revealed: hidden::Revealed = serde_json::from_slice(&bytes).with_context(|| format!("{contract} is not what `geohost bench reveal` writes"))?;
+                let revealed: hidden::Revealed =
+                    serde_json::from_slice(&bytes).with_context(|| format!("{contract} is not what `geohost bench reveal` writes"))?;
                 hidden::import_revealed(&mut registry, &revealed)?;
-                println!("{} seeds of contract {} ({}) match their commitments and are in this registry; its reports can be rescored here", revealed.seeds.len(), revealed.name, revealed.contract);
+                println!(
+                    "{} seeds of contract {} ({}) match their commitments and are in this registry; its reports can be rescored here",
+                    revealed.seeds.len(),
+                    revealed.name,
+                    revealed.contract
+                );
                 return Ok(());
             }
             let id = match std::fs::read(&contract) {

@@ -40,7 +40,9 @@ pub fn run(args: InspectArgs) -> Result<()> {
         World::StaticModel => serde_json::to_value(WasmSimulator::new(&runtime, &loaded, &args.config)?.info())?,
         World::Filter => {
             let problem = match &args.problem {
-                Some(json) => serde_json::from_str(json).context("--problem must be a JSON object with state_size, obs_size, noise_variance, locations, grid, dt")?,
+                Some(json) => {
+                    serde_json::from_str(json).context("--problem must be a JSON object with state_size, obs_size, noise_variance, locations, grid, dt")?
+                }
                 None => geohost_sandbox::Problem {
                     state_size: 40,
                     obs_size: 40,

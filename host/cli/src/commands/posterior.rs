@@ -54,7 +54,8 @@ pub fn load_predictor(predictor: &str, registry_dir: &Path) -> Result<LoadedPred
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "posterior".into());
         return Ok(LoadedPredictor { label: predictor.into(), name, id: None, bytes });
     }
-    let reg = Registry::open_existing(registry_dir).with_context(|| format!("`{predictor}` is not a file, and the registry to look it up in could not be opened"))?;
+    let reg =
+        Registry::open_existing(registry_dir).with_context(|| format!("`{predictor}` is not a file, and the registry to look it up in could not be opened"))?;
     let id = reg.resolve(predictor)?;
     let artifact = reg.get(&id)?;
     if artifact.role.as_deref() != Some("predictor") {

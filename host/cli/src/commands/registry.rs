@@ -326,10 +326,14 @@ pub fn run(args: RegistryArgs) -> Result<()> {
             let reg = Registry::open_existing(&dir)?;
             let ids = references.iter().map(|r| reg.resolve(r)).collect::<Result<Vec<_>>>()?;
             let report = bundle::export(&reg, &ids, &path, &bundle::ExportOptions { sign: sign.as_deref(), publisher })?;
-            print(json, json!({ "bundle": path.display().to_string(), "id": report.bundle, "signed_by": report.signed_by, "artifacts": report.artifacts }), || {
-                let signed = report.signed_by.as_ref().map(|k| format!(", signed by key {k}")).unwrap_or_default();
-                format!("exported {} artifact(s) to {} (bundle {}{signed})", report.artifacts.len(), path.display(), report.bundle)
-            })
+            print(
+                json,
+                json!({ "bundle": path.display().to_string(), "id": report.bundle, "signed_by": report.signed_by, "artifacts": report.artifacts }),
+                || {
+                    let signed = report.signed_by.as_ref().map(|k| format!(", signed by key {k}")).unwrap_or_default();
+                    format!("exported {} artifact(s) to {} (bundle {}{signed})", report.artifacts.len(), path.display(), report.bundle)
+                },
+            )
         }
         RegistryCommand::Import { bundle: path, trust, rename_conflicts, max_entry_mib, max_total_mib } => {
             let mut reg = Registry::open(&dir)?;
@@ -355,7 +359,11 @@ pub fn run(args: RegistryArgs) -> Result<()> {
         RegistryCommand::Keygen { prefix } => {
             let (secret, public, id) = signing::keygen(&prefix)?;
             print(json, json!({ "key_id": id, "secret_key": secret, "public_key": public }), || {
-                format!("key {id}: secret key {} (keep it private), public key {} (give it to those who import your bundles)", secret.display(), public.display())
+                format!(
+                    "key {id}: secret key {} (keep it private), public key {} (give it to those who import your bundles)",
+                    secret.display(),
+                    public.display()
+                )
             })
         }
         RegistryCommand::Cat { reference, output } => {

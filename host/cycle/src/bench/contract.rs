@@ -9,8 +9,8 @@
 //! self-descriptions, so it runs at pre-registration ([`super::prereg`]).
 
 use crate::pluginset::MethodSpec;
-use geohost_registry::schema::L_TRANSITIONS;
 use anyhow::{bail, Context, Result};
+use geohost_registry::schema::L_TRANSITIONS;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

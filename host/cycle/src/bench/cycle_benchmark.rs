@@ -11,10 +11,10 @@
 use super::contract::Contract;
 use super::prereg;
 use super::score::{self, Report};
-use geohost_registry::{Filter, NewArtifact, Registry};
 use crate::progress::ProgressFactory;
-use geohost_sandbox::Runtime;
 use anyhow::{bail, Context, Result};
+use geohost_registry::{Filter, NewArtifact, Registry};
+use geohost_sandbox::Runtime;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

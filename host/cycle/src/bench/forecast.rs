@@ -8,13 +8,13 @@
 //! `truth(time, state)` with rows case-major (case c, lead l at row
 //! c·leads + l), `time` the lead time, `initial(case, state)`.
 
-use geohost_learn::neural::NeuralForward;
-use geohost_sandbox::model::ForwardModel;
 use crate::outputs::read::{AnalysisFile, Array2, TruthFile};
 use crate::pluginset::Loaded;
 use crate::progress::ProgressFactory;
-use geohost_sandbox::Runtime;
 use anyhow::{bail, Context, Result};
+use geohost_learn::neural::NeuralForward;
+use geohost_sandbox::model::ForwardModel;
+use geohost_sandbox::Runtime;
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

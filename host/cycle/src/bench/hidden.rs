@@ -55,7 +55,13 @@ impl FrozenHidden {
     /// Draw the secret seeds for `spec` and freeze their commitments, for
     /// the reference run `result` of plugin-set `set`. Returns the record
     /// and the seeds (for the registry's private table).
-    pub fn draw(spec: &HiddenSpec, contract_id: &str, set: &Loaded, result: &RunOutput, oracle_method: Option<serde_json::Value>) -> Result<(FrozenHidden, Vec<[u8; 32]>)> {
+    pub fn draw(
+        spec: &HiddenSpec,
+        contract_id: &str,
+        set: &Loaded,
+        result: &RunOutput,
+        oracle_method: Option<serde_json::Value>,
+    ) -> Result<(FrozenHidden, Vec<[u8; 32]>)> {
         if result.plugins[0].kind != "component" {
             bail!("[hidden] experiments are generated with the reference plugin-set's model, which must be a component, not an emulator");
         }
@@ -88,7 +94,10 @@ impl FrozenHidden {
         }
         for (i, (seed, expected)) in seeds.iter().zip(&self.commitments).enumerate() {
             if &commitment(seed, contract_id) != expected {
-                bail!("secret seed {} of contract {contract_id} does not match its frozen commitment {expected}: the registry's secrets table was altered", i + 1);
+                bail!(
+                    "secret seed {} of contract {contract_id} does not match its frozen commitment {expected}: the registry's secrets table was altered",
+                    i + 1
+                );
             }
         }
         Ok(seeds)
@@ -139,7 +148,13 @@ impl ExperimentOutputs {
 
 /// Run `set` (its twin and methods) with `cycles`, and read the files back
 /// from a private scratch directory that is removed afterwards.
-pub fn run_experiment(set: &Loaded, runtime: &Runtime, registry: &mut Registry, cycles: Option<usize>, progress: &mut ProgressFactory<'_>) -> Result<ExperimentOutputs> {
+pub fn run_experiment(
+    set: &Loaded,
+    runtime: &Runtime,
+    registry: &mut Registry,
+    cycles: Option<usize>,
+    progress: &mut ProgressFactory<'_>,
+) -> Result<ExperimentOutputs> {
     let result = crate::run::run(set, runtime, Some(registry), cycles, progress)?;
     let scratch = private_scratch()?;
     let read = (|| {
@@ -215,7 +230,11 @@ pub fn reveal(registry: &mut Registry, contract_id: &str) -> Result<(Revealed, S
     let (artifact, commitments) = frozen_commitments(registry, contract_id)?;
     let seeds = registry.secrets(contract_id)?;
     if seeds.len() != commitments.len() {
-        bail!("this registry holds {} of the {} secret seeds of contract {contract_id}: only the registry that pre-registered it can reveal them", seeds.len(), commitments.len());
+        bail!(
+            "this registry holds {} of the {} secret seeds of contract {contract_id}: only the registry that pre-registered it can reveal them",
+            seeds.len(),
+            commitments.len()
+        );
     }
     let mut revealed = Vec::new();
     for (i, (seed, expected)) in seeds.iter().zip(&commitments).enumerate() {

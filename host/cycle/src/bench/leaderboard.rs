@@ -101,7 +101,8 @@ pub fn leaderboard(registry: &Registry, name: &str) -> Result<Leaderboard> {
             has_hidden = p.experiments.len() > 1 && p.submission.disqualified.is_none();
             let mut row = base(p.submission.name.as_deref().unwrap_or("submission"), &p.candidate, "candidate");
             (row.provenance, row.score, row.scored_on) = (p.provenance.clone(), p.candidate_c2st, on.into());
-            (row.fuel, row.verdict, row.config, row.revealed) = (Some(p.submission.fuel_total), p.verdict.clone(), Some(p.submission.config.clone()), p.revealed);
+            (row.fuel, row.verdict, row.config, row.revealed) =
+                (Some(p.submission.fuel_total), p.verdict.clone(), Some(p.submission.config.clone()), p.revealed);
             rows.push(row);
             for ((label, id), c2st) in p.baselines.iter().zip(&p.baseline_c2st) {
                 let mut row = base(label, id, "baseline");
@@ -112,11 +113,13 @@ pub fn leaderboard(registry: &Registry, name: &str) -> Result<Leaderboard> {
             let report: Report = serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("report {} cannot be read: {e}", r.id))?;
             metric = report.ranking.metric.clone();
             goal = report.goals.get(&metric).copied().unwrap_or(Goal::Lower);
-            let value = |s: &Scored| s.metrics.get(&metric).and_then(|v| match v {
-                MetricValue::Scalar(x) => Some(*x),
-                MetricValue::Vector(v) if !v.is_empty() => Some(v.iter().sum::<f64>() / v.len() as f64),
-                _ => None,
-            });
+            let value = |s: &Scored| {
+                s.metrics.get(&metric).and_then(|v| match v {
+                    MetricValue::Scalar(x) => Some(*x),
+                    MetricValue::Vector(v) if !v.is_empty() => Some(v.iter().sum::<f64>() / v.len() as f64),
+                    _ => None,
+                })
+            };
             for (i, c) in report.candidates.iter().enumerate() {
                 let mut row = base(&c.scored.label, &c.scored.id, "candidate");
                 row.provenance = c.provenance.clone();
@@ -184,17 +187,24 @@ pub fn leaderboard(registry: &Registry, name: &str) -> Result<Leaderboard> {
     Ok(Leaderboard { contract: name.into(), metric, goal: format!("{goal:?}").to_lowercase(), rows, reference })
 }
 
-/// The leaderboard as a table.
+/// The leaderboard as a table, its columns as wide as their longest entry.
 pub fn table(board: &Leaderboard) -> String {
+    let rows: Vec<&Row> = board.rows.iter().chain(&board.reference).collect();
+    let rank = |row: &Row| row.rank.map(|r| r.to_string()).unwrap_or_else(|| if row.role == "candidate" { "-".into() } else { row.role.clone() });
+    let label = |row: &Row| match row.config.as_ref().filter(|c| c.as_object().is_some_and(|o| !o.is_empty())) {
+        Some(c) => format!("{} {c}", row.label),
+        None => row.label.clone(),
+    };
+    let rank_width = rows.iter().map(|r| rank(r).len()).max().unwrap_or(0).max(4);
+    let label_width = rows.iter().map(|r| label(r).chars().count()).max().unwrap_or(0).max(9);
     let mut s = String::new();
     let _ = writeln!(s, "leaderboard of {} by {} ({} is better)", board.contract, board.metric, board.goal);
-    let _ = writeln!(s, "{:>4}  {:<32} {:>10}  {:<13} {:<13} {:>14}  {:<12} {:<8} id", "rank", "candidate", "score", "scored on", "provenance", "fuel", "verdict", "version");
-    let line = |s: &mut String, row: &Row| {
-        let rank = row.rank.map(|r| r.to_string()).unwrap_or_else(|| if row.role == "candidate" { "-".into() } else { row.role.clone() });
-        let mut label = row.label.clone();
-        if let Some(c) = row.config.as_ref().filter(|c| c.as_object().is_some_and(|o| !o.is_empty())) {
-            label = format!("{label} {c}");
-        }
+    let _ = writeln!(
+        s,
+        "{:>rank_width$}  {:<label_width$} {:>10}  {:<13} {:<13} {:>14}  {:<12} {:<8} id",
+        "rank", "candidate", "score", "scored on", "provenance", "fuel", "verdict", "version"
+    );
+    for row in rows {
         let mut notes = Vec::new();
         if row.stale {
             notes.push("stale");
@@ -204,9 +214,9 @@ pub fn table(board: &Leaderboard) -> String {
         }
         let _ = writeln!(
             s,
-            "{:>4}  {:<32} {:>10}  {:<13} {:<13} {:>14}  {:<12} {:<8} {}{}",
-            rank,
-            label,
+            "{:>rank_width$}  {:<label_width$} {:>10}  {:<13} {:<13} {:>14}  {:<12} {:<8} {}{}",
+            rank(row),
+            label(row),
             row.score.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
             row.scored_on,
             row.provenance,
@@ -216,12 +226,6 @@ pub fn table(board: &Leaderboard) -> String {
             &row.id[..row.id.len().min(19)],
             if notes.is_empty() { String::new() } else { format!(" ({})", notes.join(", ")) }
         );
-    };
-    for row in &board.rows {
-        line(&mut s, row);
-    }
-    for row in &board.reference {
-        line(&mut s, row);
     }
     s
 }

@@ -139,15 +139,15 @@ impl PosteriorContract {
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         let set = StaticSet::load(&dir.join(&file.posterior.plugin_set)).map_err(|e| fail(format!("field `posterior.plugin_set`: {e:#}")))?;
-        let oracle = set
-            .set
-            .methods
-            .iter()
-            .find(|m| matches!(m, StaticMethod::Mcmc { .. }))
-            .cloned()
-            .ok_or_else(|| fail(format!("the plugin-set {} has no mcmc [[method]]: the oracle of a posterior benchmark is its MCMC", set.path.display())))?;
+        let oracle =
+            set.set.methods.iter().find(|m| matches!(m, StaticMethod::Mcmc { .. })).cloned().ok_or_else(|| {
+                fail(format!("the plugin-set {} has no mcmc [[method]]: the oracle of a posterior benchmark is its MCMC", set.path.display()))
+            })?;
         if set.set.experiment.is_none() {
-            return Err(fail(format!("the plugin-set {} has no [experiment]: a posterior benchmark's public observation is its synthetic one", set.path.display())));
+            return Err(fail(format!(
+                "the plugin-set {} has no [experiment]: a posterior benchmark's public observation is its synthetic one",
+                set.path.display()
+            )));
         }
         Ok(PosteriorContract { path: path.into(), id: geohost_registry::artifact_id(&bytes), bytes, file, set, oracle })
     }
@@ -296,21 +296,37 @@ fn derive(what: &str, material: &[u8]) -> u64 {
 /// Run and score a `posterior` component. Returns the report and, when it
 /// was read, the component's bytes (for registration).
 pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorContract, options: &SubmitOptions) -> Result<(PosteriorReport, Option<Vec<u8>>)> {
-    let artifact = registry
-        .get(&contract.id)
-        .with_context(|| format!("contract {} ({}) is not pre-registered; run `geohost bench register {}` first", contract.label(), contract.path.display(), contract.path.display()))?;
+    let artifact = registry.get(&contract.id).with_context(|| {
+        format!(
+            "contract {} ({}) is not pre-registered; run `geohost bench register {}` first",
+            contract.label(),
+            contract.path.display(),
+            contract.path.display()
+        )
+    })?;
     let frozen: FrozenPosterior = serde_json::from_value(artifact.metadata["frozen"].clone()).context("the registered contract's frozen record")?;
     if geohost_registry::artifact_id(&contract.set.bytes) != frozen.plugin_set {
-        bail!("the plugin-set {} changed since contract {} was pre-registered: pre-register a new version of the contract", contract.set.path.display(), contract.label());
+        bail!(
+            "the plugin-set {} changed since contract {} was pre-registered: pre-register a new version of the contract",
+            contract.set.path.display(),
+            contract.label()
+        );
     }
     let mut setup = setup(&contract.set, runtime, Some(registry))?;
     let ids = plugin_ids(&setup.components, None)?;
     if ids != [frozen.simulator.clone(), frozen.observations.clone()] {
-        bail!("the plugins of {} changed since contract {} was pre-registered: pre-register a new version of the contract", contract.set.path.display(), contract.label());
+        bail!(
+            "the plugins of {} changed since contract {} was pre-registered: pre-register a new version of the contract",
+            contract.set.path.display(),
+            contract.label()
+        );
     }
     let seeds = registry.secrets(&contract.id)?;
     if seeds.len() != frozen.commitments.len() || seeds.iter().zip(&frozen.commitments).any(|(s, c)| commitment(s, &contract.id) != *c) {
-        bail!("the secret seeds of contract {} are missing or do not match their commitments: only the registry that pre-registered it can score it, unaltered", contract.id);
+        bail!(
+            "the secret seeds of contract {} are missing or do not match their commitments: only the registry that pre-registered it can score it, unaltered",
+            contract.id
+        );
     }
     let budget = contract.file.budget;
     let (mut record, label) = start_record(options, budget, World::Posterior)?;
@@ -331,7 +347,9 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorCo
         observations.push((format!("hidden {}", k + 1), y, seed.to_vec()));
     }
 
-    let StaticMethod::Mcmc { walkers, steps, burn_in, temperatures, synthetic_likelihood } = contract.oracle else { bail!("the oracle of a posterior benchmark is an MCMC method") };
+    let StaticMethod::Mcmc { walkers, steps, burn_in, temperatures, synthetic_likelihood } = contract.oracle else {
+        bail!("the oracle of a posterior benchmark is an MCMC method")
+    };
     crate::static_run::check_likelihoods(geohost_sandbox::model::Simulator::info(&setup.simulator), &r, std::slice::from_ref(&contract.oracle))?;
     let baselines: Vec<geohost_learn::refine::Predictor> =
         frozen.baselines.iter().map(|(_, id)| Ok(geohost_learn::refine::Predictor::from_safetensors(id, &registry.read(id)?)?.0)).collect::<Result<_>>()?;
@@ -366,8 +384,18 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorCo
     }
     for (experiment, y, material) in &observations {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(derive("oracle", material));
-        let mut problem = Problem { prior: prior.clone(), simulator: &mut setup.simulator, obs: &mut setup.obs, y: y.clone(), r: r.clone().into(), seed: sim_seed, simulations: 0, synthetic: synthetic_likelihood };
-        let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0, temperatures }, &mut rng).with_context(|| format!("the MCMC oracle on the {experiment} observation"))?;
+        let mut problem = Problem {
+            prior: prior.clone(),
+            simulator: &mut setup.simulator,
+            obs: &mut setup.obs,
+            y: y.clone(),
+            r: r.clone().into(),
+            seed: sim_seed,
+            simulations: 0,
+            synthetic: synthetic_likelihood,
+        };
+        let chains = mcmc::run(&mut problem, &mcmc::Spec { walkers, steps, burn_in, a: 2.0, temperatures }, &mut rng)
+            .with_context(|| format!("the MCMC oracle on the {experiment} observation"))?;
         drop(problem);
         let oracle_r_hat = chains.diagnostics.r_hat.iter().cloned().fold(1.0, f64::max);
         let mut pick = rand_chacha::ChaCha8Rng::seed_from_u64(derive("subsample", material));
@@ -416,7 +444,8 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorCo
     };
     let candidate_c2st = if record.disqualified.is_some() { None } else { mean(&|e| e.candidate) };
     let baseline_c2st: Vec<f64> = (0..frozen.baselines.len()).map(|i| mean(&|e| Some(e.baselines[i])).expect("every baseline is scored")).collect();
-    let mut ranking: Vec<Ranked> = frozen.baselines.iter().zip(&baseline_c2st).map(|((l, _), c)| Ranked { label: l.clone(), role: "baseline".into(), c2st: *c }).collect();
+    let mut ranking: Vec<Ranked> =
+        frozen.baselines.iter().zip(&baseline_c2st).map(|((l, _), c)| Ranked { label: l.clone(), role: "baseline".into(), c2st: *c }).collect();
     if let Some(c) = candidate_c2st {
         ranking.push(Ranked { label: record.name.clone().unwrap_or(label.clone()), role: "candidate".into(), c2st: c });
     }
@@ -467,7 +496,11 @@ fn verdict_of(v: Verdict) -> Result<Option<super::score::Disqualified>> {
 pub fn table(report: &PosteriorReport) -> String {
     let mut s = String::new();
     let c = &report.contract;
-    let _ = writeln!(s, "posterior benchmark {}@{} ({}): C2ST against {} ({} draws; 0.5 = indistinguishable)", c.name, c.version, c.id, report.oracle, report.draws);
+    let _ = writeln!(
+        s,
+        "posterior benchmark {}@{} ({}): C2ST against {} ({} draws; 0.5 = indistinguishable)",
+        c.name, c.version, c.id, report.oracle, report.draws
+    );
     let mut header = format!("{:<12} {:>10}", "experiment", "candidate");
     for (label, _) in &report.baselines {
         let _ = write!(header, " {:>28}", label);
@@ -486,7 +519,16 @@ pub fn table(report: &PosteriorReport) -> String {
     let order: Vec<String> = report.ranking.iter().map(|r| format!("{} ({}) {:.3}", r.label, r.role, r.c2st)).collect();
     let _ = writeln!(s, "ranking by mean C2ST{}: {}", if report.experiments.len() > 1 { " (hidden observations)" } else { "" }, order.join(" < "));
     let sub = &report.submission;
-    let _ = writeln!(s, "{}: provenance {} ({}, {} bytes), fuel {} of {}", sub.name.as_deref().unwrap_or("submission"), report.provenance, report.candidate, sub.size, sub.fuel_total, sub.budget.fuel_total);
+    let _ = writeln!(
+        s,
+        "{}: provenance {} ({}, {} bytes), fuel {} of {}",
+        sub.name.as_deref().unwrap_or("submission"),
+        report.provenance,
+        report.candidate,
+        sub.size,
+        sub.fuel_total,
+        sub.budget.fuel_total
+    );
     if let Some(d) = &sub.disqualified {
         let at = d.experiment.as_ref().map(|e| format!(", {e} observation")).unwrap_or_default();
         let _ = writeln!(s, "DISQUALIFIED (stage {}{at}): {}", d.stage, d.reason);

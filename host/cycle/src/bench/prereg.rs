@@ -13,10 +13,10 @@
 use super::contract::{Check, Contract};
 use crate::outputs::read::{AnalysisFile, TruthFile};
 use crate::pluginset::PluginSet;
-use geohost_registry::{Filter, NewArtifact, Registry};
 use crate::progress::ProgressFactory;
-use geohost_sandbox::{config_json, Runtime, WasmMetric, World};
 use anyhow::{bail, Context, Result};
+use geohost_registry::{Filter, NewArtifact, Registry};
+use geohost_sandbox::{config_json, Runtime, WasmMetric, World};
 use serde::{Deserialize, Serialize};
 
 /// Every input of a contract, by registry id, as frozen at pre-registration.

@@ -10,9 +10,9 @@
 use super::contract::{Check, Contract, Goal};
 use super::prereg::{lookup, Frozen, FrozenMetric};
 use crate::outputs::read::{AnalysisFile, TruthFile};
+use anyhow::{bail, Context, Result};
 use geohost_registry::{NewArtifact, Registry};
 use geohost_sandbox::{MemberTable, MetricValue, Runtime, Table, WasmMetric, World};
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -448,7 +448,14 @@ pub fn score(registry: &Registry, runtime: &Runtime, contract: &Contract, candid
 
 /// [`score`] without the hidden-contract check, for candidates whose
 /// provenance the caller states.
-pub(super) fn score_frozen(registry: &Registry, runtime: &Runtime, contract: &Contract, frozen: &Frozen, candidates: &[Candidate], provenance: &str) -> Result<Report> {
+pub(super) fn score_frozen(
+    registry: &Registry,
+    runtime: &Runtime,
+    contract: &Contract,
+    frozen: &Frozen,
+    candidates: &[Candidate],
+    provenance: &str,
+) -> Result<Report> {
     let frozen = frozen.clone();
     let reference = Reference::load(registry, &frozen, contract)?;
     let mut components = Components::load(registry, runtime, &frozen)?;
@@ -574,7 +581,13 @@ pub(super) fn primary_metric(contract: &Contract, frozen: &Frozen) -> String {
 
 /// Candidates, oracle and baselines ordered by `metric`'s goal, best first
 /// (each id once; outputs without the metric are left out).
-pub(super) fn rank<'a>(contract: &Contract, metric: &str, candidates: impl Iterator<Item = &'a Scored>, oracle: Option<&Scored>, baselines: &[Scored]) -> Ranking {
+pub(super) fn rank<'a>(
+    contract: &Contract,
+    metric: &str,
+    candidates: impl Iterator<Item = &'a Scored>,
+    oracle: Option<&Scored>,
+    baselines: &[Scored],
+) -> Ranking {
     let goal = contract.goal(metric);
     let mut order: Vec<(f64, RankEntry)> = Vec::new();
     let mut push = |s: &Scored, role: &str| {
@@ -664,9 +677,11 @@ pub fn table(report: &Report) -> String {
     }
     let r = &report.reference;
     let public = if report.hidden.is_some() { "public experiment, for development: " } else { "" };
-    let _ = writeln!(s, "{public}reference {}: {} cases scored (t > {}), ensemble metrics on {} kept ensembles", r.id, r.cases, r.evaluate_after, r.ensemble_cases);
+    let _ =
+        writeln!(s, "{public}reference {}: {} cases scored (t > {}), ensemble metrics on {} kept ensembles", r.id, r.cases, r.evaluate_after, r.ensemble_cases);
     let names: Vec<&String> = report.metric_components.iter().flat_map(|m| m.metrics.iter()).collect();
-    let mut rows: Vec<(String, &Scored)> = report.candidates.iter().filter(|x| x.verdict != DISQUALIFIED).map(|x| ("candidate".to_string(), &x.scored)).collect();
+    let mut rows: Vec<(String, &Scored)> =
+        report.candidates.iter().filter(|x| x.verdict != DISQUALIFIED).map(|x| ("candidate".to_string(), &x.scored)).collect();
     rows.extend(report.oracle.iter().map(|o| ("oracle".to_string(), o)));
     rows.extend(report.baselines.iter().map(|b| ("baseline".to_string(), b)));
     s.push_str(&metric_rows(&names, &rows, &report.goals));

@@ -81,7 +81,13 @@ impl Submitted {
 }
 
 /// Run and score a submission against a pre-registered contract.
-pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &Contract, options: &SubmitOptions, progress: &mut ProgressFactory<'_>) -> Result<Submitted> {
+pub fn submit(
+    registry: &mut Registry,
+    runtime: &Runtime,
+    contract: &Contract,
+    options: &SubmitOptions,
+    progress: &mut ProgressFactory<'_>,
+) -> Result<Submitted> {
     let start = Instant::now();
     let frozen = lookup(registry, contract)?;
     let reference = &contract.file.reference;
@@ -167,7 +173,15 @@ pub(super) fn start_record(options: &SubmitOptions, budget: super::contract::Bud
 
 /// Register a scored submission's component: kind `submission`, tagged
 /// with its world, under `name` or the name it gives itself.
-pub(super) fn add_submission(registry: &mut Registry, bytes: &[u8], name: Option<&str>, record: &SubmissionRecord, step: Option<u8>, l_transition: Option<String>, contract: &str) -> Result<String> {
+pub(super) fn add_submission(
+    registry: &mut Registry,
+    bytes: &[u8],
+    name: Option<&str>,
+    record: &SubmissionRecord,
+    step: Option<u8>,
+    l_transition: Option<String>,
+    contract: &str,
+) -> Result<String> {
     let (id, _) = registry.add(
         bytes,
         &NewArtifact {
@@ -267,7 +281,10 @@ impl Run<'_, '_> {
             let info = geohost_sandbox::model::ForwardModel::info(&model).clone();
             (record.name, record.version) = (Some(info.name.clone()), Some(info.version.clone()));
             if info.state_size != size {
-                let reason = format!("it describes a state of {} values, but the contract's model has {size}: configure it for the model the contract names", info.state_size);
+                let reason = format!(
+                    "it describes a state of {} values, but the contract's model has {size}: configure it for the model the contract names",
+                    info.state_size
+                );
                 return Err(at(disqualified("init", reason, Some(&bytes)), None));
             }
             let outcome = super::forecast::forecast_reference(&mut model, &info.name, truth, truth_id);
@@ -341,7 +358,8 @@ impl Run<'_, '_> {
             };
             // A fresh instance per experiment: nothing carries over from
             // one experiment to the next, and the total budget is shared.
-            let filter = WasmFilter::new(sandbox, loaded, &config, &problem, Some(FuelBudget { total: budget.fuel_total, spent: fuel_spent })).map_err(|e| at(disqualified("init", e, Some(&bytes))))?;
+            let filter = WasmFilter::new(sandbox, loaded, &config, &problem, Some(FuelBudget { total: budget.fuel_total, spent: fuel_spent }))
+                .map_err(|e| at(disqualified("init", e, Some(&bytes))))?;
             (record.name, record.version, record.members) = (Some(filter.info.name.clone()), Some(filter.info.version.clone()), Some(filter.info.members));
             let submission = Submission::new(record.component.clone(), self.options.config.clone(), filter);
             let meter = submission.meter();
@@ -480,14 +498,25 @@ impl Run<'_, '_> {
 
 /// Check the size cap before reading, compile in a child under the
 /// compile limits, then load from the cache only.
-pub(super) fn load_component(options: &SubmitOptions, budget: &super::contract::Budget, record: &mut SubmissionRecord, label: &str, world: World) -> Result<(Runtime, LoadedComponent, Vec<u8>), Verdict> {
+pub(super) fn load_component(
+    options: &SubmitOptions,
+    budget: &super::contract::Budget,
+    record: &mut SubmissionRecord,
+    label: &str,
+    world: World,
+) -> Result<(Runtime, LoadedComponent, Vec<u8>), Verdict> {
     let budget = *budget;
     let path = options.component.as_path();
     let cap = budget.max_component_mib.saturating_mul(1 << 20);
     if record.size > cap {
         return Err(disqualified(
             "size",
-            format!("{} is {} bytes, over the contract's cap of {} MiB (`[budget] max_component_mib`); it was not read", path.display(), record.size, budget.max_component_mib),
+            format!(
+                "{} is {} bytes, over the contract's cap of {} MiB (`[budget] max_component_mib`); it was not read",
+                path.display(),
+                record.size,
+                budget.max_component_mib
+            ),
             None,
         ));
     }

@@ -44,7 +44,13 @@ pub struct Verification {
 }
 
 /// Recompute the report in `report_bytes` and compare.
-pub fn verify(registry: &mut Registry, runtime: &Runtime, report_bytes: &[u8], options: &VerifyOptions<'_>, progress: &mut ProgressFactory<'_>) -> Result<Verification> {
+pub fn verify(
+    registry: &mut Registry,
+    runtime: &Runtime,
+    report_bytes: &[u8],
+    options: &VerifyOptions<'_>,
+    progress: &mut ProgressFactory<'_>,
+) -> Result<Verification> {
     let report_id = geohost_registry::artifact_id(report_bytes);
     let value: Value = serde_json::from_slice(report_bytes).context("the report is not JSON written by geohost")?;
     let posterior = value["kind"] == "posterior";
@@ -54,13 +60,18 @@ pub fn verify(registry: &mut Registry, runtime: &Runtime, report_bytes: &[u8], o
     } else {
         (value["candidates"][0]["submission"]["component"].as_str(), value["candidates"][0]["submission"]["config"].clone())
     };
-    let component = component.filter(|c| c.starts_with("blake3:")).context("the report is not a submission's report (no submitted component was read), so there is nothing to rerun")?.to_string();
+    let component = component
+        .filter(|c| c.starts_with("blake3:"))
+        .context("the report is not a submission's report (no submitted component was read), so there is nothing to rerun")?
+        .to_string();
     let mut differences = Vec::new();
 
     // The submission's bytes: the given file, else the registered one.
     let bytes = match options.component {
         Some(path) => std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-        None => registry.read(&component).with_context(|| format!("the report scored submission {component}, which this registry does not hold (import its bundle, or give --component)"))?,
+        None => registry
+            .read(&component)
+            .with_context(|| format!("the report scored submission {component}, which this registry does not hold (import its bundle, or give --component)"))?,
     };
     let actual = geohost_registry::artifact_id(&bytes);
     if actual != component {
@@ -75,7 +86,8 @@ pub fn verify(registry: &mut Registry, runtime: &Runtime, report_bytes: &[u8], o
 
     // The recomputed report's bytes, serialised as `bench submit` writes them.
     let recomputed = (|| -> Result<Vec<u8>> {
-        let artifact = registry.get(&contract_id).with_context(|| format!("the report's contract {contract_id} is not in this registry: import its bundle first"))?;
+        let artifact =
+            registry.get(&contract_id).with_context(|| format!("the report's contract {contract_id} is not in this registry: import its bundle first"))?;
         let contract_bytes = match options.contract {
             Some(path) => std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
             None => registry.read(&contract_id)?,

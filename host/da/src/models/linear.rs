@@ -1,8 +1,8 @@
 //! Linear models: x(t+dt) = M x(t) and y = H x, with diagonal R. Used to
 //! check the ensemble filters against the exact Kalman update.
 
-use geohost_sandbox::model::{ForwardModel, ModelInfo, ObsInfo, ObsOperator};
 use anyhow::Result;
+use geohost_sandbox::model::{ForwardModel, ModelInfo, ObsInfo, ObsOperator};
 use nalgebra::DMatrix;
 
 pub struct LinearModel {

@@ -1,9 +1,9 @@
 //! Native Lorenz-96, written independently of `plugins/lorenz96` but with
 //! the same arithmetic order, so the wasm plugin must match it bit for bit.
 
-use geohost_sandbox::model::{ForwardModel, Grid, ModelInfo, Parameter};
 use anyhow::Result;
 use geohost_integrate::{rk4_step, Rk4Scratch};
+use geohost_sandbox::model::{ForwardModel, Grid, ModelInfo, Parameter};
 use nalgebra::DMatrix;
 
 pub struct Lorenz96 {

@@ -12,8 +12,8 @@ pub mod esmda;
 pub mod mcmc;
 pub mod prior;
 
-use geohost_sandbox::model::{ObsOperator, Simulator};
 use anyhow::{Context, Result};
+use geohost_sandbox::model::{ObsOperator, Simulator};
 use nalgebra::{DMatrix, DVector};
 use prior::Prior;
 use rand::Rng;
