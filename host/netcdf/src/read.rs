@@ -52,6 +52,14 @@ impl Reader {
         Ok(data)
     }
 
+    /// Variable `name` as f64, all its values (any dimensions, row-major).
+    pub fn var_all(&mut self, name: &str) -> Result<Vec<f64>> {
+        if !self.has_var(name) {
+            bail!("{}: no variable `{name}`; expected {}", self.label, self.expected);
+        }
+        self.inner.read_var_f64(name).map_err(|e| anyhow::anyhow!("{}: cannot read variable `{name}` as f64: {e:?}", self.label))
+    }
+
     pub fn attr(&self, name: &str) -> Result<String> {
         self.inner
             .data_set()
