@@ -156,6 +156,50 @@ pub struct LoadedComponent {
     pub size: usize,
     pub component: Component,
     pub from_cache: bool,
+    /// What it was built from, as far as its bytes tell.
+    pub language: Language,
+}
+
+/// The language a component was built from, as far as its bytes tell. It
+/// decides what a trap most likely means, so messages can say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// Rust, or another language compiled to wasm directly.
+    Rust,
+    /// CPython in the component, built by componentize-py.
+    Python,
+    /// A JavaScript engine in the component, built by componentize-js.
+    JavaScript,
+}
+
+impl Language {
+    /// Recognise the interpreters that componentize-py and componentize-js
+    /// embed by the names their runtimes export.
+    pub fn of(bytes: &[u8]) -> Language {
+        if memchr::memmem::find(bytes, b"componentize_py").is_some() {
+            Language::Python
+        } else if memchr::memmem::find(bytes, b"StarlingMonkey").is_some() || memchr::memmem::find(bytes, b"componentize-js").is_some() {
+            Language::JavaScript
+        } else {
+            Language::Rust
+        }
+    }
+
+    /// What an `unreachable` trap (or most other traps) of such a component means.
+    pub fn trap_hint(self) -> &'static str {
+        match self {
+            Language::Rust => "a Rust plugin traps like this when it panics",
+            Language::Python => {
+                "a Python component (componentize-py) traps like this when it calls print, time, random or files, which the sandbox does not provide \
+                 (WASI is stubbed out), or when an exception escapes an export: remove the call, and return errors (sdk/python's adapters turn exceptions into errors)"
+            }
+            Language::JavaScript => {
+                "a JavaScript component (componentize-js) traps like this when it calls console.log, Date.now, Math.random or another host API, \
+                 which the sandbox does not provide, or when an exception escapes an export"
+            }
+        }
+    }
 }
 
 /// The engine, limits, compile cache and epoch ticker shared by all plugins
@@ -212,7 +256,7 @@ impl Runtime {
         }
         .map_err(|e| malformed(format!("{e:#}")))?;
         check_world(&self.engine, &component, plugin, path, world)?;
-        Ok(LoadedComponent { plugin: plugin.into(), path: path.into(), hash, size: bytes.len(), component, from_cache })
+        Ok(LoadedComponent { plugin: plugin.into(), path: path.into(), hash, size: bytes.len(), component, from_cache, language: Language::of(bytes) })
     }
 
     /// As [`Runtime::load_bytes`], but only from the compile cache: the
@@ -226,7 +270,7 @@ impl Runtime {
             malformed("no compiled form in the compile cache (the isolated compile did not leave one); refusing to compile it in the host process".into())
         })?;
         check_world(&self.engine, &component, plugin, path, world)?;
-        Ok(LoadedComponent { plugin: plugin.into(), path: path.into(), hash, size: bytes.len(), component, from_cache: true })
+        Ok(LoadedComponent { plugin: plugin.into(), path: path.into(), hash, size: bytes.len(), component, from_cache: true, language: Language::of(bytes) })
     }
 
     /// A fresh store with this runtime's limits.
@@ -321,6 +365,7 @@ fn check_world(engine: &Engine, component: &Component, plugin: &str, path: &Path
 /// that turns failures into [`SandboxError`]s. Shared by the world adapters.
 struct Instance<B> {
     plugin: String,
+    language: Language,
     store: Store<StoreLimiter>,
     bindings: B,
     limits: Limits,
@@ -370,6 +415,7 @@ impl<B> Instance<B> {
         let armed = limits.fuel;
         Ok(Instance {
             plugin: loaded.plugin.clone(),
+            language: loaded.language,
             store,
             bindings,
             limits,
@@ -462,14 +508,11 @@ impl<B> Instance<B> {
                 trap: Trap::MemoryOutOfBounds.to_string(),
                 hint: "a Rust plugin traps like this when its stack, which lives in linear memory, overflows: unbounded recursion? Or a bad pointer",
             },
-            Some(trap) => SandboxError::Trap { plugin, call, trap: trap.to_string(), hint: TRAP_HINT },
-            None => SandboxError::Trap { plugin, call, trap: format!("{error:#}"), hint: TRAP_HINT },
+            Some(trap) => SandboxError::Trap { plugin, call, trap: trap.to_string(), hint: self.language.trap_hint() },
+            None => SandboxError::Trap { plugin, call, trap: format!("{error:#}"), hint: self.language.trap_hint() },
         }
     }
 }
-
-/// What most traps of a Rust plugin mean.
-const TRAP_HINT: &str = "a Rust plugin traps like this when it panics";
 
 /// Set `fuel` and reset the deadline before a call.
 fn arm(store: &mut Store<StoreLimiter>, limits: &Limits, fuel: u64) {

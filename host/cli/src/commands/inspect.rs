@@ -60,14 +60,19 @@ pub fn run(args: InspectArgs) -> Result<()> {
             serde_json::json!({ "name": m.name, "version": m.version, "metrics": m.metrics })
         }
     };
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "path": args.plugin.display().to_string(),
         "blake3": format!("blake3:{}", loaded.hash.to_hex()),
         "size": loaded.size,
         "world": world.name(),
+        "language": loaded.language,
         "compiled_from_cache": loaded.from_cache,
         "info": info,
     });
+    if loaded.language != geohost_sandbox::Language::Rust {
+        // What its traps will mean, said before the first one.
+        report["note"] = format!("if it traps with `unreachable`: {}", loaded.language.trap_hint()).into();
+    }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
