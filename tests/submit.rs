@@ -272,6 +272,25 @@ fn the_etkf_submission_matches_the_native_etkf_on_hidden_experiments_and_rescore
     assert!(table.contains("hidden evaluation: 2 experiments") && table.contains("on the hidden experiments (the official one)"), "{table}");
 }
 
+/// The same nudging written in Python (plugins/python/filter-nudging) is
+/// the same submission as far as the scores go: every analysis is the same
+/// arithmetic, so every metric agrees to the last bit; only the fuel differs.
+#[test]
+fn a_python_filter_submission_scores_as_its_rust_twin() {
+    let host = Host::new();
+    let contract = host.contract("hidden.toml", "l96-hidden-py", HIDDEN);
+    let rust = host.submit(&contract, &plugin("filter-nudging"), r#"{"N": 10, "gain": 0.5}"#);
+    let python = host.submit(&contract, &plugin("filter-nudging-py"), r#"{"N": 10, "gain": 0.5}"#);
+    for (r, p) in [(&rust["candidates"][0], &python["candidates"][0]), (&rust["hidden"]["candidates"][0], &python["hidden"]["candidates"][0])] {
+        for metric in ["rmse", "bias", "crps", "spread_skill"] {
+            assert_eq!(scalar(p, metric), scalar(r, metric), "{metric}: {p} vs {r}");
+        }
+    }
+    assert_eq!(python["verdict"], rust["verdict"]);
+    let fuel = |report: &Value| report["candidates"][0]["submission"]["fuel_total"].as_u64().unwrap();
+    assert_ne!(fuel(&python), fuel(&rust), "{python}");
+}
+
 #[test]
 fn a_simple_nudging_submission_ranks_between_the_oracle_and_climatology_and_fails_calibration() {
     let host = Host::new();
