@@ -38,7 +38,7 @@ fn a_generated_plugin_of_every_world_builds_outside_the_repository_and_runs() {
     let out = geohost(h).args(["new", "plugin", "my-metric", "--world", "metric", "--dir"]).arg(h).output().unwrap();
     assert!(!out.status.success() && stderr(&out).contains("already exists"), "{}", stderr(&out));
     let out = geohost(h).args(["new", "plugin", "9lives", "--world", "metric", "--dir"]).arg(h).output().unwrap();
-    assert!(!out.status.success() && stderr(&out).contains("is not a crate name"), "{}", stderr(&out));
+    assert!(!out.status.success() && stderr(&out).contains("is not a plugin name"), "{}", stderr(&out));
 
     // The generated forward model in a twin experiment with 3D-Var.
     let set = h.join("oscillators.toml");
@@ -56,6 +56,51 @@ fn a_generated_plugin_of_every_world_builds_outside_the_repository_and_runs() {
     let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
     let rmse = |i: usize| rows[i]["rmse_a"].as_f64().unwrap_or_else(|| panic!("{}", rows[i]));
     assert!(rmse(1) < rmse(0), "3D-Var ({}) beats climatology ({}) on the generated model", rmse(1), rmse(0));
+}
+
+/// Build one generated Python plugin folder with plugins/build-python.sh.
+pub fn build_python(dir: &std::path::Path) {
+    let out = std::process::Command::new("bash").arg(repo_root().join("plugins/build-python.sh")).arg(dir).output().unwrap();
+    assert!(out.status.success(), "plugins/build-python.sh {}: {}", dir.display(), stderr(&out));
+}
+
+#[test]
+fn a_generated_python_plugin_of_every_world_builds_and_runs() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    for world in ["forward-model", "obs-operator", "metric", "static-model", "filter"] {
+        let name = format!("py-{world}");
+        let out = geohost(h).args(["new", "plugin", &name, "--world", world, "--lang", "python", "--dir"]).arg(h).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains("plugins/build-python.sh"), "it says how to build: {}", stdout(&out));
+        assert!(h.join(&name).join("app.py").is_file() && h.join(&name).join("plugin.toml").is_file());
+        build_python(&h.join(&name));
+        let wasm = h.join(&name).join("dist").join(format!("{name}.wasm"));
+        let out = geohost(h).args(["inspect", "--world", world]).arg(&wasm).output().unwrap();
+        assert!(out.status.success(), "{world}: {}", stderr(&out));
+        let info: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(info["info"]["name"], name.as_str());
+        assert_eq!(info["language"], "python");
+    }
+    let out = geohost(h).args(["new", "plugin", "x", "--world", "metric", "--lang", "python", "--sdk", "/tmp", "--dir"]).arg(h).output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("--sdk is for Rust plugins"), "{}", stderr(&out));
+
+    // The generated Python model and operator in a twin experiment with 3D-Var.
+    let set = h.join("oscillators.toml");
+    std::fs::write(
+        &set,
+        format!(
+            "[model]\nplugin = \"{}\"\nconfig = {{ pairs = 4 }}\n[observations]\nplugin = \"{}\"\nconfig = {{ stride = 1, variance = 0.01 }}\n[experiment]\ncycles = 200\nburn_in = 1.0\nseed = 1\nx0 = 1.0\nx0_variance = 0.1\n[[method]]\nmethod = \"climatology\"\n[[method]]\nmethod = \"3dvar\"\nxB = 0.1\n",
+            h.join("py-forward-model/dist/py-forward-model.wasm").display(),
+            h.join("py-obs-operator/dist/py-obs-operator.wasm").display()
+        ),
+    )
+    .unwrap();
+    let out = geohost(h).args(["run", "--json", "--no-registry"]).arg(&set).arg("--out").arg(h.join("out")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let rmse = |i: usize| rows[i]["rmse_a"].as_f64().unwrap_or_else(|| panic!("{}", rows[i]));
+    assert!(rmse(1) < rmse(0), "3D-Var ({}) beats climatology ({}) on the generated Python model", rmse(1), rmse(0));
 }
 
 /// The README's walk-through, from an empty folder to a scored plugin, run

@@ -291,6 +291,20 @@ fn a_python_filter_submission_scores_as_its_rust_twin() {
     assert_ne!(fuel(&python), fuel(&rust), "{python}");
 }
 
+/// `geohost new plugin --lang python --world filter` writes a serial
+/// perturbed-observation EnKF that passes a hidden benchmark as generated.
+#[test]
+fn a_generated_python_enkf_passes_a_hidden_contract() {
+    let host = Host::new();
+    let contract = host.contract("hidden.toml", "l96-hidden-py-enkf", HIDDEN);
+    host.ok(&["new", "plugin", "py-enkf", "--world", "filter", "--lang", "python", "--dir", &host.path("").display().to_string()]);
+    crate::authors::build_python(&host.path("py-enkf"));
+    let report = host.submit(&contract, &host.path("py-enkf/dist/py-enkf.wasm"), r#"{"N": 20, "infl": 1.06}"#);
+    let rmse = scalar(&report["hidden"]["candidates"][0], "rmse");
+    assert!(rmse < scalar(&report["hidden"]["baselines"][1], "rmse"), "better than 3D-Var: {rmse}");
+    assert_eq!(report["verdict"], "pass", "{report:#}");
+}
+
 #[test]
 fn a_simple_nudging_submission_ranks_between_the_oracle_and_climatology_and_fails_calibration() {
     let host = Host::new();

@@ -13,7 +13,7 @@ pub struct NewArgs {
 
 #[derive(Subcommand)]
 pub enum NewWhat {
-    /// A plugin crate (Rust, geohost-sdk) for one world, with a small working model to replace; build it with `plugins/build.sh DIR`.
+    /// A plugin folder for one world, with a small working plugin to replace; build it with `plugins/build.sh DIR` (Rust) or `plugins/build-python.sh DIR` (Python).
     Plugin {
         /// The plugin's name (a crate name: letters, digits, `-`, `_`).
         name: String,
@@ -25,7 +25,7 @@ pub enum NewWhat {
         /// The geohost-sdk to depend on: a path [default: this geohost's sdk/ folder].
         #[arg(long)]
         sdk: Option<PathBuf>,
-        /// The plugin's language; only Rust is generated so far.
+        /// The plugin's language: Rust (geohost-sdk, built by plugins/build.sh) or Python (sdk/python, built by plugins/build-python.sh).
         #[arg(long, default_value = "rust", value_parser = ["rust", "python"])]
         lang: String,
     },
@@ -33,39 +33,68 @@ pub enum NewWhat {
 
 pub fn run(args: NewArgs) -> Result<()> {
     let NewWhat::Plugin { name, world, dir, sdk, lang } = args.what;
-    if lang != "rust" {
-        bail!("--lang python is not generated yet; see docs/plugins.md for componentize-py, or use --lang rust");
-    }
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') || name.starts_with(|c: char| c.is_ascii_digit()) {
-        bail!("`{name}` is not a crate name: use letters, digits, `-` and `_`, not starting with a digit");
-    }
-    let sdk = match sdk {
-        Some(p) => p,
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk"),
-    };
-    let sdk =
-        sdk.canonicalize().with_context(|| format!("the SDK folder {} does not exist: give --sdk PATH (the geohost repository's sdk/)", sdk.display()))?;
-    if !sdk.join("Cargo.toml").is_file() {
-        bail!("{} is not the geohost SDK (no Cargo.toml): give --sdk PATH", sdk.display());
+        bail!("`{name}` is not a plugin name: use letters, digits, `-` and `_`, not starting with a digit");
     }
     let root = dir.join(&name);
     if root.exists() {
         bail!("{} already exists; choose another name or --dir", root.display());
     }
-    let source = rust_template(&world)?;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let build = match lang.as_str() {
+        "python" => {
+            if sdk.is_some() {
+                bail!("--sdk is for Rust plugins; a Python plugin is built against this repository's sdk/python by plugins/build-python.sh");
+            }
+            write_python(&root, &name, &world)?;
+            repo.join("plugins/build-python.sh")
+        }
+        _ => {
+            write_rust(&root, &name, &world, sdk.unwrap_or_else(|| repo.join("sdk")))?;
+            repo.join("plugins/build.sh")
+        }
+    };
+    let build = build.canonicalize().unwrap_or(build);
+    println!("created {} ({world} plugin `{name}`, {lang})", root.display());
+    println!("build it:    bash {} {}", build.display(), root.display());
+    println!("inspect it:  geohost inspect {} --world {world}", root.join("dist").join(format!("{name}.wasm")).display());
+    Ok(())
+}
+
+/// A Rust crate depending on the SDK at `sdk` by path.
+fn write_rust(root: &Path, name: &str, world: &str, sdk: PathBuf) -> Result<()> {
+    let sdk =
+        sdk.canonicalize().with_context(|| format!("the SDK folder {} does not exist: give --sdk PATH (the geohost repository's sdk/)", sdk.display()))?;
+    if !sdk.join("Cargo.toml").is_file() {
+        bail!("{} is not the geohost SDK (no Cargo.toml): give --sdk PATH", sdk.display());
+    }
+    let source = rust_template(world)?;
     std::fs::create_dir_all(root.join("src")).with_context(|| format!("cannot create {}", root.display()))?;
     let manifest = format!(
         "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\ngeohost-sdk = {{ path = \"{}\" }}\n\n[profile.release]\nopt-level = 3\nlto = true\ncodegen-units = 1\npanic = \"abort\"\nstrip = true\n\n# Its own workspace, wherever it is created.\n[workspace]\n",
         sdk.display()
     );
     std::fs::write(root.join("Cargo.toml"), manifest)?;
-    std::fs::write(root.join("src/lib.rs"), source.replace("{{name}}", &name))?;
+    std::fs::write(root.join("src/lib.rs"), source.replace("{{name}}", name))?;
     std::fs::write(root.join(".gitignore"), "/target\n/dist\n")?;
-    let build = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/build.sh");
-    let build = build.canonicalize().unwrap_or(build);
-    println!("created {} ({world} plugin `{name}`)", root.display());
-    println!("build it:    bash {} {}", build.display(), root.display());
-    println!("inspect it:  geohost inspect {} --world {world}", root.join("dist").join(format!("{name}.wasm")).display());
+    Ok(())
+}
+
+/// A Python plugin folder: `app.py` and the `plugin.toml` that
+/// plugins/build-python.sh reads (name and world).
+fn write_python(root: &Path, name: &str, world: &str) -> Result<()> {
+    let source = match world {
+        "forward-model" => include_str!("../../templates/python/forward-model.py"),
+        "obs-operator" => include_str!("../../templates/python/obs-operator.py"),
+        "metric" => include_str!("../../templates/python/metric.py"),
+        "static-model" => include_str!("../../templates/python/static-model.py"),
+        "filter" => include_str!("../../templates/python/filter.py"),
+        other => bail!("no Python template for the world `{other}`"),
+    };
+    std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    std::fs::write(root.join("app.py"), source.replace("{{name}}", name))?;
+    std::fs::write(root.join("plugin.toml"), format!("name = \"{name}\"\nworld = \"{world}\"\n"))?;
+    std::fs::write(root.join(".gitignore"), "/dist\n__pycache__/\n")?;
     Ok(())
 }
 
