@@ -7,5 +7,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 plugins/build.sh
 plugins/build-python.sh
+plugins/build-js.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

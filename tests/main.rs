@@ -11,7 +11,7 @@ mod emulate;
 mod infer;
 mod metrics;
 mod posterior_component;
-mod python;
+mod languages;
 mod registry;
 mod sandbox;
 mod submit;

@@ -1,6 +1,8 @@
 //! Plugins written in Python (sdk/python, plugins/python, built by
-//! plugins/build-python.sh with componentize-py): the same numbers as the
-//! Rust plugins, and failures that say what happened in Python terms.
+//! plugins/build-python.sh with componentize-py) and JavaScript
+//! (plugins/js, built by plugins/build-js.sh with componentize-js): the
+//! same numbers as the Rust plugins, and failures that say what happened in
+//! the plugin's own terms.
 
 use crate::common::{geohost, plugin, stderr, stdout};
 use geohost_sandbox::model::ForwardModel;
@@ -45,6 +47,24 @@ fn the_python_lorenz96_and_operator_give_the_rust_truth_and_etkf_bit_for_bit() {
     assert_eq!(python["spread_a"], rust["spread_a"]);
     let rmse = rust["rmse_a"].as_f64().unwrap();
     assert!((0.15..0.25).contains(&rmse), "ETKF N=20 on Lorenz-96: {rmse}");
+}
+
+#[test]
+fn the_javascript_lorenz96_gives_the_rust_truth_and_etkf_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rust, rust_truth) = twin(dir.path(), "rust", "lorenz96", "obs-subset", r#"{ select = "all", variance = 1.0 }"#);
+    let (js, js_truth) = twin(dir.path(), "js", "lorenz96-js", "obs-subset", r#"{ select = "all", variance = 1.0 }"#);
+    assert_eq!(js_truth, rust_truth, "truth trajectories differ");
+    assert_eq!(js["rmse_a"], rust["rmse_a"], "{js} vs {rust}");
+
+    // A config error is the plugin's own message; the component says it is JavaScript.
+    let rt = Runtime::new(Limits::default(), None).unwrap();
+    let loaded = rt.load("lorenz96-js", &plugin("lorenz96-js"), World::ForwardModel).unwrap();
+    assert_eq!(loaded.language, geohost_sandbox::Language::JavaScript);
+    let err = WasmForward::new(&rt, &loaded, r#"{"F": "x"}"#).err().unwrap().to_string();
+    assert!(err.contains("rejected its config: config key `F` must be a finite number"), "{err}");
+    let err = WasmForward::new(&rt, &loaded, r#"{"size": 3}"#).err().unwrap().to_string();
+    assert!(err.contains("`size` must be an integer of at least 4"), "{err}");
 }
 
 #[test]
