@@ -111,6 +111,68 @@ pub fn forward_cost(runtime: &Runtime, plugin: &Path, members: usize, cycles: us
     Ok(s)
 }
 
+/// The same Lorenz-96 written in Rust, Python (componentize-py) and
+/// JavaScript (componentize-js): component size, compile time on first
+/// load and from the compile cache, and ms per ETKF analysis cycle through
+/// each (paired samples, so a burst of load hits all three), with the
+/// ratio to Rust.
+pub fn language_cost(plugins: &Path, members: usize, cycles: usize, samples: usize) -> Result<String> {
+    let names = ["lorenz96", "lorenz96-py", "lorenz96-js"];
+    let cache = tempfile_dir()?;
+    let mut s = String::new();
+    let _ = writeln!(s, "Lorenz-96 (40 variables) as a component in three languages; ETKF N={members}, {cycles} cycles per sample, median of {samples} samples");
+    let _ = writeln!(s, "  {:<14} {:>9} {:>16} {:>16} {:>12} {:>10}", "component", "MB", "first compile s", "cached load ms", "ms/cycle", "vs Rust");
+    let mut models = Vec::new();
+    let mut rows = Vec::new();
+    for name in names {
+        let path = plugins.join(format!("{name}.wasm"));
+        let size = std::fs::metadata(&path).map_err(|e| anyhow::anyhow!("{}: {e} (build it: plugins/build.sh, build-python.sh, build-js.sh)", path.display()))?.len();
+        let start = Instant::now();
+        Runtime::new(Limits::default(), Some(cache.clone()))?.load(name, &path, World::ForwardModel)?;
+        let first = start.elapsed().as_secs_f64();
+        let runtime = Runtime::new(Limits::default(), Some(cache.clone()))?;
+        let start = Instant::now();
+        let loaded = runtime.load(name, &path, World::ForwardModel)?;
+        let cached = start.elapsed().as_secs_f64() * 1e3;
+        anyhow::ensure!(loaded.from_cache, "{name}: the second load did not come from the compile cache");
+        let model = WasmForward::new(&runtime, &loaded, r#"{"F": 8.0, "size": 40}"#)?;
+        models.push((runtime, model));
+        rows.push((name, size as f64 / 1e6, first, cached));
+    }
+    let mut obs = LinearObs::new(DMatrix::identity(40, 40), vec![1.0; 40]);
+    let mut x0 = vec![0.0; 40];
+    x0[0] = 1.0;
+    let chronology = Chronology { dt: 0.05, steps_per_obs: 1, cycles, burn_in: 0.0 };
+    let prior = Prior { mean: DVector::from_vec(x0), variance: 0.001 };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let twin = twin::simulate(&mut Lorenz96::new(40, 8.0), &mut obs, chronology, prior, &mut rng)?;
+    let params = toml::Table::from_iter([("N".to_string(), toml::Value::Integer(members as i64)), ("infl".to_string(), toml::Value::Float(1.02))]);
+    let etkf = geohost_da::parse_method("etkf", &params, "perf languages")?;
+    let mut cycle_ms = |model: &mut dyn ForwardModel| -> Result<f64> {
+        let start = Instant::now();
+        etkf.run(&twin, model, &mut obs, 7, Default::default(), &mut |_| {})?;
+        Ok(start.elapsed().as_secs_f64() * 1e3 / cycles as f64)
+    };
+    let mut times = vec![Vec::new(); names.len()];
+    let mut ratios = vec![Vec::new(); names.len()];
+    for sample in 0..=samples {
+        let ms = models.iter_mut().map(|(_, m)| cycle_ms(m)).collect::<Result<Vec<f64>>>()?;
+        if sample == 0 {
+            continue; // warm-up
+        }
+        for (i, t) in ms.iter().enumerate() {
+            times[i].push(*t);
+            ratios[i].push(t / ms[0]);
+        }
+    }
+    for (i, (name, mb, first, cached)) in rows.into_iter().enumerate() {
+        let (t, r) = (median(times[i].clone()), median(ratios[i].clone()));
+        let _ = writeln!(s, "  {name:<14} {mb:>9.1} {first:>16.2} {cached:>16.1} {t:>12.3} {r:>9.1}×");
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+    Ok(s.trim_end().to_string())
+}
+
 /// Registry throughput: BLAKE3 over a 1 GiB file (one thread and all
 /// threads, memory-mapped), and registering small artifacts (each one a
 /// durable blob write plus a transaction).

@@ -26,6 +26,22 @@ enum PerfTarget {
     Submission(SubmissionPerfArgs),
     /// Step-5 posterior on sbibm's 10-D linear-Gaussian task: C2ST against the exact posterior, training and sampling time
     Posterior(PosteriorPerfArgs),
+    /// Lorenz-96 in Rust, Python and JavaScript: component size, first and cached compile, ms per ETKF cycle and the ratio to Rust.
+    Languages(LanguagesPerfArgs),
+}
+
+#[derive(Args)]
+struct LanguagesPerfArgs {
+    /// Directory holding lorenz96.wasm, lorenz96-py.wasm and lorenz96-js.wasm.
+    #[arg(long, default_value = "plugins/dist")]
+    plugins: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    members: usize,
+    /// Cycles per timing sample.
+    #[arg(long, default_value_t = 100)]
+    cycles: usize,
+    #[arg(long, default_value_t = 5)]
+    samples: usize,
 }
 
 #[derive(Args)]
@@ -137,6 +153,7 @@ pub fn run(args: PerfArgs) -> Result<()> {
             let spec = geohost_learn::mdn::MdnSpec { components: p.components, hidden: p.hidden, lr: p.lr, batch: p.batch, ..Default::default() };
             perf::posterior_benchmark(p.simulations, p.observations, p.samples, &spec)?
         }
+        Some(PerfTarget::Languages(l)) => perf::language_cost(&l.plugins, l.members, l.cycles, l.samples)?,
         None => perf_da(DaPerfArgs::parse_from(["da"]))?,
     };
     println!("{report}");
