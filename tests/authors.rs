@@ -103,17 +103,16 @@ fn a_generated_python_plugin_of_every_world_builds_and_runs() {
     assert!(rmse(1) < rmse(0), "3D-Var ({}) beats climatology ({}) on the generated Python model", rmse(1), rmse(0));
 }
 
-/// The README's walk-through, from an empty folder to a scored plugin, run
-/// as written: its shell block, line for line, in a folder laid out like a
+/// Run a document's walk-through as written: the `sh` block after its
+/// `<!-- walk-through` marker, line for line, in a folder laid out like a
 /// fresh clone (cycles/, contracts/ and plugins/ of this repository), with
-/// a fresh HOME and this build's `geohost` on the PATH.
-#[test]
-fn the_readme_walk_through_takes_a_new_filter_from_an_empty_folder_to_a_scored_submission() {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let marker = readme.find("<!-- walk-through").expect("README.md has the walk-through marker");
-    let start = marker + readme[marker..].find("```sh\n").expect("a sh block after the marker") + 6;
-    let block = &readme[start..start + readme[start..].find("```\n").unwrap()];
-    assert!(block.contains("geohost bench submit") && block.contains("geohost new plugin"), "{block}");
+/// a fresh HOME and this build's `geohost` first on the PATH. Returns its
+/// standard output and the HOME it ran in.
+pub fn run_walk_through(document: &str) -> (String, tempfile::TempDir) {
+    let text = std::fs::read_to_string(repo_root().join(document)).unwrap();
+    let marker = text.find("<!-- walk-through").unwrap_or_else(|| panic!("{document} has the walk-through marker"));
+    let start = marker + text[marker..].find("```sh\n").expect("a sh block after the marker") + 6;
+    let block = &text[start..start + text[start..].find("\n```\n").unwrap() + 1];
 
     let tmp = tempfile::tempdir().unwrap();
     let (clone, home) = (tmp.path().join("clone"), tmp.path().join("home"));
@@ -135,9 +134,16 @@ fn the_readme_walk_through_takes_a_new_filter_from_an_empty_folder_to_a_scored_s
         .env("CARGO_TARGET_DIR", repo_root().join("plugins/target"))
         .output()
         .unwrap();
-    let (text, err) = (stdout(&out), stderr(&out));
-    assert!(out.status.success(), "the walk-through failed:\n{text}\n{err}");
-    assert!(home.join("plugins/my-enkf/dist/my-enkf.wasm").is_file());
+    let text = stdout(&out);
+    assert!(out.status.success(), "the walk-through of {document} failed:\n{block}\n{text}\n{}", stderr(&out));
+    (text, tmp)
+}
+
+/// The README's walk-through, from an empty folder to a scored plugin.
+#[test]
+fn the_readme_walk_through_takes_a_new_filter_from_an_empty_folder_to_a_scored_submission() {
+    let (text, tmp) = run_walk_through("README.md");
+    assert!(tmp.path().join("home/plugins/my-enkf/dist/my-enkf.wasm").is_file());
     assert!(text.contains("verdict: pass"), "the generated EnKF passes the hidden benchmark:\n{text}");
     let row = text.lines().find(|l| l.trim_start().starts_with("1  my-enkf@0.1.0")).unwrap_or_else(|| panic!("ranked first on the leaderboard:\n{text}"));
     assert!(row.contains("component") && row.contains("hidden mean"), "{row}");

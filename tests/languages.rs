@@ -151,3 +151,18 @@ fn inspect_says_a_python_component_is_python_and_compiles_it_once() {
     assert_eq!(rust["language"], "rust");
     assert!(rust.get("note").is_none());
 }
+
+/// sdk/python/README.md's walk-through, from nothing to a Python model and
+/// operator that `geohost run` uses, run as written.
+#[test]
+fn the_python_sdk_walk_through_runs_as_written() {
+    let (text, tmp) = crate::authors::run_walk_through("sdk/python/README.md");
+    let home = tmp.path().join("home");
+    assert!(home.join("plugins/tide/dist/tide.wasm").is_file() && home.join("plugins/out/truth.nc").is_file());
+    let rmse = |method: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(method)).unwrap_or_else(|| panic!("no {method} row:\n{text}"));
+        line.split_whitespace().nth(if method == "ETKF" { 3 } else { 1 }).unwrap().parse().unwrap()
+    };
+    assert!(rmse("ETKF") < 0.1 * rmse("Climatology"), "{text}");
+    assert!(home.join(".local/share/geohost/registry").is_dir(), "the run is recorded in the default registry");
+}
