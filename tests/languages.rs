@@ -4,7 +4,7 @@
 //! same numbers as the Rust plugins, and failures that say what happened in
 //! the plugin's own terms.
 
-use crate::common::{geohost, plugin, stderr, stdout};
+use crate::common::{geohost, geohost_shared_cache, plugin, shared_cache, stderr, stdout};
 use geohost_sandbox::model::ForwardModel;
 use geohost_sandbox::{Limits, MemberTable, MetricValue, Runtime, SandboxError, Table, WasmForward, WasmMetric, World};
 use nalgebra::DMatrix;
@@ -26,7 +26,7 @@ fn twin(dir: &Path, name: &str, model: &str, obs: &str, obs_config: &str) -> (Va
     )
     .unwrap();
     let out_dir = dir.join(name);
-    let out = geohost(dir).args(["run", "-q", "--json", "--no-registry"]).arg(&set).arg("--out").arg(&out_dir).output().unwrap();
+    let out = geohost_shared_cache(dir).args(["run", "-q", "--json", "--no-registry"]).arg(&set).arg("--out").arg(&out_dir).output().unwrap();
     assert!(out.status.success(), "{name}: {}", stderr(&out));
     let rows: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let truth = netcdf3::FileReader::open(out_dir.join("truth.nc")).unwrap().read_var_f64("truth").unwrap();
@@ -58,7 +58,7 @@ fn the_javascript_lorenz96_gives_the_rust_truth_and_etkf_bit_for_bit() {
     assert_eq!(js["rmse_a"], rust["rmse_a"], "{js} vs {rust}");
 
     // A config error is the plugin's own message; the component says it is JavaScript.
-    let rt = Runtime::new(Limits::default(), None).unwrap();
+    let rt = Runtime::new(Limits::default(), Some(shared_cache())).unwrap();
     let loaded = rt.load("lorenz96-js", &plugin("lorenz96-js"), World::ForwardModel).unwrap();
     assert_eq!(loaded.language, geohost_sandbox::Language::JavaScript);
     let err = WasmForward::new(&rt, &loaded, r#"{"F": "x"}"#).err().unwrap().to_string();
@@ -69,7 +69,7 @@ fn the_javascript_lorenz96_gives_the_rust_truth_and_etkf_bit_for_bit() {
 
 #[test]
 fn the_python_metric_agrees_with_metrics_standard() {
-    let rt = Runtime::new(Limits::default(), None).unwrap();
+    let rt = Runtime::new(Limits::default(), Some(shared_cache())).unwrap();
     let metric = |name: &str, config: &str| {
         let loaded = rt.load(name, &plugin(name), World::Metric).unwrap();
         WasmMetric::new(&rt, &loaded, config).unwrap()
@@ -97,7 +97,7 @@ fn the_python_metric_agrees_with_metrics_standard() {
 
 #[test]
 fn a_raising_python_plugin_reports_its_exception_and_a_wasi_call_is_explained() {
-    let rt = Runtime::new(Limits::default(), None).unwrap();
+    let rt = Runtime::new(Limits::default(), Some(shared_cache())).unwrap();
     let loaded = rt.load("hostile-py", &plugin("testkit-hostile-py"), World::ForwardModel).unwrap();
     assert_eq!(loaded.language, geohost_sandbox::Language::Python);
     let advance = |mode: &str| {

@@ -25,6 +25,21 @@ pub fn geohost(cache: &Path) -> Command {
     cmd
 }
 
+/// The compile cache shared by tests that load the big interpreter
+/// components (Python, JavaScript: 10–20 s each to compile): entries are
+/// keyed by content hash, checksummed and written atomically, so parallel
+/// tests share them safely.
+pub fn shared_cache() -> PathBuf {
+    repo_root().join("target").join("test-compile-cache")
+}
+
+/// [`geohost`] with its own registry under `dir` but the [`shared_cache`].
+pub fn geohost_shared_cache(dir: &Path) -> Command {
+    let mut cmd = geohost(dir);
+    cmd.env("GEOHOST_CACHE_DIR", shared_cache());
+    cmd
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

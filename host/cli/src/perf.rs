@@ -120,13 +120,15 @@ pub fn language_cost(plugins: &Path, members: usize, cycles: usize, samples: usi
     let names = ["lorenz96", "lorenz96-py", "lorenz96-js"];
     let cache = tempfile_dir()?;
     let mut s = String::new();
-    let _ = writeln!(s, "Lorenz-96 (40 variables) as a component in three languages; ETKF N={members}, {cycles} cycles per sample, median of {samples} samples");
+    let _ =
+        writeln!(s, "Lorenz-96 (40 variables) as a component in three languages; ETKF N={members}, {cycles} cycles per sample, median of {samples} samples");
     let _ = writeln!(s, "  {:<14} {:>9} {:>16} {:>16} {:>12} {:>10}", "component", "MB", "first compile s", "cached load ms", "ms/cycle", "vs Rust");
     let mut models = Vec::new();
     let mut rows = Vec::new();
     for name in names {
         let path = plugins.join(format!("{name}.wasm"));
-        let size = std::fs::metadata(&path).map_err(|e| anyhow::anyhow!("{}: {e} (build it: plugins/build.sh, build-python.sh, build-js.sh)", path.display()))?.len();
+        let size =
+            std::fs::metadata(&path).map_err(|e| anyhow::anyhow!("{}: {e} (build it: plugins/build.sh, build-python.sh, build-js.sh)", path.display()))?.len();
         let start = Instant::now();
         Runtime::new(Limits::default(), Some(cache.clone()))?.load(name, &path, World::ForwardModel)?;
         let first = start.elapsed().as_secs_f64();

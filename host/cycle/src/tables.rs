@@ -173,7 +173,15 @@ mod tests {
         let err = read_samples(&path, &["a".to_string(), "c".to_string()]).unwrap_err().to_string();
         assert!(err.contains("no parameter `c`"), "{err}");
         // Parameters of different lengths, and NetCDF-4.
-        let bytes = nc_bytes(&[("n", 3), ("m", 2)], &[Var { name: "a", dims: &["n"], data: &[1.0, 2.0, 3.0], units: "1", long_name: "" }, Var { name: "b", dims: &["m"], data: &[1.0, 2.0], units: "1", long_name: "" }], &[]).unwrap();
+        let bytes = nc_bytes(
+            &[("n", 3), ("m", 2)],
+            &[
+                Var { name: "a", dims: &["n"], data: &[1.0, 2.0, 3.0], units: "1", long_name: "" },
+                Var { name: "b", dims: &["m"], data: &[1.0, 2.0], units: "1", long_name: "" },
+            ],
+            &[],
+        )
+        .unwrap();
         std::fs::write(&path, bytes).unwrap();
         let err = read_samples(&path, &names).unwrap_err().to_string();
         assert!(err.contains("variable `b` has 2 values, `a` has 3"), "{err}");
