@@ -315,6 +315,72 @@ fn a_generated_python_enkf_passes_a_hidden_contract() {
     assert_eq!(report["verdict"], "pass", "{report:#}");
 }
 
+/// Anti-probing: a contract caps hidden scorings per submitter per day
+/// (refused before anything runs, nothing written) and publishes hidden
+/// scores rounded until its seeds are revealed; the registry's reports keep
+/// full precision.
+#[test]
+fn anti_probing_caps_scorings_per_submitter_and_rounds_published_scores_until_reveal() {
+    let host = Host::new();
+    let bad = host.path("bad.toml");
+    std::fs::write(&bad, contract_text("l96-bad", &host.path("set.toml")) + "\n[hidden]\nexperiments = 1\nmax_scorings_per_day = 0\n").unwrap();
+    let err = host.fails(&["bench", "register", "-q", &bad.display().to_string()]);
+    assert!(err.contains("max_scorings_per_day") && err.contains("at least 1"), "{err}");
+
+    let contract = host.contract("capped.toml", "l96-capped", "\n[hidden]\nexperiments = 1\nmax_scorings_per_day = 2\npublish_precision = 0.01\n");
+    let nudging = plugin("filter-nudging").display().to_string();
+    let submit = |who: &str, gain: &str| {
+        host.cmd(&["bench", "submit", "-q", "--json", &contract, &nudging, "--submitter", who, "--config", &format!(r#"{{"gain": {gain}}}"#)])
+    };
+    let err = host.fails(&["bench", "submit", "-q", &contract, &nudging]);
+    assert!(err.contains("allows each submitter 2 hidden scoring(s) per 24 hours") && err.contains("--submitter NAME"), "{err}");
+    let err = host.fails(&["bench", "submit", "-q", &contract, &nudging, "--submitter", " alice"]);
+    assert!(err.contains("no spaces at either end"), "{err}");
+
+    let first = submit("alice", "0.5");
+    assert!(first.status.success(), "{}", stderr(&first));
+    let first: Value = serde_json::from_str(&stdout(&first)).unwrap();
+    assert_eq!(first["candidates"][0]["submission"]["submitter"], "alice");
+    assert!(submit("alice", "0.6").status.success());
+    let reports = host.list().iter().filter(|a| a["kind"] == "report").count();
+    let third = submit("alice", "0.7");
+    let err = stderr(&third);
+    assert!(!third.status.success() && err.contains("submitter `alice` has had 2 hidden scoring(s)") && err.contains("the next is allowed after"), "{err}");
+    assert_eq!(host.list().iter().filter(|a| a["kind"] == "report").count(), reports, "a refused scoring writes nothing");
+    assert!(submit("bob", "0.7").status.success(), "another submitter has its own count");
+
+    // The published leaderboard rounds every hidden score to 0.01; the
+    // report keeps full precision.
+    let full = scalar(&first["hidden"]["candidates"][0], "rmse");
+    assert!(((full * 100.0).round() - full * 100.0).abs() > 1e-9, "a full-precision score: {full}");
+    let board: Value = serde_json::from_str(&host.ok(&["bench", "leaderboard", "--json", &contract])).unwrap();
+    let rows: Vec<&Value> = board["rows"].as_array().unwrap().iter().chain(board["reference"].as_array().unwrap()).collect();
+    assert_eq!(board["rows"].as_array().unwrap().len(), 3, "three scorings");
+    assert!(board["reference"].as_array().unwrap().len() >= 2, "the oracle and the baselines: {board}");
+    for row in &rows {
+        let score = row["score"].as_f64().unwrap();
+        assert!(row["rounded_to"] == 0.01 && ((score * 100.0).round() - score * 100.0).abs() < 1e-9, "{row}");
+    }
+    let alice = rows.iter().find(|r| r["config"]["gain"] == 0.5).unwrap();
+    assert_eq!(alice["score"].as_f64().unwrap(), (full * 100.0).round() / 100.0);
+    assert!(host.ok(&["bench", "leaderboard", &contract]).contains("published rounded to 0.01 until the contract's seeds are revealed"));
+
+    // After the reveal, the leaderboard shows full precision.
+    host.ok(&["bench", "reveal", &contract, "--out", host.path("seeds.json").to_str().unwrap()]);
+    let board: Value = serde_json::from_str(&host.ok(&["bench", "leaderboard", "--json", &contract])).unwrap();
+    let alice = board["rows"].as_array().unwrap().iter().find(|r| r["config"]["gain"] == 0.5).unwrap();
+    assert_eq!(alice["score"].as_f64().unwrap(), full);
+    assert!(alice.get("rounded_to").is_none(), "{alice}");
+    // A report with a submitter recomputes byte for byte.
+    let report = std::fs::read_dir(host.path("out/reports"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"submitter\": \"alice\"") && t.contains("\"gain\": 0.5")))
+        .expect("alice's first report is in out/reports");
+    let verified = host.ok(&["bench", "verify", report.to_str().unwrap()]);
+    assert!(verified.contains("matches: recomputed") && verified.contains("every byte the same"), "{verified}");
+}
+
 #[test]
 fn a_simple_nudging_submission_ranks_between_the_oracle_and_climatology_and_fails_calibration() {
     let host = Host::new();

@@ -484,6 +484,7 @@ pub fn submission_cost(runtime: &Runtime, plugins: &Path, members: usize, cycles
             name: None,
             exe: std::env::current_exe()?,
             cache_dir: dir.join("cache"),
+            submitter: None,
         };
         let mut times = Vec::new();
         for i in 0..=small {

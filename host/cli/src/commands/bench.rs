@@ -5,7 +5,7 @@ use super::{progress_factory, SandboxArgs};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use geohost_cycle::bench::cycle_benchmark::{self as cycle, Cycle};
-use geohost_cycle::bench::{diff, hidden, leaderboard, posterior, prereg, score, submit, verify, Contract, Report};
+use geohost_cycle::bench::{diff, hidden, leaderboard, posterior, prereg, probing, score, submit, verify, Contract, Report};
 use geohost_registry::{artifact_id, default_dir, Registry};
 use geohost_sandbox::Limits;
 use std::path::{Path, PathBuf};
@@ -64,6 +64,9 @@ enum BenchCommand {
         /// Print the report instead of the table.
         #[arg(long)]
         json: bool,
+        /// Who submits it: recorded in the report, and counted against a contract's `max_scorings_per_day` (required there).
+        #[arg(long)]
+        submitter: Option<String>,
         #[arg(long, short)]
         quiet: bool,
         #[command(flatten)]
@@ -280,16 +283,30 @@ pub fn run(args: BenchArgs) -> Result<()> {
             eprintln!("report {} ({id}) registered in {}", path.display(), registry.dir().display());
             Ok(())
         }
-        BenchCommand::Submit { contract, component, name, config, out, json, quiet, sandbox } => {
+        BenchCommand::Submit { contract, component, name, config, out, json, submitter, quiet, sandbox } => {
             let mut registry = Registry::open_existing(&dir)?;
             let posterior_contract = match std::fs::read_to_string(&contract) {
                 Ok(text) if posterior::is_posterior(&text) => Some(posterior::PosteriorContract::load(Path::new(&contract))?),
                 _ => None,
             };
+            let filter_contract = match &posterior_contract {
+                Some(_) => None,
+                None => Some(load_contract(&registry, &contract)?),
+            };
+            // Anti-probing: refused before anything is compiled or run.
+            if let Some(s) = &submitter {
+                probing::check_submitter(s)?;
+            }
+            let (name_of, cap) = match (&posterior_contract, &filter_contract) {
+                (Some(c), _) => (&c.file.name, c.file.hidden.as_ref().and_then(|h| h.max_scorings_per_day)),
+                (_, Some(c)) => (&c.file.name, c.file.hidden.as_ref().and_then(|h| h.max_scorings_per_day)),
+                (None, None) => bail!("{contract}: neither a posterior benchmark nor a contract"),
+            };
+            probing::check_cap(&registry, name_of, cap, submitter.as_deref())?;
             let runtime = sandbox.runtime(Limits::default())?;
             let config: serde_json::Value = serde_json::from_str(&config).context("--config must be a JSON object, e.g. '{\"N\": 28}'")?;
             let (exe, cache_dir, scratch) = compile_child(&sandbox)?;
-            let options = submit::SubmitOptions { component, config, name, exe, cache_dir };
+            let options = submit::SubmitOptions { component, config, name, exe, cache_dir, submitter };
             if let Some(c) = posterior_contract {
                 let report = posterior::submit(&mut registry, &runtime, &c, &options);
                 if let Some(s) = &scratch {
@@ -307,7 +324,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 eprintln!("report {} ({id}) registered in {}", path.display(), registry.dir().display());
                 return Ok(());
             }
-            let contract = load_contract(&registry, &contract)?;
+            let Some(contract) = filter_contract else { bail!("{contract}: not a contract") };
             let mut progress = progress_factory(quiet);
             let submitted = submit::submit(&mut registry, &runtime, &contract, &options, &mut progress);
             if let Some(s) = &scratch {

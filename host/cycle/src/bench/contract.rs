@@ -86,6 +86,14 @@ pub struct HiddenSpec {
     pub experiments: usize,
     /// Observation cycles of each (default: the reference plugin-set's).
     pub cycles: Option<usize>,
+    /// Anti-probing: hidden scorings one submitter may have per 24 hours
+    /// (`bench submit --submitter NAME` then required; see `super::probing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_scorings_per_day: Option<u32>,
+    /// Anti-probing: the leaderboard publishes hidden scores rounded to
+    /// this until the seeds are revealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_precision: Option<f64>,
 }
 
 /// Most hidden experiments a contract may ask for.
@@ -480,6 +488,7 @@ impl ContractFile {
             if !(1..=MAX_HIDDEN_EXPERIMENTS).contains(&h.experiments) {
                 bail!("field `hidden.experiments`: expected 1 to {MAX_HIDDEN_EXPERIMENTS} experiments, got {}", h.experiments);
             }
+            super::probing::validate(h.max_scorings_per_day, h.publish_precision)?;
             if h.cycles == Some(0) {
                 bail!("field `hidden.cycles` must be at least 1");
             }

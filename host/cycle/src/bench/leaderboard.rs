@@ -45,6 +45,10 @@ pub struct Row {
     pub stale: bool,
     /// Scored after the seeds were revealed: not blind.
     pub revealed: bool,
+    /// The hidden score is published rounded to this (the contract's
+    /// `publish_precision`, until its seeds are revealed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rounded_to: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -75,6 +79,11 @@ pub fn leaderboard(registry: &Registry, name: &str) -> Result<Leaderboard> {
         let version = versions.iter().find(|v| r.metadata["contract"].as_str() == Some(&v.id)).expect("filtered above");
         let bytes = registry.read(&r.id)?;
         let stale = r.stale || version.stale;
+        // Anti-probing: hidden scores published rounded until the reveal.
+        let publish = match super::probing::publish_precision(&registry.read(&version.id)?) {
+            Some(p) if !super::hidden::is_revealed(registry, &version.id)? => Some(p),
+            _ => None,
+        };
         let base = |label: &str, id: &str, role: &str| Row {
             rank: None,
             label: label.into(),
@@ -91,6 +100,7 @@ pub fn leaderboard(registry: &Registry, name: &str) -> Result<Leaderboard> {
             date: r.created.clone(),
             stale,
             revealed: false,
+            rounded_to: None,
         };
         let mut rows = Vec::new();
         let mut refs = Vec::new();
@@ -151,6 +161,12 @@ pub fn leaderboard(registry: &Registry, name: &str) -> Result<Leaderboard> {
                 refs.push(row);
             }
         }
+        if let Some(p) = publish {
+            for row in rows.iter_mut().chain(refs.iter_mut()).filter(|row| row.scored_on == "hidden mean") {
+                row.score = row.score.map(|x| super::probing::round_to(x, p));
+                row.rounded_to = Some(p);
+            }
+        }
         if (has_hidden, r.created.clone()) >= latest {
             latest = (has_hidden, r.created.clone());
             reference = refs;
@@ -199,6 +215,10 @@ pub fn table(board: &Leaderboard) -> String {
     let label_width = rows.iter().map(|r| label(r).chars().count()).max().unwrap_or(0).max(9);
     let mut s = String::new();
     let _ = writeln!(s, "leaderboard of {} by {} ({} is better)", board.contract, board.metric, board.goal);
+    if let Some(p) = rows.iter().find_map(|r| r.rounded_to) {
+        let _ =
+            writeln!(s, "hidden scores are published rounded to {p} until the contract's seeds are revealed (full precision stays in the registry's reports)");
+    }
     let _ = writeln!(
         s,
         "{:>rank_width$}  {:<label_width$} {:>10}  {:<13} {:<13} {:>14}  {:<12} {:<8} id",

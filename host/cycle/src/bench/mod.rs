@@ -10,6 +10,7 @@
 //! - [`submit`]: a submitted component run and scored on them;
 //! - [`posterior`]: posterior benchmarks (step 5 of a static problem, hidden observations);
 //! - [`verify`]: a submission's report recomputed byte for byte;
+//! - [`probing`]: anti-probing (scorings per submitter per day, published precision);
 //! - [`leaderboard`]: everything scored under a contract, ranked;
 //! - [`diff`]: two reports compared metric by metric;
 //! - [`forecast`]: forecast references (an emulator against its model);
@@ -23,6 +24,7 @@ pub mod hidden;
 pub mod leaderboard;
 pub mod posterior;
 pub mod prereg;
+pub mod probing;
 pub mod score;
 pub mod submit;
 pub mod verify;

@@ -89,6 +89,14 @@ fn default_draws() -> usize {
 pub struct HiddenObservations {
     /// Hidden observations, each with a θ drawn from the prior.
     pub experiments: usize,
+    /// Anti-probing: hidden scorings one submitter may have per 24 hours
+    /// (`bench submit --submitter NAME` then required; see `super::probing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_scorings_per_day: Option<u32>,
+    /// Anti-probing: the leaderboard publishes hidden scores rounded to
+    /// this until the seeds are revealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_precision: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -136,6 +144,7 @@ impl PosteriorContract {
             if !(1..=MAX_HIDDEN).contains(&h.experiments) {
                 return Err(fail(format!("field `hidden.experiments`: expected 1 to {MAX_HIDDEN}, got {}", h.experiments)));
             }
+            super::probing::validate(h.max_scorings_per_day, h.publish_precision).map_err(|e| fail(e.to_string()))?;
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         let set = StaticSet::load(&dir.join(&file.posterior.plugin_set)).map_err(|e| fail(format!("field `posterior.plugin_set`: {e:#}")))?;

@@ -111,6 +111,10 @@ pub struct SubmissionRecord {
     pub fuel_total: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disqualified: Option<Disqualified>,
+    /// Who submitted it (`--submitter`), when given: the name a contract's
+    /// cap on scorings per day counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitter: Option<String>,
 }
 
 fn filter_world() -> String {

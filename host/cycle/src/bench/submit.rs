@@ -56,6 +56,10 @@ pub struct SubmitOptions {
     pub exe: PathBuf,
     /// The compile cache shared with that child.
     pub cache_dir: PathBuf,
+    /// Who submits it (recorded in the report; counted by a contract's
+    /// `max_scorings_per_day`, which the caller checks first:
+    /// [`super::probing::check_cap`]).
+    pub submitter: Option<String>,
 }
 
 /// A scored (or disqualified) submission, not yet registered.
@@ -167,6 +171,7 @@ pub(super) fn start_record(options: &SubmitOptions, budget: super::contract::Bud
         accounting: Vec::new(),
         fuel_total: 0,
         disqualified: None,
+        submitter: options.submitter.clone(),
     };
     Ok((record, label))
 }

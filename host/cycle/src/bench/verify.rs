@@ -55,11 +55,8 @@ pub fn verify(
     let value: Value = serde_json::from_slice(report_bytes).context("the report is not JSON written by geohost")?;
     let posterior = value["kind"] == "posterior";
     let contract_id = value["contract"]["id"].as_str().context("the report names no contract")?.to_string();
-    let (component, config) = if posterior {
-        (value["submission"]["component"].as_str(), value["submission"]["config"].clone())
-    } else {
-        (value["candidates"][0]["submission"]["component"].as_str(), value["candidates"][0]["submission"]["config"].clone())
-    };
+    let record = if posterior { &value["submission"] } else { &value["candidates"][0]["submission"] };
+    let (component, config, submitter) = (record["component"].as_str(), record["config"].clone(), record["submitter"].as_str().map(String::from));
     let component = component
         .filter(|c| c.starts_with("blake3:"))
         .context("the report is not a submission's report (no submitted component was read), so there is nothing to rerun")?
@@ -82,7 +79,7 @@ pub fn verify(
     std::fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
     let file = scratch.join("submission.wasm");
     std::fs::write(&file, &bytes)?;
-    let submit = SubmitOptions { component: file, config, name: None, exe: options.exe.clone(), cache_dir: options.cache_dir.clone() };
+    let submit = SubmitOptions { component: file, config, name: None, exe: options.exe.clone(), cache_dir: options.cache_dir.clone(), submitter };
 
     // The recomputed report's bytes, serialised as `bench submit` writes them.
     let recomputed = (|| -> Result<Vec<u8>> {
