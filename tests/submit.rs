@@ -381,6 +381,81 @@ fn anti_probing_caps_scorings_per_submitter_and_rounds_published_scores_until_re
     assert!(verified.contains("matches: recomputed") && verified.contains("every byte the same"), "{verified}");
 }
 
+/// `geohost matrix`: the contract's cell with its latest verdict and the
+/// submission; the model plugin placed in the L3→L4 row through what was
+/// derived from it (the contract, a run of a set that declares the
+/// transition); a row entered at step 3 with no model marked data-first
+/// (physics-unverified); a superseded model plugin turning the cells
+/// downstream of it stale, naming it.
+#[test]
+fn the_matrix_shows_cells_verdicts_entry_and_staleness() {
+    let host = Host::new();
+    let contract = host.contract("hidden.toml", "l96-matrix", HIDDEN);
+    host.submit(&contract, &plugin("filter-nudging"), "{}");
+    let set = std::fs::read_to_string(host.path("set.toml")).unwrap();
+    std::fs::write(host.path("placed.toml"), format!("transition = \"L3_L4\"\n{set}").replace("cycles = 300", "cycles = 100")).unwrap();
+    host.ok(&["run", "-q", host.path("placed.toml").to_str().unwrap(), "--out", host.path("placed").to_str().unwrap()]);
+    std::fs::write(host.path("retrieval.bin"), b"weights of a retrieval network, no RT model registered").unwrap();
+    host.ok(&[
+        "registry",
+        "add",
+        host.path("retrieval.bin").to_str().unwrap(),
+        "--kind",
+        "weights",
+        "--name",
+        "retrieval-net",
+        "--step",
+        "3",
+        "--transition",
+        "L1_L2",
+    ]);
+
+    let matrix = || -> Value { serde_json::from_str(&host.ok(&["matrix", "--json"])).unwrap() };
+    let row = |m: &Value, t: &str| m["rows"].as_array().unwrap().iter().find(|r| r["transition"] == t).unwrap().clone();
+    let m = matrix();
+    let l34 = row(&m, "L3_L4");
+    assert_eq!(l34["entry"], "physics-first", "{l34:#}");
+    let names = |cell: &Value| -> Vec<String> { cell["artifacts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().to_string()).collect() };
+    let step1 = names(&l34["cells"][0]);
+    assert!(step1.contains(&"lorenz96".to_string()) && step1.contains(&"obs-subset".to_string()), "{step1:?}");
+    let step2 = &l34["cells"][1];
+    assert_eq!(step2["physics_unverified"], false);
+    assert_eq!(step2["contracts"][0]["name"], "l96-matrix");
+    assert_eq!(step2["contracts"][0]["verdict"], "fail");
+    assert!(step2["artifacts"].as_array().unwrap().iter().any(|a| a["kind"] == "submission"), "{step2:#}");
+    // Entered at step 3 with no physics model: data-first.
+    let l12 = row(&m, "L1_L2");
+    assert_eq!(l12["entry"], "data-first");
+    assert_eq!(l12["cells"][2]["physics_unverified"], true);
+    assert_eq!(names(&l12["cells"][2]), ["retrieval-net"]);
+    assert_eq!(row(&m, "L0_L1")["entry"], "empty");
+    let text = host.ok(&["matrix"]);
+    assert!(text.contains("L1→L2 retrieval (data-first: physics-unverified)") && text.contains("contract l96-matrix@1.0.0: fail (1 report)"), "{text}");
+    assert!(!text.contains("L0→L1"), "empty rows are left out of the text: {text}");
+
+    // A new lorenz96 supersedes the old: what was derived from it is stale.
+    let old = host.list().iter().find(|a| a["kind"] == "plugin" && a["name"] == "lorenz96").unwrap()["id"].as_str().unwrap().to_string();
+    std::fs::write(host.path("l96-v2.wasm"), b"pretend this is lorenz96 0.2").unwrap();
+    let new: Value = serde_json::from_str(&host.ok(&[
+        "registry",
+        "--json",
+        "add",
+        host.path("l96-v2.wasm").to_str().unwrap(),
+        "--kind",
+        "plugin",
+        "--name",
+        "lorenz96",
+        "--version",
+        "0.2.0",
+    ]))
+    .unwrap();
+    host.ok(&["registry", "supersede", &old, new["id"].as_str().unwrap()]);
+    let l34 = row(&matrix(), "L3_L4");
+    let stale = l34["cells"][1]["stale"].as_array().unwrap();
+    assert!(!stale.is_empty() && stale.iter().all(|s| s.as_str().unwrap().contains("lorenz96@0.1.0 was superseded")), "{stale:?}");
+    assert!(host.ok(&["matrix"]).contains("STALE"));
+}
+
 #[test]
 fn a_simple_nudging_submission_ranks_between_the_oracle_and_climatology_and_fails_calibration() {
     let host = Host::new();

@@ -1,7 +1,7 @@
 //! The `geohost` command line: a thin layer over the library.
 
 use clap::{Parser, Subcommand};
-use commands::{bench, export, inspect, new, perf as perf_cmd, posterior, registry, run, train};
+use commands::{bench, export, inspect, matrix, new, perf as perf_cmd, posterior, registry, run, train};
 
 mod commands;
 mod perf;
@@ -33,6 +33,8 @@ enum Command {
     New(new::NewArgs),
     /// Turn a trained artifact into a component: `export posterior` makes a step-5 predictor a `posterior` component.
     Export(export::ExportArgs),
+    /// The L0–L4 transition × step matrix of the registry: each cell's artifacts, its contracts' latest verdicts, what is stale and why.
+    Matrix(matrix::MatrixArgs),
 }
 
 fn main() {
@@ -72,6 +74,7 @@ fn main() {
         Command::Posterior(args) => posterior::run(args),
         Command::Export(args) => export::run(args),
         Command::New(args) => new::run(args),
+        Command::Matrix(args) => matrix::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

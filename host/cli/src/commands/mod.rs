@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod export;
 pub mod inspect;
+pub mod matrix;
 pub mod new;
 pub mod perf;
 pub mod posterior;
