@@ -5,6 +5,15 @@
 # real SQLite files).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# Headless Chromium renders the HTML pages in tests/pages.rs.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    timeout 600 apt-get update -q && timeout 900 apt-get install -y -q chromium
+  else
+    echo "test.sh: the page tests need headless Chromium: apt-get install chromium" >&2
+  fi
+fi
 plugins/build.sh
 plugins/build-python.sh
 plugins/build-js.sh

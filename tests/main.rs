@@ -11,6 +11,7 @@ mod emulate;
 mod infer;
 mod languages;
 mod metrics;
+mod pages;
 mod posterior_component;
 mod registry;
 mod sandbox;

@@ -432,6 +432,13 @@ fn the_matrix_shows_cells_verdicts_entry_and_staleness() {
     let text = host.ok(&["matrix"]);
     assert!(text.contains("L1→L2 retrieval (data-first: physics-unverified)") && text.contains("contract l96-matrix@1.0.0: fail (1 report)"), "{text}");
     assert!(!text.contains("L0→L1"), "empty rows are left out of the text: {text}");
+    // The page, rendered by headless Chromium.
+    let page = host.path("matrix.html");
+    host.ok(&["matrix", "--html", page.to_str().unwrap()]);
+    let dom = crate::pages::render(&page, "matrix");
+    assert!(dom.contains(r#"<tr data-transition="L1_L2" data-entry="data-first">"#) && dom.contains(r#"<td class="unverified" data-step="3">"#), "{dom}");
+    assert!(dom.contains(r#"contract l96-matrix@1.0.0: <span class="verdict-fail">fail</span>"#), "{dom}");
+    assert_eq!(dom.matches("<tr data-transition=").count(), 6, "five transitions and the unplaced row");
 
     // A new lorenz96 supersedes the old: what was derived from it is stale.
     let old = host.list().iter().find(|a| a["kind"] == "plugin" && a["name"] == "lorenz96").unwrap()["id"].as_str().unwrap().to_string();
@@ -501,6 +508,30 @@ fn a_simple_nudging_submission_ranks_between_the_oracle_and_climatology_and_fail
     let table = host.ok(&["bench", "leaderboard", "l96-hidden"]);
     eprintln!("{table}");
     assert!(table.contains("leaderboard of l96-hidden by rmse (lower is better)") && table.contains("disqualified"), "{table}");
+
+    // The page, rendered by headless Chromium: the ranked rows in order
+    // with their ids, the disqualified and reference rows, and the
+    // score-against-fuel plot with its axes and both ranked submissions on
+    // the Pareto front (the ETKF is better, nudging cheaper).
+    let page = host.path("leaderboard.html");
+    host.ok(&["bench", "leaderboard", "l96-hidden", "--html", page.to_str().unwrap()]);
+    let dom = crate::pages::render(&page, "leaderboard");
+    let ranked: Vec<(String, String)> = dom
+        .split("<tr ")
+        .skip(1)
+        .filter(|tr| tr.starts_with("class=\"candidate\""))
+        .map(|tr| {
+            let attr = |name: &str| tr.split(&format!("{name}=\"")).nth(1).unwrap().split('"').next().unwrap().to_string();
+            (attr("data-rank"), attr("data-id"))
+        })
+        .collect();
+    let expected: Vec<(String, String)> = rows[..2].iter().map(|r| (r["rank"].to_string(), r["id"].as_str().unwrap().to_string())).collect();
+    assert_eq!(ranked, expected, "the page ranks as the JSON does");
+    assert!(dom.contains("<tr class=\"disqualified\"") && dom.matches("<tr class=\"reference\"").count() == roles.len(), "{dom}");
+    let svg = &dom[dom.find("<svg id=\"score-vs-fuel\"").expect("the plot")..];
+    assert!(svg.contains("fuel (wasm instructions, log scale)") && svg.contains("rmse (hidden mean)"), "axis labels: {svg}");
+    assert_eq!(svg.matches("<circle class=\"point front\"").count(), 2, "{svg}");
+    assert!(svg.contains("<polyline class=\"front\""));
 }
 
 /// A component body that makes the compiler take far more memory than the

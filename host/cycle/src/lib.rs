@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod emulation;
+pub mod html;
 pub mod matrix;
 pub mod outputs;
 pub mod pluginset;

@@ -223,3 +223,68 @@ pub fn table(m: &Matrix) -> String {
     }
     s
 }
+
+/// The matrix as a self-contained page: one table, transitions down and
+/// steps across; a cell's class says `stale` or `unverified`
+/// (physics-unverified), its `data-step` and `data-transition` where it is.
+pub fn html(m: &Matrix) -> String {
+    use crate::html::{escape, page};
+    let mut body = String::from("<h1>The L0–L4 × step matrix</h1>\n<p class=\"note\">Each cell: the artifacts registered for that step of that transition, the contracts that target it with the verdict of their latest report, and what is stale and why. A dashed cell is physics-unverified: its row was entered without a physics model (step 1).</p>\n<table id=\"matrix\">\n<tr><th>transition</th>");
+    for (i, step) in STEPS.iter().enumerate() {
+        let _ = write!(body, "<th>{} {}</th>", i + 1, escape(step));
+    }
+    body.push_str("</tr>\n");
+    for row in &m.rows {
+        let _ = write!(
+            body,
+            r#"<tr data-transition="{}" data-entry="{}"><th>{}<br><span class="note">{}</span></th>"#,
+            escape(&row.transition),
+            escape(&row.entry),
+            escape(&row.title),
+            escape(&row.entry)
+        );
+        for cell in &row.cells {
+            let mut class = Vec::new();
+            if !cell.stale.is_empty() {
+                class.push("stale");
+            }
+            if cell.physics_unverified {
+                class.push("unverified");
+            }
+            let _ = write!(body, r#"<td class="{}" data-step="{}">"#, class.join(" "), cell.step);
+            for c in &cell.contracts {
+                let verdict = c.verdict.as_deref().unwrap_or("not scored");
+                let _ = write!(
+                    body,
+                    r#"<div class="contract">contract {}@{}: <span class="verdict-{}">{}</span></div>"#,
+                    escape(&c.name),
+                    escape(c.version.as_deref().unwrap_or("?")),
+                    escape(verdict),
+                    escape(verdict)
+                );
+            }
+            for a in &cell.artifacts {
+                let role = a.role.as_ref().map(|r| format!(" <b>[{}]</b>", escape(r))).unwrap_or_default();
+                let verdict = a.verdict.as_ref().map(|v| format!(r#": <span class="verdict-{0}">{0}</span>"#, escape(v))).unwrap_or_default();
+                let _ = write!(
+                    body,
+                    r#"<div class="artifact" data-id="{}" title="{} {}">{}{}{}{}</div>"#,
+                    escape(&a.id),
+                    escape(&a.kind),
+                    escape(&a.id),
+                    escape(&a.name),
+                    a.version.as_ref().map(|v| format!("@{}", escape(v))).unwrap_or_default(),
+                    role,
+                    verdict
+                );
+            }
+            for s in &cell.stale {
+                let _ = write!(body, r#"<div class="note">stale: {}</div>"#, escape(s));
+            }
+            body.push_str("</td>");
+        }
+        body.push_str("</tr>\n");
+    }
+    body.push_str("</table>\n");
+    page("geohost matrix", &body)
+}

@@ -104,6 +104,9 @@ enum BenchCommand {
         contract: String,
         #[arg(long)]
         json: bool,
+        /// Also write the leaderboard as a self-contained HTML page (the table and the score-versus-fuel plot) to this file.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
     /// Show what changed between two reports, metric by metric (A before, B after).
     Diff {
@@ -400,7 +403,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
             Ok(())
         }
-        BenchCommand::Leaderboard { contract, json } => {
+        BenchCommand::Leaderboard { contract, json, html } => {
             let registry = Registry::open_existing(&dir)?;
             let name = match std::fs::read_to_string(&contract) {
                 Ok(text) => toml::from_str::<toml::Table>(&text)
@@ -413,6 +416,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 },
             };
             let board = leaderboard::leaderboard(&registry, &name)?;
+            if let Some(path) = &html {
+                std::fs::write(path, leaderboard::html(&board)).with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&board)?);
             } else {

@@ -249,3 +249,93 @@ pub fn table(board: &Leaderboard) -> String {
     }
     s
 }
+
+/// The leaderboard as a self-contained page: the ranked table (rows with
+/// `data-rank` and `data-id`), the reference rows, and the official score
+/// against fuel with the Pareto front of the ranked candidates (no other
+/// candidate both cheaper and better).
+pub fn html(board: &Leaderboard) -> String {
+    use crate::html::{escape, page, scatter, Point};
+    let goal = match board.goal.as_str() {
+        "higher" => Goal::Higher,
+        "zero" => Goal::Zero,
+        "one" => Goal::One,
+        "flat" => Goal::Flat,
+        _ => Goal::Lower,
+    };
+    let badness = |x: f64| goal.badness(&MetricValue::Scalar(x)).unwrap_or(f64::INFINITY);
+    let title = format!("leaderboard of {} by {} ({} is better)", board.contract, board.metric, board.goal);
+    let mut body = format!("<h1>{}</h1>\n", escape(&title));
+    if let Some(p) = board.rows.iter().chain(&board.reference).find_map(|r| r.rounded_to) {
+        let _ = writeln!(body, r#"<p class="note" id="rounding">Hidden scores are published rounded to {p} until the contract's seeds are revealed.</p>"#);
+    }
+    let _ = writeln!(
+        body,
+        "<table id=\"leaderboard\">\n<tr><th>rank</th><th>candidate</th><th>config</th><th>{}</th><th>scored on</th><th>provenance</th><th>fuel</th><th>verdict</th><th>version</th><th>id</th><th>date</th></tr>",
+        escape(&board.metric)
+    );
+    for row in board.rows.iter().chain(&board.reference) {
+        let class = if row.role != "candidate" {
+            "reference"
+        } else if row.verdict == DISQUALIFIED {
+            "disqualified"
+        } else {
+            "candidate"
+        };
+        let rank = row.rank.map(|r| r.to_string()).unwrap_or_else(|| if row.role == "candidate" { "-".into() } else { row.role.clone() });
+        let mut notes = Vec::new();
+        if row.stale {
+            notes.push("stale");
+        }
+        if row.revealed {
+            notes.push("after reveal");
+        }
+        let _ = writeln!(
+            body,
+            r#"<tr class="{class}" data-role="{}" data-rank="{}" data-id="{}"><td>{}</td><td>{}{}</td><td><code>{}</code></td><td class="num">{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td class="verdict-{}">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>"#,
+            escape(&row.role),
+            row.rank.map(|r| r.to_string()).unwrap_or_default(),
+            escape(&row.id),
+            escape(&rank),
+            escape(&row.label),
+            if notes.is_empty() { String::new() } else { format!(" <span class=\"note\">({})</span>", notes.join(", ")) },
+            row.config.as_ref().filter(|c| c.as_object().is_some_and(|o| !o.is_empty())).map(|c| escape(&c.to_string())).unwrap_or_default(),
+            row.score.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
+            escape(&row.scored_on),
+            escape(&row.provenance),
+            row.fuel.map(|f| f.to_string()).unwrap_or_default(),
+            escape(&row.verdict),
+            escape(&row.verdict),
+            escape(&row.contract_version),
+            escape(&row.id[..row.id.len().min(19)]),
+            escape(row.date.get(..10).unwrap_or(&row.date)),
+        );
+    }
+    body.push_str("</table>\n");
+    // Score against fuel: the ranked candidates, their Pareto front.
+    let ranked: Vec<&Row> = board.rows.iter().filter(|r| r.rank.is_some() && r.fuel.is_some_and(|f| f > 0)).collect();
+    let points: Vec<Point> = ranked
+        .iter()
+        .map(|r| {
+            let (fuel, score) = (r.fuel.unwrap_or(0), r.score.unwrap_or(f64::NAN));
+            let dominated = ranked.iter().any(|o| {
+                let (of, os) = (o.fuel.unwrap_or(0), o.score.unwrap_or(f64::NAN));
+                of <= fuel && badness(os) <= badness(score) && (of < fuel || badness(os) < badness(score))
+            });
+            Point { x: fuel as f64, y: score, label: format!("{} ({} fuel)", r.label, fuel), on_front: !dominated }
+        })
+        .collect();
+    let _ = writeln!(body, "<h2>{} against fuel</h2>", escape(&board.metric));
+    let _ = writeln!(
+        body,
+        r#"<p class="note">Each ranked submission run by the host: its official score against the fuel (≈ wasm instructions) it used on all experiments. Orange: the Pareto front (no other candidate both cheaper and better).</p>"#
+    );
+    body.push_str(&scatter(
+        "score-vs-fuel",
+        &points,
+        "fuel (wasm instructions, log scale)",
+        &format!("{} ({})", board.metric, board.rows.first().map(|r| r.scored_on.as_str()).unwrap_or("")),
+        true,
+    ));
+    page(&title, &body)
+}

@@ -1,0 +1,153 @@
+//! Self-contained HTML pages: inline CSS and inline SVG, no script, and a
+//! Content-Security-Policy that forbids the page to load anything at all,
+//! so a page opened from a results folder or a mail attachment makes no
+//! request. Elements carry ids, classes and `data-` attributes that the
+//! tests (and anyone scraping a page) read.
+
+use std::fmt::Write as _;
+
+/// Escape text for HTML content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut s = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => s.push_str("&amp;"),
+            '<' => s.push_str("&lt;"),
+            '>' => s.push_str("&gt;"),
+            '"' => s.push_str("&quot;"),
+            '\'' => s.push_str("&#39;"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// A whole page around `body` (already HTML).
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<meta name="generator" content="geohost {version}">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }}
+h1 {{ font-size: 1.4em; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }}
+th {{ background: #f3f3f3; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+tr.reference {{ color: #555; background: #fafafa; }}
+tr.disqualified {{ color: #a00; }}
+.note {{ color: #555; font-size: 0.9em; }}
+.stale {{ background: #fff4e0; }}
+.unverified {{ outline: 2px dashed #c60; }}
+.verdict-pass {{ color: #070; font-weight: bold; }}
+.verdict-fail {{ color: #a00; font-weight: bold; }}
+code {{ font-size: 0.85em; }}
+svg text {{ font-family: system-ui, sans-serif; font-size: 12px; }}
+</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"#,
+        version = env!("CARGO_PKG_VERSION"),
+        title = escape(title),
+    )
+}
+
+/// A point of a scatter plot.
+pub struct Point {
+    pub x: f64,
+    pub y: f64,
+    pub label: String,
+    /// Drawn highlighted and joined by the front line.
+    pub on_front: bool,
+}
+
+/// A scatter plot as inline SVG: linear or log10 x axis, linear y axis,
+/// ticks with values, the axis labels as `<text class="axis-label">`, each
+/// point a `<circle>` with a `<title>` (its label), and the points on the
+/// front joined by a polyline (`class="front"`).
+pub fn scatter(id: &str, points: &[Point], x_label: &str, y_label: &str, log_x: bool) -> String {
+    let (w, h, left, right, top, bottom) = (640.0, 400.0, 70.0, 20.0, 20.0, 50.0);
+    let tx = |x: f64| if log_x { x.max(1e-300).log10() } else { x };
+    let finite: Vec<&Point> = points.iter().filter(|p| tx(p.x).is_finite() && p.y.is_finite()).collect();
+    let mut s = String::new();
+    let _ = writeln!(s, r#"<svg id="{}" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img">"#, escape(id));
+    let _ = writeln!(s, "<title>{} against {}</title>", escape(y_label), escape(x_label));
+    if finite.is_empty() {
+        let _ = writeln!(s, r#"<text x="{}" y="{}">nothing to plot</text></svg>"#, w / 2.0 - 50.0, h / 2.0);
+        return s;
+    }
+    let span = |v: Vec<f64>| {
+        let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        let pad = if hi > lo { 0.08 * (hi - lo) } else { 0.5_f64.max(0.1 * hi.abs()) };
+        (lo - pad, hi + pad)
+    };
+    let (x0, x1) = span(finite.iter().map(|p| tx(p.x)).collect());
+    let (y0, y1) = span(finite.iter().map(|p| p.y).collect());
+    let px = |x: f64| left + (tx(x) - x0) / (x1 - x0) * (w - left - right);
+    let py = |y: f64| top + (y1 - y) / (y1 - y0) * (h - top - bottom);
+    // Axes, ticks and labels.
+    let (ax, ay) = (left, h - bottom);
+    let _ = writeln!(
+        s,
+        r##"<g class="axes" stroke="#444"><line x1="{ax}" y1="{top}" x2="{ax}" y2="{ay}"/><line x1="{ax}" y1="{ay}" x2="{}" y2="{ay}"/></g>"##,
+        w - right
+    );
+    for i in 0..=4 {
+        let v = x0 + (x1 - x0) * i as f64 / 4.0;
+        let shown = if log_x { format!("{:.1e}", 10f64.powf(v)) } else { format!("{v:.3}") };
+        let x = left + (v - x0) / (x1 - x0) * (w - left - right);
+        let _ = writeln!(s, r#"<text class="tick x" x="{x:.1}" y="{:.1}" text-anchor="middle">{shown}</text>"#, ay + 16.0);
+        let v = y0 + (y1 - y0) * i as f64 / 4.0;
+        let _ = writeln!(s, r#"<text class="tick y" x="{:.1}" y="{:.1}" text-anchor="end">{v:.3}</text>"#, ax - 6.0, py(v) + 4.0);
+    }
+    let _ = writeln!(s, r#"<text class="axis-label x" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, (left + w - right) / 2.0, h - 8.0, escape(x_label));
+    let _ = writeln!(
+        s,
+        r#"<text class="axis-label y" x="14" y="{:.1}" text-anchor="middle" transform="rotate(-90 14 {:.1})">{}</text>"#,
+        (top + ay) / 2.0,
+        (top + ay) / 2.0,
+        escape(y_label)
+    );
+    // The front, then the points.
+    let mut front: Vec<&&Point> = finite.iter().filter(|p| p.on_front).collect();
+    front.sort_by(|a, b| a.x.total_cmp(&b.x));
+    if front.len() > 1 {
+        let line: Vec<String> = front.iter().map(|p| format!("{:.1},{:.1}", px(p.x), py(p.y))).collect();
+        let _ = writeln!(s, r##"<polyline class="front" fill="none" stroke="#c60" stroke-width="1.5" points="{}"/>"##, line.join(" "));
+    }
+    for p in &finite {
+        let (class, fill) = if p.on_front { ("point front", "#c60") } else { ("point", "#36c") };
+        let _ =
+            writeln!(s, r#"<circle class="{class}" cx="{:.1}" cy="{:.1}" r="5" fill="{fill}"><title>{}</title></circle>"#, px(p.x), py(p.y), escape(&p.label));
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_and_pages_forbid_every_load() {
+        assert_eq!(escape(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        let p = page("a <b>", "<p>hi</p>");
+        assert!(p.contains("default-src 'none'") && p.contains("<title>a &lt;b&gt;</title>") && !p.contains("<script"));
+        let svg = scatter(
+            "s",
+            &[Point { x: 10.0, y: 1.0, label: "<x>".into(), on_front: true }, Point { x: 1000.0, y: 0.5, label: "y".into(), on_front: true }],
+            "fuel",
+            "rmse",
+            true,
+        );
+        assert!(svg.contains(r#"class="axis-label x""#) && svg.contains("&lt;x&gt;") && svg.contains("<polyline class=\"front\""));
+    }
+}
