@@ -81,3 +81,37 @@ fn the_browser_check_catches_a_page_that_makes_a_request() {
     let requests = page_requests(&netlog);
     assert!(requests.iter().any(|u| u.starts_with("http://127.0.0.1:9/pixel.png")), "{requests:?}");
 }
+
+/// `geohost report OUTDIR --html` on a twin experiment: the results table,
+/// RMSE and spread over time for every method, and a rank histogram of
+/// N + 1 bars for each method that kept ensembles.
+#[test]
+fn a_run_report_page_shows_every_method_over_time_and_rank_histograms() {
+    let dir = tempfile::tempdir().unwrap();
+    let methods = "[output]\nmembers_every = 5\n[[method]]\nmethod = \"climatology\"\n[[method]]\nmethod = \"3dvar\"\nxB = 0.02\n[[method]]\nmethod = \"etkf\"\nN = 20\ninfl = 1.04\n";
+    let set = crate::common::lorenz96_set(dir.path(), 300, methods);
+    let out_dir = dir.path().join("out");
+    let out = crate::common::geohost(dir.path()).args(["run", "-q", "--no-registry"]).arg(&set).arg("--out").arg(&out_dir).output().unwrap();
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let out = crate::common::geohost(dir.path()).arg("report").arg(&out_dir).arg("--html").output().unwrap();
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let page = out_dir.join("report.html");
+    let dom = render(&page, "run-report");
+    assert_eq!(dom.matches("<tr data-method=").count(), 3, "{dom}");
+    for id in ["rmse-over-time", "spread-over-time"] {
+        let svg = &dom[dom.find(&format!("<svg id=\"{id}\"")).unwrap_or_else(|| panic!("no {id}"))..];
+        let svg = &svg[..svg.find("</svg>").unwrap()];
+        assert_eq!(svg.matches("<polyline class=\"series\"").count(), 3, "{id}: one line per method");
+        assert!(svg.contains(">time</text>") && svg.contains("(log scale)</text>"), "{id}: axis labels");
+        for label in ["Climatology", "3D-Var xB=0.02", "ETKF N=20 infl=1.04"] {
+            assert!(svg.contains(&format!("data-label=\"{label}\"")), "{id}: {label}");
+        }
+    }
+    // Only the ETKF kept ensembles: one histogram of N + 1 = 21 bars.
+    assert_eq!(dom.matches("<figure class=\"rank-histogram\"").count(), 1);
+    let hist = &dom[dom.find("<svg id=\"rank-histogram-0\"").unwrap()..];
+    assert_eq!(hist[..hist.find("</svg>").unwrap()].matches("<rect class=\"bar\"").count(), 21);
+    // Not a run folder: an error that says what is expected.
+    let out = crate::common::geohost(dir.path()).arg("report").arg(dir.path()).arg("--html").output().unwrap();
+    assert!(!out.status.success() && crate::common::stderr(&out).contains("not a run's output folder"), "{}", crate::common::stderr(&out));
+}

@@ -1,7 +1,7 @@
 //! The `geohost` command line: a thin layer over the library.
 
 use clap::{Parser, Subcommand};
-use commands::{bench, export, inspect, matrix, new, perf as perf_cmd, posterior, registry, run, train};
+use commands::{bench, export, inspect, matrix, new, perf as perf_cmd, posterior, registry, report, run, train};
 
 mod commands;
 mod perf;
@@ -35,6 +35,8 @@ enum Command {
     Export(export::ExportArgs),
     /// The L0–L4 transition × step matrix of the registry: each cell's artifacts, its contracts' latest verdicts, what is stale and why.
     Matrix(matrix::MatrixArgs),
+    /// A run's results from its output folder; --html writes them as a page (RMSE and spread over time, rank histograms).
+    Report(report::ReportArgs),
 }
 
 fn main() {
@@ -75,6 +77,7 @@ fn main() {
         Command::Export(args) => export::run(args),
         Command::New(args) => new::run(args),
         Command::Matrix(args) => matrix::run(args),
+        Command::Report(args) => report::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -132,6 +132,126 @@ pub fn scatter(id: &str, points: &[Point], x_label: &str, y_label: &str, log_x: 
     s
 }
 
+/// A series of a line chart.
+pub struct Series {
+    pub label: String,
+    pub x: Vec<f64>,
+    pub y: Vec<f64>,
+}
+
+const COLOURS: [&str; 8] = ["#36c", "#c60", "#393", "#c33", "#939", "#099", "#996", "#666"];
+
+/// Axis range of `values`, padded; log10 when `log`.
+fn range(values: impl Iterator<Item = f64>, log: bool) -> Option<(f64, f64)> {
+    let t = |v: f64| if log { v.log10() } else { v };
+    let (lo, hi) = values.map(t).filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if !lo.is_finite() {
+        return None;
+    }
+    let pad = if hi > lo { 0.05 * (hi - lo) } else { 0.5 };
+    Some((lo - pad, hi + pad))
+}
+
+/// A line chart as inline SVG (`<polyline class="series">` per series
+/// with a `<title>`, a legend, ticks and `axis-label` texts); `log_y`
+/// plots log10 of y.
+pub fn lines(id: &str, series: &[Series], x_label: &str, y_label: &str, log_y: bool) -> String {
+    let (w, h, left, right, top, bottom) = (900.0, 360.0, 70.0, 300.0, 20.0, 50.0);
+    let mut s = format!(r#"<svg id="{}" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img">"#, escape(id));
+    let _ = writeln!(s, "<title>{} against {}</title>", escape(y_label), escape(x_label));
+    let (Some((x0, x1)), Some((y0, y1))) =
+        (range(series.iter().flat_map(|c| c.x.iter().copied()), false), range(series.iter().flat_map(|c| c.y.iter().copied()), log_y))
+    else {
+        s.push_str("<text x=\"300\" y=\"180\">nothing to plot</text></svg>\n");
+        return s;
+    };
+    let ty = |y: f64| if log_y { y.log10() } else { y };
+    let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
+    let py = |y: f64| top + (y1 - ty(y)) / (y1 - y0) * (h - top - bottom);
+    let (ax, ay) = (left, h - bottom);
+    let _ = writeln!(
+        s,
+        r##"<g class="axes" stroke="#444"><line x1="{ax}" y1="{top}" x2="{ax}" y2="{ay}"/><line x1="{ax}" y1="{ay}" x2="{}" y2="{ay}"/></g>"##,
+        w - right
+    );
+    for i in 0..=4 {
+        let v = x0 + (x1 - x0) * i as f64 / 4.0;
+        let _ = writeln!(s, r#"<text class="tick x" x="{:.1}" y="{:.1}" text-anchor="middle">{v:.1}</text>"#, px(v), ay + 16.0);
+        let v = y0 + (y1 - y0) * i as f64 / 4.0;
+        let shown = if log_y { format!("{:.3}", 10f64.powf(v)) } else { format!("{v:.3}") };
+        let yv = top + (y1 - v) / (y1 - y0) * (h - top - bottom);
+        let _ = writeln!(s, r#"<text class="tick y" x="{:.1}" y="{:.1}" text-anchor="end">{shown}</text>"#, ax - 6.0, yv + 4.0);
+    }
+    let _ = writeln!(s, r#"<text class="axis-label x" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, (left + w - right) / 2.0, h - 8.0, escape(x_label));
+    let _ = writeln!(
+        s,
+        r#"<text class="axis-label y" x="14" y="{0:.1}" text-anchor="middle" transform="rotate(-90 14 {0:.1})">{1}</text>"#,
+        (top + ay) / 2.0,
+        escape(y_label)
+    );
+    for (i, c) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let points: Vec<String> =
+            c.x.iter().zip(&c.y).filter(|(x, y)| x.is_finite() && ty(**y).is_finite()).map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y))).collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline class="series" data-label="{0}" fill="none" stroke="{colour}" stroke-width="1" points="{1}"><title>{0}</title></polyline>"#,
+            escape(&c.label),
+            points.join(" ")
+        );
+        let ly = top + 16.0 * i as f64 + 6.0;
+        let _ = writeln!(
+            s,
+            r#"<g class="legend"><line x1="{0:.1}" y1="{ly:.1}" x2="{1:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="2"/><text x="{2:.1}" y="{3:.1}">{4}</text></g>"#,
+            w - right + 10.0,
+            w - right + 30.0,
+            w - right + 35.0,
+            ly + 4.0,
+            escape(&c.label)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// A bar chart as inline SVG: one `<rect class="bar">` per value, bars
+/// labelled 0.. along x.
+pub fn bars(id: &str, values: &[f64], x_label: &str, y_label: &str) -> String {
+    let (w, h, left, right, top, bottom) = (420.0, 240.0, 60.0, 10.0, 14.0, 44.0);
+    let mut s = format!(r#"<svg id="{}" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img">"#, escape(id));
+    let _ = writeln!(s, "<title>{} by {}</title>", escape(y_label), escape(x_label));
+    let max = values.iter().copied().fold(0.0_f64, f64::max).max(1e-300);
+    let n = values.len().max(1) as f64;
+    let bw = (w - left - right) / n;
+    let (ax, ay) = (left, h - bottom);
+    let _ = writeln!(
+        s,
+        r##"<g class="axes" stroke="#444"><line x1="{ax}" y1="{top}" x2="{ax}" y2="{ay}"/><line x1="{ax}" y1="{ay}" x2="{}" y2="{ay}"/></g>"##,
+        w - right
+    );
+    for (i, v) in values.iter().enumerate() {
+        let bh = v / max * (ay - top);
+        let _ = writeln!(
+            s,
+            r##"<rect class="bar" x="{:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="#36c"><title>{i}: {v:.4}</title></rect>"##,
+            ax + bw * i as f64 + 0.5,
+            ay - bh,
+            (bw - 1.0).max(0.5)
+        );
+    }
+    let _ = writeln!(s, r#"<text class="tick y" x="{:.1}" y="{:.1}" text-anchor="end">{max:.3}</text>"#, ax - 4.0, top + 4.0);
+    let _ = writeln!(s, r#"<text class="tick y" x="{:.1}" y="{ay:.1}" text-anchor="end">0</text>"#, ax - 4.0);
+    let _ = writeln!(s, r#"<text class="axis-label x" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, (left + w - right) / 2.0, h - 8.0, escape(x_label));
+    let _ = writeln!(
+        s,
+        r#"<text class="axis-label y" x="12" y="{0:.1}" text-anchor="middle" transform="rotate(-90 12 {0:.1})">{1}</text>"#,
+        (top + ay) / 2.0,
+        escape(y_label)
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

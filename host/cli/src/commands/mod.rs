@@ -9,6 +9,7 @@ pub mod new;
 pub mod perf;
 pub mod posterior;
 pub mod registry;
+pub mod report;
 pub mod run;
 pub mod train;
 

@@ -19,6 +19,7 @@
 //! The arrays are NetCDF (64-bit offset, classic data model), which xarray
 //! opens directly: `xr.open_dataset("out/lorenz96/ETKF_N28_infl1.02_rot.nc")`.
 
+pub mod page;
 pub mod read;
 mod register;
 
