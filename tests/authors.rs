@@ -155,4 +155,15 @@ fn the_readme_walk_through_takes_a_new_filter_from_an_empty_folder_to_a_scored_s
     assert!(row.contains("component") && row.contains("hidden mean"), "{row}");
     let rmse: f64 = row.split_whitespace().find_map(|w| w.parse::<f64>().ok().filter(|v| *v < 1.0 && w.contains('.'))).unwrap();
     assert!((0.18..0.26).contains(&rmse), "EnKF N=40 infl 1.06: DAPPER publishes 0.22, hidden RMSE {rmse}");
+    // The report's page, with a rank histogram of N + 1 = 41 bars per row.
+    let page = std::fs::read_dir(tmp.path().join("home/plugins"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("lorenz96-step2-hidden-"))
+        .expect("the page, named by the report's id");
+    let dom = crate::pages::render(&page, "walk-through-report");
+    assert!(dom.contains(r#"<span id="verdict" class="verdict-pass">pass</span>"#), "{page:?}");
+    let hist = &dom[dom.find("<figure class=\"rank-histogram\"").expect("rank histograms")..];
+    let first = &hist[..hist.find("</svg>").unwrap()];
+    assert_eq!(first.matches("<rect class=\"bar\"").count(), 41, "{first}");
 }

@@ -532,6 +532,21 @@ fn a_simple_nudging_submission_ranks_between_the_oracle_and_climatology_and_fail
     assert!(svg.contains("fuel (wasm instructions, log scale)") && svg.contains("rmse (hidden mean)"), "axis labels: {svg}");
     assert_eq!(svg.matches("<circle class=\"point front\"").count(), 2, "{svg}");
     assert!(svg.contains("<polyline class=\"front\""));
+
+    // The submission's report as a page, named by its id in a folder.
+    let pages = host.path("pages");
+    std::fs::create_dir_all(&pages).unwrap();
+    host.ok(&["bench", "submit", "-q", &contract, &plugin("filter-nudging").display().to_string(), "--html", pages.to_str().unwrap()]);
+    let page = std::fs::read_dir(&pages).unwrap().next().unwrap().unwrap().path();
+    assert!(page.file_name().unwrap().to_str().unwrap().starts_with("l96-hidden-"), "{}", page.display());
+    let dom = crate::pages::render(&page, "submission-report");
+    assert!(dom.contains(r#"<span id="verdict" class="verdict-fail">fail</span>"#), "{dom}");
+    let hidden = &dom[dom.find("<table id=\"hidden\"").unwrap()..];
+    let hidden = &hidden[..hidden.find("</table>").unwrap()];
+    assert!(hidden.contains(r#"data-role="candidate""#) && hidden.contains(r#"data-role="oracle""#) && hidden.contains(r#"data-metric="rmse""#), "{hidden}");
+    assert!(dom.contains("<table class=\"checks\"") && dom.contains("mis-calibrated ensemble"), "{dom}");
+    // This contract computes no rank histogram, so the page draws none.
+    assert!(!dom.contains("<figure class=\"rank-histogram\""));
 }
 
 /// A component body that makes the compiler take far more memory than the

@@ -43,6 +43,9 @@ enum BenchCommand {
         /// Print the report instead of the table.
         #[arg(long)]
         json: bool,
+        /// Also write the report as a self-contained HTML page: FILE, or a folder (the page is then named by the report's id).
+        #[arg(long)]
+        html: Option<PathBuf>,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -64,6 +67,9 @@ enum BenchCommand {
         /// Print the report instead of the table.
         #[arg(long)]
         json: bool,
+        /// Also write the report as a self-contained HTML page: FILE, or a folder (the page is then named by the report's id).
+        #[arg(long)]
+        html: Option<PathBuf>,
         /// Who submits it: recorded in the report, and counted against a contract's `max_scorings_per_day` (required there).
         #[arg(long)]
         submitter: Option<String>,
@@ -260,7 +266,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
             Ok(())
         }
-        BenchCommand::Score { contract, candidates, out, json, sandbox } => {
+        BenchCommand::Score { contract, candidates, out, json, html, sandbox } => {
             let mut registry = Registry::open_existing(&dir)?;
             if std::fs::read_to_string(&contract).is_ok_and(|t| posterior::is_posterior(&t)) {
                 bail!(
@@ -278,6 +284,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let bytes = serde_json::to_vec_pretty(&report)?;
             let path = report_path(out, &contract.file.name, &bytes);
             let id = score::register(&mut registry, &report, &path)?;
+            write_page(html.as_deref(), &report, &id)?;
             if json {
                 println!("{}", String::from_utf8(bytes)?);
             } else {
@@ -286,7 +293,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             eprintln!("report {} ({id}) registered in {}", path.display(), registry.dir().display());
             Ok(())
         }
-        BenchCommand::Submit { contract, component, name, config, out, json, submitter, quiet, sandbox } => {
+        BenchCommand::Submit { contract, component, name, config, out, json, html, submitter, quiet, sandbox } => {
             let mut registry = Registry::open_existing(&dir)?;
             let posterior_contract = match std::fs::read_to_string(&contract) {
                 Ok(text) if posterior::is_posterior(&text) => Some(posterior::PosteriorContract::load(Path::new(&contract))?),
@@ -337,6 +344,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let bytes = serde_json::to_vec_pretty(&submitted.report)?;
             let path = report_path(out, &contract.file.name, &bytes);
             let id = submit::register(&mut registry, &submitted, &contract, &path)?;
+            write_page(html.as_deref(), &submitted.report, &id)?;
             if json {
                 println!("{}", String::from_utf8(bytes)?);
             } else {
@@ -478,4 +486,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `--html`: the report's page, to `path` or, when `path` is a folder, to
+/// FOLDER/<contract>-<short id>.html.
+fn write_page(path: Option<&Path>, report: &Report, id: &str) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let short = id.strip_prefix("blake3:").unwrap_or(id);
+    let path = if path.is_dir() { path.join(format!("{}-{}.html", report.contract.name, short.get(..12).unwrap_or(short))) } else { path.to_path_buf() };
+    std::fs::write(&path, geohost_cycle::bench::page::html(report, id)).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }

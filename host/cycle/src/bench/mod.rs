@@ -22,6 +22,7 @@ pub mod diff;
 pub mod forecast;
 pub mod hidden;
 pub mod leaderboard;
+pub mod page;
 pub mod posterior;
 pub mod prereg;
 pub mod probing;
