@@ -405,6 +405,25 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
     assert_eq!(report["improve"].as_array().unwrap().len(), 1, "{report}");
     assert!(dir.path().join("out/MCMC_walkers16_steps800_via_emulator.nc").exists() && dir.path().join("out/plume-emulator.safetensors").exists());
 
+    // The run's page, rendered by headless Chromium: the verdict and the
+    // checks, each parameter's marginal from every method (the oracle, step
+    // 4, step 5) with the truth, and step 5's coverage curve.
+    let page = dir.path().join("out/report.html");
+    let out = geohost(dir.path()).args(["report", "--html"]).arg(dir.path().join("out")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dom = crate::pages::render(&page, "static-report");
+    assert!(dom.contains(r#"<span id="verdict" class="verdict-fail">fail</span>"#), "{dom}");
+    assert_eq!(dom.matches("<figure class=\"marginal\"").count(), 4, "one marginal per parameter");
+    let first = &dom[dom.find("<svg id=\"marginal-0\"").unwrap()..];
+    let first = &first[..first.find("</svg>").unwrap()];
+    let methods = std::fs::read_dir(dir.path().join("out")).unwrap().filter(|e| {
+        let name = e.as_ref().unwrap().file_name().into_string().unwrap();
+        name.ends_with(".nc") && name != "observation.nc"
+    });
+    assert_eq!(first.matches("<polyline class=\"series\"").count(), methods.count() + 1, "every method and the truth: {first}");
+    assert!(first.contains("data-label=\"step 5: plume-posterior\"") && first.contains("data-label=\"truth "), "{first}");
+    assert!(dom.contains("<svg id=\"coverage\"") && dom.contains(">credible level</text>"), "the coverage curve");
+
     let run = |args: &[&str]| {
         let out = geohost(dir.path()).args(args).output().unwrap();
         assert!(out.status.success(), "geohost {args:?}: {}", stderr(&out));

@@ -832,6 +832,25 @@ pub fn write(dir: &Path, run: &StaticRun, set: &LoadedStatic) -> Result<StaticFi
     if let Some(s5) = &run.step5 {
         let path = dir.join(format!("{}.safetensors", crate::outputs::file_stem(&s5.record.name)));
         std::fs::write(&path, &s5.weights).with_context(|| format!("writing {}", path.display()))?;
+        // Its draws for this observation, beside the oracle's (the run's page
+        // plots their marginals together).
+        let mut attrs = attrs.clone();
+        attrs.push(("method", format!("step 5: {}", s5.record.name)));
+        attrs.push(("observation", obs_id.clone()));
+        attrs.push(("predictor", s5.record.id.clone()));
+        let bytes = nc_bytes(
+            &[("sample", s5.samples.ncols()), ("parameter", d)],
+            &[Var {
+                name: "samples",
+                dims: &["sample", "parameter"],
+                data: s5.samples.as_slice(),
+                units: "see parameters",
+                long_name: "amortized posterior samples",
+            }],
+            &attrs,
+        )?;
+        let path = dir.join(format!("{}_samples.nc", crate::outputs::file_stem(&s5.record.name)));
+        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(StaticFiles { observation, posteriors, step4 })
 }
