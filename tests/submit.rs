@@ -855,6 +855,24 @@ fn emulators_are_submitted_as_forward_model_components_to_a_step3_contract() {
     let again = host.submit(&contract, &plugin("lorenz96"), r#"{"F": 8.0, "size": 40}"#);
     assert_eq!(again, exact);
 
+    // Its page: the forecast-error growth of the submission and of the
+    // contract's references by lead.
+    let page = host.path("emulator.html");
+    host.ok(&[
+        "bench",
+        "submit",
+        "-q",
+        &contract,
+        &plugin("lorenz96").display().to_string(),
+        "--config",
+        r#"{"F": 9.0, "size": 40}"#,
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    let dom = crate::pages::render(&page, "emulator-report");
+    let growth = &dom[dom.find("-rmse-by-lead\"").expect("a forecast-error growth chart")..];
+    let growth = &growth[..growth.find("</svg>").unwrap()];
+    assert!(growth.matches("<polyline class=\"series\"").count() >= 1 && growth.contains(">lead (steps)</text>"), "{growth}");
     let wrong = host.submit(&contract, &plugin("lorenz96"), r#"{"F": 9.0, "size": 40}"#);
     let c = &wrong["candidates"][0];
     let one_step = scalar(c, "one_step_rmse");

@@ -1,11 +1,12 @@
 //! A contract's report as a self-contained page (`bench score --html`,
 //! `bench submit --html`): the verdict, every scored row's metrics (the
 //! hidden section first when there is one, as it is the official one), the
-//! failure-mode checks of each candidate, and the rank histograms of the
-//! rows that have one, as bar charts. The page is named by the report's id.
+//! failure-mode checks of each candidate, the forecast-error growth of the
+//! rows that have `rmse_by_lead` (an emulator against its model), and the
+//! rank histograms of the rows that have one, as bar charts. The page is named by the report's id.
 
 use super::score::{CheckResult, Report, Scored};
-use crate::html::{bars, escape, page};
+use crate::html::{bars, escape, lines, page, Series};
 use geohost_sandbox::MetricValue;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -39,6 +40,21 @@ fn section(body: &mut String, id: &str, heading: &str, rows: &[(&str, &Scored)])
         body.push_str("</tr>\n");
     }
     body.push_str("</table>\n");
+    // Forecast-error growth: every row's error by lead on one chart (an
+    // emulator against the model, persistence and the other references).
+    let growth: Vec<Series> = rows
+        .iter()
+        .filter_map(|(role, s)| match s.metrics.get("rmse_by_lead") {
+            Some(MetricValue::Vector(v)) if !v.is_empty() => {
+                Some(Series { label: format!("{} ({role})", s.label), x: (1..=v.len()).map(|l| l as f64).collect(), y: v.clone() })
+            }
+            _ => None,
+        })
+        .collect();
+    if !growth.is_empty() {
+        let _ = writeln!(body, "<h3>Forecast-error growth</h3>");
+        body.push_str(&lines(&format!("{id}-rmse-by-lead"), &growth, "lead (steps)", "RMSE (log scale)", true));
+    }
     let mut n = 0;
     for (role, s) in rows {
         if let Some(MetricValue::Vector(h)) = s.metrics.get("rank_histogram") {
