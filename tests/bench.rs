@@ -377,4 +377,14 @@ fn a_cycle_benchmark_scores_each_step_into_one_registered_report() {
     assert!(reports.contains("cycle-report/l96-cycle"), "{reports}");
     let id = stage["report"]["candidates"][0]["id"].as_str().unwrap();
     assert!(b.ok(&["registry", "lineage", id]).contains("cycle-report/l96-cycle"));
+    // The matrix: the cycle benchmark and its report in step 6 of its
+    // stages' row, and the stage verdict counted for the stage contract.
+    let m: Value = serde_json::from_str(&b.ok(&["matrix", "--json"])).unwrap();
+    let row = m["rows"].as_array().unwrap().iter().find(|r| r["transition"] == "L3_L4").unwrap();
+    let step6 = &row["cells"][5];
+    assert_eq!(step6["contracts"][0]["name"], "l96-cycle", "{step6:#}");
+    assert_eq!(step6["contracts"][0]["verdict"], "pass");
+    assert!(step6["artifacts"].as_array().unwrap().iter().any(|a| a["name"] == "cycle-report/l96-cycle" && a["verdict"] == "pass"), "{step6:#}");
+    let step2 = &row["cells"][1]["contracts"][0];
+    assert_eq!((step2["verdict"].as_str(), step2["reports"].as_u64()), (Some("pass"), Some(1)), "{step2:#}");
 }

@@ -5,7 +5,10 @@
 //! registered for that step of that transition, the contracts that target
 //! it with their latest verdict, and what in it is stale and why.
 //!
-//! An artifact registered with a step but no transition of its own (a
+//! A cycle benchmark (its contract and its reports) sits in step 6 of the
+//! rows of its stages, and its report's stage verdicts count as reports of
+//! the stage contracts. An artifact registered with a step but no
+//! transition of its own (a
 //! plugin: one component can serve several plugin-sets) sits in the rows of
 //! the artifacts derived from it; one without any (static problems such as
 //! the plume inversion, whose plugin-sets do not name a transition) in a
@@ -86,15 +89,41 @@ pub fn matrix(registry: &Registry) -> Result<Matrix> {
     let all = registry.list(&Filter::default())?;
     let reasons: BTreeMap<String, String> = registry.stale()?.into_iter().map(|(a, cause)| (a.id, cause)).collect();
     let name_of = |id: &str| all.iter().find(|a| a.id == id).map(|a| format!("{}{}", a.name, a.version.as_ref().map(|v| format!("@{v}")).unwrap_or_default()));
-    // Reports scored under a contract: the latest gives its verdict.
-    let mut scored: BTreeMap<String, Vec<&Artifact>> = BTreeMap::new();
+    // Verdicts of each contract: (when, verdict, report) from its own
+    // reports and from the stages of cycle-benchmark reports.
+    let mut scored: BTreeMap<String, Vec<(String, Option<String>, String)>> = BTreeMap::new();
+    // Cycle benchmarks (their contract and reports have no step): step 6 of
+    // the rows of their stages.
+    let mut improve: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for a in all.iter().filter(|a| a.kind == "contract" && a.tags.iter().any(|t| t == "cycle")) {
+        let stages: Vec<String> = a.metadata["stages"].as_array().map(|v| v.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default();
+        let mut rows: Vec<String> = stages.iter().filter_map(|id| all.iter().find(|x| &x.id == id).and_then(|x| x.l_transition.clone())).collect();
+        rows.sort();
+        rows.dedup();
+        improve.insert(a.id.clone(), rows);
+    }
     for report in all.iter().filter(|a| a.kind == "report") {
         if let Some(contract) = report.metadata["contract"].as_str() {
-            scored.entry(contract.to_string()).or_default().push(report);
+            scored.entry(contract.to_string()).or_default().push((report.created.clone(), verdict_of(registry, report), report.id.clone()));
+        }
+        if let Some(cycle) = report.metadata["cycle"].as_str() {
+            let value: serde_json::Value = serde_json::from_slice(&registry.read(&report.id)?).unwrap_or_default();
+            for stage in value["stages"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                if let Some(contract) = stage["contract"].as_str() {
+                    let verdict = stage["report"]["verdict"].as_str().map(String::from);
+                    scored.entry(contract.to_string()).or_default().push((report.created.clone(), verdict, report.id.clone()));
+                }
+            }
+            scored.entry(cycle.to_string()).or_default().push((report.created.clone(), value["verdict"].as_str().map(String::from), report.id.clone()));
+            let rows = improve.get(cycle).cloned().unwrap_or_default();
+            improve.insert(report.id.clone(), rows);
         }
     }
     // The rows each artifact of a step sits in.
     let mut rows_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (id, rows) in &improve {
+        rows_of.insert(id.as_str(), rows.clone());
+    }
     for a in all.iter().filter(|a| a.step.is_some()) {
         let rows = match &a.l_transition {
             Some(t) => vec![t.clone()],
@@ -119,7 +148,8 @@ pub fn matrix(registry: &Registry) -> Result<Matrix> {
         let in_row = |a: &&Artifact| rows_of.get(a.id.as_str()).is_some_and(|r| r.contains(&key));
         let mut cells = Vec::new();
         for step in 1..=6u8 {
-            let here: Vec<&Artifact> = all.iter().filter(in_row).filter(|a| a.step == Some(step)).collect();
+            let step_of = |a: &Artifact| a.step.or_else(|| improve.contains_key(&a.id).then_some(6));
+            let here: Vec<&Artifact> = all.iter().filter(in_row).filter(|a| step_of(a) == Some(step)).collect();
             let mut cell = Cell { step, artifacts: Vec::new(), contracts: Vec::new(), stale: Vec::new(), physics_unverified: false };
             for a in &here {
                 if a.stale {
@@ -129,13 +159,13 @@ pub fn matrix(registry: &Registry) -> Result<Matrix> {
                 match a.kind.as_str() {
                     "contract" => {
                         let reports = scored.get(&a.id).map(Vec::as_slice).unwrap_or_default();
-                        let latest = reports.iter().max_by(|x, y| x.created.cmp(&y.created));
+                        let latest = reports.iter().max_by(|x, y| x.0.cmp(&y.0));
                         cell.contracts.push(ContractCell {
                             name: a.name.clone(),
                             version: a.version.clone(),
                             id: a.id.clone(),
-                            verdict: latest.and_then(|r| verdict_of(registry, r)),
-                            report: latest.map(|r| r.id.clone()),
+                            verdict: latest.and_then(|r| r.1.clone()),
+                            report: latest.map(|r| r.2.clone()),
                             reports: reports.len(),
                             stale: a.stale,
                         });
