@@ -29,6 +29,41 @@ fn time_ms(samples: usize, per: usize, mut f: impl FnMut() -> Result<()>) -> Res
     Ok(median(v))
 }
 
+/// The Lorenz-96 twin that `perf da` and `perf languages` time an ETKF
+/// on: 40 variables, all observed with R = I, `cycles` cycles of dt = 0.05
+/// from e₀ (native truth, seed 1), and an ETKF with N = `members`,
+/// inflation 1.02.
+struct EtkfTiming {
+    twin: twin::Twin,
+    obs: LinearObs,
+    etkf: geohost_da::Method,
+    /// The generator after the twin's draws (for ensembles beside it).
+    rng: rand_chacha::ChaCha8Rng,
+    cycles: usize,
+}
+
+impl EtkfTiming {
+    fn new(members: usize, cycles: usize, at: &str) -> Result<EtkfTiming> {
+        let mut obs = LinearObs::new(DMatrix::identity(40, 40), vec![1.0; 40]);
+        let mut x0 = vec![0.0; 40];
+        x0[0] = 1.0;
+        let chronology = Chronology { dt: 0.05, steps_per_obs: 1, cycles, burn_in: 0.0 };
+        let prior = Prior { mean: DVector::from_vec(x0), variance: 0.001 };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let twin = twin::simulate(&mut Lorenz96::new(40, 8.0), &mut obs, chronology, prior, &mut rng)?;
+        let params = toml::Table::from_iter([("N".to_string(), toml::Value::Integer(members as i64)), ("infl".to_string(), toml::Value::Float(1.02))]);
+        let etkf = geohost_da::parse_method("etkf", &params, at)?;
+        Ok(EtkfTiming { twin, obs, etkf, rng, cycles })
+    }
+
+    /// Milliseconds per analysis cycle of the ETKF through `model`.
+    fn cycle_ms(&mut self, model: &mut dyn ForwardModel) -> Result<f64> {
+        let start = Instant::now();
+        self.etkf.run(&self.twin, model, &mut self.obs, 7, Default::default(), &mut |_| {})?;
+        Ok(start.elapsed().as_secs_f64() * 1e3 / self.cycles as f64)
+    }
+}
+
 /// ETKF on Lorenz-96 (sakov2008 setup) with the wasm forward model and with
 /// the native one: milliseconds per analysis cycle and their ratio, plus
 /// the cost of one ensemble step alone. The wasm model runs under
@@ -42,23 +77,11 @@ pub fn forward_cost(runtime: &Runtime, plugin: &Path, members: usize, cycles: us
     let raw_runtime = Runtime::new(Limits { nan_canonicalization: false, ..*runtime.limits() }, None)?;
     let mut raw = WasmForward::new(&raw_runtime, &raw_runtime.load("lorenz96", plugin, World::ForwardModel)?, config)?;
     let mut native = Lorenz96::new(40, 8.0);
-    let mut obs = LinearObs::new(DMatrix::identity(40, 40), vec![1.0; 40]);
-    let mut x0 = vec![0.0; 40];
-    x0[0] = 1.0;
-    let chronology = Chronology { dt: 0.05, steps_per_obs: 1, cycles, burn_in: 0.0 };
-    let prior = Prior { mean: DVector::from_vec(x0), variance: 0.001 };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let twin = twin::simulate(&mut native, &mut obs, chronology, prior, &mut rng)?;
-    let params = toml::Table::from_iter([("N".to_string(), toml::Value::Integer(members as i64)), ("infl".to_string(), toml::Value::Float(1.02))]);
-    let etkf = geohost_da::parse_method("etkf", &params, "perf da")?;
+    let mut bench = EtkfTiming::new(members, cycles, "perf da")?;
 
     // Native and wasm samples alternate, so a burst of load on this noisy
     // machine hits both; the ratio is the median of the per-pair ratios.
-    let mut cycle_ms = |model: &mut dyn ForwardModel| -> Result<f64> {
-        let start = Instant::now();
-        etkf.run(&twin, model, &mut obs, 7, Default::default(), &mut |_| {})?;
-        Ok(start.elapsed().as_secs_f64() * 1e3 / cycles as f64)
-    };
+    let mut cycle_ms = |model: &mut dyn ForwardModel| bench.cycle_ms(model);
     cycle_ms(&mut native)?; // warm-up
     cycle_ms(&mut wasm)?;
     cycle_ms(&mut raw)?;
@@ -74,7 +97,7 @@ pub fn forward_cost(runtime: &Runtime, plugin: &Path, members: usize, cycles: us
     let (native_cycle, wasm_cycle, cycle_ratio) = (median(native_v), median(wasm_v), median(ratio_v));
     let (raw_cycle, raw_ratio) = (median(raw_v), median(raw_ratio_v));
 
-    let mut e = twin.prior.sample(members, &mut rng);
+    let mut e = bench.twin.prior.sample(members, &mut bench.rng);
     let steps = 2000;
     let mut step_us = |model: &mut dyn ForwardModel| {
         let e0 = e.clone();
@@ -141,20 +164,8 @@ pub fn language_cost(plugins: &Path, members: usize, cycles: usize, samples: usi
         models.push((runtime, model));
         rows.push((name, size as f64 / 1e6, first, cached));
     }
-    let mut obs = LinearObs::new(DMatrix::identity(40, 40), vec![1.0; 40]);
-    let mut x0 = vec![0.0; 40];
-    x0[0] = 1.0;
-    let chronology = Chronology { dt: 0.05, steps_per_obs: 1, cycles, burn_in: 0.0 };
-    let prior = Prior { mean: DVector::from_vec(x0), variance: 0.001 };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let twin = twin::simulate(&mut Lorenz96::new(40, 8.0), &mut obs, chronology, prior, &mut rng)?;
-    let params = toml::Table::from_iter([("N".to_string(), toml::Value::Integer(members as i64)), ("infl".to_string(), toml::Value::Float(1.02))]);
-    let etkf = geohost_da::parse_method("etkf", &params, "perf languages")?;
-    let mut cycle_ms = |model: &mut dyn ForwardModel| -> Result<f64> {
-        let start = Instant::now();
-        etkf.run(&twin, model, &mut obs, 7, Default::default(), &mut |_| {})?;
-        Ok(start.elapsed().as_secs_f64() * 1e3 / cycles as f64)
-    };
+    let mut bench = EtkfTiming::new(members, cycles, "perf languages")?;
+    let mut cycle_ms = |model: &mut dyn ForwardModel| bench.cycle_ms(model);
     let mut times = vec![Vec::new(); names.len()];
     let mut ratios = vec![Vec::new(); names.len()];
     for sample in 0..=samples {
