@@ -51,12 +51,25 @@ pub struct Row {
     pub rounded_to: Option<f64>,
 }
 
+impl Row {
+    /// The rank column: the rank, `-` for an unranked candidate, else the
+    /// reference row's role.
+    fn rank_label(&self) -> String {
+        self.rank.map(|r| r.to_string()).unwrap_or_else(|| if self.role == "candidate" { "-".into() } else { self.role.clone() })
+    }
+
+    /// What the row's score is not: fresh (`stale`) or blind (`after reveal`).
+    fn notes(&self) -> Vec<&'static str> {
+        [(self.stale, "stale"), (self.revealed, "after reveal")].into_iter().filter(|(on, _)| *on).map(|(_, note)| note).collect()
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Leaderboard {
     pub contract: String,
     pub metric: String,
-    /// `lower`, `higher`, …: the metric's direction.
-    pub goal: String,
+    /// The metric's direction (`lower`, `higher`, … in JSON).
+    pub goal: Goal,
     pub rows: Vec<Row>,
     pub reference: Vec<Row>,
 }
@@ -200,21 +213,25 @@ pub fn leaderboard(registry: &Registry, name: &str) -> Result<Leaderboard> {
             row.rank = Some(rank);
         }
     }
-    Ok(Leaderboard { contract: name.into(), metric, goal: format!("{goal:?}").to_lowercase(), rows, reference })
+    Ok(Leaderboard { contract: name.into(), metric, goal, rows, reference })
+}
+
+/// `leaderboard of C by METRIC (lower is better)`.
+fn title(board: &Leaderboard) -> String {
+    format!("leaderboard of {} by {} ({} is better)", board.contract, board.metric, format!("{:?}", board.goal).to_lowercase())
 }
 
 /// The leaderboard as a table, its columns as wide as their longest entry.
 pub fn table(board: &Leaderboard) -> String {
     let rows: Vec<&Row> = board.rows.iter().chain(&board.reference).collect();
-    let rank = |row: &Row| row.rank.map(|r| r.to_string()).unwrap_or_else(|| if row.role == "candidate" { "-".into() } else { row.role.clone() });
     let label = |row: &Row| match row.config.as_ref().filter(|c| c.as_object().is_some_and(|o| !o.is_empty())) {
         Some(c) => format!("{} {c}", row.label),
         None => row.label.clone(),
     };
-    let rank_width = rows.iter().map(|r| rank(r).len()).max().unwrap_or(0).max(4);
+    let rank_width = rows.iter().map(|r| r.rank_label().len()).max().unwrap_or(0).max(4);
     let label_width = rows.iter().map(|r| label(r).chars().count()).max().unwrap_or(0).max(9);
     let mut s = String::new();
-    let _ = writeln!(s, "leaderboard of {} by {} ({} is better)", board.contract, board.metric, board.goal);
+    let _ = writeln!(s, "{}", title(board));
     if let Some(p) = rows.iter().find_map(|r| r.rounded_to) {
         let _ =
             writeln!(s, "hidden scores are published rounded to {p} until the contract's seeds are revealed (full precision stays in the registry's reports)");
@@ -225,17 +242,11 @@ pub fn table(board: &Leaderboard) -> String {
         "rank", "candidate", "score", "scored on", "provenance", "fuel", "verdict", "version"
     );
     for row in rows {
-        let mut notes = Vec::new();
-        if row.stale {
-            notes.push("stale");
-        }
-        if row.revealed {
-            notes.push("after reveal");
-        }
+        let notes = row.notes();
         let _ = writeln!(
             s,
             "{:>rank_width$}  {:<label_width$} {:>10}  {:<13} {:<13} {:>14}  {:<12} {:<8} {}{}",
-            rank(row),
+            row.rank_label(),
             label(row),
             row.score.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
             row.scored_on,
@@ -256,15 +267,8 @@ pub fn table(board: &Leaderboard) -> String {
 /// candidate both cheaper and better).
 pub fn html(board: &Leaderboard) -> String {
     use crate::html::{escape, page, scatter, Point};
-    let goal = match board.goal.as_str() {
-        "higher" => Goal::Higher,
-        "zero" => Goal::Zero,
-        "one" => Goal::One,
-        "flat" => Goal::Flat,
-        _ => Goal::Lower,
-    };
-    let badness = |x: f64| goal.badness(&MetricValue::Scalar(x)).unwrap_or(f64::INFINITY);
-    let title = format!("leaderboard of {} by {} ({} is better)", board.contract, board.metric, board.goal);
+    let badness = |x: f64| board.goal.badness(&MetricValue::Scalar(x)).unwrap_or(f64::INFINITY);
+    let title = title(board);
     let mut body = format!("<h1>{}</h1>\n", escape(&title));
     if let Some(p) = board.rows.iter().chain(&board.reference).find_map(|r| r.rounded_to) {
         let _ = writeln!(body, r#"<p class="note" id="rounding">Hidden scores are published rounded to {p} until the contract's seeds are revealed.</p>"#);
@@ -282,21 +286,14 @@ pub fn html(board: &Leaderboard) -> String {
         } else {
             "candidate"
         };
-        let rank = row.rank.map(|r| r.to_string()).unwrap_or_else(|| if row.role == "candidate" { "-".into() } else { row.role.clone() });
-        let mut notes = Vec::new();
-        if row.stale {
-            notes.push("stale");
-        }
-        if row.revealed {
-            notes.push("after reveal");
-        }
+        let notes = row.notes();
         let _ = writeln!(
             body,
             r#"<tr class="{class}" data-role="{}" data-rank="{}" data-id="{}"><td>{}</td><td>{}{}</td><td><code>{}</code></td><td class="num">{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td class="verdict-{}">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>"#,
             escape(&row.role),
             row.rank.map(|r| r.to_string()).unwrap_or_default(),
             escape(&row.id),
-            escape(&rank),
+            escape(&row.rank_label()),
             escape(&row.label),
             if notes.is_empty() { String::new() } else { format!(" <span class=\"note\">({})</span>", notes.join(", ")) },
             row.config.as_ref().filter(|c| c.as_object().is_some_and(|o| !o.is_empty())).map(|c| escape(&c.to_string())).unwrap_or_default(),
