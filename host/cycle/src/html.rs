@@ -60,6 +60,23 @@ svg text {{ font-family: system-ui, sans-serif; font-size: 12px; }}
     )
 }
 
+/// A chart's two axis lines and its axis labels (`class="axis-label x"`
+/// under the x axis, `class="axis-label y"` rotated left of the y axis);
+/// `frame` is (width, height, left, right, top, bottom) in pixels.
+fn axes(s: &mut String, frame: (f64, f64, f64, f64, f64, f64), x_label: &str, y_label: &str) {
+    let (w, h, left, right, top, bottom) = frame;
+    let (ax, ay) = (left, h - bottom);
+    let _ = writeln!(
+        s,
+        r##"<g class="axes" stroke="#444"><line x1="{ax}" y1="{top}" x2="{ax}" y2="{ay}"/><line x1="{ax}" y1="{ay}" x2="{}" y2="{ay}"/></g>"##,
+        w - right
+    );
+    let _ = writeln!(s, r#"<text class="axis-label x" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, (left + w - right) / 2.0, h - 8.0, escape(x_label));
+    let (lx, ly) = ((left / 5.0).round(), (top + ay) / 2.0);
+    let _ =
+        writeln!(s, r#"<text class="axis-label y" x="{lx}" y="{ly:.1}" text-anchor="middle" transform="rotate(-90 {lx} {ly:.1})">{}</text>"#, escape(y_label));
+}
+
 /// A point of a scatter plot.
 pub struct Point {
     pub x: f64,
@@ -95,11 +112,7 @@ pub fn scatter(id: &str, points: &[Point], x_label: &str, y_label: &str, log_x: 
     let py = |y: f64| top + (y1 - y) / (y1 - y0) * (h - top - bottom);
     // Axes, ticks and labels.
     let (ax, ay) = (left, h - bottom);
-    let _ = writeln!(
-        s,
-        r##"<g class="axes" stroke="#444"><line x1="{ax}" y1="{top}" x2="{ax}" y2="{ay}"/><line x1="{ax}" y1="{ay}" x2="{}" y2="{ay}"/></g>"##,
-        w - right
-    );
+    axes(&mut s, (w, h, left, right, top, bottom), x_label, y_label);
     for i in 0..=4 {
         let v = x0 + (x1 - x0) * i as f64 / 4.0;
         let shown = if log_x { format!("{:.1e}", 10f64.powf(v)) } else { format!("{v:.3}") };
@@ -108,14 +121,6 @@ pub fn scatter(id: &str, points: &[Point], x_label: &str, y_label: &str, log_x: 
         let v = y0 + (y1 - y0) * i as f64 / 4.0;
         let _ = writeln!(s, r#"<text class="tick y" x="{:.1}" y="{:.1}" text-anchor="end">{v:.3}</text>"#, ax - 6.0, py(v) + 4.0);
     }
-    let _ = writeln!(s, r#"<text class="axis-label x" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, (left + w - right) / 2.0, h - 8.0, escape(x_label));
-    let _ = writeln!(
-        s,
-        r#"<text class="axis-label y" x="14" y="{:.1}" text-anchor="middle" transform="rotate(-90 14 {:.1})">{}</text>"#,
-        (top + ay) / 2.0,
-        (top + ay) / 2.0,
-        escape(y_label)
-    );
     // The front, then the points.
     let mut front: Vec<&&Point> = finite.iter().filter(|p| p.on_front).collect();
     front.sort_by(|a, b| a.x.total_cmp(&b.x));
@@ -169,11 +174,7 @@ pub fn lines(id: &str, series: &[Series], x_label: &str, y_label: &str, log_y: b
     let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
     let py = |y: f64| top + (y1 - ty(y)) / (y1 - y0) * (h - top - bottom);
     let (ax, ay) = (left, h - bottom);
-    let _ = writeln!(
-        s,
-        r##"<g class="axes" stroke="#444"><line x1="{ax}" y1="{top}" x2="{ax}" y2="{ay}"/><line x1="{ax}" y1="{ay}" x2="{}" y2="{ay}"/></g>"##,
-        w - right
-    );
+    axes(&mut s, (w, h, left, right, top, bottom), x_label, y_label);
     for i in 0..=4 {
         let v = x0 + (x1 - x0) * i as f64 / 4.0;
         let _ = writeln!(s, r#"<text class="tick x" x="{:.1}" y="{:.1}" text-anchor="middle">{v:.1}</text>"#, px(v), ay + 16.0);
@@ -182,13 +183,6 @@ pub fn lines(id: &str, series: &[Series], x_label: &str, y_label: &str, log_y: b
         let yv = top + (y1 - v) / (y1 - y0) * (h - top - bottom);
         let _ = writeln!(s, r#"<text class="tick y" x="{:.1}" y="{:.1}" text-anchor="end">{shown}</text>"#, ax - 6.0, yv + 4.0);
     }
-    let _ = writeln!(s, r#"<text class="axis-label x" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, (left + w - right) / 2.0, h - 8.0, escape(x_label));
-    let _ = writeln!(
-        s,
-        r#"<text class="axis-label y" x="14" y="{0:.1}" text-anchor="middle" transform="rotate(-90 14 {0:.1})">{1}</text>"#,
-        (top + ay) / 2.0,
-        escape(y_label)
-    );
     for (i, c) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let points: Vec<String> =
@@ -224,11 +218,7 @@ pub fn bars(id: &str, values: &[f64], x_label: &str, y_label: &str) -> String {
     let n = values.len().max(1) as f64;
     let bw = (w - left - right) / n;
     let (ax, ay) = (left, h - bottom);
-    let _ = writeln!(
-        s,
-        r##"<g class="axes" stroke="#444"><line x1="{ax}" y1="{top}" x2="{ax}" y2="{ay}"/><line x1="{ax}" y1="{ay}" x2="{}" y2="{ay}"/></g>"##,
-        w - right
-    );
+    axes(&mut s, (w, h, left, right, top, bottom), x_label, y_label);
     for (i, v) in values.iter().enumerate() {
         let bh = v / max * (ay - top);
         let _ = writeln!(
@@ -241,13 +231,6 @@ pub fn bars(id: &str, values: &[f64], x_label: &str, y_label: &str) -> String {
     }
     let _ = writeln!(s, r#"<text class="tick y" x="{:.1}" y="{:.1}" text-anchor="end">{max:.3}</text>"#, ax - 4.0, top + 4.0);
     let _ = writeln!(s, r#"<text class="tick y" x="{:.1}" y="{ay:.1}" text-anchor="end">0</text>"#, ax - 4.0);
-    let _ = writeln!(s, r#"<text class="axis-label x" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, (left + w - right) / 2.0, h - 8.0, escape(x_label));
-    let _ = writeln!(
-        s,
-        r#"<text class="axis-label y" x="12" y="{0:.1}" text-anchor="middle" transform="rotate(-90 12 {0:.1})">{1}</text>"#,
-        (top + ay) / 2.0,
-        escape(y_label)
-    );
     s.push_str("</svg>\n");
     s
 }
