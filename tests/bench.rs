@@ -357,7 +357,12 @@ fn candidates_must_be_scoreable_under_the_contract() {
 fn a_cycle_benchmark_scores_each_step_into_one_registered_report() {
     let b = Bench::new();
     b.contract("step2.toml", |t| t);
-    std::fs::write(b.path("cycle.toml"), "name = \"l96-cycle\"\nversion = \"1\"\ndomain = \"test\"\n\n[[stages]]\ncontract = \"step2.toml\"\n").unwrap();
+    b.contract("step4.toml", |t| t.replace("name = \"l96-test\"", "name = \"l96-test-step4\"").replace("target_step = 2", "target_step = 4").replace("\"crps_fair\",", "\"crps_fair\", \"coverage\","));
+    std::fs::write(
+        b.path("cycle.toml"),
+        "name = \"l96-cycle\"\nversion = \"1\"\ndomain = \"test\"\n\n[[stages]]\ncontract = \"step2.toml\"\n\n[[stages]]\ncontract = \"step4.toml\"\n",
+    )
+    .unwrap();
     let cycle = b.path("cycle.toml").display().to_string();
     let err = b.fails(&["bench", "cycle", &cycle, "2=out/ETKF_N20_infl1.04.nc"]);
     assert!(err.contains("not pre-registered"), "{err}");
@@ -367,8 +372,43 @@ fn a_cycle_benchmark_scores_each_step_into_one_registered_report() {
     let err = b.fails(&["bench", "cycle", &cycle, "out/ETKF_N20_infl1.04.nc"]);
     assert!(err.contains("expected STEP=CANDIDATE"), "{err}");
 
-    let report: Value = serde_json::from_str(&b.ok(&["bench", "cycle", &cycle, "2=out/ETKF_N20_infl1.04.nc", "--json", "--out", "cycle.json"])).unwrap();
-    assert_eq!(report["verdict"], "pass");
+    // A stage without a candidate: the cycle is incomplete, and its page
+    // says which stage was not scored.
+    let partial: Value = serde_json::from_str(&b.ok(&["bench", "cycle", &cycle, "2=out/ETKF_N20_infl1.04.nc", "--json", "--out", "partial.json"])).unwrap();
+    assert_eq!(partial["verdict"], "incomplete");
+    assert_eq!(partial["stages"][1]["not_scored"], "no candidate for step 4");
+
+    let report: Value = serde_json::from_str(&b.ok(&[
+        "bench",
+        "cycle",
+        &cycle,
+        "2=out/ETKF_N20_infl1.04.nc",
+        "4=out/ETKF_N10_infl1.06.nc",
+        "--json",
+        "--out",
+        "cycle.json",
+        "--html",
+        ".",
+    ]))
+    .unwrap();
+    // N=10 diverges on this setup (the stage's divergence check fails): the
+    // cycle fails with it, stage 2 still passes.
+    assert_eq!(report["verdict"], "fail", "{report:#}");
+    assert_eq!((report["stages"][0]["report"]["verdict"].as_str(), report["stages"][1]["report"]["verdict"].as_str()), (Some("pass"), Some("fail")));
+    // The page (named by the report's id), rendered by headless Chromium:
+    // the verdict, a summary row per stage with its candidate and primary
+    // score, and each stage's own tables under ids of their own.
+    let cycle_id = format!("blake3:{}", blake3::hash(&std::fs::read(b.path("cycle.json")).unwrap()).to_hex());
+    let page = b.path(&format!("l96-cycle-{}.html", &cycle_id["blake3:".len()..][..12]));
+    let dom = crate::pages::render(&page, "bench-cycle");
+    assert!(dom.contains(r#"<span id="verdict" class="verdict-fail">fail</span>"#), "{dom}");
+    for (step, candidate, verdict) in [(2, "ETKF N=20 infl=1.04", "pass"), (4, "ETKF N=10 infl=1.06", "fail")] {
+        let rmse = b.rmse_a(candidate);
+        let row = &dom[dom.find(&format!(r#"<tr data-step="{step}">"#)).unwrap()..];
+        let row = &row[..row.find("</tr>").unwrap()];
+        assert!(row.contains(candidate) && row.contains(&format!("{rmse:.4}")) && row.contains(&format!("verdict-{verdict}")), "step {step}: {row}");
+        assert!(dom.contains(&format!(r#"<section class="stage" data-step="{step}">"#)) && dom.contains(&format!(r#"<table id="stage-{step}-public">"#)), "{dom}");
+    }
     let stage = &report["stages"][0];
     assert_eq!(stage["step"], 2);
     let (scored, run) = (scalar(&stage["report"]["candidates"][0], "rmse"), b.rmse_a("ETKF N=20 infl=1.04"));
@@ -383,8 +423,11 @@ fn a_cycle_benchmark_scores_each_step_into_one_registered_report() {
     let row = m["rows"].as_array().unwrap().iter().find(|r| r["transition"] == "L3_L4").unwrap();
     let step6 = &row["cells"][5];
     assert_eq!(step6["contracts"][0]["name"], "l96-cycle", "{step6:#}");
-    assert_eq!(step6["contracts"][0]["verdict"], "pass");
-    assert!(step6["artifacts"].as_array().unwrap().iter().any(|a| a["name"] == "cycle-report/l96-cycle" && a["verdict"] == "pass"), "{step6:#}");
+    assert_eq!(step6["contracts"][0]["verdict"], "fail");
+    assert!(step6["artifacts"].as_array().unwrap().iter().any(|a| a["name"] == "cycle-report/l96-cycle" && a["verdict"] == "fail"), "{step6:#}");
     let step2 = &row["cells"][1]["contracts"][0];
-    assert_eq!((step2["verdict"].as_str(), step2["reports"].as_u64()), (Some("pass"), Some(1)), "{step2:#}");
+    // Both cycle reports (the partial one and the full one) scored stage 2.
+    assert_eq!((step2["verdict"].as_str(), step2["reports"].as_u64()), (Some("pass"), Some(2)), "{step2:#}");
+    let step4 = &row["cells"][3]["contracts"][0];
+    assert_eq!((step4["name"].as_str(), step4["verdict"].as_str(), step4["reports"].as_u64()), (Some("l96-test-step4"), Some("fail"), Some(1)), "{step4:#}");
 }

@@ -279,6 +279,9 @@ fn geohost_run_on_a_static_set_registers_oracle_posteriors() {
     std::fs::write(&set, text.replace("walkers = 16", "walkers = 7")).unwrap();
     let out = geohost(dir.path()).args(["run", "--no-registry"]).arg(&set).output().unwrap();
     assert!(!out.status.success() && stderr(&out).contains("`walkers` must be even"), "{}", stderr(&out));
+    std::fs::write(&set, format!("transition = \"L2_L4\"\n{text}")).unwrap();
+    let out = geohost(dir.path()).args(["run", "--no-registry"]).arg(&set).output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("transition `L2_L4` is not one of L0_L1"), "{}", stderr(&out));
     std::fs::write(&set, text.replace("walkers = 16", "walkers = 16\ntemperatures = 0")).unwrap();
     let out = geohost(dir.path()).args(["run", "--no-registry"]).arg(&set).output().unwrap();
     assert!(!out.status.success() && stderr(&out).contains("(mcmc): temperatures must be 1 (no tempering) to 20, got 0"), "{}", stderr(&out));
@@ -366,6 +369,7 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
     let text = PLUME.replace("{sim}", plugin("gaussian-plume").to_str().unwrap()).replace("{obs}", plugin("column-obs").to_str().unwrap())
         + "\n[step5]\nname = \"plume-posterior\"\nsimulations = 3000\nseed = 2\nnetwork = { components = 2, max_epochs = 40, seed = 2 }\n"
         + "\n[step3]\nname = \"plume-emulator\"\nmax_epochs = 30\nhidden = [64]\n\n[cycle]\ncontract = \"contract.toml\"\n";
+    let text = format!("transition = \"L3_L3\"\n{text}");
     std::fs::write(&set, &text).unwrap();
     let out = geohost(dir.path()).args(["run", "--json"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -423,6 +427,13 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
     assert_eq!(first.matches("<polyline class=\"series\"").count(), methods.count() + 1, "every method and the truth: {first}");
     assert!(first.contains("data-label=\"step 5: plume-posterior\"") && first.contains("data-label=\"truth "), "{first}");
     assert!(dom.contains("<svg id=\"coverage\"") && dom.contains(">credible level</text>"), "the coverage curve");
+    // The pairs: a panel for each of the 4 × 3 / 2 pairs, every method's
+    // cloud in each, and the truth's cross.
+    let pairs = &dom[dom.find("<svg id=\"pairs\"").expect("the pairs chart")..];
+    let pairs = &pairs[..pairs.find("</svg>").unwrap()];
+    assert_eq!(pairs.matches("<g class=\"pair\"").count(), 6, "{pairs}");
+    assert!(pairs.contains(r#"data-x="x0" data-y="wind_dir""#) && pairs.matches("<g class=\"marker\"").count() == 6, "{pairs}");
+    assert!(pairs.contains("<g class=\"cloud\" data-label=\"step 5: plume-posterior\"") && pairs.contains("via emulator (step 4)"), "{pairs}");
 
     let run = |args: &[&str]| {
         let out = geohost(dir.path()).args(args).output().unwrap();
@@ -432,6 +443,21 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
     let listed: Value = serde_json::from_str(&run(&["registry", "list", "--role", "predictor", "--json"])).unwrap();
     let predictor = listed[0]["id"].as_str().unwrap().to_string();
     assert_eq!(listed[0]["step"], 5);
+    // The set declares its transition: the matrix's L3→L3 row holds every
+    // step (the plugins through what was derived from them), nothing is
+    // unplaced, and step 6 has the cycle report with its verdict.
+    let m: Value = serde_json::from_str(&run(&["matrix", "--json"])).unwrap();
+    let row = |t: &str| m["rows"].as_array().unwrap().iter().find(|r| r["transition"] == t).unwrap().clone();
+    let l33 = row("L3_L3");
+    assert_eq!(l33["entry"], "physics-first", "{l33:#}");
+    let names = |step: usize| -> Vec<String> { l33["cells"][step - 1]["artifacts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().to_string()).collect() };
+    assert!(names(1).contains(&"gaussian-plume".to_string()) && names(1).contains(&"column-obs".to_string()), "{:?}", names(1));
+    for step in 2..=5 {
+        assert!(!names(step).is_empty(), "step {step} of the L3→L3 row is empty: {l33:#}");
+    }
+    assert!(names(5).contains(&"plume-posterior".to_string()) && names(3).contains(&"plume-emulator".to_string()), "{l33:#}");
+    assert!(l33["cells"][5]["artifacts"].as_array().unwrap().iter().any(|a| a["name"] == "cycle-report/plume-test" && a["verdict"] == "fail"), "{l33:#}");
+    assert!(row("unplaced")["cells"].as_array().unwrap().iter().all(|c| c["artifacts"].as_array().unwrap().is_empty()), "{m:#}");
     let lineage = run(&["registry", "lineage", &predictor]);
     assert!(lineage.contains("--trained_on-->") && lineage.contains("plume-posterior-simulations") && lineage.contains("gaussian-plume"), "{lineage}");
     let reports: Value = serde_json::from_str(&run(&["registry", "list", "--kind", "report", "--json"])).unwrap();

@@ -235,6 +235,131 @@ pub fn bars(id: &str, values: &[f64], x_label: &str, y_label: &str) -> String {
     s
 }
 
+/// A tick value to about four significant digits.
+fn short_number(v: f64) -> String {
+    match v.abs() {
+        a if a >= 1e5 || (a < 1e-3 && a > 0.0) => format!("{v:.3e}"),
+        a if a >= 100.0 => format!("{v:.0}"),
+        a if a >= 1.0 => format!("{v:.2}"),
+        _ => format!("{v:.4}"),
+    }
+}
+
+/// A sample cloud of a pairs chart: a label and its draws, one row of
+/// values per parameter.
+pub struct Cloud<'a> {
+    pub label: &'a str,
+    pub rows: &'a [Vec<f64>],
+}
+
+/// At most this many dots per cloud and panel: enough to show a
+/// posterior's shape, few enough to keep the page light.
+const PAIR_DOTS: usize = 400;
+
+/// A pairs chart (corner plot) as one inline SVG: a panel for every pair
+/// of parameters i > j (`<g class="pair" data-x=NAME_j data-y=NAME_i>`),
+/// each cloud's draws as dots (thinned evenly to at most 400 per panel)
+/// in the cloud's colour, `marker` as a cross, parameter names and axis
+/// ends under the bottom row and left of the first column, and a legend.
+/// Each axis spans the central 99% of all clouds' draws and the marker. Fewer than two
+/// parameters: no chart. Non-finite draws are skipped.
+pub fn pairs(id: &str, names: &[String], clouds: &[Cloud], marker: Option<&[f64]>) -> String {
+    let d = names.len();
+    if d < 2 {
+        return String::new();
+    }
+    let (panel, gap, left, bottom, legend) = (150.0, 10.0, 110.0, 44.0, 400.0);
+    let side = (d - 1) as f64 * (panel + gap);
+    let (w, h) = (left + side + legend, side + bottom);
+    let mut s = format!(r#"<svg id="{}" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img">"#, escape(id));
+    let _ = writeln!(s, "<title>pairs of {}</title>", escape(&names.join(", ")));
+    // Each axis spans the pooled draws' central 99% and the marker, so a
+    // few stray draws do not squeeze the clouds; draws outside are not drawn.
+    let spans: Vec<(f64, f64)> = (0..d)
+        .map(|k| {
+            let mut pooled: Vec<f64> =
+                clouds.iter().flat_map(|c| c.rows.get(k).map(Vec::as_slice).unwrap_or_default().iter().copied()).filter(|v| v.is_finite()).collect();
+            pooled.sort_by(f64::total_cmp);
+            let quantile = |q: f64| pooled.get(((pooled.len() - 1) as f64 * q).round() as usize).copied();
+            let central = if pooled.is_empty() { vec![] } else { vec![quantile(0.005).unwrap_or(0.0), quantile(0.995).unwrap_or(1.0)] };
+            range(central.into_iter().chain(marker.map(|m| m[k])), false).unwrap_or((0.0, 1.0))
+        })
+        .collect();
+    let at = |k: usize, v: f64| (v - spans[k].0) / (spans[k].1 - spans[k].0) * panel;
+    let inside = |k: usize, v: f64| v.is_finite() && (spans[k].0..=spans[k].1).contains(&v);
+    for i in 1..d {
+        for j in 0..i {
+            let (x0, y0) = (left + j as f64 * (panel + gap), (i - 1) as f64 * (panel + gap));
+            let _ = writeln!(s, r#"<g class="pair" data-x="{}" data-y="{}" transform="translate({x0:.1} {y0:.1})">"#, escape(&names[j]), escape(&names[i]));
+            let _ = writeln!(s, r##"<rect class="frame" width="{panel}" height="{panel}" fill="none" stroke="#bbb"/>"##);
+            for (c, cloud) in clouds.iter().enumerate() {
+                let (Some(xs), Some(ys)) = (cloud.rows.get(j), cloud.rows.get(i)) else { continue };
+                let step = xs.len().div_ceil(PAIR_DOTS).max(1);
+                let _ = write!(s, r#"<g class="cloud" data-label="{}" fill="{}" fill-opacity="0.35">"#, escape(cloud.label), COLOURS[c % COLOURS.len()]);
+                for (x, y) in xs.iter().zip(ys).step_by(step).filter(|(x, y)| inside(j, **x) && inside(i, **y)) {
+                    let _ = write!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="1.5"/>"#, at(j, *x), panel - at(i, *y));
+                }
+                s.push_str("</g>\n");
+            }
+            if let Some(m) = marker {
+                let (mx, my) = (at(j, m[j]), panel - at(i, m[i]));
+                let _ = writeln!(
+                    s,
+                    r##"<g class="marker" stroke="#000" stroke-width="1.5"><line x1="{:.1}" y1="{my:.1}" x2="{:.1}" y2="{my:.1}"/><line x1="{mx:.1}" y1="{:.1}" x2="{mx:.1}" y2="{:.1}"/></g>"##,
+                    mx - 6.0,
+                    mx + 6.0,
+                    my - 6.0,
+                    my + 6.0
+                );
+            }
+            if i == d - 1 {
+                let _ = writeln!(s, r#"<text class="axis-label x" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, panel / 2.0, panel + 30.0, escape(&names[j]));
+                let (lo, hi) = spans[j];
+                let _ = writeln!(
+                    s,
+                    r#"<text class="tick x" x="0" y="{0:.1}" font-size="10">{1}</text><text class="tick x" x="{panel}" y="{0:.1}" font-size="10" text-anchor="end">{2}</text>"#,
+                    panel + 13.0,
+                    short_number(lo),
+                    short_number(hi)
+                );
+            }
+            if j == 0 {
+                let (lo, hi) = spans[i];
+                let _ = writeln!(
+                    s,
+                    r#"<text class="tick y" x="-4" y="{panel}" font-size="10" text-anchor="end">{}</text><text class="tick y" x="-4" y="10" font-size="10" text-anchor="end">{}</text>"#,
+                    short_number(lo),
+                    short_number(hi)
+                );
+                let (lx, ly) = (-60.0, panel / 2.0);
+                let _ = writeln!(
+                    s,
+                    r#"<text class="axis-label y" x="{lx}" y="{ly:.1}" text-anchor="middle" transform="rotate(-90 {lx} {ly:.1})">{}</text>"#,
+                    escape(&names[i])
+                );
+            }
+            s.push_str("</g>\n");
+        }
+    }
+    for (c, cloud) in clouds.iter().enumerate() {
+        let (lx, ly) = (left + side + 10.0, 16.0 * c as f64 + 12.0);
+        let _ = writeln!(
+            s,
+            r#"<g class="legend"><circle cx="{lx:.1}" cy="{ly:.1}" r="4" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text></g>"#,
+            COLOURS[c % COLOURS.len()],
+            lx + 10.0,
+            ly + 4.0,
+            escape(cloud.label)
+        );
+    }
+    if marker.is_some() {
+        let ly = 16.0 * clouds.len() as f64 + 12.0;
+        let _ = writeln!(s, r#"<g class="legend"><text x="{:.1}" y="{:.1}">+ truth</text></g>"#, left + side + 6.0, ly + 4.0);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +377,16 @@ mod tests {
             true,
         );
         assert!(svg.contains(r#"class="axis-label x""#) && svg.contains("&lt;x&gt;") && svg.contains("<polyline class=\"front\""));
+    }
+
+    #[test]
+    fn a_pairs_chart_has_a_panel_per_pair_and_thins_its_clouds() {
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let rows: Vec<Vec<f64>> = (0..3).map(|k| (0..1000).map(|n| (n * (k + 1)) as f64).collect()).collect();
+        let svg = pairs("p", &names, &[Cloud { label: "mcmc", rows: &rows }], Some(&[1.0, 2.0, 3.0]));
+        assert_eq!(svg.matches("<g class=\"pair\"").count(), 3, "(b,a), (c,a), (c,b)");
+        assert!(svg.contains(r#"data-x="a" data-y="c""#) && svg.contains("<g class=\"marker\""));
+        assert_eq!(svg.matches("<circle cx").count(), 3 * 334 + 1, "1000 draws thinned to every third, and the legend's dot");
+        assert!(pairs("p", &names[..1], &[], None).is_empty());
     }
 }

@@ -109,7 +109,8 @@ pub fn matrix(registry: &Registry) -> Result<Matrix> {
         if let Some(cycle) = report.metadata["cycle"].as_str() {
             let value: serde_json::Value = serde_json::from_slice(&registry.read(&report.id)?).unwrap_or_default();
             for stage in value["stages"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                if let Some(contract) = stage["contract"].as_str() {
+                // A stage with no candidate was not scored: no report of it.
+                if let Some(contract) = stage["contract"].as_str().filter(|_| stage["report"].is_object()) {
                     let verdict = stage["report"]["verdict"].as_str().map(String::from);
                     scored.entry(contract.to_string()).or_default().push((report.created.clone(), verdict, report.id.clone()));
                 }

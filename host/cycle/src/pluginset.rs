@@ -193,11 +193,7 @@ impl PluginSet {
             return Err(fail(format!("experiment.x0_variance must be a non-negative number, got {}", e.x0_variance)));
         }
         set.limits.validate().map_err(|e| fail(format!("{e:#}")))?;
-        if let Some(t) = &set.transition {
-            if !geohost_registry::schema::L_TRANSITIONS.contains(&t.as_str()) {
-                return Err(fail(format!("transition `{t}` is not one of {}", geohost_registry::schema::L_TRANSITIONS.join(", "))));
-            }
-        }
+        check_transition(set.transition.as_deref()).map_err(fail)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let model = set.model.source("model", dir).map_err(|e| fail(format!("{e:#}")))?;
         let obs = set.observations.source("observations", dir).map_err(|e| fail(format!("{e:#}")))?;
@@ -215,5 +211,15 @@ impl PluginSet {
         }
         let name = set.name.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()));
         Ok(Loaded { path: path.into(), bytes: text.into_bytes(), name, model, obs, methods, set, secret: None })
+    }
+}
+
+/// A plugin-set's `transition`, when given, must be one of the schema's.
+pub(crate) fn check_transition(transition: Option<&str>) -> std::result::Result<(), String> {
+    match transition {
+        Some(t) if !geohost_registry::schema::L_TRANSITIONS.contains(&t) => {
+            Err(format!("transition `{t}` is not one of {}", geohost_registry::schema::L_TRANSITIONS.join(", ")))
+        }
+        _ => Ok(()),
     }
 }

@@ -182,6 +182,10 @@ pub fn register(
     report: &CycleReport,
     report_bytes: &[u8],
 ) -> Result<String> {
+    // The set's transition on everything the run writes places it (and,
+    // through lineage, its plugins and trained networks) in that row of
+    // `geohost matrix`.
+    let l_transition = set.set.transition.clone();
     let mut plugin_ids = Vec::new();
     for (component, world, config, info) in &run.components {
         let info: serde_json::Value = serde_json::from_str(info)?;
@@ -194,6 +198,7 @@ pub fn register(
             name: set.name.clone(),
             media_type: "application/toml".into(),
             metadata: serde_json::json!({ "static": true }),
+            l_transition: l_transition.clone(),
             ..Default::default()
         },
     )?;
@@ -206,6 +211,7 @@ pub fn register(
             step: Some(2),
             tags: vec!["observation".into()],
             metadata: serde_json::json!({ "truth": run.truth, "parameters": run.prior.names }),
+            l_transition: l_transition.clone(),
             ..Default::default()
         },
     )?;
@@ -230,6 +236,7 @@ pub fn register(
                     "simulations": post.simulations,
                     "diagnostics": post.diagnostics,
                 }),
+                l_transition: l_transition.clone(),
                 ..Default::default()
             },
         )?;
@@ -249,6 +256,7 @@ pub fn register(
                 step: Some(4),
                 tags: vec!["posterior".into(), "emulator".into()],
                 metadata: serde_json::json!({ "method": s34.posterior.method, "emulator": s34.emulator_id, "seconds": s34.posterior.seconds, "c2st_vs_oracle": s34.c2st_vs_mcmc, "diagnostics": s34.posterior.diagnostics }),
+                l_transition: l_transition.clone(),
                 ..Default::default()
             },
         )?;
@@ -265,6 +273,7 @@ pub fn register(
             step: Some(6),
             tags: vec!["cycle".into(), report.verdict.clone()],
             metadata: serde_json::json!({ "verdict": report.verdict, "oracle": report.oracle }),
+            l_transition: l_transition.clone(),
             ..Default::default()
         },
     )?;
@@ -278,6 +287,7 @@ pub fn register(
                 version: Some(contract.file.version.clone()),
                 media_type: "application/toml".into(),
                 metadata: serde_json::json!({ "static_cycle": true, "domain": contract.file.domain }),
+                l_transition: l_transition.clone(),
                 ..Default::default()
             },
         )?;

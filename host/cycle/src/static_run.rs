@@ -23,6 +23,10 @@ use std::time::Instant;
 #[serde(deny_unknown_fields)]
 pub struct StaticSet {
     pub name: Option<String>,
+    /// The data-tier transition the problem belongs to (L0_L1 … L3_L4):
+    /// the row of `geohost matrix` its artifacts sit in. Without it they
+    /// are `unplaced`.
+    pub transition: Option<String>,
     pub simulator: PluginRef,
     pub observations: PluginRef,
     #[serde(rename = "prior")]
@@ -163,6 +167,7 @@ impl StaticSet {
             m.validate(i + 1).map_err(|e| fail(format!("{e:#}")))?;
         }
         set.limits.validate().map_err(|e| fail(format!("{e:#}")))?;
+        crate::pluginset::check_transition(set.transition.as_deref()).map_err(fail)?;
         if let Some(step5) = &set.step5 {
             step5.validate().map_err(|e| fail(format!("{e:#}")))?;
         }

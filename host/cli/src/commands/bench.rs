@@ -129,10 +129,15 @@ enum BenchCommand {
         /// STEP=CANDIDATE pairs, e.g. 2=out/lorenz96/ETKF_N28_infl1.02_rot.nc.
         #[arg(required = true)]
         candidates: Vec<String>,
+        /// Report path [default: out/reports/<cycle>-<id>.json].
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print the report instead of the tables.
         #[arg(long)]
         json: bool,
+        /// Also write the report as a self-contained HTML page: FILE, or a folder (the page is then named by the report's id).
+        #[arg(long)]
+        html: Option<PathBuf>,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -284,7 +289,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let bytes = serde_json::to_vec_pretty(&report)?;
             let path = report_path(out, &contract.file.name, &bytes);
             let id = score::register(&mut registry, &report, &path)?;
-            write_page(html.as_deref(), &report, &id)?;
+            write_page(html.as_deref(), &report.contract.name, &id, || geohost_cycle::bench::page::html(&report, &id))?;
             if json {
                 println!("{}", String::from_utf8(bytes)?);
             } else {
@@ -344,7 +349,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let bytes = serde_json::to_vec_pretty(&submitted.report)?;
             let path = report_path(out, &contract.file.name, &bytes);
             let id = submit::register(&mut registry, &submitted, &contract, &path)?;
-            write_page(html.as_deref(), &submitted.report, &id)?;
+            write_page(html.as_deref(), &submitted.report.contract.name, &id, || geohost_cycle::bench::page::html(&submitted.report, &id))?;
             if json {
                 println!("{}", String::from_utf8(bytes)?);
             } else {
@@ -454,7 +459,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
             Ok(())
         }
-        BenchCommand::Cycle { cycle: file, candidates, out, json, sandbox } => {
+        BenchCommand::Cycle { cycle: file, candidates, out, json, html, sandbox } => {
             let mut registry = Registry::open_existing(&dir)?;
             let runtime = sandbox.runtime(Limits::default())?;
             let c = Cycle::load(&file)?;
@@ -470,6 +475,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let bytes = serde_json::to_vec_pretty(&report)?;
             let path = report_path(out, &c.file.name, &bytes);
             let id = cycle::register(&mut registry, &report, &path)?;
+            write_page(html.as_deref(), &report.name, &id, || geohost_cycle::bench::page::cycle_html(&report, &id))?;
             if json {
                 println!("{}", String::from_utf8(bytes)?);
             } else {
@@ -488,13 +494,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
 }
 
-/// `--html`: the report's page, to `path` or, when `path` is a folder, to
-/// FOLDER/<contract>-<short id>.html.
-fn write_page(path: Option<&Path>, report: &Report, id: &str) -> Result<()> {
+/// `--html`: a report's page, to `path` or, when `path` is a folder, to
+/// FOLDER/<name>-<short id>.html (`name`: the contract or cycle benchmark).
+fn write_page(path: Option<&Path>, name: &str, id: &str, html: impl FnOnce() -> String) -> Result<()> {
     let Some(path) = path else { return Ok(()) };
     let short = id.strip_prefix("blake3:").unwrap_or(id);
-    let path = if path.is_dir() { path.join(format!("{}-{}.html", report.contract.name, short.get(..12).unwrap_or(short))) } else { path.to_path_buf() };
-    std::fs::write(&path, geohost_cycle::bench::page::html(report, id)).with_context(|| format!("cannot write {}", path.display()))?;
+    let path = if path.is_dir() { path.join(format!("{name}-{}.html", short.get(..12).unwrap_or(short))) } else { path.to_path_buf() };
+    std::fs::write(&path, html()).with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(())
 }

@@ -4,7 +4,10 @@
 //! failure-mode checks of each candidate, the forecast-error growth of the
 //! rows that have `rmse_by_lead` (an emulator against its model), and the
 //! rank histograms of the rows that have one, as bar charts. The page is named by the report's id.
+//! A cycle benchmark's report (`bench cycle --html`) is one page with a
+//! summary row per stage and each stage's sections.
 
+use super::cycle_benchmark::CycleReport;
 use super::score::{CheckResult, Report, Scored};
 use crate::html::{bars, escape, lines, page, Series};
 use geohost_sandbox::MetricValue;
@@ -108,13 +111,20 @@ pub fn html(report: &Report, id: &str) -> String {
         escape(&c.id),
         escape(id)
     );
+    report_sections(&mut body, report, "");
+    page(&title, &body)
+}
+
+/// A report's sections (hidden, public, checks, warnings); element ids
+/// start with `prefix` so that several reports fit on one page.
+fn report_sections(body: &mut String, report: &Report, prefix: &str) {
     if let Some(h) = &report.hidden {
         let mut rows: Vec<(&str, &Scored)> = h.candidates.iter().map(|x| ("candidate", &x.scored)).collect();
         rows.extend(h.oracle.iter().map(|o| ("oracle", o)));
         rows.extend(h.baselines.iter().map(|b| ("baseline", b)));
         section(
-            &mut body,
-            "hidden",
+            body,
+            &format!("{prefix}hidden"),
             &format!(
                 "Hidden experiments ({} × {} cycles): the official scores{}",
                 h.experiments,
@@ -124,18 +134,89 @@ pub fn html(report: &Report, id: &str) -> String {
             &rows,
         );
         for x in &h.candidates {
-            checks(&mut body, &x.scored.label, &x.checks);
+            checks(body, &x.scored.label, &x.checks);
         }
     }
     let mut rows: Vec<(&str, &Scored)> = report.candidates.iter().map(|x| ("candidate", &x.scored)).collect();
     rows.extend(report.oracle.iter().map(|o| ("oracle", o)));
     rows.extend(report.baselines.iter().map(|b| ("baseline", b)));
-    section(&mut body, "public", if report.hidden.is_some() { "Public experiment (for development)" } else { "Scores" }, &rows);
+    section(body, &format!("{prefix}public"), if report.hidden.is_some() { "Public experiment (for development)" } else { "Scores" }, &rows);
     for x in &report.candidates {
-        checks(&mut body, &x.scored.label, &x.checks);
+        checks(body, &x.scored.label, &x.checks);
     }
     for w in &report.warnings {
         let _ = writeln!(body, "<p class=\"note\">warning: {}</p>", escape(w));
+    }
+}
+
+/// The page of a cycle benchmark's report (`bench cycle --html`), whose
+/// registry id is `id`: the verdict, one summary row per stage (step,
+/// contract, verdict, the candidate's primary score against the oracle's),
+/// then each scored stage's sections under `<section class="stage"
+/// data-step=N>` with element ids prefixed `stage-N-`.
+pub fn cycle_html(report: &CycleReport, id: &str) -> String {
+    let title = format!("cycle report {} of {}@{}", &id[..id.len().min(19)], report.name, report.version);
+    let mut body = format!("<h1>{}</h1>\n", escape(&title));
+    let _ = writeln!(
+        body,
+        r#"<p>{}</p><p>verdict: <span id="verdict" class="verdict-{1}">{1}</span>; cycle benchmark <code>{2}</code>; report <code>{3}</code></p>"#,
+        escape(&report.domain),
+        escape(&report.verdict),
+        escape(&report.cycle),
+        escape(id)
+    );
+    body.push_str("<table id=\"stages\">\n<tr><th>step</th><th>contract</th><th>verdict</th><th>ranked by</th><th>candidate</th><th>score</th><th>oracle</th></tr>\n");
+    for stage in &report.stages {
+        let _ = write!(body, r#"<tr data-step="{}"><td>{}</td>"#, stage.step, stage.step);
+        match (&stage.report, &stage.not_scored) {
+            (Some(r), _) => {
+                let metric = &r.ranking.metric;
+                let official = |s: &Scored| match s.metrics.get(metric) {
+                    Some(MetricValue::Scalar(x)) => format!("{x:.4}"),
+                    _ => "-".into(),
+                };
+                // The hidden section is the official one when there is one.
+                let (candidates, oracle) = match &r.hidden {
+                    Some(h) => (h.candidates.iter().map(|c| &c.scored).collect::<Vec<_>>(), h.oracle.as_ref()),
+                    None => (r.candidates.iter().map(|c| &c.scored).collect(), r.oracle.as_ref()),
+                };
+                let _ = writeln!(
+                    body,
+                    r#"<td>{}@{}</td><td class="verdict-{2}">{2}</td><td>{3}</td><td>{4}</td><td class="num">{5}</td><td class="num">{6}</td></tr>"#,
+                    escape(&r.contract.name),
+                    escape(&r.contract.version),
+                    escape(&r.verdict),
+                    escape(metric),
+                    escape(&candidates.iter().map(|c| c.label.as_str()).collect::<Vec<_>>().join(", ")),
+                    escape(&candidates.iter().map(|c| official(c)).collect::<Vec<_>>().join(", ")),
+                    oracle.map(official).unwrap_or_else(|| "-".into())
+                );
+            }
+            (None, why) => {
+                let _ = writeln!(
+                    body,
+                    r#"<td><code>{}</code></td><td class="note">not scored</td><td colspan="4" class="note">{}</td></tr>"#,
+                    escape(&stage.contract),
+                    escape(why.as_deref().unwrap_or(""))
+                );
+            }
+        }
+    }
+    body.push_str("</table>\n");
+    for stage in &report.stages {
+        if let Some(r) = &stage.report {
+            let _ = writeln!(
+                body,
+                r#"<section class="stage" data-step="{0}"><h2>Step {0}: {1}@{2} — <span class="verdict-{3}">{3}</span></h2><p>{4}</p>"#,
+                stage.step,
+                escape(&r.contract.name),
+                escape(&r.contract.version),
+                escape(&r.verdict),
+                escape(&r.contract.task)
+            );
+            report_sections(&mut body, r, &format!("stage-{}-", stage.step));
+            body.push_str("</section>\n");
+        }
     }
     page(&title, &body)
 }

@@ -238,6 +238,7 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Poster
             version: Some(contract.file.version.clone()),
             media_type: "application/toml".into(),
             step: Some(5),
+            l_transition: contract.set.set.transition.clone(),
             metadata: serde_json::json!({ "posterior": true, "frozen": frozen }),
             ..Default::default()
         },
@@ -473,7 +474,7 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorCo
             task: contract.file.task.clone(),
             target_step: Some(5),
             oracle_step: Some(2),
-            l_transition: None,
+            l_transition: contract.set.set.transition.clone(),
         },
         oracle: frozen.oracle.clone(),
         draws,
@@ -560,6 +561,7 @@ pub fn register(registry: &mut Registry, report: &PosteriorReport, bytes: Option
             version: Some(report.contract.version.clone()),
             media_type: "application/json".into(),
             step: Some(5),
+            l_transition: report.contract.l_transition.clone(),
             tags: vec![report.verdict.clone()],
             metadata: serde_json::json!({ "path": path.display().to_string(), "contract": report.contract.id }),
             ..Default::default()
@@ -567,7 +569,7 @@ pub fn register(registry: &mut Registry, report: &PosteriorReport, bytes: Option
     )?;
     registry.link(&id, &report.contract.id, "derived_from")?;
     if let (None, Some(bytes)) = (&report.submission.disqualified, bytes) {
-        let sub = add_submission(registry, bytes, name, &report.submission, Some(5), None, &report.contract.id)?;
+        let sub = add_submission(registry, bytes, name, &report.submission, Some(5), report.contract.l_transition.clone(), &report.contract.id)?;
         registry.link(&sub, &id, "scored_by")?;
     }
     Ok(id)

@@ -10,7 +10,7 @@
 //! posterior) with the truth, and step 5's coverage curve.
 
 use super::read::{AnalysisFile, TruthFile};
-use crate::html::{bars, escape, lines, page, Series};
+use crate::html::{bars, escape, lines, page, pairs, Cloud, Series};
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -232,6 +232,11 @@ fn static_page(dir: &Path) -> Result<String> {
         let _ = writeln!(body, "<figure class=\"marginal\" data-parameter=\"{}\"><figcaption>{}</figcaption>", escape(name), escape(name));
         body.push_str(&lines(&format!("marginal-{i}"), &series, name, "density", false));
         body.push_str("</figure>\n");
+    }
+    if names.len() > 1 {
+        body.push_str("<h2>Posterior pairs</h2>\n<p class=\"note\">Each pair of parameters: every method's draws (at most 400 shown per method), the cross is the truth. Correlations and bent or separated modes show here, not in the marginals.</p>\n");
+        let clouds: Vec<Cloud> = methods.iter().map(|(label, rows)| Cloud { label, rows }).collect();
+        body.push_str(&pairs("pairs", &names, &clouds, Some(&truth)));
     }
     let calibration = report.as_ref().and_then(|r| r["steps"].as_array()?.iter().find(|s| s["step"] == 5).map(|s| s["figures"]["calibration"].clone()));
     if let Some(cal) = calibration.filter(|c| c["levels"].is_array()) {
