@@ -133,7 +133,7 @@ pub struct MlpTrainer {
 /// C (m×n) = alpha · op(A) op(B) + beta · C on row-major slices, with
 /// `ta`/`tb` selecting the transpose of A (stored k×m) or B (stored n×k).
 #[allow(clippy::too_many_arguments)]
-fn gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, beta: f32, c: &mut [f32]) {
+pub(crate) fn gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, beta: f32, c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm operands sized by construction");
     let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
     let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };

@@ -20,6 +20,7 @@ pub mod c2st;
 pub mod calibration;
 pub mod dataset;
 pub mod export;
+pub mod flow;
 pub mod fused;
 pub mod mdn;
 pub mod net;

@@ -64,6 +64,34 @@ pub struct MdnSpec {
     pub cosine: bool,
     #[serde(default)]
     pub seed: u64,
+    /// Which conditional density estimator: `mdn` (this module) or `nsf`
+    /// ([`crate::flow`]); left out of the spec when `mdn`, so request keys
+    /// of older specs still match.
+    #[serde(default, skip_serializing_if = "Estimator::is_mdn")]
+    pub estimator: Estimator,
+    /// The flow's spline bins (default 8) and interval half-width in
+    /// standardised units (default 5); `nsf` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bins: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<f64>,
+}
+
+/// The conditional density estimator of step 5.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Estimator {
+    /// A mixture density network (full-covariance Gaussians).
+    #[default]
+    Mdn,
+    /// A neural spline flow (autoregressive rational-quadratic splines).
+    Nsf,
+}
+
+impl Estimator {
+    fn is_mdn(&self) -> bool {
+        *self == Estimator::Mdn
+    }
 }
 
 fn components() -> usize {
@@ -98,6 +126,15 @@ impl MdnSpec {
     pub fn validate(&self, field: &str) -> Result<()> {
         if self.components == 0 || self.hidden.is_empty() || self.hidden.contains(&0) {
             bail!("{field}: components and every hidden width must be positive");
+        }
+        if self.estimator == Estimator::Mdn && (self.bins.is_some() || self.bound.is_some()) {
+            bail!("{field}: `bins` and `bound` shape a flow's splines; set estimator = \"nsf\" or leave them out");
+        }
+        if self.bins.is_some_and(|b| !(2..=64).contains(&b)) {
+            bail!("{field}: bins must be 2 to 64, got {}", self.bins.unwrap_or_default());
+        }
+        if self.bound.is_some_and(|b| !(b.is_finite() && (0.5..=50.0).contains(&b))) {
+            bail!("{field}: bound (the splines' half-width in standardised units) must be 0.5 to 50, got {}", self.bound.unwrap_or_default());
         }
         self.early_stopping().validate(field)
     }
@@ -252,19 +289,8 @@ impl Mdn {
     ) -> Result<(Mdn, Training)> {
         spec.validate("[step5]")?;
         let n = thetas.ncols();
-        if xs.ncols() != n || thetas.nrows() != prior.dim() {
-            bail!("training pairs: {} parameter vectors of size {} and {} data vectors (prior has {} parameters)", n, thetas.nrows(), xs.ncols(), prior.dim());
-        }
-        if thetas.iter().chain(xs.iter()).chain(noise_sd.unwrap_or_default()).any(|v| !v.is_finite()) {
-            bail!("the training pairs contain non-finite values");
-        }
-        if noise_sd.is_some_and(|sd| sd.len() != xs.nrows() || sd.iter().any(|s| *s < 0.0)) {
-            bail!("the observation-error sd needs {} non-negative values, one per datum", xs.nrows());
-        }
+        check_pairs(prior, thetas, xs, noise_sd, spec)?;
         let n_val = spec.early_stopping().validation_rows(n);
-        if n_val < 1 || n - n_val < spec.batch.min(n) || n < 10 {
-            bail!("{n} training pairs are too few (validation fraction {}, batch {})", spec.validation, spec.batch);
-        }
         let n_train = n - n_val;
         let thetas = &to_unbounded(&prior.marginals, thetas);
         let train_cols: Vec<usize> = (0..n_train).collect();
@@ -594,6 +620,26 @@ fn mixture_nll(out: &[f32], theta: &[f32], d: usize, k: usize, mut delta: Option
         }
     }
     loss / rows as f64
+}
+
+/// Training pairs fit the prior and each other, are finite, and are
+/// enough for the validation split and one batch.
+pub(crate) fn check_pairs(prior: &Prior, thetas: &DMatrix<f64>, xs: &DMatrix<f64>, noise_sd: Option<&[f64]>, spec: &MdnSpec) -> Result<()> {
+    let n = thetas.ncols();
+    if xs.ncols() != n || thetas.nrows() != prior.dim() {
+        bail!("training pairs: {} parameter vectors of size {} and {} data vectors (prior has {} parameters)", n, thetas.nrows(), xs.ncols(), prior.dim());
+    }
+    if thetas.iter().chain(xs.iter()).chain(noise_sd.unwrap_or_default()).any(|v| !v.is_finite()) {
+        bail!("the training pairs contain non-finite values");
+    }
+    if noise_sd.is_some_and(|sd| sd.len() != xs.nrows() || sd.iter().any(|s| *s < 0.0)) {
+        bail!("the observation-error sd needs {} non-negative values, one per datum", xs.nrows());
+    }
+    let n_val = spec.early_stopping().validation_rows(n);
+    if n_val < 1 || n - n_val < spec.batch.min(n) || n < 10 {
+        bail!("{n} training pairs are too few (validation fraction {}, batch {})", spec.validation, spec.batch);
+    }
+    Ok(())
 }
 
 /// Every column of `thetas` (`d × n`) mapped onto the real line.

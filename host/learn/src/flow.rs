@@ -1,0 +1,646 @@
+//! Step 5: a conditional neural spline flow (Durkan, Bekasov, Murray &
+//! Papamakarios 2019, "Neural Spline Flows") as the amortized posterior
+//! q(θ | x), beside the mixture density network of [`crate::mdn`].
+//!
+//! The flow is autoregressive over the d (mapped, standardised)
+//! parameters: q(θ | x) = Π_k q(θ_k | θ_<k, x), and each factor is a
+//! monotone rational-quadratic spline g_k that maps θ_k onto a standard
+//! normal u_k:
+//!
+//!   log q(θ_k | θ_<k, x) = log N(g_k(θ_k); 0, 1) + log g_k'(θ_k)
+//!
+//! The spline's K bin widths, K bin heights and K − 1 interior knot
+//! derivatives come from a conditioner MLP of (x, θ_<k). Where MADE masks
+//! one network so that output k sees only inputs < k, here each dimension
+//! has a conditioner of its own with exactly those inputs: the same
+//! factorisation, and the d conditioners train as d independent problems
+//! (in parallel, through the fused MLP step of [`crate::fused`]; the
+//! spline's gradient with respect to its parameters is exact, by forward-
+//! mode dual numbers). One autoregressive layer of splines is enough for
+//! multimodal and bent conditionals; the splines act on [−B, B] (B = 5
+//! standardised units by default) and are the identity outside, with
+//! unit slope at both ends (the "linear tails" of the paper).
+//!
+//! As for the MDN: bounded priors are mapped onto the real line first
+//! ([`Marginal::to_unbounded`]), θ and x are standardised on the training
+//! split, the observation noise is redrawn every epoch, training stops
+//! early on a validation split and is deterministic for a seed, and the
+//! weights are stored as safetensors with the description in the metadata.
+//! Sampling inverts the splines one dimension after another (a quadratic
+//! per draw and dimension, batched over the draws).
+
+use crate::fused::{AdamW, FitData, MlpTrainer};
+use crate::mdn::{to_unbounded, MdnSpec, Training};
+use crate::net::{read_geohost_metadata, write_safetensors, Scaling};
+use crate::{row_moments as moments, standardised_rows as table};
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor, Var};
+use geohost_da::params::prior::Prior;
+use nalgebra::DMatrix;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+use std::ops::{Add, Div, Mul, Neg, Sub};
+use std::time::Instant;
+
+/// Smallest bin width and height (fractions of 2B) and smallest knot
+/// derivative: keep the spline strictly monotone and its inverse stable.
+const MIN_BIN: f64 = 1e-3;
+const MIN_DERIVATIVE: f64 = 1e-3;
+
+/// Default number of spline bins and half-width B of the spline's interval.
+pub fn default_bins() -> usize {
+    8
+}
+pub fn default_bound() -> f64 {
+    5.0
+}
+
+/// Everything but the weights.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct NsfDescription {
+    pub parameters: Vec<String>,
+    pub data_size: usize,
+    pub hidden: Vec<usize>,
+    pub bins: usize,
+    pub bound: f64,
+    /// Per-dimension standardisation of mapped θ and of x.
+    pub theta_mean: Vec<f64>,
+    pub theta_std: Vec<f64>,
+    pub x_mean: Vec<f64>,
+    pub x_std: Vec<f64>,
+    pub prior: Vec<geohost_da::params::prior::PriorSpec>,
+}
+
+impl NsfDescription {
+    /// Layer sizes of dimension k's conditioner: (x, θ_<k) in, 3K − 1 out.
+    fn sizes(&self, k: usize) -> Vec<usize> {
+        let mut sizes = vec![self.data_size + k];
+        sizes.extend(&self.hidden);
+        sizes.push(3 * self.bins - 1);
+        sizes
+    }
+}
+
+/// One conditioner: (row-major `fan_in × fan_out` weights, bias) per layer.
+type Layers = Vec<(Vec<f32>, Vec<f32>)>;
+
+/// A trained (or loaded) neural spline flow.
+pub struct Nsf {
+    pub desc: NsfDescription,
+    pub prior: Prior,
+    /// One conditioner per parameter, in parameter order.
+    nets: Vec<Layers>,
+}
+
+// ---------------------------------------------------------------------
+// The rational-quadratic spline, generic over f64 and a dual number so
+// that one piece of code gives values and exact gradients.
+
+/// What the spline arithmetic needs of a number.
+trait Real: Copy + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> + Neg<Output = Self> {
+    fn c(v: f64) -> Self;
+    fn v(self) -> f64;
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+}
+
+impl Real for f64 {
+    fn c(v: f64) -> f64 {
+        v
+    }
+    fn v(self) -> f64 {
+        self
+    }
+    fn exp(self) -> f64 {
+        f64::exp(self)
+    }
+    fn ln(self) -> f64 {
+        f64::ln(self)
+    }
+}
+
+/// A forward-mode dual number: value and derivative along one direction.
+#[derive(Clone, Copy, Debug)]
+struct Dual(f64, f64);
+
+impl Add for Dual {
+    type Output = Dual;
+    fn add(self, o: Dual) -> Dual {
+        Dual(self.0 + o.0, self.1 + o.1)
+    }
+}
+impl Sub for Dual {
+    type Output = Dual;
+    fn sub(self, o: Dual) -> Dual {
+        Dual(self.0 - o.0, self.1 - o.1)
+    }
+}
+impl Mul for Dual {
+    type Output = Dual;
+    fn mul(self, o: Dual) -> Dual {
+        Dual(self.0 * o.0, self.1 * o.0 + self.0 * o.1)
+    }
+}
+impl Div for Dual {
+    type Output = Dual;
+    fn div(self, o: Dual) -> Dual {
+        Dual(self.0 / o.0, (self.1 * o.0 - self.0 * o.1) / (o.0 * o.0))
+    }
+}
+impl Neg for Dual {
+    type Output = Dual;
+    fn neg(self) -> Dual {
+        Dual(-self.0, -self.1)
+    }
+}
+impl Real for Dual {
+    fn c(v: f64) -> Dual {
+        Dual(v, 0.0)
+    }
+    fn v(self) -> f64 {
+        self.0
+    }
+    fn exp(self) -> Dual {
+        let e = self.0.exp();
+        Dual(e, self.1 * e)
+    }
+    fn ln(self) -> Dual {
+        Dual(self.0.ln(), self.1 / self.0)
+    }
+}
+
+/// log(1 + eˣ), without overflow.
+fn softplus<T: Real>(x: T) -> T {
+    if x.v() > 0.0 {
+        x + (T::c(1.0) + (-x).exp()).ln()
+    } else {
+        (T::c(1.0) + x.exp()).ln()
+    }
+}
+
+/// The raw output that makes a knot derivative exactly 1 (an identity
+/// spline when the widths and heights are equal).
+fn unit_derivative_raw() -> f64 {
+    ((1.0 - MIN_DERIVATIVE).exp() - 1.0).ln()
+}
+
+/// K + 1 knots on [−B, B] from K raw sizes: softmax, at least `MIN_BIN`
+/// of the interval each, cumulated; the ends exactly ±B.
+fn knots<T: Real>(raw: &[T], bound: f64) -> Vec<T> {
+    let k = raw.len();
+    let max = raw.iter().map(|r| r.v()).fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<T> = raw.iter().map(|r| (*r - T::c(max)).exp()).collect();
+    let total = e.iter().fold(T::c(0.0), |a, b| a + *b);
+    let mut knots = Vec::with_capacity(k + 1);
+    knots.push(T::c(-bound));
+    let mut cum = T::c(0.0);
+    for (i, ei) in e.iter().enumerate() {
+        cum = cum + (T::c(MIN_BIN) + T::c(1.0 - MIN_BIN * k as f64) * (*ei / total));
+        knots.push(if i + 1 == k { T::c(bound) } else { T::c(-bound) + T::c(2.0 * bound) * cum });
+    }
+    knots
+}
+
+/// The spline's knots (x, y) and derivatives (d, with 1 at both ends) from
+/// its 3K − 1 raw parameters (K widths, K heights, K − 1 derivatives).
+fn spline<T: Real>(raw: &[T], bound: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let k = (raw.len() + 1) / 3;
+    let xs = knots(&raw[..k], bound);
+    let ys = knots(&raw[k..2 * k], bound);
+    let mut ds = Vec::with_capacity(k + 1);
+    ds.push(T::c(1.0));
+    ds.extend(raw[2 * k..].iter().map(|r| T::c(MIN_DERIVATIVE) + softplus(*r)));
+    ds.push(T::c(1.0));
+    (xs, ys, ds)
+}
+
+/// The bin of `v` among `edges` (ascending, `v` inside).
+fn bin_of(edges: impl Iterator<Item = f64>, v: f64, bins: usize) -> usize {
+    edges.skip(1).take(bins - 1).take_while(|e| v >= *e).count()
+}
+
+/// g(θ) and log g'(θ) of the spline with raw parameters `raw` (the
+/// identity outside [−B, B]).
+fn forward<T: Real>(theta: f64, raw: &[T], bound: f64) -> (T, T) {
+    if !(-bound..bound).contains(&theta) {
+        return (T::c(theta), T::c(0.0));
+    }
+    let (xs, ys, ds) = spline(raw, bound);
+    let b = bin_of(xs.iter().map(|x| x.v()), theta, xs.len() - 1);
+    let (x0, x1, y0, y1, d0, d1) = (xs[b], xs[b + 1], ys[b], ys[b + 1], ds[b], ds[b + 1]);
+    let w = x1 - x0;
+    let s = (y1 - y0) / w;
+    let xi = (T::c(theta) - x0) / w;
+    let xi1 = T::c(1.0) - xi;
+    let t = xi * xi1;
+    let denominator = s + (d1 + d0 - T::c(2.0) * s) * t;
+    let u = y0 + (y1 - y0) * (s * xi * xi + d0 * t) / denominator;
+    let slope = s * s * (d1 * xi * xi + T::c(2.0) * s * t + d0 * xi1 * xi1) / (denominator * denominator);
+    (u, slope.ln())
+}
+
+/// g⁻¹(u) of the spline with raw parameters `raw`.
+fn inverse(u: f64, raw: &[f64], bound: f64) -> f64 {
+    if !(-bound..bound).contains(&u) {
+        return u;
+    }
+    let (xs, ys, ds) = spline(raw, bound);
+    let b = bin_of(ys.iter().copied(), u, ys.len() - 1);
+    let (x0, x1, y0, y1, d0, d1) = (xs[b], xs[b + 1], ys[b], ys[b + 1], ds[b], ds[b + 1]);
+    let s = (y1 - y0) / (x1 - x0);
+    let dy = u - y0;
+    let a = (y1 - y0) * (s - d0) + dy * (d1 + d0 - 2.0 * s);
+    let bq = (y1 - y0) * d0 - dy * (d1 + d0 - 2.0 * s);
+    let c = -s * dy;
+    // The root in [0, 1], in the form that is stable when a ≈ 0.
+    let xi = (2.0 * c) / (-bq - (bq * bq - 4.0 * a * c).max(0.0).sqrt());
+    x0 + xi.clamp(0.0, 1.0) * (x1 - x0)
+}
+
+const HALF_LOG_2PI: f64 = 0.918_938_533_204_672_8;
+
+/// The mean negative log density −log q(θ_k | ·) of a batch from the
+/// conditioner's raw outputs `out` (`rows × (3K − 1)`) at standardised
+/// `theta` (`rows`); with `delta`, its exact gradient with respect to
+/// `out` (forward-mode, one pass per raw parameter).
+fn spline_nll(out: &[f32], theta: &[f32], bound: f64, mut delta: Option<&mut [f32]>) -> f64 {
+    let rows = theta.len();
+    let per = out.len() / rows.max(1);
+    let mut loss = 0.0;
+    let mut raw = vec![Dual(0.0, 0.0); per];
+    for (r, &t) in theta.iter().enumerate() {
+        let o = &out[r * per..(r + 1) * per];
+        let raw64: Vec<f64> = o.iter().map(|v| *v as f64).collect();
+        let (u, log_det) = forward(t as f64, &raw64, bound);
+        loss += 0.5 * u * u + HALF_LOG_2PI - log_det;
+        let Some(delta) = delta.as_deref_mut() else { continue };
+        let g = &mut delta[r * per..(r + 1) * per];
+        if !(-bound..bound).contains(&(t as f64)) {
+            g.iter_mut().for_each(|v| *v = 0.0);
+            continue;
+        }
+        for j in 0..per {
+            for (i, v) in raw.iter_mut().enumerate() {
+                *v = Dual(raw64[i], if i == j { 1.0 } else { 0.0 });
+            }
+            let (u, log_det) = forward(t as f64, &raw, bound);
+            g[j] = ((u.0 * u.1 - log_det.1) / rows as f64) as f32;
+        }
+    }
+    loss / rows as f64
+}
+
+/// Rows of a conditioner's outputs for `rows` input rows, through the
+/// layers (ReLU between them).
+fn conditioner(layers: &Layers, input: &[f32], rows: usize) -> Vec<f32> {
+    let mut h = input.to_vec();
+    let mut fan_in = input.len() / rows.max(1);
+    for (i, (w, b)) in layers.iter().enumerate() {
+        let fan_out = b.len();
+        let mut out: Vec<f32> = b.iter().copied().cycle().take(rows * fan_out).collect();
+        crate::fused::gemm(rows, fan_in, fan_out, &h, false, w, false, 1.0, &mut out);
+        if i + 1 < layers.len() {
+            out.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+        (h, fan_in) = (out, fan_out);
+    }
+    h
+}
+
+impl Nsf {
+    fn init(desc: NsfDescription, rng: &mut impl Rng) -> Result<Nsf> {
+        let prior = Prior::new(&desc.prior, &desc.parameters)?;
+        let nets = (0..desc.parameters.len())
+            .map(|k| {
+                let sizes = desc.sizes(k);
+                let last = sizes.len() - 2;
+                sizes
+                    .windows(2)
+                    .enumerate()
+                    .map(|(i, w)| {
+                        let bound = 1.0 / (w[0] as f64).sqrt();
+                        // The last layer starts near zero with the derivative
+                        // biases at 1: the flow starts as the identity.
+                        let scale = if i == last { 0.01 } else { 1.0 };
+                        let weights = (0..w[0] * w[1]).map(|_| (scale * rng.random_range(-bound..bound)) as f32).collect();
+                        let bias = (0..w[1])
+                            .map(|j| if i < last { rng.random_range(-bound..bound) as f32 } else if j >= 2 * desc.bins { unit_derivative_raw() as f32 } else { 0.0 })
+                            .collect();
+                        (weights, bias)
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Nsf { desc, prior, nets })
+    }
+
+    /// Train on pairs (`thetas`: `d × n`, `xs`: `data_size × n`), as
+    /// [`crate::mdn::Mdn::train`] does (same checks, split, noise and
+    /// early stopping; `spec.bins`, `spec.bound` shape the splines). The d
+    /// conditioners train in parallel; `progress(epoch, train, val)` gets
+    /// the first one's epochs.
+    pub fn train(
+        prior: &Prior,
+        thetas: &DMatrix<f64>,
+        xs: &DMatrix<f64>,
+        noise_sd: Option<&[f64]>,
+        spec: &MdnSpec,
+        progress: &mut dyn FnMut(usize, f64, f64),
+    ) -> Result<(Nsf, Training)> {
+        spec.validate("[step5]")?;
+        let n = thetas.ncols();
+        crate::mdn::check_pairs(prior, thetas, xs, noise_sd, spec)?;
+        let n_val = spec.early_stopping().validation_rows(n);
+        let n_train = n - n_val;
+        let thetas = &to_unbounded(&prior.marginals, thetas);
+        let train_cols: Vec<usize> = (0..n_train).collect();
+        let val_cols: Vec<usize> = (n_train..n).collect();
+        let (theta_mean, theta_std) = moments(&thetas.columns(0, n_train).into_owned(), None);
+        let (x_mean, x_std) = moments(&xs.columns(0, n_train).into_owned(), noise_sd);
+        let desc = NsfDescription {
+            parameters: prior.names.clone(),
+            data_size: xs.nrows(),
+            hidden: spec.hidden.clone(),
+            bins: spec.bins.unwrap_or_else(default_bins),
+            bound: spec.bound.unwrap_or_else(default_bound),
+            theta_mean,
+            theta_std,
+            x_mean,
+            x_std,
+            prior: prior.specs.clone(),
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
+        let nsf = Nsf::init(desc, &mut rng)?;
+        let d = &nsf.desc;
+        let (dim, p) = (d.parameters.len(), d.data_size);
+        let noise: Option<Vec<f32>> = noise_sd.map(|sd| sd.iter().zip(&d.x_std).map(|(e, s)| (e / s) as f32).collect());
+        let (clean_x, train_theta) = (table(xs, &train_cols, &d.x_mean, &d.x_std), table(thetas, &train_cols, &d.theta_mean, &d.theta_std));
+        let (mut val_x, val_theta) = (table(xs, &val_cols, &d.x_mean, &d.x_std), table(thetas, &val_cols, &d.theta_mean, &d.theta_std));
+        if let Some(noise) = &noise {
+            add_noise(&mut val_x, p, p, noise, &mut rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7a11));
+        }
+        // Inputs of dimension k's conditioner: x then θ_<k, row by row.
+        let inputs = |x: &[f32], theta: &[f32], k: usize| -> Vec<f32> {
+            x.chunks_exact(p).zip(theta.chunks_exact(dim)).flat_map(|(x, t)| x.iter().chain(&t[..k]).copied()).collect::<Vec<f32>>()
+        };
+        let column = |theta: &[f32], k: usize| -> Vec<f32> { theta.chunks_exact(dim).map(|t| t[k]).collect() };
+        let batch = spec.batch.min(n_train);
+        let schedule = spec.early_stopping().schedule();
+        let bound = d.bound;
+        let start = Instant::now();
+        // Dimension k's conditioner, trained on its own; `report` gets its epochs.
+        let train_dim = |k: usize, report: &mut dyn FnMut(usize, f64, f64)| -> Result<(Layers, crate::fused::Fitted)> {
+            let sizes = d.sizes(k);
+            let params = nsf.nets[k].iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect();
+            let mut net = MlpTrainer::new(&sizes, params, Scaling { mean: 0.0, std: 1.0, out_std: 1.0 }, batch, AdamW::new(spec.lr, 0.0));
+            let clean = inputs(&clean_x, &train_theta, k);
+            let mut epoch_inputs = clean.clone();
+            let (targets, val_inputs, val_targets) = (column(&train_theta, k), inputs(&val_x, &val_theta, k), column(&val_theta, k));
+            let width = p + k;
+            let data = FitData { inputs: &mut epoch_inputs, targets: &targets, val_inputs: &val_inputs, val_targets: &val_targets, input_width: width, target_width: 1 };
+            let refresh = |x: &mut [f32], rng: &mut rand_chacha::ChaCha8Rng| {
+                x.copy_from_slice(&clean);
+                if let Some(noise) = &noise {
+                    add_noise(x, width, p, noise, rng);
+                }
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed.wrapping_add(1 + k as u64));
+            let fitted = net.fit(data, schedule, &mut rng, refresh, |out, t, delta| spline_nll(out, t, bound, delta), report).map_err(|e| {
+                anyhow::anyhow!("the flow's conditioner of `{}` diverged at epoch {} (validation NLL {}); lower [step5] lr", d.parameters[k], e.epoch, e.val)
+            })?;
+            Ok((net.params().chunks_exact(2).map(|wb| (wb[0].clone(), wb[1].clone())).collect(), fitted))
+        };
+        // The conditioners are independent: spread them over the cores
+        // (this thread takes every `workers`-th from 0 and reports progress).
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(dim).max(1);
+        let mut results: Vec<(usize, Result<(Layers, crate::fused::Fitted)>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (1..workers)
+                .map(|w| {
+                    let train_dim = &train_dim;
+                    scope.spawn(move || (w..dim).step_by(workers).map(|k| (k, train_dim(k, &mut |_, _, _| {}))).collect::<Vec<_>>())
+                })
+                .collect();
+            let mut all = Vec::with_capacity(dim);
+            for k in (0..dim).step_by(workers) {
+                let mut quiet = |_: usize, _: f64, _: f64| {};
+                let report: &mut dyn FnMut(usize, f64, f64) = if k == 0 { &mut *progress } else { &mut quiet };
+                all.push((k, train_dim(k, report)));
+            }
+            for h in handles {
+                all.extend(h.join().expect("a training thread panicked"));
+            }
+            all
+        });
+        results.sort_by_key(|(k, _)| *k);
+        let results = results.into_iter().map(|(_, r)| r);
+        let (mut epochs, mut best_epoch, mut best_val) = (0, 0, 0.0);
+        let mut nets = Vec::with_capacity(dim);
+        for r in results {
+            let (layers, fitted) = r?;
+            nets.push(layers);
+            epochs = epochs.max(fitted.epochs);
+            best_epoch = best_epoch.max(fitted.best_epoch);
+            // The flow's NLL is the sum of its factors'.
+            best_val += fitted.best_val;
+        }
+        let training = Training { epochs, best_epoch, best_val_nll: best_val, seconds: start.elapsed().as_secs_f64(), train_pairs: n_train };
+        Ok((Nsf { nets, ..nsf }, training))
+    }
+
+    /// Standardised x, checked against the description.
+    fn standardise_x(&self, x: &[f64]) -> Result<Vec<f32>> {
+        let d = &self.desc;
+        if x.len() != d.data_size {
+            bail!("the observation has {} values, but the posterior was trained on data of size {}", x.len(), d.data_size);
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            bail!("the observation's value {i} is {}", x[i]);
+        }
+        Ok(x.iter().zip(&d.x_mean).zip(&d.x_std).map(|((v, m), s)| ((v - m) / s) as f32).collect())
+    }
+
+    /// Conditioner k's raw outputs for `rows` rows of standardised θ
+    /// (`rows × d`, only the first k columns read) under one x.
+    fn raw_for(&self, k: usize, x: &[f32], theta: &[f64], rows: usize) -> Vec<f32> {
+        let dim = self.desc.parameters.len();
+        let input: Vec<f32> = (0..rows).flat_map(|r| x.iter().copied().chain(theta[r * dim..r * dim + k].iter().map(|v| *v as f32))).collect();
+        conditioner(&self.nets[k], &input, rows)
+    }
+
+    /// Draw `n` posterior samples (`d × n`, in parameter units) given one
+    /// observation `x`.
+    pub fn sample(&self, x: &[f64], n: usize, rng: &mut impl Rng) -> Result<DMatrix<f64>> {
+        let x = self.standardise_x(x)?;
+        let d = &self.desc;
+        let dim = d.parameters.len();
+        let per = 3 * d.bins - 1;
+        let mut z = vec![0.0f64; n * dim];
+        for k in 0..dim {
+            let raw = self.raw_for(k, &x, &z, n);
+            for r in 0..n {
+                let params: Vec<f64> = raw[r * per..(r + 1) * per].iter().map(|v| *v as f64).collect();
+                z[r * dim + k] = inverse(rng.sample::<f64, _>(StandardNormal), &params, d.bound);
+            }
+        }
+        let mut out = DMatrix::zeros(dim, n);
+        for r in 0..n {
+            for (i, m) in self.prior.marginals.iter().enumerate() {
+                out[(i, r)] = m.from_unbounded(z[r * dim + i] * d.theta_std[i] + d.theta_mean[i]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// log q(θ | x) (a normalised density in parameter units) for every
+    /// column of `thetas` (−∞ outside the prior's support).
+    pub fn log_prob(&self, x: &[f64], thetas: &DMatrix<f64>) -> Result<Vec<f64>> {
+        let d = &self.desc;
+        let dim = d.parameters.len();
+        if thetas.nrows() != dim {
+            bail!("log_prob: parameters of size {}; expected {dim}", thetas.nrows());
+        }
+        let x = self.standardise_x(x)?;
+        let n = thetas.ncols();
+        let inside: Vec<bool> = thetas.column_iter().map(|t| self.prior.log_density(t.as_slice()).is_finite()).collect();
+        let mut z = vec![0.0f64; n * dim];
+        let mut lp = vec![0.0f64; n];
+        for (r, theta) in thetas.column_iter().enumerate().filter(|(r, _)| inside[*r]) {
+            for (i, (m, v)) in self.prior.marginals.iter().zip(theta.iter()).enumerate() {
+                z[r * dim + i] = (m.to_unbounded(*v) - d.theta_mean[i]) / d.theta_std[i];
+                lp[r] += m.log_jacobian(*v) - d.theta_std[i].ln();
+            }
+        }
+        let per = 3 * d.bins - 1;
+        for k in 0..dim {
+            let raw = self.raw_for(k, &x, &z, n);
+            for r in (0..n).filter(|r| inside[*r]) {
+                let params: Vec<f64> = raw[r * per..(r + 1) * per].iter().map(|v| *v as f64).collect();
+                let (u, log_det) = forward(z[r * dim + k], &params, d.bound);
+                lp[r] += -0.5 * u * u - HALF_LOG_2PI + log_det;
+            }
+        }
+        Ok(lp.into_iter().zip(inside).map(|(l, i)| if i { l } else { f64::NEG_INFINITY }).collect())
+    }
+
+    /// The weights by safetensors name (`dim{k}.layer{i}.weight|bias`).
+    fn named(&self) -> Result<Vec<(String, Var)>> {
+        let mut named = Vec::new();
+        for (k, layers) in self.nets.iter().enumerate() {
+            for (i, (w, b)) in layers.iter().enumerate() {
+                named.push((format!("dim{k}.layer{i}.weight"), Var::from_tensor(&Tensor::from_vec(w.clone(), (w.len() / b.len(), b.len()), &Device::Cpu)?)?));
+                named.push((format!("dim{k}.layer{i}.bias"), Var::from_tensor(&Tensor::from_vec(b.clone(), (1, b.len()), &Device::Cpu)?)?));
+            }
+        }
+        Ok(named)
+    }
+
+    /// Weights and description as one safetensors file.
+    pub fn to_safetensors(&self, training: &serde_json::Value) -> Result<Vec<u8>> {
+        let named = self.named()?;
+        let refs: Vec<(String, &Var)> = named.iter().map(|(n, v)| (n.clone(), v)).collect();
+        write_safetensors(&refs, serde_json::json!({ "predictor": "nsf", "description": self.desc, "training": training }))
+    }
+
+    /// Read a flow back; `label` names the bytes in errors.
+    pub fn from_safetensors(label: &str, bytes: &[u8]) -> Result<(Nsf, serde_json::Value)> {
+        let meta = read_geohost_metadata(label, bytes, "; not a geohost predictor")?;
+        if meta["predictor"] != "nsf" {
+            bail!("{label} is not a neural-spline-flow predictor");
+        }
+        let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
+        let desc: NsfDescription = serde_json::from_value(meta["description"].clone()).map_err(|e| anyhow::anyhow!("{label}: unreadable description: {e}"))?;
+        if desc.bins < 2 || !(desc.bound.is_finite() && desc.bound > 0.0) {
+            bail!("{label}: the description's bins ({}) or bound ({}) are out of range; the file is damaged or was not written by geohost", desc.bins, desc.bound);
+        }
+        let mut nsf = Nsf::init(desc, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0))?;
+        for k in 0..nsf.nets.len() {
+            for i in 0..nsf.nets[k].len() {
+                for (suffix, want) in [("weight", nsf.nets[k][i].0.len()), ("bias", nsf.nets[k][i].1.len())] {
+                    let name = format!("dim{k}.layer{i}.{suffix}");
+                    let t = tensors.get(&name).ok_or_else(|| anyhow::anyhow!("{label}: tensor `{name}` is missing"))?;
+                    let values: Vec<f32> = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+                    if values.len() != want {
+                        bail!("{label}: tensor `{name}` has {} values, the description needs {want}", values.len());
+                    }
+                    if values.iter().any(|v| !v.is_finite()) {
+                        bail!("{label}: tensor `{name}` holds non-finite weights");
+                    }
+                    if suffix == "weight" {
+                        nsf.nets[k][i].0 = values;
+                    } else {
+                        nsf.nets[k][i].1 = values;
+                    }
+                }
+            }
+        }
+        Ok((nsf, meta))
+    }
+}
+
+/// Add N(0, noise²) to the first `p` values of every `width`-wide row.
+fn add_noise(x: &mut [f32], width: usize, p: usize, noise: &[f32], rng: &mut impl Rng) {
+    for row in x.chunks_exact_mut(width) {
+        for (v, s) in row[..p].iter_mut().zip(noise) {
+            *v += s * rng.sample::<f32, _>(StandardNormal);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_raw(rng: &mut impl Rng, bins: usize, scale: f64) -> Vec<f64> {
+        (0..3 * bins - 1).map(|_| scale * rng.sample::<f64, _>(StandardNormal)).collect()
+    }
+
+    /// g⁻¹(g(θ)) = θ to rounding across [−B − 1, B + 1], for random splines;
+    /// the identity outside; strictly increasing; the log-slope matches a
+    /// finite difference of g.
+    #[test]
+    fn the_spline_inverts_to_rounding_and_its_slope_is_its_derivative() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..50 {
+            let raw = random_raw(&mut rng, 8, 2.0);
+            let mut last = f64::NEG_INFINITY;
+            for i in 0..=1200 {
+                let theta = -6.0 + 12.0 * i as f64 / 1200.0;
+                let (u, log_det) = forward(theta, &raw, 5.0);
+                assert!(u > last, "monotone at {theta}");
+                last = u;
+                let back = inverse(u, &raw, 5.0);
+                assert!((back - theta).abs() < 1e-9, "g⁻¹(g({theta})) = {back}");
+                if theta.abs() > 5.0 {
+                    assert_eq!((u, log_det), (theta, 0.0));
+                } else if theta.abs() < 4.99 {
+                    let h = 1e-6;
+                    let fd = (forward(theta + h, &raw, 5.0).0 - forward(theta - h, &raw, 5.0).0) / (2.0 * h);
+                    // Rounding in the difference is about 1e-16 · 5 / h.
+                    assert!((fd - log_det.exp()).abs() < 1e-8 + 1e-5 * fd, "slope at {theta}: {fd} vs {}", log_det.exp());
+                }
+            }
+        }
+    }
+
+    /// The NLL's forward-mode gradient against central differences of the
+    /// NLL itself, per raw parameter, on a batch.
+    #[test]
+    fn the_spline_nll_gradient_matches_finite_differences() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let (bins, rows) = (6, 7);
+        let per = 3 * bins - 1;
+        let out: Vec<f32> = (0..rows * per).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
+        let theta: Vec<f32> = (0..rows).map(|_| 2.0 * rng.sample::<f32, _>(StandardNormal)).collect();
+        let mut delta = vec![0.0f32; out.len()];
+        spline_nll(&out, &theta, 5.0, Some(&mut delta));
+        for j in 0..out.len() {
+            let h = 1e-3f32;
+            let (mut up, mut down) = (out.clone(), out.clone());
+            up[j] += h;
+            down[j] -= h;
+            let fd = (spline_nll(&up, &theta, 5.0, None) - spline_nll(&down, &theta, 5.0, None)) / (2.0 * h as f64);
+            assert!((fd - delta[j] as f64).abs() < 2e-3 * fd.abs().max(1e-2), "output {j}: {} vs finite difference {fd}", delta[j]);
+        }
+    }
+}
