@@ -708,12 +708,12 @@ fn the_refinement_stage_sharpens_an_amortized_posterior() {
     let refine = RefineSpec { noise_draws: 2, gauss_newton: 1, network: spec.clone() };
     let (second, _) = train_second(&first, &thetas, &hx, &sd, &refine, &mut forward, &mut |_, _, _| {}).unwrap();
     let single = Predictor {
-        first: Mdn::from_safetensors("first", &first.to_safetensors(&serde_json::json!({})).unwrap()).unwrap().0,
+        first: geohost_learn::density::Density::Mdn(Mdn::from_safetensors("first", &first.to_safetensors(&serde_json::json!({})).unwrap()).unwrap().0),
         second: None,
         noise_sd: vec![],
         gauss_newton: 0,
     };
-    let refined = Predictor { first, second: Some(second), noise_sd: sd.clone(), gauss_newton: 1 };
+    let refined = Predictor { first: geohost_learn::density::Density::Mdn(first), second: Some(second), noise_sd: sd.clone(), gauss_newton: 1 };
     // Exact posterior: Σ = (I + AᵀA/σ²)⁻¹, μ = ΣAᵀx/σ².
     let cov = (DMatrix::identity(d, d) + a.transpose() * &a / (noise * noise)).try_inverse().unwrap();
     let chol = cov.clone().cholesky().unwrap().l();

@@ -8,6 +8,7 @@ mod authors;
 mod bench;
 mod cli;
 mod emulate;
+mod flows;
 mod infer;
 mod languages;
 mod metrics;

@@ -4,7 +4,8 @@
 //! network on pairs (θ, H(G(θ)) + ε) with ε redrawn every epoch, and
 //! register it as a `predictor`.
 
-use crate::mdn::{Mdn, MdnSpec, Training};
+use crate::density::Density;
+use crate::mdn::{MdnSpec, Training};
 use crate::refine::{Forward, Predictor, RefineSpec};
 use anyhow::{bail, Result};
 use geohost_da::params::prior::Prior;
@@ -61,6 +62,9 @@ impl Step5Spec {
             bail!("[step5] simulations must be at least 100, got {}", self.simulations);
         }
         self.network.validate("[step5].network")?;
+        if self.refine.is_some() && self.network.estimator != crate::mdn::Estimator::Mdn {
+            bail!("[step5] refine conditions a second network on the first one's posterior mean, which only the mixture density network gives: use estimator = \"mdn\" with refine, or leave refine out");
+        }
         match &self.refine {
             Some(r) => r.validate("[step5].refine"),
             None => Ok(()),
@@ -293,7 +297,7 @@ pub fn train(
         media_type: "application/vnd.safetensors".into(),
         role: Some("predictor".into()),
         step: Some(5),
-        metadata: serde_json::json!({ "predictor": "mdn", "dataset": dataset_id, "training": training }),
+        metadata: serde_json::json!({ "predictor": spec.network.estimator, "dataset": dataset_id, "training": training }),
         ..Default::default()
     };
     // The first network: with a refinement stage, looked up on its own.
@@ -309,7 +313,7 @@ pub fn train(
         None => {
             // Fresh observation noise every epoch: the simulator ran once
             // per θ, the (known, Gaussian) observation error is redrawn.
-            let (mdn, training) = Mdn::train(prior, thetas, hx, Some(sd), &spec.network, progress)?;
+            let (mdn, training) = Density::train(prior, thetas, hx, Some(sd), &spec.network, progress)?;
             let meta = serde_json::json!({ "dataset": dataset_id, "spec": spec, "training": crate::stored_training(&training)? });
             let bytes = mdn.to_safetensors(&meta)?;
             let name = if spec.refine.is_some() { format!("{}-stage1", spec.name) } else { spec.name.clone() };
@@ -321,7 +325,7 @@ pub fn train(
         }
     };
     let refine = spec.refine.as_ref().expect("a refinement stage (the single-stage predictor returned above)");
-    let (second, second_training) = crate::refine::train_second(&first, thetas, hx, sd, refine, forward, progress)?;
+    let (second, second_training) = crate::refine::train_second(first.as_mdn("[step5] refine")?, thetas, hx, sd, refine, forward, progress)?;
     let predictor = Predictor { first, second: Some(second), noise_sd: sd.clone(), gauss_newton: refine.gauss_newton };
     // The record reports the stage that scores: the refinement's, with
     // the first stage's time added.

@@ -19,6 +19,7 @@ pub mod amortize;
 pub mod c2st;
 pub mod calibration;
 pub mod dataset;
+pub mod density;
 pub mod export;
 pub mod flow;
 pub mod fused;

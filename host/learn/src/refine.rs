@@ -24,6 +24,7 @@
 //! Nothing here is specific to a simulator: G and H are the plugins the
 //! first stage was trained on.
 
+use crate::density::Density;
 use crate::mdn::{to_unbounded, Mdn, MdnSpec, Training};
 use anyhow::{bail, Context, Result};
 use geohost_da::params::prior::{Marginal, Prior, PriorSpec};
@@ -73,7 +74,7 @@ pub type Forward<'a> = dyn FnMut(&DMatrix<f64>) -> Result<DMatrix<f64>> + 'a;
 /// The amortized posterior of step 5: one network, or one refined by a
 /// second (see the module documentation).
 pub struct Predictor {
-    pub first: Mdn,
+    pub first: Density,
     pub second: Option<Mdn>,
     /// The observation-error sd, √diag R, and the Gauss–Newton steps
     /// (refinement only).
@@ -93,7 +94,7 @@ pub struct Conditioned<'a> {
 
 impl Predictor {
     pub fn parameters(&self) -> &[String] {
-        &self.first.desc.parameters
+        self.first.parameters()
     }
 
     /// Condition on `x`; `forward` runs ((d + 1) × `gauss_newton` points)
@@ -103,7 +104,7 @@ impl Predictor {
             None => None,
             Some(_) => {
                 let xs = DMatrix::from_column_slice(x.len(), 1, x);
-                refinement_inputs(&self.first, &self.noise_sd, &xs, self.gauss_newton, forward)?.pop()
+                refinement_inputs(self.first.as_mdn("a refinement stage")?, &self.noise_sd, &xs, self.gauss_newton, forward)?.pop()
             }
         };
         Ok(Conditioned { predictor: self, x: x.to_vec(), refined })
@@ -118,7 +119,7 @@ impl Conditioned<'_> {
             (Some(second), Some(local)) => {
                 let z = second.sample(&local.features, n, rng)?;
                 let u = &local.chol * z;
-                let marginals = &p.first.prior.marginals;
+                let marginals = &p.first.prior().marginals;
                 Ok(DMatrix::from_fn(u.nrows(), n, |i, j| marginals[i].from_unbounded(local.centre[i] + u[(i, j)])))
             }
             _ => p.first.sample(&self.x, n, rng),
@@ -130,7 +131,7 @@ impl Conditioned<'_> {
     pub fn log_prob(&self, thetas: &DMatrix<f64>) -> Result<Vec<f64>> {
         let p = self.predictor;
         let (Some(second), Some(local)) = (&p.second, &self.refined) else { return p.first.log_prob(&self.x, thetas) };
-        let prior = &p.first.prior;
+        let prior = p.first.prior();
         let z = local.whiten(&to_unbounded(&prior.marginals, thetas));
         let log_det: f64 = local.chol.diagonal().iter().map(|v| v.ln()).sum();
         let lq = second.log_prob(&local.features, &z)?;
@@ -310,11 +311,12 @@ impl Predictor {
     /// configs and seed, the local approximation runs when sampling).
     pub fn to_safetensors(&self, training: &serde_json::Value, forward: &serde_json::Value) -> Result<Vec<u8>> {
         let Some(second) = &self.second else { return self.first.to_safetensors(training) };
-        let mut named = self.first.named("");
+        let first = self.first.as_mdn("a refinement stage")?;
+        let mut named = first.named("");
         named.extend(second.named("refine."));
         let meta = serde_json::json!({
             "predictor": "mdn",
-            "description": self.first.desc,
+            "description": first.desc,
             "training": training,
             "refine": { "description": second.desc, "noise_sd": self.noise_sd, "gauss_newton": self.gauss_newton, "forward": forward },
         });
@@ -323,11 +325,15 @@ impl Predictor {
 
     /// Read a predictor back, with its metadata; `label` names the bytes in errors.
     pub fn from_safetensors(label: &str, bytes: &[u8]) -> Result<(Predictor, serde_json::Value)> {
+        if crate::net::read_geohost_metadata(label, bytes, "; not a geohost predictor")?["predictor"] == "nsf" {
+            let (flow, meta) = crate::flow::Nsf::from_safetensors(label, bytes)?;
+            return Ok((Predictor { first: Density::Nsf(flow), second: None, noise_sd: Vec::new(), gauss_newton: 0 }, meta));
+        }
         let (meta, tensors) = Mdn::read_file(label, bytes)?;
         let first = Mdn::with_tensors(label, &meta["description"], &tensors, "")?;
         let refine = &meta["refine"];
         if refine.is_null() {
-            return Ok((Predictor { first, second: None, noise_sd: Vec::new(), gauss_newton: 0 }, meta));
+            return Ok((Predictor { first: Density::Mdn(first), second: None, noise_sd: Vec::new(), gauss_newton: 0 }, meta));
         }
         let second = Mdn::with_tensors(label, &refine["description"], &tensors, "refine.")?;
         let noise_sd: Vec<f64> = serde_json::from_value(refine["noise_sd"].clone()).map_err(|e| anyhow::anyhow!("{label}: unreadable refine.noise_sd: {e}"))?;
@@ -343,7 +349,7 @@ impl Predictor {
             .as_u64()
             .filter(|g| (1..=100).contains(g))
             .with_context(|| format!("{label}: refine.gauss_newton is missing or out of range"))? as usize;
-        let predictor = Predictor { first, second: Some(second), noise_sd, gauss_newton };
+        let predictor = Predictor { first: Density::Mdn(first), second: Some(second), noise_sd, gauss_newton };
         Ok((predictor, meta))
     }
 }

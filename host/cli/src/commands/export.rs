@@ -55,7 +55,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if TEMPLATE.is_empty() {
         bail!("this geohost was built before plugins/dist/posterior-mdn.wasm existed: run plugins/build.sh, then rebuild geohost");
     }
-    let mdn = &predictor.first;
+    let mdn = predictor.first.as_mdn(&format!("exporting {} as a posterior component", loaded.label))?;
     let name = name.unwrap_or_else(|| loaded.name.clone());
     let payload = geohost_learn::export::payload(mdn, &name, &version)?;
     let component = geohost_learn::export::fill(TEMPLATE, &payload)?;
