@@ -518,6 +518,19 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
     std::fs::write(dir.path().join("no5.toml"), no5).unwrap();
     let out = geohost(dir.path()).args(["run", "--no-registry"]).arg(dir.path().join("no5.toml")).output().unwrap();
     assert!(!out.status.success() && stderr(&out).contains("[step3] trains on [step5]'s simulations"), "{}", stderr(&out));
+    // Spline settings without a flow, a flow with a refinement stage, an
+    // unknown estimator: refused before anything is simulated.
+    for (network, expected) in [
+        ("network = { components = 2, bins = 8 }", "`bins` and `bound` shape a flow's splines"),
+        ("network = { estimator = \"nsf\", bins = 1 }", "bins must be 2 to 64"),
+        ("network = { estimator = \"nsf\" }\nrefine = { noise_draws = 2 }", "only the mixture density network gives"),
+        ("network = { estimator = \"glow\" }", "unknown variant `glow`"),
+    ] {
+        let bad = text.replace("network = { components = 2, max_epochs = 40, seed = 2 }", network);
+        std::fs::write(dir.path().join("bad5.toml"), bad).unwrap();
+        let out = geohost(dir.path()).args(["run", "--no-registry"]).arg(dir.path().join("bad5.toml")).output().unwrap();
+        assert!(!out.status.success() && stderr(&out).contains(expected), "{network}: {}", stderr(&out));
+    }
 
     let bad_obs = dir.path().join("short.txt");
     std::fs::write(&bad_obs, "1 2 3").unwrap();

@@ -1,7 +1,7 @@
 //! Figures printed by `geohost perf`: medians of repeated samples;
 //! nothing here asserts a speed.
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use geohost_da::models::{linear::LinearObs, lorenz96::Lorenz96};
 use geohost_da::twin::{self, Chronology, Prior};
 use geohost_sandbox::model::ForwardModel;
@@ -364,7 +364,7 @@ pub fn emulator_cost(runtime: &Runtime, plugin: &Path, members: usize, steps: us
 pub fn posterior_benchmark(simulations: usize, observations: usize, samples: usize, spec: &geohost_learn::mdn::MdnSpec) -> Result<String> {
     use geohost_da::params::prior::{Prior, PriorSpec};
     use geohost_learn::c2st::{c2st, Spec};
-    use geohost_learn::mdn::Mdn;
+    use geohost_learn::density::Density;
     use rand::Rng;
     use rand_distr::StandardNormal;
 
@@ -380,13 +380,13 @@ pub fn posterior_benchmark(simulations: usize, observations: usize, samples: usi
         (thetas, xs)
     };
     let (thetas, xs) = simulate(simulations, &mut rng);
-    let (mdn, training) = Mdn::train(&prior, &thetas, &xs, None, spec, &mut |_, _, _| {})?;
+    let (mdn, training) = Density::train(&prior, &thetas, &xs, None, spec, &mut |_, _, _| {})?;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "sbibm gaussian_linear (10-D), {simulations} simulations, mixture density network ({} components, hidden {:?}), one thread:",
-        spec.components, spec.hidden
-    );
+    let network = match spec.estimator {
+        geohost_learn::mdn::Estimator::Mdn => format!("mixture density network ({} components, hidden {:?}), one thread", spec.components, spec.hidden),
+        geohost_learn::mdn::Estimator::Nsf => format!("neural spline flow (hidden {:?}, one conditioner per parameter, in parallel)", spec.hidden),
+    };
+    let _ = writeln!(out, "sbibm gaussian_linear (10-D), {simulations} simulations, {network}:");
     let _ = writeln!(
         out,
         "  training: {:.1} s ({} epochs, best {}, validation NLL {:.3})",
@@ -409,6 +409,97 @@ pub fn posterior_benchmark(simulations: usize, observations: usize, samples: usi
     let _ = writeln!(out, "  sampling {samples} draws: median {:.1} ms per observation", median(sample_ms));
     let _ = write!(out, "  (sbibm paper: sbi's NPE reaches C2ST 0.55-0.56 here at 10 000 simulations; sbi 0.27 NPE-MAF trains in about 20 s on one thread of this machine kind)");
     Ok(out)
+}
+
+/// What `perf posterior --task` runs.
+pub struct SbibmTask<'a> {
+    pub name: &'a str,
+    pub sets: &'a std::path::Path,
+    pub data: &'a std::path::Path,
+    pub simulations: usize,
+    pub samples: usize,
+    pub seeds: usize,
+}
+
+/// sbibm's Bernoulli-GLM prior precision B = RRᵀ and its Cholesky factor
+/// R: the same construction as plugins/sbibm (which simulates with
+/// β = R⁻ᵀz), to map whitened draws z back to sbibm's β.
+fn bernoulli_whitening() -> Result<nalgebra::DMatrix<f64>> {
+    let m = 9;
+    let d = DMatrix::from_fn(m, m, |i, j| if i == j { 1.0 } else if i == j + 1 { -1.0 } else { 0.0 });
+    let f = &d * &d + DMatrix::from_fn(m, m, |i, j| if i == j { (i as f64 / m as f64).sqrt() } else { 0.0 });
+    let mut b = DMatrix::zeros(10, 10);
+    b[(0, 0)] = 0.5;
+    b.view_mut((1, 1), (m, m)).copy_from(&(f.transpose() * &f));
+    Ok(nalgebra::Cholesky::new(b).context("the Bernoulli GLM prior precision is not positive definite")?.l())
+}
+
+/// `perf posterior --task`: train the task's plugin-set (cycles/sbibm) at
+/// `simulations` pairs through the real pipeline (the sbibm plugin in the
+/// sandbox), once per seed, and print the C2ST against sbibm's reference
+/// posterior for each of its ten observations (`samples` draws each, as
+/// sbibm's protocol: 10,000), the mean and, over seeds, its spread, and the
+/// time the training took.
+pub fn sbibm_benchmark(runtime: &geohost_sandbox::Runtime, task: &SbibmTask, estimator: Option<geohost_learn::mdn::Estimator>) -> Result<String> {
+    use geohost_learn::c2st::{c2st, Spec};
+    let set_path = task.sets.join(format!("{}.toml", task.name));
+    if !set_path.is_file() {
+        bail!("no plugin-set {} for task `{}` (tasks: gaussian_linear_uniform, gaussian_mixture, bernoulli_glm)", set_path.display(), task.name);
+    }
+    let folder = task.data.join(task.name);
+    if !folder.join("num_observation_1").is_dir() {
+        bail!("{} has no sbibm reference posteriors: run scripts/fetch-sbibm.sh {}", folder.display(), task.data.display());
+    }
+    let beta_names: Vec<String> = (1..=10).map(|i| format!("parameter_{i}")).collect();
+    let whitening = if task.name == "bernoulli_glm" { Some(bernoulli_whitening()?) } else { None };
+    let mut out = String::new();
+    let mut means = Vec::new();
+    let mut header = String::new();
+    for seed in 0..task.seeds as u64 {
+        let mut set = geohost_cycle::static_run::StaticSet::load(&set_path)?;
+        let spec = set.set.step5.as_mut().with_context(|| format!("{} has no [step5]", set_path.display()))?;
+        spec.simulations = task.simulations;
+        spec.seed = seed;
+        spec.network.seed = seed;
+        if let Some(e) = estimator {
+            spec.network.estimator = e;
+            if e == geohost_learn::mdn::Estimator::Mdn {
+                (spec.network.bins, spec.network.bound) = (None, None);
+            }
+        }
+        header = format!("sbibm {} at {} simulations, {:?} (hidden {:?}):", task.name, task.simulations, spec.network.estimator, spec.network.hidden);
+        let start = Instant::now();
+        let (record, weights) = geohost_cycle::static_run::train_posterior(&set, runtime, None, &mut |_, _, _| {})?;
+        let total = start.elapsed().as_secs_f64();
+        let (predictor, _) = geohost_learn::refine::Predictor::from_safetensors(&record.name, &weights)?;
+        let names = predictor.parameters().to_vec();
+        let mut scores = Vec::new();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xc25);
+        for k in 1..=10 {
+            let dir = folder.join(format!("num_observation_{k}"));
+            let y = geohost_cycle::tables::read_observation(&dir.join("observation.csv"))?;
+            let reference = geohost_cycle::tables::read_samples(&dir.join("reference_posterior_samples.csv"), if whitening.is_some() { &beta_names } else { &names })?;
+            let mut q = predictor.first.sample(&y, task.samples.min(reference.ncols()), &mut rng)?;
+            if let Some(r) = &whitening {
+                // β = R⁻ᵀz for every draw.
+                q = r.transpose().solve_upper_triangular(&q).context("the whitening factor is singular")?;
+            }
+            scores.push(c2st(&reference, &q, Spec { seed: k, ..Spec::default() })?);
+        }
+        let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+        means.push(mean);
+        let _ = writeln!(
+            out,
+            "  seed {seed}: C2ST mean {mean:.3} [{}]; training {:.1} s ({} epochs), simulations and training {total:.1} s",
+            scores.iter().map(|s| format!("{s:.3}")).collect::<Vec<_>>().join(" "),
+            record.training.seconds,
+            record.training.epochs
+        );
+    }
+    let m = means.iter().sum::<f64>() / means.len() as f64;
+    let sd = if means.len() > 1 { (means.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (means.len() - 1) as f64).sqrt() } else { f64::NAN };
+    let _ = write!(out, "  over {} seed(s): mean C2ST {m:.3}, sd {sd:.3}", means.len());
+    Ok(format!("{header}\n{out}"))
 }
 
 /// Submissions: the ETKF as a `filter` component against the native ETKF

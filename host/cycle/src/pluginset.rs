@@ -44,6 +44,12 @@ pub struct PluginRef {
     /// Passed to the plugin's `init` as a JSON object.
     #[serde(default)]
     pub config: toml::Table,
+    /// More config from a file (JSON, or TOML by its `.toml` extension;
+    /// relative to the plugin-set), merged into `config` when the set is
+    /// loaded: for data too large to write inline, or not redistributable
+    /// with the set (e.g. what scripts/fetch-sbibm.sh extracts). A key in
+    /// both is an error.
+    pub config_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +141,27 @@ pub enum Source {
 }
 
 impl PluginRef {
+    /// Merge `config_file` (resolved against `dir`) into `config`.
+    pub(crate) fn merge_config_file(&mut self, table: &str, dir: &Path) -> Result<()> {
+        let Some(file) = self.config_file.take() else { return Ok(()) };
+        let path = dir.join(&file);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("[{table}] config_file {}: cannot read it", path.display()))?;
+        let extra: toml::Table = if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(&text).with_context(|| format!("[{table}] config_file {}: not a TOML table", path.display()))?
+        } else {
+            let json: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("[{table}] config_file {}: not JSON (name a TOML file *.toml)", path.display()))?;
+            toml::Table::try_from(json).with_context(|| format!("[{table}] config_file {}: not a JSON object of numbers, strings, booleans, arrays and objects (no nulls)", path.display()))?
+        };
+        for (key, value) in extra {
+            if self.config.contains_key(&key) {
+                bail!("[{table}] config_file {}: key `{key}` is also in `config`; keep it in one place", path.display());
+            }
+            self.config.insert(key, value);
+        }
+        Ok(())
+    }
+
     pub(crate) fn source(&self, table: &str, dir: &Path) -> Result<Source> {
         match (&self.plugin, &self.artifact, &self.emulator) {
             (Some(p), None, None) => Ok(Source::Path(dir.join(p))),
@@ -174,7 +201,7 @@ impl PluginSet {
     /// Parse and validate plugin-set text; `path` names it in errors and
     /// resolves relative plugin paths.
     pub fn parse(path: &Path, text: String) -> Result<Loaded> {
-        let set: PluginSet = toml::from_str(&text).with_context(|| format!("invalid plugin-set file {}", path.display()))?;
+        let mut set: PluginSet = toml::from_str(&text).with_context(|| format!("invalid plugin-set file {}", path.display()))?;
         let fail = |msg: String| anyhow::anyhow!("invalid plugin-set file {}: {msg}", path.display());
         if set.methods.is_empty() {
             return Err(fail("no [[method]] tables: name at least one DA method".into()));
@@ -195,6 +222,8 @@ impl PluginSet {
         set.limits.validate().map_err(|e| fail(format!("{e:#}")))?;
         check_transition(set.transition.as_deref()).map_err(fail)?;
         let dir = path.parent().unwrap_or(Path::new("."));
+        set.model.merge_config_file("model", dir).map_err(|e| fail(format!("{e:#}")))?;
+        set.observations.merge_config_file("observations", dir).map_err(|e| fail(format!("{e:#}")))?;
         let model = set.model.source("model", dir).map_err(|e| fail(format!("{e:#}")))?;
         let obs = set.observations.source("observations", dir).map_err(|e| fail(format!("{e:#}")))?;
         if let Some(step3) = &set.step3 {

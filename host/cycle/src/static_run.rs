@@ -161,7 +161,7 @@ impl StaticSet {
     pub fn load(path: &Path) -> Result<LoadedStatic> {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read plugin-set file {}", path.display()))?;
         let text = String::from_utf8(bytes.clone()).with_context(|| format!("plugin-set file {} is not UTF-8", path.display()))?;
-        let set: StaticSet = toml::from_str(&text).with_context(|| format!("invalid plugin-set file {}", path.display()))?;
+        let mut set: StaticSet = toml::from_str(&text).with_context(|| format!("invalid plugin-set file {}", path.display()))?;
         let fail = |msg: String| anyhow::anyhow!("invalid plugin-set file {}: {msg}", path.display());
         for (i, m) in set.methods.iter().enumerate() {
             m.validate(i + 1).map_err(|e| fail(format!("{e:#}")))?;
@@ -178,6 +178,8 @@ impl StaticSet {
             }
         }
         let dir = path.parent().unwrap_or(Path::new("."));
+        set.simulator.merge_config_file("simulator", dir).map_err(|e| fail(format!("{e:#}")))?;
+        set.observations.merge_config_file("observations", dir).map_err(|e| fail(format!("{e:#}")))?;
         let simulator = set.simulator.source("simulator", dir).map_err(|e| fail(format!("{e:#}")))?;
         let obs = set.observations.source("observations", dir).map_err(|e| fail(format!("{e:#}")))?;
         let name = set.name.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "static".into()));

@@ -85,6 +85,25 @@ struct PosteriorPerfArgs {
     lr: f64,
     #[arg(long, default_value_t = 200)]
     batch: usize,
+    /// The conditional density estimator: mdn or nsf.
+    #[arg(long, default_value = "mdn")]
+    estimator: String,
+    /// An sbibm task instead of the 10-D linear-Gaussian one:
+    /// gaussian_linear_uniform, gaussian_mixture or bernoulli_glm. It trains
+    /// the task's plugin-set (cycles/sbibm/TASK.toml; its [step5] network
+    /// unless --estimator is given) and scores against sbibm's reference
+    /// posteriors (fetched by scripts/fetch-sbibm.sh into --data).
+    #[arg(long)]
+    task: Option<String>,
+    /// Where scripts/fetch-sbibm.sh put sbibm's files.
+    #[arg(long, default_value = "target/sbibm")]
+    data: PathBuf,
+    /// The folder of the sbibm plugin-sets.
+    #[arg(long, default_value = "cycles/sbibm")]
+    sets: PathBuf,
+    /// Training seeds (each a full training; the spread is reported).
+    #[arg(long, default_value_t = 1)]
+    seeds: usize,
 }
 
 #[derive(Args)]
@@ -150,8 +169,20 @@ pub fn run(args: PerfArgs) -> Result<()> {
             perf::submission_cost(&a.sandbox.runtime(Limits::default())?, &a.plugins, a.members, a.cycles, a.samples, a.small, a.small_cycles)?
         }
         Some(PerfTarget::Posterior(p)) => {
-            let spec = geohost_learn::mdn::MdnSpec { components: p.components, hidden: p.hidden, lr: p.lr, batch: p.batch, ..Default::default() };
-            perf::posterior_benchmark(p.simulations, p.observations, p.samples, &spec)?
+            let estimator: geohost_learn::mdn::Estimator = serde_json::from_value(serde_json::Value::String(p.estimator.clone()))
+                .map_err(|_| anyhow::anyhow!("--estimator {}: expected mdn or nsf", p.estimator))?;
+            match &p.task {
+                Some(task) => {
+                    let explicit = std::env::args().any(|a| a == "--estimator" || a.starts_with("--estimator="));
+                    let runtime = geohost_sandbox::Runtime::new(Limits::default(), None)?;
+                    let task = perf::SbibmTask { name: task, sets: &p.sets, data: &p.data, simulations: p.simulations, samples: p.samples, seeds: p.seeds };
+                    perf::sbibm_benchmark(&runtime, &task, explicit.then_some(estimator))?
+                }
+                None => {
+                    let spec = geohost_learn::mdn::MdnSpec { components: p.components, hidden: p.hidden, lr: p.lr, batch: p.batch, estimator, ..Default::default() };
+                    perf::posterior_benchmark(p.simulations, p.observations, p.samples, &spec)?
+                }
+            }
         }
         Some(PerfTarget::Languages(l)) => perf::language_cost(&l.plugins, l.members, l.cycles, l.samples)?,
         None => perf_da(DaPerfArgs::parse_from(["da"]))?,
