@@ -16,5 +16,6 @@ mod pages;
 mod posterior_component;
 mod registry;
 mod sandbox;
+mod sbibm;
 mod submit;
 mod trust;
