@@ -59,9 +59,9 @@ fn exact(x: f64, n: usize, seed: u64) -> DMatrix<f64> {
     out
 }
 
-fn train(estimator: Estimator) -> (Density, f64) {
+fn train(estimator: Estimator, layers: Option<usize>) -> (Density, f64) {
     let (thetas, xs) = training_pairs(10_000, 1);
-    let spec = MdnSpec { estimator, seed: 2, max_epochs: 200, ..MdnSpec::default() };
+    let spec = MdnSpec { estimator, layers, seed: 2, max_epochs: 200, ..MdnSpec::default() };
     let (q, training) = Density::train(&prior(), &thetas, &xs, None, &spec, &mut |_, _, _| {}).unwrap();
     (q, training.seconds)
 }
@@ -72,14 +72,20 @@ fn train(estimator: Estimator) -> (Density, f64) {
 /// loaded flow draws the same samples.
 #[test]
 fn a_flow_density_integrates_to_one_and_its_samples_follow_it() {
-    let (q, _) = train(Estimator::Nsf);
+    for (estimator, layers) in [(Estimator::Nsf, None), (Estimator::Nsf, Some(2)), (Estimator::Maf, None)] {
+        flow_is_a_density(estimator, layers);
+    }
+}
+
+fn flow_is_a_density(estimator: Estimator, layers: Option<usize>) {
+    let (q, _) = train(estimator, layers);
     let (cells, lo, hi) = (240, -6.0, 6.0);
     let h = (hi - lo) / cells as f64;
     let grid = DMatrix::from_fn(2, cells * cells, |i, j| lo + h * (0.5 + if i == 0 { (j % cells) as f64 } else { (j / cells) as f64 }));
     for x in [-0.4, 0.3] {
         let lp = q.log_prob(&[x], &grid).unwrap();
         let mass: f64 = lp.iter().map(|l| l.exp() * h * h).sum();
-        assert!((mass - 1.0).abs() < 0.01, "x = {x}: the density integrates to {mass}");
+        assert!((mass - 1.0).abs() < 0.01, "{estimator:?} {layers:?}, x = {x}: the density integrates to {mass}");
         // Grid draws ∝ density, jittered within their cells.
         let weights: Vec<f64> = lp.iter().map(|l| l.exp()).collect();
         let pick = rand::distr::weighted::WeightedIndex::new(&weights).unwrap();
@@ -94,13 +100,13 @@ fn a_flow_density_integrates_to_one_and_its_samples_follow_it() {
         }
         let draws = q.sample(&[x], 3000, &mut rng).unwrap();
         let score = c2st(&from_grid, &draws, Spec::default()).unwrap();
-        assert!(score < 0.55, "x = {x}: samples against the density-weighted grid: C2ST {score}");
+        assert!(score < 0.55, "{estimator:?} {layers:?}, x = {x}: samples against the density-weighted grid: C2ST {score}");
     }
     let bytes = q.to_safetensors(&serde_json::json!({})).unwrap();
     let (back, _) = geohost_learn::refine::Predictor::from_safetensors("round trip", &bytes).unwrap();
     let (a, b) = (q.sample(&[0.2], 40, &mut ChaCha8Rng::seed_from_u64(1)).unwrap(), back.first.sample(&[0.2], 40, &mut ChaCha8Rng::seed_from_u64(1)).unwrap());
     assert_eq!(a, b, "a loaded flow draws the same samples");
-    assert!(back.first.as_mdn("export").err().unwrap().to_string().contains("neural spline flow"));
+    assert!(back.first.as_mdn("export").err().unwrap().to_string().contains("this one is a flow"));
 }
 
 /// Both estimators on the bimodal, bent conditional at three observations
@@ -110,16 +116,18 @@ fn a_flow_density_integrates_to_one_and_its_samples_follow_it() {
 /// 0.528 — two modes of this shape are within an MDN's reach too.
 #[test]
 fn the_flow_recovers_a_bimodal_conditional_whose_weights_follow_the_observation() {
-    let (flow, flow_s) = train(Estimator::Nsf);
-    let (mdn, mdn_s) = train(Estimator::Mdn);
+    let (flow, flow_s) = train(Estimator::Nsf, None);
+    let (maf, maf_s) = train(Estimator::Maf, None);
+    let (mdn, mdn_s) = train(Estimator::Mdn, None);
     let mut report = Vec::new();
     for (k, x) in [-0.5, 0.0, 0.5].into_iter().enumerate() {
         let truth = exact(x, 3000, 100 + k as u64);
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let f = c2st(&truth, &flow.sample(&[x], 3000, &mut rng).unwrap(), Spec::default()).unwrap();
+        let a = c2st(&truth, &maf.sample(&[x], 3000, &mut rng).unwrap(), Spec::default()).unwrap();
         let m = c2st(&truth, &mdn.sample(&[x], 3000, &mut rng).unwrap(), Spec::default()).unwrap();
-        report.push(format!("x = {x}: flow {f:.3}, mdn {m:.3}"));
+        report.push(format!("x = {x}: nsf {f:.3}, maf {a:.3}, mdn {m:.3}"));
         assert!(f < 0.6, "flow: {report:?}");
     }
-    eprintln!("bimodal conditional C2ST: {report:?}; training {flow_s:.1} s (flow), {mdn_s:.1} s (mdn)");
+    eprintln!("bimodal conditional C2ST: {report:?}; training {flow_s:.1} s (nsf), {maf_s:.1} s (maf), {mdn_s:.1} s (mdn)");
 }

@@ -385,6 +385,7 @@ pub fn posterior_benchmark(simulations: usize, observations: usize, samples: usi
     let network = match spec.estimator {
         geohost_learn::mdn::Estimator::Mdn => format!("mixture density network ({} components, hidden {:?}), one thread", spec.components, spec.hidden),
         geohost_learn::mdn::Estimator::Nsf => format!("neural spline flow (hidden {:?}, one conditioner per parameter, in parallel)", spec.hidden),
+        geohost_learn::mdn::Estimator::Maf => format!("affine autoregressive flow (hidden {:?}, {} layers)", spec.hidden, spec.layers.unwrap_or(5)),
     };
     let _ = writeln!(out, "sbibm gaussian_linear (10-D), {simulations} simulations, {network}:");
     let _ = writeln!(
@@ -463,8 +464,11 @@ pub fn sbibm_benchmark(runtime: &geohost_sandbox::Runtime, task: &SbibmTask, est
         spec.network.seed = seed;
         if let Some(e) = estimator {
             spec.network.estimator = e;
-            if e == geohost_learn::mdn::Estimator::Mdn {
+            if e != geohost_learn::mdn::Estimator::Nsf {
                 (spec.network.bins, spec.network.bound) = (None, None);
+            }
+            if e == geohost_learn::mdn::Estimator::Mdn {
+                spec.network.layers = None;
             }
         }
         header = format!("sbibm {} at {} simulations, {:?} (hidden {:?}):", task.name, task.simulations, spec.network.estimator, spec.network.hidden);

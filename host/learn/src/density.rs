@@ -5,7 +5,7 @@
 //! through [`Density`]; only the refinement stage and the wasm export need
 //! the MDN itself ([`Density::as_mdn`]).
 
-use crate::flow::Nsf;
+use crate::flow::{Nsf, Transform};
 use crate::mdn::{Estimator, Mdn, MdnSpec, Training};
 use anyhow::{bail, Result};
 use geohost_da::params::prior::Prior;
@@ -35,18 +35,19 @@ impl Density {
                 let (m, t) = Mdn::train(prior, thetas, xs, noise_sd, spec, progress)?;
                 (Density::Mdn(m), t)
             }
-            Estimator::Nsf => {
-                let (f, t) = Nsf::train(prior, thetas, xs, noise_sd, spec, progress)?;
+            Estimator::Nsf | Estimator::Maf => {
+                let transform = if spec.estimator == Estimator::Nsf { Transform::Spline } else { Transform::Affine };
+                let (f, t) = Nsf::train(prior, thetas, xs, noise_sd, spec, transform, progress)?;
                 (Density::Nsf(f), t)
             }
         })
     }
 
-    /// `mdn` or `nsf`, as the predictor file's metadata says.
+    /// `mdn`, `nsf` or `maf`, as the predictor file's metadata says.
     pub fn kind(&self) -> &'static str {
         match self {
             Density::Mdn(_) => "mdn",
-            Density::Nsf(_) => "nsf",
+            Density::Nsf(f) => f.kind(),
         }
     }
 
@@ -101,7 +102,7 @@ impl Density {
     pub fn as_mdn(&self, what: &str) -> Result<&Mdn> {
         match self {
             Density::Mdn(m) => Ok(m),
-            Density::Nsf(_) => bail!("{what} needs a mixture-density-network predictor (estimator = \"mdn\"); this one is a neural spline flow"),
+            Density::Nsf(f) => bail!("{what} needs a mixture-density-network predictor (estimator = \"mdn\"); this one is a flow ({})", f.kind()),
         }
     }
 }

@@ -62,6 +62,13 @@ pub struct NsfDescription {
     pub parameters: Vec<String>,
     pub data_size: usize,
     pub hidden: Vec<usize>,
+    /// Each factor's transform: spline (NSF) or affine (MAF).
+    #[serde(default)]
+    pub transform: Transform,
+    /// Autoregressive layers, stacked; odd layers take the parameters in
+    /// reverse order (files written before layers existed have one).
+    #[serde(default = "one")]
+    pub layers: usize,
     pub bins: usize,
     pub bound: f64,
     /// Per-dimension standardisation of mapped θ and of x.
@@ -72,25 +79,97 @@ pub struct NsfDescription {
     pub prior: Vec<geohost_da::params::prior::PriorSpec>,
 }
 
+fn one() -> usize {
+    1
+}
+
+/// The monotone map of one autoregressive factor.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transform {
+    /// A rational-quadratic spline (Durkan et al. 2019): the NSF.
+    #[default]
+    Spline,
+    /// u = (θ − μ)·exp(−α), as in MAF (Papamakarios et al. 2017).
+    Affine,
+}
+
 impl NsfDescription {
-    /// Layer sizes of dimension k's conditioner: (x, θ_<k) in, 3K − 1 out.
+    /// Outputs of a conditioner: 3K − 1 spline parameters, or (μ, α).
+    fn outputs(&self) -> usize {
+        match self.transform {
+            Transform::Spline => 3 * self.bins - 1,
+            Transform::Affine => 2,
+        }
+    }
+
+    /// Layer sizes of a conditioner at position k: (x, z_<k) in.
     fn sizes(&self, k: usize) -> Vec<usize> {
         let mut sizes = vec![self.data_size + k];
         sizes.extend(&self.hidden);
-        sizes.push(3 * self.bins - 1);
+        sizes.push(self.outputs());
         sizes
+    }
+
+    /// The parameter at position k of `layer`'s order.
+    fn at(&self, layer: usize, k: usize) -> usize {
+        let d = self.parameters.len();
+        if layer % 2 == 1 {
+            d - 1 - k
+        } else {
+            k
+        }
+    }
+
+    /// u and log du/dz of position k's factor at z from its conditioner's
+    /// raw outputs.
+    fn map(&self, z: f64, raw: &[f32]) -> (f64, f64) {
+        let raw: Vec<f64> = raw.iter().map(|v| *v as f64).collect();
+        match self.transform {
+            Transform::Spline => forward(z, &raw, self.bound),
+            Transform::Affine => ((z - raw[0]) * (-raw[1]).exp(), -raw[1]),
+        }
+    }
+
+    /// z from u, the inverse of [`NsfDescription::map`].
+    fn unmap(&self, u: f64, raw: &[f32]) -> f64 {
+        let raw: Vec<f64> = raw.iter().map(|v| *v as f64).collect();
+        match self.transform {
+            Transform::Spline => inverse(u, &raw, self.bound),
+            Transform::Affine => u * raw[1].exp() + raw[0],
+        }
     }
 }
 
 /// One conditioner: (row-major `fan_in × fan_out` weights, bias) per layer.
 type Layers = Vec<(Vec<f32>, Vec<f32>)>;
 
-/// A trained (or loaded) neural spline flow.
+/// A trained (or loaded) autoregressive flow: a neural spline flow, or a
+/// masked-autoregressive-style affine flow.
 pub struct Nsf {
     pub desc: NsfDescription,
     pub prior: Prior,
-    /// One conditioner per parameter, in parameter order.
-    nets: Vec<Layers>,
+    /// `nets[layer][k]`: the conditioner at position k of that layer's order.
+    nets: Vec<Vec<Layers>>,
+}
+
+/// The mean affine NLL ½u² + α (+ ½ log 2π) of a batch from raw (μ, α)
+/// outputs at `z`; with `delta`, its gradient: ∂/∂μ = −u e^{−α},
+/// ∂/∂α = 1 − u².
+fn affine_nll(out: &[f32], z: &[f32], mut delta: Option<&mut [f32]>) -> f64 {
+    let rows = z.len();
+    let mut loss = 0.0;
+    for (r, &t) in z.iter().enumerate() {
+        let (mu, alpha) = (out[2 * r] as f64, out[2 * r + 1] as f64);
+        let e = (-alpha).exp();
+        let u = (t as f64 - mu) * e;
+        loss += 0.5 * u * u + alpha + HALF_LOG_2PI;
+        if let Some(delta) = delta.as_deref_mut() {
+            delta[2 * r] = (-u * e / rows as f64) as f32;
+            delta[2 * r + 1] = ((1.0 - u * u) / rows as f64) as f32;
+        }
+    }
+    loss / rows as f64
 }
 
 // ---------------------------------------------------------------------
@@ -365,46 +444,63 @@ fn conditioner(layers: &Layers, input: &[f32], rows: usize) -> Vec<f32> {
 impl Nsf {
     fn init(desc: NsfDescription, rng: &mut impl Rng) -> Result<Nsf> {
         let prior = Prior::new(&desc.prior, &desc.parameters)?;
-        let nets = (0..desc.parameters.len())
-            .map(|k| {
-                let sizes = desc.sizes(k);
-                let last = sizes.len() - 2;
-                sizes
-                    .windows(2)
-                    .enumerate()
-                    .map(|(i, w)| {
-                        let bound = 1.0 / (w[0] as f64).sqrt();
-                        // The last layer starts near zero with the derivative
-                        // biases at 1: the flow starts as the identity.
-                        let scale = if i == last { 0.01 } else { 1.0 };
-                        let weights = (0..w[0] * w[1]).map(|_| (scale * rng.random_range(-bound..bound)) as f32).collect();
-                        let bias = (0..w[1])
-                            .map(|j| if i < last { rng.random_range(-bound..bound) as f32 } else if j >= 2 * desc.bins { unit_derivative_raw() as f32 } else { 0.0 })
-                            .collect();
-                        (weights, bias)
-                    })
-                    .collect()
-            })
-            .collect();
+        let nets = (0..desc.layers).map(|_| (0..desc.parameters.len()).map(|k| Nsf::init_conditioner(&desc, k, rng)).collect()).collect();
         Ok(Nsf { desc, prior, nets })
+    }
+
+    /// A conditioner whose last layer starts near zero, with the spline
+    /// derivatives' biases at 1: each factor starts as the identity.
+    fn init_conditioner(desc: &NsfDescription, k: usize, rng: &mut impl Rng) -> Layers {
+        let sizes = desc.sizes(k);
+        let last = sizes.len() - 2;
+        sizes
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                let bound = 1.0 / (w[0] as f64).sqrt();
+                let scale = if i == last { 0.01 } else { 1.0 };
+                let weights = (0..w[0] * w[1]).map(|_| (scale * rng.random_range(-bound..bound)) as f32).collect();
+                let bias = (0..w[1])
+                    .map(|j| match (i < last, desc.transform) {
+                        (true, _) => rng.random_range(-bound..bound) as f32,
+                        (false, Transform::Spline) if j >= 2 * desc.bins => unit_derivative_raw() as f32,
+                        (false, _) => 0.0,
+                    })
+                    .collect();
+                (weights, bias)
+            })
+            .collect()
     }
 
     /// Train on pairs (`thetas`: `d × n`, `xs`: `data_size × n`), as
     /// [`crate::mdn::Mdn::train`] does (same checks, split, noise and
-    /// early stopping; `spec.bins`, `spec.bound` shape the splines). The d
-    /// conditioners train in parallel; `progress(epoch, train, val)` gets
-    /// the first one's epochs.
+    /// early stopping). `transform` and `spec.layers` (`spec.bins`,
+    /// `spec.bound` for splines) shape the flow. The d conditioners of a
+    /// layer are independent problems and train in parallel; layers train
+    /// one after the other, each on the previous layers' outputs (greedy
+    /// maximum likelihood: a layer that cannot help stays near the
+    /// identity, where it starts). `progress(epoch, train, val)` gets the
+    /// first conditioner's epochs of each layer.
     pub fn train(
         prior: &Prior,
         thetas: &DMatrix<f64>,
         xs: &DMatrix<f64>,
         noise_sd: Option<&[f64]>,
         spec: &MdnSpec,
+        transform: Transform,
         progress: &mut dyn FnMut(usize, f64, f64),
     ) -> Result<(Nsf, Training)> {
         spec.validate("[step5]")?;
         let n = thetas.ncols();
         crate::mdn::check_pairs(prior, thetas, xs, noise_sd, spec)?;
+        let layers = spec.layers.unwrap_or(match transform {
+            Transform::Spline => 1,
+            Transform::Affine => 5,
+        });
+        let noisy = noise_sd.is_some_and(|sd| sd.iter().any(|s| *s > 0.0));
+        if layers > 1 && noisy {
+            bail!("[step5] network.layers = {layers}: stacked layers train one after the other on fixed pairs, but this simulator's observation noise is redrawn every epoch; use layers = 1 here");
+        }
         let n_val = spec.early_stopping().validation_rows(n);
         let n_train = n - n_val;
         let thetas = &to_unbounded(&prior.marginals, thetas);
@@ -416,6 +512,8 @@ impl Nsf {
             parameters: prior.names.clone(),
             data_size: xs.nrows(),
             hidden: spec.hidden.clone(),
+            transform,
+            layers,
             bins: spec.bins.unwrap_or_else(default_bins),
             bound: spec.bound.unwrap_or_else(default_bound),
             theta_mean,
@@ -425,81 +523,128 @@ impl Nsf {
             prior: prior.specs.clone(),
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
-        let nsf = Nsf::init(desc, &mut rng)?;
-        let d = &nsf.desc;
-        let (dim, p) = (d.parameters.len(), d.data_size);
-        let noise: Option<Vec<f32>> = noise_sd.map(|sd| sd.iter().zip(&d.x_std).map(|(e, s)| (e / s) as f32).collect());
-        let (clean_x, train_theta) = (table(xs, &train_cols, &d.x_mean, &d.x_std), table(thetas, &train_cols, &d.theta_mean, &d.theta_std));
-        let (mut val_x, val_theta) = (table(xs, &val_cols, &d.x_mean, &d.x_std), table(thetas, &val_cols, &d.theta_mean, &d.theta_std));
+        let mut nsf = Nsf::init(desc, &mut rng)?;
+        let (dim, p) = (nsf.desc.parameters.len(), nsf.desc.data_size);
+        let noise: Option<Vec<f32>> = noise_sd.map(|sd| sd.iter().zip(&nsf.desc.x_std).map(|(e, s)| (e / s) as f32).collect());
+        let clean_x = table(xs, &train_cols, &nsf.desc.x_mean, &nsf.desc.x_std);
+        let mut val_x = table(xs, &val_cols, &nsf.desc.x_mean, &nsf.desc.x_std);
         if let Some(noise) = &noise {
             add_noise(&mut val_x, p, p, noise, &mut rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7a11));
         }
-        // Inputs of dimension k's conditioner: x then θ_<k, row by row.
-        let inputs = |x: &[f32], theta: &[f32], k: usize| -> Vec<f32> {
-            x.chunks_exact(p).zip(theta.chunks_exact(dim)).flat_map(|(x, t)| x.iter().chain(&t[..k]).copied()).collect::<Vec<f32>>()
-        };
-        let column = |theta: &[f32], k: usize| -> Vec<f32> { theta.chunks_exact(dim).map(|t| t[k]).collect() };
+        // z: the current layer's input, rows × d in parameter order.
+        let mut z_train = table(thetas, &train_cols, &nsf.desc.theta_mean, &nsf.desc.theta_std);
+        let mut z_val = table(thetas, &val_cols, &nsf.desc.theta_mean, &nsf.desc.theta_std);
+        let z_val0 = z_val.clone();
         let batch = spec.batch.min(n_train);
         let schedule = spec.early_stopping().schedule();
-        let bound = d.bound;
         let start = Instant::now();
-        // Dimension k's conditioner, trained on its own; `report` gets its epochs.
-        let train_dim = |k: usize, report: &mut dyn FnMut(usize, f64, f64)| -> Result<(Layers, crate::fused::Fitted)> {
-            let sizes = d.sizes(k);
-            let params = nsf.nets[k].iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect();
-            let mut net = MlpTrainer::new(&sizes, params, Scaling { mean: 0.0, std: 1.0, out_std: 1.0 }, batch, AdamW::new(spec.lr, 0.0));
-            let clean = inputs(&clean_x, &train_theta, k);
-            let mut epoch_inputs = clean.clone();
-            let (targets, val_inputs, val_targets) = (column(&train_theta, k), inputs(&val_x, &val_theta, k), column(&val_theta, k));
-            let width = p + k;
-            let data = FitData { inputs: &mut epoch_inputs, targets: &targets, val_inputs: &val_inputs, val_targets: &val_targets, input_width: width, target_width: 1 };
-            let refresh = |x: &mut [f32], rng: &mut rand_chacha::ChaCha8Rng| {
-                x.copy_from_slice(&clean);
-                if let Some(noise) = &noise {
-                    add_noise(x, width, p, noise, rng);
-                }
+        let (mut epochs, mut best_epoch) = (0, 0);
+        for layer in 0..layers {
+            let d = &nsf.desc;
+            // Inputs at position k: x, then the z before k in this layer's order.
+            let inputs = |x: &[f32], z: &[f32], k: usize| -> Vec<f32> {
+                x.chunks_exact(p).zip(z.chunks_exact(dim)).flat_map(|(x, z)| x.iter().copied().chain((0..k).map(|j| z[d.at(layer, j)]))).collect::<Vec<f32>>()
             };
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed.wrapping_add(1 + k as u64));
-            let fitted = net.fit(data, schedule, &mut rng, refresh, |out, t, delta| spline_nll(out, t, bound, delta), report).map_err(|e| {
-                anyhow::anyhow!("the flow's conditioner of `{}` diverged at epoch {} (validation NLL {}); lower [step5] lr", d.parameters[k], e.epoch, e.val)
-            })?;
-            Ok((net.params().chunks_exact(2).map(|wb| (wb[0].clone(), wb[1].clone())).collect(), fitted))
-        };
-        // The conditioners are independent: spread them over the cores
-        // (this thread takes every `workers`-th from 0 and reports progress).
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(dim).max(1);
-        let mut results: Vec<(usize, Result<(Layers, crate::fused::Fitted)>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (1..workers)
-                .map(|w| {
-                    let train_dim = &train_dim;
-                    scope.spawn(move || (w..dim).step_by(workers).map(|k| (k, train_dim(k, &mut |_, _, _| {}))).collect::<Vec<_>>())
-                })
-                .collect();
-            let mut all = Vec::with_capacity(dim);
-            for k in (0..dim).step_by(workers) {
-                let mut quiet = |_: usize, _: f64, _: f64| {};
-                let report: &mut dyn FnMut(usize, f64, f64) = if k == 0 { &mut *progress } else { &mut quiet };
-                all.push((k, train_dim(k, report)));
+            let column = |z: &[f32], k: usize| -> Vec<f32> { z.chunks_exact(dim).map(|z| z[d.at(layer, k)]).collect() };
+            let train_k = |k: usize, report: &mut dyn FnMut(usize, f64, f64)| -> Result<(Layers, crate::fused::Fitted)> {
+                let sizes = d.sizes(k);
+                let params = nsf.nets[layer][k].iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect();
+                let mut net = MlpTrainer::new(&sizes, params, Scaling { mean: 0.0, std: 1.0, out_std: 1.0 }, batch, AdamW::new(spec.lr, 0.0));
+                let clean = inputs(&clean_x, &z_train, k);
+                let mut epoch_inputs = clean.clone();
+                let (targets, val_inputs, val_targets) = (column(&z_train, k), inputs(&val_x, &z_val, k), column(&z_val, k));
+                let width = p + k;
+                let data = FitData { inputs: &mut epoch_inputs, targets: &targets, val_inputs: &val_inputs, val_targets: &val_targets, input_width: width, target_width: 1 };
+                let refresh = |x: &mut [f32], rng: &mut rand_chacha::ChaCha8Rng| {
+                    x.copy_from_slice(&clean);
+                    if let Some(noise) = &noise {
+                        add_noise(x, width, p, noise, rng);
+                    }
+                };
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed.wrapping_add(1 + (layer * dim + k) as u64));
+                let bound = d.bound;
+                let loss = |out: &[f32], t: &[f32], delta: Option<&mut [f32]>| match d.transform {
+                    Transform::Spline => spline_nll(out, t, bound, delta),
+                    Transform::Affine => affine_nll(out, t, delta),
+                };
+                let fitted = net.fit(data, schedule, &mut rng, refresh, loss, report).map_err(|e| {
+                    anyhow::anyhow!("the flow's conditioner of `{}` (layer {}) diverged at epoch {} (validation NLL {}); lower [step5] lr", d.parameters[d.at(layer, k)], layer + 1, e.epoch, e.val)
+                })?;
+                Ok((net.params().chunks_exact(2).map(|wb| (wb[0].clone(), wb[1].clone())).collect(), fitted))
+            };
+            // The conditioners are independent: spread them over the cores
+            // (this thread takes every `workers`-th from 0 and reports progress).
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(dim).max(1);
+            let mut results: Vec<(usize, Result<(Layers, crate::fused::Fitted)>)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (1..workers)
+                    .map(|w| {
+                        let train_k = &train_k;
+                        scope.spawn(move || (w..dim).step_by(workers).map(|k| (k, train_k(k, &mut |_, _, _| {}))).collect::<Vec<_>>())
+                    })
+                    .collect();
+                let mut all = Vec::with_capacity(dim);
+                for k in (0..dim).step_by(workers) {
+                    let mut quiet = |_: usize, _: f64, _: f64| {};
+                    let report: &mut dyn FnMut(usize, f64, f64) = if k == 0 { &mut *progress } else { &mut quiet };
+                    all.push((k, train_k(k, report)));
+                }
+                for h in handles {
+                    all.extend(h.join().expect("a training thread panicked"));
+                }
+                all
+            });
+            results.sort_by_key(|(k, _)| *k);
+            let mut nets = Vec::with_capacity(dim);
+            for (_, r) in results {
+                let (conditioner, fitted) = r?;
+                nets.push(conditioner);
+                epochs = epochs.max(fitted.epochs);
+                best_epoch = best_epoch.max(fitted.best_epoch);
             }
-            for h in handles {
-                all.extend(h.join().expect("a training thread panicked"));
+            nsf.nets[layer] = nets;
+            if layer + 1 < layers {
+                // The next layer learns the density of this one's output.
+                let (mut next_train, mut next_val) = (vec![0.0f32; z_train.len()], vec![0.0f32; z_val.len()]);
+                nsf.push_through(layer, &clean_x, &z_train, &mut next_train, &mut Vec::new());
+                nsf.push_through(layer, &val_x, &z_val, &mut next_val, &mut Vec::new());
+                (z_train, z_val) = (next_train, next_val);
             }
-            all
-        });
-        results.sort_by_key(|(k, _)| *k);
-        let results = results.into_iter().map(|(_, r)| r);
-        let (mut epochs, mut best_epoch, mut best_val) = (0, 0, 0.0);
-        let mut nets = Vec::with_capacity(dim);
-        for r in results {
-            let (layers, fitted) = r?;
-            nets.push(layers);
-            epochs = epochs.max(fitted.epochs);
-            best_epoch = best_epoch.max(fitted.best_epoch);
-            // The flow's NLL is the sum of its factors'.
-            best_val += fitted.best_val;
         }
+        // The whole flow's validation NLL (standardised units), through every layer.
+        let (mut z, mut log_det) = (z_val0, vec![0.0f64; n_val]);
+        for layer in 0..layers {
+            let (mut out, mut ld) = (vec![0.0f32; z.len()], Vec::new());
+            nsf.push_through(layer, &val_x, &z, &mut out, &mut ld);
+            log_det.iter_mut().zip(ld).for_each(|(a, b)| *a += b);
+            z = out;
+        }
+        let best_val = z.chunks_exact(dim).zip(&log_det).map(|(u, ld)| u.iter().map(|v| 0.5 * (*v as f64).powi(2) + HALF_LOG_2PI).sum::<f64>() - ld).sum::<f64>() / n_val as f64;
         let training = Training { epochs, best_epoch, best_val_nll: best_val, seconds: start.elapsed().as_secs_f64(), train_pairs: n_train };
-        Ok((Nsf { nets, ..nsf }, training))
+        Ok((nsf, training))
+    }
+
+    /// Rows of z (`rows × d`, parameter order) through `layer` under the
+    /// standardised x rows: u into `out`; each row's log-determinant
+    /// pushed onto `log_det` (when it is given empty, it is filled).
+    fn push_through(&self, layer: usize, x: &[f32], z: &[f32], out: &mut [f32], log_det: &mut Vec<f64>) {
+        let (dim, p, per) = (self.desc.parameters.len(), self.desc.data_size, self.desc.outputs());
+        let rows = z.len() / dim;
+        let want_det = log_det.is_empty();
+        let mut det = vec![0.0f64; rows];
+        for k in 0..dim {
+            let at = self.desc.at(layer, k);
+            let input: Vec<f32> =
+                (0..rows).flat_map(|r| x[r * p..(r + 1) * p].iter().copied().chain((0..k).map(move |j| z[r * dim + self.desc.at(layer, j)]))).collect();
+            let raw = conditioner(&self.nets[layer][k], &input, rows);
+            for r in 0..rows {
+                let (u, ld) = self.desc.map(z[r * dim + at] as f64, &raw[r * per..(r + 1) * per]);
+                out[r * dim + at] = u as f32;
+                det[r] += ld;
+            }
+        }
+        if want_det {
+            *log_det = det;
+        }
     }
 
     /// Standardised x, checked against the description.
@@ -514,33 +659,37 @@ impl Nsf {
         Ok(x.iter().zip(&d.x_mean).zip(&d.x_std).map(|((v, m), s)| ((v - m) / s) as f32).collect())
     }
 
-    /// Conditioner k's raw outputs for `rows` rows of standardised θ
-    /// (`rows × d`, only the first k columns read) under one x.
-    fn raw_for(&self, k: usize, x: &[f32], theta: &[f64], rows: usize) -> Vec<f32> {
+    /// Position k's conditioner of `layer` for `rows` rows of z (`rows ×
+    /// d`, parameter order; only positions before k are read) under one x.
+    fn raw_for(&self, layer: usize, k: usize, x: &[f32], z: &[f64], rows: usize) -> Vec<f32> {
         let dim = self.desc.parameters.len();
-        let input: Vec<f32> = (0..rows).flat_map(|r| x.iter().copied().chain(theta[r * dim..r * dim + k].iter().map(|v| *v as f32))).collect();
-        conditioner(&self.nets[k], &input, rows)
+        let input: Vec<f32> = (0..rows).flat_map(|r| x.iter().copied().chain((0..k).map(move |j| z[r * dim + self.desc.at(layer, j)] as f32))).collect();
+        conditioner(&self.nets[layer][k], &input, rows)
     }
 
     /// Draw `n` posterior samples (`d × n`, in parameter units) given one
-    /// observation `x`.
+    /// observation `x`: base draws through every layer's inverse, last
+    /// layer first, position by position.
     pub fn sample(&self, x: &[f64], n: usize, rng: &mut impl Rng) -> Result<DMatrix<f64>> {
         let x = self.standardise_x(x)?;
         let d = &self.desc;
-        let dim = d.parameters.len();
-        let per = 3 * d.bins - 1;
-        let mut z = vec![0.0f64; n * dim];
-        for k in 0..dim {
-            let raw = self.raw_for(k, &x, &z, n);
-            for r in 0..n {
-                let params: Vec<f64> = raw[r * per..(r + 1) * per].iter().map(|v| *v as f64).collect();
-                z[r * dim + k] = inverse(rng.sample::<f64, _>(StandardNormal), &params, d.bound);
+        let (dim, per) = (d.parameters.len(), d.outputs());
+        let mut u: Vec<f64> = (0..n * dim).map(|_| rng.sample::<f64, _>(StandardNormal)).collect();
+        for layer in (0..d.layers).rev() {
+            let mut z = vec![0.0f64; n * dim];
+            for k in 0..dim {
+                let at = d.at(layer, k);
+                let raw = self.raw_for(layer, k, &x, &z, n);
+                for r in 0..n {
+                    z[r * dim + at] = d.unmap(u[r * dim + at], &raw[r * per..(r + 1) * per]);
+                }
             }
+            u = z;
         }
         let mut out = DMatrix::zeros(dim, n);
         for r in 0..n {
             for (i, m) in self.prior.marginals.iter().enumerate() {
-                out[(i, r)] = m.from_unbounded(z[r * dim + i] * d.theta_std[i] + d.theta_mean[i]);
+                out[(i, r)] = m.from_unbounded(u[r * dim + i] * d.theta_std[i] + d.theta_mean[i]);
             }
         }
         Ok(out)
@@ -565,25 +714,51 @@ impl Nsf {
                 lp[r] += m.log_jacobian(*v) - d.theta_std[i].ln();
             }
         }
-        let per = 3 * d.bins - 1;
-        for k in 0..dim {
-            let raw = self.raw_for(k, &x, &z, n);
-            for r in (0..n).filter(|r| inside[*r]) {
-                let params: Vec<f64> = raw[r * per..(r + 1) * per].iter().map(|v| *v as f64).collect();
-                let (u, log_det) = forward(z[r * dim + k], &params, d.bound);
-                lp[r] += -0.5 * u * u - HALF_LOG_2PI + log_det;
+        let per = d.outputs();
+        for layer in 0..d.layers {
+            let mut u = vec![0.0f64; n * dim];
+            for k in 0..dim {
+                let at = d.at(layer, k);
+                let raw = self.raw_for(layer, k, &x, &z, n);
+                for r in (0..n).filter(|r| inside[*r]) {
+                    let (v, log_det) = d.map(z[r * dim + at], &raw[r * per..(r + 1) * per]);
+                    u[r * dim + at] = v;
+                    lp[r] += log_det;
+                }
             }
+            z = u;
+        }
+        for (r, l) in lp.iter_mut().enumerate() {
+            *l -= z[r * dim..(r + 1) * dim].iter().map(|v| 0.5 * v * v + HALF_LOG_2PI).sum::<f64>();
         }
         Ok(lp.into_iter().zip(inside).map(|(l, i)| if i { l } else { f64::NEG_INFINITY }).collect())
     }
 
-    /// The weights by safetensors name (`dim{k}.layer{i}.weight|bias`).
+    /// `nsf` or `maf`: the predictor kind its file records.
+    pub fn kind(&self) -> &'static str {
+        match self.desc.transform {
+            Transform::Spline => "nsf",
+            Transform::Affine => "maf",
+        }
+    }
+
+    /// Safetensors name of a conditioner's tensor: `dim{k}.layer{i}` for
+    /// the first flow layer (as files of one layer always were), with
+    /// `flow{l}.` before it for the others.
+    fn tensor_name(flow_layer: usize, k: usize, i: usize, suffix: &str) -> String {
+        let prefix = if flow_layer == 0 { String::new() } else { format!("flow{flow_layer}.") };
+        format!("{prefix}dim{k}.layer{i}.{suffix}")
+    }
+
+    /// The weights by safetensors name.
     fn named(&self) -> Result<Vec<(String, Var)>> {
         let mut named = Vec::new();
-        for (k, layers) in self.nets.iter().enumerate() {
-            for (i, (w, b)) in layers.iter().enumerate() {
-                named.push((format!("dim{k}.layer{i}.weight"), Var::from_tensor(&Tensor::from_vec(w.clone(), (w.len() / b.len(), b.len()), &Device::Cpu)?)?));
-                named.push((format!("dim{k}.layer{i}.bias"), Var::from_tensor(&Tensor::from_vec(b.clone(), (1, b.len()), &Device::Cpu)?)?));
+        for (l, layer) in self.nets.iter().enumerate() {
+            for (k, layers) in layer.iter().enumerate() {
+                for (i, (w, b)) in layers.iter().enumerate() {
+                    named.push((Nsf::tensor_name(l, k, i, "weight"), Var::from_tensor(&Tensor::from_vec(w.clone(), (w.len() / b.len(), b.len()), &Device::Cpu)?)?));
+                    named.push((Nsf::tensor_name(l, k, i, "bias"), Var::from_tensor(&Tensor::from_vec(b.clone(), (1, b.len()), &Device::Cpu)?)?));
+                }
             }
         }
         Ok(named)
@@ -593,37 +768,44 @@ impl Nsf {
     pub fn to_safetensors(&self, training: &serde_json::Value) -> Result<Vec<u8>> {
         let named = self.named()?;
         let refs: Vec<(String, &Var)> = named.iter().map(|(n, v)| (n.clone(), v)).collect();
-        write_safetensors(&refs, serde_json::json!({ "predictor": "nsf", "description": self.desc, "training": training }))
+        write_safetensors(&refs, serde_json::json!({ "predictor": self.kind(), "description": self.desc, "training": training }))
     }
 
     /// Read a flow back; `label` names the bytes in errors.
     pub fn from_safetensors(label: &str, bytes: &[u8]) -> Result<(Nsf, serde_json::Value)> {
         let meta = read_geohost_metadata(label, bytes, "; not a geohost predictor")?;
-        if meta["predictor"] != "nsf" {
-            bail!("{label} is not a neural-spline-flow predictor");
+        if meta["predictor"] != "nsf" && meta["predictor"] != "maf" {
+            bail!("{label} is not a flow predictor");
         }
         let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
         let desc: NsfDescription = serde_json::from_value(meta["description"].clone()).map_err(|e| anyhow::anyhow!("{label}: unreadable description: {e}"))?;
-        if desc.bins < 2 || !(desc.bound.is_finite() && desc.bound > 0.0) {
-            bail!("{label}: the description's bins ({}) or bound ({}) are out of range; the file is damaged or was not written by geohost", desc.bins, desc.bound);
+        if desc.bins < 2 || !(desc.bound.is_finite() && desc.bound > 0.0) || !(1..=20).contains(&desc.layers) {
+            bail!(
+                "{label}: the description's bins ({}), bound ({}) or layers ({}) are out of range; the file is damaged or was not written by geohost",
+                desc.bins,
+                desc.bound,
+                desc.layers
+            );
         }
         let mut nsf = Nsf::init(desc, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0))?;
-        for k in 0..nsf.nets.len() {
-            for i in 0..nsf.nets[k].len() {
-                for (suffix, want) in [("weight", nsf.nets[k][i].0.len()), ("bias", nsf.nets[k][i].1.len())] {
-                    let name = format!("dim{k}.layer{i}.{suffix}");
-                    let t = tensors.get(&name).ok_or_else(|| anyhow::anyhow!("{label}: tensor `{name}` is missing"))?;
-                    let values: Vec<f32> = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
-                    if values.len() != want {
-                        bail!("{label}: tensor `{name}` has {} values, the description needs {want}", values.len());
-                    }
-                    if values.iter().any(|v| !v.is_finite()) {
-                        bail!("{label}: tensor `{name}` holds non-finite weights");
-                    }
-                    if suffix == "weight" {
-                        nsf.nets[k][i].0 = values;
-                    } else {
-                        nsf.nets[k][i].1 = values;
+        for l in 0..nsf.nets.len() {
+            for k in 0..nsf.nets[l].len() {
+                for i in 0..nsf.nets[l][k].len() {
+                    for (suffix, want) in [("weight", nsf.nets[l][k][i].0.len()), ("bias", nsf.nets[l][k][i].1.len())] {
+                        let name = Nsf::tensor_name(l, k, i, suffix);
+                        let t = tensors.get(&name).ok_or_else(|| anyhow::anyhow!("{label}: tensor `{name}` is missing"))?;
+                        let values: Vec<f32> = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+                        if values.len() != want {
+                            bail!("{label}: tensor `{name}` has {} values, the description needs {want}", values.len());
+                        }
+                        if values.iter().any(|v| !v.is_finite()) {
+                            bail!("{label}: tensor `{name}` holds non-finite weights");
+                        }
+                        if suffix == "weight" {
+                            nsf.nets[l][k][i].0 = values;
+                        } else {
+                            nsf.nets[l][k][i].1 = values;
+                        }
                     }
                 }
             }
@@ -689,11 +871,11 @@ mod tests {
             let value = nll_and_gradient(theta, &raw, 5.0, &mut grad, 1.0);
             let (u, log_det) = forward(theta, &raw, 5.0);
             assert!((value - (0.5 * u * u - log_det)).abs() < 1e-12);
-            for j in 0..raw.len() {
+            for (j, got) in grad.iter().enumerate() {
                 let seeded: Vec<Dual> = raw.iter().enumerate().map(|(i, v)| Dual(*v, if i == j { 1.0 } else { 0.0 })).collect();
                 let (u, log_det) = forward(theta, &seeded, 5.0);
                 let want = u.0 * u.1 - log_det.1;
-                assert!((grad[j] as f64 - want).abs() < 1e-5 * want.abs().max(1.0), "θ = {theta}, raw {j}: {} vs {want}", grad[j]);
+                assert!((*got as f64 - want).abs() < 1e-5 * want.abs().max(1.0), "θ = {theta}, raw {j}: {got} vs {want}");
             }
         }
     }

@@ -75,6 +75,9 @@ pub struct MdnSpec {
     pub bins: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound: Option<f64>,
+    /// A flow's stacked autoregressive layers (default: 1 for `nsf`, 5 for `maf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<usize>,
 }
 
 /// The conditional density estimator of step 5.
@@ -86,6 +89,8 @@ pub enum Estimator {
     Mdn,
     /// A neural spline flow (autoregressive rational-quadratic splines).
     Nsf,
+    /// A masked-autoregressive-style flow: stacked affine autoregressive layers.
+    Maf,
 }
 
 impl Estimator {
@@ -127,8 +132,14 @@ impl MdnSpec {
         if self.components == 0 || self.hidden.is_empty() || self.hidden.contains(&0) {
             bail!("{field}: components and every hidden width must be positive");
         }
-        if self.estimator == Estimator::Mdn && (self.bins.is_some() || self.bound.is_some()) {
+        if self.estimator != Estimator::Nsf && (self.bins.is_some() || self.bound.is_some()) {
             bail!("{field}: `bins` and `bound` shape a flow's splines; set estimator = \"nsf\" or leave them out");
+        }
+        if self.estimator == Estimator::Mdn && self.layers.is_some() {
+            bail!("{field}: `layers` stacks a flow's layers; set estimator = \"nsf\" or \"maf\" or leave it out");
+        }
+        if self.layers.is_some_and(|l| !(1..=20).contains(&l)) {
+            bail!("{field}: layers must be 1 to 20, got {}", self.layers.unwrap_or_default());
         }
         if self.bins.is_some_and(|b| !(2..=64).contains(&b)) {
             bail!("{field}: bins must be 2 to 64, got {}", self.bins.unwrap_or_default());

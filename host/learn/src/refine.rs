@@ -325,7 +325,8 @@ impl Predictor {
 
     /// Read a predictor back, with its metadata; `label` names the bytes in errors.
     pub fn from_safetensors(label: &str, bytes: &[u8]) -> Result<(Predictor, serde_json::Value)> {
-        if crate::net::read_geohost_metadata(label, bytes, "; not a geohost predictor")?["predictor"] == "nsf" {
+        let kind = crate::net::read_geohost_metadata(label, bytes, "; not a geohost predictor")?["predictor"].clone();
+        if kind == "nsf" || kind == "maf" {
             let (flow, meta) = crate::flow::Nsf::from_safetensors(label, bytes)?;
             return Ok((Predictor { first: Density::Nsf(flow), second: None, noise_sd: Vec::new(), gauss_newton: 0 }, meta));
         }

@@ -85,7 +85,7 @@ struct PosteriorPerfArgs {
     lr: f64,
     #[arg(long, default_value_t = 200)]
     batch: usize,
-    /// The conditional density estimator: mdn or nsf.
+    /// The conditional density estimator: mdn, nsf or maf.
     #[arg(long, default_value = "mdn")]
     estimator: String,
     /// An sbibm task instead of the 10-D linear-Gaussian one:
@@ -170,7 +170,7 @@ pub fn run(args: PerfArgs) -> Result<()> {
         }
         Some(PerfTarget::Posterior(p)) => {
             let estimator: geohost_learn::mdn::Estimator = serde_json::from_value(serde_json::Value::String(p.estimator.clone()))
-                .map_err(|_| anyhow::anyhow!("--estimator {}: expected mdn or nsf", p.estimator))?;
+                .map_err(|_| anyhow::anyhow!("--estimator {}: expected mdn, nsf or maf", p.estimator))?;
             match &p.task {
                 Some(task) => {
                     let explicit = std::env::args().any(|a| a == "--estimator" || a.starts_with("--estimator="));
