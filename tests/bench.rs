@@ -357,7 +357,11 @@ fn candidates_must_be_scoreable_under_the_contract() {
 fn a_cycle_benchmark_scores_each_step_into_one_registered_report() {
     let b = Bench::new();
     b.contract("step2.toml", |t| t);
-    b.contract("step4.toml", |t| t.replace("name = \"l96-test\"", "name = \"l96-test-step4\"").replace("target_step = 2", "target_step = 4").replace("\"crps_fair\",", "\"crps_fair\", \"coverage\","));
+    b.contract("step4.toml", |t| {
+        t.replace("name = \"l96-test\"", "name = \"l96-test-step4\"")
+            .replace("target_step = 2", "target_step = 4")
+            .replace("\"crps_fair\",", "\"crps_fair\", \"coverage\",")
+    });
     std::fs::write(
         b.path("cycle.toml"),
         "name = \"l96-cycle\"\nversion = \"1\"\ndomain = \"test\"\n\n[[stages]]\ncontract = \"step2.toml\"\n\n[[stages]]\ncontract = \"step4.toml\"\n",
@@ -407,7 +411,10 @@ fn a_cycle_benchmark_scores_each_step_into_one_registered_report() {
         let row = &dom[dom.find(&format!(r#"<tr data-step="{step}">"#)).unwrap()..];
         let row = &row[..row.find("</tr>").unwrap()];
         assert!(row.contains(candidate) && row.contains(&format!("{rmse:.4}")) && row.contains(&format!("verdict-{verdict}")), "step {step}: {row}");
-        assert!(dom.contains(&format!(r#"<section class="stage" data-step="{step}">"#)) && dom.contains(&format!(r#"<table id="stage-{step}-public">"#)), "{dom}");
+        assert!(
+            dom.contains(&format!(r#"<section class="stage" data-step="{step}">"#)) && dom.contains(&format!(r#"<table id="stage-{step}-public">"#)),
+            "{dom}"
+        );
     }
     let stage = &report["stages"][0];
     assert_eq!(stage["step"], 2);

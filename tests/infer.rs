@@ -450,7 +450,9 @@ fn step5_trains_registers_and_samples_an_amortized_posterior() {
     let row = |t: &str| m["rows"].as_array().unwrap().iter().find(|r| r["transition"] == t).unwrap().clone();
     let l33 = row("L3_L3");
     assert_eq!(l33["entry"], "physics-first", "{l33:#}");
-    let names = |step: usize| -> Vec<String> { l33["cells"][step - 1]["artifacts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().to_string()).collect() };
+    let names = |step: usize| -> Vec<String> {
+        l33["cells"][step - 1]["artifacts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().to_string()).collect()
+    };
     assert!(names(1).contains(&"gaussian-plume".to_string()) && names(1).contains(&"column-obs".to_string()), "{:?}", names(1));
     for step in 2..=5 {
         assert!(!names(step).is_empty(), "step {step} of the L3→L3 row is empty: {l33:#}");

@@ -39,7 +39,10 @@ fn the_gaussian_tasks_draw_their_noise_as_sbibm_defines_it() {
     assert_eq!(mixture.info().output_size, 2);
     let (mean, var, within) = residuals(&mut mixture, &[-4.0, 7.5], 20_000);
     let expected = 0.5 * libm::erf(0.3 / std::f64::consts::SQRT_2) + 0.5 * libm::erf(3.0 / std::f64::consts::SQRT_2);
-    assert!(mean.abs() < 0.03 && (var - 0.505).abs() < 0.03 && (within - expected).abs() < 0.02, "mean {mean}, variance {var}, within 0.3: {within} (expected {expected})");
+    assert!(
+        mean.abs() < 0.03 && (var - 0.505).abs() < 0.03 && (within - expected).abs() < 0.02,
+        "mean {mean}, variance {var}, within 0.3: {within} (expected {expected})"
+    );
     // The two noise scales are drawn per simulation: a draw's two
     // coordinates share one, so they are large together.
     let x = mixture.simulate(&DMatrix::from_fn(2, 20_000, |_, _| 0.0), 3).unwrap();
@@ -93,11 +96,24 @@ fn the_bernoulli_glm_spikes_and_summarises_as_defined_and_takes_its_design_from_
         )
     };
     std::fs::write(dir.path().join("glm.toml"), set("config_file = \"design.json\"")).unwrap();
-    let out = geohost(dir.path()).args(["train", "posterior", "--no-registry", "-q"]).arg(dir.path().join("glm.toml")).arg("--out").arg(dir.path().join("glm.safetensors")).output().unwrap();
+    let out = geohost(dir.path())
+        .args(["train", "posterior", "--no-registry", "-q"])
+        .arg(dir.path().join("glm.toml"))
+        .arg("--out")
+        .arg(dir.path().join("glm.safetensors"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let csv = {
         std::fs::write(dir.path().join("obs.csv"), want.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")).unwrap();
-        let out = geohost(dir.path()).args(["posterior", "sample"]).arg(dir.path().join("glm.safetensors")).arg("--obs").arg(dir.path().join("obs.csv")).args(["-n", "5"]).output().unwrap();
+        let out = geohost(dir.path())
+            .args(["posterior", "sample"])
+            .arg(dir.path().join("glm.safetensors"))
+            .arg("--obs")
+            .arg(dir.path().join("obs.csv"))
+            .args(["-n", "5"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         stdout(&out)
     };

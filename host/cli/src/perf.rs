@@ -427,7 +427,15 @@ pub struct SbibmTask<'a> {
 /// β = R⁻ᵀz), to map whitened draws z back to sbibm's β.
 fn bernoulli_whitening() -> Result<nalgebra::DMatrix<f64>> {
     let m = 9;
-    let d = DMatrix::from_fn(m, m, |i, j| if i == j { 1.0 } else if i == j + 1 { -1.0 } else { 0.0 });
+    let d = DMatrix::from_fn(m, m, |i, j| {
+        if i == j {
+            1.0
+        } else if i == j + 1 {
+            -1.0
+        } else {
+            0.0
+        }
+    });
     let f = &d * &d + DMatrix::from_fn(m, m, |i, j| if i == j { (i as f64 / m as f64).sqrt() } else { 0.0 });
     let mut b = DMatrix::zeros(10, 10);
     b[(0, 0)] = 0.5;
@@ -482,7 +490,8 @@ pub fn sbibm_benchmark(runtime: &geohost_sandbox::Runtime, task: &SbibmTask, est
         for k in 1..=10 {
             let dir = folder.join(format!("num_observation_{k}"));
             let y = geohost_cycle::tables::read_observation(&dir.join("observation.csv"))?;
-            let reference = geohost_cycle::tables::read_samples(&dir.join("reference_posterior_samples.csv"), if whitening.is_some() { &beta_names } else { &names })?;
+            let reference =
+                geohost_cycle::tables::read_samples(&dir.join("reference_posterior_samples.csv"), if whitening.is_some() { &beta_names } else { &names })?;
             let mut q = predictor.first.sample(&y, task.samples.min(reference.ncols()), &mut rng)?;
             if let Some(r) = &whitening {
                 // β = R⁻ᵀz for every draw.

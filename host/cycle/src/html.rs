@@ -313,7 +313,13 @@ pub fn pairs(id: &str, names: &[String], clouds: &[Cloud], marker: Option<&[f64]
                 );
             }
             if i == d - 1 {
-                let _ = writeln!(s, r#"<text class="axis-label x" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, panel / 2.0, panel + 30.0, escape(&names[j]));
+                let _ = writeln!(
+                    s,
+                    r#"<text class="axis-label x" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+                    panel / 2.0,
+                    panel + 30.0,
+                    escape(&names[j])
+                );
                 let (lo, hi) = spans[j];
                 let _ = writeln!(
                     s,

@@ -151,7 +151,9 @@ impl PluginRef {
         } else {
             let json: serde_json::Value =
                 serde_json::from_str(&text).with_context(|| format!("[{table}] config_file {}: not JSON (name a TOML file *.toml)", path.display()))?;
-            toml::Table::try_from(json).with_context(|| format!("[{table}] config_file {}: not a JSON object of numbers, strings, booleans, arrays and objects (no nulls)", path.display()))?
+            toml::Table::try_from(json).with_context(|| {
+                format!("[{table}] config_file {}: not a JSON object of numbers, strings, booleans, arrays and objects (no nulls)", path.display())
+            })?
         };
         for (key, value) in extra {
             if self.config.contains_key(&key) {

@@ -554,7 +554,14 @@ impl Nsf {
                 let mut epoch_inputs = clean.clone();
                 let (targets, val_inputs, val_targets) = (column(&z_train, k), inputs(&val_x, &z_val, k), column(&z_val, k));
                 let width = p + k;
-                let data = FitData { inputs: &mut epoch_inputs, targets: &targets, val_inputs: &val_inputs, val_targets: &val_targets, input_width: width, target_width: 1 };
+                let data = FitData {
+                    inputs: &mut epoch_inputs,
+                    targets: &targets,
+                    val_inputs: &val_inputs,
+                    val_targets: &val_targets,
+                    input_width: width,
+                    target_width: 1,
+                };
                 let refresh = |x: &mut [f32], rng: &mut rand_chacha::ChaCha8Rng| {
                     x.copy_from_slice(&clean);
                     if let Some(noise) = &noise {
@@ -568,7 +575,13 @@ impl Nsf {
                     Transform::Affine => affine_nll(out, t, delta),
                 };
                 let fitted = net.fit(data, schedule, &mut rng, refresh, loss, report).map_err(|e| {
-                    anyhow::anyhow!("the flow's conditioner of `{}` (layer {}) diverged at epoch {} (validation NLL {}); lower [step5] lr", d.parameters[d.at(layer, k)], layer + 1, e.epoch, e.val)
+                    anyhow::anyhow!(
+                        "the flow's conditioner of `{}` (layer {}) diverged at epoch {} (validation NLL {}); lower [step5] lr",
+                        d.parameters[d.at(layer, k)],
+                        layer + 1,
+                        e.epoch,
+                        e.val
+                    )
                 })?;
                 Ok((net.params().chunks_exact(2).map(|wb| (wb[0].clone(), wb[1].clone())).collect(), fitted))
             };
@@ -618,7 +631,9 @@ impl Nsf {
             log_det.iter_mut().zip(ld).for_each(|(a, b)| *a += b);
             z = out;
         }
-        let best_val = z.chunks_exact(dim).zip(&log_det).map(|(u, ld)| u.iter().map(|v| 0.5 * (*v as f64).powi(2) + HALF_LOG_2PI).sum::<f64>() - ld).sum::<f64>() / n_val as f64;
+        let best_val =
+            z.chunks_exact(dim).zip(&log_det).map(|(u, ld)| u.iter().map(|v| 0.5 * (*v as f64).powi(2) + HALF_LOG_2PI).sum::<f64>() - ld).sum::<f64>()
+                / n_val as f64;
         let training = Training { epochs, best_epoch, best_val_nll: best_val, seconds: start.elapsed().as_secs_f64(), train_pairs: n_train };
         Ok((nsf, training))
     }
@@ -756,7 +771,10 @@ impl Nsf {
         for (l, layer) in self.nets.iter().enumerate() {
             for (k, layers) in layer.iter().enumerate() {
                 for (i, (w, b)) in layers.iter().enumerate() {
-                    named.push((Nsf::tensor_name(l, k, i, "weight"), Var::from_tensor(&Tensor::from_vec(w.clone(), (w.len() / b.len(), b.len()), &Device::Cpu)?)?));
+                    named.push((
+                        Nsf::tensor_name(l, k, i, "weight"),
+                        Var::from_tensor(&Tensor::from_vec(w.clone(), (w.len() / b.len(), b.len()), &Device::Cpu)?)?,
+                    ));
                     named.push((Nsf::tensor_name(l, k, i, "bias"), Var::from_tensor(&Tensor::from_vec(b.clone(), (1, b.len()), &Device::Cpu)?)?));
                 }
             }

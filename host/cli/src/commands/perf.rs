@@ -179,7 +179,8 @@ pub fn run(args: PerfArgs) -> Result<()> {
                     perf::sbibm_benchmark(&runtime, &task, explicit.then_some(estimator))?
                 }
                 None => {
-                    let spec = geohost_learn::mdn::MdnSpec { components: p.components, hidden: p.hidden, lr: p.lr, batch: p.batch, estimator, ..Default::default() };
+                    let spec =
+                        geohost_learn::mdn::MdnSpec { components: p.components, hidden: p.hidden, lr: p.lr, batch: p.batch, estimator, ..Default::default() };
                     perf::posterior_benchmark(p.simulations, p.observations, p.samples, &spec)?
                 }
             }

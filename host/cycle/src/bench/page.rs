@@ -165,7 +165,9 @@ pub fn cycle_html(report: &CycleReport, id: &str) -> String {
         escape(&report.cycle),
         escape(id)
     );
-    body.push_str("<table id=\"stages\">\n<tr><th>step</th><th>contract</th><th>verdict</th><th>ranked by</th><th>candidate</th><th>score</th><th>oracle</th></tr>\n");
+    body.push_str(
+        "<table id=\"stages\">\n<tr><th>step</th><th>contract</th><th>verdict</th><th>ranked by</th><th>candidate</th><th>score</th><th>oracle</th></tr>\n",
+    );
     for stage in &report.stages {
         let _ = write!(body, r#"<tr data-step="{}"><td>{}</td>"#, stage.step, stage.step);
         match (&stage.report, &stage.not_scored) {
