@@ -30,9 +30,8 @@
 //! per draw and dimension, batched over the draws).
 
 use crate::fused::{AdamW, FitData, MlpTrainer};
-use crate::mdn::{to_unbounded, MdnSpec, Training};
+use crate::mdn::{add_noise, standardise_pairs, standardised_observation, MdnSpec, Standardised, Training};
 use crate::net::{read_geohost_metadata, write_safetensors, Scaling};
-use crate::{row_moments as moments, standardised_rows as table};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor, Var};
 use geohost_da::params::prior::Prior;
@@ -491,8 +490,6 @@ impl Nsf {
         progress: &mut dyn FnMut(usize, f64, f64),
     ) -> Result<(Nsf, Training)> {
         spec.validate("[step5]")?;
-        let n = thetas.ncols();
-        crate::mdn::check_pairs(prior, thetas, xs, noise_sd, spec)?;
         let layers = spec.layers.unwrap_or(match transform {
             Transform::Spline => 1,
             Transform::Affine => 5,
@@ -501,13 +498,9 @@ impl Nsf {
         if layers > 1 && noisy {
             bail!("[step5] network.layers = {layers}: stacked layers train one after the other on fixed pairs, but this simulator's observation noise is redrawn every epoch; use layers = 1 here");
         }
-        let n_val = spec.early_stopping().validation_rows(n);
-        let n_train = n - n_val;
-        let thetas = &to_unbounded(&prior.marginals, thetas);
-        let train_cols: Vec<usize> = (0..n_train).collect();
-        let val_cols: Vec<usize> = (n_train..n).collect();
-        let (theta_mean, theta_std) = moments(&thetas.columns(0, n_train).into_owned(), None);
-        let (x_mean, x_std) = moments(&xs.columns(0, n_train).into_owned(), noise_sd);
+        let Standardised { n_train, theta_mean, theta_std, x_mean, x_std, train_theta, val_theta, clean_x, val_x, noise } =
+            standardise_pairs(prior, thetas, xs, noise_sd, spec)?;
+        let n_val = val_theta.len() / prior.dim();
         let desc = NsfDescription {
             parameters: prior.names.clone(),
             data_size: xs.nrows(),
@@ -525,16 +518,9 @@ impl Nsf {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
         let mut nsf = Nsf::init(desc, &mut rng)?;
         let (dim, p) = (nsf.desc.parameters.len(), nsf.desc.data_size);
-        let noise: Option<Vec<f32>> = noise_sd.map(|sd| sd.iter().zip(&nsf.desc.x_std).map(|(e, s)| (e / s) as f32).collect());
-        let clean_x = table(xs, &train_cols, &nsf.desc.x_mean, &nsf.desc.x_std);
-        let mut val_x = table(xs, &val_cols, &nsf.desc.x_mean, &nsf.desc.x_std);
-        if let Some(noise) = &noise {
-            add_noise(&mut val_x, p, p, noise, &mut rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7a11));
-        }
         // z: the current layer's input, rows × d in parameter order.
-        let mut z_train = table(thetas, &train_cols, &nsf.desc.theta_mean, &nsf.desc.theta_std);
-        let mut z_val = table(thetas, &val_cols, &nsf.desc.theta_mean, &nsf.desc.theta_std);
-        let z_val0 = z_val.clone();
+        let (mut z_train, mut z_val) = (train_theta, val_theta.clone());
+        let z_val0 = val_theta;
         let batch = spec.batch.min(n_train);
         let schedule = spec.early_stopping().schedule();
         let start = Instant::now();
@@ -664,14 +650,7 @@ impl Nsf {
 
     /// Standardised x, checked against the description.
     fn standardise_x(&self, x: &[f64]) -> Result<Vec<f32>> {
-        let d = &self.desc;
-        if x.len() != d.data_size {
-            bail!("the observation has {} values, but the posterior was trained on data of size {}", x.len(), d.data_size);
-        }
-        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            bail!("the observation's value {i} is {}", x[i]);
-        }
-        Ok(x.iter().zip(&d.x_mean).zip(&d.x_std).map(|((v, m), s)| ((v - m) / s) as f32).collect())
+        standardised_observation(x, &self.desc.x_mean, &self.desc.x_std)
     }
 
     /// Position k's conditioner of `layer` for `rows` rows of z (`rows ×
@@ -838,15 +817,6 @@ impl Nsf {
             }
         }
         Ok((nsf, meta))
-    }
-}
-
-/// Add N(0, noise²) to the first `p` values of every `width`-wide row.
-fn add_noise(x: &mut [f32], width: usize, p: usize, noise: &[f32], rng: &mut impl Rng) {
-    for row in x.chunks_exact_mut(width) {
-        for (v, s) in row[..p].iter_mut().zip(noise) {
-            *v += s * rng.sample::<f32, _>(StandardNormal);
-        }
     }
 }
 

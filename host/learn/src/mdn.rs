@@ -299,46 +299,25 @@ impl Mdn {
         progress: &mut dyn FnMut(usize, f64, f64),
     ) -> Result<(Mdn, Training)> {
         spec.validate("[step5]")?;
-        let n = thetas.ncols();
-        check_pairs(prior, thetas, xs, noise_sd, spec)?;
-        let n_val = spec.early_stopping().validation_rows(n);
-        let n_train = n - n_val;
-        let thetas = &to_unbounded(&prior.marginals, thetas);
-        let train_cols: Vec<usize> = (0..n_train).collect();
-        let (theta_mean, theta_std) = moments(&thetas.columns(0, n_train).into_owned(), None);
-        let (x_mean, x_std) = moments(&xs.columns(0, n_train).into_owned(), noise_sd);
+        let pairs = standardise_pairs(prior, thetas, xs, noise_sd, spec)?;
+        let Standardised { n_train, train_theta, val_theta, clean_x, val_x, noise, .. } = &pairs;
         let desc = MdnDescription {
             parameters: prior.names.clone(),
             data_size: xs.nrows(),
             components: spec.components,
             hidden: spec.hidden.clone(),
             unbounded: true,
-            theta_mean,
-            theta_std,
-            x_mean,
-            x_std,
+            theta_mean: pairs.theta_mean.clone(),
+            theta_std: pairs.theta_std.clone(),
+            x_mean: pairs.x_mean.clone(),
+            x_std: pairs.x_std.clone(),
             prior: prior.specs.clone(),
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
         let mdn = Mdn::init(desc, &mut rng)?;
         let d = &mdn.desc;
-        let val_cols: Vec<usize> = (n_train..n).collect();
-        let (dim, k) = (d.parameters.len(), d.components);
+        let (dim, k, n_train) = (d.parameters.len(), d.components, *n_train);
         let p = xs.nrows();
-        // Noise in standardised units, added afresh to the noise-free data.
-        let noise: Option<Vec<f32>> = noise_sd.map(|sd| sd.iter().zip(&d.x_std).map(|(e, s)| (e / s) as f32).collect());
-        let add_noise = |x: &mut [f32], rng: &mut rand_chacha::ChaCha8Rng| {
-            if let Some(noise) = &noise {
-                for row in x.chunks_exact_mut(p) {
-                    for (v, s) in row.iter_mut().zip(noise) {
-                        *v += s * rng.sample::<f32, _>(StandardNormal);
-                    }
-                }
-            }
-        };
-        let (val_theta, mut val_x) = (table(thetas, &val_cols, &d.theta_mean, &d.theta_std), table(xs, &val_cols, &d.x_mean, &d.x_std));
-        add_noise(&mut val_x, &mut rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7a11));
-        let (clean_x, train_theta) = (table(xs, &train_cols, &d.x_mean, &d.x_std), table(thetas, &train_cols, &d.theta_mean, &d.theta_std));
         // Training runs through the fused MLP step with the mixture NLL's
         // gradient written out (`mixture_nll`); candle's autograd of
         // `Mdn::nll` is the reference it is tested against.
@@ -346,10 +325,12 @@ impl Mdn {
         let mut net = mdn.fused(batch, spec.lr)?;
         let mut x_epoch = clean_x.clone();
         let start = Instant::now();
-        let data = FitData { inputs: &mut x_epoch, targets: &train_theta, val_inputs: &val_x, val_targets: &val_theta, input_width: p, target_width: dim };
+        let data = FitData { inputs: &mut x_epoch, targets: train_theta, val_inputs: val_x, val_targets: val_theta, input_width: p, target_width: dim };
         let refresh = |x: &mut [f32], rng: &mut rand_chacha::ChaCha8Rng| {
-            x.copy_from_slice(&clean_x);
-            add_noise(x, rng);
+            x.copy_from_slice(clean_x);
+            if let Some(noise) = noise {
+                add_noise(x, p, p, noise, rng);
+            }
         };
         let fitted = net
             .fit(data, spec.early_stopping().schedule(), &mut rng, refresh, |out, theta, delta| mixture_nll(out, theta, dim, k, delta), progress)
@@ -417,14 +398,7 @@ impl Mdn {
     pub fn sample(&self, x: &[f64], n: usize, rng: &mut impl Rng) -> Result<DMatrix<f64>> {
         let d = &self.desc;
         let dim = d.parameters.len();
-        if x.len() != d.data_size {
-            bail!("the observation has {} values, but the posterior was trained on data of size {}", x.len(), d.data_size);
-        }
-        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            bail!("the observation's value {i} is {}", x[i]);
-        }
-        let xs =
-            Tensor::from_vec(x.iter().zip(&d.x_mean).zip(&d.x_std).map(|((v, m), s)| ((v - m) / s) as f32).collect::<Vec<f32>>(), (1, x.len()), &Device::Cpu)?;
+        let xs = Tensor::from_vec(standardised_observation(x, &d.x_mean, &d.x_std)?, (1, x.len()), &Device::Cpu)?;
         let (log_pi, mu, u, _) = self.mixture(&xs)?;
         let k = d.components;
         let pi: Vec<f64> = log_pi.squeeze(0)?.to_vec1::<f32>()?.iter().map(|v| (*v as f64).exp()).collect();
@@ -631,6 +605,75 @@ fn mixture_nll(out: &[f32], theta: &[f32], d: usize, k: usize, mut delta: Option
         }
     }
     loss / rows as f64
+}
+
+/// Training pairs as every step-5 estimator trains on them: checked
+/// ([`check_pairs`]), the last `validation` fraction held out, θ mapped
+/// onto the real line, θ and x standardised by the training split's
+/// moments (x's including the noise), tables row-major (rows × d, rows ×
+/// data size). With `noise_sd`, `clean_x` is noise-free for the caller to
+/// redraw the noise each epoch ([`add_noise`] with `noise`, the sd in
+/// standardised units), while the validation split's noise is drawn once.
+pub(crate) struct Standardised {
+    pub n_train: usize,
+    pub theta_mean: Vec<f64>,
+    pub theta_std: Vec<f64>,
+    pub x_mean: Vec<f64>,
+    pub x_std: Vec<f64>,
+    pub train_theta: Vec<f32>,
+    pub val_theta: Vec<f32>,
+    pub clean_x: Vec<f32>,
+    pub val_x: Vec<f32>,
+    pub noise: Option<Vec<f32>>,
+}
+
+pub(crate) fn standardise_pairs(prior: &Prior, thetas: &DMatrix<f64>, xs: &DMatrix<f64>, noise_sd: Option<&[f64]>, spec: &MdnSpec) -> Result<Standardised> {
+    check_pairs(prior, thetas, xs, noise_sd, spec)?;
+    let n = thetas.ncols();
+    let n_train = n - spec.early_stopping().validation_rows(n);
+    let thetas = &to_unbounded(&prior.marginals, thetas);
+    let (train_cols, val_cols): (Vec<usize>, Vec<usize>) = ((0..n_train).collect(), (n_train..n).collect());
+    let (theta_mean, theta_std) = moments(&thetas.columns(0, n_train).into_owned(), None);
+    let (x_mean, x_std) = moments(&xs.columns(0, n_train).into_owned(), noise_sd);
+    let noise: Option<Vec<f32>> = noise_sd.map(|sd| sd.iter().zip(&x_std).map(|(e, s)| (e / s) as f32).collect());
+    let mut val_x = table(xs, &val_cols, &x_mean, &x_std);
+    if let Some(noise) = &noise {
+        let p = xs.nrows();
+        add_noise(&mut val_x, p, p, noise, &mut rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7a11));
+    }
+    Ok(Standardised {
+        n_train,
+        train_theta: table(thetas, &train_cols, &theta_mean, &theta_std),
+        val_theta: table(thetas, &val_cols, &theta_mean, &theta_std),
+        clean_x: table(xs, &train_cols, &x_mean, &x_std),
+        val_x,
+        noise,
+        theta_mean,
+        theta_std,
+        x_mean,
+        x_std,
+    })
+}
+
+/// Add N(0, noise²) to the first `p` values of every `width`-wide row.
+pub(crate) fn add_noise(x: &mut [f32], width: usize, p: usize, noise: &[f32], rng: &mut impl Rng) {
+    for row in x.chunks_exact_mut(width) {
+        for (v, s) in row[..p].iter_mut().zip(noise) {
+            *v += s * rng.sample::<f32, _>(StandardNormal);
+        }
+    }
+}
+
+/// An observation standardised by the training moments, after checking
+/// that it has the trained size and is finite.
+pub(crate) fn standardised_observation(x: &[f64], mean: &[f64], std: &[f64]) -> Result<Vec<f32>> {
+    if x.len() != mean.len() {
+        bail!("the observation has {} values, but the posterior was trained on data of size {}", x.len(), mean.len());
+    }
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        bail!("the observation's value {i} is {}", x[i]);
+    }
+    Ok(x.iter().zip(mean).zip(std).map(|((v, m), s)| ((v - m) / s) as f32).collect())
 }
 
 /// Training pairs fit the prior and each other, are finite, and are
