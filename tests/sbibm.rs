@@ -132,3 +132,23 @@ fn the_bernoulli_glm_spikes_and_summarises_as_defined_and_takes_its_design_from_
         assert!(!out.status.success() && stderr(&out).contains(expected) && stderr(&out).contains("[simulator]"), "{extra}: {}", stderr(&out));
     }
 }
+
+/// `perf posterior --task` refuses what it cannot run and says what to do:
+/// an unknown task, sbibm's files not fetched, an unknown estimator.
+#[test]
+fn perf_posterior_names_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = crate::common::repo_root().join("cycles/sbibm");
+    let perf = |args: &[&str]| {
+        let out =
+            geohost(dir.path()).args(["perf", "posterior"]).args(args).arg("--sets").arg(&sets).arg("--data").arg(dir.path().join("nothing")).output().unwrap();
+        assert!(!out.status.success());
+        stderr(&out)
+    };
+    let err = perf(&["--task", "two_moons"]);
+    assert!(err.contains("no plugin-set") && err.contains("two_moons.toml") && err.contains("tasks: gaussian_linear_uniform"), "{err}");
+    let err = perf(&["--task", "gaussian_mixture"]);
+    assert!(err.contains("has no sbibm reference posteriors: run scripts/fetch-sbibm.sh"), "{err}");
+    let err = perf(&["--task", "gaussian_mixture", "--estimator", "glow"]);
+    assert!(err.contains("--estimator glow: expected mdn, nsf or maf"), "{err}");
+}
