@@ -23,6 +23,10 @@ else
   cd "$here"
 fi
 target=wasm32-unknown-unknown
+# plugins/ch4-rt embeds mag1c's methane table, fetched (not vendored) here.
+if [ $# -eq 0 ]; then
+  bash "$here/../scripts/fetch-mag1c.sh"
+fi
 
 have_rustup_wasm() {
   command -v rustup >/dev/null 2>&1 &&

@@ -25,23 +25,7 @@ if [ -f "$out/.fetched-$version" ]; then
 fi
 dl="$(mktemp -d)"
 trap 'rm -rf "$dl"' EXIT
-if python3 -m pip --version >/dev/null 2>&1; then
-  pip=(python3 -m pip)
-else
-  # Debian's python3 has no pip: a throwaway venv has one.
-  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-      echo "fetch-sbibm.sh: python3 with pip or venv is needed (Debian: apt-get install python3-venv)" >&2
-      exit 1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    timeout 600 apt-get update -q && timeout 600 apt-get install -y -q python3-venv
-  fi
-  python3 -m venv "$dl/venv"
-  pip=("$dl/venv/bin/pip")
-fi
-timeout 600 "${pip[@]}" download -q --no-deps --disable-pip-version-check "sbibm==$version" -d "$dl"
-echo "$sha  $dl/$wheel" | sha256sum -c --quiet - || { echo "fetch-sbibm.sh: $wheel does not have the expected sha256" >&2; exit 1; }
+"$here/scripts/pip-download.sh" "sbibm==$version" "$wheel" "$sha" "$dl"
 python3 - "$dl/$wheel" "$out" <<'PY'
 import bz2, json, os, struct, sys, zipfile
 

@@ -11,6 +11,7 @@ mod emulate;
 mod flows;
 mod infer;
 mod languages;
+mod methane;
 mod metrics;
 mod pages;
 mod posterior_component;

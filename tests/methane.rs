@@ -1,0 +1,148 @@
+//! The methane L1→L2 row: plugins/ch4-rt (radiance spectra from mag1c's
+//! look-up table) checked against an independent reading of that table.
+
+use crate::common::{plugin, repo_root};
+use geohost_sandbox::model::Simulator;
+use geohost_sandbox::{Limits, Runtime, WasmSimulator, World};
+use nalgebra::DMatrix;
+
+const ENHANCEMENTS: [f64; 7] = [0.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0];
+
+fn ch4_rt(config: &str) -> Result<WasmSimulator, String> {
+    let runtime = Runtime::new(Limits::default(), None).unwrap();
+    let loaded = runtime.load("ch4-rt", &plugin("ch4-rt"), World::StaticModel).unwrap();
+    WasmSimulator::new(&runtime, &loaded, config).map_err(|e| e.to_string())
+}
+
+/// mag1c's table as fetched by scripts/fetch-mag1c.sh (plugins/build.sh
+/// runs it): wavelengths and, per wavelength, the 7 radiances.
+fn mag1c_table() -> (Vec<f64>, Vec<[f64; 7]>) {
+    let dir = repo_root().join("target/mag1c");
+    let lut = std::fs::read(dir.join("ch4.lut")).expect("target/mag1c/ch4.lut: run bash scripts/fetch-mag1c.sh");
+    let hdr = std::fs::read_to_string(dir.join("ch4.hdr")).unwrap();
+    let list = hdr.split("wavelength = {").nth(1).unwrap().split('}').next().unwrap();
+    let wavelengths: Vec<f64> = list.split(',').map(|v| v.trim().parse().unwrap()).collect();
+    let radiance =
+        (0..wavelengths.len()).map(|i| std::array::from_fn(|s| f64::from_le_bytes(lut[(i * 7 + s) * 8..(i * 7 + s + 1) * 8].try_into().unwrap()))).collect();
+    (wavelengths, radiance)
+}
+
+/// A Gaussian response over the whole table, normalised to one: with
+/// `by_spacing` each wavelength weighs its share of the (uneven) grid, an
+/// integral over wavelength; without, every table entry weighs the same,
+/// as mag1c's generate_template_from_bands does (0.2% apart at most).
+fn resample(wavelengths: &[f64], radiance: &[[f64; 7]], centre: f64, fwhm: f64, by_spacing: bool) -> [f64; 7] {
+    let sigma = fwhm / (2.0 * (2.0 * std::f64::consts::LN_2).sqrt());
+    let n = wavelengths.len();
+    let w: Vec<f64> = (0..n)
+        .map(|i| {
+            let share = if by_spacing { wavelengths[(i + 1).min(n - 1)] - wavelengths[i.saturating_sub(1)] } else { 1.0 };
+            (-(wavelengths[i] - centre).powi(2) / (2.0 * sigma * sigma)).exp() * share
+        })
+        .collect();
+    let total: f64 = w.iter().sum();
+    std::array::from_fn(|s| w.iter().zip(radiance).map(|(w, r)| w * r[s]).sum::<f64>() / total)
+}
+
+/// Least-squares slope of ln L against the enhancement over the table's 7
+/// spectra: mag1c's unit absorption spectrum, per ppm·m.
+fn ls_slope(ln_l: &[f64; 7]) -> f64 {
+    let (mx, my) = (ENHANCEMENTS.iter().sum::<f64>() / 7.0, ln_l.iter().sum::<f64>() / 7.0);
+    let sxy: f64 = ENHANCEMENTS.iter().zip(ln_l).map(|(x, y)| (x - mx) * (y - my)).sum();
+    sxy / ENHANCEMENTS.iter().map(|x| (x - mx).powi(2)).sum::<f64>()
+}
+
+fn spectra(sim: &mut WasmSimulator, thetas: &[[f64; 2]]) -> DMatrix<f64> {
+    sim.simulate(&DMatrix::from_fn(2, thetas.len(), |i, j| thetas[j][i]), 0).unwrap()
+}
+
+/// At the table's nodes the plugin is the table, convolved to the bands;
+/// its absorption slope is mag1c's (and the shared 10 nm table's) within
+/// 5%; and it is as non-linear in ΔX as the table.
+#[test]
+fn ch4_rt_is_mag1cs_table_on_the_bands_with_its_absorption_and_saturation() {
+    let (wavelengths, radiance) = mag1c_table();
+    // AVIRIS-NG-like: 81 bands at 5 nm, every node of the table.
+    let mut aviris = ch4_rt("{}").unwrap();
+    assert_eq!(aviris.info().output_size, 81);
+    let nodes: Vec<[f64; 2]> = ENHANCEMENTS.iter().map(|&e| [e, 1.0]).collect();
+    let out = spectra(&mut aviris, &nodes);
+    let mut worst: f64 = 0.0;
+    for b in 0..81 {
+        let expected = resample(&wavelengths, &radiance, 2100.0 + 5.0 * b as f64, 5.0, true);
+        for s in 0..7 {
+            worst = worst.max((out[(b, s)] / expected[s] - 1.0).abs());
+        }
+    }
+    assert!(worst < 1e-4, "the plugin at the table's nodes differs from the resampled table by {worst:e} (relative)");
+    // Albedo scales the spectrum.
+    let half = spectra(&mut aviris, &[[700.0, 0.5], [700.0, 1.0]]);
+    assert!((0..81).all(|b| (half[(b, 0)] * 2.0 / half[(b, 1)] - 1.0).abs() < 1e-12));
+
+    // 10 nm bands 2100–2490 nm, as the shared table (derived the same way).
+    let mut ten = ch4_rt(r#"{"start": 2100, "stop": 2490, "spacing": 10, "fwhm": 10}"#).unwrap();
+    let out = spectra(&mut ten, &nodes);
+    let near_zero = spectra(&mut ten, &[[0.0, 1.0], [20.0, 1.0]]);
+    let shared = std::fs::read_to_string(repo_root().join("../shared/data/ch4-absorption-10nm.tsv")).ok();
+    let shared: Vec<f64> = shared
+        .iter()
+        .flat_map(|t| t.lines().filter(|l| !l.starts_with('#') && !l.starts_with("band")).map(|l| l.split('\t').nth(1).unwrap().parse().unwrap()))
+        .collect();
+    let (mut peak, mut peak_band, mut small_at_peak) = (0.0f64, 0, 0.0);
+    for b in 0..40 {
+        let centre = 2100.0 + 10.0 * b as f64;
+        let table = resample(&wavelengths, &radiance, centre, 10.0, false);
+        let reference = ls_slope(&table.map(f64::ln));
+        let slope = ls_slope(&std::array::from_fn(|s| out[(b, s)].ln()));
+        assert!((slope / reference - 1.0).abs() < 0.05, "{centre} nm: slope {slope:e} against mag1c's {reference:e}");
+        if let Some(&published) = shared.get(b) {
+            assert!((slope - published).abs() < 0.05 * published.abs().max(1e-7), "{centre} nm: slope {slope:e} against the shared table's {published:e}");
+        }
+        let small = (near_zero[(b, 1)] / near_zero[(b, 0)]).ln() / 20.0;
+        if slope < peak {
+            (peak, peak_band, small_at_peak) = (slope, b, small);
+        }
+    }
+    let peak_nm = 2100 + 10 * peak_band;
+    assert!((-1.5e-5..-1.1e-5).contains(&peak) && (2300..=2370).contains(&peak_nm), "peak slope {peak:e} at {peak_nm} nm");
+    // The lines saturate: ln L falls more slowly than its slope at zero
+    // says. At the peak band the derivative at ΔX → 0 exceeds the 0–16,000
+    // least-squares slope by a tenth or more, and at 16,000 ppm·m the
+    // drop in ln L is well short of the linear prediction.
+    assert!(small_at_peak < 1.1 * peak, "d ln L/dΔX at 0 ({small_at_peak:e}) against the least-squares slope {peak:e}");
+    let drop = (out[(peak_band, 6)] / out[(peak_band, 0)]).ln();
+    assert!(drop > 0.9 * 16_000.0 * small_at_peak, "ln L falls {drop} at 16,000 ppm·m; linear from zero: {}", 16_000.0 * small_at_peak);
+    println!(
+        "peak {peak_nm} nm: least-squares slope {peak:e}, at ΔX → 0 {small_at_peak:e}; Δ ln L at 16,000 ppm·m {drop:.4} against {:.4} linear",
+        16_000.0 * small_at_peak
+    );
+}
+
+#[test]
+fn ch4_rt_refuses_bad_configs_and_parameters_by_name() {
+    for (config, expected) in [
+        (r#"{"sensor": "hyperion"}"#, "`sensor` must be"),
+        (r#"{"start": 1900}"#, "reaches beyond the embedded table"),
+        (r#"{"fwhm": 0}"#, "`fwhm` must be a positive width"),
+        (r#"{"start": 2400, "stop": 2300}"#, "start ≤ stop"),
+        (r#"{"colour": 1}"#, "colour"),
+    ] {
+        let err = ch4_rt(config).err().unwrap();
+        assert!(err.contains(expected), "{config}: {err}");
+    }
+    let mut sim = ch4_rt(r#"{"sensor": "emit", "airmass_parameter": true}"#).unwrap();
+    assert_eq!(sim.info().parameters.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["dx", "albedo", "airmass"]);
+    assert_eq!(sim.info().output_size, 55);
+    for (theta, expected) in [
+        ([f64::NAN, 1.0, 1.0], "`dx` is NaN"),
+        ([100.0, 0.0, 1.0], "`albedo` must be positive"),
+        ([100.0, 1.0, -1.0], "`airmass` must be positive"),
+        ([20_000.0, 1.0, 2.0], "outside"),
+    ] {
+        let err = sim.simulate(&DMatrix::from_column_slice(3, 1, &theta), 0).unwrap_err().to_string();
+        assert!(err.contains(expected), "{theta:?}: {err}");
+    }
+    // The airmass lengthens the path through the enhancement.
+    let out = sim.simulate(&DMatrix::from_column_slice(3, 2, &[1000.0, 1.0, 2.0, 2000.0, 1.0, 1.0]), 0).unwrap();
+    assert!((0..55).all(|b| (out[(b, 0)] / out[(b, 1)] - 1.0).abs() < 1e-12));
+}
