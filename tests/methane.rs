@@ -146,3 +146,102 @@ fn ch4_rt_refuses_bad_configs_and_parameters_by_name() {
     let out = sim.simulate(&DMatrix::from_column_slice(3, 2, &[1000.0, 1.0, 2.0, 2000.0, 1.0, 1.0]), 0).unwrap();
     assert!((0..55).all(|b| (out[(b, 0)] / out[(b, 1)] - 1.0).abs() < 1e-12));
 }
+
+/// A small methane set (32 × 32 pixels of 5 m) beside `cycles/methane.toml`'s
+/// plugins; `extra` replaces lines of its `[scenes]`.
+fn methane_set(dir: &std::path::Path, scenes: &str, plume_config: &str) -> std::path::PathBuf {
+    let dist = repo_root().join("plugins/dist");
+    let text = format!(
+        r#"name = "methane-small"
+transition = "L1_L2"
+[simulator]
+plugin = "{rt}"
+[observations]
+plugin = "{obs}"
+config = {{ snr = 300.0 }}
+[plume]
+plugin = "{plume}"
+config = {{ {plume_config} }}
+[scenes]
+{scenes}
+"#,
+        rt = dist.join("ch4-rt.wasm").display(),
+        obs = dist.join("radiance-obs.wasm").display(),
+        plume = dist.join("gaussian-plume.wasm").display(),
+    );
+    let path = dir.join("methane-small.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const SMALL: &str = "seed = 4\nnx = 32\nny = 32\npixel = 5.0\ncount = 8\nemission = [20.0, 500.0]\nclear = 12\ncalibration = 8\n";
+
+/// Step 2 of the methane row: scenes with known plumes through the real
+/// plugins, the matched filter and IME, scored, written and registered
+/// in L1_L2.
+#[test]
+fn methane_scenes_score_the_matched_filter_and_ime_against_the_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = methane_set(dir.path(), SMALL, "wind_speed = 3.0");
+    let registry = dir.path().join("registry");
+    let out = crate::common::geohost(dir.path())
+        .args(["run", set.to_str().unwrap(), "--json", "--registry", registry.to_str().unwrap(), "--out", dir.path().join("out").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&crate::common::stdout(&out)).unwrap();
+    let summary = &json["summary"];
+    let rows = json["scenes"].as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    // The emissions climb a geometric ladder from 20 to 500 kg/h.
+    assert!((rows[0]["emission"].as_f64().unwrap() - 20.0).abs() < 1e-9 && (rows[7]["emission"].as_f64().unwrap() - 500.0).abs() < 1e-9);
+    let sd = summary["background_sd"].as_f64().unwrap();
+    assert!((50.0..400.0).contains(&sd), "background sd {sd} ppm·m");
+    // Off the plume the filter is nearly unbiased for a small plume; a
+    // large one is part of the background statistics (its radiance
+    // pulls μ down along the target), so the rest of the scene reads low.
+    let bias_bg: Vec<f64> = rows.iter().map(|r| r["bias_background"].as_f64().unwrap()).collect();
+    assert!(bias_bg[0].abs() < 0.15 * sd, "background bias {bias_bg:?} (sd {sd})");
+    assert!(bias_bg[7] < bias_bg[0] - 0.5 * sd, "background bias {bias_bg:?} (sd {sd})");
+    assert!(rows[7]["detected"].as_bool().unwrap());
+    // IME against the truth: within the blind-release range.
+    let slope = summary["ime_slope"].as_f64().unwrap();
+    assert!((0.76..1.25).contains(&slope), "IME slope {slope}");
+    for name in ["scenes.csv", "scene-1.nc", "summary.json"] {
+        assert!(dir.path().join("out").join(name).exists(), "{name}");
+    }
+    let csv = std::fs::read_to_string(dir.path().join("out/scenes.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 9);
+    // The row in the registry.
+    let out =
+        crate::common::geohost(dir.path()).args(["registry", "list", "--transition", "L1_L2", "--registry", registry.to_str().unwrap()]).output().unwrap();
+    let listed = crate::common::stdout(&out);
+    assert!(listed.contains("methane-small/matched-filter scenes") && listed.contains("methane-small/matched-filter scene-1"), "{listed}");
+    assert!(!listed.contains("L3_L4") && listed.lines().count() >= 3, "{listed}");
+    let out = crate::common::geohost(dir.path()).args(["registry", "list", "--transition", "L9", "--registry", registry.to_str().unwrap()]).output().unwrap();
+    assert!(crate::common::stderr(&out).contains("choose one of L0_L1, L1_L2"), "{}", crate::common::stderr(&out));
+}
+
+#[test]
+fn methane_sets_refuse_what_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    for (scenes, plume, expected) in [
+        (SMALL, "wind_speed = 3.0, nx = 10", "[plume] config sets `nx`"),
+        ("nx = 32\nny = 32\nsource = [500.0, 10.0]\n", "", "lies outside the 160 × 160 m scene"),
+        ("emission = [5.0, 1.0]\n", "", "0 < low ≤ high"),
+        ("filter = { grouping = \"row\" }\n", "", "\"scene\" or \"column\""),
+        ("colour = 1\n", "", "unknown field `colour`"),
+    ] {
+        let set = methane_set(dir.path(), scenes, plume);
+        let out = crate::common::geohost(dir.path()).args(["run", set.to_str().unwrap(), "--no-registry"]).output().unwrap();
+        let err = crate::common::stderr(&out);
+        assert!(!out.status.success() && err.contains(expected), "{scenes}: {err}");
+    }
+    // A plume model as the radiance simulator.
+    let set = methane_set(dir.path(), SMALL, "");
+    let text = std::fs::read_to_string(&set).unwrap().replacen("ch4-rt.wasm", "gaussian-plume.wasm", 1);
+    std::fs::write(&set, text).unwrap();
+    let out = crate::common::geohost(dir.path()).args(["run", set.to_str().unwrap(), "--no-registry"]).output().unwrap();
+    let err = crate::common::stderr(&out);
+    assert!(err.contains("must take `dx` and `albedo`"), "{err}");
+}

@@ -7,6 +7,8 @@
 //! - [`static_run`]: a static run (steps 2–5 over a simulator's
 //!   parameters) and [`static_report`], its cycle report checked against a
 //!   cycle contract;
+//! - [`scenes`]: a retrieval run (the L1→L2 methane row: scenes, the
+//!   matched filter and IME as the oracle);
 //! - [`bench`]: benchmark contracts, pre-registration, scoring, reports,
 //!   diffs and cycle benchmarks;
 //! - [`progress`]: how long tasks report progress (the CLI draws it).
@@ -19,6 +21,7 @@ pub mod outputs;
 pub mod pluginset;
 pub mod progress;
 pub mod run;
+pub mod scenes;
 pub mod static_contract;
 pub mod static_report;
 pub mod static_run;

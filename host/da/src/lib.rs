@@ -20,6 +20,7 @@ pub mod linalg;
 pub mod method;
 pub mod models;
 pub mod params;
+pub mod retrieval;
 pub mod stats;
 pub mod submission;
 pub mod twin;

@@ -123,6 +123,8 @@ pub struct Filter {
     pub tag: Option<String>,
     pub name: Option<String>,
     pub stale: Option<bool>,
+    /// The data-tier transition (L0_L1 … L3_L4) the artifact was recorded in.
+    pub transition: Option<String>,
 }
 
 /// Result of [`Registry::verify`].
@@ -448,12 +450,14 @@ impl Registry {
                AND (?4 IS NULL OR EXISTS (SELECT 1 FROM tags t WHERE t.id = a.id AND t.tag = ?4))
                AND (?5 IS NULL OR a.name = ?5)
                AND (?6 IS NULL OR EXISTS (SELECT 1 FROM stale s WHERE s.id = a.id) = ?6)
+               AND (?7 IS NULL OR a.l_transition = ?7)
              ORDER BY a.created, a.id",
             Self::SELECT
         );
         let mut stmt = self.conn.prepare(&sql)?;
-        let rows: Vec<Artifact> =
-            stmt.query_map(params![f.kind, f.role, f.step, f.tag, f.name, f.stale], |r| self.row_to_artifact(r))?.collect::<rusqlite::Result<_>>()?;
+        let rows: Vec<Artifact> = stmt
+            .query_map(params![f.kind, f.role, f.step, f.tag, f.name, f.stale, f.transition], |r| self.row_to_artifact(r))?
+            .collect::<rusqlite::Result<_>>()?;
         rows.into_iter().map(|a| self.with_tags(a)).collect()
     }
 

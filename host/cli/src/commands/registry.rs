@@ -126,6 +126,10 @@ pub struct ListArgs {
     /// Only stale artifacts.
     #[arg(long)]
     stale: bool,
+    /// Only artifacts recorded in this data-tier transition (L0_L1, L1_L2,
+    /// L2_L3, L3_L3 or L3_L4): one row of `geohost matrix`.
+    #[arg(long)]
+    transition: Option<String>,
 }
 
 fn short(id: &str) -> &str {
@@ -181,7 +185,13 @@ pub fn run(args: RegistryArgs) -> Result<()> {
         }
         RegistryCommand::List(l) => {
             let reg = Registry::open_existing(&dir)?;
-            let filter = Filter { kind: l.kind, role: l.role, step: l.step, tag: l.tag, name: l.name, stale: l.stale.then_some(true) };
+            if let Some(t) = &l.transition {
+                if !geohost_registry::schema::L_TRANSITIONS.contains(&t.as_str()) {
+                    anyhow::bail!("--transition {t}: choose one of {}", geohost_registry::schema::L_TRANSITIONS.join(", "));
+                }
+            }
+            let filter =
+                Filter { kind: l.kind, role: l.role, step: l.step, tag: l.tag, name: l.name, stale: l.stale.then_some(true), transition: l.transition };
             let items = reg.list(&filter)?;
             print(json, serde_json::to_value(&items)?, || items.iter().map(line).collect::<Vec<_>>().join("\n"))
         }

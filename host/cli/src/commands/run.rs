@@ -38,6 +38,9 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    if std::fs::read_to_string(&args.plugin_set).is_ok_and(|text| geohost_cycle::scenes::is_retrieval(&text)) {
+        return run_retrieval(args);
+    }
     if std::fs::read_to_string(&args.plugin_set).is_ok_and(|text| static_run::is_static(&text)) {
         return run_static(args);
     }
@@ -74,6 +77,32 @@ pub fn run(args: RunArgs) -> Result<()> {
     } else {
         println!("{}", outputs::table(&result));
         println!("wrote {} files to {}", files.methods.len() + 2, out_dir.display());
+    }
+    Ok(())
+}
+
+/// `geohost run` on a retrieval plugin-set (with `[scenes]`): synthetic
+/// L1 scenes and the matched filter with IME, scored against the truth.
+fn run_retrieval(args: RunArgs) -> Result<()> {
+    use geohost_cycle::scenes;
+    let set = scenes::RetrievalSet::load(&args.plugin_set)?;
+    if args.until_step.is_some() || args.cycles.is_some() {
+        anyhow::bail!("--until-step and --cycles apply to dynamic plugin-sets; {} is a retrieval one ([scenes])", args.plugin_set.display());
+    }
+    let runtime = args.sandbox.runtime(set.set.limits)?;
+    let mut registry = if args.no_registry { None } else { Some(Registry::open(&args.registry.clone().unwrap_or_else(default_dir))?) };
+    let result = scenes::run(&set, &runtime, registry.as_ref())?;
+    let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("out").join(&set.name));
+    let files = scenes::write(&out_dir, &result, &set)?;
+    if let Some(registry) = registry.as_mut() {
+        let ids = scenes::register(registry, &result, &set, &files)?;
+        eprintln!("registry {}: the matched filter's scenes registered as step 2 ({})", registry.dir().display(), ids.join(", "));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "summary": scenes::summary(&result, &set), "scenes": result.rows }))?);
+    } else {
+        println!("{}", scenes::table(&result));
+        println!("wrote scenes.csv, scene-1.nc and summary.json to {}", out_dir.display());
     }
     Ok(())
 }

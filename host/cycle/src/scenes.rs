@@ -1,0 +1,725 @@
+//! `geohost run` on a retrieval plugin-set (one with `[scenes]`): the
+//! L1→L2 methane row. Step 1 is a radiative-transfer `static-model`
+//! (plugins/ch4-rt) seen through a detector `obs-operator` (plugins/radiance-obs);
+//! scenes put a `gaussian-plume` of known emission over a textured
+//! surface; step 2, the oracle, is the classical matched filter with an
+//! IME emission estimate, scored against the truth the host keeps.
+//!
+//! Three kinds of scene, all from one seed:
+//! - `clear` scenes (no plume) give the filter's background spread σ
+//!   (the mask threshold is `mask_sigma` σ) and the detection threshold
+//!   (the `1 − far` quantile of the detection statistic);
+//! - `calibration` scenes give U_eff from noise-free truth maps (as LES
+//!   plumes calibrate it in the literature);
+//! - `count` test scenes, with emissions on a geometric ladder over
+//!   `emission`, are retrieved and scored.
+
+use crate::pluginset::{PluginRef, Source};
+use crate::run::{load_plugin, register_component};
+use anyhow::{bail, Context, Result};
+use geohost_da::retrieval::matched_filter::{matched_filter, Grouping};
+use geohost_da::retrieval::scene::{self, Surface};
+use geohost_da::retrieval::{ime, PPM_M_PER_PPB};
+use geohost_netcdf::{common_attrs, nc_bytes, Var};
+use geohost_registry::{NewArtifact, Registry};
+use geohost_sandbox::model::{ObsOperator, Simulator};
+use geohost_sandbox::{config_json, Limits, Runtime, WasmObs, WasmSimulator, World};
+use nalgebra::DMatrix;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievalSet {
+    pub name: Option<String>,
+    /// The data-tier transition (the methane row is L1_L2).
+    pub transition: Option<String>,
+    /// The radiative-transfer `static-model`: parameters `dx`, `albedo`, ….
+    pub simulator: PluginRef,
+    /// The detector `obs-operator`; the host adds `state_size` and
+    /// `reference` (a plume-free pixel of the surface's mean albedo).
+    pub observations: PluginRef,
+    /// The plume `static-model` (gaussian-plume: x0, y0, q in t/h,
+    /// wind_dir → ppb); the host sets its `nx`, `ny` and `pixel`.
+    pub plume: PluginRef,
+    pub scenes: ScenesSpec,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenesSpec {
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "d64")]
+    pub nx: usize,
+    #[serde(default = "d64")]
+    pub ny: usize,
+    /// Pixel size, m.
+    #[serde(default = "d5")]
+    pub pixel: f64,
+    /// Test scenes.
+    #[serde(default = "d24")]
+    pub count: usize,
+    /// Emission rates of the test and calibration scenes, kg/h: a
+    /// geometric ladder from the first to the second.
+    #[serde(default = "demission")]
+    pub emission: [f64; 2],
+    /// Source position, m (default: a quarter in from the west edge,
+    /// half-way north).
+    pub source: Option<[f64; 2]>,
+    /// Wind direction range (from, degrees), drawn uniformly per scene.
+    #[serde(default = "dwind")]
+    pub wind_dir: [f64; 2],
+    #[serde(default = "d40")]
+    pub clear: usize,
+    #[serde(default = "d24")]
+    pub calibration: usize,
+    #[serde(default)]
+    pub surface: SurfaceSpec,
+    #[serde(default)]
+    pub filter: FilterSpec,
+    /// The plume mask keeps connected pixels above `mask_sigma` times the
+    /// filter's background spread.
+    #[serde(default = "d2")]
+    pub mask_sigma: f64,
+    /// Pixels around the source searched for the plume's start and for
+    /// the detection statistic.
+    #[serde(default = "d3")]
+    pub search: usize,
+    /// False-alarm rate per scene of the detection threshold.
+    #[serde(default = "dfar")]
+    pub far: f64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurfaceSpec {
+    #[serde(default = "d4")]
+    pub types: usize,
+    #[serde(default = "dalbedo")]
+    pub albedo: [f64; 2],
+    #[serde(default = "dtexture")]
+    pub texture: f64,
+}
+
+impl Default for SurfaceSpec {
+    fn default() -> Self {
+        SurfaceSpec { types: 4, albedo: dalbedo(), texture: dtexture() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    /// "scene" (one background for the scene) or "column" (one per
+    /// detector column, as for a push-broom instrument).
+    #[serde(default = "dgrouping")]
+    pub grouping: String,
+    #[serde(default = "dshrinkage")]
+    pub shrinkage: f64,
+}
+
+impl Default for FilterSpec {
+    fn default() -> Self {
+        FilterSpec { grouping: dgrouping(), shrinkage: dshrinkage() }
+    }
+}
+
+fn d64() -> usize {
+    64
+}
+fn d5() -> f64 {
+    5.0
+}
+fn d24() -> usize {
+    24
+}
+fn d40() -> usize {
+    40
+}
+fn d4() -> usize {
+    4
+}
+fn d3() -> usize {
+    3
+}
+fn d2() -> f64 {
+    2.0
+}
+fn dfar() -> f64 {
+    0.05
+}
+fn demission() -> [f64; 2] {
+    [2.0, 200.0]
+}
+fn dwind() -> [f64; 2] {
+    [240.0, 300.0]
+}
+fn dalbedo() -> [f64; 2] {
+    [0.6, 1.4]
+}
+fn dtexture() -> f64 {
+    0.05
+}
+fn dgrouping() -> String {
+    "scene".into()
+}
+fn dshrinkage() -> f64 {
+    0.01
+}
+
+impl ScenesSpec {
+    fn validate(&self) -> Result<()> {
+        if self.nx < 4 || self.ny < 4 || self.nx * self.ny > 1 << 20 {
+            bail!("[scenes] nx × ny must be 4 × 4 to 2^20 pixels, got {} × {}", self.nx, self.ny);
+        }
+        if !(self.pixel.is_finite() && self.pixel > 0.0) {
+            bail!("[scenes] pixel must be a positive size in m, got {}", self.pixel);
+        }
+        if self.count < 2 || self.clear < 2 || self.calibration < 1 {
+            bail!("[scenes] needs count ≥ 2, clear ≥ 2 and calibration ≥ 1 scenes");
+        }
+        if !(self.emission[0] > 0.0 && self.emission[1] >= self.emission[0] && self.emission[1].is_finite()) {
+            bail!("[scenes] emission = [low, high] kg/h needs 0 < low ≤ high, got {:?}", self.emission);
+        }
+        if !(self.wind_dir[0] <= self.wind_dir[1] && self.wind_dir.iter().all(|w| w.is_finite())) {
+            bail!("[scenes] wind_dir = [from, to] degrees needs from ≤ to, got {:?}", self.wind_dir);
+        }
+        let s = &self.surface;
+        if s.types == 0 || !(s.albedo[0] > 0.0 && s.albedo[1] >= s.albedo[0]) || !(0.0..0.5).contains(&s.texture) {
+            bail!("[scenes] surface needs types ≥ 1, 0 < albedo[0] ≤ albedo[1] and 0 ≤ texture < 0.5");
+        }
+        if !["scene", "column"].contains(&self.filter.grouping.as_str()) {
+            bail!("[scenes] filter.grouping must be \"scene\" or \"column\", got \"{}\"", self.filter.grouping);
+        }
+        if !(0.0..=1.0).contains(&self.filter.shrinkage) {
+            bail!("[scenes] filter.shrinkage must be within 0 and 1, got {}", self.filter.shrinkage);
+        }
+        if !(self.mask_sigma > 0.0 && self.mask_sigma.is_finite()) {
+            bail!("[scenes] mask_sigma must be positive, got {}", self.mask_sigma);
+        }
+        if !(self.far > 0.0 && self.far < 0.5) {
+            bail!("[scenes] far (false alarms per scene) must be within 0 and 0.5, got {}", self.far);
+        }
+        if let Some([x, y]) = self.source {
+            if !(0.0..self.nx as f64 * self.pixel).contains(&x) || !(0.0..self.ny as f64 * self.pixel).contains(&y) {
+                bail!("[scenes] source = [{x}, {y}] m lies outside the {} × {} m scene", self.nx as f64 * self.pixel, self.ny as f64 * self.pixel);
+            }
+        }
+        Ok(())
+    }
+
+    fn source(&self) -> [f64; 2] {
+        self.source.unwrap_or([self.nx as f64 * self.pixel / 4.0, self.ny as f64 * self.pixel / 2.0])
+    }
+
+    fn source_pixel(&self) -> (usize, usize) {
+        let [x, y] = self.source();
+        ((x / self.pixel) as usize, (y / self.pixel) as usize)
+    }
+
+    /// Emission of scene `i` of `n` on the geometric ladder, kg/h.
+    fn emission(&self, i: usize, n: usize) -> f64 {
+        let [lo, hi] = self.emission;
+        if n < 2 {
+            lo
+        } else {
+            lo * (hi / lo).powf(i as f64 / (n - 1) as f64)
+        }
+    }
+}
+
+/// Whether a plugin-set file is a retrieval one (has `[scenes]`).
+pub fn is_retrieval(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text).map(|t| t.contains_key("scenes")).unwrap_or(false)
+}
+
+/// A validated retrieval plugin-set.
+pub struct LoadedRetrieval {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub name: String,
+    pub set: RetrievalSet,
+    pub simulator: Source,
+    pub obs: Source,
+    pub plume: Source,
+}
+
+impl RetrievalSet {
+    pub fn load(path: &Path) -> Result<LoadedRetrieval> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read plugin-set file {}", path.display()))?;
+        let text = String::from_utf8(bytes.clone()).with_context(|| format!("plugin-set file {} is not UTF-8", path.display()))?;
+        let mut set: RetrievalSet = toml::from_str(&text).with_context(|| format!("invalid plugin-set file {}", path.display()))?;
+        let fail = |msg: String| anyhow::anyhow!("invalid plugin-set file {}: {msg}", path.display());
+        set.scenes.validate().map_err(|e| fail(format!("{e:#}")))?;
+        set.limits.validate().map_err(|e| fail(format!("{e:#}")))?;
+        crate::pluginset::check_transition(set.transition.as_deref()).map_err(fail)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for (table, r) in [("simulator", &mut set.simulator), ("observations", &mut set.observations), ("plume", &mut set.plume)] {
+            r.merge_config_file(table, dir).map_err(|e| fail(format!("{e:#}")))?;
+        }
+        for key in ["nx", "ny", "pixel"] {
+            if set.plume.config.contains_key(key) {
+                return Err(fail(format!("[plume] config sets `{key}`; the scene's grid comes from [scenes] (remove it there)")));
+            }
+        }
+        let simulator = set.simulator.source("simulator", dir).map_err(|e| fail(format!("{e:#}")))?;
+        let obs = set.observations.source("observations", dir).map_err(|e| fail(format!("{e:#}")))?;
+        let plume = set.plume.source("plume", dir).map_err(|e| fail(format!("{e:#}")))?;
+        let name = set.name.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "retrieval".into()));
+        Ok(LoadedRetrieval { path: path.to_path_buf(), bytes, name, set, simulator, obs, plume })
+    }
+}
+
+/// One test scene's truth and the oracle's retrieval of it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SceneRow {
+    pub scene: usize,
+    /// kg/h.
+    pub emission: f64,
+    pub wind_dir: f64,
+    pub detected: bool,
+    /// Largest 3 × 3 mean of the filter's map near the source, ppm·m.
+    pub statistic: f64,
+    /// IME estimate, kg/h (0 when the mask is empty).
+    pub ime_emission: f64,
+    pub mask_pixels: usize,
+    /// Pixels whose true enhancement is at least the mask threshold.
+    pub plume_pixels: usize,
+    /// Filter − truth over plume pixels and over background pixels (true
+    /// enhancement below 1 ppm·m), ppm·m.
+    pub rmse_plume: f64,
+    pub bias_plume: f64,
+    pub rmse_background: f64,
+    pub bias_background: f64,
+    /// Correlation over plume pixels of the filter's ratio to the truth
+    /// with the pixel's albedo (the filter's albedo bias).
+    pub albedo_correlation: f64,
+}
+
+/// The maps of one scene, for the run's NetCDF file.
+pub struct SceneMaps {
+    pub truth: Vec<f64>,
+    pub albedo: Vec<f64>,
+    pub retrieved: Vec<f64>,
+}
+
+/// What a retrieval run produced.
+pub struct ScenesRun {
+    pub rows: Vec<SceneRow>,
+    /// The filter's spread on clear scenes, ppm·m.
+    pub background_sd: f64,
+    pub mask_threshold: f64,
+    pub detection_threshold: f64,
+    /// m/s, from the calibration scenes.
+    pub u_eff: f64,
+    /// IME emission against the truth: ordinary least squares.
+    pub slope: f64,
+    pub intercept: f64,
+    pub r2: f64,
+    /// (from kg/h, to kg/h, scenes, detected).
+    pub detection: Vec<(f64, f64, usize, usize)>,
+    pub unit_absorption: Vec<f64>,
+    pub noise_sd: Vec<f64>,
+    pub first: SceneMaps,
+    pub seconds: f64,
+    pub components: Vec<(geohost_sandbox::LoadedComponent, &'static str, serde_json::Value, String)>,
+}
+
+struct Plugins {
+    rt: WasmSimulator,
+    plume: WasmSimulator,
+    noise_sd: Vec<f64>,
+    components: Vec<(geohost_sandbox::LoadedComponent, &'static str, serde_json::Value, String)>,
+}
+
+fn setup(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&Registry>) -> Result<Plugins> {
+    let spec = &set.set.scenes;
+    let rt_component = load_plugin(runtime, registry, "simulator", &set.simulator, World::StaticModel).context("loading the radiance simulator")?;
+    let rt_config = config_json(&set.set.simulator.config);
+    let mut rt = WasmSimulator::new(runtime, &rt_component, &rt_config)?;
+    let bands = rt.info().output_size;
+    let mean_albedo = (spec.surface.albedo[0] + spec.surface.albedo[1]) / 2.0;
+    let reference = scene::radiance(&mut rt, &[0.0], &[mean_albedo])?;
+    let mut obs_table = set.set.observations.config.clone();
+    obs_table.entry("state_size").or_insert(toml::Value::Integer(bands as i64));
+    obs_table.entry("reference").or_insert_with(|| toml::Value::Array(reference.iter().map(|&v| toml::Value::Float(v)).collect()));
+    let obs_component = load_plugin(runtime, registry, "observations", &set.obs, World::ObsOperator).context("loading the detector")?;
+    let obs_config = config_json(&obs_table);
+    let obs = WasmObs::new(runtime, &obs_component, &obs_config)?;
+    let oi = obs.info();
+    if oi.state_size != bands || oi.obs_size != bands {
+        bail!(
+            "the detector `{}` maps {} values to {}, but the simulator `{}` gives {bands} bands (a band selection is not supported yet)",
+            oi.name,
+            oi.state_size,
+            oi.obs_size,
+            rt.info().name
+        );
+    }
+    let noise_sd: Vec<f64> = oi.noise_variance.iter().map(|v| v.sqrt()).collect();
+    let plume_component = load_plugin(runtime, registry, "plume", &set.plume, World::StaticModel).context("loading the plume model")?;
+    let mut plume_table = set.set.plume.config.clone();
+    plume_table.insert("nx".into(), toml::Value::Integer(spec.nx as i64));
+    plume_table.insert("ny".into(), toml::Value::Integer(spec.ny as i64));
+    plume_table.insert("pixel".into(), toml::Value::Float(spec.pixel));
+    let plume_config = config_json(&plume_table);
+    let plume = WasmSimulator::new(runtime, &plume_component, &plume_config)?;
+    let names: Vec<&str> = plume.info().parameters.iter().map(|p| p.name.as_str()).collect();
+    if names != ["x0", "y0", "q", "wind_dir"] || plume.info().output_size != spec.nx * spec.ny {
+        bail!(
+            "the plume model `{}` must take (x0, y0, q, wind_dir) and give an {} × {} map, as gaussian-plume does; it takes {names:?} and gives {} values",
+            plume.info().name,
+            spec.nx,
+            spec.ny,
+            plume.info().output_size
+        );
+    }
+    let components = vec![
+        (rt_component, "static-model", serde_json::from_str(&rt_config)?, serde_json::to_string(rt.info())?),
+        (obs_component, "obs-operator", serde_json::from_str(&obs_config)?, serde_json::to_string(obs.info())?),
+        (plume_component, "static-model", serde_json::from_str(&plume_config)?, serde_json::to_string(plume.info())?),
+    ];
+    Ok(Plugins { rt, plume, noise_sd, components })
+}
+
+/// True enhancement maps (ppm·m) of plumes of `emissions` (kg/h) under
+/// `winds` (degrees), one per scene.
+fn plume_maps(plume: &mut WasmSimulator, spec: &ScenesSpec, emissions: &[f64], winds: &[f64]) -> Result<Vec<Vec<f64>>> {
+    let [x0, y0] = spec.source();
+    let thetas = DMatrix::from_fn(4, emissions.len(), |i, s| [x0, y0, emissions[s] / 1000.0, winds[s]][i]);
+    let ppb = plume.simulate(&thetas, 0).context("simulating the plumes")?;
+    Ok(ppb.column_iter().map(|c| c.iter().map(|v| v * PPM_M_PER_PPB).collect()).collect())
+}
+
+/// The filter's map of a noisy scene: radiance of (truth, albedo) through
+/// the radiative transfer, detector noise, then the matched filter.
+fn observe_and_filter(plugins: &mut Plugins, spec: &ScenesSpec, k: &[f64], truth: &[f64], albedo: &[f64], rng: &mut ChaCha8Rng) -> Result<Vec<f64>> {
+    let mut radiance = scene::radiance(&mut plugins.rt, truth, albedo)?;
+    scene::add_noise(&mut radiance, &plugins.noise_sd, rng)?;
+    let grouping = if spec.filter.grouping == "column" { Grouping::Column { nx: spec.nx } } else { Grouping::Scene };
+    matched_filter(&radiance, k, grouping, spec.filter.shrinkage)
+}
+
+/// The detection statistic: the largest 3 × 3 mean of `map` within
+/// `search` pixels of the source.
+fn statistic(map: &[f64], spec: &ScenesSpec) -> f64 {
+    let (nx, ny) = (spec.nx as isize, spec.ny as isize);
+    let (si, sj) = spec.source_pixel();
+    let mut best = f64::NEG_INFINITY;
+    let r = spec.search as isize;
+    for j in (sj as isize - r).max(1)..=(sj as isize + r).min(ny - 2) {
+        for i in (si as isize - r).max(1)..=(si as isize + r).min(nx - 2) {
+            let mut sum = 0.0;
+            for dj in -1..=1 {
+                for di in -1..=1 {
+                    sum += map[((j + dj) * nx + i + di) as usize];
+                }
+            }
+            best = best.max(sum / 9.0);
+        }
+    }
+    best
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn rmse_bias(pairs: &[(f64, f64)]) -> (f64, f64) {
+    if pairs.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = pairs.len() as f64;
+    let bias = pairs.iter().map(|(a, t)| a - t).sum::<f64>() / n;
+    let rmse = (pairs.iter().map(|(a, t)| (a - t).powi(2)).sum::<f64>() / n).sqrt();
+    (rmse, bias)
+}
+
+fn correlation(x: &[f64], y: &[f64]) -> f64 {
+    let (mx, my) = (mean(x), mean(y));
+    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let sxx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
+    let syy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
+    sxy / (sxx * syy).sqrt()
+}
+
+/// Run the scenes: clear, calibration, then the test scenes.
+pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&Registry>) -> Result<ScenesRun> {
+    let started = Instant::now();
+    let spec = &set.set.scenes;
+    let mut plugins = setup(set, runtime, registry)?;
+    let k = scene::unit_absorption(&mut plugins.rt)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let surface = Surface { types: spec.surface.types, albedo: (spec.surface.albedo[0], spec.surface.albedo[1]), texture: spec.surface.texture };
+    let pixels = spec.nx * spec.ny;
+
+    // Clear scenes: the filter's background spread and the detection threshold.
+    let (mut clear_values, mut clear_statistics) = (Vec::new(), Vec::new());
+    for _ in 0..spec.clear {
+        let albedo = surface.albedo_map(spec.nx, spec.ny, &mut rng);
+        let map = observe_and_filter(&mut plugins, spec, &k, &vec![0.0; pixels], &albedo, &mut rng)?;
+        clear_statistics.push(statistic(&map, spec));
+        clear_values.extend(map);
+    }
+    let m = mean(&clear_values);
+    let background_sd = (clear_values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / clear_values.len() as f64).sqrt();
+    let mask_threshold = spec.mask_sigma * background_sd;
+    clear_statistics.sort_by(f64::total_cmp);
+    let at = (((1.0 - spec.far) * clear_statistics.len() as f64).ceil() as usize).clamp(1, clear_statistics.len()) - 1;
+    let detection_threshold = clear_statistics[at];
+
+    // Calibration: U_eff from noise-free truth maps.
+    let emissions: Vec<f64> = (0..spec.calibration).map(|i| spec.emission(i, spec.calibration)).collect();
+    let winds: Vec<f64> = (0..spec.calibration).map(|_| rng.random_range(spec.wind_dir[0]..=spec.wind_dir[1])).collect();
+    let source = spec.source_pixel();
+    let mut calibration = Vec::new();
+    for (truth, q) in plume_maps(&mut plugins.plume, spec, &emissions, &winds)?.iter().zip(&emissions) {
+        let mask = ime::plume_mask(truth, spec.nx, spec.ny, source, spec.search, mask_threshold);
+        calibration.push((q / 3600.0, ime::ime(truth, &mask, spec.pixel)));
+    }
+    let u_eff = ime::calibrate_u_eff(&calibration)
+        .with_context(|| format!("no calibration plume reaches the mask threshold ({mask_threshold:.0} ppm·m): raise [scenes] emission or lower mask_sigma"))?;
+
+    // Test scenes.
+    let emissions: Vec<f64> = (0..spec.count).map(|i| spec.emission(i, spec.count)).collect();
+    let winds: Vec<f64> = (0..spec.count).map(|_| rng.random_range(spec.wind_dir[0]..=spec.wind_dir[1])).collect();
+    let truths = plume_maps(&mut plugins.plume, spec, &emissions, &winds)?;
+    let mut rows = Vec::new();
+    let mut first = None;
+    for (s, truth) in truths.into_iter().enumerate() {
+        let albedo = surface.albedo_map(spec.nx, spec.ny, &mut rng);
+        let retrieved = observe_and_filter(&mut plugins, spec, &k, &truth, &albedo, &mut rng)?;
+        let plume: Vec<usize> = (0..pixels).filter(|&p| truth[p] >= mask_threshold).collect();
+        let background: Vec<(f64, f64)> = (0..pixels).filter(|&p| truth[p] < 1.0).map(|p| (retrieved[p], truth[p])).collect();
+        let (rmse_plume, bias_plume) = rmse_bias(&plume.iter().map(|&p| (retrieved[p], truth[p])).collect::<Vec<_>>());
+        let (rmse_background, bias_background) = rmse_bias(&background);
+        let ratios: Vec<f64> = plume.iter().map(|&p| retrieved[p] / truth[p]).collect();
+        let albedos: Vec<f64> = plume.iter().map(|&p| albedo[p]).collect();
+        let albedo_correlation = if plume.len() > 2 { correlation(&ratios, &albedos) } else { f64::NAN };
+        let mask = ime::plume_mask(&retrieved, spec.nx, spec.ny, source, spec.search, mask_threshold);
+        let estimate = ime::ime(&retrieved, &mask, spec.pixel);
+        let stat = statistic(&retrieved, spec);
+        rows.push(SceneRow {
+            scene: s + 1,
+            emission: emissions[s],
+            wind_dir: winds[s],
+            detected: stat > detection_threshold,
+            statistic: stat,
+            ime_emission: estimate.emission_rate(u_eff) * 3600.0,
+            mask_pixels: estimate.pixels,
+            plume_pixels: plume.len(),
+            rmse_plume,
+            bias_plume,
+            rmse_background,
+            bias_background,
+            albedo_correlation,
+        });
+        if first.is_none() {
+            first = Some(SceneMaps { truth, albedo, retrieved });
+        }
+    }
+    let (x, y): (Vec<f64>, Vec<f64>) = rows.iter().map(|r| (r.emission, r.ime_emission)).unzip();
+    let (mx, my) = (mean(&x), mean(&y));
+    let sxx: f64 = x.iter().map(|v| (v - mx).powi(2)).sum();
+    let slope = x.iter().zip(&y).map(|(a, b)| (a - mx) * (b - my)).sum::<f64>() / sxx;
+    let intercept = my - slope * mx;
+    let r2 = correlation(&x, &y).powi(2);
+    // Detection in four bins of the ladder (geometric).
+    let [lo, hi] = spec.emission;
+    let edges: Vec<f64> = (0..=4).map(|i| lo * (hi / lo).powf(i as f64 / 4.0)).collect();
+    let detection = edges
+        .windows(2)
+        .enumerate()
+        .map(|(b, e)| {
+            let inside: Vec<&SceneRow> =
+                rows.iter().filter(|r| r.emission >= e[0] && (r.emission < e[1] || (b == 3 && r.emission <= e[1] * (1.0 + 1e-12)))).collect();
+            (e[0], e[1], inside.len(), inside.iter().filter(|r| r.detected).count())
+        })
+        .collect();
+    Ok(ScenesRun {
+        rows,
+        background_sd,
+        mask_threshold,
+        detection_threshold,
+        u_eff,
+        slope,
+        intercept,
+        r2,
+        detection,
+        unit_absorption: k,
+        noise_sd: plugins.noise_sd,
+        first: first.expect("count ≥ 2"),
+        seconds: started.elapsed().as_secs_f64(),
+        components: plugins.components,
+    })
+}
+
+/// The run's figures as a text table.
+pub fn table(run: &ScenesRun) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "scene  Q true kg/h  wind°  detected  stat ppm·m  Q IME kg/h  mask px  RMSE plume  bias plume  RMSE bg  bias bg  r(ratio, albedo)");
+    for r in &run.rows {
+        let _ = writeln!(
+            s,
+            "{:>5}  {:>11.2}  {:>5.0}  {:>8}  {:>10.0}  {:>10.2}  {:>7}  {:>10.0}  {:>10.0}  {:>7.0}  {:>7.1}  {:>16.2}",
+            r.scene,
+            r.emission,
+            r.wind_dir,
+            if r.detected { "yes" } else { "no" },
+            r.statistic,
+            r.ime_emission,
+            r.mask_pixels,
+            r.rmse_plume,
+            r.bias_plume,
+            r.rmse_background,
+            r.bias_background,
+            r.albedo_correlation
+        );
+    }
+    let _ = writeln!(
+        s,
+        "matched filter: background sd {:.0} ppm·m, mask threshold {:.0} ppm·m, detection threshold {:.0} ppm·m",
+        run.background_sd, run.mask_threshold, run.detection_threshold
+    );
+    let _ = writeln!(s, "IME: U_eff {:.2} m/s (calibrated on truth maps); Q_IME = {:.3} Q + {:.2} kg/h, r² {:.3}", run.u_eff, run.slope, run.intercept, run.r2);
+    for (lo, hi, n, d) in &run.detection {
+        let _ = writeln!(s, "detected {d}/{n} scenes with {lo:.1}–{hi:.1} kg/h");
+    }
+    let _ = write!(s, "{} scenes in {:.1} s", run.rows.len(), run.seconds);
+    s
+}
+
+/// Files of a retrieval run: `scenes.csv` (one row per test scene),
+/// `scene-1.nc` (the first test scene's maps), `summary.json`.
+pub struct ScenesFiles {
+    pub csv: (PathBuf, Vec<u8>),
+    pub maps: (PathBuf, Vec<u8>),
+    pub summary: (PathBuf, Vec<u8>),
+}
+
+pub fn summary(run: &ScenesRun, set: &LoadedRetrieval) -> serde_json::Value {
+    let n = run.rows.len() as f64;
+    let mean_of = |f: fn(&SceneRow) -> f64| run.rows.iter().map(f).filter(|v| v.is_finite()).sum::<f64>() / n;
+    serde_json::json!({
+        "name": set.name,
+        "scenes": set.set.scenes,
+        "background_sd": run.background_sd,
+        "mask_threshold": run.mask_threshold,
+        "detection_threshold": run.detection_threshold,
+        "u_eff": run.u_eff,
+        "ime_slope": run.slope,
+        "ime_intercept": run.intercept,
+        "ime_r2": run.r2,
+        "mean_rmse_plume": mean_of(|r| r.rmse_plume),
+        "mean_bias_plume": mean_of(|r| r.bias_plume),
+        "mean_rmse_background": mean_of(|r| r.rmse_background),
+        "mean_bias_background": mean_of(|r| r.bias_background),
+        "detection": run.detection.iter().map(|(lo, hi, n, d)| serde_json::json!({ "from": lo, "to": hi, "scenes": n, "detected": d })).collect::<Vec<_>>(),
+        "seconds": run.seconds,
+    })
+}
+
+pub fn write(dir: &Path, run: &ScenesRun, set: &LoadedRetrieval) -> Result<ScenesFiles> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    let mut csv = String::from("scene,emission_kg_h,wind_dir,detected,statistic,ime_emission_kg_h,mask_pixels,plume_pixels,rmse_plume,bias_plume,rmse_background,bias_background,albedo_correlation\n");
+    for r in &run.rows {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            r.scene,
+            r.emission,
+            r.wind_dir,
+            r.detected,
+            r.statistic,
+            r.ime_emission,
+            r.mask_pixels,
+            r.plume_pixels,
+            r.rmse_plume,
+            r.bias_plume,
+            r.rmse_background,
+            r.bias_background,
+            r.albedo_correlation
+        );
+    }
+    let spec = &set.set.scenes;
+    let mut attrs = common_attrs();
+    attrs.push(("title", format!("{}: first test scene, truth and matched-filter retrieval", set.name)));
+    attrs.push(("pixel_m", spec.pixel.to_string()));
+    let maps = nc_bytes(
+        &[("y", spec.ny), ("x", spec.nx), ("band", run.unit_absorption.len())],
+        &[
+            Var { name: "dx_true", dims: &["y", "x"], data: &run.first.truth, units: "ppm m", long_name: "true methane enhancement" },
+            Var { name: "albedo", dims: &["y", "x"], data: &run.first.albedo, units: "1", long_name: "surface albedo factor" },
+            Var { name: "dx_matched_filter", dims: &["y", "x"], data: &run.first.retrieved, units: "ppm m", long_name: "matched-filter enhancement" },
+            Var {
+                name: "unit_absorption",
+                dims: &["band"],
+                data: &run.unit_absorption,
+                units: "1/(ppm m)",
+                long_name: "d ln L / d dx (least squares over 0-16000 ppm m)",
+            },
+            Var { name: "noise_sd", dims: &["band"], data: &run.noise_sd, units: "radiance", long_name: "detector noise standard deviation" },
+        ],
+        &attrs,
+    )?;
+    let summary = serde_json::to_vec_pretty(&summary(run, set))?;
+    let files =
+        ScenesFiles { csv: (dir.join("scenes.csv"), csv.into_bytes()), maps: (dir.join("scene-1.nc"), maps), summary: (dir.join("summary.json"), summary) };
+    for (path, bytes) in [&files.csv, &files.maps, &files.summary] {
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(files)
+}
+
+/// Register the set, its plugins and the oracle's outputs (step 2, role
+/// `oracle`), all in the set's transition.
+pub fn register(registry: &mut Registry, run: &ScenesRun, set: &LoadedRetrieval, files: &ScenesFiles) -> Result<Vec<String>> {
+    let l_transition = set.set.transition.clone();
+    let mut plugin_ids = Vec::new();
+    for (component, world, config, info) in &run.components {
+        let info: serde_json::Value = serde_json::from_str(info)?;
+        plugin_ids.push(register_component(registry, component, world, &info, config)?);
+    }
+    let (set_id, _) = registry.add(
+        &set.bytes,
+        &NewArtifact {
+            kind: "plugin-set".into(),
+            name: set.name.clone(),
+            media_type: "application/toml".into(),
+            metadata: serde_json::json!({ "retrieval": true }),
+            l_transition: l_transition.clone(),
+            ..Default::default()
+        },
+    )?;
+    let summary: serde_json::Value = serde_json::from_slice(&files.summary.1)?;
+    let mut ids = Vec::new();
+    for ((_, bytes), name, media) in [(&files.csv, "matched-filter scenes", "text/csv"), (&files.maps, "matched-filter scene-1", "application/x-netcdf")] {
+        let (id, _) = registry.add(
+            bytes,
+            &NewArtifact {
+                kind: "run-output".into(),
+                name: format!("{}/{name}", set.name),
+                media_type: media.into(),
+                role: Some("oracle".into()),
+                step: Some(2),
+                tags: vec!["matched-filter".into()],
+                metadata: summary.clone(),
+                l_transition: l_transition.clone(),
+                ..Default::default()
+            },
+        )?;
+        for p in &plugin_ids {
+            registry.link(&id, p, "derived_from")?;
+        }
+        registry.link(&id, &set_id, "produced_by")?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
