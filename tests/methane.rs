@@ -176,20 +176,57 @@ config = {{ {plume_config} }}
 
 const SMALL: &str = "seed = 4\nnx = 32\nny = 32\npixel = 5.0\ncount = 8\nemission = [20.0, 500.0]\nclear = 12\ncalibration = 8\n";
 
-/// Step 2 of the methane row: scenes with known plumes through the real
-/// plugins, the matched filter and IME, scored, written and registered
-/// in L1_L2.
+/// Steps 3–5 per pixel, small enough for a test, checked against the
+/// row's contract.
+fn pixel_steps() -> String {
+    format!(
+        r#"
+[[prior]]
+name = "dx"
+normal = [1000.0, 1500.0]
+[[prior]]
+name = "albedo"
+uniform = [0.5, 1.5]
+[step3]
+name = "emulator-small"
+hidden = [64, 64]
+log_outputs = true
+max_epochs = 600
+patience = 600
+cosine = true
+[step4]
+pixels = 40
+[step5]
+name = "direct-small"
+simulations = 3000
+network = {{ components = 2, hidden = [64, 64], max_epochs = 300, batch = 128, patience = 300, halve_after = 0, cosine = true }}
+[cycle]
+contract = "{}"
+"#,
+        repo_root().join("contracts/methane-cycle.toml").display()
+    )
+}
+
+/// The methane row end to end on a small set: scenes with known plumes
+/// through the real plugins, the matched filter and IME (step 2) scored
+/// against the truth; the emulator, retrievals through it and through
+/// the physics, and the direct retrieval (steps 3–5); the cycle report
+/// against contracts/methane-cycle.toml; everything registered in L1_L2,
+/// and a second run loading the trained networks from the registry.
 #[test]
-fn methane_scenes_score_the_matched_filter_and_ime_against_the_truth() {
+fn methane_row_runs_steps_1_to_5_and_reports_against_its_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let set = methane_set(dir.path(), SMALL, "wind_speed = 3.0");
+    let set = methane_set(dir.path(), &format!("{SMALL}{}", pixel_steps()), "wind_speed = 3.0");
     let registry = dir.path().join("registry");
-    let out = crate::common::geohost(dir.path())
-        .args(["run", set.to_str().unwrap(), "--json", "--registry", registry.to_str().unwrap(), "--out", dir.path().join("out").to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", crate::common::stderr(&out));
-    let json: serde_json::Value = serde_json::from_str(&crate::common::stdout(&out)).unwrap();
+    let run = || {
+        let out = crate::common::geohost(dir.path())
+            .args(["run", set.to_str().unwrap(), "--json", "--registry", registry.to_str().unwrap(), "--out", dir.path().join("out").to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", crate::common::stderr(&out));
+        serde_json::from_str::<serde_json::Value>(&crate::common::stdout(&out)).unwrap()
+    };
+    let json = run();
     let summary = &json["summary"];
     let rows = json["scenes"].as_array().unwrap();
     assert_eq!(rows.len(), 8);
@@ -207,6 +244,34 @@ fn methane_scenes_score_the_matched_filter_and_ime_against_the_truth() {
     // IME against the truth: within the blind-release range.
     let slope = summary["ime_slope"].as_f64().unwrap();
     assert!((0.76..1.25).contains(&slope), "IME slope {slope}");
+
+    // Steps 3–5 on 40 test pixels from the prior.
+    let pixels = &summary["pixels"];
+    let (s3, s4, s5) = (&pixels["step3"], &pixels["step4"], &pixels["step5"]);
+    assert_eq!(s3["loaded"], false);
+    assert!(s3["speedup"].as_f64().unwrap() > 10.0, "{s3}");
+    assert!(s3["worst_band_rmse_over_noise"].as_f64().unwrap() < 2.0, "{s3}");
+    // The physics retrieval's sd is honest (z rms near 1 on 40 pixels) and
+    // about the filter's background spread.
+    let z = s4["z_rms_physics"].as_f64().unwrap();
+    assert!((0.7..1.3).contains(&z), "{s4}");
+    eprintln!("step 3 {s3}\nstep 4 {s4}\nstep 5 {s5}");
+    assert!(s4["emulator_vs_physics"].as_f64().unwrap() < 1.0, "{s4}");
+    let (rmse4, rmse5) = (s4["rmse_physics"].as_f64().unwrap(), s5["rmse"].as_f64().unwrap());
+    assert!(rmse4 > 30.0 && rmse4 < 400.0 && rmse5 < 1.5 * rmse4, "step 4 RMSE {rmse4}, step 5 {rmse5}");
+    assert!((0.6..1.5).contains(&s5["z_rms"].as_f64().unwrap()), "{s5}");
+
+    // The report: steps 1–5, every limit of the contract checked, the
+    // verdict and the improvements follow from the checks.
+    let report = &json["report"];
+    let steps: Vec<u64> = report["steps"].as_array().unwrap().iter().map(|s| s["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [1, 2, 3, 4, 5]);
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 9, "{checks:?}");
+    let failed = checks.iter().filter(|c| c["pass"] == false).count();
+    assert_eq!(report["verdict"], if failed == 0 { "pass" } else { "fail" });
+    assert_eq!(report["improve"].as_array().unwrap().len(), failed);
+    assert!(dir.path().join("out/pixels.nc").exists() && dir.path().join("out/cycle-report.json").exists());
     for name in ["scenes.csv", "scene-1.nc", "summary.json"] {
         assert!(dir.path().join("out").join(name).exists(), "{name}");
     }
@@ -216,10 +281,26 @@ fn methane_scenes_score_the_matched_filter_and_ime_against_the_truth() {
     let out =
         crate::common::geohost(dir.path()).args(["registry", "list", "--transition", "L1_L2", "--registry", registry.to_str().unwrap()]).output().unwrap();
     let listed = crate::common::stdout(&out);
-    assert!(listed.contains("methane-small/matched-filter scenes") && listed.contains("methane-small/matched-filter scene-1"), "{listed}");
+    assert!(
+        ["methane-small/matched-filter scenes", "methane-small/matched-filter scene-1", "methane-small/pixel retrievals", "cycle-report/methane-small"]
+            .iter()
+            .all(|name| listed.contains(name)),
+        "{listed}"
+    );
     assert!(!listed.contains("L3_L4") && listed.lines().count() >= 3, "{listed}");
     let out = crate::common::geohost(dir.path()).args(["registry", "list", "--transition", "L9", "--registry", registry.to_str().unwrap()]).output().unwrap();
     assert!(crate::common::stderr(&out).contains("choose one of L0_L1, L1_L2"), "{}", crate::common::stderr(&out));
+    let out = crate::common::geohost(dir.path()).args(["matrix", "--registry", registry.to_str().unwrap()]).output().unwrap();
+    let matrix = crate::common::stdout(&out);
+    assert!(matrix.contains("L1→L2 retrieval (physics-first)") && matrix.contains("cycle-report/methane-small"), "{matrix}");
+
+    // Again: the networks come from the registry, with the same figures.
+    let again = run();
+    let p2 = &again["summary"]["pixels"];
+    assert_eq!(p2["step3"]["loaded"], true);
+    assert_eq!(p2["step5"]["record"]["predictor_cache_hit"], true);
+    assert_eq!(p2["step4"]["rmse_emulator"], s4["rmse_emulator"]);
+    assert_eq!(p2["step5"]["rmse"], s5["rmse"]);
 }
 
 #[test]
@@ -231,6 +312,9 @@ fn methane_sets_refuse_what_does_not_fit() {
         ("emission = [5.0, 1.0]\n", "", "0 < low ≤ high"),
         ("filter = { grouping = \"row\" }\n", "", "\"scene\" or \"column\""),
         ("colour = 1\n", "", "unknown field `colour`"),
+        ("[step4]\npixels = 10\n", "", "add [step5]"),
+        ("[[prior]]\nname = \"dx\"\nnormal = [0.0, 1.0]\n[step5]\nname = \"p\"\nsimulations = 100\n[step4]\n", "", "add [step3]"),
+        ("[step5]\nname = \"p\"\nsimulations = 100\n", "", "need a [[prior]]"),
     ] {
         let set = methane_set(dir.path(), scenes, plume);
         let out = crate::common::geohost(dir.path()).args(["run", set.to_str().unwrap(), "--no-registry"]).output().unwrap();

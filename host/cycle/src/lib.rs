@@ -8,7 +8,8 @@
 //!   parameters) and [`static_report`], its cycle report checked against a
 //!   cycle contract;
 //! - [`scenes`]: a retrieval run (the L1→L2 methane row: scenes, the
-//!   matched filter and IME as the oracle);
+//!   matched filter and IME as the oracle), [`pixels`] its steps 3–5 per
+//!   pixel and [`retrieval_report`] its cycle report and contract;
 //! - [`bench`]: benchmark contracts, pre-registration, scoring, reports,
 //!   diffs and cycle benchmarks;
 //! - [`progress`]: how long tasks report progress (the CLI draws it).
@@ -18,8 +19,10 @@ pub mod emulation;
 pub mod html;
 pub mod matrix;
 pub mod outputs;
+pub mod pixels;
 pub mod pluginset;
 pub mod progress;
+pub mod retrieval_report;
 pub mod run;
 pub mod scenes;
 pub mod static_contract;

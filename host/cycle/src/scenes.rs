@@ -15,13 +15,13 @@
 //!   `emission`, are retrieved and scored.
 
 use crate::pluginset::{PluginRef, Source};
-use crate::run::{load_plugin, register_component};
+use crate::run::load_plugin;
 use anyhow::{bail, Context, Result};
 use geohost_da::retrieval::matched_filter::{matched_filter, Grouping};
 use geohost_da::retrieval::scene::{self, Surface};
 use geohost_da::retrieval::{ime, PPM_M_PER_PPB};
 use geohost_netcdf::{common_attrs, nc_bytes, Var};
-use geohost_registry::{NewArtifact, Registry};
+use geohost_registry::Registry;
 use geohost_sandbox::model::{ObsOperator, Simulator};
 use geohost_sandbox::{config_json, Limits, Runtime, WasmObs, WasmSimulator, World};
 use nalgebra::DMatrix;
@@ -49,6 +49,18 @@ pub struct RetrievalSet {
     pub scenes: ScenesSpec,
     #[serde(default)]
     pub limits: Limits,
+    /// Per pixel, for steps 3–5: the operating distribution of the
+    /// simulator's parameters (`dx` unbounded).
+    #[serde(rename = "prior", default)]
+    pub priors: Vec<geohost_da::params::prior::PriorSpec>,
+    /// Step 3: an emulator of the radiative transfer (on step 5's simulations).
+    pub step3: Option<geohost_learn::static_emulator::EmulatorSpec>,
+    /// Step 4: per-pixel retrievals through the emulator and the physics.
+    pub step4: Option<crate::pixels::Step4Spec>,
+    /// Step 5: the direct retrieval, an amortized posterior per pixel.
+    pub step5: Option<geohost_learn::amortize::Step5Spec>,
+    /// The retrieval cycle contract the run's report is checked against.
+    pub cycle: Option<crate::static_run::CycleSection>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -249,6 +261,7 @@ pub struct LoadedRetrieval {
     pub simulator: Source,
     pub obs: Source,
     pub plume: Source,
+    pub contract: Option<crate::retrieval_report::RetrievalContract>,
 }
 
 impl RetrievalSet {
@@ -258,6 +271,24 @@ impl RetrievalSet {
         let mut set: RetrievalSet = toml::from_str(&text).with_context(|| format!("invalid plugin-set file {}", path.display()))?;
         let fail = |msg: String| anyhow::anyhow!("invalid plugin-set file {}: {msg}", path.display());
         set.scenes.validate().map_err(|e| fail(format!("{e:#}")))?;
+        if let Some(step3) = &set.step3 {
+            step3.validate().map_err(|e| fail(format!("{e:#}")))?;
+        }
+        if let Some(step5) = &set.step5 {
+            step5.validate().map_err(|e| fail(format!("{e:#}")))?;
+            if step5.refine.is_some() {
+                return Err(fail("[step5] refine is not supported for retrievals (the direct retrieval takes the first network's moments)".into()));
+            }
+        }
+        if (set.step3.is_some() || set.step4.is_some()) && set.step5.is_none() {
+            return Err(fail("[step3] and [step4] train and test on [step5]'s simulations: add [step5]".into()));
+        }
+        if set.step4.is_some() && set.step3.is_none() {
+            return Err(fail("[step4] compares retrievals through [step3]'s emulator with the physics: add [step3]".into()));
+        }
+        if set.step5.is_some() && set.priors.is_empty() {
+            return Err(fail("steps 3–5 need a [[prior]] per simulator parameter (the pixels' operating distribution)".into()));
+        }
         set.limits.validate().map_err(|e| fail(format!("{e:#}")))?;
         crate::pluginset::check_transition(set.transition.as_deref()).map_err(fail)?;
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -273,7 +304,11 @@ impl RetrievalSet {
         let obs = set.observations.source("observations", dir).map_err(|e| fail(format!("{e:#}")))?;
         let plume = set.plume.source("plume", dir).map_err(|e| fail(format!("{e:#}")))?;
         let name = set.name.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "retrieval".into()));
-        Ok(LoadedRetrieval { path: path.to_path_buf(), bytes, name, set, simulator, obs, plume })
+        let contract = match &set.cycle {
+            Some(c) => Some(crate::retrieval_report::RetrievalContract::load(&dir.join(&c.contract)).map_err(|e| fail(format!("[cycle] contract: {e:#}")))?),
+            None => None,
+        };
+        Ok(LoadedRetrieval { path: path.to_path_buf(), bytes, name, set, simulator, obs, plume, contract })
     }
 }
 
@@ -329,11 +364,14 @@ pub struct ScenesRun {
     pub noise_sd: Vec<f64>,
     pub first: SceneMaps,
     pub seconds: f64,
+    /// Steps 3–5 per pixel.
+    pub pixels: crate::pixels::PixelSteps,
     pub components: Vec<(geohost_sandbox::LoadedComponent, &'static str, serde_json::Value, String)>,
 }
 
 struct Plugins {
     rt: WasmSimulator,
+    obs: WasmObs,
     plume: WasmSimulator,
     noise_sd: Vec<f64>,
     components: Vec<(geohost_sandbox::LoadedComponent, &'static str, serde_json::Value, String)>,
@@ -386,7 +424,7 @@ fn setup(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&Registry>) 
         (obs_component, "obs-operator", serde_json::from_str(&obs_config)?, serde_json::to_string(obs.info())?),
         (plume_component, "static-model", serde_json::from_str(&plume_config)?, serde_json::to_string(plume.info())?),
     ];
-    Ok(Plugins { rt, plume, noise_sd, components })
+    Ok(Plugins { rt, obs, plume, noise_sd, components })
 }
 
 /// True enhancement maps (ppm·m) of plumes of `emissions` (kg/h) under
@@ -451,10 +489,10 @@ fn correlation(x: &[f64], y: &[f64]) -> f64 {
 }
 
 /// Run the scenes: clear, calibration, then the test scenes.
-pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&Registry>) -> Result<ScenesRun> {
+pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Registry>) -> Result<ScenesRun> {
     let started = Instant::now();
     let spec = &set.set.scenes;
-    let mut plugins = setup(set, runtime, registry)?;
+    let mut plugins = setup(set, runtime, registry.as_deref())?;
     let k = scene::unit_absorption(&mut plugins.rt)?;
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let surface = Surface { types: spec.surface.types, albedo: (spec.surface.albedo[0], spec.surface.albedo[1]), texture: spec.surface.texture };
@@ -543,6 +581,15 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&Registry>
             (e[0], e[1], inside.len(), inside.iter().filter(|r| r.detected).count())
         })
         .collect();
+    let seconds = started.elapsed().as_secs_f64();
+    let specs = crate::pixels::PixelSpecs {
+        name: &set.name,
+        priors: &set.set.priors,
+        step3: set.set.step3.as_ref(),
+        step4: set.set.step4.as_ref(),
+        step5: set.set.step5.as_ref(),
+    };
+    let pixels = crate::pixels::run(&specs, &mut plugins.rt, &mut plugins.obs, &plugins.components, registry)?;
     Ok(ScenesRun {
         rows,
         background_sd,
@@ -556,7 +603,8 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&Registry>
         unit_absorption: k,
         noise_sd: plugins.noise_sd,
         first: first.expect("count ≥ 2"),
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
+        pixels,
         components: plugins.components,
     })
 }
@@ -593,15 +641,46 @@ pub fn table(run: &ScenesRun) -> String {
         let _ = writeln!(s, "detected {d}/{n} scenes with {lo:.1}–{hi:.1} kg/h");
     }
     let _ = write!(s, "{} scenes in {:.1} s", run.rows.len(), run.seconds);
+    let p = &run.pixels;
+    if let Some(e) = &p.step3 {
+        let _ = write!(
+            s,
+            "\nstep 3 {}{}: band RMSE / noise sd worst {:.3}, mean {:.3}; {:.2} µs per spectrum against the plugin's {:.0} µs ({:.0}×)",
+            e.name,
+            if e.loaded { " (loaded from the registry)" } else { "" },
+            e.worst_band_rmse_over_noise,
+            e.mean_band_rmse_over_noise,
+            e.emulator_us,
+            e.plugin_us,
+            e.speedup
+        );
+    }
+    if let Some(r) = &p.step4 {
+        let _ = write!(
+            s,
+            "\nstep 4 ({} pixels): dx RMSE through the physics {:.1} ppm·m (sd {:.1}, z rms {:.2}), through the emulator {:.1}; emulator − physics rms {:.3} sd; {:.0} µs and {:.0} µs per pixel",
+            r.pixels, r.rmse_physics, r.sd_physics, r.z_rms_physics, r.rmse_emulator, r.emulator_vs_physics, r.physics_us, r.emulator_us
+        );
+    }
+    if let Some(d) = &p.step5 {
+        let _ = write!(
+            s,
+            "\nstep 5 {}: dx RMSE {:.1} ppm·m ({:.3} × step 4's), z rms {:.2}; {:.2} µs per pixel ({:.0}× step 4 through the emulator, {:.0}× through the physics)",
+            d.record.name, d.rmse, d.rmse_over_step4, d.z_rms, d.us_per_pixel, d.speedup_vs_emulator, d.speedup_vs_physics
+        );
+    }
     s
 }
 
 /// Files of a retrieval run: `scenes.csv` (one row per test scene),
-/// `scene-1.nc` (the first test scene's maps), `summary.json`.
+/// `scene-1.nc` (the first test scene's maps), `summary.json`, and with
+/// steps 4–5 `pixels.nc` (every test pixel's truth and retrievals).
 pub struct ScenesFiles {
     pub csv: (PathBuf, Vec<u8>),
     pub maps: (PathBuf, Vec<u8>),
     pub summary: (PathBuf, Vec<u8>),
+    /// `pixels.nc`: steps 4 and 5 on the test pixels (when they ran).
+    pub pixels: Option<(PathBuf, Vec<u8>)>,
 }
 
 pub fn summary(run: &ScenesRun, set: &LoadedRetrieval) -> serde_json::Value {
@@ -623,6 +702,7 @@ pub fn summary(run: &ScenesRun, set: &LoadedRetrieval) -> serde_json::Value {
         "mean_bias_background": mean_of(|r| r.bias_background),
         "detection": run.detection.iter().map(|(lo, hi, n, d)| serde_json::json!({ "from": lo, "to": hi, "scenes": n, "detected": d })).collect::<Vec<_>>(),
         "seconds": run.seconds,
+        "pixels": run.pixels,
     })
 }
 
@@ -670,56 +750,39 @@ pub fn write(dir: &Path, run: &ScenesRun, set: &LoadedRetrieval) -> Result<Scene
         &attrs,
     )?;
     let summary = serde_json::to_vec_pretty(&summary(run, set))?;
-    let files =
-        ScenesFiles { csv: (dir.join("scenes.csv"), csv.into_bytes()), maps: (dir.join("scene-1.nc"), maps), summary: (dir.join("summary.json"), summary) };
-    for (path, bytes) in [&files.csv, &files.maps, &files.summary] {
+    let pixels = match &run.pixels.table {
+        Some(t) if t.physics.is_some() || t.direct.is_some() => Some((dir.join("pixels.nc"), pixels_nc(t, &set.name)?)),
+        _ => None,
+    };
+    let files = ScenesFiles {
+        csv: (dir.join("scenes.csv"), csv.into_bytes()),
+        maps: (dir.join("scene-1.nc"), maps),
+        summary: (dir.join("summary.json"), summary),
+        pixels,
+    };
+    for (path, bytes) in [&files.csv, &files.maps, &files.summary].into_iter().chain(files.pixels.as_ref()) {
         std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(files)
 }
 
-/// Register the set, its plugins and the oracle's outputs (step 2, role
-/// `oracle`), all in the set's transition.
-pub fn register(registry: &mut Registry, run: &ScenesRun, set: &LoadedRetrieval, files: &ScenesFiles) -> Result<Vec<String>> {
-    let l_transition = set.set.transition.clone();
-    let mut plugin_ids = Vec::new();
-    for (component, world, config, info) in &run.components {
-        let info: serde_json::Value = serde_json::from_str(info)?;
-        plugin_ids.push(register_component(registry, component, world, &info, config)?);
-    }
-    let (set_id, _) = registry.add(
-        &set.bytes,
-        &NewArtifact {
-            kind: "plugin-set".into(),
-            name: set.name.clone(),
-            media_type: "application/toml".into(),
-            metadata: serde_json::json!({ "retrieval": true }),
-            l_transition: l_transition.clone(),
-            ..Default::default()
-        },
-    )?;
-    let summary: serde_json::Value = serde_json::from_slice(&files.summary.1)?;
-    let mut ids = Vec::new();
-    for ((_, bytes), name, media) in [(&files.csv, "matched-filter scenes", "text/csv"), (&files.maps, "matched-filter scene-1", "application/x-netcdf")] {
-        let (id, _) = registry.add(
-            bytes,
-            &NewArtifact {
-                kind: "run-output".into(),
-                name: format!("{}/{name}", set.name),
-                media_type: media.into(),
-                role: Some("oracle".into()),
-                step: Some(2),
-                tags: vec!["matched-filter".into()],
-                metadata: summary.clone(),
-                l_transition: l_transition.clone(),
-                ..Default::default()
-            },
-        )?;
-        for p in &plugin_ids {
-            registry.link(&id, p, "derived_from")?;
+/// The test pixels' truth and retrievals as `NAME(pixel)` variables:
+/// `NAME_true`, `NAME_physics`, `NAME_emulator`, `NAME_direct`, each
+/// estimate with its `_sd`.
+fn pixels_nc(t: &crate::pixels::PixelTable, set: &str) -> Result<Vec<u8>> {
+    let n = t.truth.ncols();
+    let mut columns: Vec<(String, Vec<f64>, String)> = Vec::new();
+    for (i, name) in t.names.iter().enumerate() {
+        columns.push((format!("{name}_true"), t.truth.row(i).iter().copied().collect(), format!("true {name}")));
+        for (label, what) in [("physics", &t.physics), ("emulator", &t.emulator), ("direct", &t.direct)] {
+            if let Some((est, sd)) = what {
+                columns.push((format!("{name}_{label}"), est.row(i).iter().copied().collect(), format!("{name} retrieved ({label})")));
+                columns.push((format!("{name}_{label}_sd"), sd.row(i).iter().copied().collect(), format!("sd of {name} retrieved ({label})")));
+            }
         }
-        registry.link(&id, &set_id, "produced_by")?;
-        ids.push(id);
     }
-    Ok(ids)
+    let vars: Vec<Var<'_>> = columns.iter().map(|(name, data, long)| Var { name, dims: &["pixel"], data, units: "parameter units", long_name: long }).collect();
+    let mut attrs = common_attrs();
+    attrs.push(("title", format!("{set}: test pixels from the prior, truth and retrievals (physics and emulator: step 4; direct: step 5)")));
+    nc_bytes(&[("pixel", n)], &vars, &attrs)
 }

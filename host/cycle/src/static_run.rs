@@ -382,7 +382,7 @@ impl ForwardPlugins {
 /// The plugins behind [`forward`], as a refined predictor stores them:
 /// registry ids (`plugin_ids`, in `components`' order), configs and the
 /// simulator seed.
-fn forward_plugins(
+pub(crate) fn forward_plugins(
     components: &[(geohost_sandbox::LoadedComponent, &'static str, serde_json::Value, String)],
     plugin_ids: &[String],
     seed: u64,
@@ -570,33 +570,8 @@ fn emulate_and_infer(
     seed: u64,
     registry: Option<&mut Registry>,
 ) -> Result<Step34Result> {
-    use geohost_learn::static_emulator::{Observed, StaticEmulator};
-    // Training is deterministic: the same simulations and spec load the
-    // weights trained before (bump the format when training changes).
-    let key = geohost_registry::artifact_id(serde_json::json!({ "static_emulator_format": 2, "dataset": sims.id, "spec": spec }).to_string().as_bytes());
-    let cached = geohost_registry::cached_output(registry.as_deref(), &key)?;
-    let (mut emulator, training, weights, emulator_id, cache_hit) = match cached {
-        Some((id, bytes)) => {
-            let (emulator, training) = StaticEmulator::from_safetensors_with_training(&id, &bytes)?;
-            (emulator, training, bytes, id, true)
-        }
-        None => {
-            let (emulator, training) = StaticEmulator::train(spec, prior, simulator.info(), &sims.thetas, &sims.hx, &sims.sd)?;
-            let weights =
-                emulator.to_safetensors(&serde_json::json!({ "dataset": sims.id, "spec": spec, "training": geohost_learn::stored_training(&training)? }))?;
-            let artifact = NewArtifact {
-                kind: "weights".into(),
-                name: spec.name.clone(),
-                media_type: "application/vnd.safetensors".into(),
-                role: Some("emulator".into()),
-                step: Some(3),
-                metadata: serde_json::json!({ "emulator": "static-mlp", "dataset": sims.id, "training": training }),
-                ..Default::default()
-            };
-            let id = geohost_registry::add_trained(registry, &key, &weights, &artifact, &sims.id, plugin_ids)?;
-            (emulator, training, weights, id, false)
-        }
-    };
+    use geohost_learn::static_emulator::Observed;
+    let (mut emulator, training, weights, emulator_id, cache_hit) = train_emulator(spec, prior, simulator.info(), sims, plugin_ids, registry)?;
     let oracle = posteriors.iter().find(|p| matches!(p.method, StaticMethod::Mcmc { .. })).context("step 4 needs the mcmc [[method]]")?;
     let StaticMethod::Mcmc { walkers, steps, burn_in, temperatures, .. } = oracle.method else { unreachable!("found as mcmc") };
     let mut observed = Observed::like(obs.info());
@@ -624,6 +599,46 @@ fn emulate_and_infer(
     let pick = |m: &DMatrix<f64>, rng: &mut rand_chacha::ChaCha8Rng| m.select_columns(&rand::seq::index::sample(rng, m.ncols(), n).into_vec());
     let c2st_vs_mcmc = geohost_learn::c2st::c2st(&pick(&oracle.samples, &mut rng), &pick(&posterior.samples, &mut rng), Default::default())?;
     Ok(Step34Result { name: spec.name.clone(), emulator_id, dataset: sims.id.clone(), training, cache_hit, weights, posterior, c2st_vs_mcmc })
+}
+
+/// Step 3 of a static problem: the emulator `spec` asks for, trained on
+/// `sims` or, training being deterministic, loaded from the registry when
+/// the same simulations and spec trained one before (bump the format when
+/// training changes). Returns it, its training record, its weights, its
+/// id and whether it was loaded.
+pub(crate) fn train_emulator(
+    spec: &geohost_learn::static_emulator::EmulatorSpec,
+    prior: &Prior,
+    simulator: &geohost_sandbox::model::SimulatorInfo,
+    sims: &geohost_learn::amortize::Simulations,
+    plugin_ids: &[String],
+    registry: Option<&mut Registry>,
+) -> Result<(geohost_learn::static_emulator::StaticEmulator, geohost_learn::static_emulator::EmulatorTraining, Vec<u8>, String, bool)> {
+    use geohost_learn::static_emulator::StaticEmulator;
+    let key = geohost_registry::artifact_id(serde_json::json!({ "static_emulator_format": 2, "dataset": sims.id, "spec": spec }).to_string().as_bytes());
+    let cached = geohost_registry::cached_output(registry.as_deref(), &key)?;
+    Ok(match cached {
+        Some((id, bytes)) => {
+            let (emulator, training) = StaticEmulator::from_safetensors_with_training(&id, &bytes)?;
+            (emulator, training, bytes, id, true)
+        }
+        None => {
+            let (emulator, training) = StaticEmulator::train(spec, prior, simulator, &sims.thetas, &sims.hx, &sims.sd)?;
+            let weights =
+                emulator.to_safetensors(&serde_json::json!({ "dataset": sims.id, "spec": spec, "training": geohost_learn::stored_training(&training)? }))?;
+            let artifact = NewArtifact {
+                kind: "weights".into(),
+                name: spec.name.clone(),
+                media_type: "application/vnd.safetensors".into(),
+                role: Some("emulator".into()),
+                step: Some(3),
+                metadata: serde_json::json!({ "emulator": "static-mlp", "dataset": sims.id, "training": training }),
+                ..Default::default()
+            };
+            let id = geohost_registry::add_trained(registry, &key, &weights, &artifact, &sims.id, plugin_ids)?;
+            (emulator, training, weights, id, false)
+        }
+    })
 }
 
 /// Mean and standard deviation of each row.

@@ -367,6 +367,15 @@ impl Mdn {
     /// standardised) coordinates, for every column of `xs` (`data_size × n`
     /// → `d × n`); one batched pass of the network.
     pub fn mean_unbounded(&self, xs: &DMatrix<f64>) -> Result<DMatrix<f64>> {
+        Ok(self.moments_unbounded(xs)?.0)
+    }
+
+    /// The mixture mean and standard deviation of each parameter under
+    /// q(· | x) in the mapped (unbounded, not standardised) coordinates,
+    /// for every column of `xs` (each `d × n`). For a parameter whose
+    /// prior is unbounded these are its posterior mean and sd in its own
+    /// units: a direct retrieval with its uncertainty, one batched pass.
+    pub fn moments_unbounded(&self, xs: &DMatrix<f64>) -> Result<(DMatrix<f64>, DMatrix<f64>)> {
         let d = &self.desc;
         let (dim, k) = (d.parameters.len(), d.components);
         if xs.nrows() != d.data_size {
@@ -374,6 +383,8 @@ impl Mdn {
         }
         let per = Self::outputs_per_component(dim);
         let mut means = DMatrix::zeros(dim, xs.ncols());
+        let mut sds = DMatrix::zeros(dim, xs.ncols());
+        let (mut u, mut mu, mut second) = (DMatrix::<f64>::zeros(dim, dim), vec![0.0; dim], vec![0.0; dim]);
         const CHUNK: usize = 4096;
         for start in (0..xs.ncols()).step_by(CHUNK) {
             let len = CHUNK.min(xs.ncols() - start);
@@ -384,13 +395,39 @@ impl Mdn {
                 let max = (0..k).map(|c| o[c * per] as f64).fold(f64::NEG_INFINITY, f64::max);
                 let w: Vec<f64> = (0..k).map(|c| (o[c * per] as f64 - max).exp()).collect();
                 let total: f64 = w.iter().sum();
+                mu.iter_mut().for_each(|m| *m = 0.0);
+                second.iter_mut().for_each(|m| *m = 0.0);
+                for c in 0..k {
+                    let oc = &o[c * per..(c + 1) * per];
+                    // The precision's factor U (z = U(θ − μ)): exp on the
+                    // diagonal, as trained; the covariance is U⁻¹U⁻ᵀ.
+                    for i in 0..dim {
+                        for j in 0..dim {
+                            let raw = oc[1 + dim + i * dim + j] as f64;
+                            u[(i, j)] = if j > i {
+                                raw
+                            } else if j == i {
+                                raw.exp()
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
+                    let inv = u.solve_upper_triangular(&DMatrix::identity(dim, dim)).context("a singular precision factor")?;
+                    for i in 0..dim {
+                        let m = oc[1 + i] as f64;
+                        let var: f64 = (0..dim).map(|j| inv[(i, j)].powi(2)).sum();
+                        mu[i] += w[c] / total * m;
+                        second[i] += w[c] / total * (var + m * m);
+                    }
+                }
                 for i in 0..dim {
-                    let mu: f64 = (0..k).map(|c| w[c] * o[c * per + 1 + i] as f64).sum::<f64>() / total;
-                    means[(i, start + r)] = mu * d.theta_std[i] + d.theta_mean[i];
+                    means[(i, start + r)] = mu[i] * d.theta_std[i] + d.theta_mean[i];
+                    sds[(i, start + r)] = (second[i] - mu[i] * mu[i]).max(0.0).sqrt() * d.theta_std[i];
                 }
             }
         }
-        Ok(means)
+        Ok((means, sds))
     }
 
     /// Draw `n` posterior samples (`d × n`, in parameter units) given one
@@ -753,6 +790,40 @@ mod tests {
         for j in 0..per {
             let got: f32 = (0..rows).map(|r| delta[r * per + j]).sum();
             assert!((got - want[j]).abs() < 1e-4 * want[j].abs().max(1e-2), "output {j}: {got} vs autograd {}", want[j]);
+        }
+    }
+
+    /// The closed-form mixture moments against the moments of many draws
+    /// from the same (random) network, for an unbounded prior.
+    #[test]
+    fn mixture_moments_match_the_moments_of_its_samples() {
+        let (d, k, data) = (2, 3, 4);
+        let names: Vec<String> = (0..d).map(|i| format!("t{i}")).collect();
+        let specs: Vec<geohost_da::params::prior::PriorSpec> =
+            names.iter().map(|n| geohost_da::params::prior::PriorSpec { name: n.clone(), uniform: None, normal: Some([0.0, 1.0]), bounds: None }).collect();
+        let desc = MdnDescription {
+            parameters: names,
+            data_size: data,
+            components: k,
+            hidden: vec![8],
+            unbounded: true,
+            theta_mean: vec![1.0, -2.0],
+            theta_std: vec![2.0, 0.5],
+            x_mean: vec![0.0; data],
+            x_std: vec![1.0; data],
+            prior: specs,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let mdn = Mdn::init(desc, &mut rng).unwrap();
+        let x = [0.3, -1.0, 0.7, 2.0];
+        let (means, sds) = mdn.moments_unbounded(&DMatrix::from_column_slice(data, 1, &x)).unwrap();
+        let n = 200_000;
+        let draws = mdn.sample(&x, n, &mut rng).unwrap();
+        for i in 0..d {
+            let m = draws.row(i).mean();
+            let sd = (draws.row(i).iter().map(|v| (v - m).powi(2)).sum::<f64>() / n as f64).sqrt();
+            assert!((m - means[(i, 0)]).abs() < 5.0 * sd / (n as f64).sqrt(), "parameter {i}: mean {} vs draws {m}", means[(i, 0)]);
+            assert!((sd / sds[(i, 0)] - 1.0).abs() < 0.01, "parameter {i}: sd {} vs draws {sd}", sds[(i, 0)]);
         }
     }
 }

@@ -52,6 +52,11 @@ pub struct EmulatorSpec {
     /// (skipped when false, so request keys of older specs still match).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cosine: bool,
+    /// Predict ln of the outputs (all must be positive), for outputs that
+    /// vary by factors: radiance spectra, where a multiplicative albedo
+    /// becomes an additive term.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_outputs: bool,
     #[serde(default)]
     pub seed: u64,
 }
@@ -111,6 +116,9 @@ pub struct EmulatorDescription {
     pub theta_std: Vec<f64>,
     pub out_mean: Vec<f64>,
     pub out_std: Vec<f64>,
+    /// The network predicts ln of the outputs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_outputs: bool,
 }
 
 /// How training went, in observation units (stored with the weights,
@@ -168,11 +176,16 @@ impl StaticEmulator {
             bail!("{n} simulations are too few to train an emulator");
         }
         let n_train = n - n_val;
+        if spec.log_outputs && hx.iter().any(|&v| v <= 0.0) {
+            bail!("[step3] log_outputs needs positive outputs; `{}` gives zero or negative values", simulator.name);
+        }
+        let targets = if spec.log_outputs { hx.map(f64::ln) } else { hx.clone() };
         let (theta_mean, theta_std) = row_moments(&thetas.columns(0, n_train).into_owned(), None);
-        let (out_mean, out_std) = row_moments(&hx.columns(0, n_train).into_owned(), None);
+        let (out_mean, out_std) = row_moments(&targets.columns(0, n_train).into_owned(), None);
         let mut info = simulator.clone();
         info.output_size = hx.nrows();
-        let desc = EmulatorDescription { simulator: info, hidden: spec.hidden.clone(), theta_mean, theta_std, out_mean, out_std };
+        let desc =
+            EmulatorDescription { simulator: info, hidden: spec.hidden.clone(), theta_mean, theta_std, out_mean, out_std, log_outputs: spec.log_outputs };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
         // Glorot-uniform weights, zero biases.
         let params = sizes(&desc)
@@ -186,8 +199,8 @@ impl StaticEmulator {
         let net = MlpTrainer::new(&sizes(&desc), params, Scaling { mean: 0.0, std: 1.0, out_std: 1.0 }, batch, AdamW::new(spec.lr, 0.0));
         let train_cols: Vec<usize> = (0..n_train).collect();
         let val_cols: Vec<usize> = (n_train..n).collect();
-        let (mut tx, ty) = (table(thetas, &train_cols, &desc.theta_mean, &desc.theta_std), table(hx, &train_cols, &desc.out_mean, &desc.out_std));
-        let (vx, vy) = (table(thetas, &val_cols, &desc.theta_mean, &desc.theta_std), table(hx, &val_cols, &desc.out_mean, &desc.out_std));
+        let (mut tx, ty) = (table(thetas, &train_cols, &desc.theta_mean, &desc.theta_std), table(&targets, &train_cols, &desc.out_mean, &desc.out_std));
+        let (vx, vy) = (table(thetas, &val_cols, &desc.theta_mean, &desc.theta_std), table(&targets, &val_cols, &desc.out_mean, &desc.out_std));
         let mut emulator = StaticEmulator { desc, net, batch };
         let start = Instant::now();
         let data = FitData { inputs: &mut tx, targets: &ty, val_inputs: &vx, val_targets: &vy, input_width: thetas.nrows(), target_width: hx.nrows() };
@@ -283,7 +296,8 @@ impl Simulator for StaticEmulator {
             let y = self.net.outputs(chunk, rows);
             for r in 0..rows {
                 for i in 0..p {
-                    out[(i, k * self.batch + r)] = y[r * p + i] as f64 * self.desc.out_std[i] + self.desc.out_mean[i];
+                    let v = y[r * p + i] as f64 * self.desc.out_std[i] + self.desc.out_mean[i];
+                    out[(i, k * self.batch + r)] = if self.desc.log_outputs { v.exp() } else { v };
                 }
             }
         }

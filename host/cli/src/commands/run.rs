@@ -91,18 +91,29 @@ fn run_retrieval(args: RunArgs) -> Result<()> {
     }
     let runtime = args.sandbox.runtime(set.set.limits)?;
     let mut registry = if args.no_registry { None } else { Some(Registry::open(&args.registry.clone().unwrap_or_else(default_dir))?) };
-    let result = scenes::run(&set, &runtime, registry.as_ref())?;
+    let result = scenes::run(&set, &runtime, registry.as_mut())?;
     let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("out").join(&set.name));
     let files = scenes::write(&out_dir, &result, &set)?;
+    let report = geohost_cycle::retrieval_report::report(&result, &set, &files);
+    let report_bytes = serde_json::to_vec_pretty(&report)?;
+    let report_path = out_dir.join("cycle-report.json");
+    std::fs::write(&report_path, &report_bytes).with_context(|| format!("writing {}", report_path.display()))?;
     if let Some(registry) = registry.as_mut() {
-        let ids = scenes::register(registry, &result, &set, &files)?;
-        eprintln!("registry {}: the matched filter's scenes registered as step 2 ({})", registry.dir().display(), ids.join(", "));
+        let id = geohost_cycle::retrieval_report::register(registry, &result, &set, &files, &report, &report_bytes)?;
+        eprintln!("registry {}: every step's output registered; cycle report {id}", registry.dir().display());
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "summary": scenes::summary(&result, &set), "scenes": result.rows }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "summary": scenes::summary(&result, &set), "scenes": result.rows, "report": report }))?
+        );
     } else {
         println!("{}", scenes::table(&result));
-        println!("wrote scenes.csv, scene-1.nc and summary.json to {}", out_dir.display());
+        for c in &report.checks {
+            println!("step {} {}: {:.4} (needs {}) {}", c.step, c.check, c.value, c.limit, if c.pass { "pass" } else { "FAIL" });
+        }
+        println!("cycle report: {}", report.verdict);
+        println!("wrote scenes.csv, scene-1.nc, summary.json and cycle-report.json to {}", out_dir.display());
     }
     Ok(())
 }

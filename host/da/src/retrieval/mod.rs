@@ -12,6 +12,7 @@
 //! Units: enhancements in ppm·m (a 1 m layer of pure methane at 0 °C and
 //! 1 atm would be 10⁶ ppm·m), radiance in the simulator's units.
 
+pub mod gauss_newton;
 pub mod ime;
 pub mod matched_filter;
 pub mod scene;
