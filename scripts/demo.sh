@@ -2,7 +2,7 @@
 # The demo cycle, every step, on the embedded SQLite registry
 # ($GEOHOST_REGISTRY, default ~/.local/share/geohost/registry).
 #
-#   bash scripts/demo.sh          quick: about 3 minutes after the build
+#   bash scripts/demo.sh          quick: about 5 minutes after the build
 #   bash scripts/demo.sh --full   the published-quality plume figures (about 20 minutes)
 #
 # 1. Lorenz-96 (DAPPER's sakov2008, 6000 cycles, results in out/lorenz96/):
@@ -20,6 +20,12 @@
 #    against contracts/plume-cycle.toml (step 6). Quick: cycles/plume-quick.toml
 #    (fewer simulations, smaller networks, no held-out MCMC sweep: its
 #    figures are the quick ones); --full: cycles/plume.toml.
+# 4. The methane L1->L2 row (cycles/methane.toml): radiative transfer of
+#    mag1c's table (step 1), the matched filter and IME on synthetic
+#    scenes with known plumes (step 2), an emulator of the radiance
+#    (step 3), retrievals through it and through the physics (step 4), the
+#    direct retrieval (step 5) and the cycle report against
+#    contracts/methane-cycle.toml (step 6).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 plume=cycles/plume-quick.toml
@@ -59,4 +65,8 @@ if [ "$plume" = cycles/plume-quick.toml ]; then
 fi
 "$geohost" run "$plume"
 part "plume cycle ($plume)" $t
+
+t=$SECONDS
+"$geohost" run cycles/methane.toml
+part "methane row (cycles/methane.toml)" $t
 echo "[demo] all parts: $((SECONDS - start)) s after the build"

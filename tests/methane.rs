@@ -162,12 +162,15 @@ config = {{ snr = 300.0 }}
 [plume]
 plugin = "{plume}"
 config = {{ {plume_config} }}
+[metrics]
+plugin = "{metrics}"
 [scenes]
 {scenes}
 "#,
         rt = dist.join("ch4-rt.wasm").display(),
         obs = dist.join("radiance-obs.wasm").display(),
         plume = dist.join("gaussian-plume.wasm").display(),
+        metrics = dist.join("metrics-standard.wasm").display(),
     );
     let path = dir.join("methane-small.toml");
     std::fs::write(&path, text).unwrap();

@@ -262,3 +262,37 @@ fn forecast_metrics_equal_brute_force_computations() {
     let err = metric(config).compute(&bad, &bad, None).unwrap_err();
     assert!(err.to_string().contains("not a multiple of leads = 4"), "{err}");
 }
+
+/// The detection and regression metrics on cases with known answers: a
+/// prediction 2·reference + 1 (slope 2, intercept 1, r² 1); detection of
+/// 20 null cases 0..19 against signals at 5, 18.5, 30 and 40 with
+/// far = 0.1 (the 0.9 quantile of 0..19 by linear interpolation is 17.1:
+/// three of four detected).
+#[test]
+fn detection_and_regression_metrics_equal_their_definitions() {
+    let mut m = metric(r#"{"metrics": ["slope", "intercept", "r2"]}"#);
+    let reference = Table { rows: 2, cols: 3, data: vec![1.0, 2.0, 3.0, 5.0, 8.0, 13.0] };
+    let prediction = Table { rows: 2, cols: 3, data: reference.data.iter().map(|v| 2.0 * v + 1.0).collect() };
+    let values = m.compute(&prediction, &reference, None).unwrap();
+    assert!((scalar(&values, "slope") - 2.0).abs() < 1e-12 && (scalar(&values, "intercept") - 1.0).abs() < 1e-12);
+    assert!((scalar(&values, "r2") - 1.0).abs() < 1e-12);
+    let flat = Table { rows: 1, cols: 3, data: vec![4.0; 3] };
+    let err = m.compute(&flat, &flat, None).unwrap_err().to_string();
+    assert!(err.contains("references that vary"), "{err}");
+
+    let mut d = metric(r#"{"metrics": ["pod", "detection_threshold"], "far": 0.1}"#);
+    let mut p: Vec<f64> = (0..20).map(|i| i as f64).collect();
+    let mut r = vec![0.0; 20];
+    p.extend([5.0, 18.5, 30.0, 40.0]);
+    r.extend([1.0, 2.0, 3.0, 4.0]);
+    let values = d.compute(&Table { rows: 1, cols: 24, data: p }, &Table { rows: 1, cols: 24, data: r }, None).unwrap();
+    assert!((scalar(&values, "detection_threshold") - 17.1).abs() < 1e-12, "{values:?}");
+    assert!((scalar(&values, "pod") - 0.75).abs() < 1e-12, "{values:?}");
+    let only_signal = Table { rows: 1, cols: 2, data: vec![1.0, 2.0] };
+    let err = d.compute(&only_signal, &only_signal, None).unwrap_err().to_string();
+    assert!(err.contains("needs null cases"), "{err}");
+    let rt = geohost_sandbox::Runtime::new(geohost_sandbox::Limits::default(), None).unwrap();
+    let loaded = rt.load("metrics", &plugin("metrics-standard"), World::Metric).unwrap();
+    let err = WasmMetric::new(&rt, &loaded, r#"{"metrics": ["pod"], "far": 1.5}"#).err().unwrap().to_string();
+    assert!(err.contains("`far`"), "{err}");
+}

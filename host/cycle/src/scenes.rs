@@ -23,7 +23,8 @@ use geohost_da::retrieval::{ime, PPM_M_PER_PPB};
 use geohost_netcdf::{common_attrs, nc_bytes, Var};
 use geohost_registry::Registry;
 use geohost_sandbox::model::{ObsOperator, Simulator};
-use geohost_sandbox::{config_json, Limits, Runtime, WasmObs, WasmSimulator, World};
+use geohost_sandbox::{config_json, Limits, Runtime, WasmMetric, WasmObs, WasmSimulator, World};
+use geohost_sandbox::{MetricValue, Table as MetricTable};
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -46,6 +47,11 @@ pub struct RetrievalSet {
     /// The plume `static-model` (gaussian-plume: x0, y0, q in t/h,
     /// wind_dir → ppb); the host sets its `nx`, `ny` and `pixel`.
     pub plume: PluginRef,
+    /// The `metric` component that scores the scenes (metrics-standard:
+    /// rmse and bias per scene, slope, intercept and r2 of the emission
+    /// estimates, pod and detection_threshold); the host sets its
+    /// `metrics` (and `far`) per use.
+    pub metrics: PluginRef,
     pub scenes: ScenesSpec,
     #[serde(default)]
     pub limits: Limits,
@@ -261,6 +267,7 @@ pub struct LoadedRetrieval {
     pub simulator: Source,
     pub obs: Source,
     pub plume: Source,
+    pub metrics: Source,
     pub contract: Option<crate::retrieval_report::RetrievalContract>,
 }
 
@@ -292,7 +299,8 @@ impl RetrievalSet {
         set.limits.validate().map_err(|e| fail(format!("{e:#}")))?;
         crate::pluginset::check_transition(set.transition.as_deref()).map_err(fail)?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        for (table, r) in [("simulator", &mut set.simulator), ("observations", &mut set.observations), ("plume", &mut set.plume)] {
+        for (table, r) in [("simulator", &mut set.simulator), ("observations", &mut set.observations), ("plume", &mut set.plume), ("metrics", &mut set.metrics)]
+        {
             r.merge_config_file(table, dir).map_err(|e| fail(format!("{e:#}")))?;
         }
         for key in ["nx", "ny", "pixel"] {
@@ -303,12 +311,16 @@ impl RetrievalSet {
         let simulator = set.simulator.source("simulator", dir).map_err(|e| fail(format!("{e:#}")))?;
         let obs = set.observations.source("observations", dir).map_err(|e| fail(format!("{e:#}")))?;
         let plume = set.plume.source("plume", dir).map_err(|e| fail(format!("{e:#}")))?;
+        let metrics = set.metrics.source("metrics", dir).map_err(|e| fail(format!("{e:#}")))?;
+        if set.metrics.config.contains_key("metrics") || set.metrics.config.contains_key("far") {
+            return Err(fail("[metrics] config sets `metrics` or `far`; the host chooses the metrics and [scenes] far sets the false-alarm rate".into()));
+        }
         let name = set.name.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "retrieval".into()));
         let contract = match &set.cycle {
             Some(c) => Some(crate::retrieval_report::RetrievalContract::load(&dir.join(&c.contract)).map_err(|e| fail(format!("[cycle] contract: {e:#}")))?),
             None => None,
         };
-        Ok(LoadedRetrieval { path: path.to_path_buf(), bytes, name, set, simulator, obs, plume, contract })
+        Ok(LoadedRetrieval { path: path.to_path_buf(), bytes, name, set, simulator, obs, plume, metrics, contract })
     }
 }
 
@@ -373,6 +385,8 @@ struct Plugins {
     rt: WasmSimulator,
     obs: WasmObs,
     plume: WasmSimulator,
+    /// Configured with the metrics of each use (see [`Scorer`]).
+    metrics: Scorer,
     noise_sd: Vec<f64>,
     components: Vec<(geohost_sandbox::LoadedComponent, &'static str, serde_json::Value, String)>,
 }
@@ -419,12 +433,86 @@ fn setup(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&Registry>) 
             plume.info().output_size
         );
     }
+    let metric_component = load_plugin(runtime, registry, "metrics", &set.metrics, World::Metric).context("loading the metrics")?;
+    let metrics = Scorer::new(runtime, &metric_component, &set.set.metrics.config, spec.far)?;
     let components = vec![
         (rt_component, "static-model", serde_json::from_str(&rt_config)?, serde_json::to_string(rt.info())?),
         (obs_component, "obs-operator", serde_json::from_str(&obs_config)?, serde_json::to_string(obs.info())?),
         (plume_component, "static-model", serde_json::from_str(&plume_config)?, serde_json::to_string(plume.info())?),
+        (
+            metric_component,
+            "metric",
+            serde_json::from_str(&metrics.config)?,
+            serde_json::json!({ "name": metrics.name, "version": metrics.version }).to_string(),
+        ),
     ];
-    Ok(Plugins { rt, obs, plume, noise_sd, components })
+    Ok(Plugins { rt, obs, plume, metrics, noise_sd, components })
+}
+
+/// The scenes' scores through the `metric` component, one instance per
+/// group of metrics (rmse and bias; the regression; detection).
+struct Scorer {
+    errors: WasmMetric,
+    regression: WasmMetric,
+    detection: WasmMetric,
+    name: String,
+    version: String,
+    /// The config of the errors instance, as registered.
+    config: String,
+}
+
+impl Scorer {
+    fn new(runtime: &Runtime, component: &geohost_sandbox::LoadedComponent, base: &toml::Table, far: f64) -> Result<Scorer> {
+        let with = |metrics: &[&str]| {
+            let mut table = base.clone();
+            table.insert("metrics".into(), toml::Value::Array(metrics.iter().map(|m| toml::Value::String(m.to_string())).collect()));
+            table.insert("far".into(), toml::Value::Float(far));
+            config_json(&table)
+        };
+        let config = with(&["rmse", "bias"]);
+        let errors = WasmMetric::new(runtime, component, &config).context("[metrics] rmse and bias")?;
+        let regression = WasmMetric::new(runtime, component, &with(&["slope", "intercept", "r2"])).context("[metrics] slope, intercept and r2")?;
+        let detection = WasmMetric::new(runtime, component, &with(&["pod", "detection_threshold"])).context("[metrics] pod and detection_threshold")?;
+        let (name, version) = (errors.name.clone(), errors.version.clone());
+        Ok(Scorer { errors, regression, detection, name, version, config })
+    }
+
+    fn call(metric: &mut WasmMetric, prediction: &[f64], reference: &[f64]) -> Result<Vec<f64>> {
+        let table = |d: &[f64]| MetricTable { rows: 1, cols: d.len(), data: d.to_vec() };
+        let values = metric.compute(&table(prediction), &table(reference), None)?;
+        values
+            .into_iter()
+            .map(|(name, v)| match v {
+                MetricValue::Scalar(x) => Ok(x),
+                MetricValue::Vector(_) => bail!("metric `{name}` of `{}` returned a vector; a scalar was expected", metric.name),
+            })
+            .collect()
+    }
+
+    /// (rmse, bias) of `pairs` (estimate, truth); NaN for none.
+    fn errors(&mut self, pairs: &[(f64, f64)]) -> Result<(f64, f64)> {
+        if pairs.is_empty() {
+            return Ok((f64::NAN, f64::NAN));
+        }
+        let (p, y): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
+        let v = Self::call(&mut self.errors, &p, &y)?;
+        Ok((v[0], v[1]))
+    }
+
+    /// (slope, intercept, r²) of estimates on truths.
+    fn regression(&mut self, estimates: &[f64], truths: &[f64]) -> Result<(f64, f64, f64)> {
+        let v = Self::call(&mut self.regression, estimates, truths)?;
+        Ok((v[0], v[1], v[2]))
+    }
+
+    /// (pod, threshold) of detection statistics: `null` cases (no plume)
+    /// against `signal` cases.
+    fn detection(&mut self, null: &[f64], signal: &[f64]) -> Result<(f64, f64)> {
+        let prediction: Vec<f64> = null.iter().chain(signal).copied().collect();
+        let reference: Vec<f64> = null.iter().map(|_| 0.0).chain(signal.iter().map(|_| 1.0)).collect();
+        let v = Self::call(&mut self.detection, &prediction, &reference)?;
+        Ok((v[0], v[1]))
+    }
 }
 
 /// True enhancement maps (ppm·m) of plumes of `emissions` (kg/h) under
@@ -470,16 +558,6 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
-fn rmse_bias(pairs: &[(f64, f64)]) -> (f64, f64) {
-    if pairs.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let n = pairs.len() as f64;
-    let bias = pairs.iter().map(|(a, t)| a - t).sum::<f64>() / n;
-    let rmse = (pairs.iter().map(|(a, t)| (a - t).powi(2)).sum::<f64>() / n).sqrt();
-    (rmse, bias)
-}
-
 fn correlation(x: &[f64], y: &[f64]) -> f64 {
     let (mx, my) = (mean(x), mean(y));
     let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
@@ -509,9 +587,6 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
     let m = mean(&clear_values);
     let background_sd = (clear_values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / clear_values.len() as f64).sqrt();
     let mask_threshold = spec.mask_sigma * background_sd;
-    clear_statistics.sort_by(f64::total_cmp);
-    let at = (((1.0 - spec.far) * clear_statistics.len() as f64).ceil() as usize).clamp(1, clear_statistics.len()) - 1;
-    let detection_threshold = clear_statistics[at];
 
     // Calibration: U_eff from noise-free truth maps.
     let emissions: Vec<f64> = (0..spec.calibration).map(|i| spec.emission(i, spec.calibration)).collect();
@@ -536,8 +611,8 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
         let retrieved = observe_and_filter(&mut plugins, spec, &k, &truth, &albedo, &mut rng)?;
         let plume: Vec<usize> = (0..pixels).filter(|&p| truth[p] >= mask_threshold).collect();
         let background: Vec<(f64, f64)> = (0..pixels).filter(|&p| truth[p] < 1.0).map(|p| (retrieved[p], truth[p])).collect();
-        let (rmse_plume, bias_plume) = rmse_bias(&plume.iter().map(|&p| (retrieved[p], truth[p])).collect::<Vec<_>>());
-        let (rmse_background, bias_background) = rmse_bias(&background);
+        let (rmse_plume, bias_plume) = plugins.metrics.errors(&plume.iter().map(|&p| (retrieved[p], truth[p])).collect::<Vec<_>>())?;
+        let (rmse_background, bias_background) = plugins.metrics.errors(&background)?;
         let ratios: Vec<f64> = plume.iter().map(|&p| retrieved[p] / truth[p]).collect();
         let albedos: Vec<f64> = plume.iter().map(|&p| albedo[p]).collect();
         let albedo_correlation = if plume.len() > 2 { correlation(&ratios, &albedos) } else { f64::NAN };
@@ -548,7 +623,7 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
             scene: s + 1,
             emission: emissions[s],
             wind_dir: winds[s],
-            detected: stat > detection_threshold,
+            detected: false,
             statistic: stat,
             ime_emission: estimate.emission_rate(u_eff) * 3600.0,
             mask_pixels: estimate.pixels,
@@ -563,12 +638,15 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
             first = Some(SceneMaps { truth, albedo, retrieved });
         }
     }
+    // Detection at `far` false alarms per scene: the threshold from the
+    // clear scenes' statistics, as the metric defines it.
+    let statistics: Vec<f64> = rows.iter().map(|r| r.statistic).collect();
+    let (_, detection_threshold) = plugins.metrics.detection(&clear_statistics, &statistics)?;
+    for r in rows.iter_mut() {
+        r.detected = r.statistic > detection_threshold;
+    }
     let (x, y): (Vec<f64>, Vec<f64>) = rows.iter().map(|r| (r.emission, r.ime_emission)).unzip();
-    let (mx, my) = (mean(&x), mean(&y));
-    let sxx: f64 = x.iter().map(|v| (v - mx).powi(2)).sum();
-    let slope = x.iter().zip(&y).map(|(a, b)| (a - mx) * (b - my)).sum::<f64>() / sxx;
-    let intercept = my - slope * mx;
-    let r2 = correlation(&x, &y).powi(2);
+    let (slope, intercept, r2) = plugins.metrics.regression(&y, &x)?;
     // Detection in four bins of the ladder (geometric).
     let [lo, hi] = spec.emission;
     let edges: Vec<f64> = (0..=4).map(|i| lo * (hi / lo).powf(i as f64 / 4.0)).collect();

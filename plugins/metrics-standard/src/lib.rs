@@ -32,22 +32,34 @@
 //!   P the periodic spatial power spectrum |DFT|² of each row averaged over
 //!   rows, for prediction (P̂) and reference (P).
 //!
-//! Config: `metrics` (a list; default all but the forecast metrics),
+//! Detection and regression metrics, over every value (rows × cols),
+//! e.g. one row per scene with its emission or detection statistic:
+//! - `slope`, `intercept`, `r2`: ordinary least squares of the prediction
+//!   on the reference (an IME emission estimate against the true rate);
+//! - `pod` and `detection_threshold`: values whose reference is 0 are the
+//!   null cases; the threshold is the `1 − far` empirical quantile of
+//!   their predictions (numpy's linear), and `pod` the fraction of the
+//!   others (reference > 0) whose prediction exceeds it (the probability
+//!   of detection at false-alarm rate `far`).
+//!
+//! Config: `metrics` (a list; default all but the forecast and detection metrics),
 //! `levels` (default [0.5, 0.8, 0.9]); for forecast metrics `leads`
 //! (required), `dt` (time per lead, default 1), `lyapunov` (default 1),
 //! `threshold` (default 0.5), `scale` (default: the reference's standard
-//! deviation).
+//! deviation); for `pod` `far` (default 0.05).
 
 use geohost_sdk::{Config, EnsembleTable, Metric, MetricInfo, MetricInput, Table, Value};
 
 const ALL: &[&str] = &["rmse", "bias", "mae", "spread", "spread_skill", "crps", "crps_fair", "rank_histogram", "coverage", "energy_score"];
 const FORECAST: &[&str] = &["rmse_by_lead", "one_step_rmse", "valid_time", "psd_error"];
+const DETECTION: &[&str] = &["slope", "intercept", "r2", "pod", "detection_threshold"];
 const NEEDS_MEMBERS: &[&str] = &["spread", "spread_skill", "crps", "crps_fair", "rank_histogram", "coverage", "energy_score"];
 
 struct Standard {
     metrics: Vec<String>,
     levels: Vec<f64>,
     forecast: Forecast,
+    far: f64,
 }
 
 /// How forecast rows are grouped and timed.
@@ -115,10 +127,14 @@ fn sort(x: &mut [f64]) {
 
 impl Metric for Standard {
     fn init(config: &Config) -> Result<Self, String> {
-        config.allow_only(&["metrics", "levels", "leads", "dt", "lyapunov", "threshold", "scale"])?;
+        config.allow_only(&["metrics", "levels", "leads", "dt", "lyapunov", "threshold", "scale", "far"])?;
         let metrics = config.get::<Vec<String>>("metrics")?.unwrap_or_else(|| ALL.iter().map(|s| s.to_string()).collect());
-        if let Some(bad) = metrics.iter().find(|m| !ALL.contains(&m.as_str()) && !FORECAST.contains(&m.as_str())) {
-            return Err(format!("config key `metrics`: unknown metric `{bad}`; available: {}, {}", ALL.join(", "), FORECAST.join(", ")));
+        if let Some(bad) = metrics.iter().find(|m| ![ALL, FORECAST, DETECTION].iter().any(|family| family.contains(&m.as_str()))) {
+            return Err(format!("config key `metrics`: unknown metric `{bad}`; available: {}, {}, {}", ALL.join(", "), FORECAST.join(", "), DETECTION.join(", ")));
+        }
+        let far = config.f64_or("far", 0.05)?;
+        if !(far > 0.0 && far < 1.0) {
+            return Err(format!("config key `far`: the false-alarm rate must be in (0, 1), got {far}"));
         }
         let forecast = Forecast {
             leads: config.get::<usize>("leads")?,
@@ -137,7 +153,7 @@ impl Metric for Standard {
         if let Some(bad) = levels.iter().find(|l| !(**l > 0.0 && **l < 1.0)) {
             return Err(format!("config key `levels`: each level must be in (0, 1), got {bad}"));
         }
-        Ok(Standard { metrics, levels, forecast })
+        Ok(Standard { metrics, levels, forecast, far })
     }
 
     fn info(&self) -> MetricInfo {
@@ -194,6 +210,31 @@ impl Metric for Standard {
                     }
                     let floor = 1e-300;
                     Value::Scalar((1..=k).map(|i| (sp[i].max(floor).log10() - sy[i].max(floor).log10()).abs()).sum::<f64>() / k as f64)
+                }
+                "slope" | "intercept" | "r2" => {
+                    let (mx, my) = (y.data.iter().sum::<f64>() / cells, p.data.iter().sum::<f64>() / cells);
+                    let sxx: f64 = y.data.iter().map(|v| (v - mx).powi(2)).sum();
+                    let syy: f64 = p.data.iter().map(|v| (v - my).powi(2)).sum();
+                    let sxy: f64 = y.data.iter().zip(p.data).map(|(a, b)| (a - mx) * (b - my)).sum();
+                    if sxx <= 0.0 {
+                        return Err(format!("metric `{name}` needs references that vary (a regression on one value)"));
+                    }
+                    let slope = sxy / sxx;
+                    Value::Scalar(match name.as_str() {
+                        "slope" => slope,
+                        "intercept" => my - slope * mx,
+                        _ => sxy * sxy / (sxx * syy),
+                    })
+                }
+                "pod" | "detection_threshold" => {
+                    let mut null: Vec<f64> = p.data.iter().zip(y.data).filter(|(_, r)| **r == 0.0).map(|(v, _)| *v).collect();
+                    let signal: Vec<f64> = p.data.iter().zip(y.data).filter(|(_, r)| **r > 0.0).map(|(v, _)| *v).collect();
+                    if null.is_empty() || (name == "pod" && signal.is_empty()) {
+                        return Err(format!("metric `{name}` needs null cases (reference 0) and signal cases (reference > 0); got {} and {}", null.len(), signal.len()));
+                    }
+                    sort(&mut null);
+                    let threshold = quantile_sorted(&null, 1.0 - self.far);
+                    Value::Scalar(if name == "pod" { signal.iter().filter(|v| **v > threshold).count() as f64 / signal.len() as f64 } else { threshold })
                 }
                 "bias" => Value::Scalar(p.data.iter().zip(y.data).map(|(a, b)| a - b).sum::<f64>() / cells),
                 "mae" => Value::Scalar(p.data.iter().zip(y.data).map(|(a, b)| (a - b).abs()).sum::<f64>() / cells),
