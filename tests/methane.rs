@@ -273,6 +273,7 @@ fn methane_row_runs_steps_1_to_5_and_reports_against_its_contract() {
     assert_eq!(checks.len(), 9, "{checks:?}");
     let failed = checks.iter().filter(|c| c["pass"] == false).count();
     assert_eq!(report["verdict"], if failed == 0 { "pass" } else { "fail" });
+    assert_eq!(report["contract"]["oracle_strength"], "classical_method");
     assert_eq!(report["improve"].as_array().unwrap().len(), failed);
     assert!(dir.path().join("out/pixels.nc").exists() && dir.path().join("out/cycle-report.json").exists());
     for name in ["scenes.csv", "scene-1.nc", "summary.json"] {

@@ -11,6 +11,7 @@
 //! name = "methane-cycle"
 //! version = "1.0.0"
 //! domain = "…"
+//! oracle_strength = "classical_method"   # the matched filter
 //! [step2]                          # does the matched filter recover known plumes?
 //! ime_slope = [0.76, 1.13]         # IME emission against the truth (OLS slope)
 //! min_ime_r2 = 0.9
@@ -40,6 +41,10 @@ pub struct RetrievalContractFile {
     pub name: String,
     pub version: String,
     pub domain: String,
+    /// How far the step-2 oracle can be trusted (one of
+    /// [`crate::bench::contract::ORACLE_STRENGTHS`]); the matched filter
+    /// is a `classical_method`.
+    pub oracle_strength: String,
     #[serde(default)]
     pub step2: Step2Limits,
     #[serde(default)]
@@ -92,6 +97,14 @@ impl RetrievalContract {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read cycle contract {}", path.display()))?;
         let text = std::str::from_utf8(&bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))?;
         let file: RetrievalContractFile = toml::from_str(text).with_context(|| format!("invalid cycle contract {}", path.display()))?;
+        if !crate::bench::contract::ORACLE_STRENGTHS.contains(&file.oracle_strength.as_str()) {
+            bail!(
+                "invalid cycle contract {}: `oracle_strength` must be one of {}, got \"{}\"",
+                path.display(),
+                crate::bench::contract::ORACLE_STRENGTHS.join(", "),
+                file.oracle_strength
+            );
+        }
         let (s2, s3, s4, s5) = (&file.step2, &file.step3, &file.step4, &file.step5);
         let limits = [
             ("step2.min_ime_r2", s2.min_ime_r2),
@@ -254,7 +267,9 @@ pub fn report(run: &ScenesRun, set: &LoadedRetrieval, files: &ScenesFiles) -> Cy
         geohost_static_cycle_report: 1,
         name: set.name.clone(),
         plugin_set: artifact_id(&set.bytes),
-        contract: set.contract.as_ref().map(|c| serde_json::json!({ "id": artifact_id(&c.bytes), "name": c.file.name, "version": c.file.version })),
+        contract: set.contract.as_ref().map(
+            |c| serde_json::json!({ "id": artifact_id(&c.bytes), "name": c.file.name, "version": c.file.version, "oracle_strength": c.file.oracle_strength }),
+        ),
         oracle: Some(scenes_id),
         steps,
         checks,
@@ -368,7 +383,7 @@ pub fn register(
                 name: contract.file.name.clone(),
                 version: Some(contract.file.version.clone()),
                 media_type: "application/toml".into(),
-                metadata: serde_json::json!({ "retrieval_cycle": true, "domain": contract.file.domain }),
+                metadata: serde_json::json!({ "retrieval_cycle": true, "domain": contract.file.domain, "oracle_strength": contract.file.oracle_strength }),
                 l_transition: l_transition.clone(),
                 ..Default::default()
             },
