@@ -266,6 +266,15 @@ fn methane_row_runs_steps_1_to_5_and_reports_against_its_contract() {
     assert!(rmse4 > 30.0 && rmse4 < 400.0 && rmse5 < 1.5 * rmse4, "step 4 RMSE {rmse4}, step 5 {rmse5}");
     assert!((0.6..1.5).contains(&s5["z_rms"].as_f64().unwrap()), "{s5}");
 
+    // Step 5 on the scenes: per-pixel retrievals through the known
+    // physics do not borrow the scene's statistics, so the large plume
+    // leaves the background unbiased where the filter reads low.
+    let direct_bg: Vec<f64> = rows.iter().map(|r| r["direct"]["bias_background"].as_f64().unwrap()).collect();
+    assert!(direct_bg[7].abs() < 0.5 * bias_bg[7].abs(), "direct background bias {direct_bg:?}, filter {bias_bg:?}");
+    assert!(summary["direct_ime_slope"].as_f64().unwrap() > 0.5, "{summary}");
+    let csv = std::fs::read_to_string(dir.path().join("out/scenes.csv")).unwrap();
+    assert!(csv.lines().all(|l| l.split(',').count() == 18), "{csv}");
+
     // The report: steps 1–5, every limit of the contract checked, the
     // verdict and the improvements follow from the checks.
     let report = &json["report"];

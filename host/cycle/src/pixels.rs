@@ -112,6 +112,10 @@ pub struct PixelSteps {
     /// the run's `pixels.nc`.
     #[serde(skip)]
     pub table: Option<PixelTable>,
+    /// Step 5 on every pixel of each scene given to [`run`]: the direct
+    /// retrieval's dx map and its sd.
+    #[serde(skip)]
+    pub scene_maps: Vec<(Vec<f64>, Vec<f64>)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -147,9 +151,12 @@ fn median_us(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(times[7])
 }
 
-/// Run steps 3–5 (those the set has) on the loaded plugins.
+/// Run steps 3–5 (those the set has) on the loaded plugins; step 5's
+/// direct retrieval also maps every pixel of `scenes` (noisy radiance,
+/// `bands × pixels` each).
 pub fn run(
     specs: &PixelSpecs<'_>,
+    scenes: &[DMatrix<f64>],
     rt: &mut WasmSimulator,
     obs: &mut WasmObs,
     components: &[(geohost_sandbox::LoadedComponent, &'static str, serde_json::Value, String)],
@@ -280,5 +287,9 @@ pub fn run(
     });
     table.direct = Some((means, sds));
     out.table = Some(table);
+    for radiance in scenes {
+        let (means, sds) = mdn.moments_unbounded(radiance)?;
+        out.scene_maps.push((means.row(dx_at).iter().copied().collect(), sds.row(dx_at).iter().copied().collect()));
+    }
     Ok(out)
 }

@@ -183,7 +183,13 @@ pub fn report(run: &ScenesRun, set: &LoadedRetrieval, files: &ScenesFiles) -> Cy
             step: 5,
             what: format!("direct retrieval {}", s5.record.name),
             artifacts: vec![s5.record.id.clone()],
-            figures: serde_json::to_value(s5).unwrap_or_default(),
+            figures: {
+                let mut f = serde_json::to_value(s5).unwrap_or_default();
+                if let (Some(o), Some((slope, intercept, r2))) = (f.as_object_mut(), run.direct_fit) {
+                    o.insert("scenes_ime".into(), serde_json::json!({ "slope": slope, "intercept": intercept, "r2": r2 }));
+                }
+                f
+            },
         });
     }
     let mut checks = Vec::new();

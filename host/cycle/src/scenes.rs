@@ -348,6 +348,19 @@ pub struct SceneRow {
     /// Correlation over plume pixels of the filter's ratio to the truth
     /// with the pixel's albedo (the filter's albedo bias).
     pub albedo_correlation: f64,
+    /// Step 5's direct retrieval on the same scene, when the set has one.
+    pub direct: Option<DirectScene>,
+}
+
+/// Step 5's direct retrieval of one scene, scored as the filter's.
+#[derive(Clone, Debug, Serialize)]
+pub struct DirectScene {
+    pub rmse_plume: f64,
+    pub bias_plume: f64,
+    pub rmse_background: f64,
+    pub bias_background: f64,
+    /// IME on the direct map (same mask threshold and U_eff), kg/h.
+    pub ime_emission: f64,
 }
 
 /// The maps of one scene, for the run's NetCDF file.
@@ -355,6 +368,8 @@ pub struct SceneMaps {
     pub truth: Vec<f64>,
     pub albedo: Vec<f64>,
     pub retrieved: Vec<f64>,
+    /// Step 5's direct retrieval: dx and its sd.
+    pub direct: Option<(Vec<f64>, Vec<f64>)>,
 }
 
 /// What a retrieval run produced.
@@ -370,6 +385,8 @@ pub struct ScenesRun {
     pub slope: f64,
     pub intercept: f64,
     pub r2: f64,
+    /// The same regression for step 5's direct retrieval on the scenes.
+    pub direct_fit: Option<(f64, f64, f64)>,
     /// (from kg/h, to kg/h, scenes, detected).
     pub detection: Vec<(f64, f64, usize, usize)>,
     pub unit_absorption: Vec<f64>,
@@ -526,11 +543,19 @@ fn plume_maps(plume: &mut WasmSimulator, spec: &ScenesSpec, emissions: &[f64], w
 
 /// The filter's map of a noisy scene: radiance of (truth, albedo) through
 /// the radiative transfer, detector noise, then the matched filter.
-fn observe_and_filter(plugins: &mut Plugins, spec: &ScenesSpec, k: &[f64], truth: &[f64], albedo: &[f64], rng: &mut ChaCha8Rng) -> Result<Vec<f64>> {
+/// Returns the map and the noisy radiance (`bands × pixels`).
+fn observe_and_filter(
+    plugins: &mut Plugins,
+    spec: &ScenesSpec,
+    k: &[f64],
+    truth: &[f64],
+    albedo: &[f64],
+    rng: &mut ChaCha8Rng,
+) -> Result<(Vec<f64>, DMatrix<f64>)> {
     let mut radiance = scene::radiance(&mut plugins.rt, truth, albedo)?;
     scene::add_noise(&mut radiance, &plugins.noise_sd, rng)?;
     let grouping = if spec.filter.grouping == "column" { Grouping::Column { nx: spec.nx } } else { Grouping::Scene };
-    matched_filter(&radiance, k, grouping, spec.filter.shrinkage)
+    Ok((matched_filter(&radiance, k, grouping, spec.filter.shrinkage)?, radiance))
 }
 
 /// The detection statistic: the largest 3 × 3 mean of `map` within
@@ -580,7 +605,7 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
     let (mut clear_values, mut clear_statistics) = (Vec::new(), Vec::new());
     for _ in 0..spec.clear {
         let albedo = surface.albedo_map(spec.nx, spec.ny, &mut rng);
-        let map = observe_and_filter(&mut plugins, spec, &k, &vec![0.0; pixels], &albedo, &mut rng)?;
+        let (map, _) = observe_and_filter(&mut plugins, spec, &k, &vec![0.0; pixels], &albedo, &mut rng)?;
         clear_statistics.push(statistic(&map, spec));
         clear_values.extend(map);
     }
@@ -606,10 +631,16 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
     let truths = plume_maps(&mut plugins.plume, spec, &emissions, &winds)?;
     let mut rows = Vec::new();
     let mut first = None;
-    for (s, truth) in truths.into_iter().enumerate() {
+    let mut radiances = Vec::new();
+    let mut plume_pixels = Vec::new();
+    for (s, truth) in truths.iter().enumerate() {
         let albedo = surface.albedo_map(spec.nx, spec.ny, &mut rng);
-        let retrieved = observe_and_filter(&mut plugins, spec, &k, &truth, &albedo, &mut rng)?;
+        let (retrieved, radiance) = observe_and_filter(&mut plugins, spec, &k, truth, &albedo, &mut rng)?;
+        if set.set.step5.is_some() {
+            radiances.push(radiance);
+        }
         let plume: Vec<usize> = (0..pixels).filter(|&p| truth[p] >= mask_threshold).collect();
+        plume_pixels.push(plume.clone());
         let background: Vec<(f64, f64)> = (0..pixels).filter(|&p| truth[p] < 1.0).map(|p| (retrieved[p], truth[p])).collect();
         let (rmse_plume, bias_plume) = plugins.metrics.errors(&plume.iter().map(|&p| (retrieved[p], truth[p])).collect::<Vec<_>>())?;
         let (rmse_background, bias_background) = plugins.metrics.errors(&background)?;
@@ -633,9 +664,10 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
             rmse_background,
             bias_background,
             albedo_correlation,
+            direct: None,
         });
         if first.is_none() {
-            first = Some(SceneMaps { truth, albedo, retrieved });
+            first = Some(SceneMaps { truth: truth.clone(), albedo, retrieved, direct: None });
         }
     }
     // Detection at `far` false alarms per scene: the threshold from the
@@ -667,7 +699,27 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
         step4: set.set.step4.as_ref(),
         step5: set.set.step5.as_ref(),
     };
-    let pixels = crate::pixels::run(&specs, &mut plugins.rt, &mut plugins.obs, &plugins.components, registry)?;
+    let pixel_steps = crate::pixels::run(&specs, &radiances, &mut plugins.rt, &mut plugins.obs, &plugins.components, registry)?;
+    // Step 5 on the scenes: the direct retrieval's maps, scored as the
+    // filter's (same pixels, same mask threshold, same U_eff).
+    let mut direct_fit = None;
+    if !pixel_steps.scene_maps.is_empty() {
+        for (s, (map, _)) in pixel_steps.scene_maps.iter().enumerate() {
+            let truth = &truths[s];
+            let (rmse_plume, bias_plume) = plugins.metrics.errors(&plume_pixels[s].iter().map(|&p| (map[p], truth[p])).collect::<Vec<_>>())?;
+            let background: Vec<(f64, f64)> = (0..pixels).filter(|&p| truth[p] < 1.0).map(|p| (map[p], truth[p])).collect();
+            let (rmse_background, bias_background) = plugins.metrics.errors(&background)?;
+            let mask = ime::plume_mask(map, spec.nx, spec.ny, source, spec.search, mask_threshold);
+            let ime_emission = ime::ime(map, &mask, spec.pixel).emission_rate(u_eff) * 3600.0;
+            rows[s].direct = Some(DirectScene { rmse_plume, bias_plume, rmse_background, bias_background, ime_emission });
+        }
+        let y: Vec<f64> = rows.iter().map(|r| r.direct.as_ref().map_or(f64::NAN, |d| d.ime_emission)).collect();
+        direct_fit = Some(plugins.metrics.regression(&y, &x)?);
+        if let (Some(f), Some((map, sd))) = (first.as_mut(), pixel_steps.scene_maps.first()) {
+            f.direct = Some((map.clone(), sd.clone()));
+        }
+    }
+    let pixels = pixel_steps;
     Ok(ScenesRun {
         rows,
         background_sd,
@@ -677,6 +729,7 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
         slope,
         intercept,
         r2,
+        direct_fit,
         detection,
         unit_absorption: k,
         noise_sd: plugins.noise_sd,
@@ -719,6 +772,24 @@ pub fn table(run: &ScenesRun) -> String {
         let _ = writeln!(s, "detected {d}/{n} scenes with {lo:.1}–{hi:.1} kg/h");
     }
     let _ = write!(s, "{} scenes in {:.1} s", run.rows.len(), run.seconds);
+    if let Some((slope, intercept, r2)) = run.direct_fit {
+        let mean_of = |f: &dyn Fn(&SceneRow) -> Option<f64>| {
+            let v: Vec<f64> = run.rows.iter().filter_map(f).filter(|v| v.is_finite()).collect();
+            v.iter().sum::<f64>() / v.len().max(1) as f64
+        };
+        let _ = write!(
+            s,
+            "\nstep 5 on the scenes (mean over scenes, filter in brackets): RMSE plume {:.0} ({:.0}), bias plume {:.0} ({:.0}), RMSE bg {:.0} ({:.0}), bias bg {:.1} ({:.1}) ppm·m; IME on its maps Q = {slope:.3} Q + {intercept:.2} kg/h, r² {r2:.3}",
+            mean_of(&|r| r.direct.as_ref().map(|d| d.rmse_plume)),
+            mean_of(&|r| Some(r.rmse_plume)),
+            mean_of(&|r| r.direct.as_ref().map(|d| d.bias_plume)),
+            mean_of(&|r| Some(r.bias_plume)),
+            mean_of(&|r| r.direct.as_ref().map(|d| d.rmse_background)),
+            mean_of(&|r| Some(r.rmse_background)),
+            mean_of(&|r| r.direct.as_ref().map(|d| d.bias_background)),
+            mean_of(&|r| Some(r.bias_background)),
+        );
+    }
     let p = &run.pixels;
     if let Some(e) = &p.step3 {
         let _ = write!(
@@ -781,16 +852,25 @@ pub fn summary(run: &ScenesRun, set: &LoadedRetrieval) -> serde_json::Value {
         "detection": run.detection.iter().map(|(lo, hi, n, d)| serde_json::json!({ "from": lo, "to": hi, "scenes": n, "detected": d })).collect::<Vec<_>>(),
         "seconds": run.seconds,
         "pixels": run.pixels,
+        "direct_ime_slope": run.direct_fit.map(|f| f.0),
+        "direct_ime_intercept": run.direct_fit.map(|f| f.1),
+        "direct_ime_r2": run.direct_fit.map(|f| f.2),
     })
 }
 
 pub fn write(dir: &Path, run: &ScenesRun, set: &LoadedRetrieval) -> Result<ScenesFiles> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
-    let mut csv = String::from("scene,emission_kg_h,wind_dir,detected,statistic,ime_emission_kg_h,mask_pixels,plume_pixels,rmse_plume,bias_plume,rmse_background,bias_background,albedo_correlation\n");
+    let mut csv = String::from(
+        "scene,emission_kg_h,wind_dir,detected,statistic,ime_emission_kg_h,mask_pixels,plume_pixels,rmse_plume,bias_plume,rmse_background,bias_background,albedo_correlation,direct_rmse_plume,direct_bias_plume,direct_rmse_background,direct_bias_background,direct_ime_emission_kg_h\n",
+    );
     for r in &run.rows {
+        let direct = match &r.direct {
+            Some(d) => format!("{},{},{},{},{}", d.rmse_plume, d.bias_plume, d.rmse_background, d.bias_background, d.ime_emission),
+            None => ",,,,".into(),
+        };
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{direct}",
             r.scene,
             r.emission,
             r.wind_dir,
@@ -810,23 +890,24 @@ pub fn write(dir: &Path, run: &ScenesRun, set: &LoadedRetrieval) -> Result<Scene
     let mut attrs = common_attrs();
     attrs.push(("title", format!("{}: first test scene, truth and matched-filter retrieval", set.name)));
     attrs.push(("pixel_m", spec.pixel.to_string()));
-    let maps = nc_bytes(
-        &[("y", spec.ny), ("x", spec.nx), ("band", run.unit_absorption.len())],
-        &[
-            Var { name: "dx_true", dims: &["y", "x"], data: &run.first.truth, units: "ppm m", long_name: "true methane enhancement" },
-            Var { name: "albedo", dims: &["y", "x"], data: &run.first.albedo, units: "1", long_name: "surface albedo factor" },
-            Var { name: "dx_matched_filter", dims: &["y", "x"], data: &run.first.retrieved, units: "ppm m", long_name: "matched-filter enhancement" },
-            Var {
-                name: "unit_absorption",
-                dims: &["band"],
-                data: &run.unit_absorption,
-                units: "1/(ppm m)",
-                long_name: "d ln L / d dx (least squares over 0-16000 ppm m)",
-            },
-            Var { name: "noise_sd", dims: &["band"], data: &run.noise_sd, units: "radiance", long_name: "detector noise standard deviation" },
-        ],
-        &attrs,
-    )?;
+    let mut vars = vec![
+        Var { name: "dx_true", dims: &["y", "x"], data: &run.first.truth, units: "ppm m", long_name: "true methane enhancement" },
+        Var { name: "albedo", dims: &["y", "x"], data: &run.first.albedo, units: "1", long_name: "surface albedo factor" },
+        Var { name: "dx_matched_filter", dims: &["y", "x"], data: &run.first.retrieved, units: "ppm m", long_name: "matched-filter enhancement" },
+        Var {
+            name: "unit_absorption",
+            dims: &["band"],
+            data: &run.unit_absorption,
+            units: "1/(ppm m)",
+            long_name: "d ln L / d dx (least squares over 0-16000 ppm m)",
+        },
+        Var { name: "noise_sd", dims: &["band"], data: &run.noise_sd, units: "radiance", long_name: "detector noise standard deviation" },
+    ];
+    if let Some((map, sd)) = &run.first.direct {
+        vars.push(Var { name: "dx_direct", dims: &["y", "x"], data: map, units: "ppm m", long_name: "step 5 direct retrieval (posterior mean)" });
+        vars.push(Var { name: "dx_direct_sd", dims: &["y", "x"], data: sd, units: "ppm m", long_name: "step 5 direct retrieval sd" });
+    }
+    let maps = nc_bytes(&[("y", spec.ny), ("x", spec.nx), ("band", run.unit_absorption.len())], &vars, &attrs)?;
     let summary = serde_json::to_vec_pretty(&summary(run, set))?;
     let pixels = match &run.pixels.table {
         Some(t) if t.physics.is_some() || t.direct.is_some() => Some((dir.join("pixels.nc"), pixels_nc(t, &set.name)?)),
