@@ -27,7 +27,6 @@
 //! max_z_rms_error = 0.2            # |rms((dx − truth)/sd) − 1|: calibrated uncertainty
 //! ```
 
-use crate::run::register_component;
 use crate::scenes::{LoadedRetrieval, ScenesFiles, ScenesRun};
 use crate::static_report::{Check, CycleReport, StepEntry};
 use anyhow::{bail, Context, Result};
@@ -116,13 +115,7 @@ impl RetrievalContract {
             ("step5.min_speedup", s5.min_speedup),
             ("step5.max_z_rms_error", s5.max_z_rms_error),
         ];
-        for (field, v) in limits {
-            if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    bail!("invalid cycle contract {}: `{field}` must be a positive number, got {v}", path.display());
-                }
-            }
-        }
+        crate::static_contract::check_positive_limits(path, &limits)?;
         if let Some([lo, hi]) = s2.ime_slope {
             if !(lo.is_finite() && hi.is_finite() && 0.0 < lo && lo <= hi) {
                 bail!("invalid cycle contract {}: `step2.ime_slope` must be [low, high] with 0 < low ≤ high, got [{lo}, {hi}]", path.display());
@@ -311,11 +304,7 @@ pub fn register(
     report_bytes: &[u8],
 ) -> Result<String> {
     let l_transition = set.set.transition.clone();
-    let mut plugin_ids = Vec::new();
-    for (component, world, config, info) in &run.components {
-        let info: serde_json::Value = serde_json::from_str(info)?;
-        plugin_ids.push(register_component(registry, component, world, &info, config)?);
-    }
+    let plugin_ids = crate::static_run::plugin_ids(&run.components, Some(&mut *registry))?;
     let (set_id, _) = registry.add(
         &set.bytes,
         &NewArtifact {
@@ -367,35 +356,13 @@ pub fn register(
         }
         registry.link(&id, &set_id, "produced_by")?;
     }
-    let (report_id, _) = registry.add(
-        report_bytes,
-        &NewArtifact {
-            kind: "report".into(),
-            name: format!("cycle-report/{}", set.name),
-            media_type: "application/json".into(),
-            step: Some(6),
-            tags: vec!["cycle".into(), report.verdict.clone()],
-            metadata: serde_json::json!({ "verdict": report.verdict, "oracle": report.oracle }),
-            l_transition: l_transition.clone(),
-            ..Default::default()
-        },
-    )?;
-    registry.link(&report_id, &set_id, "derived_from")?;
-    if let Some(contract) = &set.contract {
-        let (cid, _) = registry.add(
-            &contract.bytes,
-            &NewArtifact {
-                kind: "contract".into(),
-                name: contract.file.name.clone(),
-                version: Some(contract.file.version.clone()),
-                media_type: "application/toml".into(),
-                metadata: serde_json::json!({ "retrieval_cycle": true, "domain": contract.file.domain, "oracle_strength": contract.file.oracle_strength }),
-                l_transition: l_transition.clone(),
-                ..Default::default()
-            },
-        )?;
-        registry.link(&report_id, &cid, "derived_from")?;
-    }
+    let contract = set.contract.as_ref().map(|c| crate::static_report::ReportContract {
+        bytes: &c.bytes,
+        name: &c.file.name,
+        version: &c.file.version,
+        metadata: serde_json::json!({ "retrieval_cycle": true, "domain": c.file.domain, "oracle_strength": c.file.oracle_strength }),
+    });
+    let report_id = crate::static_report::register_report(registry, &set.name, l_transition, &set_id, report, report_bytes, contract)?;
     for entry in &report.steps {
         for a in &entry.artifacts {
             registry.link(a, &report_id, "scored_by")?;

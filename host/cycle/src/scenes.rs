@@ -640,7 +640,6 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
             radiances.push(radiance);
         }
         let plume: Vec<usize> = (0..pixels).filter(|&p| truth[p] >= mask_threshold).collect();
-        plume_pixels.push(plume.clone());
         let background: Vec<(f64, f64)> = (0..pixels).filter(|&p| truth[p] < 1.0).map(|p| (retrieved[p], truth[p])).collect();
         let (rmse_plume, bias_plume) = plugins.metrics.errors(&plume.iter().map(|&p| (retrieved[p], truth[p])).collect::<Vec<_>>())?;
         let (rmse_background, bias_background) = plugins.metrics.errors(&background)?;
@@ -650,6 +649,8 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
         let mask = ime::plume_mask(&retrieved, spec.nx, spec.ny, source, spec.search, mask_threshold);
         let estimate = ime::ime(&retrieved, &mask, spec.pixel);
         let stat = statistic(&retrieved, spec);
+        let plume_count = plume.len();
+        plume_pixels.push(plume);
         rows.push(SceneRow {
             scene: s + 1,
             emission: emissions[s],
@@ -658,7 +659,7 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
             statistic: stat,
             ime_emission: estimate.emission_rate(u_eff) * 3600.0,
             mask_pixels: estimate.pixels,
-            plume_pixels: plume.len(),
+            plume_pixels: plume_count,
             rmse_plume,
             bias_plume,
             rmse_background,

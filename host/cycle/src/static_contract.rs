@@ -59,6 +59,19 @@ pub struct Step5Limits {
     pub min_speedup: Option<f64>,
 }
 
+/// Every limit a cycle contract sets must be a positive finite number;
+/// the error names the contract file and the `field`.
+pub(crate) fn check_positive_limits(path: &Path, limits: &[(&str, Option<f64>)]) -> Result<()> {
+    for &(field, v) in limits {
+        if let Some(v) = v {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("invalid cycle contract {}: `{field}` must be a positive number, got {v}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A parsed contract with its bytes (registered as kind `contract`).
 #[derive(Clone, Debug)]
 pub struct CycleContract {
@@ -79,13 +92,7 @@ impl CycleContract {
             ("step5.max_coverage_error", file.step5.max_coverage_error),
             ("step5.min_speedup", file.step5.min_speedup),
         ];
-        for (field, v) in limits {
-            if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    bail!("invalid cycle contract {}: `{field}` must be a positive number, got {v}", path.display());
-                }
-            }
-        }
+        check_positive_limits(path, &limits)?;
         Ok(CycleContract { path: path.to_path_buf(), bytes, file })
     }
 

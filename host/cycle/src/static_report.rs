@@ -3,7 +3,6 @@
 //! step 6: the evaluation that says what to improve), and its
 //! registration with lineage to everything it scored.
 
-use crate::run::register_component;
 pub use crate::static_contract::CycleContract;
 use crate::static_run::{LoadedStatic, StaticFiles, StaticRun};
 use anyhow::Result;
@@ -186,11 +185,7 @@ pub fn register(
     // through lineage, its plugins and trained networks) in that row of
     // `geohost matrix`.
     let l_transition = set.set.transition.clone();
-    let mut plugin_ids = Vec::new();
-    for (component, world, config, info) in &run.components {
-        let info: serde_json::Value = serde_json::from_str(info)?;
-        plugin_ids.push(register_component(registry, component, world, &info, config)?);
-    }
+    let plugin_ids = crate::static_run::plugin_ids(&run.components, Some(&mut *registry))?;
     let (set_id, _) = registry.add(
         &set.bytes,
         &NewArtifact {
@@ -264,35 +259,13 @@ pub fn register(
         registry.link(&id, &obs_id, "derived_from")?;
         registry.link(&id, &set_id, "produced_by")?;
     }
-    let (report_id, _) = registry.add(
-        report_bytes,
-        &NewArtifact {
-            kind: "report".into(),
-            name: format!("cycle-report/{}", set.name),
-            media_type: "application/json".into(),
-            step: Some(6),
-            tags: vec!["cycle".into(), report.verdict.clone()],
-            metadata: serde_json::json!({ "verdict": report.verdict, "oracle": report.oracle }),
-            l_transition: l_transition.clone(),
-            ..Default::default()
-        },
-    )?;
-    registry.link(&report_id, &set_id, "derived_from")?;
-    if let Some(contract) = &set.contract {
-        let (cid, _) = registry.add(
-            &contract.bytes,
-            &NewArtifact {
-                kind: "contract".into(),
-                name: contract.file.name.clone(),
-                version: Some(contract.file.version.clone()),
-                media_type: "application/toml".into(),
-                metadata: serde_json::json!({ "static_cycle": true, "domain": contract.file.domain }),
-                l_transition: l_transition.clone(),
-                ..Default::default()
-            },
-        )?;
-        registry.link(&report_id, &cid, "derived_from")?;
-    }
+    let contract = set.contract.as_ref().map(|c| ReportContract {
+        bytes: &c.bytes,
+        name: &c.file.name,
+        version: &c.file.version,
+        metadata: serde_json::json!({ "static_cycle": true, "domain": c.file.domain }),
+    });
+    let report_id = register_report(registry, &set.name, l_transition, &set_id, report, report_bytes, contract)?;
     for entry in &report.steps {
         for (k, a) in entry.artifacts.iter().enumerate() {
             registry.link(a, &report_id, "scored_by")?;
@@ -301,6 +274,58 @@ pub fn register(
                 registry.link(a, oracle, "validated_against")?;
             }
         }
+    }
+    Ok(report_id)
+}
+
+/// A cycle contract as [`register_report`] records it.
+pub(crate) struct ReportContract<'a> {
+    pub bytes: &'a [u8],
+    pub name: &'a str,
+    pub version: &'a str,
+    pub metadata: serde_json::Value,
+}
+
+/// Register a cycle report (kind `report`, step 6, tagged with its
+/// verdict) `derived_from` its plugin-set and, when there is one, its
+/// contract (kind `contract`), all in `l_transition`; returns its id.
+pub(crate) fn register_report(
+    registry: &mut Registry,
+    set_name: &str,
+    l_transition: Option<String>,
+    set_id: &str,
+    report: &CycleReport,
+    report_bytes: &[u8],
+    contract: Option<ReportContract<'_>>,
+) -> Result<String> {
+    let (report_id, _) = registry.add(
+        report_bytes,
+        &NewArtifact {
+            kind: "report".into(),
+            name: format!("cycle-report/{set_name}"),
+            media_type: "application/json".into(),
+            step: Some(6),
+            tags: vec!["cycle".into(), report.verdict.clone()],
+            metadata: serde_json::json!({ "verdict": report.verdict, "oracle": report.oracle }),
+            l_transition: l_transition.clone(),
+            ..Default::default()
+        },
+    )?;
+    registry.link(&report_id, set_id, "derived_from")?;
+    if let Some(c) = contract {
+        let (cid, _) = registry.add(
+            c.bytes,
+            &NewArtifact {
+                kind: "contract".into(),
+                name: c.name.into(),
+                version: Some(c.version.into()),
+                media_type: "application/toml".into(),
+                metadata: c.metadata,
+                l_transition,
+                ..Default::default()
+            },
+        )?;
+        registry.link(&report_id, &cid, "derived_from")?;
     }
     Ok(report_id)
 }

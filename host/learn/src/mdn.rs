@@ -749,6 +749,26 @@ fn masks(d: usize) -> Result<(Tensor, Tensor)> {
 mod tests {
     use super::*;
 
+    /// An MDN description over parameters t0, t1, … with N(0, 1) priors
+    /// (unbounded), standardised data of size `data`, `k` components.
+    fn description(k: usize, data: usize, hidden: Vec<usize>, theta_mean: Vec<f64>, theta_std: Vec<f64>) -> MdnDescription {
+        let names: Vec<String> = (0..theta_mean.len()).map(|i| format!("t{i}")).collect();
+        let prior =
+            names.iter().map(|n| geohost_da::params::prior::PriorSpec { name: n.clone(), uniform: None, normal: Some([0.0, 1.0]), bounds: None }).collect();
+        MdnDescription {
+            parameters: names,
+            data_size: data,
+            components: k,
+            hidden,
+            unbounded: true,
+            theta_mean,
+            theta_std,
+            x_mean: vec![0.0; data],
+            x_std: vec![1.0; data],
+            prior,
+        }
+    }
+
     /// The hand-written mixture NLL and its gradient against candle's
     /// autograd of [`Mdn::nll`] on the same network and batch: the loss,
     /// and the gradient of the last layer's bias (the column sums of the
@@ -756,21 +776,7 @@ mod tests {
     #[test]
     fn fused_mixture_gradient_matches_autograd() {
         let (d, k, data, rows) = (3, 4, 7, 16);
-        let names: Vec<String> = (0..d).map(|i| format!("t{i}")).collect();
-        let specs: Vec<geohost_da::params::prior::PriorSpec> =
-            names.iter().map(|n| geohost_da::params::prior::PriorSpec { name: n.clone(), uniform: None, normal: Some([0.0, 1.0]), bounds: None }).collect();
-        let desc = MdnDescription {
-            parameters: names,
-            data_size: data,
-            components: k,
-            hidden: vec![12, 10],
-            unbounded: true,
-            theta_mean: vec![0.0; d],
-            theta_std: vec![1.0; d],
-            x_mean: vec![0.0; data],
-            x_std: vec![1.0; data],
-            prior: specs,
-        };
+        let desc = description(k, data, vec![12, 10], vec![0.0; d], vec![1.0; d]);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         let mdn = Mdn::init(desc, &mut rng).unwrap();
         let x: Vec<f32> = (0..rows * data).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
@@ -798,21 +804,7 @@ mod tests {
     #[test]
     fn mixture_moments_match_the_moments_of_its_samples() {
         let (d, k, data) = (2, 3, 4);
-        let names: Vec<String> = (0..d).map(|i| format!("t{i}")).collect();
-        let specs: Vec<geohost_da::params::prior::PriorSpec> =
-            names.iter().map(|n| geohost_da::params::prior::PriorSpec { name: n.clone(), uniform: None, normal: Some([0.0, 1.0]), bounds: None }).collect();
-        let desc = MdnDescription {
-            parameters: names,
-            data_size: data,
-            components: k,
-            hidden: vec![8],
-            unbounded: true,
-            theta_mean: vec![1.0, -2.0],
-            theta_std: vec![2.0, 0.5],
-            x_mean: vec![0.0; data],
-            x_std: vec![1.0; data],
-            prior: specs,
-        };
+        let desc = description(k, data, vec![8], vec![1.0, -2.0], vec![2.0, 0.5]);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let mdn = Mdn::init(desc, &mut rng).unwrap();
         let x = [0.3, -1.0, 0.7, 2.0];
