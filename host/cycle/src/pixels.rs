@@ -138,6 +138,69 @@ pub struct PixelSpecs<'a> {
     pub step5: Option<&'a Step5Spec>,
 }
 
+/// The seed of the test pixels a run draws (`[step4] seed`): a retrieval
+/// benchmark's public experiment uses the same pixels.
+pub(crate) fn public_seed(step4: Option<&Step4Spec>) -> u64 {
+    step4.map_or(0, |s| s.seed) ^ 0x7e57
+}
+
+/// Test pixels: parameters from the prior, their noise-free spectra
+/// (`forward`) and the spectra with detector noise of sd `sd` per band.
+pub(crate) struct TestPixels {
+    pub truth: DMatrix<f64>,
+    pub clean: DMatrix<f64>,
+    pub y: DMatrix<f64>,
+}
+
+/// Draw `n` test pixels with `rng` (parameters first, then the noise).
+pub(crate) fn test_pixels(
+    prior: &Prior,
+    forward: &mut dyn FnMut(&DMatrix<f64>) -> Result<DMatrix<f64>>,
+    sd: &[f64],
+    n: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<TestPixels> {
+    let truth = DMatrix::from_columns(&(0..n).map(|_| nalgebra::DVector::from_vec(prior.sample(rng))).collect::<Vec<_>>());
+    let clean = forward(&truth)?;
+    let y = &clean + DMatrix::from_fn(clean.nrows(), n, |b, _| sd[b] * rng.sample::<f64, _>(StandardNormal));
+    Ok(TestPixels { truth, clean, y })
+}
+
+/// Step 4's Levenberg–Marquardt settings: the prior's bounds (dx within
+/// −10,000 to 30,000 ppm·m, other parameters within 1e-3 to 1e3) and
+/// central-difference steps of 20 ppm·m in dx, 1e-3 in the others.
+pub(crate) fn lm_settings(prior: &Prior, max_iterations: usize) -> Settings {
+    let (lower, upper): (Vec<f64>, Vec<f64>) = prior
+        .marginals
+        .iter()
+        .zip(&prior.names)
+        .map(|(m, n)| {
+            let (lo, hi) = m.bounds();
+            if n == "dx" {
+                (lo.max(-10_000.0), hi.min(30_000.0))
+            } else {
+                (lo.max(1e-3), hi.min(1e3))
+            }
+        })
+        .unzip();
+    let steps = prior.names.iter().map(|n| if n == "dx" { 20.0 } else { 1e-3 }).collect();
+    Settings { max_iterations, tolerance: 1e-9, steps, lower, upper }
+}
+
+/// Step 4's starting points: dx = 0, the albedo of the brightest band's
+/// ratio to the plume-free spectrum of albedo 1 (from `forward`), other
+/// parameters 1.
+pub(crate) fn lm_start(prior: &Prior, forward: &mut dyn FnMut(&DMatrix<f64>) -> Result<DMatrix<f64>>, y: &DMatrix<f64>) -> Result<DMatrix<f64>> {
+    let names = &prior.names;
+    let reference = forward(&DMatrix::from_fn(names.len(), 1, |i, _| if names[i] == "dx" { 0.0 } else { 1.0 }))?;
+    let bright = (0..reference.nrows()).max_by(|&a, &b| reference[(a, 0)].total_cmp(&reference[(b, 0)])).unwrap_or(0);
+    Ok(DMatrix::from_fn(names.len(), y.ncols(), |i, p| match names[i].as_str() {
+        "dx" => 0.0,
+        "albedo" => y[(bright, p)] / reference[(bright, 0)],
+        _ => 1.0,
+    }))
+}
+
 /// Median wall time per pixel, µs, of 15 runs of `f` over `n` pixels
 /// (one run of a batch this small is at the mercy of the machine).
 fn median_us(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -180,12 +243,10 @@ pub fn run(
     let sd = sims.sd.clone();
     // Test pixels from the prior, with detector noise.
     let n_test = specs.step4.map_or(200, |s| s.pixels);
-    let mut rng = ChaCha8Rng::seed_from_u64(specs.step4.map_or(0, |s| s.seed) ^ 0x7e57);
-    let truth = DMatrix::from_columns(&(0..n_test).map(|_| nalgebra::DVector::from_vec(prior.sample(&mut rng))).collect::<Vec<_>>());
     let started = Instant::now();
-    let clean = forward(rt, obs, 0)(&truth)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(public_seed(specs.step4));
+    let TestPixels { truth, clean, y } = test_pixels(&prior, &mut forward(rt, obs, 0), &sd, n_test, &mut rng)?;
     let plugin_us = started.elapsed().as_secs_f64() * 1e6 / n_test as f64;
-    let y = &clean + DMatrix::from_fn(clean.nrows(), n_test, |b, _| sd[b] * rng.sample::<f64, _>(StandardNormal));
     let mut out = PixelSteps::default();
     let mut table = PixelTable { names: names.clone(), truth: truth.clone(), ..Default::default() };
 
@@ -210,38 +271,8 @@ pub fn run(
         emulator = Some(emu);
     }
 
-    // Step 4: Levenberg–Marquardt from dx = 0 and the albedo of a bright
-    // band's ratio to the reference, through the physics and the emulator.
-    let settings = {
-        let (lower, upper): (Vec<f64>, Vec<f64>) = prior
-            .marginals
-            .iter()
-            .zip(&names)
-            .map(|(m, n)| {
-                let (lo, hi) = m.bounds();
-                if n == "dx" {
-                    (lo.max(-10_000.0), hi.min(30_000.0))
-                } else {
-                    (lo.max(1e-3), hi.min(1e3))
-                }
-            })
-            .unzip();
-        let steps = names.iter().map(|n| if n == "dx" { 20.0 } else { 1e-3 }).collect();
-        Settings { max_iterations: specs.step4.map_or(30, |s| s.max_iterations), tolerance: 1e-9, steps, lower, upper }
-    };
-    let start = {
-        let reference = forward(rt, obs, 0)(&DMatrix::from_fn(names.len(), 1, |i, _| if i == dx_at { 0.0 } else { 1.0 }))?;
-        let bright = (0..reference.nrows()).max_by(|&a, &b| reference[(a, 0)].total_cmp(&reference[(b, 0)])).unwrap_or(0);
-        DMatrix::from_fn(names.len(), n_test, |i, p| {
-            if i == dx_at {
-                0.0
-            } else if names[i] == "albedo" {
-                y[(bright, p)] / reference[(bright, 0)]
-            } else {
-                1.0
-            }
-        })
-    };
+    let settings = lm_settings(&prior, specs.step4.map_or(30, |s| s.max_iterations));
+    let start = lm_start(&prior, &mut forward(rt, obs, 0), &y)?;
     if let (Some(_), Some(emu)) = (specs.step4, emulator.as_mut()) {
         let started = Instant::now();
         let physics = gauss_newton::retrieve(&mut forward(rt, obs, 0), &y, &sd, &start, &settings).context("step 4 through the physics")?;

@@ -398,17 +398,20 @@ pub struct ScenesRun {
     pub components: Vec<(geohost_sandbox::LoadedComponent, &'static str, serde_json::Value, String)>,
 }
 
-struct Plugins {
-    rt: WasmSimulator,
-    obs: WasmObs,
+pub(crate) struct Plugins {
+    pub rt: WasmSimulator,
+    pub obs: WasmObs,
     plume: WasmSimulator,
     /// Configured with the metrics of each use (see [`Scorer`]).
     metrics: Scorer,
-    noise_sd: Vec<f64>,
-    components: Vec<(geohost_sandbox::LoadedComponent, &'static str, serde_json::Value, String)>,
+    pub noise_sd: Vec<f64>,
+    /// The radiance simulator, the detector, the plume model and the metrics.
+    pub components: Vec<(geohost_sandbox::LoadedComponent, &'static str, serde_json::Value, String)>,
 }
 
-fn setup(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&Registry>) -> Result<Plugins> {
+/// Load and configure the set's plugins (the detector's `reference` is the
+/// plume-free spectrum of the surface's mean albedo).
+pub(crate) fn setup(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&Registry>) -> Result<Plugins> {
     let spec = &set.set.scenes;
     let rt_component = load_plugin(runtime, registry, "simulator", &set.simulator, World::StaticModel).context("loading the radiance simulator")?;
     let rt_config = config_json(&set.set.simulator.config);

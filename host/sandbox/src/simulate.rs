@@ -1,6 +1,6 @@
 //! The `static-model` world as a [`Simulator`].
 
-use super::{Instance, LoadedComponent, Runtime, SandboxError};
+use super::{Accounting, FuelBudget, Instance, LoadedComponent, Runtime, SandboxError};
 use crate::model::{first_non_finite, Parameter, ParameterInfo, Simulator, SimulatorInfo};
 use nalgebra::DMatrix;
 
@@ -23,7 +23,14 @@ pub struct WasmSimulator {
 impl WasmSimulator {
     /// Instantiate `loaded` and configure it with `config` (a JSON object).
     pub fn new(runtime: &Runtime, loaded: &LoadedComponent, config: &str) -> Result<WasmSimulator, SandboxError> {
+        Self::with_budget(runtime, loaded, config, None)
+    }
+
+    /// [`WasmSimulator::new`] with a total fuel `budget` over all its calls,
+    /// `init` included (a submitted emulator).
+    pub fn with_budget(runtime: &Runtime, loaded: &LoadedComponent, config: &str, budget: Option<FuelBudget>) -> Result<WasmSimulator, SandboxError> {
         let mut instance = Instance::new(runtime, loaded, |store, component, linker| Bindings::instantiate(store, component, linker))?;
+        instance.set_fuel_budget(budget);
         let info = instance.init(|b, store| b.geohost_plugin_simulate().call_init(store, config))?;
         let info = SimulatorInfo {
             name: info.name,
@@ -45,6 +52,12 @@ impl WasmSimulator {
             });
         }
         Ok(WasmSimulator { instance, info })
+    }
+
+    /// Fuel, peak memory and calls so far (fuel is counted only under a
+    /// runtime with a fuel limit).
+    pub fn accounting(&self) -> Accounting {
+        self.instance.accounting()
     }
 }
 

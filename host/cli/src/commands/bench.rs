@@ -5,7 +5,7 @@ use super::{progress_factory, SandboxArgs};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use geohost_cycle::bench::cycle_benchmark::{self as cycle, Cycle};
-use geohost_cycle::bench::{diff, hidden, leaderboard, posterior, prereg, probing, score, submit, verify, Contract, Report};
+use geohost_cycle::bench::{diff, hidden, leaderboard, posterior, prereg, probing, retrieval, score, submit, verify, Contract, Report};
 use geohost_registry::{artifact_id, default_dir, Registry};
 use geohost_sandbox::Limits;
 use std::path::{Path, PathBuf};
@@ -49,11 +49,11 @@ enum BenchCommand {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
-    /// Submit a DA method as a `filter` component: the host runs it in the sandbox on the contract's public experiment and on its hidden ones (under the contract's [budget]), scores it and registers the report (kind `submission` for the component). To a step-3 contract (a forecast reference), submit an emulator as a `forward-model` component: the host forecasts with it from the reference's initial states. To a posterior benchmark ([posterior]), submit a `posterior` component: the host scores its draws against MCMC on hidden observations.
+    /// Submit a DA method as a `filter` component: the host runs it in the sandbox on the contract's public experiment and on its hidden ones (under the contract's [budget]), scores it and registers the report (kind `submission` for the component). To a step-3 contract (a forecast reference), submit an emulator as a `forward-model` component: the host forecasts with it from the reference's initial states. To a posterior benchmark ([posterior]), submit a `posterior` component: the host scores its draws against MCMC on hidden observations. To a retrieval benchmark ([retrieval]), submit a `static-model` emulator (steps 3 and 4) or a `posterior` direct retrieval (step 5): the host scores it on hidden pixels.
     Submit {
         /// The contract file, or a registered contract (blake3:… or name@version).
         contract: String,
-        /// The component (.wasm): the `filter` world, `forward-model` for a contract with a forecast reference, `posterior` for a posterior benchmark.
+        /// The component (.wasm): the `filter` world, `forward-model` for a contract with a forecast reference, `posterior` for a posterior benchmark, `static-model` or `posterior` for a retrieval benchmark.
         component: PathBuf,
         /// Register the submission under this name [default: the name the component gives itself].
         #[arg(long)]
@@ -239,6 +239,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 }
                 return Ok(());
             }
+            if retrieval::is_retrieval(&text) {
+                let c = retrieval::RetrievalContract::load(&file)?;
+                let (f, new) = retrieval::preregister(&mut registry, &runtime, &c)?;
+                if !new {
+                    println!("contract {} is already pre-registered as {} (unchanged)", c.label(), f.contract);
+                    return Ok(());
+                }
+                println!("pre-registered retrieval benchmark {} (step {}) as {}", c.label(), f.target_step, f.contract);
+                println!("  plugin-set {} (simulator {}, observations {})", f.plugin_set, f.simulator, f.observations);
+                println!("  pixels     {} per experiment, ranked by {}", f.pixels, retrieval::primary_metric(f.target_step));
+                for (limit, value) in &f.limits {
+                    println!("  limit      {limit} = {value}");
+                }
+                println!("  hidden     {} experiments, seeds committed as {}", f.commitments.len(), f.commitments.join(", "));
+                for (label, id) in &f.baselines {
+                    println!("  baseline   {id} {label}");
+                }
+                return Ok(());
+            }
             if cycle::is_cycle(&text) {
                 let c = Cycle::load(&file)?;
                 let id = cycle::preregister(&mut registry, &runtime, &c, &mut progress)?;
@@ -278,6 +297,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     "{contract} is a posterior benchmark: it scores `posterior` components on hidden observations, never files of samples (anyone can rerun the public observation's MCMC). Submit one: geohost bench submit {contract} POSTERIOR.wasm"
                 );
             }
+            if std::fs::read_to_string(&contract).is_ok_and(|t| retrieval::is_retrieval(&t)) {
+                bail!(
+                    "{contract} is a retrieval benchmark: it scores components (an emulator or a posterior) on hidden pixels, never files of results (anyone can compute results on pixels they were shown). Submit one: geohost bench submit {contract} COMPONENT.wasm"
+                );
+            }
             let contract = load_contract(&registry, &contract)?;
             for w in &contract.warnings {
                 eprintln!("warning: {}: {w}", contract.path.display());
@@ -300,22 +324,28 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         BenchCommand::Submit { contract, component, name, config, out, json, html, submitter, quiet, sandbox } => {
             let mut registry = Registry::open_existing(&dir)?;
-            let posterior_contract = match std::fs::read_to_string(&contract) {
-                Ok(text) if posterior::is_posterior(&text) => Some(posterior::PosteriorContract::load(Path::new(&contract))?),
+            let text = std::fs::read_to_string(&contract).ok();
+            let posterior_contract = match &text {
+                Some(text) if posterior::is_posterior(text) => Some(posterior::PosteriorContract::load(Path::new(&contract))?),
                 _ => None,
             };
-            let filter_contract = match &posterior_contract {
-                Some(_) => None,
-                None => Some(load_contract(&registry, &contract)?),
+            let retrieval_contract = match &text {
+                Some(text) if retrieval::is_retrieval(text) => Some(retrieval::RetrievalContract::load(Path::new(&contract))?),
+                _ => None,
+            };
+            let filter_contract = match (&posterior_contract, &retrieval_contract) {
+                (None, None) => Some(load_contract(&registry, &contract)?),
+                _ => None,
             };
             // Anti-probing: refused before anything is compiled or run.
             if let Some(s) = &submitter {
                 probing::check_submitter(s)?;
             }
-            let (name_of, cap) = match (&posterior_contract, &filter_contract) {
-                (Some(c), _) => (&c.file.name, c.file.hidden.as_ref().and_then(|h| h.max_scorings_per_day)),
-                (_, Some(c)) => (&c.file.name, c.file.hidden.as_ref().and_then(|h| h.max_scorings_per_day)),
-                (None, None) => bail!("{contract}: neither a posterior benchmark nor a contract"),
+            let (name_of, cap) = match (&posterior_contract, &retrieval_contract, &filter_contract) {
+                (Some(c), ..) => (&c.file.name, c.file.hidden.as_ref().and_then(|h| h.max_scorings_per_day)),
+                (_, Some(c), _) => (&c.file.name, c.file.hidden.as_ref().and_then(|h| h.max_scorings_per_day)),
+                (.., Some(c)) => (&c.file.name, c.file.hidden.as_ref().and_then(|h| h.max_scorings_per_day)),
+                (None, None, None) => bail!("{contract}: neither a benchmark nor a contract"),
             };
             probing::check_cap(&registry, name_of, cap, submitter.as_deref())?;
             let runtime = sandbox.runtime(Limits::default())?;
@@ -335,6 +365,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     println!("{}", String::from_utf8(bytes)?);
                 } else {
                     print!("{}", posterior::table(&report));
+                }
+                eprintln!("report {} ({id}) registered in {}", path.display(), registry.dir().display());
+                return Ok(());
+            }
+            if let Some(c) = retrieval_contract {
+                let report = retrieval::submit(&mut registry, &runtime, &c, &options);
+                if let Some(s) = &scratch {
+                    let _ = std::fs::remove_dir_all(s);
+                }
+                let (report, scored) = report?;
+                let bytes = serde_json::to_vec_pretty(&report)?;
+                let path = report_path(out, &c.file.name, &bytes);
+                let id = retrieval::register(&mut registry, &report, scored.as_deref(), options.name.as_deref(), &path)?;
+                if json {
+                    println!("{}", String::from_utf8(bytes)?);
+                } else {
+                    print!("{}", retrieval::table(&report));
                 }
                 eprintln!("report {} ({id}) registered in {}", path.display(), registry.dir().display());
                 return Ok(());

@@ -5,7 +5,8 @@
 //! version of the contract): one row per candidate and configuration, from
 //! its latest report. The official score is the hidden mean of the primary
 //! metric for a hidden contract, the public one otherwise (C2ST for a
-//! posterior benchmark), in the metric's own direction. Disqualified
+//! posterior benchmark, the ranked metric of a retrieval benchmark), in
+//! the metric's own direction. Disqualified
 //! submissions are listed below the ranked rows. The oracle and the
 //! baselines of the latest report are reference rows. A row scored after
 //! the contract's seeds were revealed is marked: its hidden score is not
@@ -13,6 +14,7 @@
 
 use super::contract::Goal;
 use super::posterior::PosteriorReport;
+use super::retrieval::RetrievalReport;
 use super::score::{Report, Scored, DISQUALIFIED};
 use anyhow::{bail, Result};
 use geohost_registry::{Filter, Registry};
@@ -118,7 +120,22 @@ pub fn leaderboard(registry: &Registry, name: &str) -> Result<Leaderboard> {
         let mut rows = Vec::new();
         let mut refs = Vec::new();
         let has_hidden;
-        if let Ok(p) = serde_json::from_slice::<PosteriorReport>(&bytes) {
+        if let Ok(p) = serde_json::from_slice::<RetrievalReport>(&bytes) {
+            (metric, goal) = (p.metric.clone(), Goal::Lower);
+            let on = if p.experiments.len() > 1 { "hidden mean" } else { "public" };
+            has_hidden = p.experiments.len() > 1 && p.submission.disqualified.is_none();
+            let mut row = base(p.submission.name.as_deref().unwrap_or("submission"), &p.candidate, "candidate");
+            let score = p.candidate_scores.as_ref().and_then(|s| s.get(&p.metric).copied());
+            (row.provenance, row.score, row.scored_on) = (p.provenance.clone(), score, on.into());
+            (row.fuel, row.verdict, row.config, row.revealed) =
+                (Some(p.submission.fuel_total), p.verdict.clone(), Some(p.submission.config.clone()), p.revealed);
+            rows.push(row);
+            for ((label, id), scores) in p.baselines.iter().zip(&p.baseline_scores) {
+                let mut row = base(label, id, "baseline");
+                (row.score, row.scored_on) = (scores.get(&p.metric).copied(), on.into());
+                refs.push(row);
+            }
+        } else if let Ok(p) = serde_json::from_slice::<PosteriorReport>(&bytes) {
             (metric, goal) = ("c2st".into(), Goal::Lower);
             let on = if p.experiments.len() > 1 { "hidden mean" } else { "public" };
             has_hidden = p.experiments.len() > 1 && p.submission.disqualified.is_none();

@@ -9,6 +9,7 @@
 //! - [`hidden`]: hidden evaluation experiments (secret seeds, commitments);
 //! - [`submit`]: a submitted component run and scored on them;
 //! - [`posterior`]: posterior benchmarks (step 5 of a static problem, hidden observations);
+//! - [`retrieval`]: retrieval benchmarks (steps 3–5 of an L1→L2 row, hidden pixels);
 //! - [`verify`]: a submission's report recomputed byte for byte;
 //! - [`probing`]: anti-probing (scorings per submitter per day, published precision);
 //! - [`leaderboard`]: everything scored under a contract, ranked;
@@ -26,6 +27,7 @@ pub mod page;
 pub mod posterior;
 pub mod prereg;
 pub mod probing;
+pub mod retrieval;
 pub mod score;
 pub mod submit;
 pub mod verify;

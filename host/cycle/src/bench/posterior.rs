@@ -495,7 +495,7 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorCo
 }
 
 /// A disqualification, or the host's own error.
-fn verdict_of(v: Verdict) -> Result<Option<super::score::Disqualified>> {
+pub(super) fn verdict_of(v: Verdict) -> Result<Option<super::score::Disqualified>> {
     match v {
         Verdict::Disqualified(d, _) => Ok(Some(d)),
         Verdict::Error(e) => Err(e),

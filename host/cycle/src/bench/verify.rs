@@ -54,8 +54,9 @@ pub fn verify(
     let report_id = geohost_registry::artifact_id(report_bytes);
     let value: Value = serde_json::from_slice(report_bytes).context("the report is not JSON written by geohost")?;
     let posterior = value["kind"] == "posterior";
+    let retrieval = value["kind"] == "retrieval";
     let contract_id = value["contract"]["id"].as_str().context("the report names no contract")?.to_string();
-    let record = if posterior { &value["submission"] } else { &value["candidates"][0]["submission"] };
+    let record = if posterior || retrieval { &value["submission"] } else { &value["candidates"][0]["submission"] };
     let (component, config, submitter) = (record["component"].as_str(), record["config"].clone(), record["submitter"].as_str().map(String::from));
     let component = component
         .filter(|c| c.starts_with("blake3:"))
@@ -93,7 +94,15 @@ pub fn verify(
             bail!("the contract file given is not the report's contract {contract_id}");
         }
         let path = options.contract.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(format!("{}.toml", artifact.name)));
-        if posterior {
+        if retrieval {
+            let Some(path) = options.contract else {
+                bail!("give the retrieval benchmark's file with --contract: its plugin-set is read relative to it");
+            };
+            let contract = super::retrieval::RetrievalContract::load(path)?;
+            let (mut report, _) = super::retrieval::submit(registry, runtime, &contract, &submit)?;
+            report.revealed = serde_json::from_value::<super::retrieval::RetrievalReport>(value.clone()).map(|r| r.revealed).unwrap_or(false);
+            Ok(serde_json::to_vec_pretty(&report)?)
+        } else if posterior {
             let Some(path) = options.contract else {
                 bail!("give the posterior benchmark's file with --contract: its plugin-set is read relative to it");
             };
