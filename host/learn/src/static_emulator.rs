@@ -225,6 +225,12 @@ impl StaticEmulator {
         Ok((emulator, training))
     }
 
+    /// Each layer's weights (`fan_in × fan_out`, row-major) then its bias,
+    /// layer by layer.
+    pub fn weights(&self) -> Vec<Vec<f32>> {
+        self.net.params()
+    }
+
     /// Weights and description as one safetensors file.
     pub fn to_safetensors(&self, training: &serde_json::Value) -> Result<Vec<u8>> {
         let sizes = sizes(&self.desc);

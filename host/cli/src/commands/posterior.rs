@@ -48,18 +48,24 @@ pub struct LoadedPredictor {
 
 /// Read `predictor`: a file, else a registry reference with role `predictor`.
 pub fn load_predictor(predictor: &str, registry_dir: &Path) -> Result<LoadedPredictor> {
-    let path = Path::new(predictor);
+    load_trained(predictor, registry_dir, "predictor", "a step-5 posterior")
+}
+
+/// Read `reference`: a file, else a registry reference with role `role`
+/// (`what` says what that is, in errors).
+pub fn load_trained(reference: &str, registry_dir: &Path, role: &str, what: &str) -> Result<LoadedPredictor> {
+    let path = Path::new(reference);
     if path.is_file() {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {predictor}"))?;
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "posterior".into());
-        return Ok(LoadedPredictor { label: predictor.into(), name, id: None, bytes });
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {reference}"))?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| role.into());
+        return Ok(LoadedPredictor { label: reference.into(), name, id: None, bytes });
     }
     let reg =
-        Registry::open_existing(registry_dir).with_context(|| format!("`{predictor}` is not a file, and the registry to look it up in could not be opened"))?;
-    let id = reg.resolve(predictor)?;
+        Registry::open_existing(registry_dir).with_context(|| format!("`{reference}` is not a file, and the registry to look it up in could not be opened"))?;
+    let id = reg.resolve(reference)?;
     let artifact = reg.get(&id)?;
-    if artifact.role.as_deref() != Some("predictor") {
-        anyhow::bail!("{id} ({}) is a {} without role `predictor`; name a step-5 posterior", artifact.name, artifact.kind);
+    if artifact.role.as_deref() != Some(role) {
+        anyhow::bail!("{id} ({}) is a {} without role `{role}`; name {what}", artifact.name, artifact.kind);
     }
     Ok(LoadedPredictor { label: id.clone(), name: artifact.name, bytes: reg.read(&id)?, id: Some(id) })
 }
