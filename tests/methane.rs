@@ -358,3 +358,132 @@ fn methane_sets_refuse_what_does_not_fit() {
     let err = crate::common::stderr(&out);
     assert!(err.contains("must take `dx` and `albedo`"), "{err}");
 }
+
+/// A retrieval benchmark for `step` of the small set, `limits` its
+/// `[retrieval]` limits, two hidden batches of 40 pixels.
+fn retrieval_contract(dir: &std::path::Path, set: &std::path::Path, step: u8, limits: &str, baseline: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("step{step}.toml"));
+    let text = format!(
+        "name = \"small-step{step}\"\nversion = \"1.0.0\"\ntask = \"step {step} of the small methane row\"\n[retrieval]\nplugin_set = \"{}\"\ntarget_step = {step}\npixels = 40\n{limits}\n[hidden]\nexperiments = 2\n[[baselines]]\n{baseline}\n",
+        set.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Steps 3–5 of the methane row as retrieval benchmarks: components (the
+/// run's own emulator and direct retrieval exported, the physics itself,
+/// a wrongly configured physics, a component of the wrong world) scored on
+/// the run's test pixels and on pixels drawn from secret seeds; results
+/// files refused; a report recomputed byte for byte; the leaderboard.
+#[test]
+fn methane_retrieval_benchmarks_score_components_on_hidden_pixels() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = methane_set(dir.path(), &format!("{SMALL}{}", pixel_steps()), "wind_speed = 3.0");
+    let geohost = || crate::common::geohost(dir.path());
+    let ok = |args: &[&str]| {
+        let out = geohost().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", crate::common::stderr(&out));
+        crate::common::stdout(&out)
+    };
+    let json = ok(&["run", set.to_str().unwrap(), "--json", "--out", dir.path().join("out").to_str().unwrap()]);
+    let summary: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let step4 = &summary["summary"]["pixels"]["step4"];
+
+    let step3 = retrieval_contract(dir.path(), &set, 3, "max_band_rmse_over_noise = 2.0\nmin_fuel_speedup = 2.0", "emulator = \"emulator-small\"");
+    let step4c = retrieval_contract(dir.path(), &set, 4, "max_emulator_vs_physics = 1.0", "emulator = \"emulator-small\"");
+    let step5 = retrieval_contract(dir.path(), &set, 5, "draws = 200\nmax_rmse_over_step4 = 1.5\nmax_z_rms_error = 0.3", "predictor = \"direct-small\"");
+    for c in [&step3, &step4c, &step5] {
+        let out = ok(&["bench", "register", c.to_str().unwrap()]);
+        assert!(out.contains("pre-registered retrieval benchmark") && out.contains("2 experiments, seeds committed"), "{out}");
+    }
+    let emulator = dir.path().join("emulator.wasm");
+    let direct = dir.path().join("direct.wasm");
+    ok(&["export", "emulator", "emulator-small", "-o", emulator.to_str().unwrap()]);
+    ok(&["export", "posterior", "direct-small", "-o", direct.to_str().unwrap()]);
+    let mut n = 0;
+    let mut submit = |contract: &std::path::Path, component: &std::path::Path, config: &str| -> serde_json::Value {
+        n += 1;
+        let report = dir.path().join(format!("report-{n}.json"));
+        let out = geohost()
+            .args(["bench", "submit", contract.to_str().unwrap(), component.to_str().unwrap(), "--config", config, "--json", "--out", report.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", crate::common::stderr(&out));
+        let mut value: serde_json::Value = serde_json::from_str(&crate::common::stdout(&out)).unwrap();
+        value["path"] = report.to_str().unwrap().into();
+        value
+    };
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
+
+    // Step 3, the exported emulator: the same spectra as the emulator it
+    // was exported from, on the public pixels and on hidden ones, and
+    // cheaper than the physics in fuel.
+    let r = submit(&step3, &emulator, "{}");
+    let experiments = r["experiments"].as_array().unwrap();
+    assert_eq!(experiments.len(), 3, "{r}");
+    for e in experiments {
+        let (c, b) = (&e["candidate"], &e["baselines"][0]);
+        assert!((f(&c["worst_band_rmse_over_noise"]) - f(&b["worst_band_rmse_over_noise"])).abs() < 1e-3, "{e}");
+    }
+    assert_ne!(experiments[1]["candidate"], experiments[2]["candidate"], "the hidden batches are different pixels");
+    let speedup = f(&r["candidate_scores"]["fuel_speedup"]);
+    assert!(speedup > 2.0, "{r}");
+    assert_eq!(r["verdict"], if r["checks"].as_array().unwrap().iter().all(|c| c["pass"] == true) { "pass" } else { "fail" });
+    // The physics itself is exact, but no cheaper than the physics.
+    let r = submit(&step3, &plugin("ch4-rt"), "{}");
+    assert_eq!(f(&r["candidate_scores"]["worst_band_rmse_over_noise"]), 0.0);
+    assert!((f(&r["candidate_scores"]["fuel_speedup"]) - 1.0).abs() < 0.01, "{r}");
+    assert_eq!(r["verdict"], "fail", "{}", r["checks"]);
+    // Another sensor's bands do not fit: disqualified before scoring.
+    let r = submit(&step3, &plugin("ch4-rt"), r#"{"sensor": "emit"}"#);
+    assert_eq!(r["verdict"], "disqualified");
+    let reason = r["submission"]["disqualified"]["reason"].as_str().unwrap();
+    assert!(reason.contains("55 outputs") && reason.contains("81 bands"), "{reason}");
+
+    // Step 4: the public experiment is the run's own test pixels, so the
+    // oracle is the run's retrieval through the physics, to the bit.
+    let r = submit(&step4c, &emulator, "{}");
+    assert_eq!(r["experiments"][0]["oracle"]["rmse"], step4["rmse_physics"], "{r}");
+    assert_ne!(r["experiments"][1]["oracle"]["rmse"], step4["rmse_physics"]);
+    let public = &r["experiments"][0];
+    assert!((f(&public["candidate"]["emulator_vs_physics"]) - f(&step4["emulator_vs_physics"])).abs() < 0.02, "{public} vs {step4}");
+    let verify_report = r["path"].as_str().unwrap().to_string();
+    // Through the physics itself: no difference at all.
+    let r = submit(&step4c, &plugin("ch4-rt"), "{}");
+    assert_eq!(f(&r["candidate_scores"]["emulator_vs_physics"]), 0.0, "{r}");
+    assert_eq!(r["verdict"], "pass");
+    // Through a physics with the wrong spectral response: far off, failed.
+    let r = submit(&step4c, &plugin("ch4-rt"), r#"{"fwhm": 8.0}"#);
+    assert!(f(&r["candidate_scores"]["emulator_vs_physics"]) > 1.0, "{r}");
+    assert_eq!(r["verdict"], "fail");
+
+    // Step 5: the exported direct retrieval scores as the predictor it
+    // came from (draws' moments against the network's own).
+    let r = submit(&step5, &direct, "{}");
+    for e in r["experiments"].as_array().unwrap() {
+        let (c, b) = (f(&e["candidate"]["rmse_over_step4"]), f(&e["baselines"][0]["rmse_over_step4"]));
+        assert!((c - b).abs() < 0.1 * b, "{e}");
+    }
+    assert!((0.6..1.5).contains(&f(&r["candidate_scores"]["z_rms"])), "{r}");
+    // An emulator is not a posterior: refused at load.
+    let r = submit(&step5, &emulator, "{}");
+    assert_eq!(r["verdict"], "disqualified");
+    assert_eq!(r["submission"]["disqualified"]["stage"], "load", "{r}");
+
+    // Results files are refused; an edited contract cannot reuse its version.
+    let out = geohost().args(["bench", "score", step4c.to_str().unwrap(), "results.nc"]).output().unwrap();
+    assert!(!out.status.success() && crate::common::stderr(&out).contains("never files of results"), "{}", crate::common::stderr(&out));
+    let text = std::fs::read_to_string(&step4c).unwrap().replace("max_emulator_vs_physics = 1.0", "max_emulator_vs_physics = 5.0");
+    std::fs::write(&step4c, text).unwrap();
+    let out = geohost().args(["bench", "register", step4c.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success() && crate::common::stderr(&out).contains("cannot change"), "{}", crate::common::stderr(&out));
+    let text = std::fs::read_to_string(&step4c).unwrap().replace("max_emulator_vs_physics = 5.0", "max_emulator_vs_physics = 1.0");
+    std::fs::write(&step4c, text).unwrap();
+
+    // Anyone with the registry recomputes a report to the byte.
+    let out = ok(&["bench", "verify", &verify_report, "--contract", step4c.to_str().unwrap()]);
+    assert!(out.contains("matches"), "{out}");
+    let board = ok(&["bench", "leaderboard", step4c.to_str().unwrap()]);
+    assert!(board.contains("by emulator_vs_physics") && board.contains("emulator-small") && board.contains("ch4-rt"), "{board}");
+}
