@@ -25,7 +25,10 @@
 #    scenes with known plumes (step 2), an emulator of the radiance
 #    (step 3), retrievals through it and through the physics (step 4), the
 #    direct retrieval (step 5) and the cycle report against
-#    contracts/methane-cycle.toml (step 6).
+#    contracts/methane-cycle.toml (step 6); then the row's retrieval
+#    benchmarks (contracts/methane-step{3,4,5}-hidden.toml): its emulator
+#    and direct retrieval exported as components and scored on hidden
+#    pixels (out/methane-bench/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 plume=cycles/plume-quick.toml
@@ -69,4 +72,16 @@ part "plume cycle ($plume)" $t
 t=$SECONDS
 "$geohost" run cycles/methane.toml
 part "methane row (cycles/methane.toml)" $t
+
+t=$SECONDS
+mkdir -p out/methane-bench
+for step in 3 4 5; do
+  "$geohost" bench register "contracts/methane-step$step-hidden.toml"
+done
+"$geohost" export emulator ch4-rt-emulator -o out/methane-bench/ch4-rt-emulator.wasm
+"$geohost" export posterior ch4-direct-retrieval -o out/methane-bench/ch4-direct-retrieval.wasm
+"$geohost" bench submit contracts/methane-step3-hidden.toml out/methane-bench/ch4-rt-emulator.wasm
+"$geohost" bench submit contracts/methane-step4-hidden.toml out/methane-bench/ch4-rt-emulator.wasm
+"$geohost" bench submit contracts/methane-step5-hidden.toml out/methane-bench/ch4-direct-retrieval.wasm
+part "methane retrieval benchmarks (contracts/methane-step{3,4,5}-hidden.toml)" $t
 echo "[demo] all parts: $((SECONDS - start)) s after the build"
