@@ -486,4 +486,8 @@ fn methane_retrieval_benchmarks_score_components_on_hidden_pixels() {
     assert!(out.contains("matches"), "{out}");
     let board = ok(&["bench", "leaderboard", step4c.to_str().unwrap()]);
     assert!(board.contains("by emulator_vs_physics") && board.contains("emulator-small") && board.contains("ch4-rt"), "{board}");
+    // The three contracts in the row's cells of the matrix.
+    let matrix = ok(&["matrix"]);
+    let row = matrix.split("L1→L2").nth(1).unwrap_or_default();
+    assert!((3..=5).all(|s| row.contains(&format!("contract small-step{s}@1.0.0"))), "{matrix}");
 }
