@@ -228,3 +228,55 @@ fn an_exported_posterior_scores_like_its_predictor_on_hidden_observations() {
         assert_eq!(after, before + 1, "only the report is new");
     }
 }
+
+/// A flow predictor exported: a two-layer neural spline flow (the second
+/// layer takes the parameters in reverse order) and an affine flow, on
+/// the problem of [`trained`] (bounded, unbounded and uniform marginals).
+/// The component's draws against the native flow's (C2ST) and its
+/// log-density at the native draws.
+#[test]
+fn an_exported_flow_draws_and_scores_like_the_native_flow() {
+    use geohost_learn::density::Density;
+    use geohost_learn::mdn::Estimator;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mdn = trained();
+    let prior = mdn.prior.clone();
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let mut thetas = DMatrix::zeros(3, 4000);
+    for mut col in thetas.column_iter_mut() {
+        col.copy_from_slice(&prior.sample(&mut rng));
+    }
+    let xs = thetas.map(|t| t + 0.1f64.sqrt() * rng.sample::<f64, _>(rand_distr::StandardNormal));
+    for (estimator, layers, kind) in [(Estimator::Nsf, Some(2), "nsf"), (Estimator::Maf, None, "maf")] {
+        let spec = MdnSpec { estimator, layers, max_epochs: 60, seed: 4, ..MdnSpec::default() };
+        let (flow, _) = Density::train(&prior, &thetas, &xs, None, &spec, &mut |_, _, _| {}).unwrap();
+        let weights = d.join(format!("{kind}.safetensors"));
+        std::fs::write(&weights, flow.to_safetensors(&serde_json::json!({})).unwrap()).unwrap();
+        let component = d.join(format!("{kind}.wasm"));
+        let out = geohost(d).args(["export", "posterior", weights.to_str().unwrap(), "-o", component.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("posterior `{kind}` 0.1.0, 3 parameters")) && stderr(&out).contains(&format!("estimator {kind};")),
+            "{}",
+            stderr(&out)
+        );
+        let runtime = geohost_sandbox::Runtime::new(geohost_sandbox::Limits::default(), None).unwrap();
+        let loaded = runtime.load(kind, &component, geohost_sandbox::World::Posterior).unwrap();
+        let mut posterior = geohost_sandbox::WasmPosterior::new(&runtime, &loaded, "{}", None).unwrap();
+        for x in [[0.1, 0.4, -0.2], [0.6, 0.9, 0.8]] {
+            let native = flow.sample(&x, 1000, &mut ChaCha8Rng::seed_from_u64(9)).unwrap();
+            // 1000 draws a call: a draw of the five-layer affine flow runs 15
+            // conditioners one row at a time (about 1M fuel).
+            let exported = posterior.sample(&x, 1000, 5).unwrap();
+            assert!(exported.row(0).iter().all(|t| (-1.0..=1.0).contains(t)), "inside the prior's support");
+            let score = c2st(&native, &exported, Spec::default()).unwrap();
+            let theirs = posterior.log_prob(&x, &native.columns(0, 200).into_owned()).unwrap();
+            let ours = flow.log_prob(&x, &native.columns(0, 200).into_owned()).unwrap();
+            let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            eprintln!("{kind}, x = {x:?}: C2ST {score:.3}, log q within {worst:.1e}");
+            assert!(score < 0.55, "{kind}: C2ST of the component's draws against the flow's: {score} for x = {x:?}");
+            assert!(worst < 1e-4, "{kind}: log q differs by {worst}");
+        }
+    }
+}

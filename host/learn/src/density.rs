@@ -2,8 +2,8 @@
 //! density network ([`crate::mdn`]) or the neural spline flow
 //! ([`crate::flow`]), chosen by `[step5] network.estimator`. Everything
 //! that trains, stores, samples or scores an amortized posterior goes
-//! through [`Density`]; only the refinement stage and the wasm export need
-//! the MDN itself ([`Density::as_mdn`]).
+//! through [`Density`]; only the refinement stage and the retrieval row's
+//! one-pass moments need the MDN itself ([`Density::as_mdn`]).
 
 use crate::flow::{Nsf, Transform};
 use crate::mdn::{Estimator, Mdn, MdnSpec, Training};
@@ -97,7 +97,7 @@ impl Density {
         }
     }
 
-    /// The MDN, for what only it supports (refinement, wasm export); the
+    /// The MDN, for what only it supports (refinement, one-pass moments); the
     /// error names `what`.
     pub fn as_mdn(&self, what: &str) -> Result<&Mdn> {
         match self {

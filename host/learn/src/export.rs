@@ -15,6 +15,7 @@
 //! conditions on a Laplace approximation that needs the simulator, which
 //! the component does not carry.
 
+use crate::flow::Nsf;
 use crate::mdn::Mdn;
 use crate::static_emulator::StaticEmulator;
 use anyhow::{bail, Result};
@@ -58,6 +59,42 @@ pub fn payload(mdn: &Mdn, name: &str, version: &str) -> Result<Vec<u8>> {
     out.extend(header);
     for v in values {
         out.extend(v.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// A flow's weights and description in the posterior template's flow
+/// format (`plugins/posterior-mdn/src/flow.rs`): the JSON header with
+/// `"kind": "flow"`, then every conditioner's layers as little-endian `f32`
+/// ([`Nsf::conditioner_layers`]' order).
+pub fn flow_payload(flow: &Nsf, name: &str, version: &str) -> Result<Vec<u8>> {
+    let d = &flow.desc;
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let bounds: Vec<(Option<f64>, Option<f64>)> = flow.prior.marginals.iter().map(|m| m.bounds()).map(|(l, h)| (finite(l), finite(h))).collect();
+    let header = serde_json::to_vec(&serde_json::json!({
+        "kind": "flow",
+        "name": name,
+        "version": version,
+        "parameters": d.parameters,
+        "data_size": d.data_size,
+        "transform": d.transform,
+        "layers": d.layers,
+        "bins": d.bins,
+        "bound": d.bound,
+        "hidden": d.hidden,
+        "theta_mean": d.theta_mean,
+        "theta_std": d.theta_std,
+        "x_mean": d.x_mean,
+        "x_std": d.x_std,
+        "bounds": bounds,
+    }))?;
+    let mut out = Vec::with_capacity(4 + header.len());
+    out.extend((header.len() as u32).to_le_bytes());
+    out.extend(header);
+    for (w, b) in flow.conditioner_layers() {
+        for v in w.iter().chain(b) {
+            out.extend(v.to_le_bytes());
+        }
     }
     Ok(out)
 }

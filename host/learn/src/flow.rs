@@ -737,6 +737,13 @@ impl Nsf {
         Ok(lp.into_iter().zip(inside).map(|(l, i)| if i { l } else { f64::NEG_INFINITY }).collect())
     }
 
+    /// Every conditioner's MLP layers (weights `fan_in × fan_out`
+    /// row-major, bias), flow layer by flow layer, position by position
+    /// of that layer's order: the layout `geohost export posterior` writes.
+    pub fn conditioner_layers(&self) -> impl Iterator<Item = &(Vec<f32>, Vec<f32>)> {
+        self.nets.iter().flatten().flatten()
+    }
+
     /// `nsf` or `maf`: the predictor kind its file records.
     pub fn kind(&self) -> &'static str {
         match self.desc.transform {

@@ -79,19 +79,18 @@ impl Emulator {
         let slot = slot();
         let len = read_u32(slot, MAGIC.len())?;
         if len == 0 {
-            return Err("this is the emulator-mlp template and carries no weights: make an emulator component with `geohost export emulator EMULATOR -o FILE.wasm`".into());
+            return Err(
+                "this is the emulator-mlp template and carries no weights: make an emulator component with `geohost export emulator EMULATOR -o FILE.wasm`"
+                    .into(),
+            );
         }
         let payload = slot.get(36..36 + len).ok_or("the weights slot's length is larger than the slot")?;
         let header_len = read_u32(payload, 0)?;
         let header = payload.get(4..4 + header_len).ok_or("the weights header runs past the payload")?;
         let h: Header = serde_json::from_slice(header).map_err(|e| format!("the weights header is not valid: {e}"))?;
         let (d, p) = (h.parameters.len(), h.out_mean.len());
-        let fits = h.sizes.len() >= 2
-            && h.sizes[0] == d
-            && *h.sizes.last().unwrap() == p
-            && h.theta_mean.len() == d
-            && h.theta_std.len() == d
-            && h.out_std.len() == p;
+        let fits =
+            h.sizes.len() >= 2 && h.sizes[0] == d && *h.sizes.last().unwrap() == p && h.theta_mean.len() == d && h.theta_std.len() == d && h.out_std.len() == p;
         if !fits || d == 0 || p == 0 {
             return Err("the weights header's shapes do not fit together".into());
         }

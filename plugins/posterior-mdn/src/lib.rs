@@ -1,5 +1,6 @@
-//! A trained mixture density network as a `posterior` component: the
-//! template that `geohost export posterior` fills.
+//! A trained mixture density network or normalizing flow as a `posterior`
+//! component: the template that `geohost export posterior` fills (flows:
+//! `flow.rs`).
 //!
 //! The component carries its weights in a fixed-size slot of its own
 //! data segment: [`MAGIC`], a little-endian `u32` length, then that many
@@ -17,6 +18,8 @@
 //! and an upper-triangular precision factor U (the diagonal through exp),
 //! θ = μ + U⁻¹ε in standardised, unbounded coordinates, then back through
 //! each marginal's bijection.
+
+mod flow;
 
 use geohost_sdk::{Config, Posterior, PosteriorInfo, SplitMix64};
 use serde::Deserialize;
@@ -66,6 +69,7 @@ struct Header {
 
 struct Mdn {
     h: Header,
+    support: Support,
     /// (weights `fan_in × fan_out`, bias `fan_out`) per layer.
     layers: Vec<(Vec<f32>, Vec<f32>)>,
 }
@@ -74,16 +78,56 @@ fn read_u32(bytes: &[u8], at: usize) -> Result<usize, String> {
     bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or_else(|| "the weights slot is truncated".to_string())
 }
 
-impl Mdn {
-    fn load() -> Result<Mdn, String> {
-        let slot = slot();
-        let len = read_u32(slot, MAGIC.len())?;
-        if len == 0 {
-            return Err("this is the posterior-mdn template and carries no weights: make a posterior component with `geohost export posterior PREDICTOR -o FILE.wasm`".into());
+/// The slot's payload: the JSON header's bytes and the `f32` values after it.
+fn payload() -> Result<(&'static [u8], Vec<f32>), String> {
+    let slot = slot();
+    let len = read_u32(slot, MAGIC.len())?;
+    if len == 0 {
+        return Err(
+            "this is the posterior template and carries no weights: make a posterior component with `geohost export posterior PREDICTOR -o FILE.wasm`".into()
+        );
+    }
+    let payload = slot.get(36..36 + len).ok_or("the weights slot's length is larger than the slot")?;
+    let header_len = read_u32(payload, 0)?;
+    let header = payload.get(4..4 + header_len).ok_or("the weights header runs past the payload")?;
+    let values = payload[4 + header_len..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    Ok((header, values))
+}
+
+/// Read `sizes.windows(2)` layers of (weights, bias) from `values`.
+pub(crate) fn read_layers(values: &mut impl Iterator<Item = f32>, sizes: &[usize]) -> Result<Vec<(Vec<f32>, Vec<f32>)>, String> {
+    let mut layers = Vec::new();
+    for w in sizes.windows(2) {
+        let weights: Vec<f32> = values.by_ref().take(w[0] * w[1]).collect();
+        let bias: Vec<f32> = values.by_ref().take(w[1]).collect();
+        if weights.len() != w[0] * w[1] || bias.len() != w[1] {
+            return Err("the weights payload is shorter than its header says".into());
         }
-        let payload = slot.get(36..36 + len).ok_or("the weights slot's length is larger than the slot")?;
-        let header_len = read_u32(payload, 0)?;
-        let header = payload.get(4..4 + header_len).ok_or("the weights header runs past the payload")?;
+        layers.push((weights, bias));
+    }
+    Ok(layers)
+}
+
+/// An MLP with ReLU between layers on one input row.
+pub(crate) fn mlp(layers: &[(Vec<f32>, Vec<f32>)], mut x: Vec<f32>) -> Vec<f32> {
+    for (i, (w, b)) in layers.iter().enumerate() {
+        let fan_out = b.len();
+        let mut out = b.clone();
+        for (xi, row) in x.iter().zip(w.chunks_exact(fan_out)) {
+            for (o, wij) in out.iter_mut().zip(row) {
+                *o += xi * wij;
+            }
+        }
+        if i + 1 < layers.len() {
+            out.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+        x = out;
+    }
+    x
+}
+
+impl Mdn {
+    fn load(header: &[u8], values: Vec<f32>) -> Result<Mdn, String> {
         let h: Header = serde_json::from_slice(header).map_err(|e| format!("the weights header is not valid: {e}"))?;
         let d = h.parameters.len();
         let fits = h.sizes.len() >= 2
@@ -95,47 +139,32 @@ impl Mdn {
         if !fits || d == 0 || h.components == 0 {
             return Err("the weights header's shapes do not fit together".into());
         }
-        let mut values = payload[4 + header_len..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-        let mut layers = Vec::new();
-        for w in h.sizes.windows(2) {
-            let weights: Vec<f32> = values.by_ref().take(w[0] * w[1]).collect();
-            let bias: Vec<f32> = values.by_ref().take(w[1]).collect();
-            if weights.len() != w[0] * w[1] || bias.len() != w[1] {
-                return Err("the weights payload is shorter than its header says".into());
-            }
-            layers.push((weights, bias));
-        }
+        let mut values = values.into_iter();
+        let layers = read_layers(&mut values, &h.sizes)?;
         if values.next().is_some() {
             return Err("the weights payload is longer than its header says".into());
         }
-        Ok(Mdn { h, layers })
+        Ok(Mdn { support: Support(h.bounds.clone()), h, layers })
     }
 
     /// The network's raw outputs for one observation.
     fn outputs(&self, y: &[f64]) -> Vec<f32> {
-        let mut x: Vec<f32> = y.iter().zip(&self.h.x_mean).zip(&self.h.x_std).map(|((v, m), s)| ((v - m) / s) as f32).collect();
-        for (i, (w, b)) in self.layers.iter().enumerate() {
-            let fan_out = b.len();
-            let mut out = b.clone();
-            for (xi, row) in x.iter().zip(w.chunks_exact(fan_out)) {
-                for (o, wij) in out.iter_mut().zip(row) {
-                    *o += xi * wij;
-                }
-            }
-            if i + 1 < self.layers.len() {
-                out.iter_mut().for_each(|v| *v = v.max(0.0));
-            }
-            x = out;
-        }
-        x
+        let x: Vec<f32> = y.iter().zip(&self.h.x_mean).zip(&self.h.x_std).map(|((v, m), s)| ((v - m) / s) as f32).collect();
+        mlp(&self.layers, x)
     }
+}
 
+/// Each parameter's support (`None`: unbounded on that side) and the
+/// host's bijections to and from the real line (`geohost_da` priors).
+pub(crate) struct Support(pub Vec<(Option<f64>, Option<f64>)>);
+
+impl Support {
     fn bounds(&self, i: usize) -> (f64, f64) {
-        let (low, high) = self.h.bounds[i];
+        let (low, high) = self.0[i];
         (low.unwrap_or(f64::NEG_INFINITY), high.unwrap_or(f64::INFINITY))
     }
 
-    fn from_unbounded(&self, i: usize, z: f64) -> f64 {
+    pub(crate) fn from_unbounded(&self, i: usize, z: f64) -> f64 {
         match self.bounds(i) {
             (low, high) if low.is_finite() && high.is_finite() => (low + (high - low) / (1.0 + (-z).exp())).clamp(low, high),
             (low, _) if low.is_finite() => low + z.exp(),
@@ -144,7 +173,7 @@ impl Mdn {
         }
     }
 
-    fn to_unbounded(&self, i: usize, x: f64) -> f64 {
+    pub(crate) fn to_unbounded(&self, i: usize, x: f64) -> f64 {
         const EDGE: f64 = 1e-12;
         match self.bounds(i) {
             (low, high) if low.is_finite() && high.is_finite() => {
@@ -157,7 +186,7 @@ impl Mdn {
         }
     }
 
-    fn log_jacobian(&self, i: usize, x: f64) -> f64 {
+    pub(crate) fn log_jacobian(&self, i: usize, x: f64) -> f64 {
         match self.bounds(i) {
             (low, high) if low.is_finite() && high.is_finite() => ((high - low) / ((x - low) * (high - x))).ln(),
             (low, _) if low.is_finite() => -(x - low).ln(),
@@ -166,7 +195,7 @@ impl Mdn {
         }
     }
 
-    fn inside(&self, theta: &[f64]) -> bool {
+    pub(crate) fn inside(&self, theta: &[f64]) -> bool {
         theta.iter().enumerate().all(|(i, x)| {
             let (low, high) = self.bounds(i);
             *x >= low && *x <= high
@@ -219,23 +248,39 @@ fn mixture(mdn: &Mdn, y: &[f64]) -> Vec<Component> {
         .collect()
 }
 
-struct MdnPosterior {
-    mdn: Mdn,
+/// The network the slot carries: a mixture density network, or a flow
+/// (a header with `"kind": "flow"`).
+enum Net {
+    Mdn(Mdn),
+    Flow(flow::Flow),
 }
 
-impl Posterior for MdnPosterior {
+struct TemplatePosterior {
+    net: Net,
+}
+
+impl Posterior for TemplatePosterior {
     fn init(config: &Config) -> Result<Self, String> {
         config.allow_only(&[])?;
-        Ok(MdnPosterior { mdn: Mdn::load()? })
+        let (header, values) = payload()?;
+        let kind = serde_json::from_slice::<serde_json::Value>(header).map_err(|e| format!("the weights header is not JSON: {e}"))?["kind"].clone();
+        let net = if kind == "flow" { Net::Flow(flow::Flow::load(header, values)?) } else { Net::Mdn(Mdn::load(header, values)?) };
+        Ok(TemplatePosterior { net })
     }
 
     fn info(&self) -> PosteriorInfo {
-        let h = &self.mdn.h;
-        PosteriorInfo { name: h.name.clone(), version: h.version.clone(), parameters: h.parameters.clone(), data_size: h.data_size }
+        let (name, version, parameters, data_size) = match &self.net {
+            Net::Mdn(m) => (&m.h.name, &m.h.version, &m.h.parameters, m.h.data_size),
+            Net::Flow(f) => (&f.h.name, &f.h.version, &f.h.parameters, f.h.data_size),
+        };
+        PosteriorInfo { name: name.clone(), version: version.clone(), parameters: parameters.clone(), data_size }
     }
 
     fn sample(&mut self, y: &[f64], n: usize, out: &mut [f64], rng: &mut SplitMix64) -> Result<(), String> {
-        let mdn = &self.mdn;
+        let mdn = match &self.net {
+            Net::Mdn(m) => m,
+            Net::Flow(f) => return f.sample(y, n, out, rng),
+        };
         let d = mdn.h.parameters.len();
         let components = mixture(mdn, y);
         let weights: Vec<f64> = components.iter().map(|c| c.log_weight.exp()).collect();
@@ -245,7 +290,9 @@ impl Posterior for MdnPosterior {
         while filled < n {
             tries += 1;
             if tries > 1000 * n + 10_000 {
-                return Err(format!("fewer than 1 in 1000 draws fall inside the prior's support ({filled} of {n}); the observation may be far from anything simulated"));
+                return Err(format!(
+                    "fewer than 1 in 1000 draws fall inside the prior's support ({filled} of {n}); the observation may be far from anything simulated"
+                ));
             }
             let mut pick = rng.uniform() * total;
             let c = weights.iter().position(|w| {
@@ -257,9 +304,9 @@ impl Posterior for MdnPosterior {
             for i in 0..d {
                 let z: f64 = (i..d).map(|j| comp.u_inv[i * d + j] * eps[j]).sum();
                 let t = (comp.mu[i] + z) * mdn.h.theta_std[i] + mdn.h.theta_mean[i];
-                theta[i] = if mdn.h.unbounded { mdn.from_unbounded(i, t) } else { t };
+                theta[i] = if mdn.h.unbounded { mdn.support.from_unbounded(i, t) } else { t };
             }
-            if mdn.inside(&theta) && theta.iter().all(|v| v.is_finite()) {
+            if mdn.support.inside(&theta) && theta.iter().all(|v| v.is_finite()) {
                 out[filled * d..(filled + 1) * d].copy_from_slice(&theta);
                 filled += 1;
             }
@@ -272,23 +319,26 @@ impl Posterior for MdnPosterior {
     }
 
     fn log_prob(&mut self, y: &[f64], thetas: &[f64], out: &mut [f64]) -> Result<(), String> {
-        let mdn = &self.mdn;
+        let mdn = match &self.net {
+            Net::Mdn(m) => m,
+            Net::Flow(f) => return f.log_prob(y, thetas, out),
+        };
         let d = mdn.h.parameters.len();
         let components = mixture(mdn, y);
         let half_log_2pi = 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln();
         let mut t = vec![0.0; d];
         for (theta, lp) in thetas.chunks_exact(d).zip(out.iter_mut()) {
-            if !mdn.inside(theta) {
+            if !mdn.support.inside(theta) {
                 *lp = f64::NEG_INFINITY;
                 continue;
             }
             let mut jacobian = 0.0;
             for i in 0..d {
-                let z = if mdn.h.unbounded { mdn.to_unbounded(i, theta[i]) } else { theta[i] };
+                let z = if mdn.h.unbounded { mdn.support.to_unbounded(i, theta[i]) } else { theta[i] };
                 // As the host's density: θ standardised in f32.
                 t[i] = ((z - mdn.h.theta_mean[i]) / mdn.h.theta_std[i]) as f32 as f64;
                 if mdn.h.unbounded {
-                    jacobian += mdn.log_jacobian(i, theta[i]);
+                    jacobian += mdn.support.log_jacobian(i, theta[i]);
                 }
             }
             let terms: Vec<f64> = components
@@ -305,4 +355,4 @@ impl Posterior for MdnPosterior {
     }
 }
 
-geohost_sdk::export_posterior!(MdnPosterior);
+geohost_sdk::export_posterior!(TemplatePosterior);

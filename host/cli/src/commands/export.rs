@@ -3,6 +3,7 @@
 use super::posterior::{load_predictor, load_trained, LoadedPredictor};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use geohost_learn::density::Density;
 use geohost_registry::{default_dir, NewArtifact, Registry};
 use geohost_sandbox::model::Simulator;
 use geohost_sandbox::{Limits, Runtime, WasmPosterior, WasmSimulator, World};
@@ -23,7 +24,7 @@ pub struct ExportArgs {
 
 #[derive(Subcommand)]
 pub enum ExportWhat {
-    /// A single-stage step-5 predictor as a `posterior` component (weights embedded, the network run inside the component), checked against the predictor before it is written.
+    /// A single-stage step-5 predictor (a mixture density network or a flow) as a `posterior` component (weights embedded, the network run inside the component), checked against the predictor before it is written.
     Posterior {
         /// The predictor: a .safetensors file, or a registry reference with role predictor.
         predictor: String,
@@ -152,9 +153,12 @@ fn export_posterior(predictor: String, out: PathBuf, name: Option<String>, versi
     if TEMPLATE.is_empty() {
         bail!("this geohost was built before plugins/dist/posterior-mdn.wasm existed: run plugins/build.sh, then rebuild geohost");
     }
-    let mdn = predictor.first.as_mdn(&format!("exporting {} as a posterior component", loaded.label))?;
+    let density = &predictor.first;
     let name = name.unwrap_or_else(|| loaded.name.clone());
-    let payload = geohost_learn::export::payload(mdn, &name, &version)?;
+    let (payload, x_mean) = match density {
+        Density::Mdn(m) => (geohost_learn::export::payload(m, &name, &version)?, m.desc.x_mean.clone()),
+        Density::Nsf(f) => (geohost_learn::export::flow_payload(f, &name, &version)?, f.desc.x_mean.clone()),
+    };
     let component = geohost_learn::export::fill(TEMPLATE, &payload)?;
 
     // Check the component against the predictor before writing it: the
@@ -165,13 +169,13 @@ fn export_posterior(predictor: String, out: PathBuf, name: Option<String>, versi
     let plugin = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "posterior".into());
     let wasm = runtime.load_bytes(&plugin, &out, &component, World::Posterior)?;
     let mut posterior = WasmPosterior::new(&runtime, &wasm, "{}", None)?;
-    if posterior.info.parameters != mdn.desc.parameters || posterior.info.data_size != mdn.desc.data_size {
+    if posterior.info.parameters != density.parameters() || posterior.info.data_size != density.data_size() {
         bail!("the exported component describes itself differently from the predictor (a mismatched template?): {:?}", posterior.info);
     }
     use rand::SeedableRng;
-    let y = &mdn.desc.x_mean;
-    let draws = mdn.sample(y, 64, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1)).context("drawing from the predictor to check the component")?;
-    let native = mdn.log_prob(y, &draws)?;
+    let y = &x_mean;
+    let draws = density.sample(y, 64, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1)).context("drawing from the predictor to check the component")?;
+    let native = density.log_prob(y, &draws)?;
     let exported = posterior.log_prob(y, &draws)?;
     let worst = native.iter().zip(&exported).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     if worst.is_nan() || worst >= 1e-3 {
@@ -180,12 +184,13 @@ fn export_posterior(predictor: String, out: PathBuf, name: Option<String>, versi
     std::fs::write(&out, &component).with_context(|| format!("writing {}", out.display()))?;
     let id = geohost_registry::artifact_id(&component);
     eprintln!(
-        "wrote {} ({} bytes, {id}): posterior `{name}` {version}, {} parameters ({}), data size {}; log-density within {worst:.1e} of the predictor's",
+        "wrote {} ({} bytes, {id}): posterior `{name}` {version}, {} parameters ({}), data size {}, estimator {}; log-density within {worst:.1e} of the predictor's",
         out.display(),
         component.len(),
-        mdn.desc.parameters.len(),
-        mdn.desc.parameters.join(", "),
-        mdn.desc.data_size
+        density.parameters().len(),
+        density.parameters().join(", "),
+        density.data_size(),
+        density.kind()
     );
     if register {
         register_component(&registry_dir, &component, &name, &version, 5, "posterior", &loaded)?;
