@@ -64,6 +64,71 @@ impl EtkfTiming {
     }
 }
 
+/// The LETKF at size on Lorenz-96 (native, F = 8): a state spun up from a
+/// perturbed rest state, an ensemble of `members` about it (sd 1), every
+/// variable observed with R = I, loc_rad 4 in pairs (DAPPER's setting).
+/// Per size: the local domains' setup, one RK4 step of the ensemble, and
+/// the analysis with each of `threads` threads (median of `samples`), its
+/// speed-up over the first and the parallel efficiency.
+pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: usize) -> Result<String> {
+    use geohost_da::ensemble::Analysis;
+    use geohost_da::letkf::Letkf;
+    use geohost_sandbox::model::Grid;
+    use rand_distr::{Distribution, StandardNormal};
+    if threads.is_empty() || threads.contains(&0) || sizes.iter().any(|&m| m < 8) {
+        bail!("--threads needs counts of at least 1 and --sizes states of at least 8 variables");
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "LETKF on Lorenz-96 (native), N = {members}, every variable observed (R = I), loc_rad 4, pairs; ms, median of {samples}");
+    let mut header = format!("{:>8} {:>9} {:>10}", "size", "setup", "forecast");
+    for t in threads {
+        let _ = write!(header, " {:>12}", format!("analysis {t}t"));
+    }
+    for t in &threads[1..] {
+        let _ = write!(header, " {:>10} {:>10}", format!("speed-up {t}"), format!("effic. {t}"));
+    }
+    let _ = writeln!(out, "{header}");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for &m in sizes {
+        let mut model = Lorenz96::new(m, 8.0);
+        let mut truth = DMatrix::from_element(m, 1, 8.0);
+        truth[(0, 0)] += 0.01;
+        for _ in 0..200 {
+            model.advance(&mut truth, 0.0, 0.05)?;
+        }
+        let e0 = DMatrix::from_fn(m, members, |i, _| truth[(i, 0)] + <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut rng));
+        let y = DVector::from_fn(m, |i, _| truth[(i, 0)] + <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut rng));
+        let r = DVector::from_element(m, 1.0);
+        let locations: Vec<f64> = (0..m).map(|i| i as f64).collect();
+        let grid = Grid { points: m, periodic: true };
+        let start = Instant::now();
+        let letkf = Letkf::new(grid, &locations, 4.0, 2);
+        let setup = start.elapsed().as_secs_f64() * 1e3;
+        let mut ensemble = e0.clone();
+        let forecast = time_ms(samples, 1, || model.advance(&mut ensemble, 0.0, 0.05))?;
+        let mut letkf = Some(letkf);
+        let mut times = Vec::new();
+        for &t in threads {
+            let mut l = letkf.take().expect("put back below").with_threads(t);
+            times.push(time_ms(samples, 1, || {
+                let mut e = e0.clone();
+                l.analyse(&mut e, &e0, &y, &r, &mut rng)
+            })?);
+            letkf = Some(l);
+        }
+        let mut row = format!("{m:>8} {setup:>9.1} {forecast:>10.3}");
+        for t in &times {
+            let _ = write!(row, " {t:>12.2}");
+        }
+        for (t, time) in threads[1..].iter().zip(&times[1..]) {
+            let speedup = times[0] / time;
+            let _ = write!(row, " {speedup:>10.2} {:>10.2}", speedup * threads[0] as f64 / *t as f64);
+        }
+        let _ = writeln!(out, "{row}");
+    }
+    Ok(out)
+}
+
 /// ETKF on Lorenz-96 (sakov2008 setup) with the wasm forward model and with
 /// the native one: milliseconds per analysis cycle and their ratio, plus
 /// the cost of one ensemble step alone. The wasm model runs under

@@ -164,6 +164,32 @@ fn letkf_with_infinite_radius_equals_etkf() {
     assert!(max_abs(&(e_global - e_local)) > 1e-3);
 }
 
+/// The local analyses split over threads give the same bits as on one
+/// (400 points in 200 domains: enough for three threads to share).
+#[test]
+fn letkf_on_threads_is_the_same_to_the_bit() {
+    let (m, n) = (400, 20);
+    let grid = Grid { points: m, periodic: true };
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let e0 = linalg::randn(m, n, &mut rng);
+    // Every other point observed.
+    let observed: Vec<usize> = (0..m).step_by(2).collect();
+    let eo = DMatrix::from_fn(observed.len(), n, |j, k| e0[(observed[j], k)]);
+    let y = linalg::randn(observed.len(), 1, &mut rng).column(0).into_owned();
+    let r = DVector::from_element(observed.len(), 1.0);
+    let locations: Vec<f64> = observed.iter().map(|&i| i as f64).collect();
+    let analysed = |threads: usize| {
+        let mut e = e0.clone();
+        letkf::Letkf::new(grid, &locations, 4.0, 2).with_threads(threads).analyse(&mut e, &eo, &y, &r, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+        e
+    };
+    let one = analysed(1);
+    assert!(max_abs(&(&one - &e0)) > 1e-3, "the analysis changes the ensemble");
+    for threads in [2, 3] {
+        assert_eq!(analysed(threads), one, "{threads} threads");
+    }
+}
+
 #[test]
 fn gaspari_cohn_has_its_defining_values() {
     let c = 3.0;

@@ -28,6 +28,23 @@ enum PerfTarget {
     Posterior(PosteriorPerfArgs),
     /// Lorenz-96 in Rust, Python and JavaScript: component size, first and cached compile, ms per ETKF cycle and the ratio to Rust.
     Languages(LanguagesPerfArgs),
+    /// The LETKF at size: ms per analysis on Lorenz-96 (native, every variable observed, loc_rad 4) with 1, 2, … threads, the speed-up and parallel efficiency, and the forecast's ms beside it.
+    Letkf(LetkfPerfArgs),
+}
+
+#[derive(Args)]
+struct LetkfPerfArgs {
+    /// State sizes (Lorenz-96 variables), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "400,40000")]
+    sizes: Vec<usize>,
+    /// Thread counts, comma-separated (the first is the reference).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    #[arg(long, default_value_t = 20)]
+    members: usize,
+    /// Timing samples (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    samples: usize,
 }
 
 #[derive(Args)]
@@ -186,6 +203,7 @@ pub fn run(args: PerfArgs) -> Result<()> {
             }
         }
         Some(PerfTarget::Languages(l)) => perf::language_cost(&l.plugins, l.members, l.cycles, l.samples)?,
+        Some(PerfTarget::Letkf(l)) => perf::letkf_cost(&l.sizes, &l.threads, l.members, l.samples)?,
         None => perf_da(DaPerfArgs::parse_from(["da"]))?,
     };
     println!("{report}");
