@@ -112,16 +112,39 @@ impl Letkf {
     /// DAPPER's convention; `f64::INFINITY` means no localisation).
     pub fn new(grid: Grid, obs_locations: &[f64], loc_rad: f64, batch: usize) -> Letkf {
         let c = 1.82 * loc_rad;
+        // The observations by coordinate: a domain's candidates are those
+        // within the taper's support 2c of its centre (or of the centre
+        // shifted by a period), found by binary search instead of a scan.
+        let mut by_location: Vec<(f64, usize)> = obs_locations.iter().copied().zip(0..).collect();
+        by_location.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let within = |x: f64, out: &mut Vec<usize>| {
+            let lo = by_location.partition_point(|(l, _)| *l < x - 2.0 * c);
+            let hi = by_location.partition_point(|(l, _)| *l <= x + 2.0 * c);
+            out.extend(by_location[lo..hi].iter().map(|(_, j)| *j));
+        };
         let domains = (0..grid.points)
             .step_by(batch)
             .map(|start| {
                 let state: Vec<usize> = (start..(start + batch).min(grid.points)).collect();
                 let centre = state.iter().map(|&i| i as f64).sum::<f64>() / state.len() as f64;
-                let (obs, sqrt_taper) = obs_locations
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(j, &loc)| {
-                        let taper = if loc_rad.is_infinite() { 1.0 } else { gaspari_cohn(grid.distance(centre, loc), c) };
+                let mut candidates = Vec::new();
+                if loc_rad.is_infinite() {
+                    candidates.extend(0..obs_locations.len());
+                } else {
+                    within(centre, &mut candidates);
+                    if grid.periodic {
+                        within(centre - grid.points as f64, &mut candidates);
+                        within(centre + grid.points as f64, &mut candidates);
+                    }
+                    // In observation order, as a scan would give them (the
+                    // local analysis sums in this order).
+                    candidates.sort_unstable();
+                    candidates.dedup();
+                }
+                let (obs, sqrt_taper) = candidates
+                    .into_iter()
+                    .filter_map(|j| {
+                        let taper = if loc_rad.is_infinite() { 1.0 } else { gaspari_cohn(grid.distance(centre, obs_locations[j]), c) };
                         (taper > TAPER_CUTOFF).then_some((j, taper.sqrt()))
                     })
                     .unzip();
