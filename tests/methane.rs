@@ -491,3 +491,38 @@ fn methane_retrieval_benchmarks_score_components_on_hidden_pixels() {
     let row = matrix.split("L1→L2").nth(1).unwrap_or_default();
     assert!((3..=5).all(|s| row.contains(&format!("contract small-step{s}@1.0.0"))), "{matrix}");
 }
+
+/// Retrieval benchmarks and `export emulator` refuse what they cannot use,
+/// naming the field or the file: limits of another step, a baseline of
+/// the wrong kind, a set without a prior, an unknown baseline, the
+/// emulator template without weights, a file that is not an emulator.
+#[test]
+fn retrieval_benchmarks_and_the_emulator_export_refuse_what_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = methane_set(dir.path(), &format!("{SMALL}{}", pixel_steps()), "wind_speed = 3.0");
+    let fails = |args: &[&str], expected: &[&str]| {
+        let out = crate::common::geohost(dir.path()).args(args).output().unwrap();
+        let err = crate::common::stderr(&out);
+        assert!(!out.status.success() && expected.iter().all(|e| err.contains(e)), "{args:?}: {err}");
+    };
+    for (limits, baseline, expected) in [
+        ("max_band_rmse_over_noise = 0.1", "emulator = \"e\"", vec!["step4.toml", "`retrieval.max_band_rmse_over_noise` does not apply to step 4"]),
+        ("max_emulator_vs_physics = 0.1", "predictor = \"p\"", vec!["step4.toml", "[[baselines]] #1: a step-4 baseline is `emulator = NAME`"]),
+        ("max_emulator_vs_physics = 0.1", "emulator = \"nowhere\"", vec!["[[baselines]] #1: emulator `nowhere`"]),
+    ] {
+        let contract = retrieval_contract(dir.path(), &set, 4, limits, baseline);
+        fails(&["bench", "register", contract.to_str().unwrap()], &expected);
+    }
+    // A retrieval set without [[prior]] has no operating distribution.
+    let bare = methane_set(dir.path(), SMALL, "wind_speed = 3.0");
+    let contract = retrieval_contract(dir.path(), &bare, 3, "", "emulator = \"e\"");
+    fails(&["bench", "register", contract.to_str().unwrap()], &["has no [[prior]]", "operating distribution"]);
+
+    // The emulator template carries no weights and says how to fill it.
+    fails(&["inspect", "--world", "static-model", plugin("emulator-mlp").to_str().unwrap()], &["carries no weights", "geohost export emulator"]);
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not safetensors").unwrap();
+    let out = dir.path().join("x.wasm");
+    fails(&["export", "emulator", junk.to_str().unwrap(), "-o", out.to_str().unwrap()], &["junk.safetensors"]);
+    assert!(!out.exists(), "nothing written");
+}
