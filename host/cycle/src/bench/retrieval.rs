@@ -627,43 +627,7 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &RetrievalCo
     let world = contract.world();
     let (mut record, label) = start_record(options, budget, world)?;
     let size = record.size;
-    let mut bytes = None;
-    let mut candidate = None;
-    let config = serde_json::to_string(&options.config)?;
-    let fuel = Some(FuelBudget { total: budget.fuel_total, spent: 0 });
-    match load_component(options, &budget, &mut record, &label, world) {
-        Err(v) => record.disqualified = verdict_of(v)?,
-        Ok((sandbox, loaded, read)) => {
-            bytes = Some(read);
-            let made = match world {
-                World::Posterior => WasmPosterior::new(&sandbox, &loaded, &config, fuel).map(|p| {
-                    let i = &p.info;
-                    let fits = i.parameters == names && i.data_size == bands;
-                    let described = format!("samples parameters [{}] from data of size {}", i.parameters.join(", "), i.data_size);
-                    (i.name.clone(), i.version.clone(), fits, described, Candidate::Posterior(p))
-                }),
-                _ => WasmSimulator::with_budget(&sandbox, &loaded, &config, fuel).map(|e| {
-                    let i = e.info();
-                    let given: Vec<String> = i.parameters.iter().map(|p| p.name.clone()).collect();
-                    let fits = given == names && i.output_size == bands;
-                    let described = format!("takes parameters [{}] and gives {} outputs", given.join(", "), i.output_size);
-                    (i.name.clone(), i.version.clone(), fits, described, Candidate::Emulator(e))
-                }),
-            };
-            match made {
-                Err(e) => record.disqualified = verdict_of(disqualified("init", e, None))?,
-                Ok((name, version, fits, described, c)) => {
-                    (record.name, record.version) = (Some(name), Some(version));
-                    if fits {
-                        candidate = Some(c);
-                    } else {
-                        let reason = format!("it {described}, but the contract's pixels have parameters [{}] and {bands} bands", names.join(", "));
-                        record.disqualified = verdict_of(disqualified("init", reason, None))?;
-                    }
-                }
-            }
-        }
-    }
+    let (mut candidate, bytes) = load_candidate(options, &budget, &mut record, &label, world, &names, bands)?;
 
     // Score every experiment.
     let mut scored = Vec::new();
@@ -706,7 +670,7 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &RetrievalCo
                         s
                     })
                 }
-                Candidate::Posterior(post) => posterior_moments(post, y, frozen_draws(contract), material).map(|(m, s)| direct(&m, &s)),
+                Candidate::Posterior(post) => posterior_moments(post, y, contract.draws().unwrap_or(DEFAULT_DRAWS), material).map(|(m, s)| direct(&m, &s)),
             };
             match result {
                 Ok(s) => match non_finite(&s) {
@@ -809,8 +773,58 @@ pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &RetrievalCo
     Ok((report, bytes))
 }
 
-fn frozen_draws(contract: &RetrievalContract) -> usize {
-    contract.draws().unwrap_or(DEFAULT_DRAWS)
+/// Load the candidate and match it to the problem (`names` parameters,
+/// `bands` outputs or data values); on failure the record says why it is
+/// disqualified and no candidate comes back. The bytes come back whenever
+/// they were read.
+fn load_candidate(
+    options: &SubmitOptions,
+    budget: &Budget,
+    record: &mut SubmissionRecord,
+    label: &str,
+    world: World,
+    names: &[String],
+    bands: usize,
+) -> Result<(Option<Candidate>, Option<Vec<u8>>)> {
+    let (sandbox, loaded, bytes) = match load_component(options, budget, record, label, world) {
+        Err(v) => {
+            record.disqualified = verdict_of(v)?;
+            return Ok((None, None));
+        }
+        Ok(x) => x,
+    };
+    let config = serde_json::to_string(&options.config)?;
+    let fuel = Some(FuelBudget { total: budget.fuel_total, spent: 0 });
+    let made = match world {
+        World::Posterior => WasmPosterior::new(&sandbox, &loaded, &config, fuel).map(|p| {
+            let i = &p.info;
+            let fits = i.parameters == names && i.data_size == bands;
+            let described = format!("samples parameters [{}] from data of size {}", i.parameters.join(", "), i.data_size);
+            (i.name.clone(), i.version.clone(), fits, described, Candidate::Posterior(p))
+        }),
+        _ => WasmSimulator::with_budget(&sandbox, &loaded, &config, fuel).map(|e| {
+            let i = e.info();
+            let given: Vec<String> = i.parameters.iter().map(|p| p.name.clone()).collect();
+            let fits = given == names && i.output_size == bands;
+            let described = format!("takes parameters [{}] and gives {} outputs", given.join(", "), i.output_size);
+            (i.name.clone(), i.version.clone(), fits, described, Candidate::Emulator(e))
+        }),
+    };
+    match made {
+        Err(e) => {
+            record.disqualified = verdict_of(disqualified("init", e, None))?;
+            Ok((None, Some(bytes)))
+        }
+        Ok((name, version, fits, described, candidate)) => {
+            (record.name, record.version) = (Some(name), Some(version));
+            if fits {
+                return Ok((Some(candidate), Some(bytes)));
+            }
+            let reason = format!("it {described}, but the contract's pixels have parameters [{}] and {bands} bands", names.join(", "));
+            record.disqualified = verdict_of(disqualified("init", reason, None))?;
+            Ok((None, Some(bytes)))
+        }
+    }
 }
 
 /// Per-pixel mean and sd of each parameter from `draws` draws of the
