@@ -272,8 +272,14 @@ fn methane_row_runs_steps_1_to_5_and_reports_against_its_contract() {
     let direct_bg: Vec<f64> = rows.iter().map(|r| r["direct"]["bias_background"].as_f64().unwrap()).collect();
     assert!(direct_bg[7].abs() < 0.5 * bias_bg[7].abs(), "direct background bias {direct_bg:?}, filter {bias_bg:?}");
     assert!(summary["direct_ime_slope"].as_f64().unwrap() > 0.5, "{summary}");
+    // Step 4 through the emulator on the scenes: per pixel through the
+    // physics it knows, so no borrowed background bias either, and its
+    // maps close to step 5's.
+    let emulator_bg: Vec<f64> = rows.iter().map(|r| r["emulator"]["bias_background"].as_f64().unwrap()).collect();
+    assert!(emulator_bg[7].abs() < 0.5 * bias_bg[7].abs(), "step-4 background bias {emulator_bg:?}, filter {bias_bg:?}");
+    assert!(summary["emulator_ime_slope"].as_f64().unwrap() > 0.5, "{summary}");
     let csv = std::fs::read_to_string(dir.path().join("out/scenes.csv")).unwrap();
-    assert!(csv.lines().all(|l| l.split(',').count() == 18), "{csv}");
+    assert!(csv.lines().all(|l| l.split(',').count() == 23), "{csv}");
 
     // The report: steps 1–5, every limit of the contract checked, the
     // verdict and the improvements follow from the checks.

@@ -116,6 +116,10 @@ pub struct PixelSteps {
     /// retrieval's dx map and its sd.
     #[serde(skip)]
     pub scene_maps: Vec<(Vec<f64>, Vec<f64>)>,
+    /// Step 4 through the emulator on every pixel of each scene: dx and
+    /// its sd (through the physics it would take minutes a scene).
+    #[serde(skip)]
+    pub emulator_maps: Vec<(Vec<f64>, Vec<f64>)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -296,6 +300,12 @@ pub fn run(
         });
         table.physics = Some((physics.theta, physics.sd));
         table.emulator = Some((through.theta, through.sd));
+        for radiance in scenes {
+            let start = lm_start(&prior, &mut forward(rt, obs, 0), radiance)?;
+            let r = gauss_newton::retrieve(&mut |t: &DMatrix<f64>| emu.simulate(t, 0), radiance, &sd, &start, &settings)
+                .context("step 4 through the emulator on a scene")?;
+            out.emulator_maps.push((r.theta.row(dx_at).iter().copied().collect(), r.sd.row(dx_at).iter().copied().collect()));
+        }
     }
 
     // Step 5: the amortized posterior's moments as the direct retrieval.

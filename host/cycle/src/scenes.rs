@@ -349,17 +349,20 @@ pub struct SceneRow {
     /// with the pixel's albedo (the filter's albedo bias).
     pub albedo_correlation: f64,
     /// Step 5's direct retrieval on the same scene, when the set has one.
-    pub direct: Option<DirectScene>,
+    pub direct: Option<MapScores>,
+    /// Step 4, Levenberg–Marquardt through the emulator, on the same scene.
+    pub emulator: Option<MapScores>,
 }
 
-/// Step 5's direct retrieval of one scene, scored as the filter's.
+/// A per-pixel retrieval's map of one scene (step 4 through the emulator,
+/// step 5's direct retrieval), scored as the filter's.
 #[derive(Clone, Debug, Serialize)]
-pub struct DirectScene {
+pub struct MapScores {
     pub rmse_plume: f64,
     pub bias_plume: f64,
     pub rmse_background: f64,
     pub bias_background: f64,
-    /// IME on the direct map (same mask threshold and U_eff), kg/h.
+    /// IME on the map (same mask threshold and U_eff), kg/h.
     pub ime_emission: f64,
 }
 
@@ -370,6 +373,8 @@ pub struct SceneMaps {
     pub retrieved: Vec<f64>,
     /// Step 5's direct retrieval: dx and its sd.
     pub direct: Option<(Vec<f64>, Vec<f64>)>,
+    /// Step 4 through the emulator: dx and its sd.
+    pub emulator: Option<(Vec<f64>, Vec<f64>)>,
 }
 
 /// What a retrieval run produced.
@@ -385,8 +390,10 @@ pub struct ScenesRun {
     pub slope: f64,
     pub intercept: f64,
     pub r2: f64,
-    /// The same regression for step 5's direct retrieval on the scenes.
+    /// The same regression for step 5's direct retrieval on the scenes,
+    /// and for step 4 through the emulator.
     pub direct_fit: Option<(f64, f64, f64)>,
+    pub emulator_fit: Option<(f64, f64, f64)>,
     /// (from kg/h, to kg/h, scenes, detected).
     pub detection: Vec<(f64, f64, usize, usize)>,
     pub unit_absorption: Vec<f64>,
@@ -669,9 +676,10 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
             bias_background,
             albedo_correlation,
             direct: None,
+            emulator: None,
         });
         if first.is_none() {
-            first = Some(SceneMaps { truth: truth.clone(), albedo, retrieved, direct: None });
+            first = Some(SceneMaps { truth: truth.clone(), albedo, retrieved, direct: None, emulator: None });
         }
     }
     // Detection at `far` false alarms per scene: the threshold from the
@@ -704,24 +712,41 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
         step5: set.set.step5.as_ref(),
     };
     let pixel_steps = crate::pixels::run(&specs, &radiances, &mut plugins.rt, &mut plugins.obs, &plugins.components, registry)?;
-    // Step 5 on the scenes: the direct retrieval's maps, scored as the
-    // filter's (same pixels, same mask threshold, same U_eff).
-    let mut direct_fit = None;
-    if !pixel_steps.scene_maps.is_empty() {
-        for (s, (map, _)) in pixel_steps.scene_maps.iter().enumerate() {
-            let truth = &truths[s];
-            let (rmse_plume, bias_plume) = plugins.metrics.errors(&plume_pixels[s].iter().map(|&p| (map[p], truth[p])).collect::<Vec<_>>())?;
-            let background: Vec<(f64, f64)> = (0..pixels).filter(|&p| truth[p] < 1.0).map(|p| (map[p], truth[p])).collect();
-            let (rmse_background, bias_background) = plugins.metrics.errors(&background)?;
-            let mask = ime::plume_mask(map, spec.nx, spec.ny, source, spec.search, mask_threshold);
-            let ime_emission = ime::ime(map, &mask, spec.pixel).emission_rate(u_eff) * 3600.0;
-            rows[s].direct = Some(DirectScene { rmse_plume, bias_plume, rmse_background, bias_background, ime_emission });
+    // Steps 4 and 5 on the scenes: the per-pixel retrievals' maps, scored
+    // as the filter's (same pixels, same mask threshold, same U_eff).
+    let mut score_maps = |maps: &[(Vec<f64>, Vec<f64>)]| -> Result<Vec<MapScores>> {
+        maps.iter()
+            .enumerate()
+            .map(|(s, (map, _))| {
+                let truth = &truths[s];
+                let (rmse_plume, bias_plume) = plugins.metrics.errors(&plume_pixels[s].iter().map(|&p| (map[p], truth[p])).collect::<Vec<_>>())?;
+                let background: Vec<(f64, f64)> = (0..pixels).filter(|&p| truth[p] < 1.0).map(|p| (map[p], truth[p])).collect();
+                let (rmse_background, bias_background) = plugins.metrics.errors(&background)?;
+                let mask = ime::plume_mask(map, spec.nx, spec.ny, source, spec.search, mask_threshold);
+                let ime_emission = ime::ime(map, &mask, spec.pixel).emission_rate(u_eff) * 3600.0;
+                Ok(MapScores { rmse_plume, bias_plume, rmse_background, bias_background, ime_emission })
+            })
+            .collect()
+    };
+    let direct = score_maps(&pixel_steps.scene_maps)?;
+    let emulator = score_maps(&pixel_steps.emulator_maps)?;
+    let mut fit = |scores: &[MapScores]| -> Result<Option<(f64, f64, f64)>> {
+        if scores.is_empty() {
+            return Ok(None);
         }
-        let y: Vec<f64> = rows.iter().map(|r| r.direct.as_ref().map_or(f64::NAN, |d| d.ime_emission)).collect();
-        direct_fit = Some(plugins.metrics.regression(&y, &x)?);
-        if let (Some(f), Some((map, sd))) = (first.as_mut(), pixel_steps.scene_maps.first()) {
-            f.direct = Some((map.clone(), sd.clone()));
-        }
+        let y: Vec<f64> = scores.iter().map(|d| d.ime_emission).collect();
+        Ok(Some(plugins.metrics.regression(&y, &x)?))
+    };
+    let (direct_fit, emulator_fit) = (fit(&direct)?, fit(&emulator)?);
+    for (row, d) in rows.iter_mut().zip(direct) {
+        row.direct = Some(d);
+    }
+    for (row, e) in rows.iter_mut().zip(emulator) {
+        row.emulator = Some(e);
+    }
+    if let Some(f) = first.as_mut() {
+        f.direct = pixel_steps.scene_maps.first().cloned();
+        f.emulator = pixel_steps.emulator_maps.first().cloned();
     }
     let pixels = pixel_steps;
     Ok(ScenesRun {
@@ -734,6 +759,7 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
         intercept,
         r2,
         direct_fit,
+        emulator_fit,
         detection,
         unit_absorption: k,
         noise_sd: plugins.noise_sd,
@@ -776,21 +802,24 @@ pub fn table(run: &ScenesRun) -> String {
         let _ = writeln!(s, "detected {d}/{n} scenes with {lo:.1}–{hi:.1} kg/h");
     }
     let _ = write!(s, "{} scenes in {:.1} s", run.rows.len(), run.seconds);
-    if let Some((slope, intercept, r2)) = run.direct_fit {
-        let mean_of = |f: &dyn Fn(&SceneRow) -> Option<f64>| {
-            let v: Vec<f64> = run.rows.iter().filter_map(f).filter(|v| v.is_finite()).collect();
-            v.iter().sum::<f64>() / v.len().max(1) as f64
-        };
+    let mean_of = |f: &dyn Fn(&SceneRow) -> Option<f64>| {
+        let v: Vec<f64> = run.rows.iter().filter_map(f).filter(|v| v.is_finite()).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let maps: [(&str, Option<(f64, f64, f64)>, fn(&SceneRow) -> Option<&MapScores>); 2] =
+        [("step 4 through the emulator", run.emulator_fit, |r| r.emulator.as_ref()), ("step 5", run.direct_fit, |r| r.direct.as_ref())];
+    for (what, fit, of) in maps {
+        let Some((slope, intercept, r2)) = fit else { continue };
         let _ = write!(
             s,
-            "\nstep 5 on the scenes (mean over scenes, filter in brackets): RMSE plume {:.0} ({:.0}), bias plume {:.0} ({:.0}), RMSE bg {:.0} ({:.0}), bias bg {:.1} ({:.1}) ppm·m; IME on its maps Q = {slope:.3} Q + {intercept:.2} kg/h, r² {r2:.3}",
-            mean_of(&|r| r.direct.as_ref().map(|d| d.rmse_plume)),
+            "\n{what} on the scenes (mean over scenes, filter in brackets): RMSE plume {:.0} ({:.0}), bias plume {:.0} ({:.0}), RMSE bg {:.0} ({:.0}), bias bg {:.1} ({:.1}) ppm·m; IME on its maps Q = {slope:.3} Q + {intercept:.2} kg/h, r² {r2:.3}",
+            mean_of(&|r| of(r).map(|d| d.rmse_plume)),
             mean_of(&|r| Some(r.rmse_plume)),
-            mean_of(&|r| r.direct.as_ref().map(|d| d.bias_plume)),
+            mean_of(&|r| of(r).map(|d| d.bias_plume)),
             mean_of(&|r| Some(r.bias_plume)),
-            mean_of(&|r| r.direct.as_ref().map(|d| d.rmse_background)),
+            mean_of(&|r| of(r).map(|d| d.rmse_background)),
             mean_of(&|r| Some(r.rmse_background)),
-            mean_of(&|r| r.direct.as_ref().map(|d| d.bias_background)),
+            mean_of(&|r| of(r).map(|d| d.bias_background)),
             mean_of(&|r| Some(r.bias_background)),
         );
     }
@@ -859,22 +888,26 @@ pub fn summary(run: &ScenesRun, set: &LoadedRetrieval) -> serde_json::Value {
         "direct_ime_slope": run.direct_fit.map(|f| f.0),
         "direct_ime_intercept": run.direct_fit.map(|f| f.1),
         "direct_ime_r2": run.direct_fit.map(|f| f.2),
+        "emulator_ime_slope": run.emulator_fit.map(|f| f.0),
+        "emulator_ime_intercept": run.emulator_fit.map(|f| f.1),
+        "emulator_ime_r2": run.emulator_fit.map(|f| f.2),
     })
 }
 
 pub fn write(dir: &Path, run: &ScenesRun, set: &LoadedRetrieval) -> Result<ScenesFiles> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
     let mut csv = String::from(
-        "scene,emission_kg_h,wind_dir,detected,statistic,ime_emission_kg_h,mask_pixels,plume_pixels,rmse_plume,bias_plume,rmse_background,bias_background,albedo_correlation,direct_rmse_plume,direct_bias_plume,direct_rmse_background,direct_bias_background,direct_ime_emission_kg_h\n",
+        "scene,emission_kg_h,wind_dir,detected,statistic,ime_emission_kg_h,mask_pixels,plume_pixels,rmse_plume,bias_plume,rmse_background,bias_background,albedo_correlation,direct_rmse_plume,direct_bias_plume,direct_rmse_background,direct_bias_background,direct_ime_emission_kg_h,emulator_rmse_plume,emulator_bias_plume,emulator_rmse_background,emulator_bias_background,emulator_ime_emission_kg_h\n",
     );
     for r in &run.rows {
-        let direct = match &r.direct {
+        let cells = |m: &Option<MapScores>| match m {
             Some(d) => format!("{},{},{},{},{}", d.rmse_plume, d.bias_plume, d.rmse_background, d.bias_background, d.ime_emission),
             None => ",,,,".into(),
         };
+        let (direct, emulator) = (cells(&r.direct), cells(&r.emulator));
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{direct}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{direct},{emulator}",
             r.scene,
             r.emission,
             r.wind_dir,
@@ -910,6 +943,10 @@ pub fn write(dir: &Path, run: &ScenesRun, set: &LoadedRetrieval) -> Result<Scene
     if let Some((map, sd)) = &run.first.direct {
         vars.push(Var { name: "dx_direct", dims: &["y", "x"], data: map, units: "ppm m", long_name: "step 5 direct retrieval (posterior mean)" });
         vars.push(Var { name: "dx_direct_sd", dims: &["y", "x"], data: sd, units: "ppm m", long_name: "step 5 direct retrieval sd" });
+    }
+    if let Some((map, sd)) = &run.first.emulator {
+        vars.push(Var { name: "dx_emulator", dims: &["y", "x"], data: map, units: "ppm m", long_name: "step 4 retrieval through the emulator" });
+        vars.push(Var { name: "dx_emulator_sd", dims: &["y", "x"], data: sd, units: "ppm m", long_name: "step 4 retrieval through the emulator, sd" });
     }
     let maps = nc_bytes(&[("y", spec.ny), ("x", spec.nx), ("band", run.unit_absorption.len())], &vars, &attrs)?;
     let summary = serde_json::to_vec_pretty(&summary(run, set))?;
