@@ -806,7 +806,9 @@ pub fn table(run: &ScenesRun) -> String {
         let v: Vec<f64> = run.rows.iter().filter_map(f).filter(|v| v.is_finite()).collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
-    let maps: [(&str, Option<(f64, f64, f64)>, fn(&SceneRow) -> Option<&MapScores>); 2] =
+    // (what, its IME fit, its scores on a scene)
+    type Scored = fn(&SceneRow) -> Option<&MapScores>;
+    let maps: [(&str, Option<(f64, f64, f64)>, Scored); 2] =
         [("step 4 through the emulator", run.emulator_fit, |r| r.emulator.as_ref()), ("step 5", run.direct_fit, |r| r.direct.as_ref())];
     for (what, fit, of) in maps {
         let Some((slope, intercept, r2)) = fit else { continue };
