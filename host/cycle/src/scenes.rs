@@ -770,6 +770,28 @@ pub fn run(set: &LoadedRetrieval, runtime: &Runtime, registry: Option<&mut Regis
     })
 }
 
+/// A per-pixel retrieval on the scenes (`of` a row's scores, `fit` the
+/// IME regression on its maps) against the filter, as a line of the table;
+/// empty when the run has no such maps.
+fn map_line(run: &ScenesRun, what: &str, fit: Option<(f64, f64, f64)>, of: impl Fn(&SceneRow) -> Option<&MapScores>) -> String {
+    let Some((slope, intercept, r2)) = fit else { return String::new() };
+    let mean_of = |f: &dyn Fn(&SceneRow) -> Option<f64>| {
+        let v: Vec<f64> = run.rows.iter().filter_map(f).filter(|v| v.is_finite()).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    format!(
+        "\n{what} on the scenes (mean over scenes, filter in brackets): RMSE plume {:.0} ({:.0}), bias plume {:.0} ({:.0}), RMSE bg {:.0} ({:.0}), bias bg {:.1} ({:.1}) ppm·m; IME on its maps Q = {slope:.3} Q + {intercept:.2} kg/h, r² {r2:.3}",
+        mean_of(&|r| of(r).map(|d| d.rmse_plume)),
+        mean_of(&|r| Some(r.rmse_plume)),
+        mean_of(&|r| of(r).map(|d| d.bias_plume)),
+        mean_of(&|r| Some(r.bias_plume)),
+        mean_of(&|r| of(r).map(|d| d.rmse_background)),
+        mean_of(&|r| Some(r.rmse_background)),
+        mean_of(&|r| of(r).map(|d| d.bias_background)),
+        mean_of(&|r| Some(r.bias_background)),
+    )
+}
+
 /// The run's figures as a text table.
 pub fn table(run: &ScenesRun) -> String {
     let mut s = String::new();
@@ -802,29 +824,8 @@ pub fn table(run: &ScenesRun) -> String {
         let _ = writeln!(s, "detected {d}/{n} scenes with {lo:.1}–{hi:.1} kg/h");
     }
     let _ = write!(s, "{} scenes in {:.1} s", run.rows.len(), run.seconds);
-    let mean_of = |f: &dyn Fn(&SceneRow) -> Option<f64>| {
-        let v: Vec<f64> = run.rows.iter().filter_map(f).filter(|v| v.is_finite()).collect();
-        v.iter().sum::<f64>() / v.len().max(1) as f64
-    };
-    // (what, its IME fit, its scores on a scene)
-    type Scored = fn(&SceneRow) -> Option<&MapScores>;
-    let maps: [(&str, Option<(f64, f64, f64)>, Scored); 2] =
-        [("step 4 through the emulator", run.emulator_fit, |r| r.emulator.as_ref()), ("step 5", run.direct_fit, |r| r.direct.as_ref())];
-    for (what, fit, of) in maps {
-        let Some((slope, intercept, r2)) = fit else { continue };
-        let _ = write!(
-            s,
-            "\n{what} on the scenes (mean over scenes, filter in brackets): RMSE plume {:.0} ({:.0}), bias plume {:.0} ({:.0}), RMSE bg {:.0} ({:.0}), bias bg {:.1} ({:.1}) ppm·m; IME on its maps Q = {slope:.3} Q + {intercept:.2} kg/h, r² {r2:.3}",
-            mean_of(&|r| of(r).map(|d| d.rmse_plume)),
-            mean_of(&|r| Some(r.rmse_plume)),
-            mean_of(&|r| of(r).map(|d| d.bias_plume)),
-            mean_of(&|r| Some(r.bias_plume)),
-            mean_of(&|r| of(r).map(|d| d.rmse_background)),
-            mean_of(&|r| Some(r.rmse_background)),
-            mean_of(&|r| of(r).map(|d| d.bias_background)),
-            mean_of(&|r| Some(r.bias_background)),
-        );
-    }
+    s.push_str(&map_line(run, "step 4 through the emulator", run.emulator_fit, |r| r.emulator.as_ref()));
+    s.push_str(&map_line(run, "step 5", run.direct_fit, |r| r.direct.as_ref()));
     let p = &run.pixels;
     if let Some(e) = &p.step3 {
         let _ = write!(
