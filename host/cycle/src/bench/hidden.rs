@@ -51,6 +51,34 @@ pub fn commitment(seed: &[u8; 32], contract_id: &str) -> String {
     format!("blake3:{}", hasher.finalize().to_hex())
 }
 
+/// `n` secret seeds of 256 bits from the operating system.
+pub fn draw_seeds(n: usize) -> Result<Vec<[u8; 32]>> {
+    let mut seeds = vec![[0u8; 32]; n];
+    for seed in &mut seeds {
+        rand::rngs::OsRng.try_fill_bytes(seed).context("drawing a secret seed from the operating system")?;
+    }
+    Ok(seeds)
+}
+
+/// The secret seeds of contract `contract_id` from `registry`, each checked
+/// against its frozen commitment.
+pub fn checked_seeds(registry: &Registry, contract_id: &str, commitments: &[String]) -> Result<Vec<[u8; 32]>> {
+    let seeds = registry.secrets(contract_id)?;
+    if seeds.len() != commitments.len() {
+        bail!(
+            "this registry holds {} of the {} secret seeds of contract {contract_id}: only the registry that pre-registered a hidden contract can score it (an imported contract has no seeds)",
+            seeds.len(),
+            commitments.len()
+        );
+    }
+    for (i, (seed, expected)) in seeds.iter().zip(commitments).enumerate() {
+        if &commitment(seed, contract_id) != expected {
+            bail!("secret seed {} of contract {contract_id} does not match its frozen commitment {expected}: the registry's secrets table was altered", i + 1);
+        }
+    }
+    Ok(seeds)
+}
+
 impl FrozenHidden {
     /// Draw the secret seeds for `spec` and freeze their commitments, for
     /// the reference run `result` of plugin-set `set`. Returns the record
@@ -65,10 +93,7 @@ impl FrozenHidden {
         if result.plugins[0].kind != "component" {
             bail!("[hidden] experiments are generated with the reference plugin-set's model, which must be a component, not an emulator");
         }
-        let mut seeds = vec![[0u8; 32]; spec.experiments];
-        for seed in &mut seeds {
-            rand::rngs::OsRng.try_fill_bytes(seed).context("drawing a secret seed from the operating system")?;
-        }
+        let seeds = draw_seeds(spec.experiments)?;
         let frozen = FrozenHidden {
             experiments: spec.experiments,
             cycles: spec.cycles.unwrap_or(result.cycles),
@@ -84,23 +109,7 @@ impl FrozenHidden {
     /// The secret seeds from `registry`, each checked against its
     /// commitment.
     pub fn seeds(&self, registry: &Registry, contract_id: &str) -> Result<Vec<[u8; 32]>> {
-        let seeds = registry.secrets(contract_id)?;
-        if seeds.len() != self.experiments {
-            bail!(
-                "this registry holds {} of the {} secret seeds of contract {contract_id}: only the registry that pre-registered a hidden contract can score it (an imported contract has no seeds)",
-                seeds.len(),
-                self.experiments
-            );
-        }
-        for (i, (seed, expected)) in seeds.iter().zip(&self.commitments).enumerate() {
-            if &commitment(seed, contract_id) != expected {
-                bail!(
-                    "secret seed {} of contract {contract_id} does not match its frozen commitment {expected}: the registry's secrets table was altered",
-                    i + 1
-                );
-            }
-        }
-        Ok(seeds)
+        checked_seeds(registry, contract_id, &self.commitments)
     }
 
     /// The reference plugin-set as frozen (its registered text, its plugins

@@ -17,6 +17,7 @@
 //! - [`forecast`]: forecast references (an emulator against its model);
 //! - [`cycle`]: stage contracts composed into a cycle benchmark.
 
+mod component;
 pub mod contract;
 pub mod cycle_benchmark;
 pub mod diff;

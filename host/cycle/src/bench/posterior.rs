@@ -33,10 +33,11 @@
 //! fuel_total = 1_000_000_000_000
 //! ```
 
+use super::component;
 use super::contract::Budget;
 use super::hidden::commitment;
 use super::score::{ContractRef, SubmissionRecord, DISQUALIFIED};
-use super::submit::{add_submission, disqualified, load_component, start_record, SubmitOptions, Verdict};
+use super::submit::{disqualified, load_component, start_record, SubmitOptions, Verdict};
 use crate::static_run::{forward, plugin_ids, setup, LoadedStatic, StaticMethod, StaticSet};
 use anyhow::{bail, Context, Result};
 use geohost_da::params::{mcmc, synthesize, Problem};
@@ -45,7 +46,7 @@ use geohost_registry::{NewArtifact, Registry};
 use geohost_sandbox::model::ObsOperator;
 use geohost_sandbox::{FuelBudget, Runtime, WasmPosterior, World};
 use nalgebra::DMatrix;
-use rand::{SeedableRng, TryRngCore};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -188,15 +189,8 @@ pub struct FrozenPosterior {
 /// baselines, draw the secret seeds. Returns the record and whether it is
 /// new (registering the same file again changes nothing).
 pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorContract) -> Result<(FrozenPosterior, bool)> {
-    if let Ok(existing) = registry.get(&contract.id) {
-        let frozen = serde_json::from_value(existing.metadata["frozen"].clone()).context("the registered contract's frozen record")?;
+    if let Some(frozen) = component::already_registered(registry, &contract.id, &contract.file.name, &contract.file.version)? {
         return Ok((frozen, false));
-    }
-    if let Some((other, created)) = registry.frozen_holder("contract", &contract.file.name, Some(&contract.file.version))? {
-        bail!(
-            "contract {} is already registered as {other} ({created}) with other bytes, and a registered contract cannot change: give this one another version",
-            contract.label()
-        );
     }
     let mut baselines = Vec::new();
     for (i, b) in contract.file.baselines.iter().enumerate() {
@@ -215,10 +209,7 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Poster
         &contract.set.bytes,
         &NewArtifact { kind: "plugin-set".into(), name: contract.set.name.clone(), media_type: "application/toml".into(), ..Default::default() },
     )?;
-    let mut seeds = vec![[0u8; 32]; contract.file.hidden.as_ref().map_or(0, |h| h.experiments)];
-    for seed in &mut seeds {
-        rand::rngs::OsRng.try_fill_bytes(seed).context("drawing a secret seed from the operating system")?;
-    }
+    let seeds = super::hidden::draw_seeds(contract.file.hidden.as_ref().map_or(0, |h| h.experiments))?;
     let frozen = FrozenPosterior {
         contract: contract.id.clone(),
         plugin_set: set_id.clone(),
@@ -306,38 +297,12 @@ fn derive(what: &str, material: &[u8]) -> u64 {
 /// Run and score a `posterior` component. Returns the report and, when it
 /// was read, the component's bytes (for registration).
 pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &PosteriorContract, options: &SubmitOptions) -> Result<(PosteriorReport, Option<Vec<u8>>)> {
-    let artifact = registry.get(&contract.id).with_context(|| {
-        format!(
-            "contract {} ({}) is not pre-registered; run `geohost bench register {}` first",
-            contract.label(),
-            contract.path.display(),
-            contract.path.display()
-        )
-    })?;
-    let frozen: FrozenPosterior = serde_json::from_value(artifact.metadata["frozen"].clone()).context("the registered contract's frozen record")?;
-    if geohost_registry::artifact_id(&contract.set.bytes) != frozen.plugin_set {
-        bail!(
-            "the plugin-set {} changed since contract {} was pre-registered: pre-register a new version of the contract",
-            contract.set.path.display(),
-            contract.label()
-        );
-    }
+    let frozen: FrozenPosterior = component::frozen(registry, &contract.id, &contract.label(), &contract.path)?;
+    component::check_set(&contract.set.path, &contract.set.bytes, &frozen.plugin_set, &contract.label())?;
     let mut setup = setup(&contract.set, runtime, Some(registry))?;
     let ids = plugin_ids(&setup.components, None)?;
-    if ids != [frozen.simulator.clone(), frozen.observations.clone()] {
-        bail!(
-            "the plugins of {} changed since contract {} was pre-registered: pre-register a new version of the contract",
-            contract.set.path.display(),
-            contract.label()
-        );
-    }
-    let seeds = registry.secrets(&contract.id)?;
-    if seeds.len() != frozen.commitments.len() || seeds.iter().zip(&frozen.commitments).any(|(s, c)| commitment(s, &contract.id) != *c) {
-        bail!(
-            "the secret seeds of contract {} are missing or do not match their commitments: only the registry that pre-registered it can score it, unaltered",
-            contract.id
-        );
-    }
+    component::check_plugins(&contract.set.path, &ids, [&frozen.simulator, &frozen.observations], &contract.label())?;
+    let seeds = super::hidden::checked_seeds(registry, &contract.id, &frozen.commitments)?;
     let budget = contract.file.budget;
     let (mut record, label) = start_record(options, budget, World::Posterior)?;
     let size = record.size;
@@ -528,22 +493,7 @@ pub fn table(report: &PosteriorReport) -> String {
     }
     let order: Vec<String> = report.ranking.iter().map(|r| format!("{} ({}) {:.3}", r.label, r.role, r.c2st)).collect();
     let _ = writeln!(s, "ranking by mean C2ST{}: {}", if report.experiments.len() > 1 { " (hidden observations)" } else { "" }, order.join(" < "));
-    let sub = &report.submission;
-    let _ = writeln!(
-        s,
-        "{}: provenance {} ({}, {} bytes), fuel {} of {}",
-        sub.name.as_deref().unwrap_or("submission"),
-        report.provenance,
-        report.candidate,
-        sub.size,
-        sub.fuel_total,
-        sub.budget.fuel_total
-    );
-    if let Some(d) = &sub.disqualified {
-        let at = d.experiment.as_ref().map(|e| format!(", {e} observation")).unwrap_or_default();
-        let _ = writeln!(s, "DISQUALIFIED (stage {}{at}): {}", d.stage, d.reason);
-    }
-    let _ = writeln!(s, "verdict: {}", report.verdict);
+    component::submission_lines(&mut s, &report.submission, &report.provenance, &report.candidate, "observation", &report.verdict);
     s
 }
 
@@ -552,25 +502,5 @@ pub fn table(report: &PosteriorReport) -> String {
 /// `submission`, `scored_by` the report). Returns the report's id.
 pub fn register(registry: &mut Registry, report: &PosteriorReport, bytes: Option<&[u8]>, name: Option<&str>, path: &Path) -> Result<String> {
     let json = serde_json::to_vec_pretty(report)?;
-    super::score::write_report(path, &json)?;
-    let (id, _) = registry.add(
-        &json,
-        &NewArtifact {
-            kind: "report".into(),
-            name: format!("report/{}", report.contract.name),
-            version: Some(report.contract.version.clone()),
-            media_type: "application/json".into(),
-            step: Some(5),
-            l_transition: report.contract.l_transition.clone(),
-            tags: vec![report.verdict.clone()],
-            metadata: serde_json::json!({ "path": path.display().to_string(), "contract": report.contract.id }),
-            ..Default::default()
-        },
-    )?;
-    registry.link(&id, &report.contract.id, "derived_from")?;
-    if let (None, Some(bytes)) = (&report.submission.disqualified, bytes) {
-        let sub = add_submission(registry, bytes, name, &report.submission, Some(5), report.contract.l_transition.clone(), &report.contract.id)?;
-        registry.link(&sub, &id, "scored_by")?;
-    }
-    Ok(id)
+    component::register_report(registry, &json, &report.contract, &report.verdict, &report.submission, bytes, name, path)
 }

@@ -50,11 +50,12 @@
 //! emulator = "ch4-rt-emulator"
 //! ```
 
+use super::component;
 use super::contract::Budget;
 use super::hidden::commitment;
 use super::posterior::{verdict_of, HiddenObservations};
 use super::score::{ContractRef, Disqualified, SubmissionRecord, DISQUALIFIED, RUN_BY_HOST};
-use super::submit::{add_submission, disqualified, load_component, start_record, SubmitOptions};
+use super::submit::{disqualified, load_component, start_record, SubmitOptions};
 use crate::pixels::{lm_settings, lm_start, public_seed, test_pixels, TestPixels};
 use crate::scenes::{LoadedRetrieval, RetrievalSet};
 use crate::static_run::{forward, plugin_ids};
@@ -66,7 +67,7 @@ use geohost_registry::{NewArtifact, Registry};
 use geohost_sandbox::model::Simulator;
 use geohost_sandbox::{FuelBudget, Runtime, WasmPosterior, WasmSimulator, World};
 use nalgebra::DMatrix;
-use rand::{SeedableRng, TryRngCore};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -344,15 +345,8 @@ fn resolve_baseline(registry: &Registry, i: usize, b: &RetrievalBaseline) -> Res
 /// record and whether it is new (registering the same file again changes
 /// nothing).
 pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &RetrievalContract) -> Result<(FrozenRetrieval, bool)> {
-    if let Ok(existing) = registry.get(&contract.id) {
-        let frozen = serde_json::from_value(existing.metadata["frozen"].clone()).context("the registered contract's frozen record")?;
+    if let Some(frozen) = component::already_registered(registry, &contract.id, &contract.file.name, &contract.file.version)? {
         return Ok((frozen, false));
-    }
-    if let Some((other, created)) = registry.frozen_holder("contract", &contract.file.name, Some(&contract.file.version))? {
-        bail!(
-            "contract {} is already registered as {other} ({created}) with other bytes, and a registered contract cannot change: give this one another version",
-            contract.label()
-        );
     }
     let baselines = contract.file.baselines.iter().enumerate().map(|(i, b)| resolve_baseline(registry, i + 1, b)).collect::<Result<Vec<_>>>()?;
     let plugins = crate::scenes::setup(&contract.set, runtime, Some(registry))?;
@@ -367,10 +361,7 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Retrie
             ..Default::default()
         },
     )?;
-    let mut seeds = vec![[0u8; 32]; contract.file.hidden.as_ref().map_or(0, |h| h.experiments)];
-    for seed in &mut seeds {
-        rand::rngs::OsRng.try_fill_bytes(seed).context("drawing a secret seed from the operating system")?;
-    }
+    let seeds = super::hidden::draw_seeds(contract.file.hidden.as_ref().map_or(0, |h| h.experiments))?;
     let spec = &contract.file.retrieval;
     let frozen = FrozenRetrieval {
         contract: contract.id.clone(),
@@ -540,40 +531,14 @@ fn non_finite(scores: &Scores) -> Option<(&String, &f64)> {
 /// Run and score a candidate component. Returns the report and, when it
 /// was read, the component's bytes (for registration).
 pub fn submit(registry: &mut Registry, runtime: &Runtime, contract: &RetrievalContract, options: &SubmitOptions) -> Result<(RetrievalReport, Option<Vec<u8>>)> {
-    let artifact = registry.get(&contract.id).with_context(|| {
-        format!(
-            "contract {} ({}) is not pre-registered; run `geohost bench register {}` first",
-            contract.label(),
-            contract.path.display(),
-            contract.path.display()
-        )
-    })?;
-    let frozen: FrozenRetrieval = serde_json::from_value(artifact.metadata["frozen"].clone()).context("the registered contract's frozen record")?;
-    if geohost_registry::artifact_id(&contract.set.bytes) != frozen.plugin_set {
-        bail!(
-            "the plugin-set {} changed since contract {} was pre-registered: pre-register a new version of the contract",
-            contract.set.path.display(),
-            contract.label()
-        );
-    }
+    let frozen: FrozenRetrieval = component::frozen(registry, &contract.id, &contract.label(), &contract.path)?;
+    component::check_set(&contract.set.path, &contract.set.bytes, &frozen.plugin_set, &contract.label())?;
     if !options.config.is_object() {
         bail!("the submission's config must be a JSON object, got {}", options.config);
     }
     let mut plugins = crate::scenes::setup(&contract.set, runtime, Some(registry))?;
-    if plugin_ids(&plugins.components[..2], None)? != [frozen.simulator.clone(), frozen.observations.clone()] {
-        bail!(
-            "the plugins of {} changed since contract {} was pre-registered: pre-register a new version of the contract",
-            contract.set.path.display(),
-            contract.label()
-        );
-    }
-    let seeds = registry.secrets(&contract.id)?;
-    if seeds.len() != frozen.commitments.len() || seeds.iter().zip(&frozen.commitments).any(|(s, c)| commitment(s, &contract.id) != *c) {
-        bail!(
-            "the secret seeds of contract {} are missing or do not match their commitments: only the registry that pre-registered it can score it, unaltered",
-            contract.id
-        );
-    }
+    component::check_plugins(&contract.set.path, &plugin_ids(&plugins.components[..2], None)?, [&frozen.simulator, &frozen.observations], &contract.label())?;
+    let seeds = super::hidden::checked_seeds(registry, &contract.id, &frozen.commitments)?;
     let step = frozen.target_step;
     let set = &contract.set.set;
     let names: Vec<String> = plugins.rt.info().parameters.iter().map(|p| p.name.clone()).collect();
@@ -892,22 +857,7 @@ pub fn table(report: &RetrievalReport) -> String {
     let order: Vec<String> = report.ranking.iter().map(|r| format!("{} ({}) {:.4}", r.label, r.role, r.score)).collect();
     let on = if report.experiments.len() > 1 { " (hidden mean)" } else { "" };
     let _ = writeln!(s, "ranking by {}{on}: {}", report.metric, order.join(" < "));
-    let sub = &report.submission;
-    let _ = writeln!(
-        s,
-        "{}: provenance {} ({}, {} bytes), fuel {} of {}",
-        sub.name.as_deref().unwrap_or("submission"),
-        report.provenance,
-        report.candidate,
-        sub.size,
-        sub.fuel_total,
-        sub.budget.fuel_total
-    );
-    if let Some(d) = &sub.disqualified {
-        let at = d.experiment.as_ref().map(|e| format!(", {e} experiment")).unwrap_or_default();
-        let _ = writeln!(s, "DISQUALIFIED (stage {}{at}): {}", d.stage, d.reason);
-    }
-    let _ = writeln!(s, "verdict: {}", report.verdict);
+    component::submission_lines(&mut s, &report.submission, &report.provenance, &report.candidate, "experiment", &report.verdict);
     s
 }
 
@@ -916,28 +866,7 @@ pub fn table(report: &RetrievalReport) -> String {
 /// `scored_by` the report). Returns the report's id.
 pub fn register(registry: &mut Registry, report: &RetrievalReport, bytes: Option<&[u8]>, name: Option<&str>, path: &Path) -> Result<String> {
     let json = serde_json::to_vec_pretty(report)?;
-    super::score::write_report(path, &json)?;
-    let step = report.contract.target_step;
-    let (id, _) = registry.add(
-        &json,
-        &NewArtifact {
-            kind: "report".into(),
-            name: format!("report/{}", report.contract.name),
-            version: Some(report.contract.version.clone()),
-            media_type: "application/json".into(),
-            step,
-            l_transition: report.contract.l_transition.clone(),
-            tags: vec![report.verdict.clone()],
-            metadata: serde_json::json!({ "path": path.display().to_string(), "contract": report.contract.id }),
-            ..Default::default()
-        },
-    )?;
-    registry.link(&id, &report.contract.id, "derived_from")?;
-    if let (None, Some(bytes)) = (&report.submission.disqualified, bytes) {
-        let sub = add_submission(registry, bytes, name, &report.submission, step, report.contract.l_transition.clone(), &report.contract.id)?;
-        registry.link(&sub, &id, "scored_by")?;
-    }
-    Ok(id)
+    component::register_report(registry, &json, &report.contract, &report.verdict, &report.submission, bytes, name, path)
 }
 
 #[cfg(test)]
