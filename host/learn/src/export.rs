@@ -38,8 +38,7 @@ pub fn payload(mdn: &Mdn, name: &str, version: &str) -> Result<Vec<u8>> {
         values.extend(w.as_tensor().flatten_all()?.to_vec1::<f32>()?);
         values.extend(b.as_tensor().flatten_all()?.to_vec1::<f32>()?);
     }
-    let finite = |v: f64| v.is_finite().then_some(v);
-    let bounds: Vec<(Option<f64>, Option<f64>)> = mdn.prior.marginals.iter().map(|m| m.bounds()).map(|(l, h)| (finite(l), finite(h))).collect();
+    let bounds = support(&mdn.prior);
     let header = serde_json::to_vec(&serde_json::json!({
         "name": name,
         "version": version,
@@ -54,13 +53,7 @@ pub fn payload(mdn: &Mdn, name: &str, version: &str) -> Result<Vec<u8>> {
         "x_std": d.x_std,
         "bounds": bounds,
     }))?;
-    let mut out = Vec::with_capacity(4 + header.len() + 4 * values.len());
-    out.extend((header.len() as u32).to_le_bytes());
-    out.extend(header);
-    for v in values {
-        out.extend(v.to_le_bytes());
-    }
-    Ok(out)
+    Ok(framed(&header, values))
 }
 
 /// A flow's weights and description in the posterior template's flow
@@ -69,8 +62,7 @@ pub fn payload(mdn: &Mdn, name: &str, version: &str) -> Result<Vec<u8>> {
 /// ([`Nsf::conditioner_layers`]' order).
 pub fn flow_payload(flow: &Nsf, name: &str, version: &str) -> Result<Vec<u8>> {
     let d = &flow.desc;
-    let finite = |v: f64| v.is_finite().then_some(v);
-    let bounds: Vec<(Option<f64>, Option<f64>)> = flow.prior.marginals.iter().map(|m| m.bounds()).map(|(l, h)| (finite(l), finite(h))).collect();
+    let bounds = support(&flow.prior);
     let header = serde_json::to_vec(&serde_json::json!({
         "kind": "flow",
         "name": name,
@@ -88,15 +80,26 @@ pub fn flow_payload(flow: &Nsf, name: &str, version: &str) -> Result<Vec<u8>> {
         "x_std": d.x_std,
         "bounds": bounds,
     }))?;
+    Ok(framed(&header, flow.conditioner_layers().flat_map(|(w, b)| w.iter().chain(b).copied())))
+}
+
+/// Each parameter's support as the templates read it (`None`: unbounded
+/// on that side).
+fn support(prior: &geohost_da::params::prior::Prior) -> Vec<(Option<f64>, Option<f64>)> {
+    let finite = |v: f64| v.is_finite().then_some(v);
+    prior.marginals.iter().map(|m| m.bounds()).map(|(l, h)| (finite(l), finite(h))).collect()
+}
+
+/// A payload as the templates read it: a little-endian `u32` header
+/// length, the header's bytes, then `values` as little-endian `f32`.
+fn framed(header: &[u8], values: impl IntoIterator<Item = f32>) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + header.len());
     out.extend((header.len() as u32).to_le_bytes());
     out.extend(header);
-    for (w, b) in flow.conditioner_layers() {
-        for v in w.iter().chain(b) {
-            out.extend(v.to_le_bytes());
-        }
+    for v in values {
+        out.extend(v.to_le_bytes());
     }
-    Ok(out)
+    out
 }
 
 /// `template` (plugins/posterior-mdn) with `payload` written into its
@@ -131,13 +134,7 @@ pub fn emulator_payload(emulator: &StaticEmulator, name: &str, version: &str) ->
         "log_outputs": d.log_outputs,
     }))?;
     let values: Vec<f32> = emulator.weights().into_iter().flatten().collect();
-    let mut out = Vec::with_capacity(4 + header.len() + 4 * values.len());
-    out.extend((header.len() as u32).to_le_bytes());
-    out.extend(header);
-    for v in values {
-        out.extend(v.to_le_bytes());
-    }
-    Ok(out)
+    Ok(framed(&header, values))
 }
 
 /// `template` (plugins/emulator-mlp) with `payload` written into its slot.

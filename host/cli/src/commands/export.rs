@@ -28,48 +28,45 @@ pub enum ExportWhat {
     Posterior {
         /// The predictor: a .safetensors file, or a registry reference with role predictor.
         predictor: String,
-        /// Where to write the component.
-        #[arg(short, long)]
-        out: PathBuf,
-        /// The name the component gives itself [default: the predictor's name].
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(long, default_value = "0.1.0")]
-        version: String,
-        /// Register the component (kind plugin, derived_from the predictor when it is registered).
-        #[arg(long)]
-        register: bool,
-        #[arg(long)]
-        registry: Option<PathBuf>,
+        #[command(flatten)]
+        output: Output,
     },
     /// A step-3 static emulator (e.g. the methane row's `ch4-rt-emulator`) as a `static-model` component (weights embedded, the network run inside the component), checked against the emulator before it is written: what a retrieval benchmark's steps 3 and 4 take.
     Emulator {
         /// The emulator: a .safetensors file, or a registry reference with role emulator.
         emulator: String,
-        /// Where to write the component.
-        #[arg(short, long)]
-        out: PathBuf,
-        /// The name the component gives itself [default: the emulator's name].
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(long, default_value = "0.1.0")]
-        version: String,
-        /// Register the component (kind plugin, derived_from the emulator when it is registered).
-        #[arg(long)]
-        register: bool,
-        #[arg(long)]
-        registry: Option<PathBuf>,
+        #[command(flatten)]
+        output: Output,
     },
+}
+
+/// Where an exported component goes, and what it calls itself.
+#[derive(Args)]
+pub struct Output {
+    /// Where to write the component.
+    #[arg(short, long)]
+    out: PathBuf,
+    /// The name the component gives itself [default: the exported artifact's name].
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, default_value = "0.1.0")]
+    version: String,
+    /// Register the component (kind plugin, derived_from the exported artifact when it is registered).
+    #[arg(long)]
+    register: bool,
+    #[arg(long)]
+    registry: Option<PathBuf>,
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
     match args.what {
-        ExportWhat::Posterior { predictor, out, name, version, register, registry } => export_posterior(predictor, out, name, version, register, registry),
-        ExportWhat::Emulator { emulator, out, name, version, register, registry } => export_emulator(emulator, out, name, version, register, registry),
+        ExportWhat::Posterior { predictor, output } => export_posterior(predictor, output),
+        ExportWhat::Emulator { emulator, output } => export_emulator(emulator, output),
     }
 }
 
-fn export_emulator(emulator: String, out: PathBuf, name: Option<String>, version: String, register: bool, registry: Option<PathBuf>) -> Result<()> {
+fn export_emulator(emulator: String, output: Output) -> Result<()> {
+    let Output { out, name, version, register, registry } = output;
     let registry_dir = registry.unwrap_or_else(default_dir);
     let loaded = load_trained(&emulator, &registry_dir, "emulator", "a step-3 emulator")?;
     let mut native = geohost_learn::static_emulator::StaticEmulator::from_safetensors(&loaded.label, &loaded.bytes)?;
@@ -139,7 +136,8 @@ fn register_component(registry_dir: &Path, component: &[u8], name: &str, version
     Ok(())
 }
 
-fn export_posterior(predictor: String, out: PathBuf, name: Option<String>, version: String, register: bool, registry: Option<PathBuf>) -> Result<()> {
+fn export_posterior(predictor: String, output: Output) -> Result<()> {
+    let Output { out, name, version, register, registry } = output;
     let registry_dir = registry.unwrap_or_else(default_dir);
     let loaded = load_predictor(&predictor, &registry_dir)?;
     let (predictor, _) = geohost_learn::refine::Predictor::from_safetensors(&loaded.label, &loaded.bytes)?;
