@@ -18,5 +18,6 @@ mod posterior_component;
 mod registry;
 mod sandbox;
 mod sbibm;
+mod spatial;
 mod submit;
 mod trust;

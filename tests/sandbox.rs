@@ -141,7 +141,7 @@ fn a_component_of_another_contract_version_is_refused() {
     let err = load_error(&plugin("testkit-future"), World::ForwardModel);
     let msg = err.to_string();
     assert!(matches!(err, SandboxError::WrongVersion { .. }), "{msg}");
-    assert!(msg.contains("built for geohost:plugin@0.2.0") && msg.contains("accepts geohost:plugin@0.1.0"), "{msg}");
+    assert!(msg.contains("built for geohost:plugin@0.2.0") && msg.contains("accepts geohost:plugin@0.1.x (up to 0.1.1)"), "{msg}");
 }
 
 #[test]

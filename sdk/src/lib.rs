@@ -1,7 +1,7 @@
 //! Write geohost plugins in plain Rust.
 //!
 //! A plugin is a WebAssembly component implementing one world of the
-//! `geohost:plugin@0.1.0` WIT package (see `wit/plugin.wit`). This crate
+//! `geohost:plugin@0.1.1` WIT package (see `wit/plugin.wit`). This crate
 //! hides the WIT bindings: implement [`ForwardModel`] or [`ObsOperator`] on
 //! your own type, call one export macro, and build for
 //! `wasm32-unknown-unknown` (see `plugins/build.sh`).
@@ -49,9 +49,11 @@ pub use wit_bindgen as __wit_bindgen;
 /// Generated bindings (not a stable API: use the traits below).
 #[doc(hidden)]
 pub mod bindings {
+    // The 0.1.1 worlds that add `spatial` / `located` to the forward model
+    // and the operator: a model or operator without a layout answers none.
     pub mod forward_model {
         wit_bindgen::generate!({
-            world: "forward-model",
+            world: "spatial-forward-model",
             path: "../wit",
             pub_export_macro: true,
             default_bindings_module: "geohost_sdk::bindings::forward_model",
@@ -60,7 +62,7 @@ pub mod bindings {
     }
     pub mod obs_operator {
         wit_bindgen::generate!({
-            world: "obs-operator",
+            world: "located-obs-operator",
             path: "../wit",
             pub_export_macro: true,
             default_bindings_module: "geohost_sdk::bindings::obs_operator",
@@ -139,6 +141,51 @@ pub struct ModelInfo {
     pub grid: Option<Grid>,
 }
 
+/// One axis of a [`Layout`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Axis {
+    pub name: String,
+    /// The points' coordinates along the axis, strictly increasing.
+    pub coordinates: Vec<f64>,
+    /// The axis' period when it wraps around.
+    pub period: Option<f64>,
+}
+
+/// How the host measures distances on a [`Layout`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Distance {
+    /// Euclidean in the coordinates (periodic axes wrap).
+    Euclidean,
+    /// Great-circle distance on a sphere of this radius; axes `lat`, `lon` in degrees.
+    GreatCircle { radius: f64 },
+}
+
+/// Where the state variables sit (WIT `spatial.layout`): axes slowest-
+/// varying first, state index row-major over them. Localised methods use
+/// it; see [`ForwardModel::layout`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layout {
+    pub axes: Vec<Axis>,
+    pub distance: Distance,
+    pub units: String,
+}
+
+impl Layout {
+    /// A Cartesian grid of `shape[k]` points at 0, 1, … along axis
+    /// `names[k]` (distances in grid points), no axis periodic.
+    pub fn cartesian(names: &[&str], shape: &[usize]) -> Layout {
+        Layout {
+            axes: names
+                .iter()
+                .zip(shape)
+                .map(|(name, &n)| Axis { name: (*name).into(), coordinates: (0..n).map(|i| i as f64).collect(), period: None })
+                .collect(),
+            distance: Distance::Euclidean,
+            units: "grid points".into(),
+        }
+    }
+}
+
 impl ModelInfo {
     /// A description with no parameters, dimensionless units and no grid.
     pub fn new(name: &str, version: &str, state_size: usize, default_dt: f64) -> Self {
@@ -180,6 +227,11 @@ pub trait ForwardModel: Sized + 'static {
     fn info(&self) -> ModelInfo;
     /// Advance one state vector in place from `t` by `dt`.
     fn step(&mut self, x: &mut [f64], t: f64, dt: f64) -> Result<(), String>;
+    /// The state's layout on a grid of any dimension (for localisation);
+    /// `None` (the default) leaves only [`ModelInfo::grid`].
+    fn layout(&self) -> Option<Layout> {
+        None
+    }
     /// Advance `states` (row-major, `state_size` values per member) in
     /// place. The default calls [`ForwardModel::step`] on each member.
     fn advance_ensemble(&mut self, states: &mut [f64], state_size: usize, t: f64, dt: f64) -> Result<(), String> {
@@ -250,6 +302,13 @@ pub trait ObsOperator: Sized + 'static {
     fn info(&self) -> ObsInfo;
     /// Observe one state `x` into `y` (already sized `obs_size`).
     fn observe(&mut self, x: &[f64], y: &mut [f64], t: f64) -> Result<(), String>;
+    /// The coordinates of the observations made at `t` in the forward
+    /// model's [`Layout`] (`obs_size` rows of one value per axis), for
+    /// operators whose observations move or sit on a multi-dimensional
+    /// grid; `None` (the default) means [`ObsInfo::locations`] at all times.
+    fn coordinates(&mut self, _t: f64) -> Option<Vec<f64>> {
+        None
+    }
 }
 
 /// A `rows × cols` row-major table: one row per case, one column per variable.
@@ -676,6 +735,25 @@ pub mod glue {
         })
     }
 
+    pub type FwdLayout = bindings::forward_model::exports::geohost::plugin::spatial::Layout;
+
+    pub fn forward_layout<M: ForwardModel>(slot: &Slot<M>) -> Option<FwdLayout> {
+        use bindings::forward_model::exports::geohost::plugin::spatial as sp;
+        let layout = slot.with(|model, _, _| Ok(model.layout())).ok().flatten()?;
+        Some(sp::Layout {
+            dims: layout.axes.into_iter().map(|a| sp::Dimension { name: a.name, coordinates: a.coordinates, period: a.period }).collect(),
+            metric: match layout.distance {
+                Distance::Euclidean => sp::Metric::Euclidean,
+                Distance::GreatCircle { radius } => sp::Metric::GreatCircle(radius),
+            },
+            units: layout.units,
+        })
+    }
+
+    pub fn obs_coordinates<H: ObsOperator>(slot: &Slot<H>, t: f64) -> Option<Vec<f64>> {
+        slot.with(|op, _, _| Ok(op.coordinates(t))).ok().flatten()
+    }
+
     pub fn forward_advance<M: ForwardModel>(slot: &Slot<M>, mut states: FwdEnsemble, t: f64, dt: f64) -> Result<FwdEnsemble, String> {
         slot.with(|model, n, _| {
             check_shape(states.members, states.size, states.data.len(), n)?;
@@ -721,7 +799,8 @@ pub mod glue {
 }
 
 /// Export a [`ForwardModel`] implementation as the plugin's
-/// `forward-model` world. Use once per plugin crate.
+/// `spatial-forward-model` world (`forward`, and `spatial` answering
+/// [`ForwardModel::layout`]). Use once per plugin crate.
 #[macro_export]
 macro_rules! export_forward_model {
     ($model:ty) => {
@@ -735,6 +814,11 @@ macro_rules! export_forward_model {
             }
             fn advance(states: $crate::glue::FwdEnsemble, t: f64, dt: f64) -> Result<$crate::glue::FwdEnsemble, String> {
                 __GEOHOST_MODEL.with(|slot| $crate::glue::forward_advance::<$model>(slot, states, t, dt))
+            }
+        }
+        impl $crate::bindings::forward_model::exports::geohost::plugin::spatial::Guest for __GeohostForward {
+            fn state_layout() -> Option<$crate::glue::FwdLayout> {
+                __GEOHOST_MODEL.with(|slot| $crate::glue::forward_layout::<$model>(slot))
             }
         }
         $crate::bindings::forward_model::export!(__GeohostForward);
@@ -833,8 +917,9 @@ macro_rules! export_posterior {
     };
 }
 
-/// Export an [`ObsOperator`] implementation as the plugin's `obs-operator`
-/// world. Use once per plugin crate.
+/// Export an [`ObsOperator`] implementation as the plugin's
+/// `located-obs-operator` world (`observe`, and `located` answering
+/// [`ObsOperator::coordinates`]). Use once per plugin crate.
 #[macro_export]
 macro_rules! export_obs_operator {
     ($op:ty) => {
@@ -848,6 +933,11 @@ macro_rules! export_obs_operator {
             }
             fn observe(states: $crate::glue::ObsEnsemble, t: f64) -> Result<$crate::glue::ObsEnsemble, String> {
                 __GEOHOST_OBS.with(|slot| $crate::glue::obs_observe::<$op>(slot, states, t))
+            }
+        }
+        impl $crate::bindings::obs_operator::exports::geohost::plugin::located::Guest for __GeohostObs {
+            fn coordinates(t: f64) -> Option<Vec<f64>> {
+                __GEOHOST_OBS.with(|slot| $crate::glue::obs_coordinates::<$op>(slot, t))
             }
         }
         $crate::bindings::obs_operator::export!(__GeohostObs);

@@ -48,7 +48,7 @@ impl EtkfTiming {
         let mut x0 = vec![0.0; 40];
         x0[0] = 1.0;
         let chronology = Chronology { dt: 0.05, steps_per_obs: 1, cycles, burn_in: 0.0 };
-        let prior = Prior { mean: DVector::from_vec(x0), variance: 0.001 };
+        let prior = Prior::gaussian(DVector::from_vec(x0), 0.001);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let twin = twin::simulate(&mut Lorenz96::new(40, 8.0), &mut obs, chronology, prior, &mut rng)?;
         let params = toml::Table::from_iter([("N".to_string(), toml::Value::Integer(members as i64)), ("infl".to_string(), toml::Value::Float(1.02))]);
@@ -64,23 +64,31 @@ impl EtkfTiming {
     }
 }
 
-/// The LETKF at size on Lorenz-96 (native, F = 8): a state spun up from a
-/// perturbed rest state, an ensemble of `members` about it (sd 1), every
-/// variable observed with R = I, loc_rad 4 in pairs (DAPPER's setting).
-/// Per size: the local domains' setup, one RK4 step of the ensemble, and
-/// the analysis with each of `threads` threads (median of `samples`), its
-/// speed-up over the first and the parallel efficiency.
-pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: usize) -> Result<String> {
-    use geohost_da::ensemble::Analysis;
+/// The LETKF at size: on Lorenz-96 (native, F = 8) of each of `sizes`, a
+/// state spun up from a perturbed rest state, an ensemble of `members`
+/// about it (sd 1), every variable observed with R = I, loc_rad 4 in pairs
+/// (DAPPER's setting); and, with `qg` (the QG component), DAPPER's
+/// sakov2008 QG analysis: 129 × 129 in 2 × 2 squares, 300 track
+/// observations with R = 4, loc_rad 10, an ensemble of spun-up-like
+/// smooth fields. Per row: the local domains' setup, one forecast of the
+/// ensemble (Lorenz-96: one native RK4 step; QG: one 5-time-unit cycle in
+/// the wasm component), and the analysis on each of `threads` threads
+/// (median of `samples`), its speed-up over the first and the parallel
+/// efficiency.
+pub fn letkf_cost(runtime: &Runtime, sizes: &[usize], threads: &[usize], members: usize, samples: usize, qg: Option<&Path>) -> Result<String> {
     use geohost_da::letkf::Letkf;
-    use geohost_sandbox::model::Grid;
+    use geohost_sandbox::model::{Grid, Layout};
     use rand_distr::{Distribution, StandardNormal};
     if threads.is_empty() || threads.contains(&0) || sizes.iter().any(|&m| m < 8) {
         bail!("--threads needs counts of at least 1 and --sizes states of at least 8 variables");
     }
     let mut out = String::new();
-    let _ = writeln!(out, "LETKF on Lorenz-96 (native), N = {members}, every variable observed (R = I), loc_rad 4, pairs; ms, median of {samples}");
-    let mut header = format!("{:>8} {:>9} {:>10}", "size", "setup", "forecast");
+    let _ = writeln!(out, "LETKF, N = {members}; ms, median of {samples}");
+    let _ = writeln!(out, "  Lorenz-96 (native): every variable observed (R = I), loc_rad 4, pairs");
+    if qg.is_some() {
+        let _ = writeln!(out, "  QG 129 × 129 (wasm forecast, dt 5): 300 track observations (R = 4), loc_rad 10, 2 × 2 squares");
+    }
+    let mut header = format!("{:>10} {:>9} {:>10}", "model", "setup", "forecast");
     for t in threads {
         let _ = write!(header, " {:>12}", format!("analysis {t}t"));
     }
@@ -89,6 +97,7 @@ pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: u
     }
     let _ = writeln!(out, "{header}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut normal = move || <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut rng);
     for &m in sizes {
         let mut model = Lorenz96::new(m, 8.0);
         let mut truth = DMatrix::from_element(m, 1, 8.0);
@@ -96,37 +105,96 @@ pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: u
         for _ in 0..200 {
             model.advance(&mut truth, 0.0, 0.05)?;
         }
-        let e0 = DMatrix::from_fn(m, members, |i, _| truth[(i, 0)] + <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut rng));
-        let y = DVector::from_fn(m, |i, _| truth[(i, 0)] + <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut rng));
+        let e0 = DMatrix::from_fn(m, members, |i, _| truth[(i, 0)] + normal());
+        let y = DVector::from_fn(m, |i, _| truth[(i, 0)] + normal());
         let r = DVector::from_element(m, 1.0);
         let locations: Vec<f64> = (0..m).map(|i| i as f64).collect();
-        let grid = Grid { points: m, periodic: true };
         let start = Instant::now();
-        let letkf = Letkf::new(grid, &locations, 4.0, 2);
+        let letkf = Letkf::new(Layout::of_grid(Grid { points: m, periodic: true }), &locations, 4.0, 2);
         let setup = start.elapsed().as_secs_f64() * 1e3;
         let mut ensemble = e0.clone();
         let forecast = time_ms(samples, 1, || model.advance(&mut ensemble, 0.0, 0.05))?;
-        let mut letkf = Some(letkf);
-        let mut times = Vec::new();
-        for &t in threads {
-            let mut l = letkf.take().expect("put back below").with_threads(t);
-            times.push(time_ms(samples, 1, || {
-                let mut e = e0.clone();
-                l.analyse(&mut e, &e0, &y, &r, &mut rng)
-            })?);
-            letkf = Some(l);
+        let label = format!("L96 {m}");
+        analysis_row(&mut out, &label, letkf, setup, forecast, (&e0, &e0, &y, &r), threads, samples)?;
+    }
+    if let Some(plugin) = qg {
+        let loaded = runtime.load("qg", plugin, World::ForwardModel)?;
+        let mut model = WasmForward::new(runtime, &loaded, "{}")?;
+        let layout = model.info().layout().context("the QG component describes no layout")?;
+        let n = layout.shape()[1];
+        // Smooth fields with walls at 0: random amplitudes of the lowest
+        // sine modes (the size of a spun-up ψ, tens).
+        let pi = std::f64::consts::PI;
+        let mut amplitudes = || (0..16).map(|_| 10.0 * normal()).collect::<Vec<f64>>();
+        let field = |a: &[f64]| -> Vec<f64> {
+            (0..n * n)
+                .map(|p| {
+                    let (yy, xx) = ((p / n) as f64 / (n - 1) as f64, (p % n) as f64 / (n - 1) as f64);
+                    (0..16).map(|k| a[k] * ((1 + k % 4) as f64 * pi * xx).sin() * ((1 + k / 4) as f64 * pi * yy).sin()).sum()
+                })
+                .collect()
+        };
+        let mean = field(&amplitudes());
+        let e0 = DMatrix::from_fn(n * n, members, |_, _| 0.0);
+        let mut e0 = e0;
+        for k in 0..members {
+            let member = field(&amplitudes());
+            e0.column_mut(k).iter_mut().zip(mean.iter().zip(&member)).for_each(|(v, (m, d))| *v = m + 0.1 * d);
         }
-        let mut row = format!("{m:>8} {setup:>9.1} {forecast:>10.3}");
-        for t in &times {
-            let _ = write!(row, " {t:>12.2}");
-        }
-        for (t, time) in threads[1..].iter().zip(&times[1..]) {
-            let speedup = times[0] / time;
-            let _ = write!(row, " {speedup:>10.2} {:>10.2}", speedup * threads[0] as f64 / *t as f64);
-        }
-        let _ = writeln!(out, "{row}");
+        // 300 points evenly spaced through the flat grid, shifted by 17.
+        let observed: Vec<usize> = (0..300).map(|k| k * n * n / 300 + 17).collect();
+        let eo = DMatrix::from_fn(observed.len(), members, |j, k| e0[(observed[j], k)]);
+        let y = DVector::from_fn(observed.len(), |j, _| mean[observed[j]] + 2.0 * normal());
+        let r = DVector::from_element(observed.len(), 4.0);
+        let coordinates: Vec<f64> = observed.iter().flat_map(|&i| [(i / n) as f64, (i % n) as f64]).collect();
+        let start = Instant::now();
+        let letkf = Letkf::new(layout, &coordinates, 10.0, 2);
+        let setup = start.elapsed().as_secs_f64() * 1e3;
+        let mut ensemble = e0.clone();
+        let forecast = time_ms(samples.min(3), 1, || {
+            ensemble.copy_from(&e0);
+            model.advance(&mut ensemble, 0.0, 5.0)
+        })?;
+        analysis_row(&mut out, "QG 129²", letkf, setup, forecast, (&e0, &eo, &y, &r), threads, samples)?;
     }
     Ok(out)
+}
+
+/// One row of [`letkf_cost`]: the analysis of `e0` given (`eo`, `y`, `r`)
+/// timed on each thread count.
+#[allow(clippy::too_many_arguments)]
+fn analysis_row(
+    out: &mut String,
+    label: &str,
+    letkf: geohost_da::letkf::Letkf,
+    setup: f64,
+    forecast: f64,
+    (e0, eo, y, r): (&DMatrix<f64>, &DMatrix<f64>, &DVector<f64>, &DVector<f64>),
+    threads: &[usize],
+    samples: usize,
+) -> Result<()> {
+    use geohost_da::ensemble::Analysis;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut letkf = Some(letkf);
+    let mut times = Vec::new();
+    for &t in threads {
+        let mut l = letkf.take().expect("put back below").with_threads(t);
+        times.push(time_ms(samples, 1, || {
+            let mut e = e0.clone();
+            l.analyse(&mut e, eo, y, r, &mut rng)
+        })?);
+        letkf = Some(l);
+    }
+    let mut row = format!("{label:>10} {setup:>9.1} {forecast:>10.3}");
+    for t in &times {
+        let _ = write!(row, " {t:>12.2}");
+    }
+    for (t, time) in threads[1..].iter().zip(&times[1..]) {
+        let speedup = times[0] / time;
+        let _ = write!(row, " {speedup:>10.2} {:>10.2}", speedup * threads[0] as f64 / *t as f64);
+    }
+    let _ = writeln!(out, "{row}");
+    Ok(())
 }
 
 /// ETKF on Lorenz-96 (sakov2008 setup) with the wasm forward model and with
@@ -162,7 +230,7 @@ pub fn forward_cost(runtime: &Runtime, plugin: &Path, members: usize, cycles: us
     let (native_cycle, wasm_cycle, cycle_ratio) = (median(native_v), median(wasm_v), median(ratio_v));
     let (raw_cycle, raw_ratio) = (median(raw_v), median(raw_ratio_v));
 
-    let mut e = bench.twin.prior.sample(members, &mut bench.rng);
+    let mut e = bench.twin.prior.sample(members, &mut bench.rng)?;
     let steps = 2000;
     let mut step_us = |model: &mut dyn ForwardModel| {
         let e0 = e.clone();
@@ -600,7 +668,7 @@ pub fn submission_cost(runtime: &Runtime, plugins: &Path, members: usize, cycles
     x0[0] = 1.0;
     let chronology = Chronology { dt: 0.05, steps_per_obs: 1, cycles, burn_in: 0.0 };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let twin = twin::simulate(&mut native, &mut obs, chronology, Prior { mean: DVector::from_vec(x0), variance: 0.001 }, &mut rng)?;
+    let twin = twin::simulate(&mut native, &mut obs, chronology, Prior::gaussian(DVector::from_vec(x0), 0.001), &mut rng)?;
     let params = toml::Table::from_iter([("N".to_string(), toml::Value::Integer(members as i64)), ("infl".to_string(), toml::Value::Float(1.02))]);
     let etkf = geohost_da::parse_method("etkf", &params, "perf submission")?;
     let loaded = runtime.load("filter-etkf", &plugins.join("filter-etkf.wasm"), World::Filter)?;

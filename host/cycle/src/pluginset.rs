@@ -71,6 +71,11 @@ pub struct Experiment {
     pub x0: X0,
     /// Variance of the initial distribution N(x0, x0_variance·I).
     pub x0_variance: f64,
+    /// Start from the model's own climate instead: a trajectory from a
+    /// draw of N(x0, x0_variance·I), run for `time`, then `samples` states
+    /// `every` time units apart that the ensembles are drawn from; the
+    /// truth starts after them (DAPPER's sample file, made here).
+    pub spinup: Option<geohost_da::twin::SpinUp>,
 }
 
 /// What the run writes beyond the documented defaults.
@@ -220,6 +225,9 @@ impl PluginSet {
         }
         if !(e.x0_variance.is_finite() && e.x0_variance >= 0.0) {
             return Err(fail(format!("experiment.x0_variance must be a non-negative number, got {}", e.x0_variance)));
+        }
+        if let Some(spin_up) = &e.spinup {
+            spin_up.validate().map_err(fail)?;
         }
         set.limits.validate().map_err(|e| fail(format!("{e:#}")))?;
         check_transition(set.transition.as_deref()).map_err(fail)?;

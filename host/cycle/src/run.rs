@@ -189,8 +189,17 @@ pub fn run(
     let e = &set.set.experiment;
     let chronology =
         Chronology { dt: e.dt.unwrap_or(model.info().default_dt), steps_per_obs: e.steps_per_obs, cycles: cycles.unwrap_or(e.cycles), burn_in: e.burn_in };
-    let prior = Prior { mean: DVector::from_vec(e.x0.resolve(m)?), variance: e.x0_variance };
+    let start = Prior::gaussian(DVector::from_vec(e.x0.resolve(m)?), e.x0_variance);
     let (mut rng, methods_seed) = experiment_seeds(set);
+    let prior = match e.spinup {
+        Some(spin_up) => {
+            let mut bar = progress("spin-up (climate sample)", 1);
+            let prior = Prior::spun_up(model.as_mut(), &start, spin_up, chronology.dt, &mut rng)?;
+            bar.tick(0);
+            prior
+        }
+        None => start,
+    };
     let twin = {
         let mut bar = progress("truth + observations", chronology.cycles);
         let t = twin::simulate(model.as_mut(), &mut obs, chronology, prior, &mut rng)?;

@@ -151,7 +151,7 @@ fn fixed_gain(h: &DMatrix<f64>, b: &DMatrix<f64>, r: &DVector<f64>) -> Result<Fi
 }
 
 pub fn climatology(twin: &Twin, progress: &mut dyn FnMut(usize)) -> Result<Trajectory> {
-    let spread = covariance_spread(&twin.clim_cov);
+    let spread = twin.clim_spread();
     let mut stats = CycleStats::with_capacity(twin.chronology.cycles);
     let mut analysis_mean = DMatrix::zeros(twin.clim_mean.len(), twin.chronology.cycles);
     for k in 0..twin.chronology.cycles {
@@ -167,9 +167,10 @@ pub fn climatology(twin: &Twin, progress: &mut dyn FnMut(usize)) -> Result<Traje
 pub fn optimal_interpolation(twin: &Twin, obs: &mut dyn ObsOperator, progress: &mut dyn FnMut(usize)) -> Result<Trajectory> {
     let mu = &twin.clim_mean;
     let h = linearise(obs, mu)?;
-    let gain = fixed_gain(&h, &twin.clim_cov, &twin.obs_variance)?;
+    let clim_cov = twin.clim_cov("OptInterp")?;
+    let gain = fixed_gain(&h, clim_cov, &twin.obs_variance)?;
     let h_mu = obs.observe(&DMatrix::from_column_slice(mu.len(), 1, mu.as_slice()), 0.0)?.column(0).into_owned();
-    let (spread_f, spread_a) = (covariance_spread(&twin.clim_cov), covariance_spread(&gain.cov_a));
+    let (spread_f, spread_a) = (covariance_spread(clim_cov), covariance_spread(&gain.cov_a));
     let mut stats = CycleStats::with_capacity(twin.chronology.cycles);
     let mut analysis_mean = DMatrix::zeros(mu.len(), twin.chronology.cycles);
     for k in 0..twin.chronology.cycles {
@@ -184,12 +185,13 @@ pub fn optimal_interpolation(twin: &Twin, obs: &mut dyn ObsOperator, progress: &
 }
 
 pub fn var3d(twin: &Twin, model: &mut dyn ForwardModel, obs: &mut dyn ObsOperator, xb: f64, progress: &mut dyn FnMut(usize)) -> Result<Trajectory> {
-    let b = &twin.clim_cov * xb;
+    let b = twin.clim_cov("Var3D")? * xb;
     let h = linearise(obs, &twin.clim_mean)?;
     let gain = fixed_gain(&h, &b, &twin.obs_variance)?;
     let (spread_f, spread_a) = (covariance_spread(&b), covariance_spread(&gain.cov_a));
     let ch = twin.chronology;
-    let mut x = DMatrix::from_column_slice(twin.prior.mean.len(), 1, twin.prior.mean.as_slice());
+    let background = twin.prior.mean();
+    let mut x = DMatrix::from_column_slice(background.len(), 1, background.as_slice());
     let mut stats = CycleStats::with_capacity(ch.cycles);
     let mut analysis_mean = DMatrix::zeros(x.nrows(), ch.cycles);
     for k in 0..ch.cycles {

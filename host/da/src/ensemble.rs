@@ -17,6 +17,13 @@ pub trait Analysis {
     /// ensemble `eo = H(e)` (`obs_size × N`), the observation `y` and the
     /// diagonal of R.
     fn analyse(&mut self, e: &mut DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>, rng: &mut dyn rand::RngCore) -> Result<()>;
+
+    /// Called before the analysis at time `t` with the operator that made
+    /// the observations, for methods that need to know where they are
+    /// (the LETKF's localisation); the others ignore it.
+    fn locate(&mut self, _obs: &mut dyn ObsOperator, _t: f64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The parameters every ensemble method takes (names as in DAPPER): the
@@ -127,7 +134,7 @@ pub fn cycle(
     progress: &mut dyn FnMut(usize),
 ) -> Result<Trajectory> {
     let ch = twin.chronology;
-    let mut e = twin.prior.sample(members, rng);
+    let mut e = twin.prior.sample(members, rng)?;
     let mut stats = CycleStats::with_capacity(ch.cycles);
     let mut analysis_mean = DMatrix::zeros(e.nrows(), ch.cycles);
     let mut members = Vec::new();
@@ -139,6 +146,7 @@ pub fn cycle(
         stats.push_forecast(rmse(&mu, &truth), ensemble_spread(&a));
 
         let eo = obs.observe(&e, t).with_context(|| format!("observing the ensemble at cycle {k}"))?;
+        analysis.locate(obs, t).with_context(|| format!("locating the observations at cycle {k}"))?;
         analysis.analyse(&mut e, &eo, &twin.obs_at(k), &twin.obs_variance, rng).with_context(|| format!("analysis at cycle {k}"))?;
         post.apply(&mut e, rng);
 

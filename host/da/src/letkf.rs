@@ -12,7 +12,7 @@ use super::linalg::center;
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::twin::Twin;
 use anyhow::{Context, Result};
-use geohost_sandbox::model::{ForwardModel, Grid, ObsOperator};
+use geohost_sandbox::model::{ForwardModel, Layout, ObsOperator};
 use nalgebra::{DMatrix, DVector};
 
 /// Observations whose taper falls below this are left out (DAPPER's cutoff).
@@ -33,16 +33,24 @@ pub fn gaspari_cohn(d: f64, c: f64) -> f64 {
     }
 }
 
-/// A batch of state indices and the tapered observations it uses.
-struct LocalDomain {
+/// A batch of neighbouring state variables: their indices and centre.
+struct Batch {
     state: Vec<usize>,
+    centre: Vec<f64>,
+}
+
+/// The tapered observations one batch uses (indices in ascending order).
+#[derive(Default)]
+struct LocalObs {
     obs: Vec<usize>,
     sqrt_taper: Vec<f64>,
 }
 
 /// `method = "letkf"`: the LETKF with `N` members, inflation, rotations and
-/// localisation radius `loc_rad` (grid units; `inf` for none). It needs the
-/// forward model's grid.
+/// localisation radius `loc_rad` (in the layout's units, grid points for a
+/// 1-D grid; `inf` for none). It needs the forward model's layout (or 1-D
+/// grid) and, on a layout of more than one axis, the operator's
+/// observation coordinates.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct LETKF {
     #[serde(flatten)]
@@ -80,14 +88,28 @@ impl DaMethod for LETKF {
         record: Record,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Trajectory> {
-        let grid = model.info().grid.ok_or_else(|| anyhow::anyhow!("LETKF needs a spatial grid, but forward model `{}` declares none", model.info().name))?;
-        let mut letkf = Letkf::new(grid, &obs.info().locations, self.loc_rad, 2);
+        let info = model.info();
+        let layout = info.layout().ok_or_else(|| anyhow::anyhow!("LETKF needs a spatial grid or layout, but forward model `{}` declares none", info.name))?;
+        // Until the operator says otherwise (per cycle, in `locate`), its
+        // fixed 1-D locations; a layout of more axes waits for coordinates.
+        let initial = if layout.ndim() == 1 { obs.info().locations.clone() } else { Vec::new() };
+        let mut letkf = Letkf::new(layout, &initial, self.loc_rad, 2);
+        if let Some(&t) = twin.times.first() {
+            letkf.locate(obs, t)?; // refuse an operator without coordinates before any forecast
+        }
         ensemble::cycle(twin, model, obs, self.ensemble.n, &mut letkf, self.ensemble.post_process(), record, rng, progress)
     }
 }
 
+/// The LETKF's analysis step on a fixed layout.
 pub struct Letkf {
-    domains: Vec<LocalDomain>,
+    layout: Layout,
+    loc_rad: f64,
+    batches: Vec<Batch>,
+    /// Per batch, the observations near it (for `observed`'s coordinates).
+    local: Vec<LocalObs>,
+    /// The coordinates the local observation lists were built for.
+    observed: Vec<f64>,
     /// Threads the local analyses are split over.
     threads: usize,
 }
@@ -106,52 +128,63 @@ pub fn default_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// The state split into blocks of `batch` points along every axis (the
+/// last block of an axis may be shorter), blocks and the points in each
+/// in row-major order; a block's centre is the mean of its points'
+/// coordinates.
+fn batches(layout: &Layout, batch: usize) -> Vec<Batch> {
+    let shape = layout.shape();
+    let blocks: Vec<usize> = shape.iter().map(|&n| n.div_ceil(batch)).collect();
+    let ndim = shape.len();
+    let mut out = Vec::with_capacity(blocks.iter().product());
+    let mut point = vec![0.0; ndim];
+    for b in 0..blocks.iter().product::<usize>() {
+        // This block's position along each axis, then its points.
+        let mut corner = vec![0; ndim];
+        let mut rest = b;
+        for k in (0..ndim).rev() {
+            corner[k] = (rest % blocks[k]) * batch;
+            rest /= blocks[k];
+        }
+        let extent: Vec<usize> = (0..ndim).map(|k| (shape[k] - corner[k]).min(batch)).collect();
+        let count: usize = extent.iter().product();
+        let mut state = Vec::with_capacity(count);
+        for offset in 0..count {
+            let (mut index, mut rest) = (0, offset);
+            let mut along = vec![0; ndim];
+            for k in (0..ndim).rev() {
+                along[k] = corner[k] + rest % extent[k];
+                rest /= extent[k];
+            }
+            for k in 0..ndim {
+                index = index * shape[k] + along[k];
+            }
+            state.push(index);
+        }
+        let mut centre = vec![0.0; ndim];
+        for &i in &state {
+            layout.point(i, &mut point);
+            centre.iter_mut().zip(&point).for_each(|(c, p)| *c += p);
+        }
+        centre.iter_mut().for_each(|c| *c /= state.len() as f64);
+        out.push(Batch { state, centre });
+    }
+    out
+}
+
 impl Letkf {
-    /// Set up the local domains once: batches of `batch` consecutive grid
-    /// points; `loc_rad` in grid units (the GC half-width is 1.82·loc_rad,
-    /// DAPPER's convention; `f64::INFINITY` means no localisation).
-    pub fn new(grid: Grid, obs_locations: &[f64], loc_rad: f64, batch: usize) -> Letkf {
-        let c = 1.82 * loc_rad;
-        // The observations by coordinate: a domain's candidates are those
-        // within the taper's support 2c of its centre (or of the centre
-        // shifted by a period), found by binary search instead of a scan.
-        let mut by_location: Vec<(f64, usize)> = obs_locations.iter().copied().zip(0..).collect();
-        by_location.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let within = |x: f64, out: &mut Vec<usize>| {
-            let lo = by_location.partition_point(|(l, _)| *l < x - 2.0 * c);
-            let hi = by_location.partition_point(|(l, _)| *l <= x + 2.0 * c);
-            out.extend(by_location[lo..hi].iter().map(|(_, j)| *j));
-        };
-        let domains = (0..grid.points)
-            .step_by(batch)
-            .map(|start| {
-                let state: Vec<usize> = (start..(start + batch).min(grid.points)).collect();
-                let centre = state.iter().map(|&i| i as f64).sum::<f64>() / state.len() as f64;
-                let mut candidates = Vec::new();
-                if loc_rad.is_infinite() {
-                    candidates.extend(0..obs_locations.len());
-                } else {
-                    within(centre, &mut candidates);
-                    if grid.periodic {
-                        within(centre - grid.points as f64, &mut candidates);
-                        within(centre + grid.points as f64, &mut candidates);
-                    }
-                    // In observation order, as a scan would give them (the
-                    // local analysis sums in this order).
-                    candidates.sort_unstable();
-                    candidates.dedup();
-                }
-                let (obs, sqrt_taper) = candidates
-                    .into_iter()
-                    .filter_map(|j| {
-                        let taper = if loc_rad.is_infinite() { 1.0 } else { gaspari_cohn(grid.distance(centre, obs_locations[j]), c) };
-                        (taper > TAPER_CUTOFF).then_some((j, taper.sqrt()))
-                    })
-                    .unzip();
-                LocalDomain { state, obs, sqrt_taper }
-            })
-            .collect();
-        Letkf { domains, threads: default_threads() }
+    /// Set up the local domains: blocks of `batch` points along every axis
+    /// of `layout` (pairs on a 1-D ring, 2 × 2 squares on a map, as in
+    /// DAPPER), each using the observations at `observed` (one row of
+    /// `layout.ndim()` coordinates per observation) within the taper's
+    /// support of its centre. `loc_rad` is in the layout's units; the
+    /// Gaspari–Cohn half-width is 1.82·loc_rad (DAPPER's convention);
+    /// `f64::INFINITY` means no localisation.
+    pub fn new(layout: Layout, observed: &[f64], loc_rad: f64, batch: usize) -> Letkf {
+        let batches = batches(&layout, batch.max(1));
+        let mut letkf = Letkf { layout, loc_rad, local: Vec::new(), batches, observed: Vec::new(), threads: default_threads() };
+        letkf.observe_at(observed);
+        letkf
     }
 
     /// Split the local analyses over `threads` threads (at least one);
@@ -160,50 +193,141 @@ impl Letkf {
         self.threads = threads.max(1);
         self
     }
+
+    /// Rebuild every batch's observation list for observations at
+    /// `observed` (rows of `ndim` coordinates), unless they are where
+    /// they were.
+    pub fn observe_at(&mut self, observed: &[f64]) {
+        if observed == self.observed && self.local.len() == self.batches.len() {
+            return;
+        }
+        let ndim = self.layout.ndim();
+        let count = observed.len() / ndim;
+        let c = 1.82 * self.loc_rad;
+        // The observations sorted by their first coordinate: a batch's
+        // candidates lie within the taper's support 2c of its centre along
+        // that axis (or of the centre shifted by the axis' period), found
+        // by binary search instead of a scan of every observation.
+        let mut by_first: Vec<(f64, usize)> = (0..count).map(|j| (observed[j * ndim], j)).collect();
+        by_first.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let reach = self.layout.first_axis_reach(2.0 * c);
+        let period = self.layout.axes[0].period;
+        let mut candidates = Vec::new();
+        let local = self
+            .batches
+            .iter()
+            .map(|batch| {
+                candidates.clear();
+                if self.loc_rad.is_infinite() {
+                    candidates.extend(0..count);
+                } else {
+                    let mut within = |x: f64| {
+                        let lo = by_first.partition_point(|(l, _)| *l < x - reach);
+                        let hi = by_first.partition_point(|(l, _)| *l <= x + reach);
+                        candidates.extend(by_first[lo..hi].iter().map(|(_, j)| *j));
+                    };
+                    within(batch.centre[0]);
+                    if let Some(p) = period {
+                        within(batch.centre[0] - p);
+                        within(batch.centre[0] + p);
+                    }
+                    // In observation order, as a scan would give them (the
+                    // local analysis sums in this order).
+                    candidates.sort_unstable();
+                    candidates.dedup();
+                }
+                let (obs, sqrt_taper) = candidates
+                    .iter()
+                    .filter_map(|&j| {
+                        let taper = if self.loc_rad.is_infinite() {
+                            1.0
+                        } else {
+                            gaspari_cohn(self.layout.distance(&batch.centre, &observed[j * ndim..(j + 1) * ndim]), c)
+                        };
+                        (taper > TAPER_CUTOFF).then_some((j, taper.sqrt()))
+                    })
+                    .unzip();
+                LocalObs { obs, sqrt_taper }
+            })
+            .collect();
+        self.local = local;
+        self.observed = observed.to_vec();
+    }
 }
 
-/// One local domain's analysis: its rows of the updated ensemble
+/// One batch's analysis: its rows of the updated ensemble
 /// (`state.len() × N`), or `None` when no observation is near.
-fn local_analysis(domain: &LocalDomain, mu: &DVector<f64>, a: &DMatrix<f64>, s: &DMatrix<f64>, dy: &DVector<f64>) -> Option<DMatrix<f64>> {
-    if domain.obs.is_empty() {
+fn local_analysis(batch: &Batch, near: &LocalObs, mu: &DVector<f64>, a: &DMatrix<f64>, s: &DMatrix<f64>, dy: &DVector<f64>) -> Option<DMatrix<f64>> {
+    if near.obs.is_empty() {
         return None; // nothing nearby: the forecast stands
     }
     let n = a.ncols();
-    let s_loc = DMatrix::from_fn(domain.obs.len(), n, |jl, k| s[(domain.obs[jl], k)] * domain.sqrt_taper[jl]);
-    let dy_loc = DVector::from_fn(domain.obs.len(), |jl, _| dy[domain.obs[jl]] * domain.sqrt_taper[jl]);
+    let s_loc = DMatrix::from_fn(near.obs.len(), n, |jl, k| s[(near.obs[jl], k)] * near.sqrt_taper[jl]);
+    let dy_loc = DVector::from_fn(near.obs.len(), |jl, _| dy[near.obs[jl]] * near.sqrt_taper[jl]);
     let (w, t) = transform(&s_loc, &dy_loc);
-    let a_loc = a.select_rows(&domain.state);
+    let a_loc = a.select_rows(&batch.state);
     let update = &a_loc * t; // anomalies
     let dmu = &a_loc * w;
-    Some(DMatrix::from_fn(domain.state.len(), n, |il, k| mu[domain.state[il]] + dmu[il] + update[(il, k)]))
+    Some(DMatrix::from_fn(batch.state.len(), n, |il, k| mu[batch.state[il]] + dmu[il] + update[(il, k)]))
 }
 
 impl Analysis for Letkf {
+    /// The observations' coordinates at `t` when the operator gives them
+    /// (moving observations, maps); on a 1-D layout an operator without
+    /// them keeps its fixed locations.
+    fn locate(&mut self, obs: &mut dyn ObsOperator, t: f64) -> Result<()> {
+        let name = obs.info().name.clone();
+        let size = obs.info().obs_size;
+        match obs.coordinates(t)? {
+            Some(coordinates) => {
+                self.layout.check_points(&coordinates, size).map_err(|e| anyhow::anyhow!("observation operator `{name}` at t = {t}: {e}"))?;
+                self.observe_at(&coordinates);
+            }
+            None if self.layout.ndim() > 1 => anyhow::bail!(
+                "LETKF: the forward model's layout has {} axes ({}) but observation operator `{name}` gives no coordinates on it; \
+                 implement `coordinates` (WIT interface `located`) in the operator, or use a global method (etkf)",
+                self.layout.ndim(),
+                self.layout.axes.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            None => {}
+        }
+        Ok(())
+    }
+
     fn analyse(&mut self, e: &mut DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>, _rng: &mut dyn rand::RngCore) -> Result<()> {
+        if self.observed.len() != eo.nrows() * self.layout.ndim() {
+            anyhow::bail!(
+                "LETKF: {} observations but coordinates for {} on the {}-axis layout",
+                eo.nrows(),
+                self.observed.len() / self.layout.ndim(),
+                self.layout.ndim()
+            );
+        }
         let (mu, a) = center(e);
         let (s, dy) = whiten(eo, y, r);
         // The local analyses are independent: contiguous shares of the
-        // domains on scoped threads, each writing its own rows afterwards.
-        let threads = self.threads.min(self.domains.len() / DOMAINS_PER_THREAD).max(1);
-        let share = self.domains.len().div_ceil(threads);
+        // batches on scoped threads, each writing its own rows afterwards.
+        let threads = self.threads.min(self.batches.len() / DOMAINS_PER_THREAD).max(1);
+        let share = self.batches.len().div_ceil(threads);
         let results: Vec<Option<DMatrix<f64>>> = if threads == 1 {
-            self.domains.iter().map(|d| local_analysis(d, &mu, &a, &s, &dy)).collect()
+            self.batches.iter().zip(&self.local).map(|(b, near)| local_analysis(b, near, &mu, &a, &s, &dy)).collect()
         } else {
             std::thread::scope(|scope| {
                 let handles: Vec<_> = self
-                    .domains
+                    .batches
                     .chunks(share)
-                    .map(|chunk| {
+                    .zip(self.local.chunks(share))
+                    .map(|(batches, local)| {
                         let (mu, a, s, dy) = (&mu, &a, &s, &dy);
-                        scope.spawn(move || chunk.iter().map(|d| local_analysis(d, mu, a, s, dy)).collect::<Vec<_>>())
+                        scope.spawn(move || batches.iter().zip(local).map(|(b, near)| local_analysis(b, near, mu, a, s, dy)).collect::<Vec<_>>())
                     })
                     .collect();
                 handles.into_iter().flat_map(|h| h.join().expect("a local analysis thread panicked")).collect()
             })
         };
-        for (domain, rows) in self.domains.iter().zip(results) {
+        for (batch, rows) in self.batches.iter().zip(results) {
             if let Some(rows) = rows {
-                for (il, &i) in domain.state.iter().enumerate() {
+                for (il, &i) in batch.state.iter().enumerate() {
                     e.row_mut(i).copy_from(&rows.row(il));
                 }
             }

@@ -5,7 +5,7 @@
 
 use crate::ensemble::{Analysis, PostProcess};
 use crate::{enkf::PertObs, etkf, etkf::Etkf, letkf, linalg};
-use geohost_sandbox::model::Grid;
+use geohost_sandbox::model::{Grid, Layout};
 use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -152,13 +152,13 @@ fn letkf_with_infinite_radius_equals_etkf() {
     let mut e_etkf = e0.clone();
     Etkf.analyse(&mut e_etkf, &(&h * &e0), &y, &r, &mut rng).unwrap();
     let mut e_letkf = e0.clone();
-    letkf::Letkf::new(grid, &locations, f64::INFINITY, 2).analyse(&mut e_letkf, &(&h * &e0), &y, &r, &mut rng).unwrap();
+    letkf::Letkf::new(Layout::of_grid(grid), &locations, f64::INFINITY, 2).analyse(&mut e_letkf, &(&h * &e0), &y, &r, &mut rng).unwrap();
     let diff = max_abs(&(e_etkf - e_letkf));
     assert!(diff < 1e-10, "LETKF(∞) differs from ETKF by {diff}");
 
     // A finite radius does localise: the result differs.
     let mut e_local = e0.clone();
-    letkf::Letkf::new(grid, &locations, 4.0, 2).analyse(&mut e_local, &(&h * &e0), &y, &r, &mut rng).unwrap();
+    letkf::Letkf::new(Layout::of_grid(grid), &locations, 4.0, 2).analyse(&mut e_local, &(&h * &e0), &y, &r, &mut rng).unwrap();
     let mut e_global = e0.clone();
     Etkf.analyse(&mut e_global, &(&h * &e0), &y, &r, &mut rng).unwrap();
     assert!(max_abs(&(e_global - e_local)) > 1e-3);
@@ -180,7 +180,10 @@ fn letkf_on_threads_is_the_same_to_the_bit() {
     let locations: Vec<f64> = observed.iter().map(|&i| i as f64).collect();
     let analysed = |threads: usize| {
         let mut e = e0.clone();
-        letkf::Letkf::new(grid, &locations, 4.0, 2).with_threads(threads).analyse(&mut e, &eo, &y, &r, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+        letkf::Letkf::new(Layout::of_grid(grid), &locations, 4.0, 2)
+            .with_threads(threads)
+            .analyse(&mut e, &eo, &y, &r, &mut ChaCha8Rng::seed_from_u64(1))
+            .unwrap();
         e
     };
     let one = analysed(1);
@@ -213,6 +216,154 @@ fn letkf_on_threads_is_the_same_to_the_bit() {
     for threads in [2, 3] {
         assert_eq!(analysed(threads), one, "{threads} threads");
     }
+}
+
+/// A 2-D case: a `rows × cols` Cartesian grid, an ensemble on it and
+/// observations of every third point with their (y, x) coordinates.
+struct MapCase {
+    layout: Layout,
+    e0: DMatrix<f64>,
+    eo: DMatrix<f64>,
+    y: DVector<f64>,
+    r: DVector<f64>,
+    coordinates: Vec<f64>,
+    observed: Vec<usize>,
+}
+
+fn map_case(rows: usize, cols: usize, n: usize) -> MapCase {
+    let layout = Layout::cartesian(&["y", "x"], &[rows, cols]);
+    let m = rows * cols;
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let e0 = linalg::randn(m, n, &mut rng);
+    let observed: Vec<usize> = (0..m).step_by(3).collect();
+    let eo = DMatrix::from_fn(observed.len(), n, |j, k| e0[(observed[j], k)]);
+    let y = linalg::randn(observed.len(), 1, &mut rng).column(0).into_owned();
+    let r = DVector::from_element(observed.len(), 1.0);
+    let coordinates = observed.iter().flat_map(|&i| [(i / cols) as f64, (i % cols) as f64]).collect();
+    MapCase { layout, e0, eo, y, r, coordinates, observed }
+}
+
+#[test]
+fn letkf_on_a_map_with_infinite_radius_equals_etkf() {
+    // 9 × 7: odd sides, so the last 2 × 2 batches of each axis are short.
+    let c = map_case(9, 7, 12);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut e_etkf = c.e0.clone();
+    Etkf.analyse(&mut e_etkf, &c.eo, &c.y, &c.r, &mut rng).unwrap();
+    let mut e_letkf = c.e0.clone();
+    letkf::Letkf::new(c.layout.clone(), &c.coordinates, f64::INFINITY, 2).analyse(&mut e_letkf, &c.eo, &c.y, &c.r, &mut rng).unwrap();
+    let diff = max_abs(&(e_etkf - e_letkf));
+    assert!(diff < 1e-10, "LETKF(∞) on a map differs from ETKF by {diff}");
+}
+
+/// On a map, the LETKF's batches (2 × 2 squares) and its search by the
+/// first coordinate give exactly what a direct transcription gives: every
+/// square scanning every observation with the Euclidean distance from its
+/// centre; and the result is the same on several threads.
+#[test]
+fn letkf_on_a_map_equals_a_direct_scan_of_every_observation() {
+    let (rows, cols, n, loc_rad) = (21, 26, 10, 2.0);
+    let c = map_case(rows, cols, n);
+    let analysed = |threads: usize| {
+        let mut e = c.e0.clone();
+        letkf::Letkf::new(c.layout.clone(), &c.coordinates, loc_rad, 2)
+            .with_threads(threads)
+            .analyse(&mut e, &c.eo, &c.y, &c.r, &mut ChaCha8Rng::seed_from_u64(1))
+            .unwrap();
+        e
+    };
+    let one = analysed(1);
+    let mut direct = c.e0.clone();
+    let (mu, a) = linalg::center(&c.e0);
+    let (s, dy) = etkf::whiten(&c.eo, &c.y, &c.r);
+    let mut batches = 0;
+    for by in (0..rows).step_by(2) {
+        for bx in (0..cols).step_by(2) {
+            let points: Vec<usize> = (by..(by + 2).min(rows)).flat_map(|y| (bx..(bx + 2).min(cols)).map(move |x| y * cols + x)).collect();
+            let cy = points.iter().map(|&i| (i / cols) as f64).sum::<f64>() / points.len() as f64;
+            let cx = points.iter().map(|&i| (i % cols) as f64).sum::<f64>() / points.len() as f64;
+            let near: Vec<(usize, f64)> = (0..c.observed.len())
+                .filter_map(|j| {
+                    let (oy, ox) = (c.coordinates[2 * j], c.coordinates[2 * j + 1]);
+                    let d = ((cy - oy).powi(2) + (cx - ox).powi(2)).sqrt();
+                    let taper = letkf::gaspari_cohn(d, 1.82 * loc_rad);
+                    (taper > 1e-3).then_some((j, taper.sqrt()))
+                })
+                .collect();
+            batches += 1;
+            if near.is_empty() {
+                continue;
+            }
+            let s_loc = DMatrix::from_fn(near.len(), n, |jl, k| s[(near[jl].0, k)] * near[jl].1);
+            let dy_loc = DVector::from_fn(near.len(), |jl, _| dy[near[jl].0] * near[jl].1);
+            let (w, t) = etkf::transform(&s_loc, &dy_loc);
+            let a_loc = a.select_rows(&points);
+            let (update, dmu) = (&a_loc * t, &a_loc * w);
+            for (il, &i) in points.iter().enumerate() {
+                for k in 0..n {
+                    direct[(i, k)] = mu[i] + dmu[il] + update[(il, k)];
+                }
+            }
+        }
+    }
+    assert_eq!(batches, 11 * 13);
+    assert!(max_abs(&(&one - &c.e0)) > 1e-3, "the analysis changes the ensemble");
+    assert_eq!(one, direct, "the same as scanning every observation");
+    // 143 batches: two threads get work only from 128 on.
+    assert_eq!(analysed(2), one, "2 threads");
+}
+
+/// Observations that move between analyses are relocated: the analysis
+/// with coordinates given afterwards equals a fresh setup with them.
+#[test]
+fn letkf_follows_observations_that_move() {
+    let c = map_case(10, 10, 8);
+    let moved: Vec<f64> = c.coordinates.chunks(2).flat_map(|p| [p[0], (p[1] + 3.0) % 10.0]).collect();
+    let mut relocated = letkf::Letkf::new(c.layout.clone(), &c.coordinates, 2.0, 2);
+    relocated.observe_at(&moved);
+    let (mut a, mut b) = (c.e0.clone(), c.e0.clone());
+    relocated.analyse(&mut a, &c.eo, &c.y, &c.r, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+    letkf::Letkf::new(c.layout.clone(), &moved, 2.0, 2).analyse(&mut b, &c.eo, &c.y, &c.r, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+    assert_eq!(a, b);
+    let mut unmoved = c.e0.clone();
+    letkf::Letkf::new(c.layout, &c.coordinates, 2.0, 2).analyse(&mut unmoved, &c.eo, &c.y, &c.r, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+    assert!(max_abs(&(a - unmoved)) > 1e-6, "moving the observations changes the analysis");
+}
+
+/// Distances on the layouts: periodic wrap, and the great circle (a
+/// quarter meridian and a quarter of the equator are both πR/2).
+#[test]
+fn layout_distances_wrap_and_follow_the_sphere() {
+    let ring = Layout::of_grid(Grid { points: 40, periodic: true });
+    assert_eq!(ring.distance(&[1.0], &[39.0]), 2.0);
+    assert_eq!(ring.distance(&[3.5], &[1.0]), 2.5);
+    let mut torus = Layout::cartesian(&["y", "x"], &[10, 10]);
+    torus.axes[1].period = Some(10.0);
+    assert!((torus.distance(&[0.0, 0.0], &[3.0, 9.0]) - 10f64.sqrt()).abs() < 1e-12);
+    let r = 6371.0;
+    let globe = Layout {
+        axes: vec![
+            geohost_sandbox::model::Axis { name: "lat".into(), coordinates: vec![-45.0, 0.0, 45.0], period: None },
+            geohost_sandbox::model::Axis { name: "lon".into(), coordinates: vec![0.0, 90.0, 180.0, 270.0], period: Some(360.0) },
+        ],
+        metric: geohost_sandbox::model::Metric::GreatCircle { radius: r },
+        units: "km".into(),
+    };
+    globe.check(12).unwrap();
+    let quarter = std::f64::consts::FRAC_PI_2 * r;
+    assert!((globe.distance(&[0.0, 0.0], &[90.0, 0.0]) - quarter).abs() < 1e-9);
+    assert!((globe.distance(&[0.0, 0.0], &[0.0, 90.0]) - quarter).abs() < 1e-9);
+    assert!((globe.distance(&[0.0, 350.0], &[0.0, 10.0]) - quarter * 20.0 / 90.0).abs() < 1e-9);
+    // A latitude difference never exceeds the distance: the search's reach.
+    assert!((globe.first_axis_reach(quarter) - 90.0).abs() < 1e-9);
+    // And the checks refuse what would mislead the localisation.
+    assert!(globe.check(13).unwrap_err().contains("12"));
+    let mut bad = globe.clone();
+    bad.axes[0].coordinates[0] = -95.0;
+    assert!(bad.check(12).unwrap_err().contains("±90"));
+    let mut unsorted = Layout::cartesian(&["y"], &[3]);
+    unsorted.axes[0].coordinates = vec![0.0, 2.0, 1.0];
+    assert!(unsorted.check(3).unwrap_err().contains("strictly increasing"));
 }
 
 #[test]

@@ -1,18 +1,56 @@
-//! The `forward-model` world as a [`ForwardModel`].
+//! The `forward-model` world (and `spatial-forward-model`, which adds the
+//! state's layout) as a [`ForwardModel`].
 
 use super::{Accounting, FuelBudget, Instance, LoadedComponent, Runtime, SandboxError};
-use crate::model::{first_non_finite, ForwardModel, Grid, ModelInfo, Parameter};
+use crate::model::{first_non_finite, Axis, ForwardModel, Grid, Layout, Metric, ModelInfo, Parameter};
 use nalgebra::DMatrix;
 
 mod bindings {
     wasmtime::component::bindgen!({
-        world: "forward-model",
+        world: "spatial-forward-model",
         path: "../../wit",
     });
 }
 
+use bindings::exports::geohost::plugin::{forward, spatial};
 use bindings::geohost::plugin::types::Ensemble;
-use bindings::ForwardModel as Bindings;
+
+/// A forward model's exports: `forward` always, `spatial` when the
+/// component has it (0.1.1 and later; a 0.1.0 component has not).
+struct Bindings {
+    forward: forward::Guest,
+    spatial: Option<spatial::Guest>,
+}
+
+impl Bindings {
+    fn geohost_plugin_forward(&self) -> &forward::Guest {
+        &self.forward
+    }
+
+    fn instantiate(
+        store: &mut wasmtime::Store<super::limits::StoreLimiter>,
+        component: &wasmtime::component::Component,
+        linker: &wasmtime::component::Linker<super::limits::StoreLimiter>,
+    ) -> wasmtime::Result<Bindings> {
+        let pre = linker.instantiate_pre(component)?;
+        let forward = forward::GuestIndices::new(&pre)?;
+        let spatial = spatial::GuestIndices::new(&pre).ok();
+        let instance = pre.instantiate(&mut *store)?;
+        Ok(Bindings { forward: forward.load(&mut *store, &instance)?, spatial: spatial.map(|s| s.load(&mut *store, &instance)).transpose()? })
+    }
+}
+
+/// The host's [`Layout`] from the WIT record.
+fn layout(l: spatial::Layout) -> Layout {
+    Layout {
+        axes: l.dims.into_iter().map(|d| Axis { name: d.name, coordinates: d.coordinates, period: d.period }).collect(),
+        metric: match l.metric {
+            spatial::Metric::Euclidean => Metric::Euclidean,
+            spatial::Metric::GreatCircle(radius) => Metric::GreatCircle { radius },
+        },
+        units: l.units,
+    }
+}
 
 /// A forward-model plugin running in the sandbox.
 pub struct WasmForward {
@@ -29,7 +67,7 @@ impl WasmForward {
     /// [`WasmForward::new`] with a total fuel `budget` over all its calls,
     /// `init` included (a submitted emulator).
     pub fn with_budget(runtime: &Runtime, loaded: &LoadedComponent, config: &str, budget: Option<FuelBudget>) -> Result<WasmForward, SandboxError> {
-        let mut instance = Instance::new(runtime, loaded, |store, component, linker| Bindings::instantiate(store, component, linker))?;
+        let mut instance = Instance::new(runtime, loaded, Bindings::instantiate)?;
         instance.set_fuel_budget(budget);
         let info = instance.init(|b, store| b.geohost_plugin_forward().call_init(store, config))?;
         let info = ModelInfo {
@@ -41,7 +79,24 @@ impl WasmForward {
             state_units: info.state_units,
             time_units: info.time_units,
             grid: info.grid.map(|g| Grid { points: g.points as usize, periodic: g.periodic }),
+            layout: None,
         };
+        let mut info = info;
+        if instance.bindings.spatial.is_some() {
+            let described = instance.call("state-layout", |b, store| {
+                b.spatial.as_ref().expect("checked: the component exports `spatial`").call_state_layout(&mut *store).map(Ok::<_, String>)
+            })?;
+            if let Some(described) = described {
+                let described = layout(described);
+                described.check(info.state_size).map_err(|problem| SandboxError::Shape {
+                    plugin: loaded.plugin.clone(),
+                    call: "state-layout",
+                    found: problem,
+                    expected: "a layout whose axes cover the state (see wit/plugin.wit, interface `spatial`)".into(),
+                })?;
+                info.layout = Some(described);
+            }
+        }
         if info.state_size == 0 || !(info.default_dt.is_finite() && info.default_dt > 0.0) {
             return Err(SandboxError::Shape {
                 plugin: loaded.plugin.clone(),

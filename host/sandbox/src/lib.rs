@@ -47,7 +47,10 @@ use wasmtime::{Config, Engine, Store, Trap};
 
 /// The WIT package version this host implements.
 pub const PACKAGE: &str = "geohost:plugin";
-pub const PACKAGE_VERSION: &str = "0.1.0";
+pub const PACKAGE_VERSION: &str = "0.1.1";
+/// The semver track this host accepts: every 0.1.x component (a 0.1.0
+/// one lacks only the interfaces 0.1.1 added).
+pub const PACKAGE_TRACK: &str = "0.1";
 
 /// How often the ticker thread advances the engine epoch; deadlines are
 /// counted in these ticks.
@@ -101,7 +104,7 @@ impl World {
 
 /// Interfaces a plugin may import. `types` carries only type definitions
 /// (no functions), so importing it grants nothing.
-const IMPORT_ALLOWLIST: &[&str] = &["geohost:plugin/types@0.1.0"];
+const IMPORT_ALLOWLIST: &[&str] = &["geohost:plugin/types@0.1.0", "geohost:plugin/types@0.1.1"];
 
 /// Everything that can go wrong with a plugin. Each message names the
 /// plugin and says what to do.
@@ -113,9 +116,9 @@ pub enum SandboxError {
     Malformed { plugin: String, path: PathBuf, reason: String },
     #[error("plugin `{plugin}`: {path} is a {found} plugin, not a {expected} plugin (it exports {exports}); use it where a {found} is expected")]
     WrongWorld { plugin: String, path: PathBuf, found: &'static str, expected: &'static str, exports: String },
-    #[error("plugin `{plugin}`: {path} was built for {found}, but this host accepts {PACKAGE}@{PACKAGE_VERSION}; rebuild the plugin against this host's wit/ package")]
+    #[error("plugin `{plugin}`: {path} was built for {found}, but this host accepts {PACKAGE}@{PACKAGE_TRACK}.x (up to {PACKAGE_VERSION}); rebuild the plugin against this host's wit/ package")]
     WrongVersion { plugin: String, path: PathBuf, found: String },
-    #[error("plugin `{plugin}`: {path} exports none of the {expected} world's interfaces (expected `{interface}@{PACKAGE_VERSION}`; it exports: {exports})")]
+    #[error("plugin `{plugin}`: {path} exports none of the {expected} world's interfaces (expected `{interface}@{PACKAGE_TRACK}.x`; it exports: {exports})")]
     NotAPlugin { plugin: String, path: PathBuf, expected: &'static str, interface: &'static str, exports: String },
     #[error("plugin `{plugin}`: {path} imports `{import}`, which the sandbox does not provide (plugins may import only: {allowed}); build it without WASI or host imports (target wasm32-unknown-unknown)")]
     ForbiddenImport { plugin: String, path: PathBuf, import: String, allowed: String },
@@ -330,8 +333,16 @@ fn check_world(engine: &Engine, component: &Component, plugin: &str, path: &Path
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
     let listed = || if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
-    let wanted = format!("{}@{PACKAGE_VERSION}", world.interface());
-    if !exports.contains(&wanted) {
+    // Any 0.1.x export: wasmtime finds a 0.1.0 export under the 0.1.1 name
+    // (one semver track), and the worlds 0.1.0 had are unchanged.
+    let on_track = |e: &String| {
+        e.strip_prefix(world.interface())
+            .and_then(|rest| rest.strip_prefix('@'))
+            .and_then(|v| v.strip_prefix(PACKAGE_TRACK))
+            .and_then(|v| v.strip_prefix('.'))
+            .is_some_and(|patch| !patch.is_empty() && patch.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if !exports.iter().any(on_track) {
         let versioned = format!("{}@", world.interface());
         if let Some(found) = exports.iter().find(|e| e.starts_with(&versioned) || *e == world.interface()) {
             let version = found.split_once('@').map(|(_, v)| v).unwrap_or("an unversioned package");

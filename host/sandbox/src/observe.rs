@@ -1,4 +1,5 @@
-//! The `obs-operator` world as an [`ObsOperator`].
+//! The `obs-operator` world (and `located-obs-operator`, which adds the
+//! observations' coordinates) as an [`ObsOperator`].
 
 use super::{Instance, LoadedComponent, Runtime, SandboxError};
 use crate::model::{first_non_finite, ObsInfo, ObsOperator, Parameter};
@@ -6,13 +7,38 @@ use nalgebra::DMatrix;
 
 mod bindings {
     wasmtime::component::bindgen!({
-        world: "obs-operator",
+        world: "located-obs-operator",
         path: "../../wit",
     });
 }
 
+use bindings::exports::geohost::plugin::{located, observe};
 use bindings::geohost::plugin::types::Ensemble;
-use bindings::ObsOperator as Bindings;
+
+/// An operator's exports: `observe` always, `located` when the component
+/// has it (0.1.1 and later).
+struct Bindings {
+    observe: observe::Guest,
+    located: Option<located::Guest>,
+}
+
+impl Bindings {
+    fn geohost_plugin_observe(&self) -> &observe::Guest {
+        &self.observe
+    }
+
+    fn instantiate(
+        store: &mut wasmtime::Store<super::limits::StoreLimiter>,
+        component: &wasmtime::component::Component,
+        linker: &wasmtime::component::Linker<super::limits::StoreLimiter>,
+    ) -> wasmtime::Result<Bindings> {
+        let pre = linker.instantiate_pre(component)?;
+        let observe = observe::GuestIndices::new(&pre)?;
+        let located = located::GuestIndices::new(&pre).ok();
+        let instance = pre.instantiate(&mut *store)?;
+        Ok(Bindings { observe: observe.load(&mut *store, &instance)?, located: located.map(|l| l.load(&mut *store, &instance)).transpose()? })
+    }
+}
 
 /// An observation-operator plugin running in the sandbox.
 pub struct WasmObs {
@@ -23,7 +49,7 @@ pub struct WasmObs {
 impl WasmObs {
     /// Instantiate `loaded` and configure it with `config` (a JSON object).
     pub fn new(runtime: &Runtime, loaded: &LoadedComponent, config: &str) -> Result<WasmObs, SandboxError> {
-        let mut instance = Instance::new(runtime, loaded, |store, component, linker| Bindings::instantiate(store, component, linker))?;
+        let mut instance = Instance::new(runtime, loaded, Bindings::instantiate)?;
         let info = instance.init(|b, store| b.geohost_plugin_observe().call_init(store, config))?;
         let info = ObsInfo {
             name: info.name,
@@ -71,5 +97,27 @@ impl ObsOperator for WasmObs {
             );
         }
         Ok(y)
+    }
+
+    fn coordinates(&mut self, t: f64) -> anyhow::Result<Option<Vec<f64>>> {
+        if self.instance.bindings.located.is_none() {
+            return Ok(None);
+        }
+        let coordinates = self.instance.call("coordinates", |b, store| {
+            b.located.as_ref().expect("checked: the component exports `located`").call_coordinates(&mut *store, t).map(Ok::<_, String>)
+        })?;
+        if let Some(c) = &coordinates {
+            let p = self.info.obs_size;
+            if c.is_empty() || c.len() % p != 0 || c.iter().any(|v| !v.is_finite()) {
+                return Err(SandboxError::Shape {
+                    plugin: self.instance.plugin.clone(),
+                    call: "coordinates",
+                    found: format!("{} values{}", c.len(), if c.iter().any(|v| !v.is_finite()) { " (some not finite)" } else { "" }),
+                    expected: format!("{p} observations × the layout's axes, all finite"),
+                }
+                .into());
+            }
+        }
+        Ok(coordinates)
     }
 }

@@ -14,14 +14,18 @@
 //! - `"error"`: `advance` returns an error result
 //! - `"nan-sign"`: `advance` returns the sign (±1) of a NaN it makes as 0/0,
 //!   which is the hardware's unless the host canonicalises NaNs
+//! - `"bad-layout"`: behaves, but its `spatial` layout has one point fewer
+//!   than the state (the host must refuse it at load)
 
 use geohost_sdk::bindings::forward_model::exports::geohost::plugin::forward::{Guest, ModelInfo};
+use geohost_sdk::bindings::forward_model::exports::geohost::plugin::spatial;
 use geohost_sdk::bindings::forward_model::geohost::plugin::types::{Ensemble, Grid};
 use geohost_sdk::Config;
 use std::cell::RefCell;
 
 thread_local! {
     static MODE: RefCell<String> = RefCell::new(String::new());
+    static SIZE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 struct Hostile;
@@ -45,6 +49,7 @@ impl Guest for Hostile {
             return Err("refusing to start: mode is init-error".into());
         }
         MODE.with(|m| *m.borrow_mut() = mode);
+        SIZE.with(|s| s.set(size as usize));
         Ok(ModelInfo {
             name: "testkit-hostile".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -94,6 +99,17 @@ impl Guest for Hostile {
             _ => {}
         }
         Ok(states)
+    }
+}
+
+impl spatial::Guest for Hostile {
+    fn state_layout() -> Option<spatial::Layout> {
+        let size = SIZE.with(|s| s.get());
+        (MODE.with(|m| m.borrow().clone()) == "bad-layout").then(|| spatial::Layout {
+            dims: vec![spatial::Dimension { name: "x".into(), coordinates: (1..size).map(|i| i as f64).collect(), period: None }],
+            metric: spatial::Metric::Euclidean,
+            units: "grid points".into(),
+        })
     }
 }
 

@@ -5,7 +5,7 @@ use super::SandboxArgs;
 use crate::perf;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use geohost_sandbox::Limits;
+use geohost_sandbox::{Limits, Runtime};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -45,6 +45,10 @@ struct LetkfPerfArgs {
     /// Timing samples (the median is reported).
     #[arg(long, default_value_t = 7)]
     samples: usize,
+    /// The QG component for the 2-D row (DAPPER's sakov2008 analysis);
+    /// `none` leaves the row out.
+    #[arg(long, default_value = "plugins/dist/qg.wasm")]
+    qg: PathBuf,
 }
 
 #[derive(Args)]
@@ -203,7 +207,11 @@ pub fn run(args: PerfArgs) -> Result<()> {
             }
         }
         Some(PerfTarget::Languages(l)) => perf::language_cost(&l.plugins, l.members, l.cycles, l.samples)?,
-        Some(PerfTarget::Letkf(l)) => perf::letkf_cost(&l.sizes, &l.threads, l.members, l.samples)?,
+        Some(PerfTarget::Letkf(l)) => {
+            let qg = (l.qg.as_os_str() != "none").then_some(l.qg.as_path());
+            let runtime = Runtime::new(Limits { fuel: 0, deadline_ms: 600_000, ..Limits::default() }, None)?;
+            perf::letkf_cost(&runtime, &l.sizes, &l.threads, l.members, l.samples, qg)?
+        }
         None => perf_da(DaPerfArgs::parse_from(["da"]))?,
     };
     println!("{report}");

@@ -65,14 +65,15 @@ pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Written> {
     let mut common = common_attrs();
     common.push(("model", format!("{} {} ({})", run.model.name, run.model.version, run.plugins[0].blake3)));
     common.push(("observations", format!("{} {} ({})", run.obs.name, run.obs.version, run.plugins[1].blake3)));
-    let experiment = serde_json::json!({
+    let mut experiment = serde_json::json!({
         "chronology": twin.chronology,
         "seed": set.set.experiment.seed,
-        "x0": twin.prior.mean.as_slice(),
-        "x0_variance": twin.prior.variance,
         "model_config": run.plugins[0].config,
         "observations_config": run.plugins[1].config,
     });
+    if let (Some(all), serde_json::Value::Object(prior)) = (experiment.as_object_mut(), twin.prior.describe()) {
+        all.extend(prior);
+    }
     let mut truth_attrs = common.clone();
     truth_attrs.push(("experiment", experiment.to_string()));
 

@@ -22,6 +22,7 @@ impl LinearModel {
             state_units: "1".into(),
             time_units: "1".into(),
             grid: None,
+            layout: None,
         };
         LinearModel { info, m }
     }

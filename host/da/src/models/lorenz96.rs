@@ -24,6 +24,7 @@ impl Lorenz96 {
                 state_units: "1".into(),
                 time_units: "1".into(),
                 grid: Some(Grid { points: size, periodic: true }),
+                layout: None,
             },
             forcing,
             scratch: Rk4Scratch::default(),

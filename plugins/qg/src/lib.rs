@@ -1,0 +1,325 @@
+//! The quasi-geostrophic model of Sakov & Oke (2008): one layer of
+//! streamfunction ψ on a square basin (unit side, walls at the edges),
+//! driven by a double-gyre wind curl, as in DAPPER's `QG/sakov2008` setup.
+//!
+//! Written from the model's equations:
+//!
+//!   q = ∇²ψ − F ψ                                   (potential vorticity)
+//!   ∂q/∂t = −r J(ψ, q) − β ∂ψ/∂x − r_kb ζ + r_kh ∇²ζ − r_kh2 ∇⁴ζ + curl τ,
+//!   ζ = ∇²ψ,  curl τ = −2π sin(2π y),  ψ = 0 on the walls.
+//!
+//! Discretisation (`n × n` points, spacing h = 1/(n−1)): Arakawa's (1966)
+//! Jacobian, which conserves the discrete energy and enstrophy; five-point
+//! Laplacians (zero on the walls); centred ∂ψ/∂x; classic RK4 in q with
+//! steps of at most `max_dt`. ψ is recovered from q by solving the
+//! Helmholtz problem (∇² − F)ψ = q exactly: a sine transform along x
+//! (which diagonalises the second difference with ψ = 0 at the walls) and
+//! a tridiagonal solve along y for each sine mode.
+//!
+//! The state is ψ at every point, rows of constant y (slowest) by x; the
+//! model describes it as a 2-D layout (axes `y`, `x`, in grid points).
+//!
+//! Config: `refinement` (n = 2^refinement + 1, default 7 → 129), `F`
+//! (1600), `r` (1e-5), `beta` (1), `rkb` (0), `rkh` (0), `rkh2` (2e-12),
+//! `forcing` (1: scale of the wind curl), `max_dt` (1.25).
+
+use geohost_sdk::{Config, ForwardModel, Layout, ModelInfo, Parameter};
+use realfft::num_complex::Complex;
+use realfft::{RealFftPlanner, RealToComplex};
+use std::f64::consts::PI;
+use std::sync::Arc;
+
+/// The exact solver of (∇² − F)ψ = q with ψ = 0 on the walls, on the
+/// `m × m` interior points (m = n − 2).
+struct Helmholtz {
+    m: usize,
+    fft: Arc<dyn RealToComplex<f64>>,
+    /// Per row j and sine mode k (row-major, j slowest): the Thomas
+    /// algorithm's modified super-diagonal c′ and 1 / modified diagonal.
+    c_prime: Vec<f64>,
+    inv_diag: Vec<f64>,
+    /// 1/h², the off-diagonals of the tridiagonal systems.
+    off: f64,
+    line: Vec<f64>,
+    spectrum: Vec<Complex<f64>>,
+    scratch: Vec<Complex<f64>>,
+    /// The transformed field, interior rows × sine modes.
+    hat: Vec<f64>,
+}
+
+impl Helmholtz {
+    fn new(n: usize, h: f64, f: f64) -> Helmholtz {
+        let m = n - 2;
+        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(2 * (m + 1));
+        let off = 1.0 / (h * h);
+        let (mut c_prime, mut inv_diag) = (vec![0.0; m * m], vec![0.0; m * m]);
+        for k in 0..m {
+            // The second difference along x of sine mode k+1.
+            let lambda = (2.0 * (PI * (k + 1) as f64 / (m + 1) as f64).cos() - 2.0) * off;
+            let b = lambda - 2.0 * off - f;
+            let mut c_prev = 0.0;
+            for j in 0..m {
+                let d = 1.0 / (b - off * c_prev);
+                inv_diag[j * m + k] = d;
+                c_prime[j * m + k] = off * d;
+                c_prev = c_prime[j * m + k];
+            }
+        }
+        let (line, spectrum, scratch) = (fft.make_input_vec(), fft.make_output_vec(), fft.make_scratch_vec());
+        Helmholtz { m, fft, c_prime, inv_diag, off, line, spectrum, scratch, hat: vec![0.0; m * m] }
+    }
+
+    /// The sine transform S_k = Σ_i x_i sin(π k i / (m+1)) of `row`
+    /// (length m) into `out`, times `scale`, through a real FFT of the
+    /// odd extension (0, x, 0, −reversed x).
+    fn sine_transform(&mut self, row: &[f64], out: &mut [f64], scale: f64) {
+        let m = self.m;
+        self.line[0] = 0.0;
+        self.line[m + 1] = 0.0;
+        for (i, &v) in row.iter().enumerate() {
+            self.line[i + 1] = v;
+            self.line[2 * (m + 1) - (i + 1)] = -v;
+        }
+        self.fft.process_with_scratch(&mut self.line, &mut self.spectrum, &mut self.scratch).expect("buffers sized by the plan");
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = -0.5 * scale * self.spectrum[k + 1].im;
+        }
+    }
+
+    /// ψ from q (both `n × n`, row-major by y); ψ is zero on the walls.
+    fn solve(&mut self, q: &[f64], psi: &mut [f64]) {
+        let (m, n) = (self.m, self.m + 2);
+        let mut hat = std::mem::take(&mut self.hat);
+        for j in 0..m {
+            let row = &q[(j + 1) * n + 1..(j + 1) * n + 1 + m];
+            self.sine_transform(row, &mut hat[j * m..(j + 1) * m], 1.0);
+        }
+        // Thomas algorithm along y for every mode at once (k innermost).
+        for k in 0..m {
+            hat[k] *= self.inv_diag[k];
+        }
+        for j in 1..m {
+            let (done, rest) = hat.split_at_mut(j * m);
+            let prev = &done[(j - 1) * m..];
+            for k in 0..m {
+                rest[k] = (rest[k] - self.off * prev[k]) * self.inv_diag[j * m + k];
+            }
+        }
+        for j in (0..m - 1).rev() {
+            let (head, next) = hat.split_at_mut((j + 1) * m);
+            let row = &mut head[j * m..];
+            for k in 0..m {
+                row[k] -= self.c_prime[j * m + k] * next[k];
+            }
+        }
+        // Back to points: the sine transform is its own inverse up to 2/(m+1).
+        psi.fill(0.0);
+        let mut row = vec![0.0; m];
+        for j in 0..m {
+            row.copy_from_slice(&hat[j * m..(j + 1) * m]);
+            self.sine_transform(&row, &mut psi[(j + 1) * n + 1..(j + 1) * n + 1 + m], 2.0 / (m + 1) as f64);
+        }
+        self.hat = hat;
+    }
+}
+
+/// The five-point Laplacian of `a` into `out`, zero on the walls.
+fn laplacian(n: usize, h: f64, a: &[f64], out: &mut [f64]) {
+    let inv_h2 = 1.0 / (h * h);
+    out.fill(0.0);
+    for j in 1..n - 1 {
+        for i in 1..n - 1 {
+            let p = j * n + i;
+            out[p] = (a[p - 1] + a[p + 1] + a[p - n] + a[p + n] - 4.0 * a[p]) * inv_h2;
+        }
+    }
+}
+
+/// Arakawa's Jacobian J(a, b) = a_x b_y − a_y b_x (x along rows, y across
+/// them), the mean of the three second-order forms J⁺⁺, J⁺ˣ, Jˣ⁺; zero on
+/// the walls.
+fn arakawa(n: usize, h: f64, a: &[f64], b: &[f64], out: &mut [f64]) {
+    let scale = 1.0 / (12.0 * h * h);
+    out.fill(0.0);
+    for j in 1..n - 1 {
+        for i in 1..n - 1 {
+            let p = j * n + i;
+            // Neighbours: e(ast) = x+1, w = x−1, n(orth) = y+1, s = y−1.
+            let (ae, aw, an, as_) = (a[p + 1], a[p - 1], a[p + n], a[p - n]);
+            let (ane, anw, ase, asw) = (a[p + n + 1], a[p + n - 1], a[p - n + 1], a[p - n - 1]);
+            let (be, bw, bn, bs) = (b[p + 1], b[p - 1], b[p + n], b[p - n]);
+            let (bne, bnw, bse, bsw) = (b[p + n + 1], b[p + n - 1], b[p - n + 1], b[p - n - 1]);
+            let j_pp = (ae - aw) * (bn - bs) - (an - as_) * (be - bw);
+            let j_px = ae * (bne - bse) - aw * (bnw - bsw) - an * (bne - bnw) + as_ * (bse - bsw);
+            let j_xp = bn * (ane - anw) - bs * (ase - asw) - be * (ane - ase) + bw * (anw - asw);
+            out[p] = (j_pp + j_px + j_xp) * scale;
+        }
+    }
+}
+
+struct Qg {
+    n: usize,
+    h: f64,
+    f: f64,
+    r: f64,
+    beta: f64,
+    rkb: f64,
+    rkh: f64,
+    rkh2: f64,
+    forcing: f64,
+    max_dt: f64,
+    /// The wind curl at every point.
+    curl: Vec<f64>,
+    solver: Helmholtz,
+    /// Work arrays, each `n × n`.
+    psi: Vec<f64>,
+    jac: Vec<f64>,
+    zeta: Vec<f64>,
+    zeta2: Vec<f64>,
+    zeta4: Vec<f64>,
+    stages: [Vec<f64>; 4],
+    q: Vec<f64>,
+    q_stage: Vec<f64>,
+}
+
+impl Qg {
+    /// dq/dt at `q` into `flux` (ψ solved into `self.psi` on the way).
+    fn flux(&mut self, q: &[f64], stage: usize) {
+        let (n, h) = (self.n, self.h);
+        self.solver.solve(q, &mut self.psi);
+        arakawa(n, h, &self.psi, q, &mut self.jac);
+        laplacian(n, h, &self.psi, &mut self.zeta);
+        let viscous = self.rkh != 0.0 || self.rkh2 != 0.0;
+        if viscous {
+            laplacian(n, h, &self.zeta, &mut self.zeta2);
+            laplacian(n, h, &self.zeta2, &mut self.zeta4);
+        }
+        let flux = &mut self.stages[stage];
+        let beta_h = self.beta / (2.0 * h);
+        flux.fill(0.0);
+        for j in 1..n - 1 {
+            for i in 1..n - 1 {
+                let p = j * n + i;
+                let mut d = -self.r * self.jac[p] - self.rkb * self.zeta[p] + self.curl[p] - beta_h * (self.psi[p + 1] - self.psi[p - 1]);
+                if viscous {
+                    d += self.rkh * self.zeta2[p] - self.rkh2 * self.zeta4[p];
+                }
+                flux[p] = d;
+            }
+        }
+    }
+
+    /// One RK4 step of length `dt` of `self.q`.
+    fn rk4(&mut self, dt: f64) {
+        let q0 = std::mem::take(&mut self.q);
+        let mut qs = std::mem::take(&mut self.q_stage);
+        self.flux(&q0, 0);
+        for (stage, weight) in [(1, 0.5), (2, 0.5), (3, 1.0)] {
+            for ((s, &q), &k) in qs.iter_mut().zip(&q0).zip(&self.stages[stage - 1]) {
+                *s = q + weight * dt * k;
+            }
+            self.flux(&qs, stage);
+        }
+        let mut q = q0;
+        let [k1, k2, k3, k4] = &self.stages;
+        for p in 0..q.len() {
+            q[p] += dt / 6.0 * (k1[p] + 2.0 * (k2[p] + k3[p]) + k4[p]);
+        }
+        self.q = q;
+        self.q_stage = qs;
+    }
+}
+
+impl ForwardModel for Qg {
+    fn init(config: &Config) -> Result<Self, String> {
+        config.allow_only(&["refinement", "F", "r", "beta", "rkb", "rkh", "rkh2", "forcing", "max_dt"])?;
+        let refinement = config.usize_or("refinement", 7)?;
+        if !(3..=9).contains(&refinement) {
+            return Err(format!("config key `refinement` must be between 3 (9 × 9 points) and 9 (513 × 513), got {refinement}"));
+        }
+        let n = (1 << refinement) + 1;
+        let h = 1.0 / (n - 1) as f64;
+        let get = |key: &str, default: f64, positive: bool| -> Result<f64, String> {
+            let v = config.f64_or(key, default)?;
+            if !v.is_finite() || v < 0.0 || (positive && v == 0.0) {
+                return Err(format!("config key `{key}` must be finite and {}, got {v}", if positive { "positive" } else { "not negative" }));
+            }
+            Ok(v)
+        };
+        let (f, r, beta) = (get("F", 1600.0, false)?, get("r", 1e-5, false)?, get("beta", 1.0, false)?);
+        let (rkb, rkh, rkh2) = (get("rkb", 0.0, false)?, get("rkh", 0.0, false)?, get("rkh2", 2e-12, false)?);
+        let (forcing, max_dt) = (get("forcing", 1.0, false)?, get("max_dt", 1.25, true)?);
+        let curl = (0..n * n).map(|p| -forcing * 2.0 * PI * (2.0 * PI * (p / n) as f64 * h).sin()).collect();
+        let field = || vec![0.0; n * n];
+        Ok(Qg {
+            n,
+            h,
+            f,
+            r,
+            beta,
+            rkb,
+            rkh,
+            rkh2,
+            forcing,
+            max_dt,
+            curl,
+            solver: Helmholtz::new(n, h, f),
+            psi: field(),
+            jac: field(),
+            zeta: field(),
+            zeta2: field(),
+            zeta4: field(),
+            stages: [field(), field(), field(), field()],
+            q: field(),
+            q_stage: field(),
+        })
+    }
+
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            parameters: vec![
+                Parameter::new("points_per_side", self.n as f64, "1"),
+                Parameter::new("F", self.f, "1"),
+                Parameter::new("r", self.r, "1"),
+                Parameter::new("beta", self.beta, "1"),
+                Parameter::new("rkb", self.rkb, "1"),
+                Parameter::new("rkh", self.rkh, "1"),
+                Parameter::new("rkh2", self.rkh2, "1"),
+                Parameter::new("forcing", self.forcing, "1"),
+                Parameter::new("max_dt", self.max_dt, "1"),
+            ],
+            ..ModelInfo::new("qg", env!("CARGO_PKG_VERSION"), self.n * self.n, self.max_dt)
+        }
+    }
+
+    fn layout(&self) -> Option<Layout> {
+        Some(Layout::cartesian(&["y", "x"], &[self.n, self.n]))
+    }
+
+    /// Advance ψ by `dt` in RK4 steps of at most `max_dt`.
+    fn step(&mut self, x: &mut [f64], _t: f64, dt: f64) -> Result<(), String> {
+        if !(dt.is_finite() && dt > 0.0) {
+            return Err(format!("time step must be positive and finite, got {dt}"));
+        }
+        let steps = (dt / self.max_dt - 1e-9).ceil().max(1.0) as usize;
+        let (n, f) = (self.n, self.f);
+        let mut q = std::mem::take(&mut self.q);
+        laplacian(n, self.h, x, &mut q);
+        for (q, &psi) in q.iter_mut().zip(x.iter()) {
+            *q -= f * psi;
+        }
+        self.q = q;
+        for _ in 0..steps {
+            self.rk4(dt / steps as f64);
+        }
+        let q = std::mem::take(&mut self.q);
+        self.solver.solve(&q, x);
+        self.q = q;
+        if let Some(p) = x.iter().position(|v| !v.is_finite()) {
+            return Err(format!("ψ became {} at point (y {}, x {}): the integration diverged; reduce `max_dt` or raise `rkh2`", x[p], p / n, p % n));
+        }
+        Ok(())
+    }
+}
+
+geohost_sdk::export_forward_model!(Qg);

@@ -1,0 +1,191 @@
+//! Grids beyond the 1-D ring: components built against the original
+//! 0.1.0 WIT still load; layouts and observation coordinates cross the
+//! boundary checked; the quasi-geostrophic model conserves what its
+//! equations conserve; a 2-D twin experiment runs end to end with the LETKF.
+
+use crate::common::{geohost, plugin, stderr, stdout};
+use geohost_sandbox::model::{ForwardModel, ObsOperator};
+use geohost_sandbox::{Limits, Runtime, SandboxError, WasmForward, WasmObs, World};
+use nalgebra::DMatrix;
+use serde_json::Value;
+
+fn runtime() -> Runtime {
+    Runtime::new(Limits::default(), None).unwrap()
+}
+
+/// A plugin published against geohost:plugin@0.1.0, before layouts, loads
+/// and runs under the 0.1.1 host (as a 1-D grid, no layout).
+#[test]
+fn a_component_built_for_the_original_wit_still_runs() {
+    let rt = runtime();
+    let loaded = rt.load("legacy", &plugin("testkit-legacy"), World::ForwardModel).unwrap();
+    let mut model = WasmForward::new(&rt, &loaded, "{}").unwrap();
+    assert_eq!(model.info().layout, None);
+    let layout = model.info().layout().expect("its 1-D grid gives a layout");
+    assert_eq!((layout.ndim(), layout.size(), layout.axes[0].period), (1, 40, Some(40.0)));
+    let mut e = DMatrix::from_element(40, 2, 2.0);
+    model.advance(&mut e, 0.0, 0.5).unwrap();
+    assert!(e.iter().all(|v| (v - 2.0 * (-0.5f64).exp()).abs() < 1e-15));
+}
+
+/// A layout that does not cover the state is refused when the model
+/// starts, with the plugin named and what is wrong.
+#[test]
+fn a_layout_that_does_not_fit_the_state_is_refused() {
+    let rt = runtime();
+    let loaded = rt.load("hostile", &plugin("testkit-hostile"), World::ForwardModel).unwrap();
+    let err = WasmForward::new(&rt, &loaded, r#"{"mode": "bad-layout", "size": 6}"#).err().expect("refused");
+    let msg = format!("{err:#}");
+    assert!(matches!(err, SandboxError::Shape { .. }), "{msg}");
+    assert!(msg.contains("hostile") && msg.contains("layout has 5 points") && msg.contains("6 variables"), "{msg}");
+}
+
+fn qg(rt: &Runtime, config: &str) -> WasmForward {
+    let loaded = rt.load("qg", &plugin("qg"), World::ForwardModel).unwrap();
+    WasmForward::new(rt, &loaded, config).unwrap()
+}
+
+/// The five-point Laplacian with zero walls (what the model's q uses).
+fn laplacian(n: usize, h: f64, a: &[f64]) -> Vec<f64> {
+    let mut out = vec![0.0; n * n];
+    for j in 1..n - 1 {
+        for i in 1..n - 1 {
+            let p = j * n + i;
+            out[p] = (a[p - 1] + a[p + 1] + a[p - n] + a[p + n] - 4.0 * a[p]) / (h * h);
+        }
+    }
+    out
+}
+
+/// The discrete energy −½ Σ ψ q h² and enstrophy ½ Σ q² h² of a QG state.
+fn energy_and_enstrophy(n: usize, f: f64, psi: &[f64]) -> (f64, f64) {
+    let h = 1.0 / (n - 1) as f64;
+    let q: Vec<f64> = laplacian(n, h, psi).iter().zip(psi).map(|(l, p)| l - f * p).collect();
+    let energy = -0.5 * psi.iter().zip(&q).map(|(p, q)| p * q).sum::<f64>() * h * h;
+    let enstrophy = 0.5 * q.iter().map(|q| q * q).sum::<f64>() * h * h;
+    (energy, enstrophy)
+}
+
+/// A smooth state with zero walls: a few sine modes of both axes.
+fn smooth_state(n: usize) -> Vec<f64> {
+    let pi = std::f64::consts::PI;
+    (0..n * n)
+        .map(|p| {
+            let (y, x) = ((p / n) as f64 / (n - 1) as f64, (p % n) as f64 / (n - 1) as f64);
+            30.0 * (pi * x).sin() * (2.0 * pi * y).sin() + 12.0 * (3.0 * pi * x).sin() * (pi * y).sin() + 5.0 * (2.0 * pi * x).sin() * (5.0 * pi * y).sin()
+        })
+        .collect()
+}
+
+/// Without forcing and friction the QG equations conserve the energy
+/// (Arakawa's Jacobian and the centred β term both conserve it exactly in
+/// space) and, with β = 0, the enstrophy. What drifts is RK4's error, so
+/// halving the step must shrink the drift by about 2⁴ (here: over 8×): a
+/// spatial scheme that did not conserve would leave a drift that does not
+/// shrink. The biharmonic friction makes both decay, so the check can fail.
+#[test]
+fn the_qg_model_conserves_energy_and_enstrophy_when_inviscid_and_unforced() {
+    let rt = runtime();
+    let n = 33;
+    // r = 1e-3: stronger advection than the default, so the flow moves.
+    let run = |extra: &str, max_dt: f64| {
+        let mut model = qg(&rt, &format!(r#"{{"refinement": 5, "forcing": 0.0, "r": 1e-3, "max_dt": {max_dt}{extra}}}"#));
+        assert_eq!(model.info().state_size, n * n);
+        let layout = model.info().layout.clone().expect("the QG model describes its layout");
+        assert_eq!((layout.shape(), layout.axes[0].name.as_str(), layout.axes[1].name.as_str()), (vec![n, n], "y", "x"));
+        let psi0 = smooth_state(n);
+        let mut e = DMatrix::from_column_slice(n * n, 1, &psi0);
+        for k in 0..20 {
+            model.advance(&mut e, k as f64 * 5.0, 5.0).unwrap();
+        }
+        let psi = e.column(0).iter().copied().collect::<Vec<_>>();
+        let moved = psi.iter().zip(&psi0).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(moved > 1.0, "the flow evolves (max change {moved})");
+        let ((e0, z0), (e1, z1)) = (energy_and_enstrophy(n, 1600.0, &psi0), energy_and_enstrophy(n, 1600.0, &psi));
+        (((e1 - e0) / e0).abs(), ((z1 - z0) / z0).abs())
+    };
+    let inviscid = r#", "rkh2": 0.0"#;
+    let (coarse, fine) = (run(inviscid, 0.5).0, run(inviscid, 0.25).0);
+    assert!(fine < 1e-5 && fine < coarse / 8.0, "energy drifts by {fine:.2e} at dt 0.25, {coarse:.2e} at dt 0.5");
+    let no_beta = r#", "rkh2": 0.0, "beta": 0.0"#;
+    let (coarse, fine) = (run(no_beta, 0.5).1, run(no_beta, 0.25).1);
+    assert!(fine < 1e-5 && fine < coarse / 8.0, "enstrophy drifts by {fine:.2e} at dt 0.25, {coarse:.2e} at dt 0.5");
+    let (energy, enstrophy) = run(r#", "rkh2": 1e-7"#, 0.25);
+    assert!(energy > 1e-3 && enstrophy > 1e-3, "biharmonic friction dissipates: E by {energy:.2e}, Z by {enstrophy:.2e}");
+}
+
+/// The satellite tracks observe where their coordinates say, move
+/// between times, and are the same at the same time.
+#[test]
+fn track_observations_are_where_their_coordinates_say() {
+    let rt = runtime();
+    let loaded = rt.load("tracks", &plugin("obs-tracks"), World::ObsOperator).unwrap();
+    let mut obs = WasmObs::new(&rt, &loaded, r#"{"state_size": 1089, "shape": [33, 33], "count": 40}"#).unwrap();
+    let index = DMatrix::from_fn(1089, 1, |i, _| i as f64);
+    let mut offsets = std::collections::BTreeSet::new();
+    for t in [5.0, 10.0, 15.0, 20.0, 25.0] {
+        let y = obs.observe(&index, t).unwrap();
+        let c = obs.coordinates(t).unwrap().expect("tracks give coordinates");
+        assert_eq!(c.len(), 80);
+        for (j, &i) in y.column(0).iter().enumerate() {
+            assert_eq!((c[2 * j], c[2 * j + 1]), ((i as usize / 33) as f64, (i as usize % 33) as f64), "observation {j} at t = {t}");
+        }
+        assert_eq!(obs.coordinates(t).unwrap().unwrap(), c, "the same at the same time");
+        offsets.insert(y[(0, 0)] as usize);
+    }
+    assert!(offsets.len() > 1, "the tracks move: {offsets:?}");
+}
+
+/// A small QG twin (33 × 33, a spun-up climate sample, moving tracks):
+/// the LETKF runs on the 2-D layout and beats climatology by far; the
+/// climate prior and the baseline that needs no covariance work at this size.
+#[test]
+fn a_two_dimensional_twin_runs_with_the_letkf() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("qg-small.toml");
+    std::fs::write(
+        &set,
+        format!(
+            r#"
+name = "qg-small"
+[model]
+plugin = "{model}"
+config = {{ refinement = 5, max_dt = 1.25 }}
+[observations]
+plugin = "{obs}"
+config = {{ shape = [33, 33], count = 100, variance = 4.0 }}
+[experiment]
+dt = 5.0
+cycles = 100
+burn_in = 100.0
+seed = 1
+x0 = 0.0
+x0_variance = 1e-4
+spinup = {{ time = 4000.0, samples = 20, every = 50.0 }}
+[[method]]
+method = "climatology"
+[[method]]
+method = "letkf"
+N = 15
+infl = 1.04
+loc_rad = 2
+"#,
+            model = plugin("qg").display(),
+            obs = plugin("obs-tracks").display()
+        ),
+    )
+    .unwrap();
+    let out = geohost(dir.path()).args(["run", "-q"]).arg(&set).arg("--json").arg("--out").arg(dir.path().join("out")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let rmse = |prefix: &str| rows.iter().find(|r| r["label"].as_str().unwrap().starts_with(prefix)).unwrap()["rmse_a"].as_f64().unwrap();
+    let (clim, letkf) = (rmse("Climatology"), rmse("LETKF"));
+    assert!(letkf.is_finite() && letkf < 0.5 * clim, "LETKF {letkf} against climatology {clim}");
+
+    // An ensemble larger than the climate sample is refused, saying what to raise.
+    let text = std::fs::read_to_string(&set).unwrap().replace("N = 15", "N = 25");
+    std::fs::write(&set, text).unwrap();
+    let out = geohost(dir.path()).args(["run", "-q"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("experiment.spinup.samples"), "{}", stderr(&out));
+}
