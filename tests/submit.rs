@@ -849,7 +849,7 @@ fn emulators_are_submitted_as_forward_model_components_to_a_step3_contract() {
     assert_eq!(c["verdict"], "pass", "{c:#}");
     let accounting = &c["submission"]["accounting"][0];
     assert_eq!(accounting["experiment"], "forecasts");
-    assert_eq!(accounting["calls"], 41, "init and one advance per lead: {accounting}");
+    assert_eq!(accounting["calls"], 42, "init, state-layout (an SDK component exports `spatial`) and one advance per lead: {accounting}");
     assert!(accounting["fuel"].as_u64().unwrap() > 0);
     // Resubmitting gives the same report, fuel included.
     let again = host.submit(&contract, &plugin("lorenz96"), r#"{"F": 8.0, "size": 40}"#);
