@@ -5,17 +5,29 @@
 # real SQLite files).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# Headless Chromium renders the HTML pages in tests/pages.rs.
-if ! command -v chromium >/dev/null; then
+# Headless Chromium renders the HTML pages in tests/pages.rs; OpenMPI (and
+# libclang, through which the mpi crate's bindgen reads mpi.h) builds the
+# `mpi` feature, and tests/mpi.rs runs `mpirun -np 2`.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v mpicc >/dev/null || missing+=(libopenmpi-dev openmpi-bin)
+dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
-    timeout 600 apt-get update -q && timeout 900 apt-get install -y -q chromium
+    timeout 600 apt-get update -q && timeout 900 apt-get install -y -q "${missing[@]}"
   else
-    echo "test.sh: the page tests need headless Chromium: apt-get install chromium" >&2
+    echo "test.sh: missing ${missing[*]} (page tests need chromium, the MPI tests libopenmpi-dev openmpi-bin libclang-dev): apt-get install them" >&2
   fi
+fi
+features=()
+if command -v mpicc >/dev/null; then
+  features=(--features geohost/mpi)
+else
+  echo "test.sh: no MPI here: building and testing without the mpi feature (tests/mpi.rs then checks the refusal only)" >&2
 fi
 plugins/build.sh
 plugins/build-python.sh
 plugins/build-js.sh
-cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
+cargo test --workspace --locked "${features[@]}"

@@ -14,6 +14,7 @@ mod languages;
 mod methane;
 mod metrics;
 mod pages;
+mod parallel;
 mod posterior_component;
 mod registry;
 mod sandbox;

@@ -5,6 +5,7 @@ use commands::{bench, export, inspect, matrix, new, perf as perf_cmd, posterior,
 
 mod commands;
 mod perf;
+mod ranks;
 
 #[derive(Parser)]
 #[command(name = "geohost", version, about = "A plugin host for the data-driven modeling cycle of geoscience")]

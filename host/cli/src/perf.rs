@@ -74,8 +74,19 @@ impl EtkfTiming {
 /// ensemble (Lorenz-96: one native RK4 step; QG: one 5-time-unit cycle in
 /// the wasm component), and the analysis on each of `threads` threads
 /// (median of `samples`), its speed-up over the first and the parallel
-/// efficiency.
-pub fn letkf_cost(runtime: &Runtime, sizes: &[usize], threads: &[usize], members: usize, samples: usize, qg: Option<&Path>) -> Result<String> {
+/// efficiency. On a `team` of several MPI ranks, instead: the cycle
+/// (forecast + analysis) on one process, then split over the ranks (one
+/// thread each), the speed-up and the efficiency.
+#[allow(clippy::too_many_arguments)]
+pub fn letkf_cost(
+    runtime: &Runtime,
+    sizes: &[usize],
+    threads: &[usize],
+    members: usize,
+    samples: usize,
+    qg: Option<&Path>,
+    team: &dyn geohost_da::team::Team,
+) -> Result<String> {
     use geohost_da::letkf::Letkf;
     use geohost_sandbox::model::{Grid, Layout};
     use rand_distr::{Distribution, StandardNormal};
@@ -83,17 +94,31 @@ pub fn letkf_cost(runtime: &Runtime, sizes: &[usize], threads: &[usize], members
         bail!("--threads needs counts of at least 1 and --sizes states of at least 8 variables");
     }
     let mut out = String::new();
-    let _ = writeln!(out, "LETKF, N = {members}; ms, median of {samples}");
+    let ranks = team.size();
+    if ranks == 1 {
+        let _ = writeln!(
+            out,
+            "LETKF, N = {members}; ms (median of {samples}) of the forecast on t model instances (threads), the analysis on t threads, the cycle"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "LETKF, N = {members}; ms (median of {samples}) of the forecast, the analysis and the cycle on one process (1p), then split over {ranks} MPI ranks"
+        );
+    }
     let _ = writeln!(out, "  Lorenz-96 (native): every variable observed (R = I), loc_rad 4, pairs");
     if qg.is_some() {
         let _ = writeln!(out, "  QG 129 × 129 (wasm forecast, dt 5): 300 track observations (R = 4), loc_rad 10, 2 × 2 squares");
     }
-    let mut header = format!("{:>10} {:>9} {:>10}", "model", "setup", "forecast");
-    for t in threads {
-        let _ = write!(header, " {:>12}", format!("analysis {t}t"));
+    // Per thread count (or: one process, then the ranks), the forecast, the
+    // analysis and the cycle; then each cycle's speed-up and efficiency.
+    let counts: Vec<(usize, &str)> = if ranks == 1 { threads.iter().map(|&t| (t, "t")).collect() } else { vec![(1, "p"), (ranks, "r")] };
+    let mut header = format!("{:>10} {:>9}", "model", "setup");
+    for (count, unit) in &counts {
+        let _ = write!(header, " {:>12} {:>12} {:>10}", format!("forecast {count}{unit}"), format!("analysis {count}{unit}"), format!("cycle {count}{unit}"));
     }
-    for t in &threads[1..] {
-        let _ = write!(header, " {:>10} {:>10}", format!("speed-up {t}"), format!("effic. {t}"));
+    for (count, unit) in &counts[1..] {
+        let _ = write!(header, " {:>10} {:>10}", format!("speed-up {count}{unit}"), format!("effic. {count}{unit}"));
     }
     let _ = writeln!(out, "{header}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
@@ -112,15 +137,14 @@ pub fn letkf_cost(runtime: &Runtime, sizes: &[usize], threads: &[usize], members
         let start = Instant::now();
         let letkf = Letkf::new(Layout::of_grid(Grid { points: m, periodic: true }), &locations, 4.0, 2);
         let setup = start.elapsed().as_secs_f64() * 1e3;
-        let mut ensemble = e0.clone();
-        let forecast = time_ms(samples, 1, || model.advance(&mut ensemble, 0.0, 0.05))?;
-        let label = format!("L96 {m}");
-        analysis_row(&mut out, &label, letkf, setup, forecast, (&e0, &e0, &y, &r), threads, samples)?;
+        let mut instance = || -> Result<Box<dyn ForwardModel + Send>> { Ok(Box::new(Lorenz96::new(m, 8.0))) };
+        let case =
+            Case { label: format!("L96 {m}"), instance: &mut instance, dt: 0.05, forecast_samples: samples, letkf, setup, e0: &e0, eo: &e0, y: &y, r: &r };
+        case.row(&mut out, threads, samples, team)?;
     }
     if let Some(plugin) = qg {
         let loaded = runtime.load("qg", plugin, World::ForwardModel)?;
-        let mut model = WasmForward::new(runtime, &loaded, "{}")?;
-        let layout = model.info().layout().context("the QG component describes no layout")?;
+        let layout = WasmForward::new(runtime, &loaded, "{}")?.info().layout().context("the QG component describes no layout")?;
         let n = layout.shape()[1];
         // Smooth fields with walls at 0: random amplitudes of the lowest
         // sine modes (the size of a spun-up ψ, tens).
@@ -135,8 +159,7 @@ pub fn letkf_cost(runtime: &Runtime, sizes: &[usize], threads: &[usize], members
                 .collect()
         };
         let mean = field(&amplitudes());
-        let e0 = DMatrix::from_fn(n * n, members, |_, _| 0.0);
-        let mut e0 = e0;
+        let mut e0 = DMatrix::zeros(n * n, members);
         for k in 0..members {
             let member = field(&amplitudes());
             e0.column_mut(k).iter_mut().zip(mean.iter().zip(&member)).for_each(|(v, (m, d))| *v = m + 0.1 * d);
@@ -150,51 +173,89 @@ pub fn letkf_cost(runtime: &Runtime, sizes: &[usize], threads: &[usize], members
         let start = Instant::now();
         let letkf = Letkf::new(layout, &coordinates, 10.0, 2);
         let setup = start.elapsed().as_secs_f64() * 1e3;
-        let mut ensemble = e0.clone();
-        let forecast = time_ms(samples.min(3), 1, || {
-            ensemble.copy_from(&e0);
-            model.advance(&mut ensemble, 0.0, 5.0)
-        })?;
-        analysis_row(&mut out, "QG 129²", letkf, setup, forecast, (&e0, &eo, &y, &r), threads, samples)?;
+        let mut instance = || -> Result<Box<dyn ForwardModel + Send>> { Ok(Box::new(WasmForward::new(runtime, &loaded, "{}")?)) };
+        let case =
+            Case { label: "QG 129²".into(), instance: &mut instance, dt: 5.0, forecast_samples: samples.min(3), letkf, setup, e0: &e0, eo: &eo, y: &y, r: &r };
+        case.row(&mut out, threads, samples, team)?;
     }
     Ok(out)
 }
 
-/// One row of [`letkf_cost`]: the analysis of `e0` given (`eo`, `y`, `r`)
-/// timed on each thread count.
-#[allow(clippy::too_many_arguments)]
-fn analysis_row(
-    out: &mut String,
-    label: &str,
-    letkf: geohost_da::letkf::Letkf,
+/// One row of [`letkf_cost`]: a forecast of `e0` by `dt` through model
+/// instances `instance` makes, and the analysis of `e0` given (`eo`, `y`,
+/// `r`).
+struct Case<'a> {
+    label: String,
+    instance: &'a mut dyn FnMut() -> Result<Box<dyn ForwardModel + Send>>,
+    dt: f64,
+    /// Forecast timings (fewer for the slow QG forecast).
+    forecast_samples: usize,
+    letkf: geohost_da::letkf::Letkf<'static>,
     setup: f64,
-    forecast: f64,
-    (e0, eo, y, r): (&DMatrix<f64>, &DMatrix<f64>, &DVector<f64>, &DVector<f64>),
-    threads: &[usize],
-    samples: usize,
-) -> Result<()> {
-    use geohost_da::ensemble::Analysis;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let mut letkf = Some(letkf);
-    let mut times = Vec::new();
-    for &t in threads {
-        let mut l = letkf.take().expect("put back below").with_threads(t);
-        times.push(time_ms(samples, 1, || {
-            let mut e = e0.clone();
-            l.analyse(&mut e, eo, y, r, &mut rng)
-        })?);
-        letkf = Some(l);
+    e0: &'a DMatrix<f64>,
+    eo: &'a DMatrix<f64>,
+    y: &'a DVector<f64>,
+    r: &'a DVector<f64>,
+}
+
+impl Case<'_> {
+    /// On one process: per thread count t, the forecast split over t model
+    /// instances, the analysis over t threads, and the cycle (their sum);
+    /// then each cycle's speed-up over the first and the efficiency. On
+    /// several ranks: the same on one process and one thread (rank 0,
+    /// the others waiting), then split over the ranks.
+    fn row(self, out: &mut String, threads: &[usize], samples: usize, team: &dyn geohost_da::team::Team) -> Result<()> {
+        use geohost_da::ensemble::{split_members, Analysis, Instances};
+        let Case { label, instance, dt, forecast_samples, letkf, setup, e0, eo, y, r } = self;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let forecast = |model: &mut dyn ForwardModel, team: &dyn geohost_da::team::Team| {
+            let mut ensemble = e0.clone();
+            time_ms(forecast_samples, 1, || {
+                ensemble.copy_from(e0);
+                split_members(&mut ensemble, team, |part| model.advance(part, 0.0, dt))
+            })
+        };
+        let mut analysis = |letkf: &mut geohost_da::letkf::Letkf<'_>| {
+            time_ms(samples, 1, || {
+                let mut e = e0.clone();
+                letkf.analyse(&mut e, eo, y, r, &mut rng)
+            })
+        };
+        let mut instances = |count: usize| -> Result<Instances> { Instances::new((0..count).map(|_| instance()).collect::<Result<Vec<_>>>()?) };
+        let mut row = format!("{label:>10} {setup:>9.1}");
+        let mut cycles = Vec::new();
+        if team.size() == 1 {
+            let mut letkf = Some(letkf);
+            for &t in threads {
+                let f = forecast(&mut instances(t)?, team)?;
+                let mut l = letkf.take().expect("put back below").with_threads(t);
+                let a = analysis(&mut l)?;
+                letkf = Some(l);
+                let _ = write!(row, " {f:>12.3} {a:>12.2} {:>10.2}", f + a);
+                cycles.push((t, f + a));
+            }
+        } else {
+            // One process first (rank 0, one thread; the other ranks wait),
+            // then every rank on its share.
+            let mut letkf = letkf.with_threads(1);
+            let mut model = instances(1)?;
+            let (f, a) = if team.rank() == 0 { (forecast(&mut model, &geohost_da::team::Solo)?, analysis(&mut letkf)?) } else { (0.0, 0.0) };
+            team.gather(Ok(Vec::new()), &vec![0; team.size()])?;
+            let _ = write!(row, " {f:>12.3} {a:>12.2} {:>10.2}", f + a);
+            cycles.push((1, f + a));
+            let mut letkf = letkf.with_team(team);
+            let (f, a) = (forecast(&mut model, team)?, analysis(&mut letkf)?);
+            let _ = write!(row, " {f:>12.3} {a:>12.2} {:>10.2}", f + a);
+            cycles.push((team.size(), f + a));
+        }
+        let (base_count, base) = cycles[0];
+        for &(count, cycle) in &cycles[1..] {
+            let speedup = base / cycle;
+            let _ = write!(row, " {speedup:>10.2} {:>10.2}", speedup * base_count as f64 / count as f64);
+        }
+        let _ = writeln!(out, "{row}");
+        Ok(())
     }
-    let mut row = format!("{label:>10} {setup:>9.1} {forecast:>10.3}");
-    for t in &times {
-        let _ = write!(row, " {t:>12.2}");
-    }
-    for (t, time) in threads[1..].iter().zip(&times[1..]) {
-        let speedup = times[0] / time;
-        let _ = write!(row, " {speedup:>10.2} {:>10.2}", speedup * threads[0] as f64 / *t as f64);
-    }
-    let _ = writeln!(out, "{row}");
-    Ok(())
 }
 
 /// ETKF on Lorenz-96 (sakov2008 setup) with the wasm forward model and with
@@ -721,7 +782,7 @@ pub fn submission_cost(runtime: &Runtime, plugins: &Path, members: usize, cycles
         let mut registry = geohost_registry::Registry::open(&dir.join("registry"))?;
         let mut quiet = |_: &str, _: usize| -> Box<dyn geohost_cycle::progress::Progress> { Box::new(geohost_cycle::progress::Silent) };
         let set = PluginSet::load(&set_path)?;
-        let run = geohost_cycle::run::run(&set, runtime, Some(&mut registry), None, &mut quiet)?;
+        let run = geohost_cycle::run::run(&set, runtime, Some(&mut registry), None, &mut quiet, Default::default())?;
         let written = geohost_cycle::outputs::write(&dir.join("out"), &run, &set)?;
         geohost_cycle::outputs::register(&mut registry, &set, &run, &written)?;
         let contract = Contract::load(&contract_path)?;

@@ -4,9 +4,11 @@
 use crate::pluginset::{Loaded, Source};
 use crate::progress::ProgressFactory;
 use anyhow::{Context, Result};
+use geohost_da::ensemble::{Execution, Instances, Trajectory};
 use geohost_da::stats::Summary;
+use geohost_da::team::Solo;
 use geohost_da::twin::{self, Chronology, Prior, Twin};
-use geohost_da::{ensemble::Trajectory, Method};
+use geohost_da::Method;
 use geohost_learn::neural::NeuralForward;
 use geohost_registry::{NewArtifact, Registry};
 use geohost_sandbox::model::{check_pair, ForwardModel, ModelInfo, ObsInfo, ObsOperator};
@@ -15,6 +17,27 @@ use nalgebra::DVector;
 use rand::SeedableRng;
 use serde::Serialize;
 use std::time::Instant;
+
+/// How a run uses processes and threads; the results are the same bits
+/// whatever it says.
+#[derive(Clone, Copy)]
+pub struct Parallelism<'a> {
+    /// The MPI ranks step 2's methods are split over (every rank calls
+    /// [`run`] with the same set and gets the same results). Steps 3 and 4
+    /// run in one process: ranks other than 0 must drop them, and rank 0
+    /// runs them alone.
+    pub team: &'a dyn geohost_da::team::Team,
+    /// Instances of the model component (threads) the members of every
+    /// forecast are split over.
+    pub model_instances: usize,
+}
+
+impl Default for Parallelism<'static> {
+    /// One process, one model instance.
+    fn default() -> Self {
+        Parallelism { team: &Solo, model_instances: 1 }
+    }
+}
 
 /// One method's outcome.
 pub struct MethodRun {
@@ -173,15 +196,26 @@ pub(crate) fn load_obs(runtime: &Runtime, registry: Option<&Registry>, set: &Loa
 /// then `[step3]` (dataset and emulator) and `[step4]` (methods again
 /// through the emulator) when the set has them. `cycles` overrides the
 /// file's cycle count; `registry` resolves plugins named by artifact and
-/// caches datasets and emulators.
+/// caches datasets and emulators. `parallel` says how the work is split;
+/// the results do not depend on it.
 pub fn run(
     set: &Loaded,
     runtime: &Runtime,
     mut registry: Option<&mut Registry>,
     cycles: Option<usize>,
     progress: &mut ProgressFactory<'_>,
+    parallel: Parallelism<'_>,
 ) -> Result<RunOutput> {
+    let team = parallel.team;
     let (mut model, model_record, model_component) = load_model(runtime, registry.as_deref(), set)?;
+    if parallel.model_instances > 1 {
+        let component = model_component.as_ref().context("model instances split a component's forecast, but [model] is a registered emulator")?;
+        let config = config_json(&set.set.model.config);
+        let models = (0..parallel.model_instances)
+            .map(|_| Ok(Box::new(WasmForward::new(runtime, component, &config)?) as Box<dyn ForwardModel + Send>))
+            .collect::<Result<Vec<_>>>()?;
+        model = Box::new(Instances::new(models)?);
+    }
     let m = model.info().state_size;
 
     let (mut obs, obs_component, obs_config) = load_obs(runtime, registry.as_deref(), set, model.info())?;
@@ -208,19 +242,25 @@ pub fn run(
     };
 
     let record = geohost_da::ensemble::Record { members_every: set.set.output.members_every };
-    let run_method =
-        |method: &Method, model: &mut dyn ForwardModel, obs: &mut WasmObs, label: &str, emulator: Option<String>, progress: &mut ProgressFactory<'_>| {
-            let mut bar = progress(label, chronology.cycles);
-            let start = Instant::now();
-            let trajectory =
-                method.run(&twin, model, obs, method_seed(methods_seed, method), record, &mut |k| bar.tick(k)).with_context(|| format!("method {label}"))?;
-            let ms_per_cycle = start.elapsed().as_secs_f64() * 1e3 / chronology.cycles as f64;
-            let summary = trajectory.stats.summarize(&twin.times, chronology.burn_in);
-            anyhow::Ok(MethodRun { method: method.clone(), summary, ms_per_cycle, trajectory, emulator })
-        };
+    let run_method = |method: &Method,
+                      model: &mut dyn ForwardModel,
+                      obs: &mut WasmObs,
+                      label: &str,
+                      emulator: Option<String>,
+                      team: &dyn geohost_da::team::Team,
+                      progress: &mut ProgressFactory<'_>| {
+        let mut bar = progress(label, chronology.cycles);
+        let start = Instant::now();
+        let trajectory = method
+            .run(&twin, model, obs, method_seed(methods_seed, method), Execution { record, team }, &mut |k| bar.tick(k))
+            .with_context(|| format!("method {label}"))?;
+        let ms_per_cycle = start.elapsed().as_secs_f64() * 1e3 / chronology.cycles as f64;
+        let summary = trajectory.stats.summarize(&twin.times, chronology.burn_in);
+        anyhow::Ok(MethodRun { method: method.clone(), summary, ms_per_cycle, trajectory, emulator })
+    };
     let mut methods = Vec::new();
     for method in &set.methods {
-        methods.push(run_method(method, model.as_mut(), &mut obs, &method.label(), None, progress)?);
+        methods.push(run_method(method, model.as_mut(), &mut obs, &method.label(), None, team, progress)?);
     }
 
     // Steps 3 and 4.
@@ -234,7 +274,7 @@ pub fn run(
         if let Some(step4) = &set.set.step4 {
             for method in crate::emulation::step4_methods(step4, &set.methods)? {
                 let label = format!("{} via emulator", method.label());
-                methods.push(run_method(method, &mut neural, &mut obs, &label, Some(rec.id.clone()), progress)?);
+                methods.push(run_method(method, &mut neural, &mut obs, &label, Some(rec.id.clone()), &Solo, progress)?);
             }
         }
         emulator = Some(rec);

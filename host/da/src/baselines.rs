@@ -8,7 +8,7 @@
 //! H is linearised once, at μ_c, by unit perturbations (exact for linear
 //! operators); the innovation uses the full operator.
 
-use super::ensemble::{forecast, Record, Trajectory};
+use super::ensemble::{forecast, Execution, Trajectory};
 use super::linalg::spd_inverse;
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::stats::{covariance_spread, rmse, CycleStats};
@@ -66,7 +66,7 @@ impl DaMethod for Climatology {
         _: &mut dyn ForwardModel,
         _: &mut dyn ObsOperator,
         _: &mut rand_chacha::ChaCha8Rng,
-        _: Record,
+        _: Execution<'_>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Trajectory> {
         climatology(twin, progress)
@@ -89,7 +89,7 @@ impl DaMethod for OptInterp {
         _: &mut dyn ForwardModel,
         obs: &mut dyn ObsOperator,
         _: &mut rand_chacha::ChaCha8Rng,
-        _: Record,
+        _: Execution<'_>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Trajectory> {
         optimal_interpolation(twin, obs, progress)
@@ -112,7 +112,7 @@ impl DaMethod for Var3D {
         model: &mut dyn ForwardModel,
         obs: &mut dyn ObsOperator,
         _: &mut rand_chacha::ChaCha8Rng,
-        _: Record,
+        _: Execution<'_>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Trajectory> {
         var3d(twin, model, obs, self.xb, progress)

@@ -7,7 +7,7 @@
 //!
 //! with A, Y the state and observed anomalies.
 
-use super::ensemble::{self, Analysis, EnsembleParams, Record, Trajectory};
+use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
 use super::linalg::{center, randn};
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::twin::Twin;
@@ -45,10 +45,10 @@ impl DaMethod for EnKF {
         model: &mut dyn ForwardModel,
         obs: &mut dyn ObsOperator,
         rng: &mut rand_chacha::ChaCha8Rng,
-        record: Record,
+        execution: Execution<'_>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Trajectory> {
-        ensemble::cycle(twin, model, obs, self.ensemble.n, &mut PertObs, self.ensemble.post_process(), record, rng, progress)
+        ensemble::cycle(twin, model, obs, self.ensemble.n, &mut PertObs, self.ensemble.post_process(), execution, rng, progress)
     }
 }
 

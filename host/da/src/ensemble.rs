@@ -5,6 +5,7 @@
 
 use super::linalg::{self, center};
 use super::stats::{ensemble_spread, rmse, CycleStats};
+use super::team::{share, Solo, Team};
 use super::twin::Twin;
 use anyhow::{Context, Result};
 use geohost_sandbox::model::{ForwardModel, ObsOperator};
@@ -107,6 +108,27 @@ impl Record {
     }
 }
 
+/// How a method's run is carried out beyond its parameters: which analysis
+/// ensembles it keeps, and the processes it is split over.
+#[derive(Clone, Copy)]
+pub struct Execution<'a> {
+    pub record: Record,
+    pub team: &'a dyn Team,
+}
+
+impl Default for Execution<'static> {
+    /// Nothing kept, one process.
+    fn default() -> Self {
+        Execution { record: Record::default(), team: &Solo }
+    }
+}
+
+impl std::fmt::Debug for Execution<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Execution").field("record", &self.record).field("ranks", &self.team.size()).finish()
+    }
+}
+
 /// Forecast: advance `states` from the previous observation time to that
 /// of cycle `k` (`steps_per_obs` model steps).
 pub fn forecast(model: &mut dyn ForwardModel, states: &mut DMatrix<f64>, twin: &Twin, k: usize) -> Result<()> {
@@ -119,6 +141,91 @@ pub fn forecast(model: &mut dyn ForwardModel, states: &mut DMatrix<f64>, twin: &
     Ok(())
 }
 
+/// [`forecast`] of an ensemble split over `team` ([`split_members`]).
+pub fn forecast_shared(model: &mut dyn ForwardModel, states: &mut DMatrix<f64>, twin: &Twin, k: usize, team: &dyn Team) -> Result<()> {
+    if team.size() == 1 {
+        return forecast(model, states, twin, k);
+    }
+    split_members(states, team, |part| forecast(model, part, twin, k))
+}
+
+/// Apply `advance` to this rank's [`share`] of the members (columns) of
+/// `states`, then give every rank all of them. The model must advance each
+/// member on its own (every geohost model does; the WIT says so), so the
+/// result is the one-process result's bits.
+pub fn split_members(states: &mut DMatrix<f64>, team: &dyn Team, advance: impl FnOnce(&mut DMatrix<f64>) -> Result<()>) -> Result<()> {
+    let ranks = team.size();
+    let (size, members) = states.shape();
+    let mine = share(members, ranks, team.rank());
+    let local = if mine.is_empty() {
+        Ok(Vec::new())
+    } else {
+        let mut part = states.columns(mine.start, mine.len()).into_owned();
+        advance(&mut part)
+            .with_context(|| format!("members {}..{} (counted from 0) on MPI rank {}", mine.start, mine.end, team.rank()))
+            .map(|()| part.as_slice().to_vec())
+    };
+    let counts: Vec<usize> = (0..ranks).map(|r| share(members, ranks, r).len() * size).collect();
+    // Columns are contiguous (column-major), so the gathered parts in rank
+    // order are the whole ensemble.
+    *states = DMatrix::from_vec(size, members, team.gather(local, &counts)?);
+    Ok(())
+}
+
+/// A forward model run as several instances, each advancing a contiguous
+/// [`share`] of the members on its own thread (the QG forecast is most of
+/// a cycle). The instances must be configured alike; since a model
+/// advances each member on its own (the WIT's rule), the result is the
+/// one-instance result's bits. Fewer members than instances use the first
+/// ones (a truth run uses one).
+pub struct Instances {
+    models: Vec<Box<dyn ForwardModel + Send>>,
+}
+
+impl Instances {
+    /// At least one model; every one alike.
+    pub fn new(models: Vec<Box<dyn ForwardModel + Send>>) -> Result<Instances> {
+        anyhow::ensure!(!models.is_empty(), "at least one model instance is needed");
+        Ok(Instances { models })
+    }
+}
+
+impl ForwardModel for Instances {
+    fn info(&self) -> &geohost_sandbox::model::ModelInfo {
+        self.models[0].info()
+    }
+
+    fn advance(&mut self, states: &mut DMatrix<f64>, t: f64, dt: f64) -> Result<()> {
+        let members = states.ncols();
+        let used = self.models.len().min(members).max(1);
+        if used == 1 {
+            return self.models[0].advance(states, t, dt);
+        }
+        let parts: Vec<Result<DMatrix<f64>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self.models[..used]
+                .iter_mut()
+                .enumerate()
+                .map(|(i, model)| {
+                    let range = share(members, used, i);
+                    let mut part = states.columns(range.start, range.len()).into_owned();
+                    scope.spawn(move || {
+                        model
+                            .advance(&mut part, t, dt)
+                            .with_context(|| format!("members {}..{} (counted from 0) in model instance {}", range.start, range.end, i + 1))
+                            .map(|()| part)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a model instance's thread panicked")).collect()
+        });
+        for (i, part) in parts.into_iter().enumerate() {
+            let range = share(members, used, i);
+            states.columns_mut(range.start, range.len()).copy_from(&part?);
+        }
+        Ok(())
+    }
+}
+
 /// Run the cycle: forecast `steps_per_obs` model steps, record forecast
 /// statistics, analyse, post-process, record analysis statistics.
 #[allow(clippy::too_many_arguments)] // the experiment, the model pair, the method's parts, what to keep
@@ -129,7 +236,7 @@ pub fn cycle(
     members: usize,
     analysis: &mut dyn Analysis,
     post: PostProcess,
-    record: Record,
+    execution: Execution<'_>,
     rng: &mut rand_chacha::ChaCha8Rng,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Trajectory> {
@@ -139,7 +246,7 @@ pub fn cycle(
     let mut analysis_mean = DMatrix::zeros(e.nrows(), ch.cycles);
     let mut members = Vec::new();
     for k in 0..ch.cycles {
-        forecast(model, &mut e, twin, k)?;
+        forecast_shared(model, &mut e, twin, k, execution.team)?;
         let t = twin.times[k];
         let truth = twin.truth_at(k);
         let (mu, a) = center(&e);
@@ -153,7 +260,7 @@ pub fn cycle(
         let (mu, a) = center(&e);
         stats.push_analysis(rmse(&mu, &truth), ensemble_spread(&a));
         analysis_mean.set_column(k, &mu);
-        if record.keeps(k) {
+        if execution.record.keeps(k) {
             members.push((k, e.clone()));
         }
         progress(k);

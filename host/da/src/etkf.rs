@@ -9,7 +9,7 @@
 //!   w  = Pw Sᵀ δ
 //!   x̄ₐ = x̄ + A w,             Aₐ = A T
 
-use super::ensemble::{self, Analysis, EnsembleParams, Record, Trajectory};
+use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
 use super::linalg::{center, spd_inverse_sqrt};
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::twin::Twin;
@@ -46,10 +46,10 @@ impl DaMethod for ETKF {
         model: &mut dyn ForwardModel,
         obs: &mut dyn ObsOperator,
         rng: &mut rand_chacha::ChaCha8Rng,
-        record: Record,
+        execution: Execution<'_>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Trajectory> {
-        ensemble::cycle(twin, model, obs, self.ensemble.n, &mut Etkf, self.ensemble.post_process(), record, rng, progress)
+        ensemble::cycle(twin, model, obs, self.ensemble.n, &mut Etkf, self.ensemble.post_process(), execution, rng, progress)
     }
 }
 

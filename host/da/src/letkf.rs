@@ -3,13 +3,15 @@
 //! gets its own ETKF update from the observations near it, whose influence
 //! is tapered with Gaspari–Cohn (R-localisation: the taper multiplies R⁻¹,
 //! i.e. √taper multiplies the whitened anomalies and innovation). The
-//! local analyses run on [`default_threads`] threads when there are enough
-//! of them; the result does not depend on the number of threads.
+//! local analyses are split over the ranks of an MPI job ([`Team`]) and,
+//! within a process, over [`default_threads`] threads when there are
+//! enough of them; the result does not depend on either number.
 
-use super::ensemble::{self, Analysis, EnsembleParams, Record, Trajectory};
+use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
 use super::etkf::{transform, whiten};
 use super::linalg::center;
 use super::method::{DaMethod, FromParams, Params, Role};
+use super::team::{share, Solo, Team};
 use super::twin::Twin;
 use anyhow::{Context, Result};
 use geohost_sandbox::model::{ForwardModel, Layout, ObsOperator};
@@ -85,7 +87,7 @@ impl DaMethod for LETKF {
         model: &mut dyn ForwardModel,
         obs: &mut dyn ObsOperator,
         rng: &mut rand_chacha::ChaCha8Rng,
-        record: Record,
+        execution: Execution<'_>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Trajectory> {
         let info = model.info();
@@ -93,16 +95,17 @@ impl DaMethod for LETKF {
         // Until the operator says otherwise (per cycle, in `locate`), its
         // fixed 1-D locations; a layout of more axes waits for coordinates.
         let initial = if layout.ndim() == 1 { obs.info().locations.clone() } else { Vec::new() };
-        let mut letkf = Letkf::new(layout, &initial, self.loc_rad, 2);
+        let mut letkf = Letkf::new(layout, &initial, self.loc_rad, 2).with_team(execution.team);
         if let Some(&t) = twin.times.first() {
             letkf.locate(obs, t)?; // refuse an operator without coordinates before any forecast
         }
-        ensemble::cycle(twin, model, obs, self.ensemble.n, &mut letkf, self.ensemble.post_process(), record, rng, progress)
+        ensemble::cycle(twin, model, obs, self.ensemble.n, &mut letkf, self.ensemble.post_process(), execution, rng, progress)
     }
 }
 
-/// The LETKF's analysis step on a fixed layout.
-pub struct Letkf {
+/// The LETKF's analysis step on a fixed layout, its local domains split
+/// over the ranks of a [`Team`] and, within a rank, over threads.
+pub struct Letkf<'t> {
     layout: Layout,
     loc_rad: f64,
     batches: Vec<Batch>,
@@ -112,6 +115,8 @@ pub struct Letkf {
     observed: Vec<f64>,
     /// Threads the local analyses are split over.
     threads: usize,
+    /// The processes sharing the local analyses (contiguous shares).
+    team: &'t dyn Team,
 }
 
 /// Fewest local domains per thread: below this a thread costs more than
@@ -172,7 +177,7 @@ fn batches(layout: &Layout, batch: usize) -> Vec<Batch> {
     out
 }
 
-impl Letkf {
+impl Letkf<'static> {
     /// Set up the local domains: blocks of `batch` points along every axis
     /// of `layout` (pairs on a 1-D ring, 2 × 2 squares on a map, as in
     /// DAPPER), each using the observations at `observed` (one row of
@@ -180,18 +185,27 @@ impl Letkf {
     /// support of its centre. `loc_rad` is in the layout's units; the
     /// Gaspari–Cohn half-width is 1.82·loc_rad (DAPPER's convention);
     /// `f64::INFINITY` means no localisation.
-    pub fn new(layout: Layout, observed: &[f64], loc_rad: f64, batch: usize) -> Letkf {
+    pub fn new(layout: Layout, observed: &[f64], loc_rad: f64, batch: usize) -> Letkf<'static> {
         let batches = batches(&layout, batch.max(1));
-        let mut letkf = Letkf { layout, loc_rad, local: Vec::new(), batches, observed: Vec::new(), threads: default_threads() };
+        let mut letkf = Letkf { layout, loc_rad, local: Vec::new(), batches, observed: Vec::new(), threads: default_threads(), team: &Solo };
         letkf.observe_at(observed);
         letkf
     }
+}
 
+impl<'t> Letkf<'t> {
     /// Split the local analyses over `threads` threads (at least one);
     /// the analysis is the same to the bit whatever the number.
-    pub fn with_threads(mut self, threads: usize) -> Letkf {
+    pub fn with_threads(mut self, threads: usize) -> Letkf<'t> {
         self.threads = threads.max(1);
         self
+    }
+
+    /// Split the local analyses over the ranks of `team` (each rank then
+    /// over its threads); the analysis is the same to the bit.
+    pub fn with_team<'u>(self, team: &'u dyn Team) -> Letkf<'u> {
+        let Letkf { layout, loc_rad, batches, local, observed, threads, team: _ } = self;
+        Letkf { layout, loc_rad, batches, local, observed, threads, team }
     }
 
     /// Rebuild every batch's observation list for observations at
@@ -271,7 +285,7 @@ fn local_analysis(batch: &Batch, near: &LocalObs, mu: &DVector<f64>, a: &DMatrix
     Some(DMatrix::from_fn(batch.state.len(), n, |il, k| mu[batch.state[il]] + dmu[il] + update[(il, k)]))
 }
 
-impl Analysis for Letkf {
+impl Analysis for Letkf<'_> {
     /// The observations' coordinates at `t` when the operator gives them
     /// (moving observations, maps); on a 1-D layout an operator without
     /// them keeps its fixed locations.
@@ -305,18 +319,21 @@ impl Analysis for Letkf {
         }
         let (mu, a) = center(e);
         let (s, dy) = whiten(eo, y, r);
-        // The local analyses are independent: contiguous shares of the
-        // batches on scoped threads, each writing its own rows afterwards.
-        let threads = self.threads.min(self.batches.len() / DOMAINS_PER_THREAD).max(1);
-        let share = self.batches.len().div_ceil(threads);
+        let (ranks, members) = (self.team.size(), e.ncols());
+        let mine = share(self.batches.len(), ranks, self.team.rank());
+        let (batches, local) = (&self.batches[mine.clone()], &self.local[mine]);
+        // The local analyses are independent: contiguous shares of this
+        // rank's batches on scoped threads, each writing its own rows
+        // afterwards.
+        let threads = self.threads.min(batches.len() / DOMAINS_PER_THREAD).max(1);
         let results: Vec<Option<DMatrix<f64>>> = if threads == 1 {
-            self.batches.iter().zip(&self.local).map(|(b, near)| local_analysis(b, near, &mu, &a, &s, &dy)).collect()
+            batches.iter().zip(local).map(|(b, near)| local_analysis(b, near, &mu, &a, &s, &dy)).collect()
         } else {
+            let per_thread = batches.len().div_ceil(threads);
             std::thread::scope(|scope| {
-                let handles: Vec<_> = self
-                    .batches
-                    .chunks(share)
-                    .zip(self.local.chunks(share))
+                let handles: Vec<_> = batches
+                    .chunks(per_thread)
+                    .zip(local.chunks(per_thread))
                     .map(|(batches, local)| {
                         let (mu, a, s, dy) = (&mu, &a, &s, &dy);
                         scope.spawn(move || batches.iter().zip(local).map(|(b, near)| local_analysis(b, near, mu, a, s, dy)).collect::<Vec<_>>())
@@ -325,12 +342,36 @@ impl Analysis for Letkf {
                 handles.into_iter().flat_map(|h| h.join().expect("a local analysis thread panicked")).collect()
             })
         };
-        for (batch, rows) in self.batches.iter().zip(results) {
-            if let Some(rows) = rows {
-                for (il, &i) in batch.state.iter().enumerate() {
-                    e.row_mut(i).copy_from(&rows.row(il));
+        let write = |e: &mut DMatrix<f64>, batch: &Batch, rows: &[f64]| {
+            // `rows`: the batch's rows of the ensemble, column-major.
+            for (il, &i) in batch.state.iter().enumerate() {
+                for k in 0..members {
+                    e[(i, k)] = rows[il + k * batch.state.len()];
                 }
             }
+        };
+        if ranks == 1 {
+            for (batch, rows) in batches.iter().zip(results) {
+                if let Some(rows) = rows {
+                    write(e, batch, rows.as_slice());
+                }
+            }
+            return Ok(());
+        }
+        // Every rank knows which batches have observations near them, so
+        // each rank's part (the updated rows of its batches with any, in
+        // batch order) has a length every rank can count.
+        let updated = |range: std::ops::Range<usize>| -> usize {
+            self.batches[range.clone()].iter().zip(&self.local[range]).filter(|(_, near)| !near.obs.is_empty()).map(|(b, _)| b.state.len() * members).sum()
+        };
+        let counts: Vec<usize> = (0..ranks).map(|r| updated(share(self.batches.len(), ranks, r))).collect();
+        let part: Vec<f64> = results.iter().flatten().flat_map(|rows| rows.as_slice().iter().copied()).collect();
+        let all = self.team.gather(Ok(part), &counts)?;
+        let mut at = 0;
+        for (batch, _) in self.batches.iter().zip(&self.local).filter(|(_, near)| !near.obs.is_empty()) {
+            let len = batch.state.len() * members;
+            write(e, batch, &all[at..at + len]);
+            at += len;
         }
         Ok(())
     }

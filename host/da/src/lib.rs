@@ -23,6 +23,7 @@ pub mod params;
 pub mod retrieval;
 pub mod stats;
 pub mod submission;
+pub mod team;
 pub mod twin;
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! `[[method]]` table in every error and refuses parameters the method does
 //! not take.
 
-use crate::ensemble::{Record, Trajectory};
+use crate::ensemble::{Execution, Trajectory};
 use crate::twin::Twin;
 use anyhow::{bail, Context, Result};
 use geohost_sandbox::model::{ForwardModel, ObsOperator};
@@ -51,15 +51,17 @@ pub trait DaMethod: std::fmt::Debug + Send + Sync {
     fn label(&self) -> String;
     fn role(&self) -> Role;
     /// Run on a twin experiment; `rng` drives the method's own randomness
-    /// (initial ensemble, perturbations, rotations); `record` says which
-    /// analysis ensembles to keep.
+    /// (initial ensemble, perturbations, rotations); `execution` says which
+    /// analysis ensembles to keep and which processes share the work (every
+    /// rank of a team calls `run` with the same arguments and gets the same
+    /// trajectory; methods without an ensemble just run on each).
     fn run(
         &self,
         twin: &Twin,
         model: &mut dyn ForwardModel,
         obs: &mut dyn ObsOperator,
         rng: &mut rand_chacha::ChaCha8Rng,
-        record: Record,
+        execution: Execution<'_>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Trajectory>;
 }
@@ -117,11 +119,11 @@ impl Method {
         model: &mut dyn ForwardModel,
         obs: &mut dyn ObsOperator,
         seed: u64,
-        record: Record,
+        execution: Execution<'_>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Trajectory> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        self.inner.run(twin, model, obs, &mut rng, record, progress)
+        self.inner.run(twin, model, obs, &mut rng, execution, progress)
     }
 }
 

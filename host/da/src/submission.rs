@@ -8,7 +8,7 @@
 //! the truth. No inflation or rotation is applied by the host: that is the
 //! submission's business.
 
-use crate::ensemble::{self, Analysis, PostProcess, Record, Trajectory};
+use crate::ensemble::{self, Analysis, Execution, PostProcess, Trajectory};
 use crate::method::{DaMethod, Role};
 use crate::twin::Twin;
 use anyhow::Result;
@@ -89,14 +89,14 @@ impl DaMethod for Submission {
         model: &mut dyn ForwardModel,
         obs: &mut dyn ObsOperator,
         rng: &mut rand_chacha::ChaCha8Rng,
-        record: Record,
+        execution: Execution<'_>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Trajectory> {
         let mut filter = self.filter.lock().unwrap_or_else(|p| p.into_inner());
         let mut analysis = ComponentAnalysis { filter: &mut filter, times: &twin.times, cycle: 0 };
         let no_post = PostProcess { infl: 1.0, rot: false };
         let mut done = 0;
-        let result = ensemble::cycle(twin, model, obs, self.members, &mut analysis, no_post, record, rng, &mut |k| {
+        let result = ensemble::cycle(twin, model, obs, self.members, &mut analysis, no_post, execution, rng, &mut |k| {
             done = k + 1;
             progress(k)
         });

@@ -3,7 +3,8 @@
 //! LETKF against the ETKF, the native Lorenz-96 against the textbook
 //! tendency, and the helpers against their defining properties.
 
-use crate::ensemble::{Analysis, PostProcess};
+use crate::ensemble::{split_members, Analysis, Instances, PostProcess};
+use crate::team::{Solo, Team};
 use crate::{enkf::PertObs, etkf, etkf::Etkf, letkf, linalg};
 use geohost_sandbox::model::{Grid, Layout};
 use nalgebra::{DMatrix, DVector};
@@ -418,4 +419,122 @@ fn native_lorenz96_matches_an_independent_tendency() {
             assert_eq!(fast[i].to_bits(), textbook.to_bits(), "member {m}, variable {i}");
         }
     }
+}
+
+/// K ranks as threads of one process (a [`Team`] without MPI), to test
+/// what is split over a team: every rank's part is posted, then read by
+/// all, with the same agreement on failure as MPI's.
+struct ThreadTeam {
+    rank: usize,
+    size: usize,
+    shared: std::sync::Arc<(std::sync::Mutex<Vec<Posted>>, std::sync::Barrier)>,
+}
+
+/// A rank's part of one exchange, once posted (its error as text).
+type Posted = Option<Result<Vec<f64>, String>>;
+
+impl ThreadTeam {
+    fn all(size: usize) -> Vec<ThreadTeam> {
+        let shared = std::sync::Arc::new((std::sync::Mutex::new(vec![None; size]), std::sync::Barrier::new(size)));
+        (0..size).map(|rank| ThreadTeam { rank, size, shared: shared.clone() }).collect()
+    }
+}
+
+impl Team for ThreadTeam {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn gather(&self, local: anyhow::Result<Vec<f64>>, counts: &[usize]) -> anyhow::Result<Vec<f64>> {
+        let (slots, barrier) = &*self.shared;
+        let mine = local.as_ref().map(Clone::clone).map_err(|e| format!("{e:#}"));
+        slots.lock().unwrap()[self.rank] = Some(mine);
+        barrier.wait();
+        let parts: Vec<_> = slots.lock().unwrap().iter().map(|p| p.clone().expect("every rank posted")).collect();
+        barrier.wait(); // every rank has read before the next round posts
+        let local = local?;
+        if let Some(failed) = parts.iter().position(|p| p.is_err()) {
+            anyhow::bail!("rank {failed} failed");
+        }
+        assert_eq!(local.len(), counts[self.rank]);
+        Ok(parts.into_iter().flat_map(|p| p.unwrap()).collect())
+    }
+}
+
+/// Run `work` as every rank of a `size`-rank [`ThreadTeam`]; rank order.
+fn on_ranks<T: Send>(size: usize, work: impl Fn(&dyn Team) -> T + Sync) -> Vec<T> {
+    let teams = ThreadTeam::all(size);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = teams.iter().map(|team| scope.spawn(|| work(team))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// The LETKF's local domains split over ranks (2 and 3, so shares are
+/// uneven and a rank may have domains without observations) give every
+/// rank the one-process analysis, bit for bit.
+#[test]
+fn letkf_split_over_ranks_is_the_same_to_the_bit() {
+    let c = map_case(13, 11, 9);
+    let analysed = |team: &dyn Team| {
+        let mut e = c.e0.clone();
+        letkf::Letkf::new(c.layout.clone(), &c.coordinates, 1.5, 2)
+            .with_threads(1)
+            .with_team(team)
+            .analyse(&mut e, &c.eo, &c.y, &c.r, &mut ChaCha8Rng::seed_from_u64(1))
+            .unwrap();
+        e
+    };
+    let one = analysed(&Solo);
+    assert!(max_abs(&(&one - &c.e0)) > 1e-3, "the analysis changes the ensemble");
+    for size in [2, 3] {
+        for (rank, e) in on_ranks(size, analysed).into_iter().enumerate() {
+            assert!(e == one, "rank {rank} of {size}");
+        }
+    }
+}
+
+/// The forecast split over ranks ([`split_members`]) and over model
+/// instances on threads ([`Instances`]) gives the one-call forecast's bits;
+/// a failing share names its members.
+#[test]
+fn forecasts_split_over_ranks_and_instances_are_the_same_to_the_bit() {
+    use crate::models::lorenz96::Lorenz96;
+    use geohost_sandbox::model::ForwardModel;
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let e0 = linalg::randn(40, 7, &mut rng).add_scalar(8.0);
+    let mut one = e0.clone();
+    let mut model = Lorenz96::new(40, 8.0);
+    for _ in 0..10 {
+        model.advance(&mut one, 0.0, 0.05).unwrap();
+    }
+    for size in [2, 3] {
+        let results = on_ranks(size, |team| {
+            let mut e = e0.clone();
+            let mut model = Lorenz96::new(40, 8.0);
+            for _ in 0..10 {
+                split_members(&mut e, team, |part| model.advance(part, 0.0, 0.05)).unwrap();
+            }
+            e
+        });
+        assert!(results.iter().all(|e| *e == one), "{size} ranks");
+    }
+    for count in [1, 2, 3, 8] {
+        let mut instances = Instances::new((0..count).map(|_| Box::new(Lorenz96::new(40, 8.0)) as Box<dyn ForwardModel + Send>).collect()).unwrap();
+        let mut e = e0.clone();
+        for _ in 0..10 {
+            instances.advance(&mut e, 0.0, 0.05).unwrap();
+        }
+        assert!(e == one, "{count} instances");
+    }
+    // A share that fails: every rank errs, the failing one says which members.
+    let errors = on_ranks(2, |team| {
+        let mut e = e0.clone();
+        split_members(&mut e, team, |part| if team.rank() == 1 { anyhow::bail!("diverged") } else { Lorenz96::new(40, 8.0).advance(part, 0.0, 0.05) })
+            .unwrap_err()
+            .to_string()
+    });
+    assert_eq!(errors, ["rank 1 failed", "members 4..7 (counted from 0) on MPI rank 1"]);
 }

@@ -14,6 +14,9 @@
 //! - `"error"`: `advance` returns an error result
 //! - `"nan-sign"`: `advance` returns the sign (±1) of a NaN it makes as 0/0,
 //!   which is the hardware's unless the host canonicalises NaNs
+//! - `"nan-many"`: `advance` returns NaNs when given more than one member
+//!   (a single truth run behaves; an ensemble split over processes fails
+//!   on some of them only)
 //! - `"bad-layout"`: behaves, but its `spatial` layout has one point fewer
 //!   than the state (the host must refuse it at load)
 
@@ -89,6 +92,9 @@ impl Guest for Hostile {
                 states.data.truncate(states.data.len() / 2);
             }
             "nan" => {
+                states.data.iter_mut().for_each(|v| *v = f64::NAN);
+            }
+            "nan-many" if states.members > 1 => {
                 states.data.iter_mut().for_each(|v| *v = f64::NAN);
             }
             "error" => return Err("deliberate error result".into()),

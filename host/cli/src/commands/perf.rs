@@ -28,7 +28,7 @@ enum PerfTarget {
     Posterior(PosteriorPerfArgs),
     /// Lorenz-96 in Rust, Python and JavaScript: component size, first and cached compile, ms per ETKF cycle and the ratio to Rust.
     Languages(LanguagesPerfArgs),
-    /// The LETKF at size: ms per analysis on Lorenz-96 (native, every variable observed, loc_rad 4) with 1, 2, … threads, the speed-up and parallel efficiency, and the forecast's ms beside it.
+    /// The LETKF at size: ms per analysis on Lorenz-96 (native, every variable observed, loc_rad 4) and QG with 1, 2, … threads, the speed-up and parallel efficiency, and the forecast's ms beside it; under `mpirun -np K`, the cycle on K ranks against one process.
     Letkf(LetkfPerfArgs),
 }
 
@@ -181,6 +181,12 @@ struct DaPerfArgs {
 }
 
 pub fn run(args: PerfArgs) -> Result<()> {
+    // `mpirun -np K geohost perf letkf` times the cycle split over K ranks;
+    // the other figures are of one process.
+    let ranks = crate::ranks::Ranks::start()?;
+    if !matches!(args.target, Some(PerfTarget::Letkf(_))) {
+        ranks.single("this `geohost perf` (only `perf letkf` splits over ranks)")?;
+    }
     let report = match args.target {
         Some(PerfTarget::Registry(r)) => perf::registry_throughput(&r.dir, r.gib, r.small)?,
         Some(PerfTarget::Da(d)) => perf_da(d)?,
@@ -210,11 +216,13 @@ pub fn run(args: PerfArgs) -> Result<()> {
         Some(PerfTarget::Letkf(l)) => {
             let qg = (l.qg.as_os_str() != "none").then_some(l.qg.as_path());
             let runtime = Runtime::new(Limits { fuel: 0, deadline_ms: 600_000, ..Limits::default() }, None)?;
-            perf::letkf_cost(&runtime, &l.sizes, &l.threads, l.members, l.samples, qg)?
+            perf::letkf_cost(&runtime, &l.sizes, &l.threads, l.members, l.samples, qg, ranks.team())?
         }
         None => perf_da(DaPerfArgs::parse_from(["da"]))?,
     };
-    println!("{report}");
+    if ranks.team().rank() == 0 {
+        println!("{report}");
+    }
     Ok(())
 }
 

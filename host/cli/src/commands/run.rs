@@ -2,6 +2,7 @@
 //! its static inverse problem and cycle (static).
 
 use super::{progress_factory, SandboxArgs};
+use crate::ranks::Ranks;
 use anyhow::{Context, Result};
 use clap::Args;
 use geohost_cycle::{outputs, pluginset::PluginSet, run, static_report, static_run};
@@ -24,6 +25,9 @@ pub struct RunArgs {
     /// Stop after this step of the cycle: 2 skips the plugin-set's [step3] and [step4], 3 skips [step4].
     #[arg(long, value_parser = clap::value_parser!(u8).range(2..=4))]
     until_step: Option<u8>,
+    /// Advance the ensemble's members in K instances of the model component on K threads (the same bits as one; the forecast is most of a QG cycle).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    model_instances: u64,
     /// No progress bars.
     #[arg(long, short)]
     quiet: bool,
@@ -38,22 +42,40 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    let ranks = Ranks::start()?;
     if std::fs::read_to_string(&args.plugin_set).is_ok_and(|text| geohost_cycle::scenes::is_retrieval(&text)) {
+        ranks.single("a retrieval plugin-set ([scenes])")?;
         return run_retrieval(args);
     }
     if std::fs::read_to_string(&args.plugin_set).is_ok_and(|text| static_run::is_static(&text)) {
+        ranks.single("a static plugin-set ([simulator])")?;
         return run_static(args);
     }
+    let team = ranks.team();
+    // Under MPI every rank runs step 2 (the methods split over the ranks,
+    // the same results on each); rank 0 alone then runs steps 3 and 4,
+    // writes the outputs, registers them and prints.
+    let root = team.rank() == 0;
     let mut set = PluginSet::load(&args.plugin_set)?;
     match args.until_step {
         Some(2) => (set.set.step3, set.set.step4) = (None, None),
         Some(3) => set.set.step4 = None,
         _ => {}
     }
+    if !root {
+        (set.set.step3, set.set.step4) = (None, None);
+    }
     let runtime = args.sandbox.runtime(set.set.limits)?;
     let mut registry = if args.no_registry { None } else { Some(Registry::open(&args.registry.clone().unwrap_or_else(default_dir))?) };
-    let mut progress = progress_factory(args.quiet || args.json);
-    let result = run::run(&set, &runtime, registry.as_mut(), args.cycles, &mut progress)?;
+    let mut progress = progress_factory(args.quiet || args.json || !root);
+    let parallel = run::Parallelism { team, model_instances: args.model_instances as usize };
+    let result = run::run(&set, &runtime, registry.as_mut(), args.cycles, &mut progress, parallel)?;
+    if !root {
+        return Ok(());
+    }
+    if team.size() > 1 {
+        eprintln!("MPI: step 2's methods ran on {} ranks", team.size());
+    }
     let out_dir = args.out.unwrap_or_else(|| PathBuf::from("out").join(&set.name));
     let files = outputs::write(&out_dir, &result, &set)?;
     if result.methods.first().is_some_and(|m| m.summary.cycles_averaged == 0) {

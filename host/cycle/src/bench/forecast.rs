@@ -79,7 +79,7 @@ pub fn generate(
     }
     let registry_ro = registry.as_deref().map(|r| r as &geohost_registry::Registry);
     let (mut model, record, _) = crate::run::load_model(runtime, registry_ro, set)?;
-    let run = crate::run::run(set, runtime, registry, None, progress).context("generating the reference experiment")?;
+    let run = crate::run::run(set, runtime, registry, None, progress, Default::default()).context("generating the reference experiment")?;
     let twin = &run.twin;
     let first = twin.times.iter().position(|t| *t > twin.chronology.burn_in).context("no cycle after the burn-in to start forecasts from")?;
     let last = first + (spec.cases - 1) * spec.spacing;

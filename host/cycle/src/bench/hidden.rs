@@ -164,7 +164,7 @@ pub fn run_experiment(
     cycles: Option<usize>,
     progress: &mut ProgressFactory<'_>,
 ) -> Result<ExperimentOutputs> {
-    let result = crate::run::run(set, runtime, Some(registry), cycles, progress)?;
+    let result = crate::run::run(set, runtime, Some(registry), cycles, progress, Default::default())?;
     let scratch = private_scratch()?;
     let read = (|| {
         let written = crate::outputs::write(&scratch, &result, set)?;

@@ -224,7 +224,8 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
             set.set.step3 = None;
             set.set.step4 = None;
             set.methods = file.baselines.iter().filter_map(|b| b.method_spec()).enumerate().map(|(i, m)| m.validate(i + 1)).collect::<Result<_>>()?;
-            let result = crate::run::run(&set, runtime, Some(&mut *registry), None, progress).context("generating the reference experiment")?;
+            let result =
+                crate::run::run(&set, runtime, Some(&mut *registry), None, progress, Default::default()).context("generating the reference experiment")?;
             let written = crate::outputs::write(&scratch, &result, &set)?;
             Some((set, result, written))
         }

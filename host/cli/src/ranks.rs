@@ -1,0 +1,58 @@
+//! The processes a command is one of: a plain start, or one rank of an MPI
+//! job (`mpirun -np K geohost run SET`, `srun geohost run SET`), which
+//! needs geohost built with `--features mpi`.
+
+use anyhow::{bail, Result};
+use geohost_da::team::{launched, Solo, Team};
+
+/// This process's team; with MPI, MPI is finalised when this is dropped.
+pub enum Ranks {
+    Solo(Solo),
+    #[cfg(feature = "mpi")]
+    Mpi(geohost_da::team::mpi::World),
+}
+
+impl Ranks {
+    /// Join the MPI job when an MPI launcher started this process (a plain
+    /// start is one process). Built without MPI, a start by a launcher of
+    /// more than one process is refused: each copy would run everything.
+    pub fn start() -> Result<Ranks> {
+        let Some(size) = launched() else { return Ok(Ranks::Solo(Solo)) };
+        #[cfg(feature = "mpi")]
+        {
+            let _ = size;
+            match geohost_da::team::mpi::World::init() {
+                Some(world) => Ok(Ranks::Mpi(world)),
+                None => bail!("MPI was already initialised in this process"),
+            }
+        }
+        #[cfg(not(feature = "mpi"))]
+        match size {
+            Some(1) => Ok(Ranks::Solo(Solo)),
+            _ => bail!(
+                "this process was started by an MPI launcher ({} processes), but this geohost was built without MPI, \
+                 so every copy would run the whole job; build it with `cargo build --release --features mpi` \
+                 (Debian: apt-get install libopenmpi-dev libclang-dev openmpi-bin), or start one process without mpirun",
+                size.map_or("an unknown number of".to_string(), |n| n.to_string())
+            ),
+        }
+    }
+
+    pub fn team(&self) -> &dyn Team {
+        match self {
+            Ranks::Solo(solo) => solo,
+            #[cfg(feature = "mpi")]
+            Ranks::Mpi(world) => world,
+        }
+    }
+
+    /// Refuse a command that does not split its work when started as more
+    /// than one rank (`what` names it).
+    pub fn single(&self, what: &str) -> Result<()> {
+        let size = self.team().size();
+        if size > 1 {
+            bail!("{what} runs in one process, but this is one of {size} MPI ranks: start it without mpirun (MPI splits the ensemble methods of dynamic plugin-sets)");
+        }
+        Ok(())
+    }
+}

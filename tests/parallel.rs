@@ -1,0 +1,208 @@
+//! Work split over threads and processes gives the bits of one: the
+//! forecast over model instances (`--model-instances`); with the `mpi`
+//! feature, `mpirun -np 2 geohost run SET`: step 2's ensemble methods split
+//! over two MPI ranks give the bits of one process (the outputs' bytes, and the
+//! registry sees identical outputs for identical inputs); a rank that fails
+//! makes the job end with the plugin's error instead of hanging; commands
+//! that do not split refuse to run as several ranks. Built without the
+//! `mpi` feature, geohost refuses a start by an MPI launcher.
+
+use crate::common::{geohost, plugin, stderr};
+use std::path::Path;
+
+/// Every output file of two runs, byte for byte (the summary's timings
+/// aside).
+fn assert_same_outputs(one: &Path, two: &Path) {
+    let mut names: Vec<_> = std::fs::read_dir(one).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "summary.json").collect();
+    names.sort();
+    assert!(names.len() >= 2, "{names:?}");
+    for name in names {
+        let (a, b) = (std::fs::read(one.join(&name)).unwrap(), std::fs::read(two.join(&name)).unwrap());
+        assert!(a == b, "{name:?} differs from the one-process run");
+    }
+}
+
+/// The QG twin of tests/spatial.rs, shortened: a 2-D LETKF (289 local
+/// domains of 2 × 2 points) and an odd ensemble (uneven shares).
+fn qg_set(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("qg-split.toml");
+    let text = format!(
+        r#"
+name = "qg-split"
+[model]
+plugin = "{model}"
+config = {{ refinement = 5, max_dt = 1.25 }}
+[observations]
+plugin = "{obs}"
+config = {{ shape = [33, 33], count = 100, variance = 4.0 }}
+[experiment]
+dt = 5.0
+cycles = 12
+burn_in = 20.0
+seed = 3
+x0 = 0.0
+x0_variance = 1e-4
+spinup = {{ time = 600.0, samples = 12, every = 25.0 }}
+[output]
+members_every = 4
+[[method]]
+method = "letkf"
+N = 9
+infl = 1.04
+loc_rad = 2
+"#,
+        model = plugin("qg").display(),
+        obs = plugin("obs-tracks").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The QG forecast on three instances of the component (threads): the
+/// same output bytes as on one.
+#[test]
+fn model_instances_give_the_bits_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = qg_set(dir.path());
+    let run = |instances: &str, out: &Path| {
+        let out = geohost(dir.path()).args(["run", "-q", "--no-registry", "--model-instances", instances]).arg(&set).arg("--out").arg(out).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    let (one, three) = (dir.path().join("one"), dir.path().join("three"));
+    run("1", &one);
+    run("3", &three);
+    assert_same_outputs(&one, &three);
+}
+
+#[cfg(feature = "mpi")]
+mod with_mpi {
+    use super::{assert_same_outputs, qg_set};
+    use crate::common::{geohost, plugin, stderr};
+    use std::path::Path;
+    use std::process::{Command, Output};
+
+    /// `mpirun -np 2` with what a container needs (root, no CMA), `geohost`'s
+    /// environment from [`geohost`].
+    fn mpirun(cache: &Path, ranks: usize) -> Command {
+        let base = geohost(cache);
+        let mut cmd = Command::new("mpirun");
+        cmd.args(["-np", &ranks.to_string(), "--oversubscribe"]);
+        for (key, value) in base.get_envs() {
+            if let Some(value) = value {
+                cmd.env(key, value);
+            }
+        }
+        cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1").env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+        cmd.arg(base.get_program());
+        cmd
+    }
+
+    /// Run `cmd`, killing it after `seconds` (a hang is a failure, not a stuck
+    /// suite).
+    fn output_within(mut cmd: Command, seconds: u64) -> Output {
+        use std::process::Stdio;
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("mpirun starts (install openmpi-bin)");
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed().as_secs() > seconds {
+                child.kill().unwrap();
+                panic!("mpirun did not finish within {seconds} s: {}", stderr(&child.wait_with_output().unwrap()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    #[test]
+    fn two_mpi_ranks_give_the_bits_of_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        // Lorenz-96: every ensemble method (the forecast split by members, the
+        // EnKF's perturbations drawn alike on both ranks, the LETKF's 20
+        // domains split 10/10), the baselines run on both.
+        let l96 = crate::common::lorenz96_set(
+            dir.path(),
+            150,
+            "[output]\nmembers_every = 25\n[[method]]\nmethod = \"etkf\"\nN = 20\ninfl = 1.04\n[[method]]\nmethod = \"enkf\"\nN = 21\ninfl = 1.06\n\
+             [[method]]\nmethod = \"letkf\"\nN = 7\ninfl = 1.04\nloc_rad = 4\n[[method]]\nmethod = \"3dvar\"\nxB = 0.02\n",
+        );
+        let qg = qg_set(dir.path());
+        for (name, set) in [("l96", &l96), ("qg", &qg)] {
+            let (one, two) = (dir.path().join(format!("{name}-1")), dir.path().join(format!("{name}-2")));
+            let out = geohost(dir.path()).args(["run", "-q"]).arg(set).arg("--out").arg(&one).output().unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+            let mut cmd = mpirun(dir.path(), 2);
+            cmd.args(["run", "-q"]).arg(set).arg("--out").arg(&two);
+            let out = output_within(cmd, 600);
+            let err = stderr(&out);
+            assert!(out.status.success(), "{err}");
+            assert!(err.contains("MPI: step 2's methods ran on 2 ranks"), "{err}");
+            // The registry (one, shared): identical inputs, identical outputs.
+            assert!(err.contains("identical inputs to an earlier run; its") && err.contains("outputs are identical (same hashes)"), "{err}");
+            assert_same_outputs(&one, &two);
+        }
+    }
+
+    /// A model that fails only on the rank given several members: both ranks
+    /// stop with an error (the failing one names the plugin, the members and
+    /// the rank; the other says which rank failed), nobody waits forever.
+    #[test]
+    fn a_rank_that_fails_ends_the_job_with_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = dir.path().join("hostile.toml");
+        std::fs::write(
+            &set,
+            format!(
+                "[model]\nplugin = \"{}\"\nconfig = {{ mode = \"nan-many\", size = 8 }}\n[observations]\nplugin = \"{}\"\nconfig = {{ select = \"all\", variance = 1.0 }}\n\
+                 [experiment]\ncycles = 5\nburn_in = 0.0\nseed = 1\nx0 = 0.0\nx0_variance = 1.0\n[[method]]\nmethod = \"etkf\"\nN = 3\n",
+                plugin("testkit-hostile").display(),
+                plugin("obs-subset").display()
+            ),
+        )
+        .unwrap();
+        // Three members: rank 0 advances two (NaN), rank 1 one (fine).
+        let mut cmd = mpirun(dir.path(), 2);
+        cmd.args(["run", "-q", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("out"));
+        let out = output_within(cmd, 120);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("MPI rank 0 failed (its error is printed by that rank)"), "{err}");
+        assert!(err.contains("members 0..2 (counted from 0) on MPI rank 0") && err.contains("plugin `model`: `advance` returned a non-finite value"), "{err}");
+        assert!(!dir.path().join("out").exists(), "nothing is written");
+    }
+
+    /// Commands that run in one process refuse to be one of several ranks.
+    #[test]
+    fn a_static_plugin_set_refuses_to_run_on_several_ranks() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = crate::common::repo_root().join("cycles/plume-quick.toml");
+        let mut cmd = mpirun(dir.path(), 2);
+        cmd.args(["run", "-q", "--no-registry"]).arg(&set);
+        let out = output_within(cmd, 120);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("a static plugin-set ([simulator]) runs in one process, but this is one of 2 MPI ranks"), "{err}");
+    }
+}
+
+/// Without the `mpi` feature a launcher's start is refused, saying how to
+/// build with MPI (each copy would otherwise run the whole job).
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn without_mpi_a_start_by_mpirun_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = crate::common::lorenz96_set(dir.path(), 10, "[[method]]\nmethod = \"etkf\"\nN = 10\n");
+    let out = geohost(dir.path()).env("OMPI_COMM_WORLD_SIZE", "2").args(["run", "-q", "--no-registry"]).arg(&set).output().unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("built without MPI") && err.contains("--features mpi"), "{err}");
+    // One process under a launcher is one process.
+    let out = geohost(dir.path())
+        .env("OMPI_COMM_WORLD_SIZE", "1")
+        .args(["run", "-q", "--no-registry"])
+        .arg(&set)
+        .arg("--out")
+        .arg(dir.path().join("o"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
