@@ -17,25 +17,25 @@ impl Ranks {
     /// start is one process). Built without MPI, a start by a launcher of
     /// more than one process is refused: each copy would run everything.
     pub fn start() -> Result<Ranks> {
-        let Some(size) = launched() else { return Ok(Ranks::Solo(Solo)) };
         #[cfg(feature = "mpi")]
-        {
-            let _ = size;
-            match geohost_da::team::mpi::World::init() {
+        if launched().is_some() {
+            return match geohost_da::team::mpi::World::init() {
                 Some(world) => Ok(Ranks::Mpi(world)),
                 None => bail!("MPI was already initialised in this process"),
-            }
+            };
         }
         #[cfg(not(feature = "mpi"))]
-        match size {
-            Some(1) => Ok(Ranks::Solo(Solo)),
-            _ => bail!(
-                "this process was started by an MPI launcher ({} processes), but this geohost was built without MPI, \
-                 so every copy would run the whole job; build it with `cargo build --release --features mpi` \
-                 (Debian: apt-get install libopenmpi-dev libclang-dev openmpi-bin), or start one process without mpirun",
-                size.map_or("an unknown number of".to_string(), |n| n.to_string())
-            ),
+        if let Some(size) = launched() {
+            if size != Some(1) {
+                bail!(
+                    "this process was started by an MPI launcher ({} processes), but this geohost was built without MPI, \
+                     so every copy would run the whole job; build it with `cargo build --release --features mpi` \
+                     (Debian: apt-get install libopenmpi-dev libclang-dev openmpi-bin), or start one process without mpirun",
+                    size.map_or("an unknown number of".to_string(), |n| n.to_string())
+                );
+            }
         }
+        Ok(Ranks::Solo(Solo))
     }
 
     pub fn team(&self) -> &dyn Team {
