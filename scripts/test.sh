@@ -7,11 +7,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Headless Chromium renders the HTML pages in tests/pages.rs; OpenMPI (and
 # libclang, through which the mpi crate's bindgen reads mpi.h) builds the
-# `mpi` feature, and tests/mpi.rs runs `mpirun -np 2`.
+# `mpi` feature, and tests/parallel.rs runs `mpirun -np 2`.
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
-command -v mpicc >/dev/null || missing+=(libopenmpi-dev openmpi-bin)
-dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+have_mpi() { command -v mpirun >/dev/null && command -v mpicc >/dev/null && { ! command -v dpkg >/dev/null || dpkg -s libopenmpi-dev >/dev/null 2>&1; }; }
+have_mpi || missing+=(libopenmpi-dev openmpi-bin)
+have_clang() { ! command -v dpkg >/dev/null || dpkg -s libclang-dev >/dev/null 2>&1; }
+have_clang || missing+=(libclang-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
@@ -21,10 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 features=()
-if command -v mpicc >/dev/null; then
+if have_mpi && have_clang; then
   features=(--features geohost/mpi)
 else
-  echo "test.sh: no MPI here: building and testing without the mpi feature (tests/mpi.rs then checks the refusal only)" >&2
+  echo "test.sh: no MPI here: building and testing without the mpi feature (tests/parallel.rs then checks the refusal only)" >&2
 fi
 plugins/build.sh
 plugins/build-python.sh
