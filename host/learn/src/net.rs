@@ -284,3 +284,36 @@ impl rand::RngCore for RngWrap<'_> {
 }
 
 use rand::SeedableRng;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A forecast split by members (MPI ranks advance their share of an
+    /// ensemble through a registered emulator) gives the whole batch's
+    /// bits: every output row of the batched products is computed the same
+    /// way whatever the batch size, for both architectures.
+    #[test]
+    fn a_batch_split_in_parts_gives_the_whole_batch_bits() {
+        let scaling = Scaling { mean: 2.0, std: 3.5, out_std: 0.3 };
+        for arch in [Arch::Mlp { hidden: vec![64, 64] }, Arch::Cnn { channels: 4, kernel: 5, hidden: 8 }] {
+            let desc = Description { arch: arch.clone(), state_size: 40, dt: 0.05, lead: 1, scaling };
+            let net = Net::new(desc, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1)).unwrap();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+            for members in [7, 20, 45] {
+                let states: Vec<f64> = (0..members * 40).map(|_| rng.random_range(-5.0..10.0)).collect();
+                let whole = net.apply(&states, members).unwrap();
+                for parts in [2, 3] {
+                    let mut split = Vec::new();
+                    for p in 0..parts {
+                        let (base, extra) = (members / parts, members % parts);
+                        let start = p * base + p.min(extra);
+                        let len = base + usize::from(p < extra);
+                        split.extend(net.apply(&states[start * 40..(start + len) * 40], len).unwrap());
+                    }
+                    assert!(split == whole, "{arch:?}: {members} members in {parts} parts");
+                }
+            }
+        }
+    }
+}
