@@ -42,6 +42,8 @@ use serde::{Deserialize, Serialize};
 use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::time::Instant;
 
+mod joint;
+
 /// Smallest bin width and height (fractions of 2B) and smallest knot
 /// derivative: keep the spline strictly monotone and its inverse stable.
 const MIN_BIN: f64 = 1e-3;
@@ -124,8 +126,13 @@ impl NsfDescription {
     /// raw outputs.
     fn map(&self, z: f64, raw: &[f32]) -> (f64, f64) {
         let raw: Vec<f64> = raw.iter().map(|v| *v as f64).collect();
+        self.map64(z, &raw)
+    }
+
+    /// [`NsfDescription::map`] from raw outputs already in f64.
+    fn map64(&self, z: f64, raw: &[f64]) -> (f64, f64) {
         match self.transform {
-            Transform::Spline => forward(z, &raw, self.bound),
+            Transform::Spline => forward(z, raw, self.bound),
             Transform::Affine => ((z - raw[0]) * (-raw[1]).exp(), -raw[1]),
         }
     }
@@ -306,15 +313,15 @@ fn forward<T: Real>(theta: f64, raw: &[T], bound: f64) -> (T, T) {
     }
     let (xs, ys, ds) = spline(raw, bound);
     let b = bin_of(xs.iter().map(|x| x.v()), theta, xs.len() - 1);
-    in_bin(theta, [xs[b], xs[b + 1], ys[b], ys[b + 1], ds[b], ds[b + 1]])
+    in_bin(T::c(theta), [xs[b], xs[b + 1], ys[b], ys[b + 1], ds[b], ds[b + 1]])
 }
 
 /// g(θ) and log g'(θ) inside one bin, from its knots and derivatives
 /// [x₀, x₁, y₀, y₁, d₀, d₁] (Durkan et al. 2019, eqs. 4 and 5).
-fn in_bin<T: Real>(theta: f64, [x0, x1, y0, y1, d0, d1]: [T; 6]) -> (T, T) {
+fn in_bin<T: Real>(theta: T, [x0, x1, y0, y1, d0, d1]: [T; 6]) -> (T, T) {
     let w = x1 - x0;
     let s = (y1 - y0) / w;
-    let xi = (T::c(theta) - x0) / w;
+    let xi = (theta - x0) / w;
     let xi1 = T::c(1.0) - xi;
     let t = xi * xi1;
     let denominator = s + (d1 + d0 - T::c(2.0) * s) * t;
@@ -323,63 +330,119 @@ fn in_bin<T: Real>(theta: f64, [x0, x1, y0, y1, d0, d1]: [T; 6]) -> (T, T) {
     (u, slope.ln())
 }
 
-/// ½u² − log g'(θ) (the NLL less its constant) and, in `grad`, its exact
-/// gradient with respect to the 3K − 1 raw parameters, in O(K): dual
-/// numbers through the bin's six quantities, then the softmax-and-cumsum
-/// Jacobian of the knots by hand,
-///
-///   ∂x_b/∂r_j = 2B(1 − K·MIN_BIN)(s_j[j < b] − S_b s_j),  S_b = Σ_{i<b} s_i,
-///
-/// (the same for the heights) and ∂d_i/∂r = sigmoid(r) for the interior
-/// derivatives. Tested against full forward-mode and finite differences.
-fn nll_and_gradient(theta: f64, raw: &[f64], bound: f64, grad: &mut [f32], scale: f64) -> f64 {
-    let k = (raw.len() + 1) / 3;
-    grad.iter_mut().for_each(|g| *g = 0.0);
-    if !(-bound..bound).contains(&theta) {
-        return 0.5 * theta * theta;
-    }
-    let softmax = |r: &[f64]| {
-        let max = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = r.iter().map(|v| (v - max).exp()).collect();
-        let total: f64 = e.iter().sum();
-        e.into_iter().map(|v| v / total).collect::<Vec<f64>>()
-    };
-    let (sw, sh) = (softmax(&raw[..k]), softmax(&raw[k..2 * k]));
-    let (xs, ys, ds) = spline(raw, bound);
-    let b = bin_of(xs.iter().copied(), theta, k);
-    let local = [xs[b], xs[b + 1], ys[b], ys[b + 1], ds[b], ds[b + 1]];
-    // ∂(½u² − log g')/∂ each of the bin's six quantities.
-    let mut dl = [0.0; 6];
-    let mut value = 0.0;
-    for (q, dq) in dl.iter_mut().enumerate() {
-        let seeded: [Dual; 6] = std::array::from_fn(|i| Dual(local[i], if i == q { 1.0 } else { 0.0 }));
-        let (u, log_det) = in_bin(theta, seeded);
-        value = 0.5 * u.0 * u.0 - log_det.0;
-        *dq = u.0 * u.1 - log_det.1;
-    }
-    let span = 2.0 * bound * (1.0 - MIN_BIN * k as f64);
-    // Knot i's position against raw r_j: span (s_j [j < i] − S_i s_j);
-    // the end knots (i = 0, K) do not move.
-    let knot = |s: &[f64], i: usize, j: usize| -> f64 {
-        if i == 0 || i == k {
-            return 0.0;
+/// One point of the spline with its partial derivatives: which bin, the
+/// softmaxes of the widths and heights, u = g(θ), log g'(θ), and each of
+/// them differentiated (dual numbers through the bin) with respect to the
+/// bin's six quantities [x₀, x₁, y₀, y₁, d₀, d₁] and, last, θ.
+struct SplinePoint {
+    bin: usize,
+    widths: Vec<f64>,
+    heights: Vec<f64>,
+    u: f64,
+    log_det: f64,
+    du: [f64; 7],
+    dlog_det: [f64; 7],
+}
+
+impl SplinePoint {
+    /// None outside [−B, B] (the identity: u = θ, log g' = 0).
+    fn at(theta: f64, raw: &[f64], bound: f64) -> Option<SplinePoint> {
+        if !(-bound..bound).contains(&theta) {
+            return None;
         }
-        let cum: f64 = s[..i].iter().sum();
-        span * (if j < i { s[j] } else { 0.0 } - cum * s[j])
+        let k = (raw.len() + 1) / 3;
+        let softmax = |r: &[f64]| {
+            let max = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = r.iter().map(|v| (v - max).exp()).collect();
+            let total: f64 = e.iter().sum();
+            e.into_iter().map(|v| v / total).collect::<Vec<f64>>()
+        };
+        let (widths, heights) = (softmax(&raw[..k]), softmax(&raw[k..2 * k]));
+        let (xs, ys, ds) = spline(raw, bound);
+        let bin = bin_of(xs.iter().copied(), theta, k);
+        let local = [xs[bin], xs[bin + 1], ys[bin], ys[bin + 1], ds[bin], ds[bin + 1]];
+        let (mut du, mut dlog_det, mut value) = ([0.0; 7], [0.0; 7], (0.0, 0.0));
+        for q in 0..7 {
+            let seeded: [Dual; 6] = std::array::from_fn(|i| Dual(local[i], if i == q { 1.0 } else { 0.0 }));
+            let (u, log_det) = in_bin(Dual(theta, if q == 6 { 1.0 } else { 0.0 }), seeded);
+            (du[q], dlog_det[q], value) = (u.1, log_det.1, (u.0, log_det.0));
+        }
+        Some(SplinePoint { bin, widths, heights, u: value.0, log_det: value.1, du, dlog_det })
+    }
+
+    /// `grad` (3K − 1, overwritten) = `scale` · Σ_q dl[q] ∂q/∂raw for the
+    /// bin's six quantities q, by the softmax-and-cumsum Jacobian of the
+    /// knots, ∂x_b/∂r_j = 2B(1 − K·MIN_BIN)(s_j[j < b] − S_b s_j) with
+    /// S_b = Σ_{i<b} s_i (the same for the heights), and ∂d_i/∂r =
+    /// sigmoid(r) for the interior derivatives.
+    fn chain_to_raw(&self, dl: &[f64; 6], raw: &[f64], bound: f64, grad: &mut [f32], scale: f64) {
+        let k = (raw.len() + 1) / 3;
+        let b = self.bin;
+        let span = 2.0 * bound * (1.0 - MIN_BIN * k as f64);
+        // Knot i's position against raw r_j; the end knots (i = 0, K) do not move.
+        let knot = |s: &[f64], i: usize, j: usize| -> f64 {
+            if i == 0 || i == k {
+                return 0.0;
+            }
+            let cum: f64 = s[..i].iter().sum();
+            span * (if j < i { s[j] } else { 0.0 } - cum * s[j])
+        };
+        for j in 0..k {
+            grad[j] = ((dl[0] * knot(&self.widths, b, j) + dl[1] * knot(&self.widths, b + 1, j)) * scale) as f32;
+            grad[k + j] = ((dl[2] * knot(&self.heights, b, j) + dl[3] * knot(&self.heights, b + 1, j)) * scale) as f32;
+        }
+        grad[2 * k..].iter_mut().for_each(|g| *g = 0.0);
+        let sigmoid = |r: f64| 1.0 / (1.0 + (-r).exp());
+        // Interior derivative i (1..K−1) is raw[2K + i − 1].
+        if b >= 1 {
+            grad[2 * k + b - 1] += (dl[4] * sigmoid(raw[2 * k + b - 1]) * scale) as f32;
+        }
+        if b + 1 < k {
+            grad[2 * k + b] += (dl[5] * sigmoid(raw[2 * k + b]) * scale) as f32;
+        }
+    }
+}
+
+/// ½u² − log g'(θ) (the NLL less its constant) and, in `grad`, its exact
+/// gradient with respect to the 3K − 1 raw parameters, in O(K)
+/// ([`SplinePoint`]). Tested against full forward-mode and finite
+/// differences.
+fn nll_and_gradient(theta: f64, raw: &[f64], bound: f64, grad: &mut [f32], scale: f64) -> f64 {
+    let Some(point) = SplinePoint::at(theta, raw, bound) else {
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        return 0.5 * theta * theta;
     };
-    for j in 0..k {
-        grad[j] = ((dl[0] * knot(&sw, b, j) + dl[1] * knot(&sw, b + 1, j)) * scale) as f32;
-        grad[k + j] = ((dl[2] * knot(&sh, b, j) + dl[3] * knot(&sh, b + 1, j)) * scale) as f32;
+    let dl: [f64; 6] = std::array::from_fn(|q| point.u * point.du[q] - point.dlog_det[q]);
+    point.chain_to_raw(&dl, raw, bound, grad, scale);
+    0.5 * point.u * point.u - point.log_det
+}
+
+/// The vector–Jacobian product of one factor for backpropagation
+/// through stacked layers: with weights `a` on u = g(θ) and `c` on
+/// log g'(θ), writes a·∂u/∂raw + c·∂log g'/∂raw into `grad` and returns
+/// (u, log g', a·∂u/∂θ + c·∂log g'/∂θ).
+fn factor_vjp(transform: Transform, theta: f64, raw: &[f64], bound: f64, a: f64, c: f64, grad: &mut [f32]) -> (f64, f64, f64) {
+    match transform {
+        Transform::Affine => {
+            // u = (θ − μ)e^{−α}, log-det −α.
+            let e = (-raw[1]).exp();
+            let u = (theta - raw[0]) * e;
+            grad[0] = (-a * e) as f32;
+            grad[1] = (-a * u - c) as f32;
+            (u, -raw[1], a * e)
+        }
+        Transform::Spline => match SplinePoint::at(theta, raw, bound) {
+            None => {
+                grad.iter_mut().for_each(|g| *g = 0.0);
+                (theta, 0.0, a)
+            }
+            Some(point) => {
+                let dl: [f64; 6] = std::array::from_fn(|q| a * point.du[q] + c * point.dlog_det[q]);
+                point.chain_to_raw(&dl, raw, bound, grad, 1.0);
+                (point.u, point.log_det, a * point.du[6] + c * point.dlog_det[6])
+            }
+        },
     }
-    let sigmoid = |r: f64| 1.0 / (1.0 + (-r).exp());
-    // Interior derivative i (1..K−1) is raw[2K + i − 1].
-    if b >= 1 {
-        grad[2 * k + b - 1] += (dl[4] * sigmoid(raw[2 * k + b - 1]) * scale) as f32;
-    }
-    if b + 1 < k {
-        grad[2 * k + b] += (dl[5] * sigmoid(raw[2 * k + b]) * scale) as f32;
-    }
-    value
 }
 
 /// g⁻¹(u) of the spline with raw parameters `raw`.
@@ -474,12 +537,11 @@ impl Nsf {
     /// Train on pairs (`thetas`: `d × n`, `xs`: `data_size × n`), as
     /// [`crate::mdn::Mdn::train`] does (same checks, split, noise and
     /// early stopping). `transform` and `spec.layers` (`spec.bins`,
-    /// `spec.bound` for splines) shape the flow. The d conditioners of a
-    /// layer are independent problems and train in parallel; layers train
-    /// one after the other, each on the previous layers' outputs (greedy
-    /// maximum likelihood: a layer that cannot help stays near the
-    /// identity, where it starts). `progress(epoch, train, val)` gets the
-    /// first conditioner's epochs of each layer.
+    /// `spec.bound` for splines) shape the flow. One layer's d
+    /// conditioners are independent problems and train in parallel, each
+    /// with its own early stopping; `progress(epoch, train, val)` gets the
+    /// first one's epochs. Stacked layers train jointly on the whole
+    /// flow's likelihood ([`joint`]); `progress` gets its epochs.
     pub fn train(
         prior: &Prior,
         thetas: &DMatrix<f64>,
@@ -494,10 +556,6 @@ impl Nsf {
             Transform::Spline => 1,
             Transform::Affine => 5,
         });
-        let noisy = noise_sd.is_some_and(|sd| sd.iter().any(|s| *s > 0.0));
-        if layers > 1 && noisy {
-            bail!("[step5] network.layers = {layers}: stacked layers train one after the other on fixed pairs, but this simulator's observation noise is redrawn every epoch; use layers = 1 here");
-        }
         let Standardised { n_train, theta_mean, theta_std, x_mean, x_std, train_theta, val_theta, clean_x, val_x, noise } =
             standardise_pairs(prior, thetas, xs, noise_sd, spec)?;
         let n_val = val_theta.len() / prior.dim();
@@ -517,98 +575,22 @@ impl Nsf {
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
         let mut nsf = Nsf::init(desc, &mut rng)?;
-        let (dim, p) = (nsf.desc.parameters.len(), nsf.desc.data_size);
-        // z: the current layer's input, rows × d in parameter order.
-        let (mut z_train, mut z_val) = (train_theta, val_theta.clone());
-        let z_val0 = val_theta;
+        let dim = nsf.desc.parameters.len();
         let batch = spec.batch.min(n_train);
         let schedule = spec.early_stopping().schedule();
         let start = Instant::now();
-        let (mut epochs, mut best_epoch) = (0, 0);
-        for layer in 0..layers {
-            let d = &nsf.desc;
-            // Inputs at position k: x, then the z before k in this layer's order.
-            let inputs = |x: &[f32], z: &[f32], k: usize| -> Vec<f32> {
-                x.chunks_exact(p).zip(z.chunks_exact(dim)).flat_map(|(x, z)| x.iter().copied().chain((0..k).map(|j| z[d.at(layer, j)]))).collect::<Vec<f32>>()
-            };
-            let column = |z: &[f32], k: usize| -> Vec<f32> { z.chunks_exact(dim).map(|z| z[d.at(layer, k)]).collect() };
-            let train_k = |k: usize, report: &mut dyn FnMut(usize, f64, f64)| -> Result<(Layers, crate::fused::Fitted)> {
-                let sizes = d.sizes(k);
-                let params = nsf.nets[layer][k].iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect();
-                let mut net = MlpTrainer::new(&sizes, params, Scaling { mean: 0.0, std: 1.0, out_std: 1.0 }, batch, AdamW::new(spec.lr, 0.0));
-                let clean = inputs(&clean_x, &z_train, k);
-                let mut epoch_inputs = clean.clone();
-                let (targets, val_inputs, val_targets) = (column(&z_train, k), inputs(&val_x, &z_val, k), column(&z_val, k));
-                let width = p + k;
-                let data = FitData {
-                    inputs: &mut epoch_inputs,
-                    targets: &targets,
-                    val_inputs: &val_inputs,
-                    val_targets: &val_targets,
-                    input_width: width,
-                    target_width: 1,
-                };
-                let refresh = |x: &mut [f32], rng: &mut rand_chacha::ChaCha8Rng| {
-                    x.copy_from_slice(&clean);
-                    if let Some(noise) = &noise {
-                        add_noise(x, width, p, noise, rng);
-                    }
-                };
-                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed.wrapping_add(1 + (layer * dim + k) as u64));
-                let bound = d.bound;
-                let loss = |out: &[f32], t: &[f32], delta: Option<&mut [f32]>| match d.transform {
-                    Transform::Spline => spline_nll(out, t, bound, delta),
-                    Transform::Affine => affine_nll(out, t, delta),
-                };
-                let fitted = net.fit(data, schedule, &mut rng, refresh, loss, report).map_err(|e| {
-                    anyhow::anyhow!(
-                        "the flow's conditioner of `{}` (layer {}) diverged at epoch {} (validation NLL {}); lower [step5] lr",
-                        d.parameters[d.at(layer, k)],
-                        layer + 1,
-                        e.epoch,
-                        e.val
-                    )
-                })?;
-                Ok((net.params().chunks_exact(2).map(|wb| (wb[0].clone(), wb[1].clone())).collect(), fitted))
-            };
-            // The conditioners are independent: spread them over the cores
-            // (this thread takes every `workers`-th from 0 and reports progress).
-            let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(dim).max(1);
-            let mut results: Vec<(usize, Result<(Layers, crate::fused::Fitted)>)> = std::thread::scope(|scope| {
-                let handles: Vec<_> = (1..workers)
-                    .map(|w| {
-                        let train_k = &train_k;
-                        scope.spawn(move || (w..dim).step_by(workers).map(|k| (k, train_k(k, &mut |_, _, _| {}))).collect::<Vec<_>>())
-                    })
-                    .collect();
-                let mut all = Vec::with_capacity(dim);
-                for k in (0..dim).step_by(workers) {
-                    let mut quiet = |_: usize, _: f64, _: f64| {};
-                    let report: &mut dyn FnMut(usize, f64, f64) = if k == 0 { &mut *progress } else { &mut quiet };
-                    all.push((k, train_k(k, report)));
-                }
-                for h in handles {
-                    all.extend(h.join().expect("a training thread panicked"));
-                }
-                all
-            });
-            results.sort_by_key(|(k, _)| *k);
-            let mut nets = Vec::with_capacity(dim);
-            for (_, r) in results {
-                let (conditioner, fitted) = r?;
-                nets.push(conditioner);
-                epochs = epochs.max(fitted.epochs);
-                best_epoch = best_epoch.max(fitted.best_epoch);
-            }
-            nsf.nets[layer] = nets;
-            if layer + 1 < layers {
-                // The next layer learns the density of this one's output.
-                let (mut next_train, mut next_val) = (vec![0.0f32; z_train.len()], vec![0.0f32; z_val.len()]);
-                nsf.push_through(layer, &clean_x, &z_train, &mut next_train, &mut Vec::new());
-                nsf.push_through(layer, &val_x, &z_val, &mut next_val, &mut Vec::new());
-                (z_train, z_val) = (next_train, next_val);
-            }
-        }
+        let (epochs, best_epoch) = if layers == 1 {
+            nsf.train_one_layer(&train_theta, &val_theta, &clean_x, &val_x, noise.as_deref(), spec, progress)?
+        } else {
+            let rows = joint::Rows { clean_x: &clean_x, z: &train_theta, val_x: &val_x, val_z: &val_theta, noise: noise.as_deref() };
+            let mut flow = joint::Joint::new(&nsf.desc, &nsf.nets, rows, batch, spec.lr, spec.seed.wrapping_add(1));
+            let fitted = crate::fused::early_stopped(&mut flow, spec.lr, schedule, progress).map_err(|e| {
+                anyhow::anyhow!("the flow ({layers} layers, trained jointly) diverged at epoch {} (validation NLL {}); lower [step5] lr", e.epoch, e.val)
+            })?;
+            nsf.nets = flow.into_nets();
+            (fitted.epochs, fitted.best_epoch)
+        };
+        let z_val0 = val_theta;
         // The whole flow's validation NLL (standardised units), through every layer.
         let (mut z, mut log_det) = (z_val0, vec![0.0f64; n_val]);
         for layer in 0..layers {
@@ -622,6 +604,100 @@ impl Nsf {
                 / n_val as f64;
         let training = Training { epochs, best_epoch, best_val_nll: best_val, seconds: start.elapsed().as_secs_f64(), train_pairs: n_train };
         Ok((nsf, training))
+    }
+
+    /// One layer's d conditioners, each trained on its own factor's NLL
+    /// with its own early stopping, spread over the cores (this thread
+    /// takes every `workers`-th from 0 and reports progress). Returns the
+    /// most epochs any ran and the latest best epoch.
+    #[allow(clippy::too_many_arguments)]
+    fn train_one_layer(
+        &mut self,
+        z_train: &[f32],
+        z_val: &[f32],
+        clean_x: &[f32],
+        val_x: &[f32],
+        noise: Option<&[f32]>,
+        spec: &MdnSpec,
+        progress: &mut dyn FnMut(usize, f64, f64),
+    ) -> Result<(usize, usize)> {
+        let d = &self.desc;
+        let (dim, p) = (d.parameters.len(), d.data_size);
+        let n_train = z_train.len() / dim;
+        let batch = spec.batch.min(n_train);
+        let schedule = spec.early_stopping().schedule();
+        // Inputs at position k: x, then the z before k.
+        let inputs = |x: &[f32], z: &[f32], k: usize| -> Vec<f32> {
+            x.chunks_exact(p).zip(z.chunks_exact(dim)).flat_map(|(x, z)| x.iter().copied().chain((0..k).map(|j| z[d.at(0, j)]))).collect::<Vec<f32>>()
+        };
+        let column = |z: &[f32], k: usize| -> Vec<f32> { z.chunks_exact(dim).map(|z| z[d.at(0, k)]).collect() };
+        let train_k = |k: usize, report: &mut dyn FnMut(usize, f64, f64)| -> Result<(Layers, crate::fused::Fitted)> {
+            let sizes = d.sizes(k);
+            let params = self.nets[0][k].iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect();
+            let mut net = MlpTrainer::new(&sizes, params, Scaling { mean: 0.0, std: 1.0, out_std: 1.0 }, batch, AdamW::new(spec.lr, 0.0));
+            let clean = inputs(clean_x, z_train, k);
+            let mut epoch_inputs = clean.clone();
+            let (targets, val_inputs, val_targets) = (column(z_train, k), inputs(val_x, z_val, k), column(z_val, k));
+            let width = p + k;
+            let data = FitData {
+                inputs: &mut epoch_inputs,
+                targets: &targets,
+                val_inputs: &val_inputs,
+                val_targets: &val_targets,
+                input_width: width,
+                target_width: 1,
+            };
+            let refresh = |x: &mut [f32], rng: &mut rand_chacha::ChaCha8Rng| {
+                x.copy_from_slice(&clean);
+                if let Some(noise) = noise {
+                    add_noise(x, width, p, noise, rng);
+                }
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed.wrapping_add(1 + k as u64));
+            let bound = d.bound;
+            let loss = |out: &[f32], t: &[f32], delta: Option<&mut [f32]>| match d.transform {
+                Transform::Spline => spline_nll(out, t, bound, delta),
+                Transform::Affine => affine_nll(out, t, delta),
+            };
+            let fitted = net.fit(data, schedule, &mut rng, refresh, loss, report).map_err(|e| {
+                anyhow::anyhow!(
+                    "the flow's conditioner of `{}` diverged at epoch {} (validation NLL {}); lower [step5] lr",
+                    d.parameters[d.at(0, k)],
+                    e.epoch,
+                    e.val
+                )
+            })?;
+            Ok((net.params().chunks_exact(2).map(|wb| (wb[0].clone(), wb[1].clone())).collect(), fitted))
+        };
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(dim).max(1);
+        let mut results: Vec<(usize, Result<(Layers, crate::fused::Fitted)>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (1..workers)
+                .map(|w| {
+                    let train_k = &train_k;
+                    scope.spawn(move || (w..dim).step_by(workers).map(|k| (k, train_k(k, &mut |_, _, _| {}))).collect::<Vec<_>>())
+                })
+                .collect();
+            let mut all = Vec::with_capacity(dim);
+            for k in (0..dim).step_by(workers) {
+                let mut quiet = |_: usize, _: f64, _: f64| {};
+                let report: &mut dyn FnMut(usize, f64, f64) = if k == 0 { &mut *progress } else { &mut quiet };
+                all.push((k, train_k(k, report)));
+            }
+            for h in handles {
+                all.extend(h.join().expect("a training thread panicked"));
+            }
+            all
+        });
+        results.sort_by_key(|(k, _)| *k);
+        let (mut nets, mut epochs, mut best_epoch) = (Vec::with_capacity(dim), 0, 0);
+        for (_, r) in results {
+            let (conditioner, fitted) = r?;
+            nets.push(conditioner);
+            epochs = epochs.max(fitted.epochs);
+            best_epoch = best_epoch.max(fitted.best_epoch);
+        }
+        self.nets[0] = nets;
+        Ok((epochs, best_epoch))
     }
 
     /// Rows of z (`rows × d`, parameter order) through `layer` under the

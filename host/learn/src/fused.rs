@@ -250,72 +250,63 @@ impl MlpTrainer {
     /// Mini-batch training with early stopping. Every epoch shuffles the
     /// training rows (from `rng`), lets `refresh` renew the training inputs
     /// (e.g. redraw their noise), takes one step per batch of `loss`, then
-    /// scores the validation rows; `progress(epoch, train, val)` follows.
-    /// It halves the learning rate on plateaus (and with `schedule.cosine`
-    /// anneals it), and stops after
-    /// `schedule.patience` epochs without a better validation loss,
-    /// leaving the best epoch's weights in place. `loss(out, target,
-    /// delta)` returns a batch's mean loss and, given `delta`, its gradient.
+    /// scores the validation rows; the learning rate and stopping follow
+    /// `schedule` ([`early_stopped`]), leaving the best epoch's weights in
+    /// place. `loss(out, target, delta)` returns a batch's mean loss and,
+    /// given `delta`, its gradient.
     #[allow(clippy::too_many_arguments)]
     pub fn fit<R: Rng>(
         &mut self,
         data: FitData<'_>,
         schedule: Schedule,
         rng: &mut R,
-        mut refresh: impl FnMut(&mut [f32], &mut R),
+        refresh: impl FnMut(&mut [f32], &mut R),
         loss: impl Fn(&[f32], &[f32], Option<&mut [f32]>) -> f64,
         progress: &mut dyn FnMut(usize, f64, f64),
     ) -> Result<Fitted, Diverged> {
-        let FitData { inputs, targets, val_inputs, val_targets, input_width: p, target_width: t } = data;
-        let (n, n_val) = (targets.len() / t, val_targets.len() / t);
-        let mut order: Vec<usize> = (0..n).collect();
-        let (mut best, mut best_epoch, mut best_params) = (f64::INFINITY, 0, self.params());
-        let (mut bx, mut by) = (Vec::new(), Vec::new());
-        let Schedule { max_epochs, patience, halve_after, cosine } = schedule;
-        let (mut epochs, mut last_halving) = (0, 0);
-        let mut base_lr = self.opt.lr;
-        for epoch in 0..max_epochs {
-            epochs = epoch + 1;
-            if cosine {
-                self.opt.lr = base_lr * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / max_epochs as f64).cos());
-            }
-            order.shuffle(rng);
-            refresh(inputs, rng);
-            let mut total = 0.0;
-            for rows in order.chunks(self.batch) {
-                bx.clear();
-                by.clear();
-                for &r in rows {
-                    bx.extend_from_slice(&inputs[r * p..(r + 1) * p]);
-                    by.extend_from_slice(&targets[r * t..(r + 1) * t]);
-                }
-                total += self.step_with(&bx, rows.len(), |out, delta| loss(out, &by, Some(delta))) * rows.len() as f64;
-            }
-            let mut val = 0.0;
-            for (x, y) in val_inputs.chunks(self.batch * p).zip(val_targets.chunks(self.batch * t)) {
-                let rows = x.len() / p;
-                val += loss(self.outputs(x, rows), y, None) * rows as f64;
-            }
-            let val = val / n_val as f64;
-            if !val.is_finite() {
-                return Err(Diverged { epoch: epochs, val });
-            }
-            progress(epoch, total / n as f64, val);
-            if val < best {
-                (best, best_epoch, best_params) = (val, epoch, self.params());
-            } else if epoch - best_epoch >= patience {
-                break;
-            } else if halve_after > 0 && epoch - best_epoch.max(last_halving) >= halve_after {
-                base_lr *= 0.5;
-                self.opt.lr *= 0.5;
-                last_halving = epoch;
+        let n = data.targets.len() / data.target_width;
+        let lr = self.opt.lr;
+        let best = self.params();
+        let mut epochs = FitEpochs { net: self, data, rng, refresh, loss, order: (0..n).collect(), bx: Vec::new(), by: Vec::new(), best };
+        early_stopped(&mut epochs, lr, schedule, progress)
+    }
+
+    /// Backpropagate `delta` (d loss / d output of the rows the last
+    /// [`MlpTrainer::outputs`] call ran, `rows × outputs`) into the
+    /// parameters' gradients and, given `input_grad` (`rows × inputs`),
+    /// into d loss / d input (overwritten). [`MlpTrainer::apply`] then
+    /// takes the step. For losses that are not a function of this network
+    /// alone, e.g. the stacked layers of a flow trained jointly.
+    pub fn backward_from(&mut self, rows: usize, delta: &[f32], input_grad: Option<&mut [f32]>) {
+        let last = self.layers.len() - 1;
+        let n = rows * self.layers[last].fan_out;
+        self.layers[last].delta[..n].copy_from_slice(&delta[..n]);
+        self.backward(rows);
+        if let Some(grad) = input_grad {
+            // d/dx = (δ₀ W₀ᵀ) / std: the first layer's delta through its weights.
+            let l = &self.layers[0];
+            let (fi, fo) = (l.fan_in, l.fan_out);
+            gemm(rows, fo, fi, &l.delta[..rows * fo], false, &l.w, true, 0.0, &mut grad[..rows * fi]);
+            let inv_std = (1.0 / self.scaling.std) as f32;
+            if inv_std != 1.0 {
+                grad[..rows * fi].iter_mut().for_each(|g| *g *= inv_std);
             }
         }
-        for (layer, wb) in self.layers.iter_mut().zip(best_params.chunks_exact(2)) {
+    }
+
+    /// One AdamW step at learning rate `lr` from the gradients of the last
+    /// [`MlpTrainer::backward_from`].
+    pub fn apply(&mut self, lr: f64) {
+        self.opt.lr = lr;
+        self.update();
+    }
+
+    /// Put parameters (as [`MlpTrainer::params`] returns them) back.
+    pub fn set_params(&mut self, params: &[Vec<f32>]) {
+        for (layer, wb) in self.layers.iter_mut().zip(params.chunks_exact(2)) {
             layer.w.copy_from_slice(&wb[0]);
             layer.b.copy_from_slice(&wb[1]);
         }
-        Ok(Fitted { epochs, best_epoch: best_epoch + 1, best_val: best })
     }
 
     /// One AdamW step of a binary classifier (one output, a logit) on the
@@ -390,6 +381,97 @@ impl MlpTrainer {
     }
 }
 
+/// What [`early_stopped`] trains, one epoch at a time.
+pub trait Epochs {
+    /// One epoch at learning rate `lr`: the mean training loss and the
+    /// validation loss.
+    fn epoch(&mut self, lr: f64) -> (f64, f64);
+    /// Keep the current weights as the best so far.
+    fn keep(&mut self);
+    /// Put the kept weights back.
+    fn restore(&mut self);
+}
+
+/// Epochs under `schedule` from learning rate `lr`: a half-cosine anneal
+/// (with `schedule.cosine`), halving on plateaus, stopping after
+/// `schedule.patience` epochs without a better validation loss; the best
+/// epoch's weights are left in place. `progress(epoch, train, val)`
+/// follows every epoch; a non-finite validation loss ends it with
+/// [`Diverged`].
+pub fn early_stopped(e: &mut impl Epochs, lr: f64, schedule: Schedule, progress: &mut dyn FnMut(usize, f64, f64)) -> Result<Fitted, Diverged> {
+    let Schedule { max_epochs, patience, halve_after, cosine } = schedule;
+    let (mut best, mut best_epoch) = (f64::INFINITY, 0);
+    let (mut epochs, mut last_halving, mut base_lr) = (0, 0, lr);
+    for epoch in 0..max_epochs {
+        epochs = epoch + 1;
+        let lr = if cosine { base_lr * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / max_epochs as f64).cos()) } else { base_lr };
+        let (train, val) = e.epoch(lr);
+        if !val.is_finite() {
+            return Err(Diverged { epoch: epochs, val });
+        }
+        progress(epoch, train, val);
+        if val < best {
+            (best, best_epoch) = (val, epoch);
+            e.keep();
+        } else if epoch - best_epoch >= patience {
+            break;
+        } else if halve_after > 0 && epoch - best_epoch.max(last_halving) >= halve_after {
+            base_lr *= 0.5;
+            last_halving = epoch;
+        }
+    }
+    e.restore();
+    Ok(Fitted { epochs, best_epoch: best_epoch + 1, best_val: best })
+}
+
+/// [`MlpTrainer::fit`]'s epochs.
+struct FitEpochs<'a, 'd, R, F, L> {
+    net: &'a mut MlpTrainer,
+    data: FitData<'d>,
+    rng: &'a mut R,
+    refresh: F,
+    loss: L,
+    order: Vec<usize>,
+    bx: Vec<f32>,
+    by: Vec<f32>,
+    best: Vec<Vec<f32>>,
+}
+
+impl<R: Rng, F: FnMut(&mut [f32], &mut R), L: Fn(&[f32], &[f32], Option<&mut [f32]>) -> f64> Epochs for FitEpochs<'_, '_, R, F, L> {
+    fn epoch(&mut self, lr: f64) -> (f64, f64) {
+        let FitData { inputs, targets, val_inputs, val_targets, input_width: p, target_width: t } = &mut self.data;
+        let (p, t) = (*p, *t);
+        let (n, n_val) = (targets.len() / t, val_targets.len() / t);
+        let net = &mut *self.net;
+        net.opt.lr = lr;
+        self.order.shuffle(self.rng);
+        (self.refresh)(inputs, self.rng);
+        let mut total = 0.0;
+        for rows in self.order.chunks(net.batch) {
+            self.bx.clear();
+            self.by.clear();
+            for &r in rows {
+                self.bx.extend_from_slice(&inputs[r * p..(r + 1) * p]);
+                self.by.extend_from_slice(&targets[r * t..(r + 1) * t]);
+            }
+            let (bx, by, loss) = (&self.bx, &self.by, &self.loss);
+            total += net.step_with(bx, rows.len(), |out, delta| loss(out, by, Some(delta))) * rows.len() as f64;
+        }
+        let mut val = 0.0;
+        for (x, y) in val_inputs.chunks(net.batch * p).zip(val_targets.chunks(net.batch * t)) {
+            let rows = x.len() / p;
+            val += (self.loss)(net.outputs(x, rows), y, None) * rows as f64;
+        }
+        (total / n as f64, val / n_val as f64)
+    }
+    fn keep(&mut self) {
+        self.best = self.net.params();
+    }
+    fn restore(&mut self) {
+        self.net.set_params(&self.best);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,6 +495,44 @@ mod tests {
             assert_eq!(fitted.epochs, 4);
             let want = if cosine { 1e-2 * 0.5 * (1.0 + (3.0 * std::f64::consts::PI / 4.0).cos()) } else { 1e-2 };
             assert!((net.opt.lr - want).abs() < 1e-12, "cosine {cosine}: lr {} against {want}", net.opt.lr);
+        }
+    }
+
+    /// The input gradient of [`MlpTrainer::backward_from`] (what joins the
+    /// stacked layers of a flow) against candle's autograd through the
+    /// same ReLU network, with standardised inputs, for a loss Σ c ⊙ out.
+    #[test]
+    fn the_input_gradient_equals_candle_autograd() {
+        use candle_core::{Device, Tensor, Var};
+        use rand::Rng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let (sizes, rows) = ([5usize, 7, 6, 3], 4);
+        let params: Vec<Vec<f32>> =
+            sizes.windows(2).flat_map(|w| [w[0] * w[1], w[1]]).map(|len| (0..len).map(|_| rng.random_range(-1.0..1.0f32)).collect()).collect();
+        let scaling = Scaling { mean: 0.3, std: 2.0, out_std: 1.0 };
+        let mut net = MlpTrainer::new(&sizes, params.clone(), scaling, rows, AdamW::new(1e-3, 0.0));
+        let x: Vec<f32> = (0..rows * 5).map(|_| rng.random_range(-2.0..2.0f32)).collect();
+        let c: Vec<f32> = (0..rows * 3).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+        net.outputs(&x, rows);
+        let mut grad = vec![0.0f32; rows * 5];
+        net.backward_from(rows, &c, Some(&mut grad));
+
+        let dev = Device::Cpu;
+        let xv = Var::from_tensor(&Tensor::from_vec(x.clone(), (rows, 5), &dev).unwrap()).unwrap();
+        let mut h = ((xv.as_tensor() - 0.3).unwrap() / 2.0).unwrap();
+        for (i, w) in sizes.windows(2).enumerate() {
+            let wt = Tensor::from_vec(params[2 * i].clone(), (w[0], w[1]), &dev).unwrap();
+            let b = Tensor::from_vec(params[2 * i + 1].clone(), (1, w[1]), &dev).unwrap();
+            h = h.matmul(&wt).unwrap().broadcast_add(&b).unwrap();
+            if i + 2 < sizes.len() {
+                h = h.relu().unwrap();
+            }
+        }
+        let loss = (h * Tensor::from_vec(c, (rows, 3), &dev).unwrap()).unwrap().sum_all().unwrap();
+        let want: Vec<f32> = loss.backward().unwrap().get(xv.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert!(want.iter().any(|g| g.abs() > 0.1), "a gradient worth checking");
+        for (i, (g, w)) in grad.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() < 1e-5 * (1.0 + w.abs()), "input {i}: {g} against candle's {w}");
         }
     }
 }
