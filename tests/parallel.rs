@@ -7,7 +7,7 @@
 //! that do not split refuse to run as several ranks. Built without the
 //! `mpi` feature, geohost refuses a start by an MPI launcher.
 
-use crate::common::{geohost, plugin, stderr};
+use crate::common::{geohost, stderr};
 use std::path::Path;
 
 /// Every output file of two runs, byte for byte (the summary's timings
@@ -25,16 +25,10 @@ fn assert_same_outputs(one: &Path, two: &Path) {
 /// The QG twin of tests/spatial.rs, shortened: a 2-D LETKF (289 local
 /// domains of 2 × 2 points) and an odd ensemble (uneven shares).
 fn qg_set(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("qg-split.toml");
-    let text = format!(
+    crate::common::qg_set(
+        dir,
+        "qg-split",
         r#"
-name = "qg-split"
-[model]
-plugin = "{model}"
-config = {{ refinement = 5, max_dt = 1.25 }}
-[observations]
-plugin = "{obs}"
-config = {{ shape = [33, 33], count = 100, variance = 4.0 }}
 [experiment]
 dt = 5.0
 cycles = 12
@@ -42,7 +36,7 @@ burn_in = 20.0
 seed = 3
 x0 = 0.0
 x0_variance = 1e-4
-spinup = {{ time = 600.0, samples = 12, every = 25.0 }}
+spinup = { time = 600.0, samples = 12, every = 25.0 }
 [output]
 members_every = 4
 [[method]]
@@ -51,11 +45,7 @@ N = 9
 infl = 1.04
 loc_rad = 2
 "#,
-        model = plugin("qg").display(),
-        obs = plugin("obs-tracks").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    )
 }
 
 /// The QG forecast on three instances of the component (threads): the

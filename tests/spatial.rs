@@ -3,7 +3,7 @@
 //! boundary checked; the quasi-geostrophic model conserves what its
 //! equations conserve; a 2-D twin experiment runs end to end with the LETKF.
 
-use crate::common::{geohost, plugin, stderr, stdout};
+use crate::common::{geohost, plugin, qg_set, stderr, stdout};
 use geohost_sandbox::model::{ForwardModel, ObsOperator};
 use geohost_sandbox::{Limits, Runtime, SandboxError, WasmForward, WasmObs, World};
 use nalgebra::DMatrix;
@@ -142,18 +142,10 @@ fn track_observations_are_where_their_coordinates_say() {
 #[test]
 fn a_two_dimensional_twin_runs_with_the_letkf() {
     let dir = tempfile::tempdir().unwrap();
-    let set = dir.path().join("qg-small.toml");
-    std::fs::write(
-        &set,
-        format!(
-            r#"
-name = "qg-small"
-[model]
-plugin = "{model}"
-config = {{ refinement = 5, max_dt = 1.25 }}
-[observations]
-plugin = "{obs}"
-config = {{ shape = [33, 33], count = 100, variance = 4.0 }}
+    let set = qg_set(
+        dir.path(),
+        "qg-small",
+        r#"
 [experiment]
 dt = 5.0
 cycles = 100
@@ -161,7 +153,7 @@ burn_in = 100.0
 seed = 1
 x0 = 0.0
 x0_variance = 1e-4
-spinup = {{ time = 4000.0, samples = 20, every = 50.0 }}
+spinup = { time = 4000.0, samples = 20, every = 50.0 }
 [[method]]
 method = "climatology"
 [[method]]
@@ -170,11 +162,7 @@ N = 15
 infl = 1.04
 loc_rad = 2
 "#,
-            model = plugin("qg").display(),
-            obs = plugin("obs-tracks").display()
-        ),
-    )
-    .unwrap();
+    );
     let out = geohost(dir.path()).args(["run", "-q"]).arg(&set).arg("--json").arg("--out").arg(dir.path().join("out")).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();

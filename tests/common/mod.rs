@@ -77,3 +77,26 @@ x0_variance = 0.001
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// A small QG twin's plugin-set `NAME.toml` (33 × 33 basin, 100
+/// observations on moving tracks, R = 4 I) with the given `[experiment]`
+/// and later sections (`rest`).
+pub fn qg_set(dir: &Path, name: &str, rest: &str) -> PathBuf {
+    let text = format!(
+        r#"
+name = "{name}"
+[model]
+plugin = "{model}"
+config = {{ refinement = 5, max_dt = 1.25 }}
+[observations]
+plugin = "{obs}"
+config = {{ shape = [33, 33], count = 100, variance = 4.0 }}
+{rest}
+"#,
+        model = plugin("qg").display(),
+        obs = plugin("obs-tracks").display(),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
