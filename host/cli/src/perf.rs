@@ -704,8 +704,13 @@ pub fn sbibm_benchmark(runtime: &geohost_sandbox::Runtime, task: &SbibmTask, est
         );
     }
     let m = means.iter().sum::<f64>() / means.len() as f64;
-    let sd = if means.len() > 1 { (means.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (means.len() - 1) as f64).sqrt() } else { f64::NAN };
-    let _ = write!(out, "  over {} seed(s): mean C2ST {m:.3}, sd {sd:.3}", means.len());
+    let _ = write!(out, "  over {} seed(s): mean C2ST {m:.3}", means.len());
+    if means.len() > 1 {
+        let sd = (means.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (means.len() - 1) as f64).sqrt();
+        let _ = write!(out, ", sd {sd:.3}");
+    } else {
+        let _ = write!(out, " (--seeds 3 or more for the spread)");
+    }
     Ok(format!("{header}\n{out}"))
 }
 
