@@ -907,6 +907,38 @@ impl Nsf {
 mod tests {
     use super::*;
 
+    /// A flow's description for tests: `dim` parameters with N(0, 1)
+    /// priors, data of size `data`, no standardisation.
+    pub(super) fn standard_description(
+        dim: usize,
+        data: usize,
+        hidden: Vec<usize>,
+        transform: Transform,
+        layers: usize,
+        bins: usize,
+        bound: f64,
+    ) -> NsfDescription {
+        let parameters: Vec<String> = (0..dim).map(|i| format!("t{i}")).collect();
+        let prior = parameters
+            .iter()
+            .map(|n| geohost_da::params::prior::PriorSpec { name: n.clone(), uniform: None, normal: Some([0.0, 1.0]), bounds: None })
+            .collect();
+        NsfDescription {
+            parameters,
+            data_size: data,
+            hidden,
+            transform,
+            layers,
+            bins,
+            bound,
+            theta_mean: vec![0.0; dim],
+            theta_std: vec![1.0; dim],
+            x_mean: vec![0.0; data],
+            x_std: vec![1.0; data],
+            prior,
+        }
+    }
+
     fn random_raw(rng: &mut impl Rng, bins: usize, scale: f64) -> Vec<f64> {
         (0..3 * bins - 1).map(|_| scale * rng.sample::<f64, _>(StandardNormal)).collect()
     }
@@ -969,23 +1001,7 @@ mod tests {
     fn a_stacked_flow_inverts_to_rounding() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
         for transform in [Transform::Spline, Transform::Affine] {
-            let names: Vec<String> = (0..3).map(|i| format!("t{i}")).collect();
-            let prior: Vec<geohost_da::params::prior::PriorSpec> =
-                names.iter().map(|n| geohost_da::params::prior::PriorSpec { name: n.clone(), uniform: None, normal: Some([0.0, 1.0]), bounds: None }).collect();
-            let desc = NsfDescription {
-                parameters: names,
-                data_size: 2,
-                hidden: vec![8],
-                transform,
-                layers: 3,
-                bins: 6,
-                bound: 5.0,
-                theta_mean: vec![0.0; 3],
-                theta_std: vec![1.0; 3],
-                x_mean: vec![0.0; 2],
-                x_std: vec![1.0; 2],
-                prior,
-            };
+            let desc = standard_description(3, 2, vec![8], transform, 3, 6, 5.0);
             let mut flow = Nsf::init(desc, &mut rng).unwrap();
             for layer in flow.nets.iter_mut().flatten().flatten() {
                 layer.0.iter_mut().for_each(|w| *w = 0.3 * rng.sample::<f32, _>(StandardNormal));

@@ -282,6 +282,7 @@ impl Epochs for Joint<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::standard_description;
     use super::super::{Nsf, Transform};
     use super::*;
     use rand::{Rng, SeedableRng};
@@ -296,23 +297,7 @@ mod tests {
     fn the_backward_pass_is_the_gradient_of_the_flows_likelihood() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
         for transform in [Transform::Spline, Transform::Affine] {
-            let names: Vec<String> = (0..3).map(|i| format!("t{i}")).collect();
-            let prior =
-                names.iter().map(|n| geohost_da::params::prior::PriorSpec { name: n.clone(), uniform: None, normal: Some([0.0, 1.0]), bounds: None }).collect();
-            let desc = NsfDescription {
-                parameters: names,
-                data_size: 2,
-                hidden: vec![6],
-                transform,
-                layers: 3,
-                bins: 5,
-                bound: 3.0,
-                theta_mean: vec![0.0; 3],
-                theta_std: vec![1.0; 3],
-                x_mean: vec![0.0; 2],
-                x_std: vec![1.0; 2],
-                prior,
-            };
+            let desc = standard_description(3, 2, vec![6], transform, 3, 5, 3.0);
             let mut flow = Nsf::init(desc, &mut rng).unwrap();
             for layer in flow.nets.iter_mut().flatten().flatten() {
                 layer.0.iter_mut().for_each(|w| *w = 0.4 * rng.sample::<f32, _>(StandardNormal));
@@ -342,23 +327,7 @@ mod tests {
     #[test]
     fn the_same_steps_on_one_thread_and_on_three() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let names: Vec<String> = (0..4).map(|i| format!("t{i}")).collect();
-        let prior =
-            names.iter().map(|n| geohost_da::params::prior::PriorSpec { name: n.clone(), uniform: None, normal: Some([0.0, 1.0]), bounds: None }).collect();
-        let desc = NsfDescription {
-            parameters: names,
-            data_size: 3,
-            hidden: vec![8, 8],
-            transform: Transform::Spline,
-            layers: 2,
-            bins: 4,
-            bound: 3.0,
-            theta_mean: vec![0.0; 4],
-            theta_std: vec![1.0; 4],
-            x_mean: vec![0.0; 3],
-            x_std: vec![1.0; 3],
-            prior,
-        };
+        let desc = standard_description(4, 3, vec![8, 8], Transform::Spline, 2, 4, 3.0);
         let flow = Nsf::init(desc, &mut rng).unwrap();
         let rows = 64;
         let x: Vec<f32> = (0..rows * 3).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
