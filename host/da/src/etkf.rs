@@ -10,12 +10,12 @@
 //!   x̄ₐ = x̄ + A w,             Aₐ = A T
 
 use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
-use super::linalg::{center, spd_inverse_sqrt};
+use super::linalg::{center, product_into, spd_inverse_sqrt_into, InverseSqrtWork};
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::twin::Twin;
 use anyhow::Result;
 use geohost_sandbox::model::{ForwardModel, ObsOperator};
-use nalgebra::{DMatrix, DVector};
+use nalgebra::{DMatrix, DMatrixViewMut, DVector, Dyn, Matrix, Storage, U1};
 
 /// `method = "etkf"`: the ETKF with `N` members, inflation and rotations.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -62,22 +62,74 @@ pub struct Etkf;
 ///
 /// With G = SᵀS/(N−1), (N−1)I + SᵀS = (N−1)(I + G), so
 /// T = (I + G)^{-1/2} and Pw = T²/(N−1): one inverse square root of a
-/// matrix whose eigenvalues are all ≥ 1 ([`spd_inverse_sqrt`]).
+/// matrix whose eigenvalues are all ≥ 1 ([`super::linalg::spd_inverse_sqrt`]).
 pub fn transform(s: &DMatrix<f64>, dy: &DVector<f64>) -> (DVector<f64>, DMatrix<f64>) {
-    let n = s.ncols();
+    let mut work = TransformWork::default();
+    transform_into(s, dy, &mut work);
+    (work.w, work.t)
+}
+
+/// The buffers of [`transform_into`], reused from call to call: with
+/// them the LETKF's local analyses allocate nothing once the buffers have
+/// held the largest local domain (see [`spd_inverse_sqrt_into`] for the
+/// one exception, small ensembles).
+#[derive(Default)]
+pub struct TransformWork {
+    /// Sᵀ, `N × p` (the first N·p values).
+    st: Vec<f64>,
+    /// I + SᵀS/(N−1).
+    gram: DMatrix<f64>,
+    /// Sᵀδ and T Sᵀδ.
+    st_dy: DVector<f64>,
+    t_st_dy: DVector<f64>,
+    sqrt: InverseSqrtWork,
+    /// The transform T (`N × N`) of the last call.
+    pub t: DMatrix<f64>,
+    /// The mean weights w (length N) of the last call.
+    pub w: DVector<f64>,
+}
+
+/// [`transform`] into `work.w` and `work.t`, with `work`'s buffers.
+pub fn transform_into<SS, SD>(s: &Matrix<f64, Dyn, Dyn, SS>, dy: &Matrix<f64, Dyn, U1, SD>, work: &mut TransformWork)
+where
+    SS: Storage<f64, Dyn, Dyn>,
+    SD: Storage<f64, Dyn, U1>,
+{
+    let (p, n) = s.shape();
     let n1 = (n - 1) as f64;
     // Explicit transpose + GEMM: nalgebra's `tr_mul` is a dot-product loop,
     // several times slower at these sizes.
-    let st = s.transpose();
-    let mut a = &st * s;
-    a /= n1;
-    for i in 0..n {
-        a[(i, i)] += 1.0;
+    let mut st = buffer_matrix(&mut work.st, n, p);
+    st.tr_copy_from(s);
+    if work.gram.shape() != (n, n) {
+        work.gram = DMatrix::zeros(n, n);
     }
-    let t = spd_inverse_sqrt(&a, 1.0);
+    product_into(&st, s, &mut work.gram);
+    work.gram /= n1;
+    for i in 0..n {
+        work.gram[(i, i)] += 1.0;
+    }
+    spd_inverse_sqrt_into(&work.gram, 1.0, &mut work.sqrt, &mut work.t);
     // w = Pw Sᵀδ = T (T Sᵀδ) / (N−1), as matrix–vector products.
-    let w = &t * (&t * (st * dy)) / n1;
-    (w, t)
+    for v in [&mut work.st_dy, &mut work.t_st_dy, &mut work.w] {
+        if v.len() != n {
+            *v = DVector::zeros(n);
+        }
+    }
+    st.mul_to(dy, &mut work.st_dy);
+    work.t.mul_to(&work.st_dy, &mut work.t_st_dy);
+    work.t.mul_to(&work.t_st_dy, &mut work.w);
+    work.w /= n1;
+}
+
+/// The first `rows × cols` values of `buffer` as a column-major matrix,
+/// the buffer grown first when it is shorter (so a buffer reused for
+/// matrices of varying size stops allocating once it has held the largest).
+pub fn buffer_matrix(buffer: &mut Vec<f64>, rows: usize, cols: usize) -> DMatrixViewMut<'_, f64> {
+    if buffer.len() < rows * cols {
+        buffer.resize(rows * cols, 0.0);
+    }
+    DMatrixViewMut::from_slice(&mut buffer[..rows * cols], rows, cols)
 }
 
 /// Whitened observation anomalies and innovation: R^{-1/2}(Eo − ȳ),

@@ -8,8 +8,8 @@
 //! enough of them; the result does not depend on either number.
 
 use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
-use super::etkf::{transform, whiten};
-use super::linalg::center;
+use super::etkf::{buffer_matrix, transform_into, whiten, TransformWork};
+use super::linalg::{center, product_into};
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
@@ -117,6 +117,9 @@ pub struct Letkf<'t> {
     threads: usize,
     /// The processes sharing the local analyses (contiguous shares).
     team: &'t dyn Team,
+    /// Per thread, its buffers and the rows its last analysis produced.
+    work: Vec<LocalWork>,
+    rows: Vec<Vec<f64>>,
 }
 
 /// Fewest local domains per thread: below this a thread costs more than
@@ -187,7 +190,17 @@ impl Letkf<'static> {
     /// `f64::INFINITY` means no localisation.
     pub fn new(layout: Layout, observed: &[f64], loc_rad: f64, batch: usize) -> Letkf<'static> {
         let batches = batches(&layout, batch.max(1));
-        let mut letkf = Letkf { layout, loc_rad, local: Vec::new(), batches, observed: Vec::new(), threads: default_threads(), team: &Solo };
+        let mut letkf = Letkf {
+            layout,
+            loc_rad,
+            local: Vec::new(),
+            batches,
+            observed: Vec::new(),
+            threads: default_threads(),
+            team: &Solo,
+            work: Vec::new(),
+            rows: Vec::new(),
+        };
         letkf.observe_at(observed);
         letkf
     }
@@ -204,8 +217,8 @@ impl<'t> Letkf<'t> {
     /// Split the local analyses over the ranks of `team` (each rank then
     /// over its threads); the analysis is the same to the bit.
     pub fn with_team<'u>(self, team: &'u dyn Team) -> Letkf<'u> {
-        let Letkf { layout, loc_rad, batches, local, observed, threads, team: _ } = self;
-        Letkf { layout, loc_rad, batches, local, observed, threads, team }
+        let Letkf { layout, loc_rad, batches, local, observed, threads, team: _, work, rows } = self;
+        Letkf { layout, loc_rad, batches, local, observed, threads, team, work, rows }
     }
 
     /// Rebuild every batch's observation list for observations at
@@ -269,20 +282,70 @@ impl<'t> Letkf<'t> {
     }
 }
 
-/// One batch's analysis: its rows of the updated ensemble
-/// (`state.len() × N`), or `None` when no observation is near.
-fn local_analysis(batch: &Batch, near: &LocalObs, mu: &DVector<f64>, a: &DMatrix<f64>, s: &DMatrix<f64>, dy: &DVector<f64>) -> Option<DMatrix<f64>> {
+/// The batches among `batches` with observations near them (`local`,
+/// batch by batch): those a local analysis changes.
+fn updated<'a>(batches: &'a [Batch], local: &'a [LocalObs]) -> impl Iterator<Item = &'a Batch> {
+    batches.iter().zip(local).filter(|(_, near)| !near.obs.is_empty()).map(|(batch, _)| batch)
+}
+
+/// One thread's buffers for [`local_analysis`], reused from domain to
+/// domain and from cycle to cycle: once they have held the largest local
+/// domain, the hot loop allocates nothing (except inside nalgebra's
+/// eigendecomposition, which ensembles of fewer than 12 members use; see
+/// [`super::linalg::spd_inverse_sqrt_into`]).
+#[derive(Default)]
+struct LocalWork {
+    s_loc: Vec<f64>,
+    dy_loc: Vec<f64>,
+    a_loc: Vec<f64>,
+    update: Vec<f64>,
+    dmu: Vec<f64>,
+    transform: TransformWork,
+}
+
+/// One batch's analysis: append its rows of the updated ensemble
+/// (`state.len() × N`, column-major) to `out`; nothing when no
+/// observation is near (the forecast stands).
+#[allow(clippy::too_many_arguments)] // the domain, the shared inputs, the thread's buffers
+fn local_analysis(
+    batch: &Batch,
+    near: &LocalObs,
+    mu: &DVector<f64>,
+    a: &DMatrix<f64>,
+    s: &DMatrix<f64>,
+    dy: &DVector<f64>,
+    work: &mut LocalWork,
+    out: &mut Vec<f64>,
+) {
     if near.obs.is_empty() {
-        return None; // nothing nearby: the forecast stands
+        return;
     }
-    let n = a.ncols();
-    let s_loc = DMatrix::from_fn(near.obs.len(), n, |jl, k| s[(near.obs[jl], k)] * near.sqrt_taper[jl]);
-    let dy_loc = DVector::from_fn(near.obs.len(), |jl, _| dy[near.obs[jl]] * near.sqrt_taper[jl]);
-    let (w, t) = transform(&s_loc, &dy_loc);
-    let a_loc = a.select_rows(&batch.state);
-    let update = &a_loc * t; // anomalies
-    let dmu = &a_loc * w;
-    Some(DMatrix::from_fn(batch.state.len(), n, |il, k| mu[batch.state[il]] + dmu[il] + update[(il, k)]))
+    let (p, n, rows) = (near.obs.len(), a.ncols(), batch.state.len());
+    let LocalWork { s_loc, dy_loc, a_loc, update, dmu, transform } = work;
+    let mut s_loc = buffer_matrix(s_loc, p, n);
+    for k in 0..n {
+        for (jl, (&j, &taper)) in near.obs.iter().zip(&near.sqrt_taper).enumerate() {
+            s_loc[(jl, k)] = s[(j, k)] * taper;
+        }
+    }
+    let mut dy_loc = buffer_matrix(dy_loc, p, 1);
+    for (jl, (&j, &taper)) in near.obs.iter().zip(&near.sqrt_taper).enumerate() {
+        dy_loc[jl] = dy[j] * taper;
+    }
+    transform_into(&s_loc, &dy_loc.column(0), transform);
+    let mut a_loc = buffer_matrix(a_loc, rows, n);
+    for k in 0..n {
+        for (il, &i) in batch.state.iter().enumerate() {
+            a_loc[(il, k)] = a[(i, k)];
+        }
+    }
+    let mut update = buffer_matrix(update, rows, n); // anomalies
+    product_into(&a_loc, &transform.t, &mut update);
+    let mut dmu = buffer_matrix(dmu, rows, 1);
+    a_loc.mul_to(&transform.w, &mut dmu);
+    for k in 0..n {
+        out.extend(batch.state.iter().enumerate().map(|(il, &i)| mu[i] + dmu[il] + update[(il, k)]));
+    }
 }
 
 impl Analysis for Letkf<'_> {
@@ -323,25 +386,29 @@ impl Analysis for Letkf<'_> {
         let mine = share(self.batches.len(), ranks, self.team.rank());
         let (batches, local) = (&self.batches[mine.clone()], &self.local[mine]);
         // The local analyses are independent: contiguous shares of this
-        // rank's batches on scoped threads, each writing its own rows
-        // afterwards.
+        // rank's batches on scoped threads, each appending its batches'
+        // rows to its own buffer, written into `e` afterwards in batch order.
         let threads = self.threads.min(batches.len() / DOMAINS_PER_THREAD).max(1);
-        let results: Vec<Option<DMatrix<f64>>> = if threads == 1 {
-            batches.iter().zip(local).map(|(b, near)| local_analysis(b, near, &mu, &a, &s, &dy)).collect()
-        } else {
-            let per_thread = batches.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = batches
-                    .chunks(per_thread)
-                    .zip(local.chunks(per_thread))
-                    .map(|(batches, local)| {
-                        let (mu, a, s, dy) = (&mu, &a, &s, &dy);
-                        scope.spawn(move || batches.iter().zip(local).map(|(b, near)| local_analysis(b, near, mu, a, s, dy)).collect::<Vec<_>>())
-                    })
-                    .collect();
-                handles.into_iter().flat_map(|h| h.join().expect("a local analysis thread panicked")).collect()
-            })
+        let per_thread = batches.len().div_ceil(threads).max(1);
+        self.work.resize_with(threads.max(self.work.len()), Default::default);
+        self.rows.resize_with(threads.max(self.rows.len()), Vec::new);
+        let (work, rows) = (&mut self.work[..threads], &mut self.rows[..threads]);
+        rows.iter_mut().for_each(Vec::clear);
+        let analyse_share = |batches: &[Batch], local: &[LocalObs], work: &mut LocalWork, out: &mut Vec<f64>| {
+            for (b, near) in batches.iter().zip(local) {
+                local_analysis(b, near, &mu, &a, &s, &dy, work, out);
+            }
         };
+        if threads == 1 {
+            analyse_share(batches, local, &mut work[0], &mut rows[0]);
+        } else {
+            std::thread::scope(|scope| {
+                for (((batches, local), work), out) in batches.chunks(per_thread).zip(local.chunks(per_thread)).zip(work.iter_mut()).zip(rows.iter_mut()) {
+                    scope.spawn(|| analyse_share(batches, local, work, out));
+                }
+            });
+        }
+        let rows = &self.rows[..threads];
         let write = |e: &mut DMatrix<f64>, batch: &Batch, rows: &[f64]| {
             // `rows`: the batch's rows of the ensemble, column-major.
             for (il, &i) in batch.state.iter().enumerate() {
@@ -351,9 +418,12 @@ impl Analysis for Letkf<'_> {
             }
         };
         if ranks == 1 {
-            for (batch, rows) in batches.iter().zip(results) {
-                if let Some(rows) = rows {
-                    write(e, batch, rows.as_slice());
+            for ((batches, local), rows) in batches.chunks(per_thread).zip(local.chunks(per_thread)).zip(rows) {
+                let mut at = 0;
+                for batch in updated(batches, local) {
+                    let len = batch.state.len() * members;
+                    write(e, batch, &rows[at..at + len]);
+                    at += len;
                 }
             }
             return Ok(());
@@ -361,14 +431,13 @@ impl Analysis for Letkf<'_> {
         // Every rank knows which batches have observations near them, so
         // each rank's part (the updated rows of its batches with any, in
         // batch order) has a length every rank can count.
-        let updated = |range: std::ops::Range<usize>| -> usize {
-            self.batches[range.clone()].iter().zip(&self.local[range]).filter(|(_, near)| !near.obs.is_empty()).map(|(b, _)| b.state.len() * members).sum()
-        };
-        let counts: Vec<usize> = (0..ranks).map(|r| updated(share(self.batches.len(), ranks, r))).collect();
-        let part: Vec<f64> = results.iter().flatten().flat_map(|rows| rows.as_slice().iter().copied()).collect();
+        let updated_len =
+            |range: std::ops::Range<usize>| -> usize { updated(&self.batches[range.clone()], &self.local[range]).map(|b| b.state.len() * members).sum() };
+        let counts: Vec<usize> = (0..ranks).map(|r| updated_len(share(self.batches.len(), ranks, r))).collect();
+        let part: Vec<f64> = rows.concat();
         let all = self.team.gather(Ok(part), &counts)?;
         let mut at = 0;
-        for (batch, _) in self.batches.iter().zip(&self.local).filter(|(_, near)| !near.obs.is_empty()) {
+        for batch in updated(&self.batches, &self.local) {
             let len = batch.state.len() * members;
             write(e, batch, &all[at..at + len]);
             at += len;

@@ -1,7 +1,7 @@
 //! Small dense linear-algebra helpers for the ensemble methods, on top of
 //! nalgebra. Ensembles are `size × members` (one column per member).
 
-use nalgebra::{DMatrix, DVector};
+use nalgebra::{DMatrix, DVector, Dyn, Matrix, Storage, StorageMut};
 use rand::Rng;
 use rand_distr::StandardNormal;
 
@@ -90,11 +90,53 @@ pub fn spd_inverse(m: DMatrix<f64>, what: &str) -> anyhow::Result<DMatrix<f64>> 
 /// spectrum too wide for a polynomial of moderate degree go to the
 /// eigendecomposition instead, so the result is always accurate to rounding.
 pub fn spd_inverse_sqrt(a: &DMatrix<f64>, lower: f64) -> DMatrix<f64> {
-    const MIN_SIZE: usize = 12;
-    if a.nrows() < MIN_SIZE {
-        return eigen_inverse_sqrt(a);
+    let mut out = DMatrix::zeros(a.nrows(), a.ncols());
+    spd_inverse_sqrt_into(a, lower, &mut InverseSqrtWork::default(), &mut out);
+    out
+}
+
+/// `out ← a b` by nalgebra's GEMM, which hands every product whose sides
+/// all exceed 5 to matrixmultiply's kernels. Those allocate a packing
+/// buffer on each call: the one allocation left per local domain in the
+/// LETKF (kept because the kernels are about 3× faster at N = 20–45 than
+/// nalgebra's allocation-free column loop). Test builds count them.
+pub fn product_into<SA, SB, SO>(a: &Matrix<f64, Dyn, Dyn, SA>, b: &Matrix<f64, Dyn, Dyn, SB>, out: &mut Matrix<f64, Dyn, Dyn, SO>)
+where
+    SA: Storage<f64, Dyn, Dyn>,
+    SB: Storage<f64, Dyn, Dyn>,
+    SO: StorageMut<f64, Dyn, Dyn>,
+{
+    #[cfg(test)]
+    if a.nrows() > 5 && a.ncols() > 5 && b.ncols() > 5 {
+        LIBRARY_PRODUCTS.with(|count| count.set(count.get() + 1));
     }
-    chebyshev_inverse_sqrt(a, lower).unwrap_or_else(|| eigen_inverse_sqrt(a))
+    a.mul_to(b, out);
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Products [`product_into`] made on this thread that allocate.
+    pub static LIBRARY_PRODUCTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The buffers [`spd_inverse_sqrt_into`] reuses from call to call: the
+/// powers of the polynomial's argument and one product. Once they have
+/// held the largest size, the polynomial branch allocates nothing (the
+/// LETKF calls it once per local domain).
+#[derive(Default)]
+pub struct InverseSqrtWork {
+    powers: Vec<DMatrix<f64>>,
+    product: DMatrix<f64>,
+}
+
+/// [`spd_inverse_sqrt`] into `out` (reshaped to `a`'s shape), with
+/// buffers from `work`. The eigendecomposition branch (below 12 × 12, or a
+/// spectrum too wide for the polynomial) allocates inside nalgebra.
+pub fn spd_inverse_sqrt_into(a: &DMatrix<f64>, lower: f64, work: &mut InverseSqrtWork, out: &mut DMatrix<f64>) {
+    const MIN_SIZE: usize = 12;
+    if a.nrows() < MIN_SIZE || !chebyshev_inverse_sqrt_into(a, lower, work, out) {
+        *out = eigen_inverse_sqrt(a);
+    }
 }
 
 /// `A^{-1/2}` through the symmetric eigendecomposition `A = V diag(d) Vᵀ`.
@@ -120,15 +162,24 @@ pub fn eigen_inverse_sqrt(a: &DMatrix<f64>) -> DMatrix<f64> {
 /// eigenvalue is of that order, and evaluated in X by Paterson–Stockmeyer:
 /// powers X², …, Xˢ, then Horner in Xˢ over blocks of s terms.
 pub fn chebyshev_inverse_sqrt(a: &DMatrix<f64>, lower: f64) -> Option<DMatrix<f64>> {
+    let mut out = DMatrix::zeros(a.nrows(), a.ncols());
+    chebyshev_inverse_sqrt_into(a, lower, &mut InverseSqrtWork::default(), &mut out).then_some(out)
+}
+
+/// [`chebyshev_inverse_sqrt`] into `out`, with buffers from `work`;
+/// `false` (and `out` unspecified) where the spectrum is too wide.
+fn chebyshev_inverse_sqrt_into(a: &DMatrix<f64>, lower: f64, work: &mut InverseSqrtWork, out: &mut DMatrix<f64>) -> bool {
     const NODES: usize = 48;
     const MAX_DEGREE: usize = 30;
     let n = a.nrows();
     if !(lower > 0.0 && a.iter().all(|x| x.is_finite())) {
-        return None;
+        return false;
     }
     // A is symmetric: column sums are row sums.
     let gershgorin = a.column_iter().map(|col| col.iter().map(|x| x.abs()).sum::<f64>()).fold(0.0, f64::max);
-    let shifted_frobenius = (a.norm_squared() - a.diagonal().norm_squared() + a.diagonal().iter().map(|d| (d - lower) * (d - lower)).sum::<f64>()).sqrt();
+    // The diagonal as a strided view (`diagonal()` would copy it).
+    let diagonal = nalgebra::DMatrixView::from_slice_with_strides(a.as_slice(), n, 1, n + 1, n);
+    let shifted_frobenius = (a.norm_squared() - diagonal.norm_squared() + diagonal.iter().map(|d| (d - lower) * (d - lower)).sum::<f64>()).sqrt();
     let upper = gershgorin.min(lower + shifted_frobenius).max(lower * (1.0 + 1e-12));
     let (mid, half) = (0.5 * (upper + lower), 0.5 * (upper - lower));
 
@@ -140,8 +191,14 @@ pub fn chebyshev_inverse_sqrt(a: &DMatrix<f64>, lower: f64) -> Option<DMatrix<f6
         (0..NODES).flat_map(|k| (0..NODES).map(move |j| (k as f64 * theta(j)).cos())).collect()
     });
     let f = |t: f64| 1.0 / (mid + half * t).sqrt();
-    let values: Vec<f64> = cosines[NODES..2 * NODES].iter().map(|&t| f(t) * 2.0 / NODES as f64).collect();
-    let mut c: Vec<f64> = cosines.chunks_exact(NODES).map(|row| row.iter().zip(&values).map(|(ct, v)| ct * v).sum()).collect();
+    let mut values = [0.0; NODES];
+    for (v, &t) in values.iter_mut().zip(&cosines[NODES..2 * NODES]) {
+        *v = f(t) * 2.0 / NODES as f64;
+    }
+    let mut c = [0.0; NODES];
+    for (ck, row) in c.iter_mut().zip(cosines.chunks_exact(NODES)) {
+        *ck = row.iter().zip(&values).map(|(ct, v)| ct * v).sum();
+    }
     c[0] *= 0.5;
     // The coefficients of x^{-1/2} decrease in size geometrically: cut
     // before the first one below the tolerance (the dropped tail is of its
@@ -149,55 +206,75 @@ pub fn chebyshev_inverse_sqrt(a: &DMatrix<f64>, lower: f64) -> Option<DMatrix<f6
     let tolerance = 1e-15 * f(-1.0);
     let degree = c.iter().position(|ck| ck.abs() <= tolerance).unwrap_or(NODES).saturating_sub(1);
     if degree > MAX_DEGREE {
-        return None;
+        return false;
     }
 
     // Monomial coefficients in t of Σ cₖ Tₖ(t), with T₀ = 1, T₁ = t,
     // Tₖ₊₁ = 2t Tₖ − Tₖ₋₁.
-    let mut coef = vec![0.0; degree + 1];
-    let (mut t_prev, mut t_cur) = (vec![0.0; degree + 1], vec![0.0; degree + 1]);
+    let terms = degree + 1;
+    let mut coef_buffer = [0.0; MAX_DEGREE + 1];
+    let coef = &mut coef_buffer[..terms];
+    let (mut t_prev, mut t_cur) = ([0.0; MAX_DEGREE + 1], [0.0; MAX_DEGREE + 1]);
     t_prev[0] = 1.0;
     if degree >= 1 {
         t_cur[1] = 1.0;
     }
     for (k, ck) in c.iter().enumerate().take(degree + 1) {
         let tk = if k == 0 { &t_prev } else { &t_cur };
-        for (a, t) in coef.iter_mut().zip(tk) {
+        for (a, t) in coef.iter_mut().zip(&tk[..terms]) {
             *a += ck * t;
         }
         if k >= 1 && k < degree {
-            let mut next: Vec<f64> = t_prev.iter().map(|x| -x).collect();
+            let mut next = [0.0; MAX_DEGREE + 1];
+            for (x, p) in next[..terms].iter_mut().zip(&t_prev[..terms]) {
+                *x = -p;
+            }
             for i in 0..degree {
                 next[i + 1] += 2.0 * t_cur[i];
             }
-            t_prev = std::mem::replace(&mut t_cur, next);
+            (t_prev, t_cur) = (t_cur, next);
         }
     }
 
     // Paterson–Stockmeyer: the block size s minimising (s − 1) + (blocks − 1) products.
-    let terms = degree + 1;
     let s = (1..=terms).min_by_key(|&s| (s - 1) + terms.div_ceil(s) - 1).unwrap_or(1);
-    let mut x = a - DMatrix::<f64>::identity(n, n) * mid;
-    x /= half;
-    let mut powers = vec![DMatrix::<f64>::identity(n, n), x];
-    while powers.len() <= s {
-        let next = powers.last().expect("non-empty") * &powers[1];
-        powers.push(next);
+    let square = |m: &mut DMatrix<f64>| {
+        if m.shape() != (n, n) {
+            *m = DMatrix::zeros(n, n);
+        }
+    };
+    while work.powers.len() <= s {
+        work.powers.push(DMatrix::zeros(n, n));
+    }
+    let powers = &mut work.powers[..=s];
+    powers.iter_mut().for_each(square);
+    powers[0].fill_with_identity();
+    // X = (A − mI)/h.
+    for (i, (x, a)) in powers[1].iter_mut().zip(a.iter()).enumerate() {
+        let shift = if i % n == i / n { mid } else { 0.0 };
+        *x = (a - shift) / half;
+    }
+    for k in 2..=s {
+        let (done, rest) = powers.split_at_mut(k);
+        product_into(&done[k - 1], &done[1], &mut rest[0]);
     }
     // result ← result · Xˢ + Σⱼ a_{is+j} Xʲ, from the last block down.
     let blocks = terms.div_ceil(s);
-    let mut result = DMatrix::<f64>::zeros(n, n);
+    square(out);
+    square(&mut work.product);
+    out.fill(0.0);
     for i in (0..blocks).rev() {
         if i + 1 < blocks {
-            result = &result * &powers[s];
+            product_into(out, &powers[s], &mut work.product);
+            std::mem::swap(out, &mut work.product);
         }
         for (j, power) in powers.iter().enumerate().take(s) {
             if let Some(&aij) = coef.get(i * s + j) {
-                for (r, p) in result.as_mut_slice().iter_mut().zip(power.as_slice()) {
+                for (r, p) in out.as_mut_slice().iter_mut().zip(power.as_slice()) {
                     *r += aij * p;
                 }
             }
         }
     }
-    Some(result)
+    true
 }

@@ -538,3 +538,81 @@ fn forecasts_split_over_ranks_and_instances_are_the_same_to_the_bit() {
     });
     assert_eq!(errors, ["rank 1 failed", "members 4..7 (counted from 0) on MPI rank 1"]);
 }
+
+/// Counts each thread's heap allocations (this test binary's allocator),
+/// for the LETKF's rule of no allocation per local domain.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Allocations (and reallocations) made on this thread so far.
+    pub fn on_this_thread() -> usize {
+        ALLOCATIONS.with(Cell::get)
+    }
+
+    fn count() {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+    }
+
+    // SAFETY: every call is forwarded to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count();
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            count();
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count();
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: counting::Counting = counting::Counting;
+
+/// The LETKF's hot loop allocates nothing per local domain but the GEMM
+/// library's packing buffers (one per product, [`linalg::product_into`]):
+/// once its buffers have grown (the first analysis), an analysis of 225
+/// domains makes, apart from those, exactly as many allocations as one of
+/// 25 (the ensemble's mean, anomalies and whitened observations, once per
+/// analysis); and reusing the buffers changes no bit.
+#[test]
+fn the_letkf_allocates_nothing_per_local_domain() {
+    let analysis = |rows: usize, cols: usize| {
+        // N = 20 and observations four times as uncertain as the spread:
+        // the polynomial inverse square root (the eigendecomposition, for
+        // fewer than 12 members or a wide spectrum, allocates inside
+        // nalgebra).
+        let mut c = map_case(rows, cols, 20);
+        c.r.fill(4.0);
+        let mut letkf = letkf::Letkf::new(c.layout.clone(), &c.coordinates, 2.0, 2).with_threads(1);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut first = c.e0.clone();
+        letkf.analyse(&mut first, &c.eo, &c.y, &c.r, &mut rng).unwrap();
+        let mut again = c.e0.clone();
+        let (before, products_before) = (counting::on_this_thread(), linalg::LIBRARY_PRODUCTS.with(|c| c.get()));
+        letkf.analyse(&mut again, &c.eo, &c.y, &c.r, &mut rng).unwrap();
+        let products = linalg::LIBRARY_PRODUCTS.with(|c| c.get()) - products_before;
+        let allocations = counting::on_this_thread() - before - products;
+        assert!(products >= rows * cols / 4, "{products} library products for {} domains", rows * cols / 4);
+        assert_eq!(first, again, "reused buffers give the same analysis");
+        assert!(max_abs(&(&again - &c.e0)) > 1e-3, "the analysis changes the ensemble");
+        allocations
+    };
+    let (few, many) = (analysis(10, 10), analysis(30, 30));
+    assert_eq!(few, many, "allocations in an analysis of 25 local domains and of 225");
+    assert!(few <= 12, "{few} allocations per analysis");
+}
