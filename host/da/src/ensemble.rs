@@ -25,6 +25,23 @@ pub trait Analysis {
     fn locate(&mut self, _obs: &mut dyn ObsOperator, _t: f64) -> Result<()> {
         Ok(())
     }
+
+    /// For an analysis that updates each state row from that row's
+    /// forecast and the observations alone (the LETKF): the rows this rank
+    /// of the run's team updates, in the order [`Analysis::analyse_rows`]
+    /// takes them. Then a run on several ranks keeps only those rows of
+    /// the ensemble on each ([`crate::decomposed`]). `None`, the default:
+    /// the analysis needs the whole ensemble, which every rank then holds.
+    fn rows(&self) -> Option<&[usize]> {
+        None
+    }
+
+    /// [`Analysis::analyse`] of this rank's [`Analysis::rows`] only: `e`
+    /// holds those rows (`rows().len() × N`), `eo` every member's
+    /// observations.
+    fn analyse_rows(&mut self, _e: &mut DMatrix<f64>, _eo: &DMatrix<f64>, _y: &DVector<f64>, _r: &DVector<f64>, _rng: &mut dyn rand::RngCore) -> Result<()> {
+        anyhow::bail!("this analysis needs the whole ensemble (it has no rows of its own)")
+    }
 }
 
 /// The parameters every ensemble method takes (names as in DAPPER): the
@@ -103,7 +120,7 @@ pub struct Record {
 }
 
 impl Record {
-    fn keeps(&self, k: usize) -> bool {
+    pub(crate) fn keeps(&self, k: usize) -> bool {
         self.members_every > 0 && k.is_multiple_of(self.members_every)
     }
 }
@@ -240,6 +257,9 @@ pub fn cycle(
     rng: &mut rand_chacha::ChaCha8Rng,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Trajectory> {
+    if execution.team.size() > 1 && analysis.rows().is_some() {
+        return crate::decomposed::cycle(twin, model, obs, members, analysis, post, execution, rng, progress);
+    }
     let ch = twin.chronology;
     let mut e = twin.prior.sample(members, rng)?;
     let mut stats = CycleStats::with_capacity(ch.cycles);

@@ -120,6 +120,12 @@ pub struct Letkf<'t> {
     /// Per thread, its buffers and the rows its last analysis produced.
     work: Vec<LocalWork>,
     rows: Vec<Vec<f64>>,
+    /// This rank's state rows (its batches' points, batch after batch),
+    /// where each of its batches starts among them, and 0, 1, … as long:
+    /// how [`Analysis::analyse_rows`] finds a batch's rows.
+    rank_rows: Vec<usize>,
+    rank_offsets: Vec<usize>,
+    positions: Vec<usize>,
 }
 
 /// Fewest local domains per thread: below this a thread costs more than
@@ -200,7 +206,11 @@ impl Letkf<'static> {
             team: &Solo,
             work: Vec::new(),
             rows: Vec::new(),
+            rank_rows: Vec::new(),
+            rank_offsets: Vec::new(),
+            positions: Vec::new(),
         };
+        letkf.place_rank_rows();
         letkf.observe_at(observed);
         letkf
     }
@@ -217,8 +227,48 @@ impl<'t> Letkf<'t> {
     /// Split the local analyses over the ranks of `team` (each rank then
     /// over its threads); the analysis is the same to the bit.
     pub fn with_team<'u>(self, team: &'u dyn Team) -> Letkf<'u> {
-        let Letkf { layout, loc_rad, batches, local, observed, threads, team: _, work, rows } = self;
-        Letkf { layout, loc_rad, batches, local, observed, threads, team, work, rows }
+        let Letkf { layout, loc_rad, batches, local, observed, threads, team: _, work, rows, .. } = self;
+        let mut letkf = Letkf {
+            layout,
+            loc_rad,
+            batches,
+            local,
+            observed,
+            threads,
+            team,
+            work,
+            rows,
+            rank_rows: Vec::new(),
+            rank_offsets: Vec::new(),
+            positions: Vec::new(),
+        };
+        letkf.place_rank_rows();
+        letkf
+    }
+
+    /// The rows of this rank's share of the batches, batch after batch.
+    fn place_rank_rows(&mut self) {
+        let mine = share(self.batches.len(), self.team.size(), self.team.rank());
+        self.rank_rows.clear();
+        self.rank_offsets.clear();
+        for batch in &self.batches[mine] {
+            self.rank_offsets.push(self.rank_rows.len());
+            self.rank_rows.extend(&batch.state);
+        }
+        self.positions = (0..self.rank_rows.len()).collect();
+    }
+
+    /// Refuse observations whose coordinates are not those set.
+    fn check_observed(&self, eo: &DMatrix<f64>) -> Result<()> {
+        if self.observed.len() != eo.nrows() * self.layout.ndim() {
+            anyhow::bail!(
+                "LETKF: {} observations but coordinates for {} on the {}-axis layout",
+                eo.nrows(),
+                self.observed.len() / self.layout.ndim(),
+                self.layout.ndim()
+            );
+        }
+        Ok(())
     }
 
     /// Rebuild every batch's observation list for observations at
@@ -304,11 +354,12 @@ struct LocalWork {
 }
 
 /// One batch's analysis: append its rows of the updated ensemble
-/// (`state.len() × N`, column-major) to `out`; nothing when no
-/// observation is near (the forecast stands).
+/// (`index.len() × N`, column-major) to `out`; nothing when no
+/// observation is near (the forecast stands). `index`: the batch's rows
+/// in `mu` and `a`.
 #[allow(clippy::too_many_arguments)] // the domain, the shared inputs, the thread's buffers
 fn local_analysis(
-    batch: &Batch,
+    index: &[usize],
     near: &LocalObs,
     mu: &DVector<f64>,
     a: &DMatrix<f64>,
@@ -320,7 +371,7 @@ fn local_analysis(
     if near.obs.is_empty() {
         return;
     }
-    let (p, n, rows) = (near.obs.len(), a.ncols(), batch.state.len());
+    let (p, n, rows) = (near.obs.len(), a.ncols(), index.len());
     let LocalWork { s_loc, dy_loc, a_loc, update, dmu, transform } = work;
     let mut s_loc = buffer_matrix(s_loc, p, n);
     for k in 0..n {
@@ -335,7 +386,7 @@ fn local_analysis(
     transform_into(&s_loc, &dy_loc.column(0), transform);
     let mut a_loc = buffer_matrix(a_loc, rows, n);
     for k in 0..n {
-        for (il, &i) in batch.state.iter().enumerate() {
+        for (il, &i) in index.iter().enumerate() {
             a_loc[(il, k)] = a[(i, k)];
         }
     }
@@ -344,7 +395,7 @@ fn local_analysis(
     let mut dmu = buffer_matrix(dmu, rows, 1);
     a_loc.mul_to(&transform.w, &mut dmu);
     for k in 0..n {
-        out.extend(batch.state.iter().enumerate().map(|(il, &i)| mu[i] + dmu[il] + update[(il, k)]));
+        out.extend(index.iter().enumerate().map(|(il, &i)| mu[i] + dmu[il] + update[(il, k)]));
     }
 }
 
@@ -372,60 +423,14 @@ impl Analysis for Letkf<'_> {
     }
 
     fn analyse(&mut self, e: &mut DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>, _rng: &mut dyn rand::RngCore) -> Result<()> {
-        if self.observed.len() != eo.nrows() * self.layout.ndim() {
-            anyhow::bail!(
-                "LETKF: {} observations but coordinates for {} on the {}-axis layout",
-                eo.nrows(),
-                self.observed.len() / self.layout.ndim(),
-                self.layout.ndim()
-            );
-        }
+        self.check_observed(eo)?;
         let (mu, a) = center(e);
         let (s, dy) = whiten(eo, y, r);
         let (ranks, members) = (self.team.size(), e.ncols());
         let mine = share(self.batches.len(), ranks, self.team.rank());
-        let (batches, local) = (&self.batches[mine.clone()], &self.local[mine]);
-        // The local analyses are independent: contiguous shares of this
-        // rank's batches on scoped threads, each appending its batches'
-        // rows to its own buffer, written into `e` afterwards in batch order.
-        let threads = self.threads.min(batches.len() / DOMAINS_PER_THREAD).max(1);
-        let per_thread = batches.len().div_ceil(threads).max(1);
-        self.work.resize_with(threads.max(self.work.len()), Default::default);
-        self.rows.resize_with(threads.max(self.rows.len()), Vec::new);
-        let (work, rows) = (&mut self.work[..threads], &mut self.rows[..threads]);
-        rows.iter_mut().for_each(Vec::clear);
-        let analyse_share = |batches: &[Batch], local: &[LocalObs], work: &mut LocalWork, out: &mut Vec<f64>| {
-            for (b, near) in batches.iter().zip(local) {
-                local_analysis(b, near, &mu, &a, &s, &dy, work, out);
-            }
-        };
-        if threads == 1 {
-            analyse_share(batches, local, &mut work[0], &mut rows[0]);
-        } else {
-            std::thread::scope(|scope| {
-                for (((batches, local), work), out) in batches.chunks(per_thread).zip(local.chunks(per_thread)).zip(work.iter_mut()).zip(rows.iter_mut()) {
-                    scope.spawn(|| analyse_share(batches, local, work, out));
-                }
-            });
-        }
-        let rows = &self.rows[..threads];
-        let write = |e: &mut DMatrix<f64>, batch: &Batch, rows: &[f64]| {
-            // `rows`: the batch's rows of the ensemble, column-major.
-            for (il, &i) in batch.state.iter().enumerate() {
-                for k in 0..members {
-                    e[(i, k)] = rows[il + k * batch.state.len()];
-                }
-            }
-        };
+        let per_thread = self.local_analyses(mine.clone(), Rows::Whole, &mu, &a, &s, &dy);
         if ranks == 1 {
-            for ((batches, local), rows) in batches.chunks(per_thread).zip(local.chunks(per_thread)).zip(rows) {
-                let mut at = 0;
-                for batch in updated(batches, local) {
-                    let len = batch.state.len() * members;
-                    write(e, batch, &rows[at..at + len]);
-                    at += len;
-                }
-            }
+            self.write_back(e, mine, per_thread, Rows::Whole);
             return Ok(());
         }
         // Every rank knows which batches have observations near them, so
@@ -434,14 +439,133 @@ impl Analysis for Letkf<'_> {
         let updated_len =
             |range: std::ops::Range<usize>| -> usize { updated(&self.batches[range.clone()], &self.local[range]).map(|b| b.state.len() * members).sum() };
         let counts: Vec<usize> = (0..ranks).map(|r| updated_len(share(self.batches.len(), ranks, r))).collect();
-        let part: Vec<f64> = rows.concat();
+        let part: Vec<f64> = self.rows.concat();
         let all = self.team.gather(Ok(part), &counts)?;
         let mut at = 0;
         for batch in updated(&self.batches, &self.local) {
             let len = batch.state.len() * members;
-            write(e, batch, &all[at..at + len]);
+            write(e, &batch.state, &all[at..at + len]);
             at += len;
         }
         Ok(())
+    }
+
+    fn rows(&self) -> Option<&[usize]> {
+        Some(&self.rank_rows)
+    }
+
+    /// This rank's rows only: `e` is `rows().len() × N`, its rows in the
+    /// order of [`Analysis::rows`] (this rank's batches, one after the
+    /// other), and nothing is exchanged.
+    fn analyse_rows(&mut self, e: &mut DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>, _rng: &mut dyn rand::RngCore) -> Result<()> {
+        self.check_observed(eo)?;
+        anyhow::ensure!(e.nrows() == self.rank_rows.len(), "LETKF: {} rows given for this rank's {}", e.nrows(), self.rank_rows.len());
+        let (mu, a) = center(e);
+        let (s, dy) = whiten(eo, y, r);
+        let mine = share(self.batches.len(), self.team.size(), self.team.rank());
+        let per_thread = self.local_analyses(mine.clone(), Rows::Rank, &mu, &a, &s, &dy);
+        self.write_back(e, mine, per_thread, Rows::Rank);
+        Ok(())
+    }
+}
+
+/// Where a batch's rows are in the ensemble an analysis reads and writes:
+/// the whole state (the batch's state indices), or this rank's rows only.
+#[derive(Clone, Copy)]
+enum Rows {
+    Whole,
+    Rank,
+}
+
+/// Where each batch's rows are, for one [`Rows`] choice.
+#[derive(Clone, Copy)]
+struct RowMap<'a> {
+    batches: &'a [Batch],
+    /// For [`Rows::Rank`]: where this rank's batches start among its
+    /// rows, 0, 1, … as long as them, and its first batch; `None` for
+    /// [`Rows::Whole`].
+    rank: Option<(&'a [usize], &'a [usize], usize)>,
+}
+
+impl<'a> RowMap<'a> {
+    /// Batch `b`'s rows (`b` counted among all batches).
+    fn of(&self, b: usize) -> &'a [usize] {
+        let batch = &self.batches[b];
+        match self.rank {
+            None => &batch.state,
+            Some((offsets, positions, first)) => &positions[offsets[b - first]..offsets[b - first] + batch.state.len()],
+        }
+    }
+}
+
+impl Letkf<'_> {
+    fn row_map(&self, rows: Rows) -> RowMap<'_> {
+        let rank = match rows {
+            Rows::Whole => None,
+            Rows::Rank => Some((&self.rank_offsets[..], &self.positions[..], share(self.batches.len(), self.team.size(), self.team.rank()).start)),
+        };
+        RowMap { batches: &self.batches, rank }
+    }
+
+    /// The local analyses of batches `range` on this rank's threads
+    /// (contiguous shares of `per_thread` batches, the number returned),
+    /// each appending its batches' updated rows to its buffer in `self.rows`.
+    fn local_analyses(&mut self, range: std::ops::Range<usize>, rows: Rows, mu: &DVector<f64>, a: &DMatrix<f64>, s: &DMatrix<f64>, dy: &DVector<f64>) -> usize {
+        let threads = self.threads.min(range.len() / DOMAINS_PER_THREAD).max(1);
+        let per_thread = range.len().div_ceil(threads).max(1);
+        let mut work = std::mem::take(&mut self.work);
+        let mut out = std::mem::take(&mut self.rows);
+        work.resize_with(threads.max(work.len()), Default::default);
+        out.resize_with(threads.max(out.len()), Vec::new);
+        out.iter_mut().for_each(Vec::clear);
+        let (map, local) = (self.row_map(rows), &self.local);
+        let analyse_share = |share: std::ops::Range<usize>, work: &mut LocalWork, out: &mut Vec<f64>| {
+            for b in share {
+                local_analysis(map.of(b), &local[b], mu, a, s, dy, work, out);
+            }
+        };
+        let shares = || range.clone().step_by(per_thread).map(|start| start..(start + per_thread).min(range.end));
+        if threads == 1 {
+            analyse_share(range.clone(), &mut work[0], &mut out[0]);
+        } else {
+            std::thread::scope(|scope| {
+                for ((share, work), out) in shares().zip(work.iter_mut()).zip(out.iter_mut()) {
+                    scope.spawn(|| analyse_share(share, work, out));
+                }
+            });
+        }
+        out.truncate(threads.max(1));
+        self.work = work;
+        self.rows = out;
+        per_thread
+    }
+
+    /// Write the rows [`Letkf::local_analyses`] left in `self.rows` (for
+    /// batches `range`, `per_thread` per thread) into `e`.
+    fn write_back(&self, e: &mut DMatrix<f64>, range: std::ops::Range<usize>, per_thread: usize, rows: Rows) {
+        let (members, map) = (e.ncols(), self.row_map(rows));
+        for (start, values) in range.clone().step_by(per_thread).zip(&self.rows) {
+            let mut at = 0;
+            for b in start..(start + per_thread).min(range.end) {
+                if self.local[b].obs.is_empty() {
+                    continue;
+                }
+                let index = map.of(b);
+                let len = index.len() * members;
+                write(e, index, &values[at..at + len]);
+                at += len;
+            }
+        }
+    }
+}
+
+/// Set the rows of `e` at `index` to `values` (those rows of the
+/// ensemble, column-major).
+fn write(e: &mut DMatrix<f64>, index: &[usize], values: &[f64]) {
+    let members = e.ncols();
+    for (il, &i) in index.iter().enumerate() {
+        for k in 0..members {
+            e[(i, k)] = values[il + k * index.len()];
+        }
     }
 }

@@ -12,6 +12,7 @@
 //!   simulator's parameters (priors, ES-MDA, MCMC and its diagnostics).
 
 pub mod baselines;
+pub mod decomposed;
 pub mod enkf;
 pub mod ensemble;
 pub mod etkf;

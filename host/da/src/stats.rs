@@ -31,11 +31,30 @@ pub fn rmse(estimate: &DVector<f64>, truth: &DVector<f64>) -> f64 {
 
 /// sqrt of the mean ensemble variance (N − 1 normalisation).
 pub fn ensemble_spread(anomalies: &DMatrix<f64>) -> f64 {
+    spread_of(&variances(anomalies))
+}
+
+/// Each state variable's ensemble variance (N − 1 normalisation; 0 for one
+/// member), from the anomalies. A row's variance depends on that row alone,
+/// summed over the members in order, so ranks holding different rows
+/// compute the bits one process computes.
+pub fn variances(anomalies: &DMatrix<f64>) -> DVector<f64> {
     let (m, n) = anomalies.shape();
+    let mut var = DVector::zeros(m);
     if n < 2 {
-        return 0.0;
+        return var;
     }
-    (anomalies.norm_squared() / ((n - 1) * m) as f64).sqrt()
+    for member in anomalies.column_iter() {
+        for (v, a) in var.iter_mut().zip(member.iter()) {
+            *v += a * a;
+        }
+    }
+    var / (n - 1) as f64
+}
+
+/// sqrt of the mean of per-variable variances ([`variances`]).
+pub fn spread_of(variances: &DVector<f64>) -> f64 {
+    (variances.iter().sum::<f64>() / variances.len() as f64).sqrt()
 }
 
 /// sqrt of the mean of a covariance matrix's diagonal.

@@ -2,18 +2,22 @@
 //! ([`Solo`]), or the ranks of an MPI job ([`mpi::World`], cargo feature
 //! `mpi`, launched as `mpirun -np K geohost run SET`).
 //!
-//! The split is a replicated ensemble: every rank holds the whole ensemble,
-//! the observations and the twin, advances its share of the members and
-//! analyses its share of the LETKF's local domains, and the shares are
-//! gathered into every rank. Each member's forecast and each domain's
-//! analysis is computed by the same code on the same inputs whichever rank
-//! does it, and gathering copies bits, so a run on K ranks gives the bits
-//! of the run on one process (tested with `mpirun -np 2`).
+//! Two splits. For the LETKF (an analysis with rows of its own) the
+//! ensemble is decomposed: each rank holds its share of the members for
+//! the forecast and its local domains' rows for the analysis, never the
+//! whole ensemble ([`crate::decomposed`]). For the global analyses (ETKF,
+//! EnKF) it is replicated: every rank holds the whole ensemble, advances
+//! its share of the members, and the shares are gathered into every rank
+//! ([`crate::ensemble::split_members`]). Either way each member's forecast
+//! and each domain's analysis is computed by the same code on the same
+//! inputs whichever rank does it, and exchanges copy bits, so a run on K
+//! ranks gives the bits of the run on one process (tested with `mpirun
+//! -np 2`).
 //!
 //! A rank that fails (a trapping plugin, a non-finite state) must not leave
-//! the others waiting in a collective call forever: [`Team::gather`] first
-//! agrees on whether every rank succeeded, and every rank returns an error
-//! when one did not.
+//! the others waiting in a collective call forever: [`Team::gather`] and
+//! [`Team::exchange`] first agree on whether every rank succeeded, and
+//! every rank returns an error when one did not.
 
 use anyhow::Result;
 
@@ -29,6 +33,12 @@ pub trait Team {
     /// rank passing an error makes every rank return one: its own, or one
     /// naming the rank that failed.
     fn gather(&self, local: Result<Vec<f64>>, counts: &[usize]) -> Result<Vec<f64>>;
+
+    /// All-to-all: `outgoing` is this rank's parts for ranks 0, 1, …
+    /// concatenated, `send[r]` long each; returns the parts every rank
+    /// sent this one, concatenated in rank order, `receive[r]` long each
+    /// (every rank knows every count). Errors as in [`Team::gather`].
+    fn exchange(&self, outgoing: Result<Vec<f64>>, send: &[usize], receive: &[usize]) -> Result<Vec<f64>>;
 }
 
 /// One process: gathering is the identity.
@@ -44,6 +54,9 @@ impl Team for Solo {
     }
     fn gather(&self, local: Result<Vec<f64>>, _counts: &[usize]) -> Result<Vec<f64>> {
         local
+    }
+    fn exchange(&self, outgoing: Result<Vec<f64>>, _send: &[usize], _receive: &[usize]) -> Result<Vec<f64>> {
+        outgoing
     }
 }
 
@@ -75,7 +88,7 @@ pub mod mpi {
     use super::Team;
     use anyhow::{bail, Result};
     use mpi::collective::SystemOperation;
-    use mpi::datatype::PartitionMut;
+    use mpi::datatype::{Partition, PartitionMut};
     use mpi::environment::Universe;
     use mpi::topology::SimpleCommunicator;
     use mpi::traits::*;
@@ -113,27 +126,56 @@ pub mod mpi {
         fn gather(&self, local: Result<Vec<f64>>, counts: &[usize]) -> Result<Vec<f64>> {
             let size = self.size();
             assert_eq!(counts.len(), size, "one count per rank");
-            // Agree on failure first: the lowest failed rank, or size.
-            let failed_here = if local.is_err() { self.rank() as i32 } else { size as i32 };
-            let mut first_failed = size as i32;
-            self.world.all_reduce_into(&failed_here, &mut first_failed, SystemOperation::min());
-            let local = match local {
-                Err(e) => return Err(e),
-                Ok(_) if first_failed < size as i32 => bail!("MPI rank {first_failed} failed (its error is printed by that rank)"),
-                Ok(local) => local,
-            };
+            let local = self.agree(local)?;
             assert_eq!(local.len(), counts[self.rank()], "this rank's part has the length its count says");
-            let total: usize = counts.iter().sum();
-            if total > i32::MAX as usize {
-                bail!("MPI: one exchange of {total} numbers exceeds MPI's 32-bit counts; run on more ranks or with a smaller ensemble");
-            }
-            let counts_i32: Vec<i32> = counts.iter().map(|&c| c as i32).collect();
-            let displs: Vec<i32> = counts_i32.iter().scan(0, |at, &c| Some(std::mem::replace(at, *at + c))).collect();
-            let mut all = vec![0.0; total];
+            let (counts_i32, displs) = counts_and_displacements(counts)?;
+            let mut all = vec![0.0; counts.iter().sum()];
             let mut partition = PartitionMut::new(&mut all[..], counts_i32, displs);
             self.world.all_gather_varcount_into(&local[..], &mut partition);
             Ok(all)
         }
+
+        fn exchange(&self, outgoing: Result<Vec<f64>>, send: &[usize], receive: &[usize]) -> Result<Vec<f64>> {
+            let size = self.size();
+            assert!(send.len() == size && receive.len() == size, "one count per rank");
+            let outgoing = self.agree(outgoing)?;
+            assert_eq!(outgoing.len(), send.iter().sum::<usize>(), "this rank's parts have the lengths its counts say");
+            let (send, send_displs) = counts_and_displacements(send)?;
+            let (receive_counts, receive_displs) = counts_and_displacements(receive)?;
+            let mut incoming = vec![0.0; receive.iter().sum()];
+            let sent = Partition::new(&outgoing[..], send, send_displs);
+            let mut partition = PartitionMut::new(&mut incoming[..], receive_counts, receive_displs);
+            self.world.all_to_all_varcount_into(&sent, &mut partition);
+            Ok(incoming)
+        }
+    }
+
+    impl World {
+        /// Agree on failure before a collective call, so that no rank
+        /// waits forever for one that failed: every rank returns an error
+        /// when one has (its own, or one naming the lowest failed rank).
+        fn agree(&self, local: Result<Vec<f64>>) -> Result<Vec<f64>> {
+            let size = self.size() as i32;
+            let failed_here = if local.is_err() { self.rank() as i32 } else { size };
+            let mut first_failed = size;
+            self.world.all_reduce_into(&failed_here, &mut first_failed, SystemOperation::min());
+            match local {
+                Err(e) => Err(e),
+                Ok(_) if first_failed < size => bail!("MPI rank {first_failed} failed (its error is printed by that rank)"),
+                Ok(local) => Ok(local),
+            }
+        }
+    }
+
+    /// MPI's 32-bit counts and displacements for parts of `counts` numbers.
+    fn counts_and_displacements(counts: &[usize]) -> Result<(Vec<i32>, Vec<i32>)> {
+        let total: usize = counts.iter().sum();
+        if total > i32::MAX as usize {
+            bail!("MPI: one exchange of {total} numbers exceeds MPI's 32-bit counts; run on more ranks or with a smaller ensemble");
+        }
+        let counts: Vec<i32> = counts.iter().map(|&c| c as i32).collect();
+        let displs = counts.iter().scan(0, |at, &c| Some(std::mem::replace(at, *at + c))).collect();
+        Ok((counts, displs))
     }
 }
 
