@@ -137,27 +137,31 @@ mod with_mpi {
     /// the rank; the other says which rank failed), nobody waits forever.
     #[test]
     fn a_rank_that_fails_ends_the_job_with_its_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let set = dir.path().join("hostile.toml");
-        std::fs::write(
-            &set,
-            format!(
-                "[model]\nplugin = \"{}\"\nconfig = {{ mode = \"nan-many\", size = 8 }}\n[observations]\nplugin = \"{}\"\nconfig = {{ select = \"all\", variance = 1.0 }}\n\
-                 [experiment]\ncycles = 5\nburn_in = 0.0\nseed = 1\nx0 = 0.0\nx0_variance = 1.0\n[[method]]\nmethod = \"etkf\"\nN = 3\n",
-                plugin("testkit-hostile").display(),
-                plugin("obs-subset").display()
-            ),
-        )
-        .unwrap();
-        // Three members: rank 0 advances two (NaN), rank 1 one (fine).
-        let mut cmd = mpirun(dir.path(), 2);
-        cmd.args(["run", "-q", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("out"));
-        let out = output_within(cmd, 120);
-        let err = stderr(&out);
-        assert!(!out.status.success(), "{err}");
-        assert!(err.contains("MPI rank 0 failed (its error is printed by that rank)"), "{err}");
-        assert!(err.contains("members 0..2 (counted from 0) on MPI rank 0") && err.contains("plugin `model`: `advance` returned a non-finite value"), "{err}");
-        assert!(!dir.path().join("out").exists(), "nothing is written");
+        // The ETKF (the ensemble replicated) and the LETKF (decomposed: the
+        // failure reaches the others in the all-to-all exchange).
+        for method in ["method = \"etkf\"\nN = 3", "method = \"letkf\"\nN = 3\nloc_rad = 2"] {
+            let dir = tempfile::tempdir().unwrap();
+            let set = dir.path().join("hostile.toml");
+            std::fs::write(
+                &set,
+                format!(
+                    "[model]\nplugin = \"{}\"\nconfig = {{ mode = \"nan-many\", size = 8 }}\n[observations]\nplugin = \"{}\"\nconfig = {{ select = \"all\", variance = 1.0 }}\n\
+                     [experiment]\ncycles = 5\nburn_in = 0.0\nseed = 1\nx0 = 0.0\nx0_variance = 1.0\n[[method]]\n{method}\n",
+                    plugin("testkit-hostile").display(),
+                    plugin("obs-subset").display()
+                ),
+            )
+            .unwrap();
+            // Three members: rank 0 advances two (NaN), rank 1 one (fine).
+            let mut cmd = mpirun(dir.path(), 2);
+            cmd.args(["run", "-q", "--no-registry"]).arg(&set).arg("--out").arg(dir.path().join("out"));
+            let out = output_within(cmd, 120);
+            let err = stderr(&out);
+            assert!(!out.status.success(), "{method}: {err}");
+            assert!(err.contains("MPI rank 0 failed (its error is printed by that rank)"), "{method}: {err}");
+            assert!(err.contains("members 0..2 (counted from 0) on MPI rank 0") && err.contains("plugin `model`: `advance` returned a non-finite value"), "{method}: {err}");
+            assert!(!dir.path().join("out").exists(), "{method}: nothing is written");
+        }
     }
 
     /// Commands that run in one process refuse to be one of several ranks.

@@ -46,6 +46,20 @@ impl Ranks {
         }
     }
 
+    /// End this rank after a failure of the split work: print `error`, wait
+    /// until every rank has printed its own (they all fail together, in the
+    /// same exchange), then exit non-zero. Without the wait the launcher
+    /// would stop the other ranks when the first one exits, before they
+    /// print which rank failed.
+    pub fn fail(&self, error: &anyhow::Error) -> ! {
+        eprintln!("error: {error:#}");
+        #[cfg(feature = "mpi")]
+        if let Ranks::Mpi(world) = self {
+            world.barrier();
+        }
+        std::process::exit(1)
+    }
+
     /// Refuse a command that does not split its work when started as more
     /// than one rank (`what` names it).
     pub fn single(&self, what: &str) -> Result<()> {

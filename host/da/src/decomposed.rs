@@ -74,21 +74,32 @@ impl<'t> Decomposition<'t> {
 
     /// This rank's members (`n × share`) → this rank's rows (`rows × N`).
     pub fn to_rows(&self, columns: &DMatrix<f64>) -> Result<DMatrix<f64>> {
-        let size = self.team.size();
-        let mine = self.member_share(self.rank()).len();
-        let send: Vec<usize> = self.rows.iter().map(|rows| rows.len() * mine).collect();
-        let receive: Vec<usize> = (0..size).map(|q| self.rows[self.rank()].len() * self.member_share(q).len()).collect();
-        let mut outgoing = Vec::with_capacity(send.iter().sum());
-        for rows in &self.rows {
-            for member in columns.column_iter() {
-                outgoing.extend(rows.iter().map(|&i| member[i]));
+        self.rows_of_members(Ok(columns), &self.rows)
+    }
+
+    /// Rows `sets[r]` of a matrix whose members (columns) are split over
+    /// the ranks, for every rank r: this rank's `columns` (its share of the
+    /// members, or an error that makes every rank fail) → rows
+    /// `sets[rank]` of every member (`sets[rank].len() × N`).
+    pub fn rows_of_members(&self, columns: Result<&DMatrix<f64>>, sets: &[Vec<usize>]) -> Result<DMatrix<f64>> {
+        let (size, rank) = (self.team.size(), self.rank());
+        let mine = self.member_share(rank).len();
+        let send: Vec<usize> = sets.iter().map(|rows| rows.len() * mine).collect();
+        let receive: Vec<usize> = (0..size).map(|q| sets[rank].len() * self.member_share(q).len()).collect();
+        let outgoing = columns.map(|columns| {
+            let mut outgoing = Vec::with_capacity(send.iter().sum());
+            for rows in sets {
+                for member in columns.column_iter() {
+                    outgoing.extend(rows.iter().map(|&i| member[i]));
+                }
             }
-        }
+            outgoing
+        });
         // Rank q's part is this rank's rows of q's members, column-major;
         // members come in rank order, so the parts end to end are the
         // rows × N matrix.
-        let incoming = self.team.exchange(Ok(outgoing), &send, &receive)?;
-        Ok(DMatrix::from_vec(self.rows[self.rank()].len(), self.members, incoming))
+        let incoming = self.team.exchange(outgoing, &send, &receive)?;
+        Ok(DMatrix::from_vec(sets[rank].len(), self.members, incoming))
     }
 
     /// This rank's rows (`rows × N`) → this rank's members (`n × share`).
@@ -154,8 +165,6 @@ pub fn cycle(
     let member_share = d.member_share(team.rank());
     let mut columns = initial.columns(member_share.start, member_share.len()).into_owned();
     drop(initial);
-    let obs_size = obs.info().obs_size;
-    let observed_counts: Vec<usize> = (0..team.size()).map(|q| obs_size * d.member_share(q).len()).collect();
     let stats_of = |e: &DMatrix<f64>| -> Result<(DVector<f64>, DVector<f64>)> {
         let (mu, a) = center(e);
         let local = DMatrix::from_columns(&[mu, variances(&a)]);
@@ -167,24 +176,28 @@ pub fn cycle(
     let mut kept = Vec::new();
     for k in 0..ch.cycles {
         let t = twin.times[k];
-        // This rank's members: forecast, then observed (a rank that fails
-        // makes every rank fail in the gather).
+        // This rank's members: forecast, then observed.
         let observed = if member_share.is_empty() {
-            Ok(Vec::new())
+            Ok(DMatrix::zeros(obs.info().obs_size, 0))
         } else {
             forecast(model, &mut columns, twin, k)
                 .and_then(|()| obs.observe(&columns, t).with_context(|| format!("observing the ensemble at cycle {k}")))
-                .map(|eo| eo.as_slice().to_vec())
                 .with_context(|| format!("members {}..{} (counted from 0) on MPI rank {}", member_share.start, member_share.end, team.rank()))
         };
-        let eo = DMatrix::from_vec(obs_size, members, team.gather(observed, &observed_counts)?);
+        // Each rank gets the observations its rows' analysis uses (its
+        // halo), every member's; a rank that failed makes every rank fail.
+        analysis.locate(obs, t).with_context(|| format!("locating the observations at cycle {k}"))?;
+        let halos = analysis.observations_by_rank()?;
+        let eo = match observed {
+            Ok(ref observed) => d.rows_of_members(Ok(observed), &halos)?,
+            Err(e) => d.rows_of_members(Err(e), &halos)?,
+        };
         // This rank's rows, every member.
         let mut e = d.to_rows(&columns)?;
         let truth = twin.truth_at(k);
         let (mu, var) = stats_of(&e)?;
         stats.push_forecast(rmse(&mu, &truth), spread_of(&var));
 
-        analysis.locate(obs, t).with_context(|| format!("locating the observations at cycle {k}"))?;
         analysis.analyse_rows(&mut e, &eo, &twin.obs_at(k), &twin.obs_variance, rng).with_context(|| format!("analysis at cycle {k}"))?;
         post.apply(&mut e, rng);
 

@@ -36,9 +36,18 @@ pub trait Analysis {
         None
     }
 
+    /// For an analysis with rows: per rank of the team, the observations
+    /// (indices, ascending) its rows' update uses at the locations of the
+    /// last [`Analysis::locate`] (its halo). The decomposed cycle gives each
+    /// rank only those rows of the observed ensemble.
+    fn observations_by_rank(&mut self) -> Result<Vec<Vec<usize>>> {
+        anyhow::bail!("this analysis needs the whole ensemble (it has no rows of its own)")
+    }
+
     /// [`Analysis::analyse`] of this rank's [`Analysis::rows`] only: `e`
-    /// holds those rows (`rows().len() × N`), `eo` every member's
-    /// observations.
+    /// holds those rows (`rows().len() × N`), `eo` the rows of this rank's
+    /// halo ([`Analysis::observations_by_rank`]), every member's; `y` and
+    /// `r` are every observation's.
     fn analyse_rows(&mut self, _e: &mut DMatrix<f64>, _eo: &DMatrix<f64>, _y: &DVector<f64>, _r: &DVector<f64>, _rng: &mut dyn rand::RngCore) -> Result<()> {
         anyhow::bail!("this analysis needs the whole ensemble (it has no rows of its own)")
     }

@@ -126,6 +126,8 @@ pub struct Letkf<'t> {
     rank_rows: Vec<usize>,
     rank_offsets: Vec<usize>,
     positions: Vec<usize>,
+    /// The observations this rank's batches use, under a decomposed cycle.
+    halo: Halo,
 }
 
 /// Fewest local domains per thread: below this a thread costs more than
@@ -209,6 +211,7 @@ impl Letkf<'static> {
             rank_rows: Vec::new(),
             rank_offsets: Vec::new(),
             positions: Vec::new(),
+            halo: Halo::default(),
         };
         letkf.place_rank_rows();
         letkf.observe_at(observed);
@@ -241,6 +244,7 @@ impl<'t> Letkf<'t> {
             rank_rows: Vec::new(),
             rank_offsets: Vec::new(),
             positions: Vec::new(),
+            halo: Halo::default(),
         };
         letkf.place_rank_rows();
         letkf
@@ -329,6 +333,7 @@ impl<'t> Letkf<'t> {
             .collect();
         self.local = local;
         self.observed = observed.to_vec();
+        self.halo.current = false;
     }
 }
 
@@ -356,11 +361,12 @@ struct LocalWork {
 /// One batch's analysis: append its rows of the updated ensemble
 /// (`index.len() × N`, column-major) to `out`; nothing when no
 /// observation is near (the forecast stands). `index`: the batch's rows
-/// in `mu` and `a`.
+/// in `mu` and `a`; `obs`: its observations' rows in `s` and `dy`, with
+/// the square roots of their tapers.
 #[allow(clippy::too_many_arguments)] // the domain, the shared inputs, the thread's buffers
 fn local_analysis(
     index: &[usize],
-    near: &LocalObs,
+    (obs, sqrt_taper): (&[usize], &[f64]),
     mu: &DVector<f64>,
     a: &DMatrix<f64>,
     s: &DMatrix<f64>,
@@ -368,19 +374,19 @@ fn local_analysis(
     work: &mut LocalWork,
     out: &mut Vec<f64>,
 ) {
-    if near.obs.is_empty() {
+    if obs.is_empty() {
         return;
     }
-    let (p, n, rows) = (near.obs.len(), a.ncols(), index.len());
+    let (p, n, rows) = (obs.len(), a.ncols(), index.len());
     let LocalWork { s_loc, dy_loc, a_loc, update, dmu, transform } = work;
     let mut s_loc = buffer_matrix(s_loc, p, n);
     for k in 0..n {
-        for (jl, (&j, &taper)) in near.obs.iter().zip(&near.sqrt_taper).enumerate() {
+        for (jl, (&j, &taper)) in obs.iter().zip(sqrt_taper).enumerate() {
             s_loc[(jl, k)] = s[(j, k)] * taper;
         }
     }
     let mut dy_loc = buffer_matrix(dy_loc, p, 1);
-    for (jl, (&j, &taper)) in near.obs.iter().zip(&near.sqrt_taper).enumerate() {
+    for (jl, (&j, &taper)) in obs.iter().zip(sqrt_taper).enumerate() {
         dy_loc[jl] = dy[j] * taper;
     }
     transform_into(&s_loc, &dy_loc.column(0), transform);
@@ -454,14 +460,56 @@ impl Analysis for Letkf<'_> {
         Some(&self.rank_rows)
     }
 
+    /// Per rank, the observations its batches use (their halo), at the
+    /// locations of the last [`Analysis::locate`].
+    fn observations_by_rank(&mut self) -> Result<Vec<Vec<usize>>> {
+        let (ranks, rank) = (self.team.size(), self.team.rank());
+        let count = self.observed.len() / self.layout.ndim();
+        let mut seen = vec![usize::MAX; count];
+        let mut sets = Vec::with_capacity(ranks);
+        for r in 0..ranks {
+            let mut set = Vec::new();
+            for near in &self.local[share(self.batches.len(), ranks, r)] {
+                for &j in &near.obs {
+                    if std::mem::replace(&mut seen[j], r) != r {
+                        set.push(j);
+                    }
+                }
+            }
+            set.sort_unstable();
+            sets.push(set);
+        }
+        // This rank's batches' observations as positions in its halo.
+        let mut position = seen; // reused: every entry is overwritten where read
+        for (at, &j) in sets[rank].iter().enumerate() {
+            position[j] = at;
+        }
+        let Halo { observations, local, offsets, current } = &mut self.halo;
+        observations.clone_from(&sets[rank]);
+        local.clear();
+        offsets.clear();
+        for near in &self.local[share(self.batches.len(), ranks, rank)] {
+            offsets.push(local.len());
+            local.extend(near.obs.iter().map(|&j| position[j]));
+        }
+        *current = true;
+        Ok(sets)
+    }
+
     /// This rank's rows only: `e` is `rows().len() × N`, its rows in the
     /// order of [`Analysis::rows`] (this rank's batches, one after the
-    /// other), and nothing is exchanged.
+    /// other); `eo` holds the rows of this rank's halo
+    /// ([`Analysis::observations_by_rank`]). Nothing is exchanged.
     fn analyse_rows(&mut self, e: &mut DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>, _rng: &mut dyn rand::RngCore) -> Result<()> {
-        self.check_observed(eo)?;
+        anyhow::ensure!(self.halo.current, "LETKF: the observations moved since this rank's halo was listed (call observations_by_rank after locate)");
+        let halo = &self.halo.observations;
         anyhow::ensure!(e.nrows() == self.rank_rows.len(), "LETKF: {} rows given for this rank's {}", e.nrows(), self.rank_rows.len());
+        anyhow::ensure!(eo.nrows() == halo.len(), "LETKF: {} observations given for this rank's halo of {}", eo.nrows(), halo.len());
+        let count = self.observed.len() / self.layout.ndim();
+        anyhow::ensure!(y.len() == count && r.len() == count, "LETKF: {} observations but coordinates for {count}", y.len());
+        let (y, r) = (DVector::from_iterator(halo.len(), halo.iter().map(|&j| y[j])), DVector::from_iterator(halo.len(), halo.iter().map(|&j| r[j])));
         let (mu, a) = center(e);
-        let (s, dy) = whiten(eo, y, r);
+        let (s, dy) = whiten(eo, &y, &r);
         let mine = share(self.batches.len(), self.team.size(), self.team.rank());
         let per_thread = self.local_analyses(mine.clone(), Rows::Rank, &mu, &a, &s, &dy);
         self.write_back(e, mine, per_thread, Rows::Rank);
@@ -477,14 +525,24 @@ enum Rows {
     Rank,
 }
 
-/// Where each batch's rows are, for one [`Rows`] choice.
+/// Where each batch's rows and observations are, for one [`Rows`] choice.
 #[derive(Clone, Copy)]
 struct RowMap<'a> {
     batches: &'a [Batch],
-    /// For [`Rows::Rank`]: where this rank's batches start among its
-    /// rows, 0, 1, … as long as them, and its first batch; `None` for
+    local: &'a [LocalObs],
+    /// For [`Rows::Rank`]: this rank's first batch, where its batches
+    /// start among its rows, 0, 1, … as long as them, and its batches'
+    /// observations as rows of its halo ([`Letkf::halo`]); `None` for
     /// [`Rows::Whole`].
-    rank: Option<(&'a [usize], &'a [usize], usize)>,
+    rank: Option<RankMap<'a>>,
+}
+
+#[derive(Clone, Copy)]
+struct RankMap<'a> {
+    first: usize,
+    offsets: &'a [usize],
+    positions: &'a [usize],
+    halo: &'a Halo,
 }
 
 impl<'a> RowMap<'a> {
@@ -493,18 +551,45 @@ impl<'a> RowMap<'a> {
         let batch = &self.batches[b];
         match self.rank {
             None => &batch.state,
-            Some((offsets, positions, first)) => &positions[offsets[b - first]..offsets[b - first] + batch.state.len()],
+            Some(RankMap { first, offsets, positions, .. }) => &positions[offsets[b - first]..offsets[b - first] + batch.state.len()],
         }
     }
+
+    /// Batch `b`'s observations (rows of the observed ensemble given) and
+    /// the square roots of their tapers.
+    fn near(&self, b: usize) -> (&'a [usize], &'a [f64]) {
+        let near = &self.local[b];
+        match self.rank {
+            None => (&near.obs, &near.sqrt_taper),
+            Some(RankMap { first, halo, .. }) => (&halo.local[halo.offsets[b - first]..halo.offsets[b - first] + near.obs.len()], &near.sqrt_taper),
+        }
+    }
+}
+
+/// The observations a rank's batches use (its halo): their indices
+/// (ascending), and each batch's observations as positions among them
+/// (flat, batch after batch, from `offsets`).
+#[derive(Default)]
+struct Halo {
+    observations: Vec<usize>,
+    local: Vec<usize>,
+    offsets: Vec<usize>,
+    /// Whether it was made for the current observation lists.
+    current: bool,
 }
 
 impl Letkf<'_> {
     fn row_map(&self, rows: Rows) -> RowMap<'_> {
         let rank = match rows {
             Rows::Whole => None,
-            Rows::Rank => Some((&self.rank_offsets[..], &self.positions[..], share(self.batches.len(), self.team.size(), self.team.rank()).start)),
+            Rows::Rank => Some(RankMap {
+                first: share(self.batches.len(), self.team.size(), self.team.rank()).start,
+                offsets: &self.rank_offsets,
+                positions: &self.positions,
+                halo: &self.halo,
+            }),
         };
-        RowMap { batches: &self.batches, rank }
+        RowMap { batches: &self.batches, local: &self.local, rank }
     }
 
     /// The local analyses of batches `range` on this rank's threads
@@ -518,10 +603,10 @@ impl Letkf<'_> {
         work.resize_with(threads.max(work.len()), Default::default);
         out.resize_with(threads.max(out.len()), Vec::new);
         out.iter_mut().for_each(Vec::clear);
-        let (map, local) = (self.row_map(rows), &self.local);
+        let map = self.row_map(rows);
         let analyse_share = |share: std::ops::Range<usize>, work: &mut LocalWork, out: &mut Vec<f64>| {
             for b in share {
-                local_analysis(map.of(b), &local[b], mu, a, s, dy, work, out);
+                local_analysis(map.of(b), map.near(b), mu, a, s, dy, work, out);
             }
         };
         let shares = || range.clone().step_by(per_thread).map(|start| start..(start + per_thread).min(range.end));
@@ -547,7 +632,7 @@ impl Letkf<'_> {
         for (start, values) in range.clone().step_by(per_thread).zip(&self.rows) {
             let mut at = 0;
             for b in start..(start + per_thread).min(range.end) {
-                if self.local[b].obs.is_empty() {
+                if map.near(b).0.is_empty() {
                     continue;
                 }
                 let index = map.of(b);

@@ -69,7 +69,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut registry = if args.no_registry { None } else { Some(Registry::open(&args.registry.clone().unwrap_or_else(default_dir))?) };
     let mut progress = progress_factory(args.quiet || args.json || !root);
     let parallel = run::Parallelism { team, model_instances: args.model_instances as usize };
-    let result = run::run(&set, &runtime, registry.as_mut(), args.cycles, &mut progress, parallel)?;
+    let result = match run::run(&set, &runtime, registry.as_mut(), args.cycles, &mut progress, parallel) {
+        Ok(result) => result,
+        Err(error) if team.size() > 1 => ranks.fail(&error),
+        Err(error) => return Err(error),
+    };
     if !root {
         return Ok(());
     }
