@@ -77,8 +77,8 @@ impl EtkfTiming {
 /// efficiency. On a `team` of several MPI ranks, instead: the cycle
 /// (forecast + analysis) on one process, then decomposed over the ranks
 /// (one thread each) as `geohost run` does it (each rank's forecast of its
-/// members; the analysis with the two transpositions), the speed-up and
-/// the efficiency.
+/// members; the analysis with its halo of observations and the two
+/// transpositions), the speed-up and the efficiency.
 #[allow(clippy::too_many_arguments)]
 pub fn letkf_cost(
     runtime: &Runtime,
@@ -246,21 +246,25 @@ impl Case<'_> {
             let _ = write!(row, " {f:>12.3} {a:>12.2} {:>10.2}", f + a);
             cycles.push((1, f + a));
             // As `geohost run` splits the LETKF's cycle: each rank advances
-            // its members, then the analysis transposes them into its rows,
-            // analyses those and transposes back ([`decomposed`]).
+            // its members, then the analysis receives its halo of the
+            // observed ensemble, transposes the members into its rows,
+            // analyses those and transposes back (`geohost_da::decomposed`).
             let mut letkf = letkf.with_team(team);
             let rows = letkf.rows().context("the LETKF has rows of its own")?.to_vec();
             let decomposition = geohost_da::decomposed::Decomposition::new(team, e0.ncols(), e0.nrows(), &rows)?;
             let mine = geohost_da::team::share(e0.ncols(), team.size(), team.rank());
             let members = e0.columns(mine.start, mine.len()).into_owned();
+            let observed = eo.columns(mine.start, mine.len()).into_owned();
+            let halos = letkf.observations_by_rank()?;
             let mut advanced = members.clone();
             let f = time_ms(forecast_samples, 1, || {
                 advanced.copy_from(&members);
                 model.advance(&mut advanced, 0.0, dt)
             })?;
             let a = time_ms(samples, 1, || {
+                let halo = decomposition.rows_of_members(Ok(&observed), &halos)?;
                 let mut e = decomposition.to_rows(&members)?;
-                letkf.analyse_rows(&mut e, eo, y, r, &mut rng)?;
+                letkf.analyse_rows(&mut e, &halo, y, r, &mut rng)?;
                 decomposition.to_members(&e).map(|_| ())
             })?;
             let _ = write!(row, " {f:>12.3} {a:>12.2} {:>10.2}", f + a);

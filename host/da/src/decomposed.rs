@@ -15,9 +15,12 @@
 //!
 //! Between them the ensemble is transposed by one all-to-all exchange per
 //! direction (the ensemble-to-domain transposition of DART and PDAF). The
-//! observed ensemble (p × N, small) is gathered into every rank, and each
-//! cycle's statistics from per-row means and variances gathered into every
-//! rank (2n numbers each time); the ensembles kept for the outputs are
+//! observed ensemble is split the same way, by a third all-to-all: each
+//! rank receives, every member's, only the rows of the observations its
+//! domains use (its halo, [`Analysis::observations_by_rank`], listed
+//! again when the observations move). Each cycle's statistics come from
+//! per-row means and variances gathered into every rank (2n numbers each
+//! time); the ensembles kept for the outputs are
 //! gathered whole, only at the cycles [`Record`](super::ensemble::Record)
 //! asks for. Every number is computed by the same code on the same inputs
 //! as in one process, and exchanges copy bits, so the outputs are the
