@@ -159,7 +159,10 @@ mod with_mpi {
             let err = stderr(&out);
             assert!(!out.status.success(), "{method}: {err}");
             assert!(err.contains("MPI rank 0 failed (its error is printed by that rank)"), "{method}: {err}");
-            assert!(err.contains("members 0..2 (counted from 0) on MPI rank 0") && err.contains("plugin `model`: `advance` returned a non-finite value"), "{method}: {err}");
+            assert!(
+                err.contains("members 0..2 (counted from 0) on MPI rank 0") && err.contains("plugin `model`: `advance` returned a non-finite value"),
+                "{method}: {err}"
+            );
             assert!(!dir.path().join("out").exists(), "{method}: nothing is written");
         }
     }

@@ -63,7 +63,7 @@ pub fn c2st(x: &DMatrix<f64>, y: &DMatrix<f64>, spec: Spec) -> Result<f64> {
     order.shuffle(&mut rng);
     // Folds are independent: train them on all cores (each with its own
     // seeded stream, so the result does not depend on the thread count).
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(spec.folds);
+    let threads = crate::threads::workers_for(spec.folds);
     let fold = |k: usize| {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed.wrapping_mul(0x9E37_79B9).wrapping_add(k as u64 + 1));
         let (lo, hi) = (k * n / spec.folds, (k + 1) * n / spec.folds);
@@ -73,12 +73,7 @@ pub fn c2st(x: &DMatrix<f64>, y: &DMatrix<f64>, spec: Spec) -> Result<f64> {
         fit(&mut clf, &data, &labels, d, train, spec.max_epochs, &mut rng);
         accuracy(&mut clf, &data, &labels, d, &test)
     };
-    let accuracies: Vec<f64> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads).map(|t| scope.spawn(move || (t..spec.folds).step_by(threads).map(|k| (k, fold(k))).collect::<Vec<_>>())).collect();
-        let mut all: Vec<(usize, f64)> = workers.into_iter().flat_map(|w| w.join().expect("a C2ST fold panicked")).collect();
-        all.sort_by_key(|(k, _)| *k);
-        all.into_iter().map(|(_, a)| a).collect()
-    });
+    let accuracies = crate::threads::round_robin((0..spec.folds).collect(), threads, fold, &fold);
     Ok(accuracies.iter().sum::<f64>() / accuracies.len() as f64)
 }
 

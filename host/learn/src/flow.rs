@@ -669,28 +669,13 @@ impl Nsf {
             })?;
             Ok((net.params().chunks_exact(2).map(|wb| (wb[0].clone(), wb[1].clone())).collect(), fitted))
         };
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(dim).max(1);
-        let mut results: Vec<(usize, Result<(Layers, crate::fused::Fitted)>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (1..workers)
-                .map(|w| {
-                    let train_k = &train_k;
-                    scope.spawn(move || (w..dim).step_by(workers).map(|k| (k, train_k(k, &mut |_, _, _| {}))).collect::<Vec<_>>())
-                })
-                .collect();
-            let mut all = Vec::with_capacity(dim);
-            for k in (0..dim).step_by(workers) {
-                let mut quiet = |_: usize, _: f64, _: f64| {};
-                let report: &mut dyn FnMut(usize, f64, f64) = if k == 0 { &mut *progress } else { &mut quiet };
-                all.push((k, train_k(k, report)));
-            }
-            for h in handles {
-                all.extend(h.join().expect("a training thread panicked"));
-            }
-            all
-        });
-        results.sort_by_key(|(k, _)| *k);
+        // Conditioners are independent: on all cores, progress reported by
+        // the first (trained on this thread).
+        let quiet = |k: usize| train_k(k, &mut |_, _, _| {});
+        let first = |k: usize| if k == 0 { train_k(k, &mut *progress) } else { quiet(k) };
+        let results = crate::threads::round_robin((0..dim).collect(), crate::threads::workers_for(dim), first, &quiet);
         let (mut nets, mut epochs, mut best_epoch) = (Vec::with_capacity(dim), 0, 0);
-        for (_, r) in results {
+        for r in results {
             let (conditioner, fitted) = r?;
             nets.push(conditioner);
             epochs = epochs.max(fitted.epochs);

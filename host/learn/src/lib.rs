@@ -29,6 +29,7 @@ pub mod neural;
 pub mod refine;
 pub mod static_emulator;
 pub mod stopping;
+pub mod threads;
 pub mod train;
 
 use anyhow::Result;

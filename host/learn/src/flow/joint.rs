@@ -81,26 +81,12 @@ struct Slot {
 }
 
 /// Run `f` on every (position, conditioner, slot) of a layer, spread over
-/// `workers` threads (round robin; this thread takes the first share).
-/// Each item is its own: what the items produce is merged afterwards in
-/// position order, so the result does not depend on `workers`.
+/// `workers` threads ([`crate::threads::round_robin`]). Each item is its
+/// own: what the items produce is merged afterwards in position order, so
+/// the result does not depend on `workers`.
 fn across(items: Vec<(usize, &mut MlpTrainer, &mut Slot)>, workers: usize, f: &(dyn Fn(usize, &mut MlpTrainer, &mut Slot) + Sync)) {
-    if workers <= 1 {
-        items.into_iter().for_each(|(k, net, slot)| f(k, net, slot));
-        return;
-    }
-    let mut shares: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
-    for (i, item) in items.into_iter().enumerate() {
-        shares[i % workers].push(item);
-    }
-    std::thread::scope(|scope| {
-        let mut shares = shares.into_iter();
-        let mine = shares.next().unwrap_or_default();
-        for share in shares {
-            scope.spawn(move || share.into_iter().for_each(|(k, net, slot)| f(k, net, slot)));
-        }
-        mine.into_iter().for_each(|(k, net, slot)| f(k, net, slot));
-    });
+    let each = |(k, net, slot): (usize, &mut MlpTrainer, &mut Slot)| f(k, net, slot);
+    crate::threads::round_robin(items, workers, each, &each);
 }
 
 impl<'a> Joint<'a> {
@@ -133,7 +119,7 @@ impl<'a> Joint<'a> {
             batch,
             best,
             pass: Pass::default(),
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()).min(desc.parameters.len()),
+            workers: crate::threads::workers_for(desc.parameters.len()),
         }
     }
 
