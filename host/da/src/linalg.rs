@@ -195,16 +195,22 @@ fn chebyshev_inverse_sqrt_into(a: &DMatrix<f64>, lower: f64, work: &mut InverseS
     for (v, &t) in values.iter_mut().zip(&cosines[NODES..2 * NODES]) {
         *v = f(t) * 2.0 / NODES as f64;
     }
-    let mut c = [0.0; NODES];
-    for (ck, row) in c.iter_mut().zip(cosines.chunks_exact(NODES)) {
-        *ck = row.iter().zip(&values).map(|(ct, v)| ct * v).sum();
-    }
-    c[0] *= 0.5;
     // The coefficients of x^{-1/2} decrease in size geometrically: cut
     // before the first one below the tolerance (the dropped tail is of its
-    // order; the rounding noise of the coefficients is about 1e-16).
+    // order; the rounding noise of the coefficients is about 1e-16). They
+    // are computed one by one, up to that one (or until the degree is
+    // past MAX_DEGREE): most of the 48 are never needed.
     let tolerance = 1e-15 * f(-1.0);
-    let degree = c.iter().position(|ck| ck.abs() <= tolerance).unwrap_or(NODES).saturating_sub(1);
+    let mut c = [0.0; NODES];
+    let mut first_small = NODES;
+    for (k, row) in cosines.chunks_exact(NODES).enumerate().take(MAX_DEGREE + 2) {
+        c[k] = row.iter().zip(&values).map(|(ct, v)| ct * v).sum::<f64>() * if k == 0 { 0.5 } else { 1.0 };
+        if c[k].abs() <= tolerance {
+            first_small = k;
+            break;
+        }
+    }
+    let degree = first_small.saturating_sub(1);
     if degree > MAX_DEGREE {
         return false;
     }
@@ -249,11 +255,13 @@ fn chebyshev_inverse_sqrt_into(a: &DMatrix<f64>, lower: f64, work: &mut InverseS
     let powers = &mut work.powers[..=s];
     powers.iter_mut().for_each(square);
     powers[0].fill_with_identity();
-    // X = (A − mI)/h.
-    for (i, (x, a)) in powers[1].iter_mut().zip(a.iter()).enumerate() {
-        let shift = if i % n == i / n { mid } else { 0.0 };
-        *x = (a - shift) / half;
+    // X = (A − mI)/h: the shift on the diagonal, then one division of
+    // every element (a loop the compiler vectorises; the same numbers).
+    powers[1].copy_from(a);
+    for i in 0..n {
+        powers[1][(i, i)] -= mid;
     }
+    powers[1].iter_mut().for_each(|x| *x /= half);
     for k in 2..=s {
         let (done, rest) = powers.split_at_mut(k);
         product_into(&done[k - 1], &done[1], &mut rest[0]);
