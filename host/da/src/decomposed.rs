@@ -161,13 +161,12 @@ pub fn cycle(
 ) -> Result<Trajectory> {
     let team = execution.team;
     let ch = twin.chronology;
-    let initial = twin.prior.sample(members, rng)?;
-    let state = initial.nrows();
+    let state = twin.prior.size();
     let mine = analysis.rows().context("the decomposed cycle needs an analysis with rows of its own")?.to_vec();
     let d = Decomposition::new(team, members, state, &mine)?;
     let member_share = d.member_share(team.rank());
-    let mut columns = initial.columns(member_share.start, member_share.len()).into_owned();
-    drop(initial);
+    // Only this rank's members are ever held (drawn from the same stream).
+    let mut columns = twin.prior.sample_members(members, member_share.clone(), rng)?;
     let stats_of = |e: &DMatrix<f64>| -> Result<(DVector<f64>, DVector<f64>)> {
         let (mu, a) = center(e);
         let local = DMatrix::from_columns(&[mu, variances(&a)]);

@@ -735,3 +735,40 @@ fn members_to_rows_and_back_is_the_identity() {
     let refusals = on_ranks(2, |team| crate::decomposed::Decomposition::new(team, members, state, &[team.rank()]).err().map(|e| e.to_string()));
     assert!(refusals.iter().all(|r| r.as_deref().is_some_and(|m| m.contains("leave some"))), "{refusals:?}");
 }
+
+/// A rank's members drawn alone are the same bits as those columns of the
+/// whole draw, and the stream ends in the same place (what follows the
+/// draw, e.g. the EnKF's perturbations, does not depend on the rank).
+#[test]
+fn a_ranks_members_are_those_columns_of_the_whole_draw() {
+    use crate::twin::Prior;
+    let mean = DVector::from_fn(7, |i, _| i as f64 - 2.0);
+    let prior = Prior::gaussian(mean.clone(), 0.3);
+    // The whole draw written out: N(mean, 0.3 I), member after member.
+    let mut whole_rng = ChaCha8Rng::seed_from_u64(5);
+    let whole = linalg::add_mean(&mean, linalg::randn(7, 6, &mut whole_rng) * 0.3f64.sqrt());
+    assert_eq!(prior.sample(6, &mut ChaCha8Rng::seed_from_u64(5)).unwrap(), whole);
+    let after: u64 = rand::Rng::random(&mut whole_rng);
+    for range in [0..2, 2..4, 4..6, 3..3, 0..6, 1..5] {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let part = prior.sample_members(6, range.clone(), &mut rng).unwrap();
+        assert_eq!(part, whole.columns(range.start, range.len()), "members {range:?}");
+        assert_eq!(rand::Rng::random::<u64>(&mut rng), after, "the stream after members {range:?}");
+    }
+    assert!(prior.sample_members(6, 4..7, &mut ChaCha8Rng::seed_from_u64(5)).is_err());
+
+    // A climate prior: members picked without replacement from its states.
+    let states = DMatrix::from_fn(7, 10, |i, k| (10 * k + i) as f64);
+    let climate = Prior::Climate { states: states.clone(), truth: DVector::zeros(7), spin_up: crate::twin::SpinUp { time: 1.0, samples: 10, every: 1.0 } };
+    let mut whole_rng = ChaCha8Rng::seed_from_u64(6);
+    let picked = rand::seq::index::sample(&mut whole_rng, 10, 6);
+    let after: u64 = rand::Rng::random(&mut whole_rng);
+    for range in [0..3, 3..6, 2..5] {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let part = climate.sample_members(6, range.clone(), &mut rng).unwrap();
+        for (c, k) in range.clone().enumerate() {
+            assert_eq!(part.column(c), states.column(picked.index(k)), "member {k}");
+        }
+        assert_eq!(rand::Rng::random::<u64>(&mut rng), after);
+    }
+}

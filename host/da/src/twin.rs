@@ -119,8 +119,29 @@ impl Prior {
 
     /// `members` initial states as a `size × members` ensemble.
     pub fn sample(&self, members: usize, rng: &mut impl Rng) -> Result<DMatrix<f64>> {
+        self.sample_members(members, 0..members, rng)
+    }
+
+    /// Columns `range` of [`Prior::sample`]`(members, rng)`, without
+    /// holding the others: the draws outside `range` are made and dropped,
+    /// so `rng` ends where `sample` leaves it and the kept columns are the
+    /// same bits (an MPI rank holds only its members this way).
+    pub fn sample_members(&self, members: usize, range: std::ops::Range<usize>, rng: &mut impl Rng) -> Result<DMatrix<f64>> {
+        anyhow::ensure!(range.start <= range.end && range.end <= members, "members {range:?} asked of an ensemble of {members}");
         match self {
-            Prior::Gaussian { mean, variance } => Ok(linalg::add_mean(mean, linalg::randn(mean.len(), members, rng) * variance.sqrt())),
+            Prior::Gaussian { mean, variance } => {
+                let sd = variance.sqrt();
+                let mut kept = DMatrix::zeros(mean.len(), range.len());
+                for k in 0..members {
+                    for i in 0..mean.len() {
+                        let z: f64 = rng.sample(rand_distr::StandardNormal);
+                        if range.contains(&k) {
+                            kept[(i, k - range.start)] = z * sd;
+                        }
+                    }
+                }
+                Ok(linalg::add_mean(mean, kept))
+            }
             Prior::Climate { states, .. } => {
                 anyhow::ensure!(
                     members <= states.ncols(),
@@ -128,7 +149,7 @@ impl Prior {
                     states.ncols()
                 );
                 let picked = rand::seq::index::sample(rng, states.ncols(), members);
-                Ok(DMatrix::from_fn(states.nrows(), members, |i, k| states[(i, picked.index(k))]))
+                Ok(DMatrix::from_fn(states.nrows(), range.len(), |i, k| states[(i, picked.index(range.start + k))]))
             }
         }
     }
