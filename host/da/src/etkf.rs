@@ -105,7 +105,7 @@ where
         work.gram = DMatrix::zeros(n, n);
     }
     product_into(&st, s, &mut work.gram);
-    work.gram /= n1;
+    work.gram.as_mut_slice().iter_mut().for_each(|x| *x /= n1);
     for i in 0..n {
         work.gram[(i, i)] += 1.0;
     }
@@ -126,10 +126,15 @@ where
 /// the buffer grown first when it is shorter (so a buffer reused for
 /// matrices of varying size stops allocating once it has held the largest).
 pub fn buffer_matrix(buffer: &mut Vec<f64>, rows: usize, cols: usize) -> DMatrixViewMut<'_, f64> {
-    if buffer.len() < rows * cols {
-        buffer.resize(rows * cols, 0.0);
+    DMatrixViewMut::from_slice(buffer_slice(buffer, rows * cols), rows, cols)
+}
+
+/// The first `len` values of `buffer`, grown first when it is shorter.
+pub fn buffer_slice(buffer: &mut Vec<f64>, len: usize) -> &mut [f64] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
     }
-    DMatrixViewMut::from_slice(&mut buffer[..rows * cols], rows, cols)
+    &mut buffer[..len]
 }
 
 /// Whitened observation anomalies and innovation: R^{-1/2}(Eo − ȳ),

@@ -8,7 +8,7 @@
 //! enough of them; the result does not depend on either number.
 
 use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
-use super::etkf::{buffer_matrix, transform_into, whiten, TransformWork};
+use super::etkf::{buffer_matrix, buffer_slice, transform_into, whiten, TransformWork};
 use super::linalg::{center, product_into};
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::team::{share, Solo, Team};
@@ -379,23 +379,25 @@ fn local_analysis(
     }
     let (p, n, rows) = (obs.len(), a.ncols(), index.len());
     let LocalWork { s_loc, dy_loc, a_loc, update, dmu, transform } = work;
-    let mut s_loc = buffer_matrix(s_loc, p, n);
-    for k in 0..n {
-        for (jl, (&j, &taper)) in obs.iter().zip(sqrt_taper).enumerate() {
-            s_loc[(jl, k)] = s[(j, k)] * taper;
+    // Column by column through the slices (indexing by (row, column)
+    // checks both bounds on every element).
+    for (local, column) in buffer_slice(s_loc, p * n).chunks_exact_mut(p).zip(s.as_slice().chunks_exact(s.nrows())) {
+        for (x, (&j, &taper)) in local.iter_mut().zip(obs.iter().zip(sqrt_taper)) {
+            *x = column[j] * taper;
         }
     }
+    let s_loc = buffer_matrix(s_loc, p, n);
     let mut dy_loc = buffer_matrix(dy_loc, p, 1);
     for (jl, (&j, &taper)) in obs.iter().zip(sqrt_taper).enumerate() {
         dy_loc[jl] = dy[j] * taper;
     }
     transform_into(&s_loc, &dy_loc.column(0), transform);
-    let mut a_loc = buffer_matrix(a_loc, rows, n);
-    for k in 0..n {
-        for (il, &i) in index.iter().enumerate() {
-            a_loc[(il, k)] = a[(i, k)];
+    for (local, column) in buffer_slice(a_loc, rows * n).chunks_exact_mut(rows).zip(a.as_slice().chunks_exact(a.nrows())) {
+        for (x, &i) in local.iter_mut().zip(index) {
+            *x = column[i];
         }
     }
+    let a_loc = buffer_matrix(a_loc, rows, n);
     let mut update = buffer_matrix(update, rows, n); // anomalies
     product_into(&a_loc, &transform.t, &mut update);
     let mut dmu = buffer_matrix(dmu, rows, 1);

@@ -172,14 +172,18 @@ fn chebyshev_inverse_sqrt_into(a: &DMatrix<f64>, lower: f64, work: &mut InverseS
     const NODES: usize = 48;
     const MAX_DEGREE: usize = 30;
     let n = a.nrows();
-    if !(lower > 0.0 && a.iter().all(|x| x.is_finite())) {
+    // Loops over the column-major slice: nalgebra's element iterators are
+    // several times slower at these sizes (the same sums, in the same order).
+    let elements = a.as_slice();
+    if !(lower > 0.0 && elements.iter().all(|x| x.is_finite())) {
         return false;
     }
     // A is symmetric: column sums are row sums.
-    let gershgorin = a.column_iter().map(|col| col.iter().map(|x| x.abs()).sum::<f64>()).fold(0.0, f64::max);
+    let gershgorin = elements.chunks_exact(n).map(|col| col.iter().map(|x| x.abs()).sum::<f64>()).fold(0.0, f64::max);
     // The diagonal as a strided view (`diagonal()` would copy it).
-    let diagonal = nalgebra::DMatrixView::from_slice_with_strides(a.as_slice(), n, 1, n + 1, n);
-    let shifted_frobenius = (a.norm_squared() - diagonal.norm_squared() + diagonal.iter().map(|d| (d - lower) * (d - lower)).sum::<f64>()).sqrt();
+    let diagonal = nalgebra::DMatrixView::from_slice_with_strides(elements, n, 1, n + 1, n);
+    let shifted_frobenius =
+        (a.norm_squared() - diagonal.norm_squared() + elements.iter().step_by(n + 1).map(|d| (d - lower) * (d - lower)).sum::<f64>()).sqrt();
     let upper = gershgorin.min(lower + shifted_frobenius).max(lower * (1.0 + 1e-12));
     let (mid, half) = (0.5 * (upper + lower), 0.5 * (upper - lower));
 
@@ -190,6 +194,9 @@ fn chebyshev_inverse_sqrt_into(a: &DMatrix<f64>, lower: f64, work: &mut InverseS
         let theta = |j: usize| std::f64::consts::PI * (j as f64 + 0.5) / NODES as f64;
         (0..NODES).flat_map(|k| (0..NODES).map(move |j| (k as f64 * theta(j)).cos())).collect()
     });
+    // The same table with k along rows (cos kθⱼ at j·NODES + k).
+    static TRANSPOSED_COSINES: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    let transposed_cosines = TRANSPOSED_COSINES.get_or_init(|| (0..NODES * NODES).map(|i| cosines[(i % NODES) * NODES + i / NODES]).collect());
     let f = |t: f64| 1.0 / (mid + half * t).sqrt();
     let mut values = [0.0; NODES];
     for (v, &t) in values.iter_mut().zip(&cosines[NODES..2 * NODES]) {
@@ -200,13 +207,24 @@ fn chebyshev_inverse_sqrt_into(a: &DMatrix<f64>, lower: f64, work: &mut InverseS
     // order; the rounding noise of the coefficients is about 1e-16). They
     // are computed one by one, up to that one (or until the degree is
     // past MAX_DEGREE): most of the 48 are never needed.
+    // Eight at a time, node after node: eight independent sums (each in
+    // the nodes' order, so the same numbers as one sum after another) that
+    // the processor can run side by side.
     let tolerance = 1e-15 * f(-1.0);
     let mut c = [0.0; NODES];
     let mut first_small = NODES;
-    for (k, row) in cosines.chunks_exact(NODES).enumerate().take(MAX_DEGREE + 2) {
-        c[k] = row.iter().zip(&values).map(|(ct, v)| ct * v).sum::<f64>() * if k == 0 { 0.5 } else { 1.0 };
-        if c[k].abs() <= tolerance {
-            first_small = k;
+    const BATCH: usize = 8;
+    for start in (0..MAX_DEGREE + 2).step_by(BATCH) {
+        let mut sums = [0.0; BATCH];
+        for (j, v) in values.iter().enumerate() {
+            for (b, sum) in sums.iter_mut().enumerate() {
+                *sum += transposed_cosines[j * NODES + start + b] * v;
+            }
+        }
+        sums[0] *= if start == 0 { 0.5 } else { 1.0 };
+        c[start..start + BATCH].copy_from_slice(&sums);
+        if let Some(b) = sums.iter().position(|ck| ck.abs() <= tolerance) {
+            first_small = start + b;
             break;
         }
     }
@@ -254,14 +272,14 @@ fn chebyshev_inverse_sqrt_into(a: &DMatrix<f64>, lower: f64, work: &mut InverseS
     }
     let powers = &mut work.powers[..=s];
     powers.iter_mut().for_each(square);
-    powers[0].fill_with_identity();
+    // powers[0] would be I, which is never formed (see below).
     // X = (A − mI)/h: the shift on the diagonal, then one division of
     // every element (a loop the compiler vectorises; the same numbers).
-    powers[1].copy_from(a);
+    powers[1].as_mut_slice().copy_from_slice(elements);
     for i in 0..n {
         powers[1][(i, i)] -= mid;
     }
-    powers[1].iter_mut().for_each(|x| *x /= half);
+    powers[1].as_mut_slice().iter_mut().for_each(|x| *x /= half);
     for k in 2..=s {
         let (done, rest) = powers.split_at_mut(k);
         product_into(&done[k - 1], &done[1], &mut rest[0]);
@@ -270,13 +288,20 @@ fn chebyshev_inverse_sqrt_into(a: &DMatrix<f64>, lower: f64, work: &mut InverseS
     let blocks = terms.div_ceil(s);
     square(out);
     square(&mut work.product);
-    out.fill(0.0);
+    out.as_mut_slice().fill(0.0);
     for i in (0..blocks).rev() {
         if i + 1 < blocks {
             product_into(out, &powers[s], &mut work.product);
             std::mem::swap(out, &mut work.product);
         }
-        for (j, power) in powers.iter().enumerate().take(s) {
+        // X⁰ = I: its term touches only the diagonal (adding 0 elsewhere
+        // would change nothing).
+        if let Some(&ai0) = coef.get(i * s) {
+            for r in 0..n {
+                out[(r, r)] += ai0;
+            }
+        }
+        for (j, power) in powers.iter().enumerate().take(s).skip(1) {
             if let Some(&aij) = coef.get(i * s + j) {
                 for (r, p) in out.as_mut_slice().iter_mut().zip(power.as_slice()) {
                     *r += aij * p;

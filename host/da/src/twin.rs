@@ -249,7 +249,8 @@ pub fn simulate(model: &mut dyn ForwardModel, obs: &mut dyn ObsOperator, chronol
         let delta2 = xv - &clim_mean;
         clim_m2_diag += delta.component_mul(&delta2);
         if keep_cov {
-            clim_m2 += &delta * delta2.transpose();
+            // In place (an outer product would allocate m² values per step).
+            clim_m2.ger(1.0, &delta, &delta2, 1.0);
         }
         if step % chronology.steps_per_obs == 0 {
             let k = step / chronology.steps_per_obs - 1;
