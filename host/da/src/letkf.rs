@@ -8,8 +8,8 @@
 //! enough of them; the result does not depend on either number.
 
 use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
-use super::etkf::{buffer_matrix, buffer_slice, transform_into, whiten, TransformWork};
-use super::linalg::{center, product_into};
+use super::etkf::{buffer_matrix, buffer_slice, transform_into, TransformWork};
+use super::linalg::{mean, product_into};
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
@@ -358,32 +358,49 @@ struct LocalWork {
     transform: TransformWork,
 }
 
+/// What every local analysis reads: the forecast ensemble and its mean,
+/// the observed ensemble with its mean and R^{-1/2}, and the whitened
+/// innovation. Each batch forms its own rows of the anomalies E − x̄1ᵀ and
+/// the whitened anomalies R^{-1/2}(Eo − ȳ1ᵀ) from these, with the same
+/// operations as [`super::linalg::center`] and [`super::etkf::whiten`] (so the same
+/// numbers), on the batch's thread: no M × N copy is made in the serial
+/// part of the analysis.
+struct Inputs<'a> {
+    e: &'a DMatrix<f64>,
+    mu: DVector<f64>,
+    eo: &'a DMatrix<f64>,
+    ybar: DVector<f64>,
+    inv_sd: DVector<f64>,
+    dy: DVector<f64>,
+}
+
+impl<'a> Inputs<'a> {
+    fn new(e: &'a DMatrix<f64>, eo: &'a DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>) -> Inputs<'a> {
+        let (mu, ybar) = (mean(e), mean(eo));
+        let inv_sd = r.map(|r| 1.0 / r.sqrt());
+        let mut dy = y - &ybar;
+        dy.component_mul_assign(&inv_sd);
+        Inputs { e, mu, eo, ybar, inv_sd, dy }
+    }
+}
+
 /// One batch's analysis: append its rows of the updated ensemble
 /// (`index.len() × N`, column-major) to `out`; nothing when no
 /// observation is near (the forecast stands). `index`: the batch's rows
-/// in `mu` and `a`; `obs`: its observations' rows in `s` and `dy`, with
+/// in `inputs.e`; `obs`: its observations' rows in `inputs.eo`, with
 /// the square roots of their tapers.
-#[allow(clippy::too_many_arguments)] // the domain, the shared inputs, the thread's buffers
-fn local_analysis(
-    index: &[usize],
-    (obs, sqrt_taper): (&[usize], &[f64]),
-    mu: &DVector<f64>,
-    a: &DMatrix<f64>,
-    s: &DMatrix<f64>,
-    dy: &DVector<f64>,
-    work: &mut LocalWork,
-    out: &mut Vec<f64>,
-) {
+fn local_analysis(index: &[usize], (obs, sqrt_taper): (&[usize], &[f64]), inputs: &Inputs, work: &mut LocalWork, out: &mut Vec<f64>) {
     if obs.is_empty() {
         return;
     }
-    let (p, n, rows) = (obs.len(), a.ncols(), index.len());
+    let Inputs { e, mu, eo, ybar, inv_sd, dy } = inputs;
+    let (p, n, rows) = (obs.len(), e.ncols(), index.len());
     let LocalWork { s_loc, dy_loc, a_loc, update, dmu, transform } = work;
     // Column by column through the slices (indexing by (row, column)
     // checks both bounds on every element).
-    for (local, column) in buffer_slice(s_loc, p * n).chunks_exact_mut(p).zip(s.as_slice().chunks_exact(s.nrows())) {
+    for (local, column) in buffer_slice(s_loc, p * n).chunks_exact_mut(p).zip(eo.as_slice().chunks_exact(eo.nrows())) {
         for (x, (&j, &taper)) in local.iter_mut().zip(obs.iter().zip(sqrt_taper)) {
-            *x = column[j] * taper;
+            *x = (column[j] - ybar[j]) * inv_sd[j] * taper;
         }
     }
     let s_loc = buffer_matrix(s_loc, p, n);
@@ -392,9 +409,9 @@ fn local_analysis(
         dy_loc[jl] = dy[j] * taper;
     }
     transform_into(&s_loc, &dy_loc.column(0), transform);
-    for (local, column) in buffer_slice(a_loc, rows * n).chunks_exact_mut(rows).zip(a.as_slice().chunks_exact(a.nrows())) {
+    for (local, column) in buffer_slice(a_loc, rows * n).chunks_exact_mut(rows).zip(e.as_slice().chunks_exact(e.nrows())) {
         for (x, &i) in local.iter_mut().zip(index) {
-            *x = column[i];
+            *x = column[i] - mu[i];
         }
     }
     let a_loc = buffer_matrix(a_loc, rows, n);
@@ -432,11 +449,10 @@ impl Analysis for Letkf<'_> {
 
     fn analyse(&mut self, e: &mut DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>, _rng: &mut dyn rand::RngCore) -> Result<()> {
         self.check_observed(eo)?;
-        let (mu, a) = center(e);
-        let (s, dy) = whiten(eo, y, r);
+        let inputs = Inputs::new(e, eo, y, r);
         let (ranks, members) = (self.team.size(), e.ncols());
         let mine = share(self.batches.len(), ranks, self.team.rank());
-        let per_thread = self.local_analyses(mine.clone(), Rows::Whole, &mu, &a, &s, &dy);
+        let per_thread = self.local_analyses(mine.clone(), Rows::Whole, &inputs);
         if ranks == 1 {
             self.write_back(e, mine, per_thread, Rows::Whole);
             return Ok(());
@@ -510,10 +526,9 @@ impl Analysis for Letkf<'_> {
         let count = self.observed.len() / self.layout.ndim();
         anyhow::ensure!(y.len() == count && r.len() == count, "LETKF: {} observations but coordinates for {count}", y.len());
         let (y, r) = (DVector::from_iterator(halo.len(), halo.iter().map(|&j| y[j])), DVector::from_iterator(halo.len(), halo.iter().map(|&j| r[j])));
-        let (mu, a) = center(e);
-        let (s, dy) = whiten(eo, &y, &r);
+        let inputs = Inputs::new(e, eo, &y, &r);
         let mine = share(self.batches.len(), self.team.size(), self.team.rank());
-        let per_thread = self.local_analyses(mine.clone(), Rows::Rank, &mu, &a, &s, &dy);
+        let per_thread = self.local_analyses(mine.clone(), Rows::Rank, &inputs);
         self.write_back(e, mine, per_thread, Rows::Rank);
         Ok(())
     }
@@ -597,7 +612,7 @@ impl Letkf<'_> {
     /// The local analyses of batches `range` on this rank's threads
     /// (contiguous shares of `per_thread` batches, the number returned),
     /// each appending its batches' updated rows to its buffer in `self.rows`.
-    fn local_analyses(&mut self, range: std::ops::Range<usize>, rows: Rows, mu: &DVector<f64>, a: &DMatrix<f64>, s: &DMatrix<f64>, dy: &DVector<f64>) -> usize {
+    fn local_analyses(&mut self, range: std::ops::Range<usize>, rows: Rows, inputs: &Inputs) -> usize {
         let threads = self.threads.min(range.len() / DOMAINS_PER_THREAD).max(1);
         let per_thread = range.len().div_ceil(threads).max(1);
         let mut work = std::mem::take(&mut self.work);
@@ -608,7 +623,7 @@ impl Letkf<'_> {
         let map = self.row_map(rows);
         let analyse_share = |share: std::ops::Range<usize>, work: &mut LocalWork, out: &mut Vec<f64>| {
             for b in share {
-                local_analysis(map.of(b), map.near(b), mu, a, s, dy, work, out);
+                local_analysis(map.of(b), map.near(b), inputs, work, out);
             }
         };
         let shares = || range.clone().step_by(per_thread).map(|start| start..(start + per_thread).min(range.end));
