@@ -10,12 +10,14 @@
 //!   x̄ₐ = x̄ + A w,             Aₐ = A T
 
 use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
-use super::linalg::{center, product_into, spd_inverse_sqrt_into, InverseSqrtWork};
+use super::linalg::{
+    apply_inverse_sqrt, buffer_matrix, buffer_slice, center, inverse_sqrt_series, product_into, spd_inverse_sqrt_into, ApplyWork, InverseSqrtWork,
+};
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::twin::Twin;
 use anyhow::Result;
 use geohost_sandbox::model::{ForwardModel, ObsOperator};
-use nalgebra::{DMatrix, DMatrixViewMut, DVector, Dyn, Matrix, Storage, U1};
+use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, DVector, Dyn, Matrix, Storage, U1};
 
 /// `method = "etkf"`: the ETKF with `N` members, inflation and rotations.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -87,6 +89,9 @@ pub struct TransformWork {
     pub t: DMatrix<f64>,
     /// The mean weights w (length N) of the last call.
     pub w: DVector<f64>,
+    /// [`apply_transform_into`]'s block of vectors and its buffers.
+    block: Vec<f64>,
+    apply: ApplyWork,
 }
 
 /// [`transform`] into `work.w` and `work.t`, with `work`'s buffers.
@@ -94,6 +99,15 @@ pub fn transform_into<SS, SD>(s: &Matrix<f64, Dyn, Dyn, SS>, dy: &Matrix<f64, Dy
 where
     SS: Storage<f64, Dyn, Dyn>,
     SD: Storage<f64, Dyn, U1>,
+{
+    gram_into(s, work);
+    transform_from_gram(dy, work);
+}
+
+/// `work.st` ← Sᵀ and `work.gram` ← I + SᵀS/(N−1).
+fn gram_into<SS>(s: &Matrix<f64, Dyn, Dyn, SS>, work: &mut TransformWork)
+where
+    SS: Storage<f64, Dyn, Dyn>,
 {
     let (p, n) = s.shape();
     let n1 = (n - 1) as f64;
@@ -109,6 +123,15 @@ where
     for i in 0..n {
         work.gram[(i, i)] += 1.0;
     }
+}
+
+/// T and w from the Gram matrix and Sᵀ [`gram_into`] left in `work`.
+fn transform_from_gram<SD>(dy: &Matrix<f64, Dyn, U1, SD>, work: &mut TransformWork)
+where
+    SD: Storage<f64, Dyn, U1>,
+{
+    let n = work.gram.nrows();
+    let n1 = (n - 1) as f64;
     spd_inverse_sqrt_into(&work.gram, 1.0, &mut work.sqrt, &mut work.t);
     // w = Pw Sᵀδ = T (T Sᵀδ) / (N−1), as matrix–vector products.
     for v in [&mut work.st_dy, &mut work.t_st_dy, &mut work.w] {
@@ -116,25 +139,58 @@ where
             *v = DVector::zeros(n);
         }
     }
+    let st = buffer_matrix(&mut work.st, n, dy.len());
     st.mul_to(dy, &mut work.st_dy);
     work.t.mul_to(&work.st_dy, &mut work.t_st_dy);
     work.t.mul_to(&work.t_st_dy, &mut work.w);
     work.w /= n1;
 }
 
-/// The first `rows × cols` values of `buffer` as a column-major matrix,
-/// the buffer grown first when it is shorter (so a buffer reused for
-/// matrices of varying size stops allocating once it has held the largest).
-pub fn buffer_matrix(buffer: &mut Vec<f64>, rows: usize, cols: usize) -> DMatrixViewMut<'_, f64> {
-    DMatrixViewMut::from_slice(buffer_slice(buffer, rows * cols), rows, cols)
-}
-
-/// The first `len` values of `buffer`, grown first when it is shorter.
-pub fn buffer_slice(buffer: &mut Vec<f64>, len: usize) -> &mut [f64] {
-    if buffer.len() < len {
-        buffer.resize(len, 0.0);
-    }
-    &mut buffer[..len]
+/// The transform applied to some rows `a` (`rows × N`) of the anomalies:
+/// `update` ← a T and `dmu` ← a w, what [`transform_into`] and two
+/// products give, for the LETKF's local domains (a few rows each).
+///
+/// Where T = (I + G)^{-1/2} has a polynomial series
+/// ([`inverse_sqrt_series`]), T is never formed: the series is applied
+/// to the N-vectors that need it, aᵀ's columns and Sᵀδ
+/// ([`apply_inverse_sqrt`]), about (rows + 1)/N of the work of forming T
+/// when the rows are few. Elsewhere (fewer than 12 members, a
+/// wide spectrum) T is formed by the eigendecomposition, as in
+/// [`transform_into`]. Either way the result is T's to rounding, not to
+/// the bit.
+pub fn apply_transform_into<SS, SD>(
+    s: &Matrix<f64, Dyn, Dyn, SS>,
+    dy: &Matrix<f64, Dyn, U1, SD>,
+    a: &DMatrixView<f64>,
+    work: &mut TransformWork,
+    update: &mut DMatrixViewMut<f64>,
+    dmu: &mut DMatrixViewMut<f64>,
+) where
+    SS: Storage<f64, Dyn, Dyn>,
+    SD: Storage<f64, Dyn, U1>,
+{
+    gram_into(s, work);
+    let Some(series) = inverse_sqrt_series(&work.gram, 1.0) else {
+        transform_from_gram(dy, work);
+        product_into(a, &work.t, update);
+        a.mul_to(&work.w, dmu);
+        return;
+    };
+    let (rows, n) = a.shape();
+    let n1 = (n - 1) as f64;
+    // The block [aᵀ | Sᵀδ], N × (rows + 1), column-major.
+    let block = buffer_slice(&mut work.block, n * (rows + 1));
+    let (transposed, st_dy) = block.split_at_mut(n * rows);
+    DMatrixViewMut::from_slice(transposed, n, rows).tr_copy_from(a);
+    let st = buffer_matrix(&mut work.st, n, dy.len());
+    st.mul_to(dy, &mut DMatrixViewMut::from_slice(st_dy, n, 1));
+    apply_inverse_sqrt(&work.gram, &series, block, &mut work.apply);
+    // a w = a T (T Sᵀδ)/(N−1) = (a T)(T Sᵀδ)/(N−1), T being symmetric:
+    // the update's rows times T Sᵀδ, with no second application.
+    let (t_at, t_st_dy) = block.split_at(n * rows);
+    update.tr_copy_from(&DMatrixView::from_slice(t_at, n, rows));
+    update.mul_to(&DMatrixView::from_slice(t_st_dy, n, 1), dmu);
+    *dmu /= n1;
 }
 
 /// Whitened observation anomalies and innovation: R^{-1/2}(Eo − ȳ),

@@ -8,8 +8,9 @@
 //! enough of them; the result does not depend on either number.
 
 use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
-use super::etkf::{buffer_matrix, buffer_slice, transform_into, TransformWork};
-use super::linalg::{mean, product_into};
+use super::etkf::{apply_transform_into, TransformWork};
+use super::linalg::mean;
+use super::linalg::{buffer_matrix, buffer_slice};
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
@@ -408,7 +409,6 @@ fn local_analysis(index: &[usize], (obs, sqrt_taper): (&[usize], &[f64]), inputs
     for (jl, (&j, &taper)) in obs.iter().zip(sqrt_taper).enumerate() {
         dy_loc[jl] = dy[j] * taper;
     }
-    transform_into(&s_loc, &dy_loc.column(0), transform);
     for (local, column) in buffer_slice(a_loc, rows * n).chunks_exact_mut(rows).zip(e.as_slice().chunks_exact(e.nrows())) {
         for (x, &i) in local.iter_mut().zip(index) {
             *x = column[i] - mu[i];
@@ -416,9 +416,8 @@ fn local_analysis(index: &[usize], (obs, sqrt_taper): (&[usize], &[f64]), inputs
     }
     let a_loc = buffer_matrix(a_loc, rows, n);
     let mut update = buffer_matrix(update, rows, n); // anomalies
-    product_into(&a_loc, &transform.t, &mut update);
     let mut dmu = buffer_matrix(dmu, rows, 1);
-    a_loc.mul_to(&transform.w, &mut dmu);
+    apply_transform_into(&s_loc, &dy_loc.column(0), &a_loc.as_view(), transform, &mut update, &mut dmu);
     for k in 0..n {
         out.extend(index.iter().enumerate().map(|(il, &i)| mu[i] + dmu[il] + update[(il, k)]));
     }

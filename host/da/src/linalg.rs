@@ -1,7 +1,7 @@
 //! Small dense linear-algebra helpers for the ensemble methods, on top of
 //! nalgebra. Ensembles are `size × members` (one column per member).
 
-use nalgebra::{DMatrix, DVector, Dyn, Matrix, Storage, StorageMut};
+use nalgebra::{DMatrix, DMatrixViewMut, DVector, Dyn, Matrix, Storage, StorageMut};
 use rand::Rng;
 use rand_distr::StandardNormal;
 
@@ -95,6 +95,21 @@ pub fn spd_inverse_sqrt(a: &DMatrix<f64>, lower: f64) -> DMatrix<f64> {
     out
 }
 
+/// The first `rows × cols` values of `buffer` as a column-major matrix,
+/// the buffer grown first when it is shorter (so a buffer reused for
+/// matrices of varying size stops allocating once it has held the largest).
+pub fn buffer_matrix(buffer: &mut Vec<f64>, rows: usize, cols: usize) -> DMatrixViewMut<'_, f64> {
+    DMatrixViewMut::from_slice(buffer_slice(buffer, rows * cols), rows, cols)
+}
+
+/// The first `len` values of `buffer`, grown first when it is shorter.
+pub fn buffer_slice(buffer: &mut Vec<f64>, len: usize) -> &mut [f64] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
+}
+
 /// `out ← a b` by nalgebra's GEMM, which hands every product whose sides
 /// all exceed 5 to matrixmultiply's kernels. Those allocate a packing
 /// buffer on each call: the one allocation left per local domain in the
@@ -133,8 +148,7 @@ pub struct InverseSqrtWork {
 /// buffers from `work`. The eigendecomposition branch (below 12 × 12, or a
 /// spectrum too wide for the polynomial) allocates inside nalgebra.
 pub fn spd_inverse_sqrt_into(a: &DMatrix<f64>, lower: f64, work: &mut InverseSqrtWork, out: &mut DMatrix<f64>) {
-    const MIN_SIZE: usize = 12;
-    if a.nrows() < MIN_SIZE || !chebyshev_inverse_sqrt_into(a, lower, work, out) {
+    if !chebyshev_inverse_sqrt_into(a, lower, work, out) {
         *out = eigen_inverse_sqrt(a);
     }
 }
@@ -166,17 +180,34 @@ pub fn chebyshev_inverse_sqrt(a: &DMatrix<f64>, lower: f64) -> Option<DMatrix<f6
     chebyshev_inverse_sqrt_into(a, lower, &mut InverseSqrtWork::default(), &mut out).then_some(out)
 }
 
-/// [`chebyshev_inverse_sqrt`] into `out`, with buffers from `work`;
-/// `false` (and `out` unspecified) where the spectrum is too wide.
-fn chebyshev_inverse_sqrt_into(a: &DMatrix<f64>, lower: f64, work: &mut InverseSqrtWork, out: &mut DMatrix<f64>) -> bool {
-    const NODES: usize = 48;
-    const MAX_DEGREE: usize = 30;
+/// The Chebyshev series of x^{-1/2} over rigorous bounds [λ₋, λ₊] of a
+/// symmetric matrix's spectrum (see [`chebyshev_inverse_sqrt`]): A^{-1/2}
+/// ≈ Σₖ cₖ Tₖ(X) with X = (A − mid I)/half, the error on every eigenvalue
+/// of order 1e-15 λ₋^{-1/2}.
+pub struct InverseSqrtSeries {
+    mid: f64,
+    half: f64,
+    /// c₀ … c_degree (c₀ already halved: the sum starts with c₀ T₀).
+    c: [f64; NODES],
+    degree: usize,
+}
+
+const NODES: usize = 48;
+const MAX_DEGREE: usize = 30;
+/// Below this size the eigendecomposition is cheaper than the polynomial.
+const MIN_POLYNOMIAL_SIZE: usize = 12;
+
+/// The series of `a`'s inverse square root, given `lower` ≤ its smallest
+/// eigenvalue; `None` where the matrix is smaller than 12 × 12, the
+/// spectrum too wide for a series of degree 30, or an element not finite
+/// (the caller then takes the eigendecomposition).
+pub fn inverse_sqrt_series(a: &DMatrix<f64>, lower: f64) -> Option<InverseSqrtSeries> {
     let n = a.nrows();
     // Loops over the column-major slice: nalgebra's element iterators are
     // several times slower at these sizes (the same sums, in the same order).
     let elements = a.as_slice();
-    if !(lower > 0.0 && elements.iter().all(|x| x.is_finite())) {
-        return false;
+    if n < MIN_POLYNOMIAL_SIZE || !(lower > 0.0 && elements.iter().all(|x| x.is_finite())) {
+        return None;
     }
     // A is symmetric: column sums are row sums.
     let gershgorin = elements.chunks_exact(n).map(|col| col.iter().map(|x| x.abs()).sum::<f64>()).fold(0.0, f64::max);
@@ -229,9 +260,161 @@ fn chebyshev_inverse_sqrt_into(a: &DMatrix<f64>, lower: f64, work: &mut InverseS
         }
     }
     let degree = first_small.saturating_sub(1);
-    if degree > MAX_DEGREE {
-        return false;
+    (degree <= MAX_DEGREE).then_some(InverseSqrtSeries { mid, half, c, degree })
+}
+
+/// The buffers of [`apply_inverse_sqrt`]: A and the block with their
+/// columns padded to whole vectors, and the recurrence's two blocks.
+#[derive(Default)]
+pub struct ApplyWork {
+    a: Vec<f64>,
+    b: Vec<f64>,
+    next: Vec<f64>,
+    after: Vec<f64>,
+}
+
+/// Rows per vector register in [`clenshaw`]'s products (AVX-512's eight
+/// doubles; two or four registers on narrower machines).
+const LANES: usize = 8;
+
+/// `b ← A^{-1/2} b` for a block `b` of vectors (`A`'s size × any number,
+/// column-major), by Clenshaw's recurrence on `series` in the matrix
+/// argument X = (A − mid I)/half:
+///
+///   bₖ = cₖ b + 2X bₖ₊₁ − bₖ₊₂  (k = degree … 1),   result = c₀ b + X b₁ − b₂.
+///
+/// Each step is one product of A with the block: degree · n² · columns
+/// multiply-adds, against (degree-dependent, about 7) n × n × n products
+/// for forming A^{-1/2} itself. Allocates nothing once `work` has held
+/// the block's size.
+pub fn apply_inverse_sqrt(a: &DMatrix<f64>, series: &InverseSqrtSeries, b: &mut [f64], work: &mut ApplyWork) {
+    let n = a.nrows();
+    assert_eq!(b.len() % n, 0, "a block of {n}-vectors");
+    let columns = b.len() / n;
+    // Columns padded with zeros to whole registers: the products then run
+    // on whole registers only (the padding stays 0 through the recurrence).
+    let padded = n.div_ceil(LANES) * LANES;
+    let pad = |from: &[f64], to: &mut Vec<f64>, count: usize| {
+        let to = buffer_slice(to, padded * count);
+        to.fill(0.0);
+        for (to, from) in to.chunks_exact_mut(padded).zip(from.chunks_exact(n)) {
+            to[..n].copy_from_slice(from);
+        }
+    };
+    pad(a.as_slice(), &mut work.a, n);
+    pad(b, &mut work.b, columns);
+    let ApplyWork { a: a_padded, b: b_padded, next, after } = work;
+    let (a_padded, b_padded) = (&a_padded[..padded * n], &mut b_padded[..padded * columns]);
+    let next = buffer_slice(next, padded * columns);
+    let after = buffer_slice(after, padded * columns);
+    // The same loops compiled for the widest vectors the processor has:
+    // element-wise products and sums in the same order, so the same bits
+    // on every path (no fused multiply-add, nothing reassociated).
+    let mut done = false;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor has the feature the function is compiled for.
+            unsafe { clenshaw_avx512(a_padded, n, series, b_padded, next, after) };
+            done = true;
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            unsafe { clenshaw_avx2(a_padded, n, series, b_padded, next, after) };
+            done = true;
+        }
     }
+    if !done {
+        clenshaw(a_padded, n, series, b_padded, next, after);
+    }
+    for (to, from) in b.chunks_exact_mut(n).zip(b_padded.chunks_exact(padded)) {
+        to.copy_from_slice(&from[..n]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn clenshaw_avx512(a: &[f64], n: usize, series: &InverseSqrtSeries, b: &mut [f64], next: &mut [f64], after: &mut [f64]) {
+    clenshaw(a, n, series, b, next, after)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn clenshaw_avx2(a: &[f64], n: usize, series: &InverseSqrtSeries, b: &mut [f64], next: &mut [f64], after: &mut [f64]) {
+    clenshaw(a, n, series, b, next, after)
+}
+
+/// [`apply_inverse_sqrt`]'s recurrence on padded columns: `a` is A's
+/// elements (n columns of `b`'s padded length), `next` and `after`
+/// buffers as long as `b`; the result is left in `b`.
+#[inline(always)]
+fn clenshaw<'w>(a: &[f64], n: usize, series: &InverseSqrtSeries, b: &mut [f64], mut next: &'w mut [f64], mut after: &'w mut [f64]) {
+    let InverseSqrtSeries { mid, half, c, degree } = series;
+    let padded = a.len() / n;
+    next.fill(0.0);
+    after.fill(0.0);
+    for &ck in c[1..=*degree].iter().rev() {
+        clenshaw_step(a, padded, ck, 2.0 / half, *mid, next, after, b);
+        std::mem::swap(&mut next, &mut after);
+    }
+    clenshaw_step(a, padded, c[0], 1.0 / half, *mid, next, after, b);
+    b.copy_from_slice(after);
+}
+
+/// `after` ← ck b − after + α(A − mid I) next, column by column, up to
+/// four registers of rows at a time (each an independent sum). A plain
+/// function, not a closure: it must be inlined into the functions
+/// compiled for wider vectors to be compiled with them.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn clenshaw_step(a: &[f64], padded: usize, ck: f64, alpha: f64, mid: f64, next: &[f64], after: &mut [f64], b: &[f64]) {
+    for ((after, next), b) in after.chunks_exact_mut(padded).zip(next.chunks_exact(padded)).zip(b.chunks_exact(padded)) {
+        let mut row = 0;
+        while row < padded {
+            match (padded - row) / LANES {
+                1 => rows_step::<1>(a, padded, row, ck, alpha, mid, next, after, b),
+                2 => rows_step::<2>(a, padded, row, ck, alpha, mid, next, after, b),
+                3 => rows_step::<3>(a, padded, row, ck, alpha, mid, next, after, b),
+                _ => rows_step::<4>(a, padded, row, ck, alpha, mid, next, after, b),
+            }
+            row += LANES * 4;
+        }
+    }
+}
+
+/// One Clenshaw step for rows `row .. row + R·LANES` of one column:
+/// `after` ← ck b − after − α mid next + Σᵢ A[·, i] (α nextᵢ), the sum
+/// over i in order, held in R registers.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rows_step<const R: usize>(a: &[f64], padded: usize, row: usize, ck: f64, alpha: f64, mid: f64, next: &[f64], after: &mut [f64], b: &[f64]) {
+    let mut acc = [[0.0; LANES]; R];
+    for (q, acc) in acc.iter_mut().enumerate() {
+        let at = row + q * LANES;
+        for (l, x) in acc.iter_mut().enumerate() {
+            *x = ck * b[at + l] - after[at + l] - alpha * mid * next[at + l];
+        }
+    }
+    for (a_col, &u) in a.chunks_exact(padded).zip(next) {
+        let s = alpha * u;
+        let a_rows = &a_col[row..row + R * LANES];
+        for (acc, a_rows) in acc.iter_mut().zip(a_rows.chunks_exact(LANES)) {
+            for (x, &ai) in acc.iter_mut().zip(a_rows) {
+                *x += ai * s;
+            }
+        }
+    }
+    for (q, acc) in acc.iter().enumerate() {
+        after[row + q * LANES..row + (q + 1) * LANES].copy_from_slice(acc);
+    }
+}
+
+/// [`chebyshev_inverse_sqrt`] into `out`, with buffers from `work`;
+/// `false` (and `out` unspecified) where there is no series.
+fn chebyshev_inverse_sqrt_into(a: &DMatrix<f64>, lower: f64, work: &mut InverseSqrtWork, out: &mut DMatrix<f64>) -> bool {
+    let Some(InverseSqrtSeries { mid, half, c, degree }) = inverse_sqrt_series(a, lower) else {
+        return false;
+    };
+    let (n, elements) = (a.nrows(), a.as_slice());
 
     // Monomial coefficients in t of Σ cₖ Tₖ(t), with T₀ = 1, T₁ = t,
     // Tₖ₊₁ = 2t Tₖ − Tₖ₋₁.

@@ -119,6 +119,37 @@ fn inverse_square_root_agrees_with_the_eigendecomposition() {
     assert!(linalg::chebyshev_inverse_sqrt(&bad, 1.0).is_none());
 }
 
+/// The series applied to vectors (Clenshaw, what the LETKF's local
+/// domains use) is the formed inverse square root's product with them,
+/// and the transform applied to a few anomaly rows is `transform`'s
+/// a T and a w, at ensemble sizes the polynomial and the
+/// eigendecomposition each take.
+#[test]
+fn the_transform_applied_to_rows_is_the_formed_transform() {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    for (n, scale) in [(20, 0.1), (20, 0.4), (25, 0.3), (45, 0.2), (8, 0.3), (40, 3.0)] {
+        let s = linalg::randn(15, n, &mut rng) * scale;
+        let a = DMatrix::identity(n, n) + s.transpose() * &s / (n - 1) as f64;
+        let b = linalg::randn(n, 3, &mut rng);
+        if let Some(series) = linalg::inverse_sqrt_series(&a, 1.0) {
+            let mut applied = b.clone();
+            linalg::apply_inverse_sqrt(&a, &series, applied.as_mut_slice(), &mut Default::default());
+            let diff = max_abs(&(&applied - linalg::eigen_inverse_sqrt(&a) * &b));
+            assert!(diff < 1e-13, "N = {n}, scale {scale}: A^(-1/2) b differs by {diff}");
+        } else {
+            assert!(n < 12 || scale > 1.0, "N = {n}, scale {scale}: expected a series");
+        }
+        let dy = linalg::randn(15, 1, &mut rng).column(0).into_owned();
+        let rows = linalg::randn(2, n, &mut rng);
+        let (w, t) = etkf::transform(&s, &dy);
+        let (mut update, mut dmu) = (DMatrix::zeros(2, n), DMatrix::zeros(2, 1));
+        etkf::apply_transform_into(&s, &dy, &rows.as_view(), &mut Default::default(), &mut update.as_view_mut(), &mut dmu.as_view_mut());
+        let update_err = max_abs(&(&update - &rows * &t));
+        let mean_err = (dmu.column(0) - &rows * &w).amax();
+        assert!(update_err < 1e-13 && mean_err < 1e-13, "N = {n}, scale {scale}: a T by {update_err}, a w by {mean_err}");
+    }
+}
+
 #[test]
 fn stochastic_enkf_matches_the_kalman_update_for_a_large_ensemble() {
     // PertObs is exact only in expectation: with N = 40 000 members the
@@ -204,9 +235,12 @@ fn letkf_on_threads_is_the_same_to_the_bit() {
             .collect();
         let s_loc = DMatrix::from_fn(near.len(), n, |jl, k| s[(near[jl].0, k)] * near[jl].1);
         let dy_loc = DVector::from_fn(near.len(), |jl, _| dy[near[jl].0] * near[jl].1);
-        let (w, t) = etkf::transform(&s_loc, &dy_loc);
         let a_loc = a.select_rows(&[start, start + 1]);
-        let (update, dmu) = (&a_loc * t, &a_loc * w);
+        // The transform applied to the domain's rows, as the LETKF does
+        // (checked against the formed transform in
+        // `the_transform_applied_to_rows_is_the_formed_transform`).
+        let (mut update, mut dmu) = (DMatrix::zeros(2, n), DMatrix::zeros(2, 1));
+        etkf::apply_transform_into(&s_loc, &dy_loc, &a_loc.as_view(), &mut Default::default(), &mut update.as_view_mut(), &mut dmu.as_view_mut());
         for il in 0..2 {
             for k in 0..n {
                 direct[(start + il, k)] = mu[start + il] + dmu[il] + update[(il, k)];
