@@ -11,7 +11,8 @@
 
 use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
 use super::linalg::{
-    apply_inverse_sqrt, buffer_matrix, buffer_slice, center, inverse_sqrt_series, product_into, spd_inverse_sqrt_into, ApplyWork, InverseSqrtWork,
+    apply_inverse_sqrt, buffer_matrix, buffer_slice, center, eigen_inverse_sqrt, inverse_sqrt_series, product_into, spd_inverse_sqrt_into, ApplyWork,
+    InverseSqrtWork,
 };
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::twin::Twin;
@@ -130,9 +131,17 @@ fn transform_from_gram<SD>(dy: &Matrix<f64, Dyn, U1, SD>, work: &mut TransformWo
 where
     SD: Storage<f64, Dyn, U1>,
 {
+    spd_inverse_sqrt_into(&work.gram, 1.0, &mut work.sqrt, &mut work.t);
+    mean_weights(dy, work);
+}
+
+/// w from T and Sᵀ in `work`.
+fn mean_weights<SD>(dy: &Matrix<f64, Dyn, U1, SD>, work: &mut TransformWork)
+where
+    SD: Storage<f64, Dyn, U1>,
+{
     let n = work.gram.nrows();
     let n1 = (n - 1) as f64;
-    spd_inverse_sqrt_into(&work.gram, 1.0, &mut work.sqrt, &mut work.t);
     // w = Pw Sᵀδ = T (T Sᵀδ) / (N−1), as matrix–vector products.
     for v in [&mut work.st_dy, &mut work.t_st_dy, &mut work.w] {
         if v.len() != n {
@@ -171,7 +180,10 @@ pub fn apply_transform_into<SS, SD>(
 {
     gram_into(s, work);
     let Some(series) = inverse_sqrt_series(&work.gram, 1.0) else {
-        transform_from_gram(dy, work);
+        // No series: what spd_inverse_sqrt_into would do then, without
+        // looking for the series again.
+        work.t = eigen_inverse_sqrt(&work.gram);
+        mean_weights(dy, work);
         product_into(a, &work.t, update);
         a.mul_to(&work.w, dmu);
         return;
