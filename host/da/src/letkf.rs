@@ -629,9 +629,16 @@ impl Letkf<'_> {
         if threads == 1 {
             analyse_share(range.clone(), &mut work[0], &mut out[0]);
         } else {
+            // The first share on this thread (which would otherwise wait),
+            // the others on new ones.
             std::thread::scope(|scope| {
-                for ((share, work), out) in shares().zip(work.iter_mut()).zip(out.iter_mut()) {
+                let mut parts = shares().zip(work.iter_mut()).zip(out.iter_mut());
+                let first = parts.next();
+                for ((share, work), out) in parts {
                     scope.spawn(|| analyse_share(share, work, out));
+                }
+                if let Some(((share, work), out)) = first {
+                    analyse_share(share, work, out);
                 }
             });
         }
