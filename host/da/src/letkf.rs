@@ -2,15 +2,15 @@
 //! batches of neighbouring grid points (pairs, for Lorenz-96); each batch
 //! gets its own ETKF update from the observations near it, whose influence
 //! is tapered with Gaspari–Cohn (R-localisation: the taper multiplies R⁻¹,
-//! i.e. √taper multiplies the whitened anomalies and innovation). The
-//! local analyses are split over the ranks of an MPI job ([`Team`]) and,
+//! i.e. √taper multiplies the whitened anomalies and innovation), the
+//! transform applied to the batch's rows without forming it
+//! ([`super::etkf::apply_transform_into`]). The local analyses are split over the ranks of an MPI job ([`Team`]) and,
 //! within a process, over [`default_threads`] threads when there are
 //! enough of them; the result does not depend on either number.
 
 use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
 use super::etkf::{apply_transform_into, TransformWork};
-use super::linalg::mean;
-use super::linalg::{buffer_matrix, buffer_slice};
+use super::linalg::{buffer_matrix, buffer_slice, mean};
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
@@ -346,9 +346,11 @@ fn updated<'a>(batches: &'a [Batch], local: &'a [LocalObs]) -> impl Iterator<Ite
 
 /// One thread's buffers for [`local_analysis`], reused from domain to
 /// domain and from cycle to cycle: once they have held the largest local
-/// domain, the hot loop allocates nothing (except inside nalgebra's
-/// eigendecomposition, which ensembles of fewer than 12 members use; see
-/// [`super::linalg::spd_inverse_sqrt_into`]).
+/// domain, the hot loop allocates nothing but the GEMM library's packing
+/// buffer for the Gram matrix ([`super::linalg::product_into`]) and
+/// what nalgebra's eigendecomposition allocates on the domains without a
+/// polynomial series (fewer than 12 members, a wide spectrum; see
+/// [`super::etkf::apply_transform_into`]).
 #[derive(Default)]
 struct LocalWork {
     s_loc: Vec<f64>,

@@ -1,11 +1,12 @@
 //! Step 2 of the cycle, the oracle: classical data assimilation in twin
 //! experiments. Each method is a short transcription of its equations
 //! (module docs give them, with the literature's names); all of them are
-//! written against [`ForwardModel`] and [`ObsOperator`], never against a
+//! written against [`ForwardModel`](geohost_sandbox::model::ForwardModel) and
+//! [`ObsOperator`](geohost_sandbox::model::ObsOperator), never against a
 //! particular model.
 //!
 //! - the EnKF family and the baselines, each a [`method::DaMethod`] in its
-//!   own module, registered by name in [`method::METHODS`];
+//!   own module, registered by name in [`METHODS`];
 //! - [`models`]: native reference models (Lorenz-96, linear-Gaussian) for
 //!   tests and benchmarks;
 //! - [`params`]: the oracle of static problems, inference over a

@@ -113,7 +113,7 @@ pub fn buffer_slice(buffer: &mut Vec<f64>, len: usize) -> &mut [f64] {
 /// `out ← a b` by nalgebra's GEMM, which hands every product whose sides
 /// all exceed 5 to matrixmultiply's kernels. Those allocate a packing
 /// buffer on each call: the one allocation left per local domain in the
-/// LETKF (kept because the kernels are about 3× faster at N = 20–45 than
+/// LETKF, for its Gram matrix (kept because the kernels are about 3× faster at N = 20–45 than
 /// nalgebra's allocation-free column loop). Test builds count them.
 pub fn product_into<SA, SB, SO>(a: &Matrix<f64, Dyn, Dyn, SA>, b: &Matrix<f64, Dyn, Dyn, SB>, out: &mut Matrix<f64, Dyn, Dyn, SO>)
 where
