@@ -11,8 +11,8 @@
 
 use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
 use super::linalg::{
-    apply_inverse_sqrt, buffer_matrix, buffer_slice, center, eigen_inverse_sqrt, inverse_sqrt_series, product_into, spd_inverse_sqrt_into, ApplyWork,
-    InverseSqrtWork,
+    apply_inverse_sqrt, buffer_matrix, buffer_slice, center, eigen_inverse_sqrt, gram_into as gram, inverse_sqrt_series, product_into, spd_inverse_sqrt_into,
+    ApplyWork, GramWork, InverseSqrtWork,
 };
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::twin::Twin;
@@ -78,8 +78,10 @@ pub fn transform(s: &DMatrix<f64>, dy: &DVector<f64>) -> (DVector<f64>, DMatrix<
 /// one exception, small ensembles).
 #[derive(Default)]
 pub struct TransformWork {
-    /// Sᵀ, `N × p` (the first N·p values).
+    /// Sᵀ, `N × p` (the first N·p values), and S column-major.
     st: Vec<f64>,
+    s: Vec<f64>,
+    gram_work: GramWork,
     /// I + SᵀS/(N−1).
     gram: DMatrix<f64>,
     /// Sᵀδ and T Sᵀδ.
@@ -111,19 +113,15 @@ where
     SS: Storage<f64, Dyn, Dyn>,
 {
     let (p, n) = s.shape();
-    let n1 = (n - 1) as f64;
-    // Explicit transpose + GEMM: nalgebra's `tr_mul` is a dot-product loop,
-    // several times slower at these sizes.
     let mut st = buffer_matrix(&mut work.st, n, p);
     st.tr_copy_from(s);
-    if work.gram.shape() != (n, n) {
-        work.gram = DMatrix::zeros(n, n);
+    // S's elements column after column (`s` may be a view with gaps
+    // between its columns).
+    let s_elements = buffer_slice(&mut work.s, p * n);
+    for (to, column) in s_elements.chunks_exact_mut(p.max(1)).zip(s.column_iter()) {
+        to.iter_mut().zip(column.iter()).for_each(|(x, &y)| *x = y);
     }
-    product_into(&st, s, &mut work.gram);
-    work.gram.as_mut_slice().iter_mut().for_each(|x| *x /= n1);
-    for i in 0..n {
-        work.gram[(i, i)] += 1.0;
-    }
+    gram(s_elements, p, n, &mut work.gram_work, &mut work.gram);
 }
 
 /// T and w from the Gram matrix and Sᵀ [`gram_into`] left in `work`.

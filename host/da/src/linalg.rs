@@ -305,96 +305,111 @@ pub fn apply_inverse_sqrt(a: &DMatrix<f64>, series: &InverseSqrtSeries, b: &mut 
     pad(b, &mut work.b, columns);
     let ApplyWork { a: a_padded, b: b_padded, next, after } = work;
     let (a_padded, b_padded) = (&a_padded[..padded * n], &mut b_padded[..padded * columns]);
-    let next = buffer_slice(next, padded * columns);
-    let after = buffer_slice(after, padded * columns);
-    // The same loops compiled for the widest vectors the processor has:
-    // element-wise products and sums in the same order, so the same bits
-    // on every path (no fused multiply-add, nothing reassociated).
-    let mut done = false;
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the processor has the feature the function is compiled for.
-            unsafe { clenshaw_avx512(a_padded, n, series, b_padded, next, after) };
-            done = true;
-        } else if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            unsafe { clenshaw_avx2(a_padded, n, series, b_padded, next, after) };
-            done = true;
-        }
-    }
-    if !done {
-        clenshaw(a_padded, n, series, b_padded, next, after);
-    }
+    let (next, after) = (buffer_slice(next, padded * columns), buffer_slice(after, padded * columns));
+    clenshaw(a_padded, n, series, b_padded, next, after);
     for (to, from) in b.chunks_exact_mut(n).zip(b_padded.chunks_exact(padded)) {
         to.copy_from_slice(&from[..n]);
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn clenshaw_avx512(a: &[f64], n: usize, series: &InverseSqrtSeries, b: &mut [f64], next: &mut [f64], after: &mut [f64]) {
-    clenshaw(a, n, series, b, next, after)
+/// Define a function whose body is compiled three times, for AVX-512,
+/// for AVX2 and for the baseline, the widest the processor has chosen at
+/// run time. The bodies here do element-wise products and sums in an
+/// order the source fixes (no fused multiply-add, nothing reassociated),
+/// so every path gives the same bits; only the vector width differs.
+macro_rules! widest_vectors {
+    ($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$attr])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the processor has the feature the function is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn clenshaw_avx2(a: &[f64], n: usize, series: &InverseSqrtSeries, b: &mut [f64], next: &mut [f64], after: &mut [f64]) {
-    clenshaw(a, n, series, b, next, after)
-}
-
-/// [`apply_inverse_sqrt`]'s recurrence on padded columns: `a` is A's
-/// elements (n columns of `b`'s padded length), `next` and `after`
-/// buffers as long as `b`; the result is left in `b`.
-#[inline(always)]
-fn clenshaw<'w>(a: &[f64], n: usize, series: &InverseSqrtSeries, b: &mut [f64], mut next: &'w mut [f64], mut after: &'w mut [f64]) {
-    let InverseSqrtSeries { mid, half, c, degree } = series;
-    let padded = a.len() / n;
-    next.fill(0.0);
-    after.fill(0.0);
-    for &ck in c[1..=*degree].iter().rev() {
-        clenshaw_step(a, padded, ck, 2.0 / half, *mid, next, after, b);
-        std::mem::swap(&mut next, &mut after);
+widest_vectors! {
+    /// [`apply_inverse_sqrt`]'s recurrence on padded columns: `a` is A's
+    /// elements (n columns of `b`'s padded length), `next` and `after`
+    /// buffers as long as `b`; the result is left in `b`.
+    fn clenshaw(a: &[f64], n: usize, series: &InverseSqrtSeries, b: &mut [f64], next: &mut [f64], after: &mut [f64]) {
+        let InverseSqrtSeries { mid, half, c, degree } = series;
+        let padded = a.len() / n;
+        next.fill(0.0);
+        after.fill(0.0);
+        // bₖ₊₁ and bₖ₊₂, swapped after each step.
+        let (mut next, mut after) = (&mut *next, &mut *after);
+        for &ck in c[1..=*degree].iter().rev() {
+            clenshaw_step(a, padded, ck, 2.0 / half, *mid, next, after, b);
+            std::mem::swap(&mut next, &mut after);
+        }
+        clenshaw_step(a, padded, c[0], 1.0 / half, *mid, next, after, b);
+        b.copy_from_slice(after);
     }
-    clenshaw_step(a, padded, c[0], 1.0 / half, *mid, next, after, b);
-    b.copy_from_slice(after);
 }
 
-/// `after` ← ck b − after + α(A − mid I) next, column by column, up to
-/// four registers of rows at a time (each an independent sum). A plain
+/// `after` ← ck b − after + α(A − mid I) next, column by column. A plain
 /// function, not a closure: it must be inlined into the functions
 /// compiled for wider vectors to be compiled with them.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn clenshaw_step(a: &[f64], padded: usize, ck: f64, alpha: f64, mid: f64, next: &[f64], after: &mut [f64], b: &[f64]) {
     for ((after, next), b) in after.chunks_exact_mut(padded).zip(next.chunks_exact(padded)).zip(b.chunks_exact(padded)) {
-        let mut row = 0;
-        while row < padded {
-            match (padded - row) / LANES {
-                1 => rows_step::<1>(a, padded, row, ck, alpha, mid, next, after, b),
-                2 => rows_step::<2>(a, padded, row, ck, alpha, mid, next, after, b),
-                3 => rows_step::<3>(a, padded, row, ck, alpha, mid, next, after, b),
-                _ => rows_step::<4>(a, padded, row, ck, alpha, mid, next, after, b),
-            }
-            row += LANES * 4;
+        for ((x, &u), &v) in after.iter_mut().zip(next).zip(b) {
+            *x = ck * v - *x - alpha * mid * u;
         }
+        add_product(a, padded, alpha, next, after);
     }
 }
 
-/// One Clenshaw step for rows `row .. row + R·LANES` of one column:
-/// `after` ← ck b − after − α mid next + Σᵢ A[·, i] (α nextᵢ), the sum
-/// over i in order, held in R registers.
+/// `out` += A (α u) for a column `out` of `padded` rows (A: `padded`
+/// rows, one column per element of `u`), the sum over A's columns in
+/// order, up to four registers of rows at a time (independent sums).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn rows_step<const R: usize>(a: &[f64], padded: usize, row: usize, ck: f64, alpha: f64, mid: f64, next: &[f64], after: &mut [f64], b: &[f64]) {
+fn add_product(a: &[f64], padded: usize, alpha: f64, u: &[f64], out: &mut [f64]) {
+    let mut row = 0;
+    while row < padded {
+        match (padded - row) / LANES {
+            1 => add_product_rows::<1>(a, padded, row, alpha, u, out),
+            2 => add_product_rows::<2>(a, padded, row, alpha, u, out),
+            3 => add_product_rows::<3>(a, padded, row, alpha, u, out),
+            _ => add_product_rows::<4>(a, padded, row, alpha, u, out),
+        }
+        row += LANES * 4;
+    }
+}
+
+/// [`add_product`] for rows `row .. row + R·LANES`, held in R registers.
+#[inline(always)]
+fn add_product_rows<const R: usize>(a: &[f64], padded: usize, row: usize, alpha: f64, u: &[f64], out: &mut [f64]) {
     let mut acc = [[0.0; LANES]; R];
     for (q, acc) in acc.iter_mut().enumerate() {
-        let at = row + q * LANES;
-        for (l, x) in acc.iter_mut().enumerate() {
-            *x = ck * b[at + l] - after[at + l] - alpha * mid * next[at + l];
-        }
+        acc.copy_from_slice(&out[row + q * LANES..row + (q + 1) * LANES]);
     }
-    for (a_col, &u) in a.chunks_exact(padded).zip(next) {
+    for (a_col, &u) in a.chunks_exact(padded).zip(u) {
         let s = alpha * u;
         let a_rows = &a_col[row..row + R * LANES];
         for (acc, a_rows) in acc.iter_mut().zip(a_rows.chunks_exact(LANES)) {
@@ -404,7 +419,55 @@ fn rows_step<const R: usize>(a: &[f64], padded: usize, row: usize, ck: f64, alph
         }
     }
     for (q, acc) in acc.iter().enumerate() {
-        after[row + q * LANES..row + (q + 1) * LANES].copy_from_slice(acc);
+        out[row + q * LANES..row + (q + 1) * LANES].copy_from_slice(acc);
+    }
+}
+
+/// The buffers of [`gram_into`]: Sᵀ and SᵀS with their columns padded.
+#[derive(Default)]
+pub struct GramWork {
+    st: Vec<f64>,
+    g: Vec<f64>,
+}
+
+/// `out` ← I + SᵀS/(N−1) for S `p × N` (column-major elements `s`): the
+/// ETKF's Gram matrix, column by column as Sᵀ times S's columns with
+/// [`add_product`]'s kernel (each element summed over the p observations
+/// in order). No allocation once `work` and `out` have held the size:
+/// the GEMM library would allocate a packing buffer on every call, once
+/// per LETKF domain.
+pub fn gram_into(s: &[f64], p: usize, n: usize, work: &mut GramWork, out: &mut DMatrix<f64>) {
+    assert_eq!(s.len(), p * n, "S is p × N");
+    let padded = n.div_ceil(LANES) * LANES;
+    let st = buffer_slice(&mut work.st, padded * p);
+    st.fill(0.0);
+    for (k, column) in s.chunks_exact(p).enumerate() {
+        for (l, &x) in column.iter().enumerate() {
+            st[l * padded + k] = x;
+        }
+    }
+    let g = buffer_slice(&mut work.g, padded * n);
+    g.fill(0.0);
+    gram_columns(st, padded, s, p, g);
+    if out.shape() != (n, n) {
+        *out = DMatrix::zeros(n, n);
+    }
+    let n1 = (n - 1) as f64;
+    for (j, (to, from)) in out.as_mut_slice().chunks_exact_mut(n).zip(g.chunks_exact(padded)).enumerate() {
+        for (x, &y) in to.iter_mut().zip(from) {
+            *x = y / n1;
+        }
+        to[j] += 1.0;
+    }
+}
+
+widest_vectors! {
+    /// SᵀS into `g` (padded columns, zero on entry), from Sᵀ padded (`st`)
+    /// and S (`s`, p × n).
+    fn gram_columns(st: &[f64], padded: usize, s: &[f64], p: usize, g: &mut [f64]) {
+        for (s_col, g_col) in s.chunks_exact(p).zip(g.chunks_exact_mut(padded)) {
+            add_product(st, padded, 1.0, s_col, g_col);
+        }
     }
 }
 
