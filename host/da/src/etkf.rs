@@ -11,14 +11,14 @@
 
 use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
 use super::linalg::{
-    apply_inverse_sqrt, buffer_matrix, buffer_slice, center, eigen_inverse_sqrt, gram_into as gram, inverse_sqrt_series, product_into, spd_inverse_sqrt_into,
-    ApplyWork, GramWork, InverseSqrtWork,
+    apply_inverse_sqrt, buffer_slice, center, eigen_inverse_sqrt, gram_into as gram, inverse_sqrt_series, product_into, spd_inverse_sqrt_into, ApplyWork,
+    GramWork, InverseSqrtWork,
 };
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::twin::Twin;
 use anyhow::Result;
 use geohost_sandbox::model::{ForwardModel, ObsOperator};
-use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, DVector, Dyn, Matrix, Storage, U1};
+use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, DVector};
 
 /// `method = "etkf"`: the ETKF with `N` members, inflation and rotations.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -68,19 +68,16 @@ pub struct Etkf;
 /// matrix whose eigenvalues are all ≥ 1 ([`super::linalg::spd_inverse_sqrt`]).
 pub fn transform(s: &DMatrix<f64>, dy: &DVector<f64>) -> (DVector<f64>, DMatrix<f64>) {
     let mut work = TransformWork::default();
-    transform_into(s, dy, &mut work);
+    transform_into(s.as_slice(), dy.as_slice(), s.ncols(), &mut work);
     (work.w, work.t)
 }
 
 /// The buffers of [`transform_into`], reused from call to call: with
 /// them the LETKF's local analyses allocate nothing once the buffers have
-/// held the largest local domain (see [`spd_inverse_sqrt_into`] for the
-/// one exception, small ensembles).
+/// held the largest local domain (see [`apply_transform_into`] for the
+/// exception, the eigendecomposition's branch).
 #[derive(Default)]
 pub struct TransformWork {
-    /// Sᵀ, `N × p` (the first N·p values), and S column-major.
-    st: Vec<f64>,
-    s: Vec<f64>,
     gram_work: GramWork,
     /// I + SᵀS/(N−1).
     gram: DMatrix<f64>,
@@ -97,47 +94,35 @@ pub struct TransformWork {
     apply: ApplyWork,
 }
 
-/// [`transform`] into `work.w` and `work.t`, with `work`'s buffers.
-pub fn transform_into<SS, SD>(s: &Matrix<f64, Dyn, Dyn, SS>, dy: &Matrix<f64, Dyn, U1, SD>, work: &mut TransformWork)
-where
-    SS: Storage<f64, Dyn, Dyn>,
-    SD: Storage<f64, Dyn, U1>,
-{
-    gram_into(s, work);
-    transform_from_gram(dy, work);
-}
-
-/// `work.st` ← Sᵀ and `work.gram` ← I + SᵀS/(N−1).
-fn gram_into<SS>(s: &Matrix<f64, Dyn, Dyn, SS>, work: &mut TransformWork)
-where
-    SS: Storage<f64, Dyn, Dyn>,
-{
-    let (p, n) = s.shape();
-    let mut st = buffer_matrix(&mut work.st, n, p);
-    st.tr_copy_from(s);
-    // S's elements column after column (`s` may be a view with gaps
-    // between its columns).
-    let s_elements = buffer_slice(&mut work.s, p * n);
-    for (to, column) in s_elements.chunks_exact_mut(p.max(1)).zip(s.column_iter()) {
-        to.iter_mut().zip(column.iter()).for_each(|(x, &y)| *x = y);
-    }
-    gram(s_elements, p, n, &mut work.gram_work, &mut work.gram);
-}
-
-/// T and w from the Gram matrix and Sᵀ [`gram_into`] left in `work`.
-fn transform_from_gram<SD>(dy: &Matrix<f64, Dyn, U1, SD>, work: &mut TransformWork)
-where
-    SD: Storage<f64, Dyn, U1>,
-{
+/// [`transform`] into `work.w` and `work.t`, with `work`'s buffers; S
+/// (`p × N`) as its column-major elements `s`, δ as `dy` (length p), N
+/// given (S has no columns' length to tell it when p = 0).
+pub fn transform_into(s: &[f64], dy: &[f64], n: usize, work: &mut TransformWork) {
+    gram_into(s, dy.len(), n, work);
     spd_inverse_sqrt_into(&work.gram, 1.0, &mut work.sqrt, &mut work.t);
-    mean_weights(dy, work);
+    mean_weights(s, dy, work);
 }
 
-/// w from T and Sᵀ in `work`.
-fn mean_weights<SD>(dy: &Matrix<f64, Dyn, U1, SD>, work: &mut TransformWork)
-where
-    SD: Storage<f64, Dyn, U1>,
-{
+/// `work.gram` ← I + SᵀS/(N−1).
+fn gram_into(s: &[f64], p: usize, n: usize, work: &mut TransformWork) {
+    debug_assert_eq!(s.len(), p * n, "S must be p x N");
+    gram(s, p, n, &mut work.gram_work, &mut work.gram);
+}
+
+/// `out` ← Sᵀδ: one dot product per member (S's contiguous columns).
+fn st_dy_into(s: &[f64], dy: &[f64], out: &mut [f64]) {
+    let p = dy.len();
+    if p == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (x, column) in out.iter_mut().zip(s.chunks_exact(p)) {
+        *x = column.iter().zip(dy).map(|(s, d)| s * d).sum();
+    }
+}
+
+/// w from T in `work`, S and δ.
+fn mean_weights(s: &[f64], dy: &[f64], work: &mut TransformWork) {
     let n = work.gram.nrows();
     let n1 = (n - 1) as f64;
     // w = Pw Sᵀδ = T (T Sᵀδ) / (N−1), as matrix–vector products.
@@ -146,8 +131,7 @@ where
             *v = DVector::zeros(n);
         }
     }
-    let st = buffer_matrix(&mut work.st, n, dy.len());
-    st.mul_to(dy, &mut work.st_dy);
+    st_dy_into(s, dy, work.st_dy.as_mut_slice());
     work.t.mul_to(&work.st_dy, &mut work.t_st_dy);
     work.t.mul_to(&work.t_st_dy, &mut work.w);
     work.w /= n1;
@@ -155,33 +139,32 @@ where
 
 /// The transform applied to some rows `a` (`rows × N`) of the anomalies:
 /// `update` ← a T and `dmu` ← a w, what [`transform_into`] and two
-/// products give, for the LETKF's local domains (a few rows each).
+/// products give, for the LETKF's local domains (a few rows each); S and
+/// δ as [`transform_into`] takes them.
 ///
 /// Where T = (I + G)^{-1/2} has a polynomial series
 /// ([`inverse_sqrt_series`]), T is never formed: the series is applied
 /// to the N-vectors that need it, aᵀ's columns and Sᵀδ
 /// ([`apply_inverse_sqrt`]), about (rows + 1)/N of the work of forming T
-/// when the rows are few. Elsewhere (fewer than 12 members, a
-/// wide spectrum) T is formed by the eigendecomposition, as in
+/// when the rows are few, and nothing is allocated. Elsewhere (fewer
+/// than 12 members, a wide spectrum) T is formed by the
+/// eigendecomposition (which allocates inside nalgebra), as in
 /// [`transform_into`]. Either way the result is T's to rounding, not to
 /// the bit.
-pub fn apply_transform_into<SS, SD>(
-    s: &Matrix<f64, Dyn, Dyn, SS>,
-    dy: &Matrix<f64, Dyn, U1, SD>,
+pub fn apply_transform_into(
+    s: &[f64],
+    dy: &[f64],
     a: &DMatrixView<f64>,
     work: &mut TransformWork,
     update: &mut DMatrixViewMut<f64>,
     dmu: &mut DMatrixViewMut<f64>,
-) where
-    SS: Storage<f64, Dyn, Dyn>,
-    SD: Storage<f64, Dyn, U1>,
-{
-    gram_into(s, work);
+) {
+    gram_into(s, dy.len(), a.ncols(), work);
     let Some(series) = inverse_sqrt_series(&work.gram, 1.0) else {
         // No series: what spd_inverse_sqrt_into would do then, without
         // looking for the series again.
         work.t = eigen_inverse_sqrt(&work.gram);
-        mean_weights(dy, work);
+        mean_weights(s, dy, work);
         product_into(a, &work.t, update);
         a.mul_to(&work.w, dmu);
         return;
@@ -192,8 +175,7 @@ pub fn apply_transform_into<SS, SD>(
     let block = buffer_slice(&mut work.block, n * (rows + 1));
     let (transposed, st_dy) = block.split_at_mut(n * rows);
     DMatrixViewMut::from_slice(transposed, n, rows).tr_copy_from(a);
-    let st = buffer_matrix(&mut work.st, n, dy.len());
-    st.mul_to(dy, &mut DMatrixViewMut::from_slice(st_dy, n, 1));
+    st_dy_into(s, dy, st_dy);
     apply_inverse_sqrt(&work.gram, &series, block, &mut work.apply);
     // a w = a T (T Sᵀδ)/(N−1) = (a T)(T Sᵀδ)/(N−1), T being symmetric:
     // the update's rows times T Sᵀδ, with no second application.

@@ -406,10 +406,9 @@ fn local_analysis(index: &[usize], (obs, sqrt_taper): (&[usize], &[f64]), inputs
             *x = (column[j] - ybar[j]) * inv_sd[j] * taper;
         }
     }
-    let s_loc = buffer_matrix(s_loc, p, n);
-    let mut dy_loc = buffer_matrix(dy_loc, p, 1);
-    for (jl, (&j, &taper)) in obs.iter().zip(sqrt_taper).enumerate() {
-        dy_loc[jl] = dy[j] * taper;
+    let dy_loc = buffer_slice(dy_loc, p);
+    for (x, (&j, &taper)) in dy_loc.iter_mut().zip(obs.iter().zip(sqrt_taper)) {
+        *x = dy[j] * taper;
     }
     for (local, column) in buffer_slice(a_loc, rows * n).chunks_exact_mut(rows).zip(e.as_slice().chunks_exact(e.nrows())) {
         for (x, &i) in local.iter_mut().zip(index) {
@@ -419,7 +418,7 @@ fn local_analysis(index: &[usize], (obs, sqrt_taper): (&[usize], &[f64]), inputs
     let a_loc = buffer_matrix(a_loc, rows, n);
     let mut update = buffer_matrix(update, rows, n); // anomalies
     let mut dmu = buffer_matrix(dmu, rows, 1);
-    apply_transform_into(&s_loc, &dy_loc.column(0), &a_loc.as_view(), transform, &mut update, &mut dmu);
+    apply_transform_into(&s_loc[..p * n], dy_loc, &a_loc.as_view(), transform, &mut update, &mut dmu);
     for k in 0..n {
         out.extend(index.iter().enumerate().map(|(il, &i)| mu[i] + dmu[il] + update[(il, k)]));
     }

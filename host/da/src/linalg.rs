@@ -371,55 +371,82 @@ widest_vectors! {
     }
 }
 
-/// `after` ← ck b − after + α(A − mid I) next, column by column. A plain
-/// function, not a closure: it must be inlined into the functions
-/// compiled for wider vectors to be compiled with them.
+/// `after` ← ck b − after + α(A − mid I) next. A plain function, not a
+/// closure: it must be inlined into the functions compiled for wider
+/// vectors to be compiled with them.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn clenshaw_step(a: &[f64], padded: usize, ck: f64, alpha: f64, mid: f64, next: &[f64], after: &mut [f64], b: &[f64]) {
-    for ((after, next), b) in after.chunks_exact_mut(padded).zip(next.chunks_exact(padded)).zip(b.chunks_exact(padded)) {
-        for ((x, &u), &v) in after.iter_mut().zip(next).zip(b) {
-            *x = ck * v - *x - alpha * mid * u;
+    for ((x, &u), &v) in after.iter_mut().zip(next).zip(b) {
+        *x = ck * v - *x - alpha * mid * u;
+    }
+    add_products(a, padded, alpha, next, padded, after);
+}
+
+/// `out` += A (α U): A has `padded` rows and one column per row of U;
+/// U's columns are `len` apart in `u`, `out`'s `padded` apart. Each
+/// element is summed over A's columns in order; up to four of `out`'s
+/// columns and four registers of rows at a time (up to 16 independent
+/// sums, each reusing the loads of A).
+#[inline(always)]
+fn add_products(a: &[f64], padded: usize, alpha: f64, u: &[f64], len: usize, out: &mut [f64]) {
+    let columns = out.len() / padded;
+    let mut column = 0;
+    while column < columns {
+        let block = &mut out[column * padded..];
+        let u = &u[column * len..];
+        match columns - column {
+            1 => add_products_rows::<1>(a, padded, alpha, u, len, block),
+            2 => add_products_rows::<2>(a, padded, alpha, u, len, block),
+            3 => add_products_rows::<3>(a, padded, alpha, u, len, block),
+            _ => add_products_rows::<4>(a, padded, alpha, u, len, block),
         }
-        add_product(a, padded, alpha, next, after);
+        column += 4;
     }
 }
 
-/// `out` += A (α u) for a column `out` of `padded` rows (A: `padded`
-/// rows, one column per element of `u`), the sum over A's columns in
-/// order, up to four registers of rows at a time (independent sums).
+/// [`add_products`] for C columns, in groups of up to four registers of rows.
 #[inline(always)]
-fn add_product(a: &[f64], padded: usize, alpha: f64, u: &[f64], out: &mut [f64]) {
+fn add_products_rows<const C: usize>(a: &[f64], padded: usize, alpha: f64, u: &[f64], len: usize, out: &mut [f64]) {
     let mut row = 0;
     while row < padded {
         match (padded - row) / LANES {
-            1 => add_product_rows::<1>(a, padded, row, alpha, u, out),
-            2 => add_product_rows::<2>(a, padded, row, alpha, u, out),
-            3 => add_product_rows::<3>(a, padded, row, alpha, u, out),
-            _ => add_product_rows::<4>(a, padded, row, alpha, u, out),
+            1 => add_products_block::<C, 1>(a, padded, row, alpha, u, len, out),
+            2 => add_products_block::<C, 2>(a, padded, row, alpha, u, len, out),
+            3 => add_products_block::<C, 3>(a, padded, row, alpha, u, len, out),
+            _ => add_products_block::<C, 4>(a, padded, row, alpha, u, len, out),
         }
         row += LANES * 4;
     }
 }
 
-/// [`add_product`] for rows `row .. row + R·LANES`, held in R registers.
+/// [`add_products`] for C columns and rows `row .. row + R·LANES`, held
+/// in C·R registers.
 #[inline(always)]
-fn add_product_rows<const R: usize>(a: &[f64], padded: usize, row: usize, alpha: f64, u: &[f64], out: &mut [f64]) {
-    let mut acc = [[0.0; LANES]; R];
-    for (q, acc) in acc.iter_mut().enumerate() {
-        acc.copy_from_slice(&out[row + q * LANES..row + (q + 1) * LANES]);
+fn add_products_block<const C: usize, const R: usize>(a: &[f64], padded: usize, row: usize, alpha: f64, u: &[f64], len: usize, out: &mut [f64]) {
+    let mut acc = [[[0.0; LANES]; R]; C];
+    for (c, acc) in acc.iter_mut().enumerate() {
+        for (q, acc) in acc.iter_mut().enumerate() {
+            let at = c * padded + row + q * LANES;
+            acc.copy_from_slice(&out[at..at + LANES]);
+        }
     }
-    for (a_col, &u) in a.chunks_exact(padded).zip(u) {
-        let s = alpha * u;
+    for (i, a_col) in a.chunks_exact(padded).take(len).enumerate() {
         let a_rows = &a_col[row..row + R * LANES];
-        for (acc, a_rows) in acc.iter_mut().zip(a_rows.chunks_exact(LANES)) {
-            for (x, &ai) in acc.iter_mut().zip(a_rows) {
-                *x += ai * s;
+        for (c, acc) in acc.iter_mut().enumerate() {
+            let s = alpha * u[c * len + i];
+            for (acc, a_rows) in acc.iter_mut().zip(a_rows.chunks_exact(LANES)) {
+                for (x, &ai) in acc.iter_mut().zip(a_rows) {
+                    *x += ai * s;
+                }
             }
         }
     }
-    for (q, acc) in acc.iter().enumerate() {
-        out[row + q * LANES..row + (q + 1) * LANES].copy_from_slice(acc);
+    for (c, acc) in acc.iter().enumerate() {
+        for (q, acc) in acc.iter().enumerate() {
+            let at = c * padded + row + q * LANES;
+            out[at..at + LANES].copy_from_slice(acc);
+        }
     }
 }
 
@@ -432,12 +459,20 @@ pub struct GramWork {
 
 /// `out` ← I + SᵀS/(N−1) for S `p × N` (column-major elements `s`): the
 /// ETKF's Gram matrix, column by column as Sᵀ times S's columns with
-/// [`add_product`]'s kernel (each element summed over the p observations
+/// [`add_products`]' kernel (each element summed over the p observations
 /// in order). No allocation once `work` and `out` have held the size:
 /// the GEMM library would allocate a packing buffer on every call, once
 /// per LETKF domain.
 pub fn gram_into(s: &[f64], p: usize, n: usize, work: &mut GramWork, out: &mut DMatrix<f64>) {
     assert_eq!(s.len(), p * n, "S is p × N");
+    if out.shape() != (n, n) {
+        *out = DMatrix::zeros(n, n);
+    }
+    if p == 0 {
+        // No observations: G = 0.
+        out.fill_with_identity();
+        return;
+    }
     let padded = n.div_ceil(LANES) * LANES;
     let st = buffer_slice(&mut work.st, padded * p);
     st.fill(0.0);
@@ -449,9 +484,6 @@ pub fn gram_into(s: &[f64], p: usize, n: usize, work: &mut GramWork, out: &mut D
     let g = buffer_slice(&mut work.g, padded * n);
     g.fill(0.0);
     gram_columns(st, padded, s, p, g);
-    if out.shape() != (n, n) {
-        *out = DMatrix::zeros(n, n);
-    }
     let n1 = (n - 1) as f64;
     for (j, (to, from)) in out.as_mut_slice().chunks_exact_mut(n).zip(g.chunks_exact(padded)).enumerate() {
         for (x, &y) in to.iter_mut().zip(from) {
@@ -465,9 +497,7 @@ widest_vectors! {
     /// SᵀS into `g` (padded columns, zero on entry), from Sᵀ padded (`st`)
     /// and S (`s`, p × n).
     fn gram_columns(st: &[f64], padded: usize, s: &[f64], p: usize, g: &mut [f64]) {
-        for (s_col, g_col) in s.chunks_exact(p).zip(g.chunks_exact_mut(padded)) {
-            add_product(st, padded, 1.0, s_col, g_col);
-        }
+        add_products(st, padded, 1.0, s, p, g);
     }
 }
 

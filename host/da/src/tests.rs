@@ -143,7 +143,7 @@ fn the_transform_applied_to_rows_is_the_formed_transform() {
         let rows = linalg::randn(2, n, &mut rng);
         let (w, t) = etkf::transform(&s, &dy);
         let (mut update, mut dmu) = (DMatrix::zeros(2, n), DMatrix::zeros(2, 1));
-        etkf::apply_transform_into(&s, &dy, &rows.as_view(), &mut Default::default(), &mut update.as_view_mut(), &mut dmu.as_view_mut());
+        etkf::apply_transform_into(s.as_slice(), dy.as_slice(), &rows.as_view(), &mut Default::default(), &mut update.as_view_mut(), &mut dmu.as_view_mut());
         let update_err = max_abs(&(&update - &rows * &t));
         let mean_err = (dmu.column(0) - &rows * &w).amax();
         assert!(update_err < 1e-13 && mean_err < 1e-13, "N = {n}, scale {scale}: a T by {update_err}, a w by {mean_err}");
@@ -240,7 +240,14 @@ fn letkf_on_threads_is_the_same_to_the_bit() {
         // (checked against the formed transform in
         // `the_transform_applied_to_rows_is_the_formed_transform`).
         let (mut update, mut dmu) = (DMatrix::zeros(2, n), DMatrix::zeros(2, 1));
-        etkf::apply_transform_into(&s_loc, &dy_loc, &a_loc.as_view(), &mut Default::default(), &mut update.as_view_mut(), &mut dmu.as_view_mut());
+        etkf::apply_transform_into(
+            s_loc.as_slice(),
+            dy_loc.as_slice(),
+            &a_loc.as_view(),
+            &mut Default::default(),
+            &mut update.as_view_mut(),
+            &mut dmu.as_view_mut(),
+        );
         for il in 0..2 {
             for k in 0..n {
                 direct[(start + il, k)] = mu[start + il] + dmu[il] + update[(il, k)];
@@ -685,7 +692,7 @@ fn the_letkf_allocates_nothing_per_local_domain() {
 #[test]
 fn the_gram_kernel_is_the_product() {
     let mut rng = ChaCha8Rng::seed_from_u64(12);
-    for (p, n) in [(29, 20), (7, 25), (300, 45), (1, 3), (16, 8)] {
+    for (p, n) in [(29, 20), (7, 25), (300, 45), (1, 3), (16, 8), (0, 20)] {
         let s = linalg::randn(p, n, &mut rng);
         let mut out = DMatrix::zeros(0, 0);
         linalg::gram_into(s.as_slice(), p, n, &mut Default::default(), &mut out);
@@ -693,6 +700,11 @@ fn the_gram_kernel_is_the_product() {
         let diff = max_abs(&(&out - &expected)) / max_abs(&expected);
         assert!(diff < 1e-14, "p = {p}, N = {n}: differs by {diff}");
     }
+    // No observations: T = I and w = 0 exactly.
+    let mut work = etkf::TransformWork::default();
+    etkf::transform_into(&[], &[], 20, &mut work);
+    assert_eq!(work.t, DMatrix::identity(20, 20));
+    assert_eq!(work.w, DVector::zeros(20));
 }
 
 /// The LETKF's cycle on 2 and 3 ranks, the ensemble decomposed over them
