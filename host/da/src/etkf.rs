@@ -11,8 +11,8 @@
 
 use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
 use super::linalg::{
-    apply_inverse_sqrt, buffer_slice, center, eigen_inverse_sqrt, gram_into as gram, inverse_sqrt_series, product_into, spd_inverse_sqrt_into, ApplyWork,
-    GramWork, InverseSqrtWork,
+    apply_inverse_sqrt, buffer_slice, center, eigen_inverse_sqrt, gram_into as gram, inverse_sqrt_series, padded_len, padded_transpose, product_into,
+    spd_inverse_sqrt_into, ApplyWork, GramWork, InverseSqrtWork,
 };
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::twin::Twin;
@@ -68,7 +68,7 @@ pub struct Etkf;
 /// matrix whose eigenvalues are all ≥ 1 ([`super::linalg::spd_inverse_sqrt`]).
 pub fn transform(s: &DMatrix<f64>, dy: &DVector<f64>) -> (DVector<f64>, DMatrix<f64>) {
     let mut work = TransformWork::default();
-    transform_into(s.as_slice(), dy.as_slice(), s.ncols(), &mut work);
+    transform_into(&padded_transpose(s), dy.as_slice(), s.ncols(), &mut work);
     (work.w, work.t)
 }
 
@@ -95,34 +95,34 @@ pub struct TransformWork {
 }
 
 /// [`transform`] into `work.w` and `work.t`, with `work`'s buffers; S
-/// (`p × N`) as its column-major elements `s`, δ as `dy` (length p), N
-/// given (S has no columns' length to tell it when p = 0).
-pub fn transform_into(s: &[f64], dy: &[f64], n: usize, work: &mut TransformWork) {
-    gram_into(s, dy.len(), n, work);
+/// (`p × N`) as its padded transpose `st`
+/// ([`super::linalg::padded_transpose`]: each observation's N values
+/// together, as the LETKF gathers them), δ as `dy` (length p).
+pub fn transform_into(st: &[f64], dy: &[f64], n: usize, work: &mut TransformWork) {
+    gram_into(st, dy.len(), n, work);
     spd_inverse_sqrt_into(&work.gram, 1.0, &mut work.sqrt, &mut work.t);
-    mean_weights(s, dy, work);
+    mean_weights(st, dy, work);
 }
 
 /// `work.gram` ← I + SᵀS/(N−1).
-fn gram_into(s: &[f64], p: usize, n: usize, work: &mut TransformWork) {
-    debug_assert_eq!(s.len(), p * n, "S must be p x N");
-    gram(s, p, n, &mut work.gram_work, &mut work.gram);
+fn gram_into(st: &[f64], p: usize, n: usize, work: &mut TransformWork) {
+    gram(st, p, n, &mut work.gram_work, &mut work.gram);
 }
 
-/// `out` ← Sᵀδ: one dot product per member (S's contiguous columns).
-fn st_dy_into(s: &[f64], dy: &[f64], out: &mut [f64]) {
-    let p = dy.len();
-    if p == 0 {
-        out.fill(0.0);
-        return;
-    }
-    for (x, column) in out.iter_mut().zip(s.chunks_exact(p)) {
-        *x = column.iter().zip(dy).map(|(s, d)| s * d).sum();
+/// `out` (length N) ← Sᵀδ from the padded Sᵀ: each member's sum over
+/// the observations in order.
+fn st_dy_into(st: &[f64], dy: &[f64], out: &mut [f64]) {
+    out.fill(0.0);
+    let padded = padded_len(out.len());
+    for (row, &d) in st.chunks_exact(padded).zip(dy) {
+        for (x, &s) in out.iter_mut().zip(row) {
+            *x += s * d;
+        }
     }
 }
 
-/// w from T in `work`, S and δ.
-fn mean_weights(s: &[f64], dy: &[f64], work: &mut TransformWork) {
+/// w from T in `work`, Sᵀ and δ.
+fn mean_weights(st: &[f64], dy: &[f64], work: &mut TransformWork) {
     let n = work.gram.nrows();
     let n1 = (n - 1) as f64;
     // w = Pw Sᵀδ = T (T Sᵀδ) / (N−1), as matrix–vector products.
@@ -131,7 +131,7 @@ fn mean_weights(s: &[f64], dy: &[f64], work: &mut TransformWork) {
             *v = DVector::zeros(n);
         }
     }
-    st_dy_into(s, dy, work.st_dy.as_mut_slice());
+    st_dy_into(st, dy, work.st_dy.as_mut_slice());
     work.t.mul_to(&work.st_dy, &mut work.t_st_dy);
     work.t.mul_to(&work.t_st_dy, &mut work.w);
     work.w /= n1;
@@ -139,8 +139,8 @@ fn mean_weights(s: &[f64], dy: &[f64], work: &mut TransformWork) {
 
 /// The transform applied to some rows `a` (`rows × N`) of the anomalies:
 /// `update` ← a T and `dmu` ← a w, what [`transform_into`] and two
-/// products give, for the LETKF's local domains (a few rows each); S and
-/// δ as [`transform_into`] takes them.
+/// products give, for the LETKF's local domains (a few rows each); Sᵀ
+/// and δ as [`transform_into`] takes them.
 ///
 /// Where T = (I + G)^{-1/2} has a polynomial series
 /// ([`inverse_sqrt_series`]), T is never formed: the series is applied
@@ -152,19 +152,19 @@ fn mean_weights(s: &[f64], dy: &[f64], work: &mut TransformWork) {
 /// [`transform_into`]. Either way the result is T's to rounding, not to
 /// the bit.
 pub fn apply_transform_into(
-    s: &[f64],
+    st: &[f64],
     dy: &[f64],
     a: &DMatrixView<f64>,
     work: &mut TransformWork,
     update: &mut DMatrixViewMut<f64>,
     dmu: &mut DMatrixViewMut<f64>,
 ) {
-    gram_into(s, dy.len(), a.ncols(), work);
+    gram_into(st, dy.len(), a.ncols(), work);
     let Some(series) = inverse_sqrt_series(&work.gram, 1.0) else {
         // No series: what spd_inverse_sqrt_into would do then, without
         // looking for the series again.
         work.t = eigen_inverse_sqrt(&work.gram);
-        mean_weights(s, dy, work);
+        mean_weights(st, dy, work);
         product_into(a, &work.t, update);
         a.mul_to(&work.w, dmu);
         return;
@@ -175,7 +175,7 @@ pub fn apply_transform_into(
     let block = buffer_slice(&mut work.block, n * (rows + 1));
     let (transposed, st_dy) = block.split_at_mut(n * rows);
     DMatrixViewMut::from_slice(transposed, n, rows).tr_copy_from(a);
-    st_dy_into(s, dy, st_dy);
+    st_dy_into(st, dy, st_dy);
     apply_inverse_sqrt(&work.gram, &series, block, &mut work.apply);
     // a w = a T (T Sᵀδ)/(N−1) = (a T)(T Sᵀδ)/(N−1), T being symmetric:
     // the update's rows times T Sᵀδ, with no second application.

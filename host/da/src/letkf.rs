@@ -10,7 +10,7 @@
 
 use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
 use super::etkf::{apply_transform_into, TransformWork};
-use super::linalg::{buffer_matrix, buffer_slice, mean};
+use super::linalg::{buffer_matrix, buffer_slice, mean, padded_len};
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
@@ -346,14 +346,14 @@ fn updated<'a>(batches: &'a [Batch], local: &'a [LocalObs]) -> impl Iterator<Ite
 
 /// One thread's buffers for [`local_analysis`], reused from domain to
 /// domain and from cycle to cycle: once they have held the largest local
-/// domain, the hot loop allocates nothing but the GEMM library's packing
-/// buffer for the Gram matrix ([`super::linalg::product_into`]) and
-/// what nalgebra's eigendecomposition allocates on the domains without a
-/// polynomial series (fewer than 12 members, a wide spectrum; see
+/// domain, the hot loop allocates nothing but what nalgebra's
+/// eigendecomposition allocates on the domains without a polynomial
+/// series (fewer than 12 members, a wide spectrum; see
 /// [`super::etkf::apply_transform_into`]).
 #[derive(Default)]
 struct LocalWork {
-    s_loc: Vec<f64>,
+    /// The local Sᵀ, padded.
+    st_loc: Vec<f64>,
     dy_loc: Vec<f64>,
     a_loc: Vec<f64>,
     update: Vec<f64>,
@@ -362,28 +362,38 @@ struct LocalWork {
 }
 
 /// What every local analysis reads: the forecast ensemble and its mean,
-/// the observed ensemble with its mean and R^{-1/2}, and the whitened
-/// innovation. Each batch forms its own rows of the anomalies E − x̄1ᵀ and
-/// the whitened anomalies R^{-1/2}(Eo − ȳ1ᵀ) from these, with the same
-/// operations as [`super::linalg::center`] and [`super::etkf::whiten`] (so the same
-/// numbers), on the batch's thread: no M × N copy is made in the serial
-/// part of the analysis.
+/// the whitened observation anomalies R^{-1/2}(Eo − ȳ1ᵀ) and the
+/// whitened innovation. Each batch forms its own rows of the anomalies
+/// E − x̄1ᵀ from these on its thread (no M × N copy is made in the serial
+/// part of the analysis). The whitened anomalies are made once, with the
+/// operations of [`super::linalg::center`] and [`super::etkf::whiten`]
+/// (so the same numbers), as a padded transpose
+/// ([`super::linalg::padded_transpose`]): a batch's local Sᵀ is its
+/// observations' rows times their tapers, contiguous copies.
 struct Inputs<'a> {
     e: &'a DMatrix<f64>,
     mu: DVector<f64>,
-    eo: &'a DMatrix<f64>,
-    ybar: DVector<f64>,
-    inv_sd: DVector<f64>,
+    /// R^{-1/2}(Eo − ȳ1ᵀ), transposed: observation j's N values at
+    /// `j·padded ..`, zeros to `padded`.
+    st: Vec<f64>,
+    padded: usize,
     dy: DVector<f64>,
 }
 
 impl<'a> Inputs<'a> {
-    fn new(e: &'a DMatrix<f64>, eo: &'a DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>) -> Inputs<'a> {
+    fn new(e: &'a DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>) -> Inputs<'a> {
         let (mu, ybar) = (mean(e), mean(eo));
         let inv_sd = r.map(|r| 1.0 / r.sqrt());
         let mut dy = y - &ybar;
         dy.component_mul_assign(&inv_sd);
-        Inputs { e, mu, eo, ybar, inv_sd, dy }
+        let padded = padded_len(eo.ncols());
+        let mut st = vec![0.0; eo.nrows() * padded];
+        for (k, column) in eo.column_iter().enumerate() {
+            for (j, &x) in column.iter().enumerate() {
+                st[j * padded + k] = (x - ybar[j]) * inv_sd[j];
+            }
+        }
+        Inputs { e, mu, st, padded, dy }
     }
 }
 
@@ -396,14 +406,12 @@ fn local_analysis(index: &[usize], (obs, sqrt_taper): (&[usize], &[f64]), inputs
     if obs.is_empty() {
         return;
     }
-    let Inputs { e, mu, eo, ybar, inv_sd, dy } = inputs;
-    let (p, n, rows) = (obs.len(), e.ncols(), index.len());
-    let LocalWork { s_loc, dy_loc, a_loc, update, dmu, transform } = work;
-    // Column by column through the slices (indexing by (row, column)
-    // checks both bounds on every element).
-    for (local, column) in buffer_slice(s_loc, p * n).chunks_exact_mut(p).zip(eo.as_slice().chunks_exact(eo.nrows())) {
-        for (x, (&j, &taper)) in local.iter_mut().zip(obs.iter().zip(sqrt_taper)) {
-            *x = (column[j] - ybar[j]) * inv_sd[j] * taper;
+    let Inputs { e, mu, st, padded, dy } = inputs;
+    let (p, n, rows, padded) = (obs.len(), e.ncols(), index.len(), *padded);
+    let LocalWork { st_loc, dy_loc, a_loc, update, dmu, transform } = work;
+    for (local, (&j, &taper)) in buffer_slice(st_loc, p * padded).chunks_exact_mut(padded).zip(obs.iter().zip(sqrt_taper)) {
+        for (x, &s) in local.iter_mut().zip(&st[j * padded..(j + 1) * padded]) {
+            *x = s * taper;
         }
     }
     let dy_loc = buffer_slice(dy_loc, p);
@@ -418,7 +426,7 @@ fn local_analysis(index: &[usize], (obs, sqrt_taper): (&[usize], &[f64]), inputs
     let a_loc = buffer_matrix(a_loc, rows, n);
     let mut update = buffer_matrix(update, rows, n); // anomalies
     let mut dmu = buffer_matrix(dmu, rows, 1);
-    apply_transform_into(&s_loc[..p * n], dy_loc, &a_loc.as_view(), transform, &mut update, &mut dmu);
+    apply_transform_into(&st_loc[..p * padded], dy_loc, &a_loc.as_view(), transform, &mut update, &mut dmu);
     for k in 0..n {
         out.extend(index.iter().enumerate().map(|(il, &i)| mu[i] + dmu[il] + update[(il, k)]));
     }

@@ -95,6 +95,45 @@ pub fn spd_inverse_sqrt(a: &DMatrix<f64>, lower: f64) -> DMatrix<f64> {
     out
 }
 
+/// Define a function whose body is compiled three times, for AVX-512,
+/// for AVX2 and for the baseline, the widest the processor has chosen at
+/// run time. The bodies here do element-wise products and sums in an
+/// order the source fixes (no fused multiply-add, nothing reassociated),
+/// so every path gives the same bits; only the vector width differs.
+macro_rules! widest_vectors {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the processor has the feature the function is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
 /// The first `rows × cols` values of `buffer` as a column-major matrix,
 /// the buffer grown first when it is shorter (so a buffer reused for
 /// matrices of varying size stops allocating once it has held the largest).
@@ -197,70 +236,74 @@ const MAX_DEGREE: usize = 30;
 /// Below this size the eigendecomposition is cheaper than the polynomial.
 const MIN_POLYNOMIAL_SIZE: usize = 12;
 
-/// The series of `a`'s inverse square root, given `lower` ≤ its smallest
-/// eigenvalue; `None` where the matrix is smaller than 12 × 12, the
-/// spectrum too wide for a series of degree 30, or an element not finite
-/// (the caller then takes the eigendecomposition).
-pub fn inverse_sqrt_series(a: &DMatrix<f64>, lower: f64) -> Option<InverseSqrtSeries> {
-    let n = a.nrows();
-    // Loops over the column-major slice: nalgebra's element iterators are
-    // several times slower at these sizes (the same sums, in the same order).
-    let elements = a.as_slice();
-    if n < MIN_POLYNOMIAL_SIZE || !(lower > 0.0 && elements.iter().all(|x| x.is_finite())) {
-        return None;
-    }
-    // A is symmetric: column sums are row sums.
-    let gershgorin = elements.chunks_exact(n).map(|col| col.iter().map(|x| x.abs()).sum::<f64>()).fold(0.0, f64::max);
-    // The diagonal as a strided view (`diagonal()` would copy it).
-    let diagonal = nalgebra::DMatrixView::from_slice_with_strides(elements, n, 1, n + 1, n);
-    let shifted_frobenius =
-        (a.norm_squared() - diagonal.norm_squared() + elements.iter().step_by(n + 1).map(|d| (d - lower) * (d - lower)).sum::<f64>()).sqrt();
-    let upper = gershgorin.min(lower + shifted_frobenius).max(lower * (1.0 + 1e-12));
-    let (mid, half) = (0.5 * (upper + lower), 0.5 * (upper - lower));
+widest_vectors! {
+    /// The series of `a`'s inverse square root, given `lower` ≤ its smallest
+    /// eigenvalue; `None` where the matrix is smaller than 12 × 12, the
+    /// spectrum too wide for a series of degree 30, or an element not finite
+    /// (the caller then takes the eigendecomposition).
+    /// (Compiled for the widest vectors: the sums are element-wise, so
+    /// the same bits on every path.)
+    pub fn inverse_sqrt_series(a: &DMatrix<f64>, lower: f64) -> Option<InverseSqrtSeries> {
+        let n = a.nrows();
+        // Loops over the column-major slice: nalgebra's element iterators are
+        // several times slower at these sizes (the same sums, in the same order).
+        let elements = a.as_slice();
+        if n < MIN_POLYNOMIAL_SIZE || !(lower > 0.0 && elements.iter().all(|x| x.is_finite())) {
+            return None;
+        }
+        // A is symmetric: column sums are row sums.
+        let gershgorin = elements.chunks_exact(n).map(|col| col.iter().map(|x| x.abs()).sum::<f64>()).fold(0.0, f64::max);
+        // The diagonal as a strided view (`diagonal()` would copy it).
+        let diagonal = nalgebra::DMatrixView::from_slice_with_strides(elements, n, 1, n + 1, n);
+        let shifted_frobenius =
+            (a.norm_squared() - diagonal.norm_squared() + elements.iter().step_by(n + 1).map(|d| (d - lower) * (d - lower)).sum::<f64>()).sqrt();
+        let upper = gershgorin.min(lower + shifted_frobenius).max(lower * (1.0 + 1e-12));
+        let (mid, half) = (0.5 * (upper + lower), 0.5 * (upper - lower));
 
-    // Chebyshev interpolation coefficients on NODES points (a discrete
-    // cosine transform with a table of cos kθⱼ computed once).
-    static COSINES: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
-    let cosines = COSINES.get_or_init(|| {
-        let theta = |j: usize| std::f64::consts::PI * (j as f64 + 0.5) / NODES as f64;
-        (0..NODES).flat_map(|k| (0..NODES).map(move |j| (k as f64 * theta(j)).cos())).collect()
-    });
-    // The same table with k along rows (cos kθⱼ at j·NODES + k).
-    static TRANSPOSED_COSINES: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
-    let transposed_cosines = TRANSPOSED_COSINES.get_or_init(|| (0..NODES * NODES).map(|i| cosines[(i % NODES) * NODES + i / NODES]).collect());
-    let f = |t: f64| 1.0 / (mid + half * t).sqrt();
-    let mut values = [0.0; NODES];
-    for (v, &t) in values.iter_mut().zip(&cosines[NODES..2 * NODES]) {
-        *v = f(t) * 2.0 / NODES as f64;
-    }
-    // The coefficients of x^{-1/2} decrease in size geometrically: cut
-    // before the first one below the tolerance (the dropped tail is of its
-    // order; the rounding noise of the coefficients is about 1e-16). They
-    // are computed one by one, up to that one (or until the degree is
-    // past MAX_DEGREE): most of the 48 are never needed.
-    // Eight at a time, node after node: eight independent sums (each in
-    // the nodes' order, so the same numbers as one sum after another) that
-    // the processor can run side by side.
-    let tolerance = 1e-15 * f(-1.0);
-    let mut c = [0.0; NODES];
-    let mut first_small = NODES;
-    const BATCH: usize = 8;
-    for start in (0..MAX_DEGREE + 2).step_by(BATCH) {
-        let mut sums = [0.0; BATCH];
-        for (j, v) in values.iter().enumerate() {
-            for (b, sum) in sums.iter_mut().enumerate() {
-                *sum += transposed_cosines[j * NODES + start + b] * v;
+        // Chebyshev interpolation coefficients on NODES points (a discrete
+        // cosine transform with a table of cos kθⱼ computed once).
+        static COSINES: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+        let cosines = COSINES.get_or_init(|| {
+            let theta = |j: usize| std::f64::consts::PI * (j as f64 + 0.5) / NODES as f64;
+            (0..NODES).flat_map(|k| (0..NODES).map(move |j| (k as f64 * theta(j)).cos())).collect()
+        });
+        // The same table with k along rows (cos kθⱼ at j·NODES + k).
+        static TRANSPOSED_COSINES: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+        let transposed_cosines = TRANSPOSED_COSINES.get_or_init(|| (0..NODES * NODES).map(|i| cosines[(i % NODES) * NODES + i / NODES]).collect());
+        let f = |t: f64| 1.0 / (mid + half * t).sqrt();
+        let mut values = [0.0; NODES];
+        for (v, &t) in values.iter_mut().zip(&cosines[NODES..2 * NODES]) {
+            *v = f(t) * 2.0 / NODES as f64;
+        }
+        // The coefficients of x^{-1/2} decrease in size geometrically: cut
+        // before the first one below the tolerance (the dropped tail is of its
+        // order; the rounding noise of the coefficients is about 1e-16). They
+        // are computed one by one, up to that one (or until the degree is
+        // past MAX_DEGREE): most of the 48 are never needed.
+        // Eight at a time, node after node: eight independent sums (each in
+        // the nodes' order, so the same numbers as one sum after another) that
+        // the processor can run side by side.
+        let tolerance = 1e-15 * f(-1.0);
+        let mut c = [0.0; NODES];
+        let mut first_small = NODES;
+        const BATCH: usize = 8;
+        for start in (0..MAX_DEGREE + 2).step_by(BATCH) {
+            let mut sums = [0.0; BATCH];
+            for (j, v) in values.iter().enumerate() {
+                for (b, sum) in sums.iter_mut().enumerate() {
+                    *sum += transposed_cosines[j * NODES + start + b] * v;
+                }
+            }
+            sums[0] *= if start == 0 { 0.5 } else { 1.0 };
+            c[start..start + BATCH].copy_from_slice(&sums);
+            if let Some(b) = sums.iter().position(|ck| ck.abs() <= tolerance) {
+                first_small = start + b;
+                break;
             }
         }
-        sums[0] *= if start == 0 { 0.5 } else { 1.0 };
-        c[start..start + BATCH].copy_from_slice(&sums);
-        if let Some(b) = sums.iter().position(|ck| ck.abs() <= tolerance) {
-            first_small = start + b;
-            break;
-        }
+        let degree = first_small.saturating_sub(1);
+        (degree <= MAX_DEGREE).then_some(InverseSqrtSeries { mid, half, c, degree })
     }
-    let degree = first_small.saturating_sub(1);
-    (degree <= MAX_DEGREE).then_some(InverseSqrtSeries { mid, half, c, degree })
 }
 
 /// The buffers of [`apply_inverse_sqrt`]: A and the block with their
@@ -293,7 +336,7 @@ pub fn apply_inverse_sqrt(a: &DMatrix<f64>, series: &InverseSqrtSeries, b: &mut 
     let columns = b.len() / n;
     // Columns padded with zeros to whole registers: the products then run
     // on whole registers only (the padding stays 0 through the recurrence).
-    let padded = n.div_ceil(LANES) * LANES;
+    let padded = padded_len(n);
     let pad = |from: &[f64], to: &mut Vec<f64>, count: usize| {
         let to = buffer_slice(to, padded * count);
         to.fill(0.0);
@@ -310,45 +353,6 @@ pub fn apply_inverse_sqrt(a: &DMatrix<f64>, series: &InverseSqrtSeries, b: &mut 
     for (to, from) in b.chunks_exact_mut(n).zip(b_padded.chunks_exact(padded)) {
         to.copy_from_slice(&from[..n]);
     }
-}
-
-/// Define a function whose body is compiled three times, for AVX-512,
-/// for AVX2 and for the baseline, the widest the processor has chosen at
-/// run time. The bodies here do element-wise products and sums in an
-/// order the source fixes (no fused multiply-add, nothing reassociated),
-/// so every path gives the same bits; only the vector width differs.
-macro_rules! widest_vectors {
-    ($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$attr])*
-        #[allow(clippy::too_many_arguments)]
-        fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn body($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx512($($arg: $ty),*) {
-                    body($($arg),*)
-                }
-                #[target_feature(enable = "avx2")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx2($($arg: $ty),*) {
-                    body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the processor has the feature the function is compiled for.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
 }
 
 widest_vectors! {
@@ -380,26 +384,27 @@ fn clenshaw_step(a: &[f64], padded: usize, ck: f64, alpha: f64, mid: f64, next: 
     for ((x, &u), &v) in after.iter_mut().zip(next).zip(b) {
         *x = ck * v - *x - alpha * mid * u;
     }
-    add_products(a, padded, alpha, next, padded, after);
+    add_products(a, padded, alpha, next, (padded, 1), after);
 }
 
 /// `out` += A (α U): A has `padded` rows and one column per row of U;
-/// U's columns are `len` apart in `u`, `out`'s `padded` apart. Each
-/// element is summed over A's columns in order; up to four of `out`'s
-/// columns and four registers of rows at a time (up to 16 independent
-/// sums, each reusing the loads of A).
+/// U's element (column c, row i) is `u[c·stride.0 + i·stride.1]`
+/// (column-major U, or a padded Uᵀ), `out`'s columns are `padded` apart.
+/// Each element is summed over A's columns in order; up to four of
+/// `out`'s columns and four registers of rows at a time (up to 16
+/// independent sums, each reusing the loads of A).
 #[inline(always)]
-fn add_products(a: &[f64], padded: usize, alpha: f64, u: &[f64], len: usize, out: &mut [f64]) {
+fn add_products(a: &[f64], padded: usize, alpha: f64, u: &[f64], stride: (usize, usize), out: &mut [f64]) {
     let columns = out.len() / padded;
     let mut column = 0;
     while column < columns {
         let block = &mut out[column * padded..];
-        let u = &u[column * len..];
+        let u = &u[column * stride.0..];
         match columns - column {
-            1 => add_products_rows::<1>(a, padded, alpha, u, len, block),
-            2 => add_products_rows::<2>(a, padded, alpha, u, len, block),
-            3 => add_products_rows::<3>(a, padded, alpha, u, len, block),
-            _ => add_products_rows::<4>(a, padded, alpha, u, len, block),
+            1 => add_products_rows::<1>(a, padded, alpha, u, stride, block),
+            2 => add_products_rows::<2>(a, padded, alpha, u, stride, block),
+            3 => add_products_rows::<3>(a, padded, alpha, u, stride, block),
+            _ => add_products_rows::<4>(a, padded, alpha, u, stride, block),
         }
         column += 4;
     }
@@ -407,14 +412,14 @@ fn add_products(a: &[f64], padded: usize, alpha: f64, u: &[f64], len: usize, out
 
 /// [`add_products`] for C columns, in groups of up to four registers of rows.
 #[inline(always)]
-fn add_products_rows<const C: usize>(a: &[f64], padded: usize, alpha: f64, u: &[f64], len: usize, out: &mut [f64]) {
+fn add_products_rows<const C: usize>(a: &[f64], padded: usize, alpha: f64, u: &[f64], stride: (usize, usize), out: &mut [f64]) {
     let mut row = 0;
     while row < padded {
         match (padded - row) / LANES {
-            1 => add_products_block::<C, 1>(a, padded, row, alpha, u, len, out),
-            2 => add_products_block::<C, 2>(a, padded, row, alpha, u, len, out),
-            3 => add_products_block::<C, 3>(a, padded, row, alpha, u, len, out),
-            _ => add_products_block::<C, 4>(a, padded, row, alpha, u, len, out),
+            1 => add_products_block::<C, 1>(a, padded, row, alpha, u, stride, out),
+            2 => add_products_block::<C, 2>(a, padded, row, alpha, u, stride, out),
+            3 => add_products_block::<C, 3>(a, padded, row, alpha, u, stride, out),
+            _ => add_products_block::<C, 4>(a, padded, row, alpha, u, stride, out),
         }
         row += LANES * 4;
     }
@@ -423,7 +428,7 @@ fn add_products_rows<const C: usize>(a: &[f64], padded: usize, alpha: f64, u: &[
 /// [`add_products`] for C columns and rows `row .. row + R·LANES`, held
 /// in C·R registers.
 #[inline(always)]
-fn add_products_block<const C: usize, const R: usize>(a: &[f64], padded: usize, row: usize, alpha: f64, u: &[f64], len: usize, out: &mut [f64]) {
+fn add_products_block<const C: usize, const R: usize>(a: &[f64], padded: usize, row: usize, alpha: f64, u: &[f64], stride: (usize, usize), out: &mut [f64]) {
     let mut acc = [[[0.0; LANES]; R]; C];
     for (c, acc) in acc.iter_mut().enumerate() {
         for (q, acc) in acc.iter_mut().enumerate() {
@@ -431,10 +436,10 @@ fn add_products_block<const C: usize, const R: usize>(a: &[f64], padded: usize, 
             acc.copy_from_slice(&out[at..at + LANES]);
         }
     }
-    for (i, a_col) in a.chunks_exact(padded).take(len).enumerate() {
+    for (i, a_col) in a.chunks_exact(padded).enumerate() {
         let a_rows = &a_col[row..row + R * LANES];
         for (c, acc) in acc.iter_mut().enumerate() {
-            let s = alpha * u[c * len + i];
+            let s = alpha * u[c * stride.0 + i * stride.1];
             for (acc, a_rows) in acc.iter_mut().zip(a_rows.chunks_exact(LANES)) {
                 for (x, &ai) in acc.iter_mut().zip(a_rows) {
                     *x += ai * s;
@@ -450,21 +455,41 @@ fn add_products_block<const C: usize, const R: usize>(a: &[f64], padded: usize, 
     }
 }
 
-/// The buffers of [`gram_into`]: Sᵀ and SᵀS with their columns padded.
+/// `n` rounded up to whole vector registers ([`LANES`]): the row length
+/// of the padded Sᵀ that [`gram_into`] and the ETKF's transform take.
+pub fn padded_len(n: usize) -> usize {
+    n.div_ceil(LANES) * LANES
+}
+
+/// Sᵀ with its rows padded with zeros to [`padded_len`]`(N)`, for S
+/// `p × N`: observation l's N values at `l·padded ..`.
+pub fn padded_transpose(s: &DMatrix<f64>) -> Vec<f64> {
+    let (p, n) = s.shape();
+    let padded = padded_len(n);
+    let mut st = vec![0.0; p * padded];
+    for (k, column) in s.column_iter().enumerate() {
+        for (l, &x) in column.iter().enumerate() {
+            st[l * padded + k] = x;
+        }
+    }
+    st
+}
+
+/// The buffer of [`gram_into`]: SᵀS with its columns padded.
 #[derive(Default)]
 pub struct GramWork {
-    st: Vec<f64>,
     g: Vec<f64>,
 }
 
-/// `out` ← I + SᵀS/(N−1) for S `p × N` (column-major elements `s`): the
-/// ETKF's Gram matrix, column by column as Sᵀ times S's columns with
-/// [`add_products`]' kernel (each element summed over the p observations
-/// in order). No allocation once `work` and `out` have held the size:
-/// the GEMM library would allocate a packing buffer on every call, once
-/// per LETKF domain.
-pub fn gram_into(s: &[f64], p: usize, n: usize, work: &mut GramWork, out: &mut DMatrix<f64>) {
-    assert_eq!(s.len(), p * n, "S is p × N");
+/// `out` ← I + SᵀS/(N−1) for S `p × N`, given as its padded transpose
+/// `st` ([`padded_transpose`]): the ETKF's Gram matrix, column by column
+/// as Sᵀ times S's columns with [`add_products`]' kernel (each element
+/// summed over the p observations in order). No allocation once `work`
+/// and `out` have held the size: the GEMM library would allocate a
+/// packing buffer on every call, once per LETKF domain.
+pub fn gram_into(st: &[f64], p: usize, n: usize, work: &mut GramWork, out: &mut DMatrix<f64>) {
+    let padded = padded_len(n);
+    assert_eq!(st.len(), p * padded, "Sᵀ is p × padded N");
     if out.shape() != (n, n) {
         *out = DMatrix::zeros(n, n);
     }
@@ -473,31 +498,24 @@ pub fn gram_into(s: &[f64], p: usize, n: usize, work: &mut GramWork, out: &mut D
         out.fill_with_identity();
         return;
     }
-    let padded = n.div_ceil(LANES) * LANES;
-    let st = buffer_slice(&mut work.st, padded * p);
-    st.fill(0.0);
-    for (k, column) in s.chunks_exact(p).enumerate() {
-        for (l, &x) in column.iter().enumerate() {
-            st[l * padded + k] = x;
-        }
-    }
     let g = buffer_slice(&mut work.g, padded * n);
     g.fill(0.0);
-    gram_columns(st, padded, s, p, g);
-    let n1 = (n - 1) as f64;
-    for (j, (to, from)) in out.as_mut_slice().chunks_exact_mut(n).zip(g.chunks_exact(padded)).enumerate() {
-        for (x, &y) in to.iter_mut().zip(from) {
-            *x = y / n1;
-        }
-        to[j] += 1.0;
-    }
+    gram_columns(st, padded, g, out.as_mut_slice());
 }
 
 widest_vectors! {
-    /// SᵀS into `g` (padded columns, zero on entry), from Sᵀ padded (`st`)
-    /// and S (`s`, p × n).
-    fn gram_columns(st: &[f64], padded: usize, s: &[f64], p: usize, g: &mut [f64]) {
-        add_products(st, padded, 1.0, s, p, g);
+    /// SᵀS into `g` (padded columns, zero on entry) from the padded Sᵀ
+    /// `st`, then I + SᵀS/(N−1) into `out` (n × n, column-major).
+    fn gram_columns(st: &[f64], padded: usize, g: &mut [f64], out: &mut [f64]) {
+        add_products(st, padded, 1.0, st, (1, padded), g);
+        let n = g.len() / padded;
+        let n1 = (n - 1) as f64;
+        for (j, (to, from)) in out.chunks_exact_mut(n).zip(g.chunks_exact(padded)).enumerate() {
+            for (x, &y) in to.iter_mut().zip(from) {
+                *x = y / n1;
+            }
+            to[j] += 1.0;
+        }
     }
 }
 

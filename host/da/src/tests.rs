@@ -143,7 +143,14 @@ fn the_transform_applied_to_rows_is_the_formed_transform() {
         let rows = linalg::randn(2, n, &mut rng);
         let (w, t) = etkf::transform(&s, &dy);
         let (mut update, mut dmu) = (DMatrix::zeros(2, n), DMatrix::zeros(2, 1));
-        etkf::apply_transform_into(s.as_slice(), dy.as_slice(), &rows.as_view(), &mut Default::default(), &mut update.as_view_mut(), &mut dmu.as_view_mut());
+        etkf::apply_transform_into(
+            &linalg::padded_transpose(&s),
+            dy.as_slice(),
+            &rows.as_view(),
+            &mut Default::default(),
+            &mut update.as_view_mut(),
+            &mut dmu.as_view_mut(),
+        );
         let update_err = max_abs(&(&update - &rows * &t));
         let mean_err = (dmu.column(0) - &rows * &w).amax();
         assert!(update_err < 1e-13 && mean_err < 1e-13, "N = {n}, scale {scale}: a T by {update_err}, a w by {mean_err}");
@@ -241,7 +248,7 @@ fn letkf_on_threads_is_the_same_to_the_bit() {
         // `the_transform_applied_to_rows_is_the_formed_transform`).
         let (mut update, mut dmu) = (DMatrix::zeros(2, n), DMatrix::zeros(2, 1));
         etkf::apply_transform_into(
-            s_loc.as_slice(),
+            &linalg::padded_transpose(&s_loc),
             dy_loc.as_slice(),
             &a_loc.as_view(),
             &mut Default::default(),
@@ -695,7 +702,7 @@ fn the_gram_kernel_is_the_product() {
     for (p, n) in [(29, 20), (7, 25), (300, 45), (1, 3), (16, 8), (0, 20)] {
         let s = linalg::randn(p, n, &mut rng);
         let mut out = DMatrix::zeros(0, 0);
-        linalg::gram_into(s.as_slice(), p, n, &mut Default::default(), &mut out);
+        linalg::gram_into(&linalg::padded_transpose(&s), p, n, &mut Default::default(), &mut out);
         let expected = DMatrix::identity(n, n) + s.transpose() * &s / (n - 1) as f64;
         let diff = max_abs(&(&out - &expected)) / max_abs(&expected);
         assert!(diff < 1e-14, "p = {p}, N = {n}: differs by {diff}");

@@ -14,7 +14,10 @@ pub use read::{Array2, Reader};
 
 use anyhow::{Context, Result};
 use netcdf3::{DataSet, FileWriter, Version};
+use std::cell::RefCell;
+use std::io::{Cursor, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::rc::Rc;
 
 /// One f64 variable of a NetCDF file, with its units and long name.
 pub struct Var<'a> {
@@ -30,23 +33,12 @@ pub fn common_attrs() -> Vec<(&'static str, String)> {
     vec![("Conventions", "CF-1.8".to_string()), ("source", format!("geohost {}", env!("CARGO_PKG_VERSION")))]
 }
 
-/// A NetCDF file as bytes (for the registry). netcdf3 writes to a path, so
-/// this goes through a private temporary file.
+/// A NetCDF file as bytes (for the registry, and what [`write_nc`]
+/// writes), built in memory: netcdf3 seeks back and forth in small
+/// writes, which on a file are one system call each.
 pub fn nc_bytes(dims: &[(&str, usize)], vars: &[Var<'_>], attrs: &[(&str, String)]) -> Result<Vec<u8>> {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("geohost-nc-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join("file.nc");
-    let result = write_nc(&path, dims, vars, attrs).and_then(|()| std::fs::read(&path).with_context(|| format!("reading back {}", path.display())));
-    let _ = std::fs::remove_dir_all(&dir);
-    result
-}
-
-/// Write a NetCDF file at `path` (through `path.nc.tmp`, renamed into place).
-pub fn write_nc(path: &Path, dims: &[(&str, usize)], vars: &[Var<'_>], attrs: &[(&str, String)]) -> Result<()> {
+    let err = |e: netcdf3::error::InvalidDataSet| anyhow::anyhow!("NetCDF definition: {e:?}");
     let mut ds = DataSet::new();
-    let err = |e: netcdf3::error::InvalidDataSet| anyhow::anyhow!("building {}: {e:?}", path.display());
     for (name, len) in dims {
         ds.add_fixed_dim(*name, *len).map_err(err)?;
     }
@@ -58,17 +50,46 @@ pub fn write_nc(path: &Path, dims: &[(&str, usize)], vars: &[Var<'_>], attrs: &[
     for (name, value) in attrs {
         ds.add_global_attr_string(name, value).map_err(err)?;
     }
-    let tmp = path.with_extension("nc.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let werr = |e: netcdf3::error::WriteError| anyhow::anyhow!("writing {}: {e:?}", path.display());
-    let mut writer = FileWriter::create_new(&tmp).map_err(werr)?;
+    let werr = |e: netcdf3::error::WriteError| anyhow::anyhow!("writing NetCDF: {e:?}");
+    let buffer = SharedCursor::default();
+    let mut writer = FileWriter::open_seek_write("memory.nc", Box::new(buffer.clone())).map_err(werr)?;
     writer.set_def(&ds, Version::Offset64Bit, 0).map_err(werr)?;
     for v in vars {
         writer.write_var_f64(v.name, v.data).map_err(werr)?;
     }
     writer.close().map_err(werr)?;
+    let bytes = std::mem::take(buffer.0.borrow_mut().get_mut());
+    Ok(bytes)
+}
+
+/// Write a NetCDF file at `path` (through `path.nc.tmp`, renamed into
+/// place, so a reader never sees half a file).
+pub fn write_nc(path: &Path, dims: &[(&str, usize)], vars: &[Var<'_>], attrs: &[(&str, String)]) -> Result<()> {
+    let bytes = nc_bytes(dims, vars, attrs).with_context(|| format!("writing {}", path.display()))?;
+    let tmp = path.with_extension("nc.tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("moving {} into place", path.display()))?;
     Ok(())
+}
+
+/// An in-memory file netcdf3's writer can own (it takes a boxed writer)
+/// while this side keeps a handle to read the bytes back after `close`.
+#[derive(Clone, Default)]
+struct SharedCursor(Rc<RefCell<Cursor<Vec<u8>>>>);
+
+impl Write for SharedCursor {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for SharedCursor {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.0.borrow_mut().seek(pos)
+    }
 }
 
 #[cfg(test)]
