@@ -64,6 +64,39 @@ fn model_instances_give_the_bits_of_one() {
     assert_same_outputs(&one, &three);
 }
 
+/// The LETKF's and the ETKF's kernels compiled for AVX-512, for AVX2 and
+/// for the baseline (`GEOHOST_VECTORS`, at most what this processor has)
+/// give the same output bytes: every path does the same element-wise
+/// operations in the same order. A value that names no level is refused
+/// before anything runs.
+#[test]
+fn every_vector_width_gives_the_bits_of_the_widest() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = crate::common::lorenz96_set(
+        dir.path(),
+        300,
+        "[[method]]\nmethod = \"letkf\"\nN = 20\ninfl = 1.04\nloc_rad = 4\n\n[[method]]\nmethod = \"etkf\"\nN = 20\ninfl = 1.04\n",
+    );
+    let run = |vectors: Option<&str>, out: &Path| {
+        let mut cmd = geohost(dir.path());
+        if let Some(v) = vectors {
+            cmd.env("GEOHOST_VECTORS", v);
+        }
+        let out = cmd.args(["run", "-q", "--no-registry"]).arg(&set).arg("--out").arg(out).output().unwrap();
+        assert!(out.status.success(), "{vectors:?}: {}", stderr(&out));
+    };
+    let widest = dir.path().join("widest");
+    run(None, &widest);
+    for level in ["avx2", "baseline"] {
+        let out = dir.path().join(level);
+        run(Some(level), &out);
+        assert_same_outputs(&widest, &out);
+    }
+    let out = geohost(dir.path()).env("GEOHOST_VECTORS", "sse4").args(["run", "-q", "--no-registry"]).arg(&set).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("GEOHOST_VECTORS is `sse4`: use avx512, avx2 or baseline"), "{}", stderr(&out));
+}
+
 #[cfg(feature = "mpi")]
 mod with_mpi {
     use super::{assert_same_outputs, qg_set};

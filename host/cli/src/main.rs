@@ -56,6 +56,10 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    if let Err(message) = geohost_da::linalg::requested_vectors() {
+        eprintln!("error: {message}");
+        std::process::exit(2);
+    }
     // Neural kernels are small: one thread is faster here (parallelise over
     // runs instead), and it keeps training bit-reproducible.
     // RAYON_NUM_THREADS (candle) and MATMUL_NUM_THREADS (the fused mlp

@@ -95,11 +95,60 @@ pub fn spd_inverse_sqrt(a: &DMatrix<f64>, lower: f64) -> DMatrix<f64> {
     out
 }
 
+/// The vector instructions the kernels below may use: the widest the
+/// processor has, or fewer by `GEOHOST_VECTORS` (`avx512`, `avx2`,
+/// `baseline`). Every level gives the same bits (see
+/// [`widest_vectors`]); the variable is there to check that, and to time
+/// the levels against each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum VectorLevel {
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+/// `GEOHOST_VECTORS` read: `None` when unset, an error naming the
+/// variable and its values when it is not one of them.
+pub fn requested_vectors() -> Result<Option<VectorLevel>, String> {
+    match std::env::var("GEOHOST_VECTORS") {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(v) if v == "avx512" => Ok(Some(VectorLevel::Avx512)),
+        Ok(v) if v == "avx2" => Ok(Some(VectorLevel::Avx2)),
+        Ok(v) if v == "baseline" => Ok(Some(VectorLevel::Baseline)),
+        Ok(v) => Err(format!("GEOHOST_VECTORS is `{v}`: use avx512, avx2 or baseline (or leave it unset for the widest the processor has)")),
+        Err(e) => Err(format!("GEOHOST_VECTORS: {e}")),
+    }
+}
+
+/// The level the kernels run at: the widest the processor has (with
+/// fused multiply-add), no wider than `GEOHOST_VECTORS` asks (an invalid
+/// value is refused by the CLI before anything runs; here it is ignored).
+pub fn vector_level() -> VectorLevel {
+    static LEVEL: std::sync::OnceLock<VectorLevel> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        let has = if !std::arch::is_x86_feature_detected!("fma") {
+            VectorLevel::Baseline
+        } else if std::arch::is_x86_feature_detected!("avx512f") {
+            VectorLevel::Avx512
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            VectorLevel::Avx2
+        } else {
+            VectorLevel::Baseline
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let has = VectorLevel::Baseline;
+        requested_vectors().ok().flatten().map_or(has, |asked| asked.min(has))
+    })
+}
+
 /// Define a function whose body is compiled three times, for AVX-512,
-/// for AVX2 and for the baseline, the widest the processor has chosen at
-/// run time. The bodies here do element-wise products and sums in an
-/// order the source fixes (no fused multiply-add, nothing reassociated),
-/// so every path gives the same bits; only the vector width differs.
+/// for AVX2 (both with fused multiply-add) and for the baseline, and
+/// called at [`vector_level`]. The bodies here do element-wise products
+/// and sums in an order the source fixes (multiply-adds as `mul_add`,
+/// one rounding on every path, the baseline's in the C library; nothing
+/// reassociated), so every path gives the same bits; only the vector
+/// width differs.
 macro_rules! widest_vectors {
     ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$attr])*
@@ -110,23 +159,22 @@ macro_rules! widest_vectors {
             fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f")]
+                #[target_feature(enable = "avx512f,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
                 }
-                #[target_feature(enable = "avx2")]
+                #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the processor has the feature the function is compiled for.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
+                match $crate::linalg::vector_level() {
+                    // SAFETY: vector_level is at most what the processor has.
+                    $crate::linalg::VectorLevel::Avx512 => return unsafe { avx512($($arg),*) },
                     // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
+                    $crate::linalg::VectorLevel::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::linalg::VectorLevel::Baseline => {}
                 }
             }
             body($($arg),*)
@@ -248,11 +296,20 @@ widest_vectors! {
         // Loops over the column-major slice: nalgebra's element iterators are
         // several times slower at these sizes (the same sums, in the same order).
         let elements = a.as_slice();
-        if n < MIN_POLYNOMIAL_SIZE || !(lower > 0.0 && elements.iter().all(|x| x.is_finite())) {
+        // (NaN as `lower` fails the comparison too.)
+        if n < MIN_POLYNOMIAL_SIZE || lower.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return None;
         }
-        // A is symmetric: column sums are row sums.
-        let gershgorin = elements.chunks_exact(n).map(|col| col.iter().map(|x| x.abs()).sum::<f64>()).fold(0.0, f64::max);
+        // A is symmetric: column sums are row sums. A sum is finite when
+        // every element in it is (or None: NaN, ∞, or beyond 1e308).
+        let mut gershgorin = 0.0f64;
+        for col in elements.chunks_exact(n) {
+            let sum = col.iter().map(|x| x.abs()).sum::<f64>();
+            if !sum.is_finite() {
+                return None;
+            }
+            gershgorin = gershgorin.max(sum);
+        }
         // The diagonal as a strided view (`diagonal()` would copy it).
         let diagonal = nalgebra::DMatrixView::from_slice_with_strides(elements, n, 1, n + 1, n);
         let shifted_frobenius =
@@ -289,9 +346,9 @@ widest_vectors! {
         const BATCH: usize = 8;
         for start in (0..MAX_DEGREE + 2).step_by(BATCH) {
             let mut sums = [0.0; BATCH];
-            for (j, v) in values.iter().enumerate() {
-                for (b, sum) in sums.iter_mut().enumerate() {
-                    *sum += transposed_cosines[j * NODES + start + b] * v;
+            for (row, v) in transposed_cosines.chunks_exact(NODES).zip(&values) {
+                for (sum, &cos) in sums.iter_mut().zip(&row[start..start + BATCH]) {
+                    *sum += cos * v;
                 }
             }
             sums[0] *= if start == 0 { 0.5 } else { 1.0 };
@@ -442,7 +499,7 @@ fn add_products_block<const C: usize, const R: usize>(a: &[f64], padded: usize, 
             let s = alpha * u[c * stride.0 + i * stride.1];
             for (acc, a_rows) in acc.iter_mut().zip(a_rows.chunks_exact(LANES)) {
                 for (x, &ai) in acc.iter_mut().zip(a_rows) {
-                    *x += ai * s;
+                    *x = ai.mul_add(s, *x);
                 }
             }
         }
@@ -509,10 +566,12 @@ widest_vectors! {
     fn gram_columns(st: &[f64], padded: usize, g: &mut [f64], out: &mut [f64]) {
         add_products(st, padded, 1.0, st, (1, padded), g);
         let n = g.len() / padded;
-        let n1 = (n - 1) as f64;
+        // Times 1/(N−1), not divided: N² divisions were a third of the
+        // Gram's time (the two differ by at most an ulp).
+        let inv_n1 = 1.0 / (n - 1) as f64;
         for (j, (to, from)) in out.chunks_exact_mut(n).zip(g.chunks_exact(padded)).enumerate() {
             for (x, &y) in to.iter_mut().zip(from) {
-                *x = y / n1;
+                *x = y * inv_n1;
             }
             to[j] += 1.0;
         }
