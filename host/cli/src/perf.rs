@@ -50,7 +50,7 @@ impl EtkfTiming {
         let chronology = Chronology { dt: 0.05, steps_per_obs: 1, cycles, burn_in: 0.0 };
         let prior = Prior::gaussian(DVector::from_vec(x0), 0.001);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let twin = twin::simulate(&mut Lorenz96::new(40, 8.0), &mut obs, chronology, prior, &mut rng)?;
+        let twin = twin::simulate(&mut Lorenz96::new(40, 8.0), &mut obs, chronology, prior, false, &mut rng)?;
         let params = toml::Table::from_iter([("N".to_string(), toml::Value::Integer(members as i64)), ("infl".to_string(), toml::Value::Float(1.02))]);
         let etkf = geohost_da::parse_method("etkf", &params, at)?;
         Ok(EtkfTiming { twin, obs, etkf, rng, cycles })
@@ -756,7 +756,7 @@ pub fn submission_cost(runtime: &Runtime, plugins: &Path, members: usize, cycles
     x0[0] = 1.0;
     let chronology = Chronology { dt: 0.05, steps_per_obs: 1, cycles, burn_in: 0.0 };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let twin = twin::simulate(&mut native, &mut obs, chronology, Prior::gaussian(DVector::from_vec(x0), 0.001), &mut rng)?;
+    let twin = twin::simulate(&mut native, &mut obs, chronology, Prior::gaussian(DVector::from_vec(x0), 0.001), false, &mut rng)?;
     let params = toml::Table::from_iter([("N".to_string(), toml::Value::Integer(members as i64)), ("infl".to_string(), toml::Value::Float(1.02))]);
     let etkf = geohost_da::parse_method("etkf", &params, "perf submission")?;
     let loaded = runtime.load("filter-etkf", &plugins.join("filter-etkf.wasm"), World::Filter)?;

@@ -236,7 +236,8 @@ pub fn run(
     };
     let twin = {
         let mut bar = progress("truth + observations", chronology.cycles);
-        let t = twin::simulate(model.as_mut(), &mut obs, chronology, prior, &mut rng)?;
+        let covariance = set.methods.iter().any(|m| m.uses_climatological_covariance());
+        let t = twin::simulate(model.as_mut(), &mut obs, chronology, prior, covariance, &mut rng)?;
         bar.tick(chronology.cycles - 1);
         t
     };

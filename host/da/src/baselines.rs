@@ -77,6 +77,9 @@ impl DaMethod for OptInterp {
     fn tag(&self) -> &'static str {
         "OptInterp"
     }
+    fn uses_climatological_covariance(&self) -> bool {
+        true
+    }
     fn label(&self) -> String {
         "OptInterp".into()
     }
@@ -99,6 +102,9 @@ impl DaMethod for OptInterp {
 impl DaMethod for Var3D {
     fn tag(&self) -> &'static str {
         "Var3D"
+    }
+    fn uses_climatological_covariance(&self) -> bool {
+        true
     }
     fn label(&self) -> String {
         format!("3D-Var xB={}", self.xb)

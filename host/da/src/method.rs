@@ -50,6 +50,12 @@ pub trait DaMethod: std::fmt::Debug + Send + Sync {
     /// file names, tables and the method's seed derive from it.
     fn label(&self) -> String;
     fn role(&self) -> Role;
+    /// Whether the method reads the twin's climatological covariance
+    /// ([`Twin::clim_cov`]): the twin keeps it only when a method of the
+    /// run does (its update costs size² per model step).
+    fn uses_climatological_covariance(&self) -> bool {
+        false
+    }
     /// Run on a twin experiment; `rng` drives the method's own randomness
     /// (initial ensemble, perturbations, rotations); `execution` says which
     /// analysis ensembles to keep and which processes share the work (every
@@ -104,6 +110,11 @@ impl Method {
 
     pub fn role(&self) -> Role {
         self.inner.role()
+    }
+
+    /// See [`DaMethod::uses_climatological_covariance`].
+    pub fn uses_climatological_covariance(&self) -> bool {
+        self.inner.uses_climatological_covariance()
     }
 
     /// The JSON tag (`ETKF`, `Var3D`, …).

@@ -752,7 +752,7 @@ fn the_decomposed_cycle_is_the_one_process_cycle_to_the_bit() {
     let observe = || LinearObs::new(DMatrix::identity(m, m), vec![1.0; m]);
     let chronology = Chronology { dt: 0.05, steps_per_obs: 1, cycles: 60, burn_in: 0.5 };
     let prior = Prior::gaussian(DVector::from_fn(m, |i, _| 8.0 + (i % 3) as f64), 1.0);
-    let twin = simulate(&mut Lorenz96::new(m, 8.0), &mut observe(), chronology, prior, &mut ChaCha8Rng::seed_from_u64(9)).unwrap();
+    let twin = simulate(&mut Lorenz96::new(m, 8.0), &mut observe(), chronology, prior, false, &mut ChaCha8Rng::seed_from_u64(9)).unwrap();
     let letkf = letkf::LETKF { ensemble: EnsembleParams { n: 7, infl: 1.04, rot: true }, loc_rad: 4.0 };
     let run = |team: &dyn Team| {
         let execution = Execution { record: Record { members_every: 10 }, team };

@@ -215,7 +215,8 @@ impl Twin {
     pub fn clim_cov(&self, method: &str) -> Result<&DMatrix<f64>> {
         self.clim_cov.as_ref().with_context(|| {
             format!(
-                "{method} needs the climatological covariance, which is kept only for states of at most {CLIMATOLOGY_MAX} variables (this one has {}); use an ensemble method",
+                "{method} needs the climatological covariance, which is kept only for states of at most {CLIMATOLOGY_MAX} variables (this one has {}) \
+                 and only when a method of the run declares that it uses it; use an ensemble method",
                 self.clim_mean.len()
             )
         })
@@ -223,8 +224,19 @@ impl Twin {
 }
 
 /// Simulate the truth from a draw of `prior` and observe it with noise
-/// N(0, R) at every observation time.
-pub fn simulate(model: &mut dyn ForwardModel, obs: &mut dyn ObsOperator, chronology: Chronology, prior: Prior, rng: &mut impl Rng) -> Result<Twin> {
+/// N(0, R) at every observation time. `covariance`: keep the
+/// climatological covariance (for states up to [`CLIMATOLOGY_MAX`]),
+/// when a method of the run uses it
+/// ([`crate::method::Method::uses_climatological_covariance`]); the mean
+/// and variances are kept always.
+pub fn simulate(
+    model: &mut dyn ForwardModel,
+    obs: &mut dyn ObsOperator,
+    chronology: Chronology,
+    prior: Prior,
+    covariance: bool,
+    rng: &mut impl Rng,
+) -> Result<Twin> {
     let m = model.info().state_size;
     anyhow::ensure!(prior.size() == m, "shape mismatch: x0 has {} values, the model state has {m}", prior.size());
     let p = obs.info().obs_size;
@@ -236,7 +248,7 @@ pub fn simulate(model: &mut dyn ForwardModel, obs: &mut dyn ObsOperator, chronol
     let mut ys = DMatrix::zeros(p, chronology.cycles);
     // Running moments for the climatology (Welford, numerically stable).
     let mut clim_mean = x.column(0).into_owned();
-    let keep_cov = m <= CLIMATOLOGY_MAX;
+    let keep_cov = covariance && m <= CLIMATOLOGY_MAX;
     let mut clim_m2 = DMatrix::zeros(if keep_cov { m } else { 0 }, if keep_cov { m } else { 0 });
     let mut clim_m2_diag = DVector::zeros(m);
     let mut t = 0.0;
