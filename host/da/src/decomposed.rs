@@ -27,8 +27,8 @@
 //! one-process outputs' bytes (tested with `mpirun -np 2`).
 
 use super::ensemble::{forecast, Analysis, Execution, PostProcess, Trajectory};
-use super::linalg::center;
-use super::stats::{rmse, spread_of, variances, CycleStats};
+use super::linalg::mean;
+use super::stats::{rmse, spread_of, variances_about, CycleStats};
 use super::team::{share, Team};
 use super::twin::Twin;
 use anyhow::{Context, Result};
@@ -168,8 +168,9 @@ pub fn cycle(
     // Only this rank's members are ever held (drawn from the same stream).
     let mut columns = twin.prior.sample_members(members, member_share.clone(), rng)?;
     let stats_of = |e: &DMatrix<f64>| -> Result<(DVector<f64>, DVector<f64>)> {
-        let (mu, a) = center(e);
-        let local = DMatrix::from_columns(&[mu, variances(&a)]);
+        let mu = mean(e);
+        let variances = variances_about(e, &mu);
+        let local = DMatrix::from_columns(&[mu, variances]);
         let whole = d.assemble(Ok(local), 2)?;
         Ok((whole.column(0).into_owned(), whole.column(1).into_owned()))
     };

@@ -3,8 +3,8 @@
 //! inflation of the anomalies and an optional random mean-preserving
 //! rotation.
 
-use super::linalg::{self, center};
-use super::stats::{ensemble_spread, rmse, CycleStats};
+use super::linalg::{self, center, mean};
+use super::stats::{rmse, spread_of, variances_about, CycleStats};
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
 use anyhow::{Context, Result};
@@ -95,6 +95,17 @@ pub struct PostProcess {
 impl PostProcess {
     pub fn apply(&self, e: &mut DMatrix<f64>, rng: &mut impl Rng) {
         if self.infl == 1.0 && !self.rot {
+            return;
+        }
+        if !self.rot {
+            // μ + infl·(e − μ) in place: the operations of the branch
+            // below (center, scale, add the mean back), no copy.
+            let mu = mean(e);
+            for mut member in e.column_iter_mut() {
+                for (x, mu) in member.iter_mut().zip(mu.iter()) {
+                    *x = (*x - mu) * self.infl + mu;
+                }
+            }
             return;
         }
         let (mu, mut a) = center(e);
@@ -278,16 +289,16 @@ pub fn cycle(
         forecast_shared(model, &mut e, twin, k, execution.team)?;
         let t = twin.times[k];
         let truth = twin.truth_at(k);
-        let (mu, a) = center(&e);
-        stats.push_forecast(rmse(&mu, &truth), ensemble_spread(&a));
+        let mu = mean(&e);
+        stats.push_forecast(rmse(&mu, &truth), spread_of(&variances_about(&e, &mu)));
 
         let eo = obs.observe(&e, t).with_context(|| format!("observing the ensemble at cycle {k}"))?;
         analysis.locate(obs, t).with_context(|| format!("locating the observations at cycle {k}"))?;
         analysis.analyse(&mut e, &eo, &twin.obs_at(k), &twin.obs_variance, rng).with_context(|| format!("analysis at cycle {k}"))?;
         post.apply(&mut e, rng);
 
-        let (mu, a) = center(&e);
-        stats.push_analysis(rmse(&mu, &truth), ensemble_spread(&a));
+        let mu = mean(&e);
+        stats.push_analysis(rmse(&mu, &truth), spread_of(&variances_about(&e, &mu)));
         analysis_mean.set_column(k, &mu);
         if execution.record.keeps(k) {
             members.push((k, e.clone()));

@@ -118,7 +118,8 @@ pub struct Letkf<'t> {
     threads: usize,
     /// The processes sharing the local analyses (contiguous shares).
     team: &'t dyn Team,
-    /// Per thread, its buffers and the rows its last analysis produced.
+    /// Per thread, its buffers; per chunk of batches, the rows the last
+    /// analysis produced ([`Letkf::local_analyses`]).
     work: Vec<LocalWork>,
     rows: Vec<Vec<f64>>,
     /// This rank's state rows (its batches' points, batch after batch),
@@ -134,6 +135,10 @@ pub struct Letkf<'t> {
 /// Fewest local domains per thread: below this a thread costs more than
 /// it saves (Lorenz-96's 20 pairs run on one).
 const DOMAINS_PER_THREAD: usize = 64;
+
+/// Chunks of batches per thread in a threaded analysis: enough that the
+/// threads finish together, few enough that taking one costs nothing.
+const CHUNKS_PER_THREAD: usize = 16;
 
 /// Threads for the local analyses: `GEOHOST_THREADS` when set (≥ 1), else
 /// the machine's available parallelism.
@@ -460,9 +465,9 @@ impl Analysis for Letkf<'_> {
         let inputs = Inputs::new(e, eo, y, r);
         let (ranks, members) = (self.team.size(), e.ncols());
         let mine = share(self.batches.len(), ranks, self.team.rank());
-        let per_thread = self.local_analyses(mine.clone(), Rows::Whole, &inputs);
+        let chunk = self.local_analyses(mine.clone(), Rows::Whole, &inputs);
         if ranks == 1 {
-            self.write_back(e, mine, per_thread, Rows::Whole);
+            self.write_back(e, mine, chunk, Rows::Whole);
             return Ok(());
         }
         // Every rank knows which batches have observations near them, so
@@ -536,8 +541,8 @@ impl Analysis for Letkf<'_> {
         let (y, r) = (DVector::from_iterator(halo.len(), halo.iter().map(|&j| y[j])), DVector::from_iterator(halo.len(), halo.iter().map(|&j| r[j])));
         let inputs = Inputs::new(e, eo, &y, &r);
         let mine = share(self.batches.len(), self.team.size(), self.team.rank());
-        let per_thread = self.local_analyses(mine.clone(), Rows::Rank, &inputs);
-        self.write_back(e, mine, per_thread, Rows::Rank);
+        let chunk = self.local_analyses(mine.clone(), Rows::Rank, &inputs);
+        self.write_back(e, mine, chunk, Rows::Rank);
         Ok(())
     }
 }
@@ -617,53 +622,65 @@ impl Letkf<'_> {
         RowMap { batches: &self.batches, local: &self.local, rank }
     }
 
-    /// The local analyses of batches `range` on this rank's threads
-    /// (contiguous shares of `per_thread` batches, the number returned),
-    /// each appending its batches' updated rows to its buffer in `self.rows`.
+    /// The local analyses of batches `range` on this rank's threads, in
+    /// chunks of consecutive batches (the number returned) that the
+    /// threads take in turn as they come free: a thread that starts late
+    /// or meets dearer domains does fewer chunks instead of holding the
+    /// others up. Chunk c's updated rows go to `self.rows[c]`, so the
+    /// layout (and every bit) is the same whichever thread ran it.
     fn local_analyses(&mut self, range: std::ops::Range<usize>, rows: Rows, inputs: &Inputs) -> usize {
         let threads = self.threads.min(range.len() / DOMAINS_PER_THREAD).max(1);
-        let per_thread = range.len().div_ceil(threads).max(1);
+        // One chunk on one thread; else about CHUNKS_PER_THREAD per thread.
+        let chunk = if threads == 1 { range.len().max(1) } else { range.len().div_ceil(threads * CHUNKS_PER_THREAD).max(1) };
+        let chunks = range.len().div_ceil(chunk).max(1);
         let mut work = std::mem::take(&mut self.work);
         let mut out = std::mem::take(&mut self.rows);
         work.resize_with(threads.max(work.len()), Default::default);
-        out.resize_with(threads.max(out.len()), Vec::new);
+        out.resize_with(chunks, Vec::new);
+        out.truncate(chunks);
         out.iter_mut().for_each(Vec::clear);
         let map = self.row_map(rows);
-        let analyse_share = |share: std::ops::Range<usize>, work: &mut LocalWork, out: &mut Vec<f64>| {
-            for b in share {
-                local_analysis(map.of(b), map.near(b), inputs, work, out);
-            }
+        let chunk_range = |c: usize| {
+            let start = range.start + c * chunk;
+            start..(start + chunk).min(range.end)
         };
-        let shares = || range.clone().step_by(per_thread).map(|start| start..(start + per_thread).min(range.end));
         if threads == 1 {
-            analyse_share(range.clone(), &mut work[0], &mut out[0]);
+            for b in chunk_range(0) {
+                local_analysis(map.of(b), map.near(b), inputs, &mut work[0], &mut out[0]);
+            }
         } else {
-            // The first share on this thread (which would otherwise wait),
-            // the others on new ones.
+            let slots: Vec<std::sync::Mutex<&mut Vec<f64>>> = out.iter_mut().map(std::sync::Mutex::new).collect();
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let worker = |work: &mut LocalWork| loop {
+                let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(slot) = slots.get(c) else { break };
+                // Each chunk is taken once: its lock is never contended.
+                let mut out = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                for b in chunk_range(c) {
+                    local_analysis(map.of(b), map.near(b), inputs, work, &mut out);
+                }
+            };
             std::thread::scope(|scope| {
-                let mut parts = shares().zip(work.iter_mut()).zip(out.iter_mut());
-                let first = parts.next();
-                for ((share, work), out) in parts {
-                    scope.spawn(|| analyse_share(share, work, out));
+                let (first, others) = work.split_first_mut().expect("one buffer per thread");
+                for work in others.iter_mut().take(threads - 1) {
+                    scope.spawn(|| worker(work));
                 }
-                if let Some(((share, work), out)) = first {
-                    analyse_share(share, work, out);
-                }
+                // This thread works too rather than waiting.
+                worker(first);
             });
         }
-        out.truncate(threads.max(1));
         self.work = work;
         self.rows = out;
-        per_thread
+        chunk
     }
 
     /// Write the rows [`Letkf::local_analyses`] left in `self.rows` (for
-    /// batches `range`, `per_thread` per thread) into `e`.
-    fn write_back(&self, e: &mut DMatrix<f64>, range: std::ops::Range<usize>, per_thread: usize, rows: Rows) {
+    /// batches `range`, `chunk` per chunk) into `e`.
+    fn write_back(&self, e: &mut DMatrix<f64>, range: std::ops::Range<usize>, chunk: usize, rows: Rows) {
         let (members, map) = (e.ncols(), self.row_map(rows));
-        for (start, values) in range.clone().step_by(per_thread).zip(&self.rows) {
+        for (start, values) in range.clone().step_by(chunk).zip(&self.rows) {
             let mut at = 0;
-            for b in start..(start + per_thread).min(range.end) {
+            for b in start..(start + chunk).min(range.end) {
                 if map.near(b).0.is_empty() {
                     continue;
                 }

@@ -52,6 +52,24 @@ pub fn variances(anomalies: &DMatrix<f64>) -> DVector<f64> {
     var / (n - 1) as f64
 }
 
+/// [`variances`] of the anomalies E − μ1ᵀ without forming them (no
+/// state × members copy): each (e − μ)² summed over the members in the
+/// same order, so the same bits.
+pub fn variances_about(e: &DMatrix<f64>, mu: &DVector<f64>) -> DVector<f64> {
+    let (m, n) = e.shape();
+    let mut var = DVector::zeros(m);
+    if n < 2 {
+        return var;
+    }
+    for member in e.column_iter() {
+        for ((v, x), mu) in var.iter_mut().zip(member.iter()).zip(mu.iter()) {
+            let a = x - mu;
+            *v += a * a;
+        }
+    }
+    var / (n - 1) as f64
+}
+
 /// sqrt of the mean of per-variable variances ([`variances`]).
 pub fn spread_of(variances: &DVector<f64>) -> f64 {
     (variances.iter().sum::<f64>() / variances.len() as f64).sqrt()
