@@ -3,7 +3,7 @@
 //! inflation of the anomalies and an optional random mean-preserving
 //! rotation.
 
-use super::linalg::{self, center, mean};
+use super::linalg::{self, mean};
 use super::stats::{rmse, spread_of, variances_about, CycleStats};
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
@@ -97,28 +97,22 @@ impl PostProcess {
         if self.infl == 1.0 && !self.rot {
             return;
         }
-        if !self.rot {
-            // μ + infl·(e − μ) in place: the operations of the branch
-            // below (center, scale, add the mean back), no copy.
-            let mu = mean(e);
-            for mut member in e.column_iter_mut() {
-                for (x, mu) in member.iter_mut().zip(mu.iter()) {
-                    *x = (*x - mu) * self.infl + mu;
-                }
-            }
-            return;
-        }
-        let (mu, mut a) = center(e);
-        if self.infl != 1.0 {
-            a *= self.infl;
+        // μ + (infl·(e − μ)) Ωᵀ, in place but for the rotation's product:
+        // the anomalies, scaled (×1 is exact), rotated, the mean added back.
+        let mu = mean(e);
+        for mut member in e.column_iter_mut() {
+            member -= &mu;
+            member *= self.infl;
         }
         if self.rot {
             // DAPPER rotates the members × state anomalies from the left;
             // with members as columns that is a right-multiplication by Ωᵀ.
-            let omega = linalg::random_mean_preserving_orthogonal(a.ncols(), rng);
-            a *= omega.transpose();
+            let omega = linalg::random_mean_preserving_orthogonal(e.ncols(), rng);
+            *e *= omega.transpose();
         }
-        *e = linalg::add_mean(&mu, a);
+        for mut member in e.column_iter_mut() {
+            member += &mu;
+        }
     }
 }
 

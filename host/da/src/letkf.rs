@@ -10,7 +10,7 @@
 
 use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
 use super::etkf::{apply_transform_into, TransformWork};
-use super::linalg::{buffer_matrix, buffer_slice, mean, padded_len};
+use super::linalg::{buffer_matrix, buffer_slice, mean, padded_len, padded_transpose_with};
 use super::method::{DaMethod, FromParams, Params, Role};
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
@@ -391,14 +391,8 @@ impl<'a> Inputs<'a> {
         let inv_sd = r.map(|r| 1.0 / r.sqrt());
         let mut dy = y - &ybar;
         dy.component_mul_assign(&inv_sd);
-        let padded = padded_len(eo.ncols());
-        let mut st = vec![0.0; eo.nrows() * padded];
-        for (k, column) in eo.column_iter().enumerate() {
-            for (j, &x) in column.iter().enumerate() {
-                st[j * padded + k] = (x - ybar[j]) * inv_sd[j];
-            }
-        }
-        Inputs { e, mu, st, padded, dy }
+        let st = padded_transpose_with(eo, |j, x| (x - ybar[j]) * inv_sd[j]);
+        Inputs { e, mu, st, padded: padded_len(eo.ncols()), dy }
     }
 }
 

@@ -521,12 +521,18 @@ pub fn padded_len(n: usize) -> usize {
 /// Sᵀ with its rows padded with zeros to [`padded_len`]`(N)`, for S
 /// `p × N`: observation l's N values at `l·padded ..`.
 pub fn padded_transpose(s: &DMatrix<f64>) -> Vec<f64> {
+    padded_transpose_with(s, |_, x| x)
+}
+
+/// [`padded_transpose`] of `f(l, S[l, k])`, element by element: a
+/// transformed S (the LETKF's whitening) without an intermediate copy.
+pub fn padded_transpose_with(s: &DMatrix<f64>, f: impl Fn(usize, f64) -> f64) -> Vec<f64> {
     let (p, n) = s.shape();
     let padded = padded_len(n);
     let mut st = vec![0.0; p * padded];
     for (k, column) in s.column_iter().enumerate() {
         for (l, &x) in column.iter().enumerate() {
-            st[l * padded + k] = x;
+            st[l * padded + k] = f(l, x);
         }
     }
     st

@@ -29,32 +29,11 @@ pub fn rmse(estimate: &DVector<f64>, truth: &DVector<f64>) -> f64 {
     ((estimate - truth).norm_squared() / truth.len() as f64).sqrt()
 }
 
-/// sqrt of the mean ensemble variance (N − 1 normalisation).
-pub fn ensemble_spread(anomalies: &DMatrix<f64>) -> f64 {
-    spread_of(&variances(anomalies))
-}
-
 /// Each state variable's ensemble variance (N − 1 normalisation; 0 for one
-/// member), from the anomalies. A row's variance depends on that row alone,
-/// summed over the members in order, so ranks holding different rows
-/// compute the bits one process computes.
-pub fn variances(anomalies: &DMatrix<f64>) -> DVector<f64> {
-    let (m, n) = anomalies.shape();
-    let mut var = DVector::zeros(m);
-    if n < 2 {
-        return var;
-    }
-    for member in anomalies.column_iter() {
-        for (v, a) in var.iter_mut().zip(member.iter()) {
-            *v += a * a;
-        }
-    }
-    var / (n - 1) as f64
-}
-
-/// [`variances`] of the anomalies E − μ1ᵀ without forming them (no
-/// state × members copy): each (e − μ)² summed over the members in the
-/// same order, so the same bits.
+/// member) about the mean `mu`, without forming the anomalies E − μ1ᵀ (no
+/// state × members copy). A row's variance depends on that row alone,
+/// each (e − μ)² summed over the members in order, so ranks holding
+/// different rows compute the bits one process computes.
 pub fn variances_about(e: &DMatrix<f64>, mu: &DVector<f64>) -> DVector<f64> {
     let (m, n) = e.shape();
     let mut var = DVector::zeros(m);
@@ -70,7 +49,7 @@ pub fn variances_about(e: &DMatrix<f64>, mu: &DVector<f64>) -> DVector<f64> {
     var / (n - 1) as f64
 }
 
-/// sqrt of the mean of per-variable variances ([`variances`]).
+/// sqrt of the mean of per-variable variances ([`variances_about`]).
 pub fn spread_of(variances: &DVector<f64>) -> f64 {
     (variances.iter().sum::<f64>() / variances.len() as f64).sqrt()
 }
