@@ -4,6 +4,7 @@
 //! rotation.
 
 use super::linalg::{self, mean};
+use super::pool::Pool;
 use super::stats::{rmse, spread_of, variances_about, CycleStats};
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
@@ -11,6 +12,7 @@ use anyhow::{Context, Result};
 use geohost_sandbox::model::{ForwardModel, ObsOperator};
 use nalgebra::{DMatrix, DVector};
 use rand::Rng;
+use std::sync::Mutex;
 
 /// One analysis update: the only part that differs between EnKF variants.
 pub trait Analysis {
@@ -208,53 +210,65 @@ pub fn split_members(states: &mut DMatrix<f64>, team: &dyn Team, advance: impl F
 /// a cycle). The instances must be configured alike; since a model
 /// advances each member on its own (the WIT's rule), the result is the
 /// one-instance result's bits. Fewer members than instances use the first
-/// ones (a truth run uses one).
+/// ones (a truth run uses one). Instance 0 runs on the calling thread, the
+/// others on threads kept parked between steps ([`Pool`]): a wasm model
+/// called from a new thread each step pays the runtime's per-thread set-up
+/// every time (with it, two instances of the Lorenz-96-4000 forecast were
+/// slower than one).
 pub struct Instances {
-    models: Vec<Box<dyn ForwardModel + Send>>,
+    models: Vec<Mutex<Box<dyn ForwardModel + Send>>>,
+    info: geohost_sandbox::model::ModelInfo,
+    pool: Pool,
 }
 
 impl Instances {
     /// At least one model; every one alike.
     pub fn new(models: Vec<Box<dyn ForwardModel + Send>>) -> Result<Instances> {
-        anyhow::ensure!(!models.is_empty(), "at least one model instance is needed");
-        Ok(Instances { models })
+        let info = models.first().context("at least one model instance is needed")?.info().clone();
+        Ok(Instances { models: models.into_iter().map(Mutex::new).collect(), info, pool: Pool::default() })
     }
 }
 
 impl ForwardModel for Instances {
     fn info(&self) -> &geohost_sandbox::model::ModelInfo {
-        self.models[0].info()
+        &self.info
     }
 
     fn advance(&mut self, states: &mut DMatrix<f64>, t: f64, dt: f64) -> Result<()> {
         let members = states.ncols();
         let used = self.models.len().min(members).max(1);
         if used == 1 {
-            return self.models[0].advance(states, t, dt);
+            return unpoisoned(self.models[0].get_mut()).advance(states, t, dt);
         }
-        let parts: Vec<Result<DMatrix<f64>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = self.models[..used]
-                .iter_mut()
-                .enumerate()
-                .map(|(i, model)| {
+        let parts: Vec<Mutex<Result<DMatrix<f64>>>> = (0..used)
+            .map(|i| {
+                let range = share(members, used, i);
+                Mutex::new(Ok(states.columns(range.start, range.len()).into_owned()))
+            })
+            .collect();
+        let models = &self.models;
+        // Thread i takes instance i and part i: no lock is ever contended.
+        self.pool.run(used, &|i| {
+            let (mut model, mut part) = (unpoisoned(models[i].lock()), unpoisoned(parts[i].lock()));
+            if let Ok(states) = part.as_mut() {
+                if let Err(e) = model.advance(states, t, dt) {
                     let range = share(members, used, i);
-                    let mut part = states.columns(range.start, range.len()).into_owned();
-                    scope.spawn(move || {
-                        model
-                            .advance(&mut part, t, dt)
-                            .with_context(|| format!("members {}..{} (counted from 0) in model instance {}", range.start, range.end, i + 1))
-                            .map(|()| part)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("a model instance's thread panicked")).collect()
+                    *part = Err(e.context(format!("members {}..{} (counted from 0) in model instance {}", range.start, range.end, i + 1)));
+                }
+            }
         });
         for (i, part) in parts.into_iter().enumerate() {
             let range = share(members, used, i);
-            states.columns_mut(range.start, range.len()).copy_from(&part?);
+            states.columns_mut(range.start, range.len()).copy_from(&unpoisoned(part.into_inner())?);
         }
         Ok(())
     }
+}
+
+/// A lock's value whether or not a thread panicked holding it (a panic
+/// is passed on by [`Pool::run`] anyway).
+fn unpoisoned<T>(lock: std::sync::LockResult<T>) -> T {
+    lock.unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Run the cycle: forecast `steps_per_obs` model steps, record forecast

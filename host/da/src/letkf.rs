@@ -12,11 +12,14 @@ use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
 use super::etkf::{apply_transform_into, TransformWork};
 use super::linalg::{buffer_matrix, buffer_slice, mean, padded_len, padded_transpose_with};
 use super::method::{DaMethod, FromParams, Params, Role};
+use super::pool::Pool;
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
 use anyhow::{Context, Result};
 use geohost_sandbox::model::{ForwardModel, Layout, ObsOperator};
 use nalgebra::{DMatrix, DVector};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// Observations whose taper falls below this are left out (DAPPER's cutoff).
 const TAPER_CUTOFF: f64 = 1e-3;
@@ -119,9 +122,11 @@ pub struct Letkf<'t> {
     /// The processes sharing the local analyses (contiguous shares).
     team: &'t dyn Team,
     /// Per thread, its buffers; per chunk of batches, the rows the last
-    /// analysis produced ([`Letkf::local_analyses`]).
-    work: Vec<LocalWork>,
+    /// analysis produced ([`Letkf::local_analyses`]); the threads beyond
+    /// the calling one, parked between analyses (taken while one runs).
+    work: Vec<Mutex<LocalWork>>,
     rows: Vec<Vec<f64>>,
+    pool: Option<Pool>,
     /// This rank's state rows (its batches' points, batch after batch),
     /// where each of its batches starts among them, and 0, 1, … as long:
     /// how [`Analysis::analyse_rows`] finds a batch's rows.
@@ -214,6 +219,7 @@ impl Letkf<'static> {
             team: &Solo,
             work: Vec::new(),
             rows: Vec::new(),
+            pool: Some(Pool::default()),
             rank_rows: Vec::new(),
             rank_offsets: Vec::new(),
             positions: Vec::new(),
@@ -236,7 +242,7 @@ impl<'t> Letkf<'t> {
     /// Split the local analyses over the ranks of `team` (each rank then
     /// over its threads); the analysis is the same to the bit.
     pub fn with_team<'u>(self, team: &'u dyn Team) -> Letkf<'u> {
-        let Letkf { layout, loc_rad, batches, local, observed, threads, team: _, work, rows, .. } = self;
+        let Letkf { layout, loc_rad, batches, local, observed, threads, team: _, work, rows, pool, .. } = self;
         let mut letkf = Letkf {
             layout,
             loc_rad,
@@ -247,6 +253,7 @@ impl<'t> Letkf<'t> {
             team,
             work,
             rows,
+            pool,
             rank_rows: Vec::new(),
             rank_offsets: Vec::new(),
             positions: Vec::new(),
@@ -629,6 +636,7 @@ impl Letkf<'_> {
         let chunks = range.len().div_ceil(chunk).max(1);
         let mut work = std::mem::take(&mut self.work);
         let mut out = std::mem::take(&mut self.rows);
+        let mut pool = self.pool.take().unwrap_or_default();
         work.resize_with(threads.max(work.len()), Default::default);
         out.resize_with(chunks, Vec::new);
         out.truncate(chunks);
@@ -639,30 +647,29 @@ impl Letkf<'_> {
             start..(start + chunk).min(range.end)
         };
         if threads == 1 {
+            let work = work[0].get_mut().unwrap_or_else(|p| p.into_inner());
             for b in chunk_range(0) {
-                local_analysis(map.of(b), map.near(b), inputs, &mut work[0], &mut out[0]);
+                local_analysis(map.of(b), map.near(b), inputs, work, &mut out[0]);
             }
         } else {
-            let slots: Vec<std::sync::Mutex<&mut Vec<f64>>> = out.iter_mut().map(std::sync::Mutex::new).collect();
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let worker = |work: &mut LocalWork| loop {
-                let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(slot) = slots.get(c) else { break };
-                // Each chunk is taken once: its lock is never contended.
-                let mut out = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                for b in chunk_range(c) {
-                    local_analysis(map.of(b), map.near(b), inputs, work, &mut out);
+            let slots: Vec<Mutex<&mut Vec<f64>>> = out.iter_mut().map(Mutex::new).collect();
+            let next = AtomicUsize::new(0);
+            // Thread i (the caller is 0) takes chunks in turn with its own
+            // buffers; each chunk and each buffer is taken by one thread,
+            // so no lock is ever contended.
+            pool.run(threads, &|i| {
+                let mut work = work[i].lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    let c = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(slot) = slots.get(c) else { break };
+                    let mut out = slot.lock().unwrap_or_else(|p| p.into_inner());
+                    for b in chunk_range(c) {
+                        local_analysis(map.of(b), map.near(b), inputs, &mut work, &mut out);
+                    }
                 }
-            };
-            std::thread::scope(|scope| {
-                let (first, others) = work.split_first_mut().expect("one buffer per thread");
-                for work in others.iter_mut().take(threads - 1) {
-                    scope.spawn(|| worker(work));
-                }
-                // This thread works too rather than waiting.
-                worker(first);
             });
         }
+        self.pool = Some(pool);
         self.work = work;
         self.rows = out;
         chunk

@@ -22,6 +22,7 @@ pub mod linalg;
 pub mod method;
 pub mod models;
 pub mod params;
+pub mod pool;
 pub mod retrieval;
 pub mod stats;
 pub mod submission;

@@ -606,6 +606,22 @@ fn forecasts_split_over_ranks_and_instances_are_the_same_to_the_bit() {
         }
         assert!(e == one, "{count} instances");
     }
+    // An instance that fails: the error names its members.
+    struct Fails(Lorenz96);
+    impl ForwardModel for Fails {
+        fn info(&self) -> &geohost_sandbox::model::ModelInfo {
+            self.0.info()
+        }
+        fn advance(&mut self, _: &mut DMatrix<f64>, _: f64, _: f64) -> anyhow::Result<()> {
+            anyhow::bail!("diverged")
+        }
+    }
+    let models: Vec<Box<dyn ForwardModel + Send>> = vec![Box::new(Lorenz96::new(40, 8.0)), Box::new(Fails(Lorenz96::new(40, 8.0)))];
+    let mut instances = Instances::new(models).unwrap();
+    let mut e = e0.clone();
+    let error = format!("{:#}", instances.advance(&mut e, 0.0, 0.05).unwrap_err());
+    assert_eq!(error, "members 4..7 (counted from 0) in model instance 2: diverged");
+    assert!(instances.advance(&mut e0.columns(0, 1).into_owned(), 0.0, 0.05).is_ok(), "one member runs on the first instance alone");
     // A share that fails: every rank errs, the failing one says which members.
     let errors = on_ranks(2, |team| {
         let mut e = e0.clone();
