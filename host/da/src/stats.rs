@@ -40,8 +40,10 @@ pub fn variances_about(e: &DMatrix<f64>, mu: &DVector<f64>) -> DVector<f64> {
     if n < 2 {
         return var;
     }
-    for member in e.column_iter() {
-        for ((v, x), mu) in var.iter_mut().zip(member.iter()).zip(mu.iter()) {
+    // Contiguous slices, not nalgebra's strided column iterators: this
+    // loop vectorises (the same operations in the same order).
+    for member in e.as_slice().chunks_exact(m) {
+        for ((v, x), mu) in var.as_mut_slice().iter_mut().zip(member).zip(mu.as_slice()) {
             let a = x - mu;
             *v += a * a;
         }
