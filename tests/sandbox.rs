@@ -160,6 +160,7 @@ fn a_trapping_plugin_gives_a_trap_error_and_is_poisoned() {
     let err = model.advance(&mut e, 0.0, 0.1).unwrap_err().downcast::<SandboxError>().unwrap();
     assert!(matches!(err, SandboxError::Trap { .. }), "{err}");
     assert!(err.to_string().contains("plugin `hostile` trapped in `advance`"), "{err}");
+    assert_eq!(e, DMatrix::from_element(4, 2, 1.0), "a failed call leaves the ensemble as it was");
     // The instance is discarded: a second call is refused, not re-entered.
     let again = model.advance(&mut e, 0.0, 0.1).unwrap_err().downcast::<SandboxError>().unwrap();
     assert!(matches!(again, SandboxError::Poisoned { .. }), "{again}");

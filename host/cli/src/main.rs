@@ -55,6 +55,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    keep_freed_memory();
     let cli = Cli::parse();
     if let Err(message) = geohost_da::linalg::requested_vectors() {
         eprintln!("error: {message}");
@@ -87,5 +88,22 @@ fn main() {
     if let Err(error) = result {
         eprintln!("error: {error:#}");
         std::process::exit(1);
+    }
+}
+
+/// Keep freed memory in the process instead of handing it back to the
+/// kernel. A cycle allocates and frees buffers of about a megabyte (the
+/// ensemble through each plugin call, the observed ensemble, the analysis's
+/// transposes); with glibc's defaults they are mapped and returned again
+/// every cycle, and faulting their pages back in cost a quarter of a
+/// Lorenz-96-4000 forecast (docs/performance.md). Allocations above
+/// 256 MiB are still mapped on their own and returned when freed.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
     }
 }

@@ -129,9 +129,19 @@ impl ForwardModel for WasmForward {
             self.instance.plugin,
             self.info.state_size
         );
-        let input = Ensemble { members: members as u32, size: size as u32, data: states.as_slice().to_vec() };
-        let out = self.instance.call("advance", |b, store| b.geohost_plugin_forward().call_advance(store, &input, t, dt))?;
+        // Lend the ensemble's buffer to the call rather than copying it (a
+        // megabyte per step at Lorenz-96-4000 × 20); it comes back on error.
+        let data: Vec<f64> = std::mem::replace(states, DMatrix::zeros(0, 0)).data.into();
+        let input = Ensemble { members: members as u32, size: size as u32, data };
+        let out = match self.instance.call("advance", |b, store| b.geohost_plugin_forward().call_advance(store, &input, t, dt)) {
+            Ok(out) => out,
+            Err(e) => {
+                *states = DMatrix::from_vec(size, members, input.data);
+                return Err(e.into());
+            }
+        };
         if out.members as usize != members || out.size as usize != size || out.data.len() != members * size {
+            *states = DMatrix::from_vec(size, members, input.data);
             return Err(SandboxError::Shape {
                 plugin: self.instance.plugin.clone(),
                 call: "advance",
