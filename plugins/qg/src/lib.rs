@@ -40,6 +40,8 @@ struct Helmholtz {
     inv_diag: Vec<f64>,
     /// 1/h², the off-diagonals of the tridiagonal systems.
     off: f64,
+    /// sin(π j / (m+1)), j = 0..=m, for the sine transform's folding.
+    sines: Vec<f64>,
     line: Vec<f64>,
     spectrum: Vec<Complex<f64>>,
     scratch: Vec<Complex<f64>>,
@@ -50,7 +52,7 @@ struct Helmholtz {
 impl Helmholtz {
     fn new(n: usize, h: f64, f: f64) -> Helmholtz {
         let m = n - 2;
-        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(2 * (m + 1));
+        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(m + 1);
         let off = 1.0 / (h * h);
         let (mut c_prime, mut inv_diag) = (vec![0.0; m * m], vec![0.0; m * m]);
         for k in 0..m {
@@ -66,23 +68,30 @@ impl Helmholtz {
             }
         }
         let (line, spectrum, scratch) = (fft.make_input_vec(), fft.make_output_vec(), fft.make_scratch_vec());
-        Helmholtz { m, fft, c_prime, inv_diag, off, line, spectrum, scratch, hat: vec![0.0; m * m] }
+        let sines = (0..=m).map(|j| (PI * j as f64 / (m + 1) as f64).sin()).collect();
+        Helmholtz { m, fft, c_prime, inv_diag, off, sines, line, spectrum, scratch, hat: vec![0.0; m * m] }
     }
 
-    /// The sine transform S_k = Σ_i x_i sin(π k i / (m+1)) of `row`
-    /// (length m) into `out`, times `scale`, through a real FFT of the
-    /// odd extension (0, x, 0, −reversed x).
+    /// The sine transform S_k = Σ_j x_j sin(π k j / N) of `row` (x_1 …
+    /// x_m, N = m + 1 even) into `out`, times `scale`, through a real FFT
+    /// of length N (Numerical Recipes' `sinft`): fold the row into
+    /// y_j = sin(πj/N)(x_j + x_{N−j}) + ½(x_j − x_{N−j}); then with
+    /// Y = FFT(y), S_2k = −Im Y_k and S_2k+1 = S_2k−1 + Re Y_k from
+    /// S_1 = ½ Re Y_0. Half the length of the odd extension's FFT.
     fn sine_transform(&mut self, row: &[f64], out: &mut [f64], scale: f64) {
-        let m = self.m;
+        let nn = self.m + 1;
         self.line[0] = 0.0;
-        self.line[m + 1] = 0.0;
-        for (i, &v) in row.iter().enumerate() {
-            self.line[i + 1] = v;
-            self.line[2 * (m + 1) - (i + 1)] = -v;
+        for j in 1..nn {
+            let (a, b) = (row[j - 1], row[nn - j - 1]);
+            self.line[j] = self.sines[j] * (a + b) + 0.5 * (a - b);
         }
         self.fft.process_with_scratch(&mut self.line, &mut self.spectrum, &mut self.scratch).expect("buffers sized by the plan");
-        for (k, o) in out.iter_mut().enumerate() {
-            *o = -0.5 * scale * self.spectrum[k + 1].im;
+        let mut sum = 0.5 * self.spectrum[0].re;
+        out[0] = scale * sum;
+        for k in 1..nn / 2 {
+            out[2 * k - 1] = -scale * self.spectrum[k].im;
+            sum += self.spectrum[k].re;
+            out[2 * k] = scale * sum;
         }
     }
 
