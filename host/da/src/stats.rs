@@ -37,7 +37,9 @@ pub fn rmse(estimate: &DVector<f64>, truth: &DVector<f64>) -> f64 {
 pub fn variances_about(e: &DMatrix<f64>, mu: &DVector<f64>) -> DVector<f64> {
     let (m, n) = e.shape();
     let mut var = DVector::zeros(m);
-    if n < 2 {
+    // No rows (an MPI rank without local domains): nothing to sum, and
+    // `chunks_exact` below needs a non-zero length.
+    if n < 2 || m == 0 {
         return var;
     }
     // Contiguous slices, not nalgebra's strided column iterators: this
@@ -90,5 +92,20 @@ impl CycleStats {
             spread_f: mean(&self.spread_f),
             cycles_averaged: kept.len(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::variances_about;
+    use nalgebra::{DMatrix, DVector};
+
+    #[test]
+    fn variances_of_no_rows_or_one_member_are_empty_or_zero() {
+        // A rank that holds no state rows still takes its statistics.
+        assert_eq!(variances_about(&DMatrix::zeros(0, 5), &DVector::zeros(0)).len(), 0);
+        assert_eq!(variances_about(&DMatrix::from_element(3, 1, 2.0), &DVector::from_element(3, 2.0)), DVector::zeros(3));
+        let e = DMatrix::from_row_slice(2, 3, &[1.0, 2.0, 3.0, 0.0, 0.0, 6.0]);
+        assert_eq!(variances_about(&e, &DVector::from_vec(vec![2.0, 2.0])), DVector::from_vec(vec![1.0, 12.0]));
     }
 }
