@@ -4,7 +4,7 @@
 //! rotation.
 
 use super::linalg::{self, mean};
-use super::pool::Pool;
+use super::pool::{unpoisoned, Pool};
 use super::stats::{rmse, spread_of, variances_about, CycleStats};
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
@@ -263,12 +263,6 @@ impl ForwardModel for Instances {
         }
         Ok(())
     }
-}
-
-/// A lock's value whether or not a thread panicked holding it (a panic
-/// is passed on by [`Pool::run`] anyway).
-fn unpoisoned<T>(lock: std::sync::LockResult<T>) -> T {
-    lock.unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Run the cycle: forecast `steps_per_obs` model steps, record forecast

@@ -12,7 +12,7 @@ use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
 use super::etkf::{apply_transform_into, TransformWork};
 use super::linalg::{buffer_matrix, buffer_slice, mean, padded_len, padded_transpose_with};
 use super::method::{DaMethod, FromParams, Params, Role};
-use super::pool::Pool;
+use super::pool::{unpoisoned, Pool};
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
 use anyhow::{Context, Result};
@@ -647,7 +647,7 @@ impl Letkf<'_> {
             start..(start + chunk).min(range.end)
         };
         if threads == 1 {
-            let work = work[0].get_mut().unwrap_or_else(|p| p.into_inner());
+            let work = unpoisoned(work[0].get_mut());
             for b in chunk_range(0) {
                 local_analysis(map.of(b), map.near(b), inputs, work, &mut out[0]);
             }
@@ -658,11 +658,11 @@ impl Letkf<'_> {
             // buffers; each chunk and each buffer is taken by one thread,
             // so no lock is ever contended.
             pool.run(threads, &|i| {
-                let mut work = work[i].lock().unwrap_or_else(|p| p.into_inner());
+                let mut work = unpoisoned(work[i].lock());
                 loop {
                     let c = next.fetch_add(1, Ordering::Relaxed);
                     let Some(slot) = slots.get(c) else { break };
-                    let mut out = slot.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut out = unpoisoned(slot.lock());
                     for b in chunk_range(c) {
                         local_analysis(map.of(b), map.near(b), inputs, &mut work, &mut out);
                     }

@@ -80,7 +80,7 @@ impl Pool {
         let here = catch_unwind(AssertUnwindSafe(|| job(0)));
         let mut state = lock(&self.shared.state);
         while state.running > 0 {
-            state = self.shared.done.wait(state).unwrap_or_else(|p| p.into_inner());
+            state = unpoisoned(self.shared.done.wait(state));
         }
         state.job = None;
         let panicked = state.panicked;
@@ -103,7 +103,13 @@ impl Drop for Pool {
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
+    unpoisoned(state.lock())
+}
+
+/// A lock's value whether or not a thread panicked holding it: a panic on
+/// a pool's thread is passed on by [`Pool::run`] anyway.
+pub(crate) fn unpoisoned<T>(lock: std::sync::LockResult<T>) -> T {
+    lock.unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Worker `index`'s loop: wait for a job it takes part in, run it, report.
@@ -122,7 +128,7 @@ fn work(shared: &Shared, index: usize) {
                         break state.job.expect("a job while its generation runs");
                     }
                 }
-                state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                state = unpoisoned(shared.wake.wait(state));
             }
         };
         // SAFETY: `run` waits for this worker before the job's borrow ends.

@@ -10,6 +10,7 @@
 
 use crate::ensemble::{self, Analysis, Execution, PostProcess, Trajectory};
 use crate::method::{DaMethod, Role};
+use crate::pool::unpoisoned;
 use crate::twin::Twin;
 use anyhow::Result;
 use geohost_sandbox::model::{ForwardModel, ObsOperator};
@@ -69,7 +70,7 @@ pub struct Meter(Arc<Mutex<WasmFilter>>);
 
 impl Meter {
     pub fn accounting(&self) -> Accounting {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).accounting()
+        unpoisoned(self.0.lock()).accounting()
     }
 }
 
@@ -92,7 +93,7 @@ impl DaMethod for Submission {
         execution: Execution<'_>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Trajectory> {
-        let mut filter = self.filter.lock().unwrap_or_else(|p| p.into_inner());
+        let mut filter = unpoisoned(self.filter.lock());
         let mut analysis = ComponentAnalysis { filter: &mut filter, times: &twin.times, cycle: 0 };
         let no_post = PostProcess { infl: 1.0, rot: false };
         let mut done = 0;
