@@ -3,9 +3,10 @@
 //! inflation of the anomalies and an optional random mean-preserving
 //! rotation.
 
-use super::linalg::{self, mean};
-use super::pool::{unpoisoned, Pool};
-use super::stats::{rmse, spread_of, variances_about, CycleStats};
+use super::letkf::default_threads;
+use super::linalg::{self, mean_on};
+use super::pool::{threads_for, unpoisoned, Pool};
+use super::stats::{rmse, spread_of, variances_about_on, CycleStats};
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
 use anyhow::{Context, Result};
@@ -96,25 +97,43 @@ pub struct PostProcess {
 
 impl PostProcess {
     pub fn apply(&self, e: &mut DMatrix<f64>, rng: &mut impl Rng) {
+        self.apply_on(e, rng, &mut Pool::default(), 1)
+    }
+
+    /// [`PostProcess::apply`] with its passes over the ensemble split over
+    /// up to `threads` threads of `pool`: the same bits.
+    pub fn apply_on(&self, e: &mut DMatrix<f64>, rng: &mut impl Rng, pool: &mut Pool, threads: usize) {
         if self.infl == 1.0 && !self.rot {
             return;
         }
         // μ + (infl·(e − μ)) Ωᵀ, in place but for the rotation's product:
         // the anomalies, scaled (×1 is exact), rotated, the mean added back.
-        let mu = mean(e);
-        for mut member in e.column_iter_mut() {
-            member -= &mu;
-            member *= self.infl;
+        let mu = linalg::mean_on(e, pool, threads);
+        let (size, infl) = (e.nrows().max(1), self.infl);
+        let threads = threads_for(e.len(), threads);
+        if !self.rot {
+            // Each value on its own: subtract, scale, add, in one pass.
+            pool.split_mut(threads, e.as_mut_slice(), size, &|_, members| {
+                for member in members.chunks_exact_mut(size) {
+                    member.iter_mut().zip(mu.as_slice()).for_each(|(x, mu)| *x = (*x - mu) * infl + mu);
+                }
+            });
+            return;
         }
-        if self.rot {
-            // DAPPER rotates the members × state anomalies from the left;
-            // with members as columns that is a right-multiplication by Ωᵀ.
-            let omega = linalg::random_mean_preserving_orthogonal(e.ncols(), rng);
-            *e *= omega.transpose();
-        }
-        for mut member in e.column_iter_mut() {
-            member += &mu;
-        }
+        pool.split_mut(threads, e.as_mut_slice(), size, &|_, members| {
+            for member in members.chunks_exact_mut(size) {
+                member.iter_mut().zip(mu.as_slice()).for_each(|(x, mu)| *x = (*x - mu) * infl);
+            }
+        });
+        // DAPPER rotates the members × state anomalies from the left;
+        // with members as columns that is a right-multiplication by Ωᵀ.
+        let omega = linalg::random_mean_preserving_orthogonal(e.ncols(), rng);
+        *e *= omega.transpose();
+        pool.split_mut(threads, e.as_mut_slice(), size, &|_, members| {
+            for member in members.chunks_exact_mut(size) {
+                member.iter_mut().zip(mu.as_slice()).for_each(|(x, mu)| *x += mu);
+            }
+        });
     }
 }
 
@@ -234,32 +253,38 @@ impl ForwardModel for Instances {
         &self.info
     }
 
+    /// On an error the members of the instances that succeeded are
+    /// advanced and the others left as they were; the error names the
+    /// failing instance and its members.
     fn advance(&mut self, states: &mut DMatrix<f64>, t: f64, dt: f64) -> Result<()> {
-        let members = states.ncols();
+        let (size, members) = states.shape();
         let used = self.models.len().min(members).max(1);
         if used == 1 {
             return unpoisoned(self.models[0].get_mut()).advance(states, t, dt);
         }
-        let parts: Vec<Mutex<Result<DMatrix<f64>>>> = (0..used)
-            .map(|i| {
-                let range = share(members, used, i);
-                Mutex::new(Ok(states.columns(range.start, range.len()).into_owned()))
-            })
-            .collect();
+        // Columns are contiguous (column-major): instance i's share is one
+        // slice of the buffer. Each thread copies its share out and back
+        // itself, so the copies of a large ensemble split too.
+        let mut rest = states.as_mut_slice();
+        let mut shares = Vec::with_capacity(used);
+        for i in 0..used {
+            let (share_i, tail) = std::mem::take(&mut rest).split_at_mut(share(members, used, i).len() * size);
+            shares.push(Mutex::new((share_i, Ok(()))));
+            rest = tail;
+        }
         let models = &self.models;
-        // Thread i takes instance i and part i: no lock is ever contended.
+        // Thread i takes instance i and share i: no lock is ever contended.
         self.pool.run(used, &|i| {
-            let (mut model, mut part) = (unpoisoned(models[i].lock()), unpoisoned(parts[i].lock()));
-            if let Ok(states) = part.as_mut() {
-                if let Err(e) = model.advance(states, t, dt) {
-                    let range = share(members, used, i);
-                    *part = Err(e.context(format!("members {}..{} (counted from 0) in model instance {}", range.start, range.end, i + 1)));
-                }
-            }
+            let (mut model, mut share_i) = (unpoisoned(models[i].lock()), unpoisoned(shares[i].lock()));
+            let (values, result) = &mut *share_i;
+            let mut part = DMatrix::from_column_slice(size, values.len() / size, values);
+            *result = model.advance(&mut part, t, dt).map(|()| values.copy_from_slice(part.as_slice()));
         });
-        for (i, part) in parts.into_iter().enumerate() {
+        for (i, share_i) in shares.into_iter().enumerate() {
             let range = share(members, used, i);
-            states.columns_mut(range.start, range.len()).copy_from(&unpoisoned(part.into_inner())?);
+            unpoisoned(share_i.into_inner())
+                .1
+                .with_context(|| format!("members {}..{} (counted from 0) in model instance {}", range.start, range.end, i + 1))?;
         }
         Ok(())
     }
@@ -287,20 +312,29 @@ pub fn cycle(
     let mut stats = CycleStats::with_capacity(ch.cycles);
     let mut analysis_mean = DMatrix::zeros(e.nrows(), ch.cycles);
     let mut members = Vec::new();
+    // The statistics and the post-processing pass over the whole ensemble
+    // several times a cycle: on threads too (the same bits), or they cap
+    // what threads give the analysis.
+    let (mut pool, threads) = (Pool::default(), default_threads());
+    let moments = |e: &DMatrix<f64>, pool: &mut Pool| {
+        let mu = mean_on(e, pool, threads);
+        let spread = spread_of(&variances_about_on(e, &mu, pool, threads));
+        (mu, spread)
+    };
     for k in 0..ch.cycles {
         forecast_shared(model, &mut e, twin, k, execution.team)?;
         let t = twin.times[k];
         let truth = twin.truth_at(k);
-        let mu = mean(&e);
-        stats.push_forecast(rmse(&mu, &truth), spread_of(&variances_about(&e, &mu)));
+        let (mu, spread) = moments(&e, &mut pool);
+        stats.push_forecast(rmse(&mu, &truth), spread);
 
         let eo = obs.observe(&e, t).with_context(|| format!("observing the ensemble at cycle {k}"))?;
         analysis.locate(obs, t).with_context(|| format!("locating the observations at cycle {k}"))?;
         analysis.analyse(&mut e, &eo, &twin.obs_at(k), &twin.obs_variance, rng).with_context(|| format!("analysis at cycle {k}"))?;
-        post.apply(&mut e, rng);
+        post.apply_on(&mut e, rng, &mut pool, threads);
 
-        let mu = mean(&e);
-        stats.push_analysis(rmse(&mu, &truth), spread_of(&variances_about(&e, &mu)));
+        let (mu, spread) = moments(&e, &mut pool);
+        stats.push_analysis(rmse(&mu, &truth), spread);
         analysis_mean.set_column(k, &mu);
         if execution.record.keeps(k) {
             members.push((k, e.clone()));

@@ -10,9 +10,9 @@
 
 use super::ensemble::{self, Analysis, EnsembleParams, Execution, Trajectory};
 use super::etkf::{apply_transform_into, TransformWork};
-use super::linalg::{buffer_matrix, buffer_slice, mean, padded_len, padded_transpose_with};
+use super::linalg::{buffer_matrix, buffer_slice, mean_on, padded_len, padded_transpose_on};
 use super::method::{DaMethod, FromParams, Params, Role};
-use super::pool::{unpoisoned, Pool};
+use super::pool::{threads_for, unpoisoned, Pool};
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
 use anyhow::{Context, Result};
@@ -393,12 +393,14 @@ struct Inputs<'a> {
 }
 
 impl<'a> Inputs<'a> {
-    fn new(e: &'a DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>) -> Inputs<'a> {
-        let (mu, ybar) = (mean(e), mean(eo));
+    /// Its passes over the ensembles split over up to `threads` threads
+    /// of `pool` (the same bits).
+    fn new(e: &'a DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>, pool: &mut Pool, threads: usize) -> Inputs<'a> {
+        let (mu, ybar) = (mean_on(e, pool, threads), mean_on(eo, pool, threads));
         let inv_sd = r.map(|r| 1.0 / r.sqrt());
         let mut dy = y - &ybar;
         dy.component_mul_assign(&inv_sd);
-        let st = padded_transpose_with(eo, |j, x| (x - ybar[j]) * inv_sd[j]);
+        let st = padded_transpose_on(eo, |j, x| (x - ybar[j]) * inv_sd[j], pool, threads);
         Inputs { e, mu, st, padded: padded_len(eo.ncols()), dy }
     }
 }
@@ -463,7 +465,7 @@ impl Analysis for Letkf<'_> {
 
     fn analyse(&mut self, e: &mut DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>, _rng: &mut dyn rand::RngCore) -> Result<()> {
         self.check_observed(eo)?;
-        let inputs = Inputs::new(e, eo, y, r);
+        let inputs = self.inputs(e, eo, y, r);
         let (ranks, members) = (self.team.size(), e.ncols());
         let mine = share(self.batches.len(), ranks, self.team.rank());
         let chunk = self.local_analyses(mine.clone(), Rows::Whole, &inputs);
@@ -479,10 +481,10 @@ impl Analysis for Letkf<'_> {
         let counts: Vec<usize> = (0..ranks).map(|r| updated_len(share(self.batches.len(), ranks, r))).collect();
         let part: Vec<f64> = self.rows.concat();
         let all = self.team.gather(Ok(part), &counts)?;
-        let mut at = 0;
+        let (mut at, size) = (0, e.nrows());
         for batch in updated(&self.batches, &self.local) {
             let len = batch.state.len() * members;
-            write(e, &batch.state, &all[at..at + len]);
+            write(e.as_mut_slice(), 0, size, &batch.state, &all[at..at + len]);
             at += len;
         }
         Ok(())
@@ -540,7 +542,7 @@ impl Analysis for Letkf<'_> {
         let count = self.observed.len() / self.layout.ndim();
         anyhow::ensure!(y.len() == count && r.len() == count, "LETKF: {} observations but coordinates for {count}", y.len());
         let (y, r) = (DVector::from_iterator(halo.len(), halo.iter().map(|&j| y[j])), DVector::from_iterator(halo.len(), halo.iter().map(|&j| r[j])));
-        let inputs = Inputs::new(e, eo, &y, &r);
+        let inputs = self.inputs(e, eo, &y, &r);
         let mine = share(self.batches.len(), self.team.size(), self.team.rank());
         let chunk = self.local_analyses(mine.clone(), Rows::Rank, &inputs);
         self.write_back(e, mine, chunk, Rows::Rank);
@@ -675,32 +677,48 @@ impl Letkf<'_> {
         chunk
     }
 
+    /// The [`Inputs`] of an analysis, made on this rank's threads.
+    fn inputs<'a>(&mut self, e: &'a DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>) -> Inputs<'a> {
+        let mut pool = self.pool.take().unwrap_or_default();
+        let inputs = Inputs::new(e, eo, y, r, &mut pool, self.threads);
+        self.pool = Some(pool);
+        inputs
+    }
+
     /// Write the rows [`Letkf::local_analyses`] left in `self.rows` (for
-    /// batches `range`, `chunk` per chunk) into `e`.
-    fn write_back(&self, e: &mut DMatrix<f64>, range: std::ops::Range<usize>, chunk: usize, rows: Rows) {
-        let (members, map) = (e.ncols(), self.row_map(rows));
-        for (start, values) in range.clone().step_by(chunk).zip(&self.rows) {
-            let mut at = 0;
-            for b in start..(start + chunk).min(range.end) {
-                if map.near(b).0.is_empty() {
-                    continue;
+    /// batches `range`, `chunk` per chunk) into `e`, the members split
+    /// over this rank's threads (each writes its members' columns).
+    fn write_back(&mut self, e: &mut DMatrix<f64>, range: std::ops::Range<usize>, chunk: usize, rows: Rows) {
+        let (size, members) = e.shape();
+        let mut pool = self.pool.take().unwrap_or_default();
+        let map = self.row_map(rows);
+        let values = &self.rows;
+        pool.split_mut(threads_for(e.len(), self.threads), e.as_mut_slice(), size.max(1), &|first, columns| {
+            for (start, values) in range.clone().step_by(chunk).zip(values) {
+                let mut at = 0;
+                for b in start..(start + chunk).min(range.end) {
+                    if map.near(b).0.is_empty() {
+                        continue;
+                    }
+                    let index = map.of(b);
+                    let len = index.len() * members;
+                    write(columns, first, size, index, &values[at..at + len]);
+                    at += len;
                 }
-                let index = map.of(b);
-                let len = index.len() * members;
-                write(e, index, &values[at..at + len]);
-                at += len;
             }
-        }
+        });
+        self.pool = Some(pool);
     }
 }
 
-/// Set the rows of `e` at `index` to `values` (those rows of the
-/// ensemble, column-major).
-fn write(e: &mut DMatrix<f64>, index: &[usize], values: &[f64]) {
-    let members = e.ncols();
-    for (il, &i) in index.iter().enumerate() {
-        for k in 0..members {
-            e[(i, k)] = values[il + k * index.len()];
+/// Set rows `index` of the members in `columns` (whole columns of `size`
+/// rows, column-major, the first of them member `first`) to those members'
+/// values in `values` (the rows of every member, column-major).
+fn write(columns: &mut [f64], first: usize, size: usize, index: &[usize], values: &[f64]) {
+    for (k, column) in columns.chunks_exact_mut(size).enumerate() {
+        let member = &values[(first + k) * index.len()..(first + k + 1) * index.len()];
+        for (&i, &v) in index.iter().zip(member) {
+            column[i] = v;
         }
     }
 }

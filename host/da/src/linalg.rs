@@ -1,6 +1,7 @@
 //! Small dense linear-algebra helpers for the ensemble methods, on top of
 //! nalgebra. Ensembles are `size × members` (one column per member).
 
+use crate::pool::{threads_for, Pool};
 use nalgebra::{DMatrix, DMatrixViewMut, DVector, Dyn, Matrix, Storage, StorageMut};
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -8,6 +9,27 @@ use rand_distr::StandardNormal;
 /// Ensemble mean (over members, i.e. columns).
 pub fn mean(e: &DMatrix<f64>) -> DVector<f64> {
     e.column_mean()
+}
+
+/// [`mean`] with the rows split over up to `threads` threads of `pool`
+/// ([`threads_for`]): the same bits, each row summed member by member as
+/// nalgebra's `column_mean` sums it (out ← (1/N)·x + out).
+pub fn mean_on(e: &DMatrix<f64>, pool: &mut Pool, threads: usize) -> DVector<f64> {
+    let (m, n) = e.shape();
+    let mut mu = DVector::zeros(m);
+    if m == 0 {
+        return mu;
+    }
+    let d = 1.0 / n as f64;
+    pool.split_mut(threads_for(m * n, threads), mu.as_mut_slice(), 1, &|first, part| {
+        let rows = first..first + part.len();
+        for member in e.as_slice().chunks_exact(m) {
+            for (o, &x) in part.iter_mut().zip(&member[rows.clone()]) {
+                *o += d * x;
+            }
+        }
+    });
+    mu
 }
 
 /// Split an ensemble into its mean and anomalies `E − x̄ 1ᵀ`.
@@ -526,15 +548,24 @@ pub fn padded_transpose(s: &DMatrix<f64>) -> Vec<f64> {
 
 /// [`padded_transpose`] of `f(l, S[l, k])`, element by element: a
 /// transformed S (the LETKF's whitening) without an intermediate copy.
-pub fn padded_transpose_with(s: &DMatrix<f64>, f: impl Fn(usize, f64) -> f64) -> Vec<f64> {
+pub fn padded_transpose_with(s: &DMatrix<f64>, f: impl Fn(usize, f64) -> f64 + Sync) -> Vec<f64> {
+    padded_transpose_on(s, f, &mut Pool::default(), 1)
+}
+
+/// [`padded_transpose_with`] with the rows of `s` split over up to
+/// `threads` threads of `pool` ([`threads_for`]).
+pub fn padded_transpose_on(s: &DMatrix<f64>, f: impl Fn(usize, f64) -> f64 + Sync, pool: &mut Pool, threads: usize) -> Vec<f64> {
     let (p, n) = s.shape();
     let padded = padded_len(n);
     let mut st = vec![0.0; p * padded];
-    for (k, column) in s.column_iter().enumerate() {
-        for (l, &x) in column.iter().enumerate() {
-            st[l * padded + k] = f(l, x);
+    pool.split_mut(threads_for(p * n, threads), &mut st, padded, &|first, part| {
+        let rows = part.len() / padded;
+        for (k, column) in s.as_slice().chunks_exact(p.max(1)).enumerate() {
+            for (l, &x) in column[first..first + rows].iter().enumerate() {
+                part[l * padded + k] = f(first + l, x);
+            }
         }
-    }
+    });
     st
 }
 

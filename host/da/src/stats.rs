@@ -2,6 +2,7 @@
 //! rmse = sqrt(mean_i (x̄_i − x_i)²) and spread = sqrt(mean_i var_i) (var
 //! with N − 1); the summary is the time mean over cycles after burn-in.
 
+use crate::pool::{threads_for, Pool};
 use nalgebra::{DMatrix, DVector};
 use serde::Serialize;
 
@@ -35,6 +36,12 @@ pub fn rmse(estimate: &DVector<f64>, truth: &DVector<f64>) -> f64 {
 /// each (e − μ)² summed over the members in order, so ranks holding
 /// different rows compute the bits one process computes.
 pub fn variances_about(e: &DMatrix<f64>, mu: &DVector<f64>) -> DVector<f64> {
+    variances_about_on(e, mu, &mut Pool::default(), 1)
+}
+
+/// [`variances_about`] with the rows split over up to `threads` threads of
+/// `pool` ([`threads_for`]): the same bits.
+pub fn variances_about_on(e: &DMatrix<f64>, mu: &DVector<f64>, pool: &mut Pool, threads: usize) -> DVector<f64> {
     let (m, n) = e.shape();
     let mut var = DVector::zeros(m);
     // No rows (an MPI rank without local domains): nothing to sum, and
@@ -42,15 +49,20 @@ pub fn variances_about(e: &DMatrix<f64>, mu: &DVector<f64>) -> DVector<f64> {
     if n < 2 || m == 0 {
         return var;
     }
-    // Contiguous slices, not nalgebra's strided column iterators: this
-    // loop vectorises (the same operations in the same order).
-    for member in e.as_slice().chunks_exact(m) {
-        for ((v, x), mu) in var.as_mut_slice().iter_mut().zip(member).zip(mu.as_slice()) {
-            let a = x - mu;
-            *v += a * a;
+    let denominator = (n - 1) as f64;
+    pool.split_mut(threads_for(m * n, threads), var.as_mut_slice(), 1, &|first, part| {
+        let rows = first..first + part.len();
+        // Contiguous slices, not nalgebra's strided column iterators: this
+        // loop vectorises (the same operations in the same order).
+        for member in e.as_slice().chunks_exact(m) {
+            for ((v, x), mu) in part.iter_mut().zip(&member[rows.clone()]).zip(&mu.as_slice()[rows.clone()]) {
+                let a = x - mu;
+                *v += a * a;
+            }
         }
-    }
-    var / (n - 1) as f64
+        part.iter_mut().for_each(|v| *v /= denominator);
+    });
+    var
 }
 
 /// sqrt of the mean of per-variable variances ([`variances_about`]).

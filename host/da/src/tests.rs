@@ -856,3 +856,43 @@ fn a_ranks_members_are_those_columns_of_the_whole_draw() {
         assert_eq!(rand::Rng::random::<u64>(&mut rng), after);
     }
 }
+
+/// The passes over the whole ensemble that the cycle and the LETKF split
+/// over threads (mean, variances, the whitened transpose, inflation and
+/// rotation) give the one-thread bits, which are those of nalgebra's
+/// `column_mean` and of direct loops.
+#[test]
+fn ensemble_passes_on_threads_are_the_same_to_the_bit() {
+    use crate::pool::{threads_for, Pool};
+    use crate::stats;
+    let (m, n) = (20_000, 20); // three threads' worth of values
+    assert_eq!(threads_for(m * n, 8), 3);
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let e = linalg::randn(m, n, &mut rng).add_scalar(3.0);
+    let mu = e.column_mean();
+    let var = DVector::from_fn(m, |i, _| (0..n).fold(0.0, |v, k| v + (e[(i, k)] - mu[i]) * (e[(i, k)] - mu[i])) / (n - 1) as f64);
+    let scale = |j: usize, x: f64| (x - mu[j]) * 0.5;
+    let padded = linalg::padded_len(n);
+    let mut st = vec![0.0; m * padded];
+    for l in 0..m {
+        for k in 0..n {
+            st[l * padded + k] = scale(l, e[(l, k)]);
+        }
+    }
+    let mut pool = Pool::default();
+    for threads in [1, 2, 3, 8] {
+        assert_eq!(linalg::mean_on(&e, &mut pool, threads), mu, "mean on {threads} threads");
+        assert_eq!(stats::variances_about_on(&e, &mu, &mut pool, threads), var, "variances on {threads} threads");
+        assert_eq!(linalg::padded_transpose_on(&e, scale, &mut pool, threads), st, "transpose on {threads} threads");
+        for rot in [false, true] {
+            let post = PostProcess { infl: 1.07, rot };
+            let (mut one, mut split) = (e.clone(), e.clone());
+            post.apply(&mut one, &mut ChaCha8Rng::seed_from_u64(3));
+            post.apply_on(&mut split, &mut ChaCha8Rng::seed_from_u64(3), &mut pool, threads);
+            assert!(split == one, "rot {rot} on {threads} threads");
+            if !rot {
+                assert_eq!(one, DMatrix::from_fn(m, n, |i, k| (e[(i, k)] - mu[i]) * 1.07 + mu[i]), "inflation");
+            }
+        }
+    }
+}
