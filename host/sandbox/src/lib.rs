@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime::{Config, Engine, ProfilingStrategy, Store, Trap};
 
 /// The WIT package version this host implements.
 pub const PACKAGE: &str = "geohost:plugin";
@@ -226,6 +226,11 @@ impl Runtime {
             .max_wasm_stack(limits.stack_kib as usize * 1024)
             .cranelift_nan_canonicalization(limits.nan_canonicalization)
             .relaxed_simd_deterministic(true);
+        // For plugin authors profiling their code: `perf record` then
+        // names the compiled wasm functions (perf reads /tmp/perf-PID.map).
+        if std::env::var_os("GEOHOST_PERFMAP").is_some() {
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(&engine, ticker_stop.clone());

@@ -78,24 +78,28 @@ impl Helmholtz {
     /// y_j = sin(πj/N)(x_j + x_{N−j}) + ½(x_j − x_{N−j}); then with
     /// Y = FFT(y), S_2k = −Im Y_k and S_2k+1 = S_2k−1 + Re Y_k from
     /// S_1 = ½ Re Y_0. Half the length of the odd extension's FFT.
+    #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
     fn sine_transform(&mut self, row: &[f64], out: &mut [f64], scale: f64) {
-        let nn = self.m + 1;
+        let m = self.m;
+        let (row, out) = (&row[..m], &mut out[..m]);
+        // y_j for j = 1 … m reads x_j forwards and x_{N−j} backwards.
         self.line[0] = 0.0;
-        for j in 1..nn {
-            let (a, b) = (row[j - 1], row[nn - j - 1]);
-            self.line[j] = self.sines[j] * (a + b) + 0.5 * (a - b);
+        for (((y, &s), &a), &b) in self.line[1..].iter_mut().zip(&self.sines[1..]).zip(row).zip(row.iter().rev()) {
+            *y = s * (a + b) + 0.5 * (a - b);
         }
         self.fft.process_with_scratch(&mut self.line, &mut self.spectrum, &mut self.scratch).expect("buffers sized by the plan");
         let mut sum = 0.5 * self.spectrum[0].re;
         out[0] = scale * sum;
-        for k in 1..nn / 2 {
-            out[2 * k - 1] = -scale * self.spectrum[k].im;
-            sum += self.spectrum[k].re;
-            out[2 * k] = scale * sum;
+        // (S_2k−1, S_2k) for k = 1 … N/2 − 1.
+        for (pair, y) in out[1..].chunks_exact_mut(2).zip(&self.spectrum[1..]) {
+            pair[0] = -scale * y.im;
+            sum += y.re;
+            pair[1] = scale * sum;
         }
     }
 
     /// ψ from q (both `n × n`, row-major by y); ψ is zero on the walls.
+    #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
     fn solve(&mut self, q: &[f64], psi: &mut [f64]) {
         let (m, n) = (self.m, self.m + 2);
         let mut hat = std::mem::take(&mut self.hat);
@@ -104,31 +108,42 @@ impl Helmholtz {
             self.sine_transform(row, &mut hat[j * m..(j + 1) * m], 1.0);
         }
         // Thomas algorithm along y for every mode at once (k innermost).
-        for k in 0..m {
-            hat[k] *= self.inv_diag[k];
+        let off = self.off;
+        for (x, &d) in hat[..m].iter_mut().zip(&self.inv_diag[..m]) {
+            *x *= d;
         }
         for j in 1..m {
             let (done, rest) = hat.split_at_mut(j * m);
-            let prev = &done[(j - 1) * m..];
-            for k in 0..m {
-                rest[k] = (rest[k] - self.off * prev[k]) * self.inv_diag[j * m + k];
+            let (prev, row) = (&done[(j - 1) * m..], &mut rest[..m]);
+            for ((x, &p), &d) in row.iter_mut().zip(prev).zip(&self.inv_diag[j * m..(j + 1) * m]) {
+                *x = (*x - off * p) * d;
             }
         }
         for j in (0..m - 1).rev() {
             let (head, next) = hat.split_at_mut((j + 1) * m);
-            let row = &mut head[j * m..];
-            for k in 0..m {
-                row[k] -= self.c_prime[j * m + k] * next[k];
+            let (row, next) = (&mut head[j * m..], &next[..m]);
+            for ((x, &nx), &c) in row.iter_mut().zip(next).zip(&self.c_prime[j * m..(j + 1) * m]) {
+                *x -= c * nx;
             }
         }
         // Back to points: the sine transform is its own inverse up to 2/(m+1).
-        psi.fill(0.0);
-        let mut row = vec![0.0; m];
+        zero_walls(n, psi);
         for j in 0..m {
-            row.copy_from_slice(&hat[j * m..(j + 1) * m]);
-            self.sine_transform(&row, &mut psi[(j + 1) * n + 1..(j + 1) * n + 1 + m], 2.0 / (m + 1) as f64);
+            self.sine_transform(&hat[j * m..(j + 1) * m], &mut psi[(j + 1) * n + 1..(j + 1) * n + 1 + m], 2.0 / (m + 1) as f64);
         }
         self.hat = hat;
+    }
+}
+
+/// Zero on the walls of the `n × n` field `out`: the stencils below write
+/// every interior point and leave the walls to this (cheaper than zeroing
+/// the whole field first).
+fn zero_walls(n: usize, out: &mut [f64]) {
+    out[..n].fill(0.0);
+    out[(n - 1) * n..].fill(0.0);
+    for row in out[n..(n - 1) * n].chunks_exact_mut(n) {
+        row[0] = 0.0;
+        row[n - 1] = 0.0;
     }
 }
 
@@ -146,7 +161,7 @@ fn shifted(v: &[f64], n: usize, j: usize, dy: isize, dx: isize) -> &[f64] {
 #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
 fn laplacian(n: usize, h: f64, a: &[f64], out: &mut [f64]) {
     let inv_h2 = 1.0 / (h * h);
-    out.fill(0.0);
+    zero_walls(n, out);
     for j in 1..n - 1 {
         let row = |dy, dx| shifted(a, n, j, dy, dx);
         let (c, w, e, s, nn) = (row(0, 0), row(0, -1), row(0, 1), row(-1, 0), row(1, 0));
@@ -163,7 +178,7 @@ fn laplacian(n: usize, h: f64, a: &[f64], out: &mut [f64]) {
 #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
 fn arakawa(n: usize, h: f64, a: &[f64], b: &[f64], out: &mut [f64]) {
     let scale = 1.0 / (12.0 * h * h);
-    out.fill(0.0);
+    zero_walls(n, out);
     for j in 1..n - 1 {
         // Neighbours: e(ast) = x+1, w = x−1, n(orth) = y+1, s = y−1.
         let ra = |dy, dx| shifted(a, n, j, dy, dx);
@@ -212,6 +227,7 @@ struct Qg {
 
 impl Qg {
     /// dq/dt at `q` into `flux` (ψ solved into `self.psi` on the way).
+    #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
     fn flux(&mut self, q: &[f64], stage: usize) {
         let (n, h) = (self.n, self.h);
         self.solver.solve(q, &mut self.psi);
@@ -224,20 +240,26 @@ impl Qg {
         }
         let flux = &mut self.stages[stage];
         let beta_h = self.beta / (2.0 * h);
-        flux.fill(0.0);
+        let (r, rkb, rkh, rkh2) = (self.r, self.rkb, self.rkh, self.rkh2);
+        zero_walls(n, flux);
         for j in 1..n - 1 {
-            for i in 1..n - 1 {
-                let p = j * n + i;
-                let mut d = -self.r * self.jac[p] - self.rkb * self.zeta[p] + self.curl[p] - beta_h * (self.psi[p + 1] - self.psi[p - 1]);
-                if viscous {
-                    d += self.rkh * self.zeta2[p] - self.rkh2 * self.zeta4[p];
+            let (jac, zeta, curl) = (shifted(&self.jac, n, j, 0, 0), shifted(&self.zeta, n, j, 0, 0), shifted(&self.curl, n, j, 0, 0));
+            let (psi_e, psi_w) = (shifted(&self.psi, n, j, 0, 1), shifted(&self.psi, n, j, 0, -1));
+            let out = &mut flux[j * n + 1..(j + 1) * n - 1];
+            for ((((o, &jac), &zeta), &curl), (&e, &w)) in out.iter_mut().zip(jac).zip(zeta).zip(curl).zip(psi_e.iter().zip(psi_w)) {
+                *o = -r * jac - rkb * zeta + curl - beta_h * (e - w);
+            }
+            if viscous {
+                let (zeta2, zeta4) = (shifted(&self.zeta2, n, j, 0, 0), shifted(&self.zeta4, n, j, 0, 0));
+                for ((o, &z2), &z4) in out.iter_mut().zip(zeta2).zip(zeta4) {
+                    *o += rkh * z2 - rkh2 * z4;
                 }
-                flux[p] = d;
             }
         }
     }
 
     /// One RK4 step of length `dt` of `self.q`.
+    #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
     fn rk4(&mut self, dt: f64) {
         let q0 = std::mem::take(&mut self.q);
         let mut qs = std::mem::take(&mut self.q_stage);
@@ -250,8 +272,8 @@ impl Qg {
         }
         let mut q = q0;
         let [k1, k2, k3, k4] = &self.stages;
-        for p in 0..q.len() {
-            q[p] += dt / 6.0 * (k1[p] + 2.0 * (k2[p] + k3[p]) + k4[p]);
+        for ((((q, &k1), &k2), &k3), &k4) in q.iter_mut().zip(k1).zip(k2).zip(k3).zip(k4) {
+            *q += dt / 6.0 * (k1 + 2.0 * (k2 + k3) + k4);
         }
         self.q = q;
         self.q_stage = qs;
