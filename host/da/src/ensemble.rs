@@ -263,27 +263,20 @@ impl ForwardModel for Instances {
             return unpoisoned(self.models[0].get_mut()).advance(states, t, dt);
         }
         // Columns are contiguous (column-major): instance i's share is one
-        // slice of the buffer. Each thread copies its share out and back
-        // itself, so the copies of a large ensemble split too.
-        let mut rest = states.as_mut_slice();
-        let mut shares = Vec::with_capacity(used);
-        for i in 0..used {
-            let (share_i, tail) = std::mem::take(&mut rest).split_at_mut(share(members, used, i).len() * size);
-            shares.push(Mutex::new((share_i, Ok(()))));
-            rest = tail;
-        }
+        // slice of the buffer, split as `share` counts. Each thread copies
+        // its share out and back itself, so the copies of a large ensemble
+        // split too.
+        let results: Vec<Mutex<Result<()>>> = (0..used).map(|_| Mutex::new(Ok(()))).collect();
         let models = &self.models;
         // Thread i takes instance i and share i: no lock is ever contended.
-        self.pool.run(used, &|i| {
-            let (mut model, mut share_i) = (unpoisoned(models[i].lock()), unpoisoned(shares[i].lock()));
-            let (values, result) = &mut *share_i;
+        self.pool.split_mut_indexed(used, states.as_mut_slice(), size, &|i, _, values| {
+            let mut model = unpoisoned(models[i].lock());
             let mut part = DMatrix::from_column_slice(size, values.len() / size, values);
-            *result = model.advance(&mut part, t, dt).map(|()| values.copy_from_slice(part.as_slice()));
+            *unpoisoned(results[i].lock()) = model.advance(&mut part, t, dt).map(|()| values.copy_from_slice(part.as_slice()));
         });
-        for (i, share_i) in shares.into_iter().enumerate() {
+        for (i, result) in results.into_iter().enumerate() {
             let range = share(members, used, i);
-            unpoisoned(share_i.into_inner())
-                .1
+            unpoisoned(result.into_inner())
                 .with_context(|| format!("members {}..{} (counted from 0) in model instance {}", range.start, range.end, i + 1))?;
         }
         Ok(())

@@ -100,10 +100,17 @@ impl Pool {
     /// whose every unit (a row, a member, an observation) is computed on
     /// its own: the bits do not depend on `threads`.
     pub fn split_mut<T: Send>(&mut self, threads: usize, data: &mut [T], unit: usize, job: &(dyn Fn(usize, &mut [T]) + Sync)) {
+        self.split_mut_indexed(threads, data, unit, &|_, first, part| job(first, part));
+    }
+
+    /// [`Pool::split_mut`] whose `job(i, first, part)` also receives the
+    /// part's index i (`0..threads` after clamping to the units), for jobs
+    /// that pair part i with something of their own (a model instance).
+    pub fn split_mut_indexed<T: Send>(&mut self, threads: usize, data: &mut [T], unit: usize, job: &(dyn Fn(usize, usize, &mut [T]) + Sync)) {
         let units = data.len().checked_div(unit).unwrap_or(0);
         let threads = threads.clamp(1, units.max(1));
         if threads == 1 {
-            return job(0, data);
+            return job(0, 0, data);
         }
         let mut rest = data;
         let mut parts = Vec::with_capacity(threads);
@@ -117,7 +124,7 @@ impl Pool {
         self.run(threads, &|i| {
             let mut part = lock_part(&parts[i]);
             let (first, values) = &mut *part;
-            job(*first, values);
+            job(i, *first, values);
         });
     }
 }
