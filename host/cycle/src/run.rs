@@ -4,7 +4,7 @@
 use crate::pluginset::{Loaded, Source};
 use crate::progress::ProgressFactory;
 use anyhow::{Context, Result};
-use geohost_da::ensemble::{Execution, Instances, Trajectory};
+use geohost_da::ensemble::{Execution, Instances, ObsInstances, Trajectory};
 use geohost_da::stats::Summary;
 use geohost_da::team::Solo;
 use geohost_da::twin::{self, Chronology, Prior, Twin};
@@ -27,8 +27,9 @@ pub struct Parallelism<'a> {
     /// run in one process: ranks other than 0 must drop them, and rank 0
     /// runs them alone.
     pub team: &'a dyn geohost_da::team::Team,
-    /// Instances of the model component (threads) the members of every
-    /// forecast are split over.
+    /// Instances of the model component and of the observation operator
+    /// (threads) the members of every forecast and observation are split
+    /// over.
     pub model_instances: usize,
 }
 
@@ -218,7 +219,17 @@ pub fn run(
     }
     let m = model.info().state_size;
 
-    let (mut obs, obs_component, obs_config) = load_obs(runtime, registry.as_deref(), set, model.info())?;
+    let (first_obs, obs_component, obs_config) = load_obs(runtime, registry.as_deref(), set, model.info())?;
+    // The operator's instances observe the members in the same shares.
+    let mut obs: Box<dyn ObsOperator + Send> = if parallel.model_instances > 1 {
+        let mut operators: Vec<Box<dyn ObsOperator + Send>> = vec![Box::new(first_obs)];
+        for _ in 1..parallel.model_instances {
+            operators.push(Box::new(WasmObs::new(runtime, &obs_component, &obs_config)?));
+        }
+        Box::new(ObsInstances::new(operators)?)
+    } else {
+        Box::new(first_obs)
+    };
 
     let e = &set.set.experiment;
     let chronology =
@@ -237,7 +248,7 @@ pub fn run(
     let twin = {
         let mut bar = progress("truth + observations", chronology.cycles);
         let covariance = set.methods.iter().any(|m| m.uses_climatological_covariance());
-        let t = twin::simulate(model.as_mut(), &mut obs, chronology, prior, covariance, &mut rng)?;
+        let t = twin::simulate(model.as_mut(), obs.as_mut(), chronology, prior, covariance, &mut rng)?;
         bar.tick(chronology.cycles - 1);
         t
     };
@@ -245,7 +256,7 @@ pub fn run(
     let record = geohost_da::ensemble::Record { members_every: set.set.output.members_every };
     let run_method = |method: &Method,
                       model: &mut dyn ForwardModel,
-                      obs: &mut WasmObs,
+                      obs: &mut dyn ObsOperator,
                       label: &str,
                       emulator: Option<String>,
                       team: &dyn geohost_da::team::Team,
@@ -261,7 +272,7 @@ pub fn run(
     };
     let mut methods = Vec::new();
     for method in &set.methods {
-        methods.push(run_method(method, model.as_mut(), &mut obs, &method.label(), None, team, progress)?);
+        methods.push(run_method(method, model.as_mut(), obs.as_mut(), &method.label(), None, team, progress)?);
     }
 
     // Steps 3 and 4.
@@ -275,7 +286,7 @@ pub fn run(
         if let Some(step4) = &set.set.step4 {
             for method in crate::emulation::step4_methods(step4, &set.methods)? {
                 let label = format!("{} via emulator", method.label());
-                methods.push(run_method(method, &mut neural, &mut obs, &label, Some(rec.id.clone()), &Solo, progress)?);
+                methods.push(run_method(method, &mut neural, obs.as_mut(), &label, Some(rec.id.clone()), &Solo, progress)?);
             }
         }
         emulator = Some(rec);

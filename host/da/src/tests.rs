@@ -573,6 +573,51 @@ fn letkf_split_over_ranks_is_the_same_to_the_bit() {
     }
 }
 
+/// Observation-operator instances, each observing a share of the
+/// members, give the one operator's bits; a failing instance names its
+/// members, and a single member uses the first instance alone.
+#[test]
+fn observations_split_over_instances_are_the_same_to_the_bit() {
+    use crate::ensemble::ObsInstances;
+    use crate::models::linear::LinearObs;
+    use geohost_sandbox::model::{ObsInfo, ObsOperator};
+    // H x, one member at a time in a fixed order (nalgebra's product of
+    // a whole ensemble is blocked by its shape: not member-wise bits).
+    struct MemberWise(LinearObs);
+    impl ObsOperator for MemberWise {
+        fn info(&self) -> &ObsInfo {
+            self.0.info()
+        }
+        fn observe(&mut self, e: &DMatrix<f64>, _: f64) -> anyhow::Result<DMatrix<f64>> {
+            let h = &self.0.h;
+            Ok(DMatrix::from_fn(h.nrows(), e.ncols(), |j, k| (0..h.ncols()).map(|i| h[(j, i)] * e[(i, k)].sin()).sum()))
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let e = linalg::randn(30, 7, &mut rng);
+    let h = linalg::randn(11, 30, &mut rng);
+    let operator = || MemberWise(LinearObs::new(h.clone(), vec![1.0; 11]));
+    let one = operator().observe(&e, 0.0).unwrap();
+    for count in [1, 2, 3, 8] {
+        let mut instances = ObsInstances::new((0..count).map(|_| Box::new(operator()) as Box<dyn ObsOperator + Send>).collect()).unwrap();
+        assert!(instances.observe(&e, 0.0).unwrap() == one, "{count} instances");
+        assert!(instances.observe_columns(&e, 2..5, 0.0).unwrap() == one.columns(2, 3), "{count} instances, members 2..5");
+    }
+    struct Fails(MemberWise);
+    impl ObsOperator for Fails {
+        fn info(&self) -> &ObsInfo {
+            self.0.info()
+        }
+        fn observe(&mut self, _: &DMatrix<f64>, _: f64) -> anyhow::Result<DMatrix<f64>> {
+            anyhow::bail!("no light")
+        }
+    }
+    let mut instances = ObsInstances::new(vec![Box::new(operator()), Box::new(Fails(operator()))]).unwrap();
+    let error = format!("{:#}", instances.observe(&e, 0.0).unwrap_err());
+    assert_eq!(error, "members 4..7 (counted from 0) in observation operator instance 2: no light");
+    assert!(instances.observe(&e.columns(0, 1).into_owned(), 0.0).unwrap() == one.columns(0, 1), "one member: the first instance alone");
+}
+
 /// The forecast split over ranks ([`split_members`]) and over model
 /// instances on threads ([`Instances`]) gives the one-call forecast's bits;
 /// a failing share names its members.

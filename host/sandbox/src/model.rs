@@ -309,6 +309,13 @@ pub trait ObsOperator {
     fn info(&self) -> &ObsInfo;
     /// Observe every column of `states`; returns `obs_size × members`.
     fn observe(&mut self, states: &DMatrix<f64>, t: f64) -> Result<DMatrix<f64>>;
+    /// [`ObsOperator::observe`] of the members `columns` of `states` only
+    /// (`obs_size × columns.len()`): what a share of the members on its
+    /// own thread asks for. The default copies the columns out first; an
+    /// operator that copies its input anyway overrides it to copy once.
+    fn observe_columns(&mut self, states: &DMatrix<f64>, columns: std::ops::Range<usize>, t: f64) -> Result<DMatrix<f64>> {
+        self.observe(&states.columns(columns.start, columns.len()).into_owned(), t)
+    }
     /// The observations' coordinates at time `t` in the model's layout
     /// (`obs_size` rows of one value per axis), when the operator gives
     /// them; `None` means its 1-D `locations` hold at every time.
@@ -346,6 +353,6 @@ pub fn check_pair(model: &ModelInfo, obs: &ObsInfo) -> Result<()> {
 
 /// The first non-finite entry of an ensemble, as (member, index).
 pub fn first_non_finite(states: &DMatrix<f64>) -> Option<(usize, usize)> {
-    let pos = states.iter().position(|v| !v.is_finite())?;
+    let pos = states.as_slice().iter().position(|v| !v.is_finite())?;
     Some((pos / states.nrows(), pos % states.nrows()))
 }

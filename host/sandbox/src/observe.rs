@@ -44,6 +44,9 @@ impl Bindings {
 pub struct WasmObs {
     instance: Instance<Bindings>,
     info: ObsInfo,
+    /// The call's copy of the ensemble, kept from call to call: a fresh
+    /// buffer of a large ensemble costs its page faults on every call.
+    input: Vec<f64>,
 }
 
 impl WasmObs {
@@ -61,7 +64,7 @@ impl WasmObs {
             parameters: info.parameters.into_iter().map(|p| Parameter { name: p.name, value: p.value, units: p.units }).collect(),
             units: info.units,
         };
-        Ok(WasmObs { instance, info })
+        Ok(WasmObs { instance, info, input: Vec::new() })
     }
 }
 
@@ -71,15 +74,26 @@ impl ObsOperator for WasmObs {
     }
 
     fn observe(&mut self, states: &DMatrix<f64>, t: f64) -> anyhow::Result<DMatrix<f64>> {
-        let (size, members) = states.shape();
+        self.observe_columns(states, 0..states.ncols(), t)
+    }
+
+    fn observe_columns(&mut self, states: &DMatrix<f64>, columns: std::ops::Range<usize>, t: f64) -> anyhow::Result<DMatrix<f64>> {
+        let size = states.nrows();
         anyhow::ensure!(
             size == self.info.state_size,
             "shape mismatch: ensemble has state size {size}, plugin `{}` expects {}",
             self.instance.plugin,
             self.info.state_size
         );
-        let input = Ensemble { members: members as u32, size: size as u32, data: states.as_slice().to_vec() };
-        let out = self.instance.call("observe", |b, store| b.geohost_plugin_observe().call_observe(store, &input, t))?;
+        let members = columns.len();
+        // Columns are contiguous (column-major): the members are one slice.
+        let mut data = std::mem::take(&mut self.input);
+        data.clear();
+        data.extend_from_slice(&states.as_slice()[columns.start * size..columns.end * size]);
+        let input = Ensemble { members: members as u32, size: size as u32, data };
+        let out = self.instance.call("observe", |b, store| b.geohost_plugin_observe().call_observe(store, &input, t));
+        self.input = input.data;
+        let out = out?;
         let p = self.info.obs_size;
         if out.members as usize != members || out.size as usize != p || out.data.len() != members * p {
             return Err(SandboxError::Shape {
