@@ -4,9 +4,9 @@
 //! rotation.
 
 use super::letkf::default_threads;
-use super::linalg::{self, mean_on};
+use super::linalg;
 use super::pool::{threads_for, unpoisoned, Pool};
-use super::stats::{rmse, spread_of, variances_about_on, CycleStats};
+use super::stats::{moments_on, rmse, spread_of, CycleStats};
 use super::team::{share, Solo, Team};
 use super::twin::Twin;
 use anyhow::{Context, Result};
@@ -368,9 +368,8 @@ pub fn cycle(
     // what threads give the analysis.
     let (mut pool, threads) = (Pool::default(), default_threads());
     let moments = |e: &DMatrix<f64>, pool: &mut Pool| {
-        let mu = mean_on(e, pool, threads);
-        let spread = spread_of(&variances_about_on(e, &mu, pool, threads));
-        (mu, spread)
+        let (mu, variances) = moments_on(e, pool, threads);
+        (mu, spread_of(&variances))
     };
     for k in 0..ch.cycles {
         forecast_shared(model, &mut e, twin, k, execution.team)?;

@@ -65,6 +65,45 @@ pub fn variances_about_on(e: &DMatrix<f64>, mu: &DVector<f64>, pool: &mut Pool, 
     var
 }
 
+/// The ensemble mean ([`crate::linalg::mean_on`]) and the variances about
+/// it ([`variances_about_on`]) in one pass over the ensemble, the same
+/// bits as those two: rows in blocks small enough to stay in cache, each
+/// block's mean summed over the members, then its squared anomalies. Two
+/// separate passes read a large ensemble from memory twice, and memory is
+/// what bounds them on threads (Lorenz-96-40,000 × 20: 6.4 MB a pass).
+pub fn moments_on(e: &DMatrix<f64>, pool: &mut Pool, threads: usize) -> (DVector<f64>, DVector<f64>) {
+    /// Rows per block: 256 rows of 25 members are 50 KiB.
+    const BLOCK: usize = 256;
+    let (m, n) = e.shape();
+    if m == 0 {
+        return (DVector::zeros(0), DVector::zeros(0));
+    }
+    let (d, denominator) = (1.0 / n as f64, (n.max(2) - 1) as f64);
+    // Row i's (mean, variance), together: one buffer to split by rows.
+    let mut both = vec![[0.0f64; 2]; m];
+    pool.split_mut(threads_for(m * n, threads), &mut both, 1, &|first, part| {
+        for (b, block) in part.chunks_mut(BLOCK).enumerate() {
+            let rows = first + b * BLOCK..first + b * BLOCK + block.len();
+            for member in e.as_slice().chunks_exact(m) {
+                for (o, &x) in block.iter_mut().zip(&member[rows.clone()]) {
+                    o[0] += d * x;
+                }
+            }
+            if n < 2 {
+                continue;
+            }
+            for member in e.as_slice().chunks_exact(m) {
+                for (o, &x) in block.iter_mut().zip(&member[rows.clone()]) {
+                    let a = x - o[0];
+                    o[1] += a * a;
+                }
+            }
+            block.iter_mut().for_each(|o| o[1] /= denominator);
+        }
+    });
+    (DVector::from_iterator(m, both.iter().map(|o| o[0])), DVector::from_iterator(m, both.iter().map(|o| o[1])))
+}
+
 /// sqrt of the mean of per-variable variances ([`variances_about`]).
 pub fn spread_of(variances: &DVector<f64>) -> f64 {
     (variances.iter().sum::<f64>() / variances.len() as f64).sqrt()

@@ -928,6 +928,7 @@ fn ensemble_passes_on_threads_are_the_same_to_the_bit() {
     for threads in [1, 2, 3, 8] {
         assert_eq!(linalg::mean_on(&e, &mut pool, threads), mu, "mean on {threads} threads");
         assert_eq!(stats::variances_about_on(&e, &mu, &mut pool, threads), var, "variances on {threads} threads");
+        assert_eq!(stats::moments_on(&e, &mut pool, threads), (mu.clone(), var.clone()), "mean and variances in one pass on {threads} threads");
         assert_eq!(linalg::padded_transpose_on(&e, scale, &mut pool, threads), st, "transpose on {threads} threads");
         for rot in [false, true] {
             let post = PostProcess { infl: 1.07, rot };
