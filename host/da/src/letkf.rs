@@ -306,13 +306,18 @@ impl<'t> Letkf<'t> {
         by_first.sort_by(|a, b| a.0.total_cmp(&b.0));
         let reach = self.layout.first_axis_reach(2.0 * c);
         let period = self.layout.axes[0].period;
-        let mut candidates = Vec::new();
-        let local = self
-            .batches
-            .iter()
-            .map(|batch| {
+        // Batch by batch on the threads (each batch's list on its own: the
+        // same lists whatever the threads), refilling the lists in place.
+        let threads = self.threads.min(self.batches.len() / DOMAINS_PER_THREAD).max(1);
+        let mut local = std::mem::take(&mut self.local);
+        local.resize_with(self.batches.len(), LocalObs::default);
+        let mut pool = self.pool.take().unwrap_or_default();
+        let (batches, layout, loc_rad) = (&self.batches, &self.layout, self.loc_rad);
+        pool.split_mut(threads, &mut local, 1, &|first, part| {
+            let mut candidates = Vec::new();
+            for (near, batch) in part.iter_mut().zip(&batches[first..]) {
                 candidates.clear();
-                if self.loc_rad.is_infinite() {
+                if loc_rad.is_infinite() {
                     candidates.extend(0..count);
                 } else {
                     let mut within = |x: f64| {
@@ -330,20 +335,18 @@ impl<'t> Letkf<'t> {
                     candidates.sort_unstable();
                     candidates.dedup();
                 }
-                let (obs, sqrt_taper) = candidates
-                    .iter()
-                    .filter_map(|&j| {
-                        let taper = if self.loc_rad.is_infinite() {
-                            1.0
-                        } else {
-                            gaspari_cohn(self.layout.distance(&batch.centre, &observed[j * ndim..(j + 1) * ndim]), c)
-                        };
-                        (taper > TAPER_CUTOFF).then_some((j, taper.sqrt()))
-                    })
-                    .unzip();
-                LocalObs { obs, sqrt_taper }
-            })
-            .collect();
+                near.obs.clear();
+                near.sqrt_taper.clear();
+                for &j in &candidates {
+                    let taper = if loc_rad.is_infinite() { 1.0 } else { gaspari_cohn(layout.distance(&batch.centre, &observed[j * ndim..(j + 1) * ndim]), c) };
+                    if taper > TAPER_CUTOFF {
+                        near.obs.push(j);
+                        near.sqrt_taper.push(taper.sqrt());
+                    }
+                }
+            }
+        });
+        self.pool = Some(pool);
         self.local = local;
         self.observed = observed.to_vec();
         self.halo.current = false;
