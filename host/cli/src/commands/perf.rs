@@ -215,7 +215,9 @@ pub fn run(args: PerfArgs) -> Result<()> {
         Some(PerfTarget::Languages(l)) => perf::language_cost(&l.plugins, l.members, l.cycles, l.samples)?,
         Some(PerfTarget::Letkf(l)) => {
             let qg = (l.qg.as_os_str() != "none").then_some(l.qg.as_path());
-            let runtime = Runtime::new(Limits { fuel: 0, deadline_ms: 600_000, ..Limits::default() }, None)?;
+            // The QG forecast under cycles/qg.toml's [limits], as `geohost
+            // run` runs it: metered, NaN canonicalisation off.
+            let runtime = Runtime::new(Limits { fuel: 40_000_000_000, deadline_ms: 120_000, nan_canonicalization: false, ..Limits::default() }, None)?;
             perf::letkf_cost(&runtime, &l.sizes, &l.threads, l.members, l.samples, qg, ranks.team())?
         }
         None => perf_da(DaPerfArgs::parse_from(["da"]))?,
