@@ -74,6 +74,27 @@ fn run_prints_a_table_and_writes_documented_outputs() {
     assert!((err.sqrt() - rmse[k]).abs() < 1e-12);
 }
 
+/// A run that ends inside the burn-in has no time means: the table says
+/// so and how to get them, instead of printing NaN.
+#[test]
+fn a_run_within_the_burn_in_says_there_is_no_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = lorenz96_set(dir.path(), 50, METHODS);
+    let out = dir.path().join("o").display().to_string();
+    let run = geohost(dir.path()).args(["run", "--no-registry", "-q", "--out", &out, set.to_str().unwrap()]).output().unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let table = stdout(&run);
+    assert!(!table.contains("NaN"), "{table}");
+    assert!(table.contains("ETKF") && table.contains("—"), "{table}");
+    assert!(table.contains("no cycle after the burn-in t > 5: the run ends at t = 2.5; run more cycles (--cycles) or lower [experiment] burn_in"), "{table}");
+    // JSON: null means, and the warning on stderr.
+    let json = geohost(dir.path()).args(["run", "--no-registry", "--json", "--out", &out, set.to_str().unwrap()]).output().unwrap();
+    assert!(json.status.success(), "{}", stderr(&json));
+    let rows: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(rows.as_array().unwrap().iter().all(|r| r["rmse_a"].is_null() && r["cycles_averaged"] == 0), "{rows}");
+    assert!(stderr(&json).contains("no cycle is after the burn-in (t > 5); the time means are null"), "{}", stderr(&json));
+}
+
 #[test]
 fn json_results_rank_the_baselines_and_runs_are_reproducible() {
     let dir = tempfile::tempdir().unwrap();

@@ -82,9 +82,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let out_dir = args.out.unwrap_or_else(|| PathBuf::from("out").join(&set.name));
     let files = outputs::write(&out_dir, &result, &set)?;
-    if result.methods.first().is_some_and(|m| m.summary.cycles_averaged == 0) {
+    // The table says it in its last line; JSON has no such line.
+    if args.json && result.methods.first().is_some_and(|m| m.summary.cycles_averaged == 0) {
         eprintln!(
-            "warning: no cycle is after the burn-in (t > {}); time means are NaN. Run more cycles or shorten experiment.burn_in",
+            "warning: no cycle is after the burn-in (t > {}); the time means are null. Run more cycles (--cycles) or lower [experiment] burn_in",
             set.set.experiment.burn_in
         );
     }

@@ -160,12 +160,19 @@ pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Written> {
 pub fn table(run: &RunOutput) -> String {
     let width = run.methods.iter().map(|r| r.label().len()).max().unwrap_or(6).max(6);
     let mut s = format!("{:<width$}  {:>8}  {:>8}  {:>8}  {:>10}\n", "method", "rmse.a", "spread.a", "rmse.f", "ms/cycle");
+    // With no cycle after the burn-in there is no mean to print (not NaN).
+    let averaged = run.methods.first().map_or(0, |r| r.summary.cycles_averaged);
+    let mean = |v: f64| if averaged == 0 { "—".to_string() } else { format!("{v:.4}") };
     for r in &run.methods {
         let x = &r.summary;
-        let _ = writeln!(s, "{:<width$}  {:>8.4}  {:>8.4}  {:>8.4}  {:>10.4}", r.label(), x.rmse_a, x.spread_a, x.rmse_f, r.ms_per_cycle);
+        let _ = writeln!(s, "{:<width$}  {:>8}  {:>8}  {:>8}  {:>10.4}", r.label(), mean(x.rmse_a), mean(x.spread_a), mean(x.rmse_f), r.ms_per_cycle);
     }
-    if let Some(first) = run.methods.first() {
-        let _ = write!(s, "(time means over {} cycles after burn-in t > {})", first.summary.cycles_averaged, run.twin.chronology.burn_in);
+    let burn_in = run.twin.chronology.burn_in;
+    if averaged > 0 {
+        let _ = write!(s, "(time means over {averaged} cycles after burn-in t > {burn_in})");
+    } else if !run.methods.is_empty() {
+        let end = run.twin.times.last().copied().unwrap_or(0.0);
+        let _ = write!(s, "(no cycle after the burn-in t > {burn_in}: the run ends at t = {end}; run more cycles (--cycles) or lower [experiment] burn_in)");
     }
     if let Some(e) = &run.emulator {
         let dataset = if e.dataset_cache_hit { "cached" } else { "simulated" };
