@@ -266,20 +266,37 @@ impl ForwardModel for Instances {
         // slice of the buffer, split as `share` counts. Each thread copies
         // its share out and back itself, so the copies of a large ensemble
         // split too.
-        let results: Vec<Mutex<Result<()>>> = (0..used).map(|_| Mutex::new(Ok(()))).collect();
         let models = &self.models;
-        // Thread i takes instance i and share i: no lock is ever contended.
-        self.pool.split_mut_indexed(used, states.as_mut_slice(), size, &|i, _, values| {
+        each_share(&mut self.pool, used, states.as_mut_slice(), members, "model instance", &|i, _, values| {
             let mut model = unpoisoned(models[i].lock());
-            let mut part = DMatrix::from_column_slice(size, values.len() / size, values);
-            *unpoisoned(results[i].lock()) = model.advance(&mut part, t, dt).map(|()| values.copy_from_slice(part.as_slice()));
-        });
-        for (i, result) in results.into_iter().enumerate() {
-            let range = share(members, used, i);
-            unpoisoned(result.into_inner()).with_context(|| format!("members {}..{} (counted from 0) in model instance {}", range.start, range.end, i + 1))?;
-        }
-        Ok(())
+            let mut part = DMatrix::from_column_slice(size, share(members, used, i).len(), values);
+            model.advance(&mut part, t, dt).map(|()| values.copy_from_slice(part.as_slice()))
+        })
     }
+}
+
+/// Run `job(i, first, part)` on thread i for the members' [`share`] i of
+/// `data` (`members` contiguous columns; `first` the share's first
+/// member), the pairing of [`Instances`] and [`ObsInstances`]: thread i
+/// takes instance i and share i, so no lock is ever contended. Every
+/// share runs; the first error is returned, naming its members and
+/// `what` ("model instance") with the instance's number.
+fn each_share(
+    pool: &mut Pool,
+    used: usize,
+    data: &mut [f64],
+    members: usize,
+    what: &str,
+    job: &(dyn Fn(usize, usize, &mut [f64]) -> Result<()> + Sync),
+) -> Result<()> {
+    let results: Vec<Mutex<Result<()>>> = (0..used).map(|_| Mutex::new(Ok(()))).collect();
+    let unit = data.len().checked_div(members).unwrap_or(0);
+    pool.split_mut_indexed(used, data, unit, &|i, first, part| *unpoisoned(results[i].lock()) = job(i, first, part));
+    for (i, result) in results.into_iter().enumerate() {
+        let range = share(members, used, i);
+        unpoisoned(result.into_inner()).with_context(|| format!("members {}..{} (counted from 0) in {what} {}", range.start, range.end, i + 1))?;
+    }
+    Ok(())
 }
 
 /// An observation operator run as several instances, each observing a
@@ -316,23 +333,15 @@ impl ObsOperator for ObsInstances {
             return unpoisoned(self.operators[0].get_mut()).observe(states, t);
         }
         let mut observed = DMatrix::zeros(p, members);
-        let results: Vec<Mutex<Result<()>>> = (0..used).map(|_| Mutex::new(Ok(()))).collect();
-        let operators = &self.operators;
-        // Thread i takes operator i and the observations of share i.
-        self.pool.split_mut_indexed(used, observed.as_mut_slice(), p, &|i, first, out| {
+        let (operators, name) = (&self.operators, &self.info.name);
+        // Share i's observations from operator i.
+        each_share(&mut self.pool, used, observed.as_mut_slice(), members, "observation operator instance", &|i, first, out| {
             let count = out.len() / p;
-            let mut operator = unpoisoned(operators[i].lock());
-            *unpoisoned(results[i].lock()) = operator.observe_columns(states, first..first + count, t).and_then(|y| {
-                anyhow::ensure!(y.shape() == (p, count), "observation operator `{}` returned {:?} values for {p} × {count}", self.info.name, y.shape());
-                out.copy_from_slice(y.as_slice());
-                Ok(())
-            });
-        });
-        for (i, result) in results.into_iter().enumerate() {
-            let range = share(members, used, i);
-            unpoisoned(result.into_inner())
-                .with_context(|| format!("members {}..{} (counted from 0) in observation operator instance {}", range.start, range.end, i + 1))?;
-        }
+            let y = unpoisoned(operators[i].lock()).observe_columns(states, first..first + count, t)?;
+            anyhow::ensure!(y.shape() == (p, count), "observation operator `{name}` returned {:?} values for {p} × {count}", y.shape());
+            out.copy_from_slice(y.as_slice());
+            Ok(())
+        })?;
         Ok(observed)
     }
 
