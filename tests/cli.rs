@@ -109,6 +109,16 @@ fn json_results_rank_the_baselines_and_runs_are_reproducible() {
         let ms = row["ms_per_cycle"].as_f64().unwrap();
         assert!(ms.is_finite() && ms > 0.0, "{row}");
         assert!(row["cycles_averaged"].as_u64().unwrap() == 500, "{row}");
+        // The ensemble cycle says where its time went; the baselines have
+        // no such phases.
+        let phases = &row["phases_ms"];
+        if row["label"].as_str().unwrap().starts_with("ETKF") {
+            let parts: Vec<f64> = ["forecast", "observe", "analysis", "statistics"].iter().map(|p| phases[p].as_f64().unwrap()).collect();
+            assert!(parts.iter().all(|&v| v.is_finite() && v >= 0.0) && parts.iter().sum::<f64>() <= ms, "{row}");
+            assert!(parts[0] > 0.0 && parts[2] > 0.0, "the forecast and the analysis take time: {row}");
+        } else {
+            assert!(phases.is_null(), "{row}");
+        }
     }
     // Same seed, same plugins: bit-identical statistics.
     let again = run_json(dir.path(), &[set.to_str().unwrap(), "--out", &out]);

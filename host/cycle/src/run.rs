@@ -60,6 +60,10 @@ pub struct Row<'a> {
     #[serde(flatten)]
     pub summary: Summary,
     pub ms_per_cycle: f64,
+    /// The ensemble cycle's time per cycle by phase (forecast, observe,
+    /// analysis, statistics), when it ran in one process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phases_ms: Option<geohost_da::ensemble::Phases>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub emulator: Option<String>,
 }
@@ -74,7 +78,14 @@ impl MethodRun {
     }
 
     pub fn row(&self) -> Row<'_> {
-        Row { label: self.label(), method: &self.method, summary: self.summary, ms_per_cycle: self.ms_per_cycle, emulator: self.emulator.clone() }
+        Row {
+            label: self.label(),
+            method: &self.method,
+            summary: self.summary,
+            ms_per_cycle: self.ms_per_cycle,
+            phases_ms: self.trajectory.phases,
+            emulator: self.emulator.clone(),
+        }
     }
 }
 

@@ -167,7 +167,7 @@ pub fn climatology(twin: &Twin, progress: &mut dyn FnMut(usize)) -> Result<Traje
         analysis_mean.set_column(k, &twin.clim_mean);
         progress(k);
     }
-    Ok(Trajectory { stats, analysis_mean, members: Vec::new() })
+    Ok(Trajectory { stats, analysis_mean, members: Vec::new(), phases: None })
 }
 
 pub fn optimal_interpolation(twin: &Twin, obs: &mut dyn ObsOperator, progress: &mut dyn FnMut(usize)) -> Result<Trajectory> {
@@ -187,7 +187,7 @@ pub fn optimal_interpolation(twin: &Twin, obs: &mut dyn ObsOperator, progress: &
         analysis_mean.set_column(k, &xa);
         progress(k);
     }
-    Ok(Trajectory { stats, analysis_mean, members: Vec::new() })
+    Ok(Trajectory { stats, analysis_mean, members: Vec::new(), phases: None })
 }
 
 pub fn var3d(twin: &Twin, model: &mut dyn ForwardModel, obs: &mut dyn ObsOperator, xb: f64, progress: &mut dyn FnMut(usize)) -> Result<Trajectory> {
@@ -213,5 +213,5 @@ pub fn var3d(twin: &Twin, model: &mut dyn ForwardModel, obs: &mut dyn ObsOperato
         x.set_column(0, &xa);
         progress(k);
     }
-    Ok(Trajectory { stats, analysis_mean, members: Vec::new() })
+    Ok(Trajectory { stats, analysis_mean, members: Vec::new(), phases: None })
 }

@@ -213,5 +213,5 @@ pub fn cycle(
         columns = d.to_members(&e)?;
         progress(k);
     }
-    Ok(Trajectory { stats, analysis_mean, members: kept })
+    Ok(Trajectory { stats, analysis_mean, members: kept, phases: None })
 }

@@ -145,6 +145,39 @@ pub struct Trajectory {
     /// Analysis ensembles (`size × N`) kept at the cycles [`Record`] asked
     /// for, with their cycle index; empty for methods without an ensemble.
     pub members: Vec<(usize, DMatrix<f64>)>,
+    /// Where an ensemble cycle's time went, per cycle (the one-process
+    /// cycle; `None` for the baselines and across MPI ranks).
+    pub phases: Option<Phases>,
+}
+
+/// Wall-clock milliseconds per cycle of each phase of the ensemble cycle
+/// (means over the run): what to make faster, measured in every run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Phases {
+    /// The model advancing the members (the forecast).
+    pub forecast: f64,
+    /// The observation operator on the forecast members.
+    pub observe: f64,
+    /// Locating the observations, the analysis and the post-processing
+    /// (inflation, rotation).
+    pub analysis: f64,
+    /// Means, spreads and RMSEs (twice a cycle), and keeping members.
+    pub statistics: f64,
+}
+
+impl Phases {
+    /// Add the time since `*since` to `phase` and restart the clock.
+    fn lap(phase: &mut f64, since: &mut std::time::Instant) {
+        let now = std::time::Instant::now();
+        *phase += (now - *since).as_secs_f64() * 1e3;
+        *since = now;
+    }
+
+    /// Totals over `cycles` cycles as per-cycle means.
+    fn per_cycle(self, cycles: usize) -> Phases {
+        let d = cycles.max(1) as f64;
+        Phases { forecast: self.forecast / d, observe: self.observe / d, analysis: self.analysis / d, statistics: self.statistics / d }
+    }
 }
 
 /// Which analysis ensembles a run keeps.
@@ -380,17 +413,22 @@ pub fn cycle(
         let (mu, variances) = moments_on(e, pool, threads);
         (mu, spread_of(&variances))
     };
+    let (mut phases, mut clock) = (Phases::default(), std::time::Instant::now());
     for k in 0..ch.cycles {
         forecast_shared(model, &mut e, twin, k, execution.team)?;
+        Phases::lap(&mut phases.forecast, &mut clock);
         let t = twin.times[k];
         let truth = twin.truth_at(k);
         let (mu, spread) = moments(&e, &mut pool);
         stats.push_forecast(rmse(&mu, &truth), spread);
+        Phases::lap(&mut phases.statistics, &mut clock);
 
         let eo = obs.observe(&e, t).with_context(|| format!("observing the ensemble at cycle {k}"))?;
+        Phases::lap(&mut phases.observe, &mut clock);
         analysis.locate(obs, t).with_context(|| format!("locating the observations at cycle {k}"))?;
         analysis.analyse(&mut e, &eo, &twin.obs_at(k), &twin.obs_variance, rng).with_context(|| format!("analysis at cycle {k}"))?;
         post.apply_on(&mut e, rng, &mut pool, threads);
+        Phases::lap(&mut phases.analysis, &mut clock);
 
         let (mu, spread) = moments(&e, &mut pool);
         stats.push_analysis(rmse(&mu, &truth), spread);
@@ -398,8 +436,9 @@ pub fn cycle(
         if execution.record.keeps(k) {
             members.push((k, e.clone()));
         }
+        Phases::lap(&mut phases.statistics, &mut clock);
         progress(k);
     }
 
-    Ok(Trajectory { stats, analysis_mean, members })
+    Ok(Trajectory { stats, analysis_mean, members, phases: Some(phases.per_cycle(ch.cycles)) })
 }
