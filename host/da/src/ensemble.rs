@@ -308,20 +308,16 @@ impl ForwardModel for Instances {
     }
 }
 
+/// What [`each_share`] runs on share i: `job(i, first member, values)`.
+type ShareJob<'a> = dyn Fn(usize, usize, &mut [f64]) -> Result<()> + Sync + 'a;
+
 /// Run `job(i, first, part)` on thread i for the members' [`share`] i of
 /// `data` (`members` contiguous columns; `first` the share's first
 /// member), the pairing of [`Instances`] and [`ObsInstances`]: thread i
 /// takes instance i and share i, so no lock is ever contended. Every
 /// share runs; the first error is returned, naming its members and
 /// `what` ("model instance") with the instance's number.
-fn each_share(
-    pool: &mut Pool,
-    used: usize,
-    data: &mut [f64],
-    members: usize,
-    what: &str,
-    job: &(dyn Fn(usize, usize, &mut [f64]) -> Result<()> + Sync),
-) -> Result<()> {
+fn each_share(pool: &mut Pool, used: usize, data: &mut [f64], members: usize, what: &str, job: &ShareJob) -> Result<()> {
     let results: Vec<Mutex<Result<()>>> = (0..used).map(|_| Mutex::new(Ok(()))).collect();
     let unit = data.len().checked_div(members).unwrap_or(0);
     pool.split_mut_indexed(used, data, unit, &|i, first, part| *unpoisoned(results[i].lock()) = job(i, first, part));
