@@ -134,6 +134,12 @@ fn track_observations_are_where_their_coordinates_say() {
         offsets.insert(y[(0, 0)] as usize);
     }
     assert!(offsets.len() > 1, "the tracks move: {offsets:?}");
+    // Some members only (what an operator instance of `--model-instances`
+    // observes): those members' columns of the whole ensemble's.
+    let ensemble = DMatrix::from_fn(1089, 5, |i, k| (i + 1000 * k) as f64);
+    let whole = obs.observe(&ensemble, 5.0).unwrap();
+    assert_eq!(obs.observe_columns(&ensemble, 1..4, 5.0).unwrap(), whole.columns(1, 3));
+    assert_eq!(obs.observe_columns(&ensemble, 4..5, 5.0).unwrap(), whole.columns(4, 1));
 }
 
 /// A small QG twin (33 × 33, a spun-up climate sample, moving tracks):

@@ -14,6 +14,7 @@ use geohost_sandbox::model::{ForwardModel, ObsOperator};
 use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// One analysis update: the only part that differs between EnKF variants.
 pub trait Analysis {
@@ -266,18 +267,65 @@ pub fn split_members(states: &mut DMatrix<f64>, team: &dyn Team, advance: impl F
 /// others on threads kept parked between steps ([`Pool`]): a wasm model
 /// called from a new thread each step pays the runtime's per-thread set-up
 /// every time (with it, two instances of the Lorenz-96-4000 forecast were
-/// slower than one).
+/// slower than one). A model whose whole-ensemble step is short stays on
+/// instance 0 ([`Splitting`]).
 pub struct Instances {
     models: Vec<Mutex<Box<dyn ForwardModel + Send>>>,
     info: geohost_sandbox::model::ModelInfo,
     pool: Pool,
+    splitting: Splitting,
 }
 
 impl Instances {
     /// At least one model; every one alike.
     pub fn new(models: Vec<Box<dyn ForwardModel + Send>>) -> Result<Instances> {
         let info = models.first().context("at least one model instance is needed")?.info().clone();
-        Ok(Instances { models: models.into_iter().map(Mutex::new).collect(), info, pool: Pool::default() })
+        Ok(Instances { models: models.into_iter().map(Mutex::new).collect(), info, pool: Pool::default(), splitting: Splitting::default() })
+    }
+
+    /// Split calls whose whole-ensemble call on one instance takes at
+    /// least `from` ([`SPLIT_FROM`] by default; zero: always split).
+    pub fn split_from(mut self, from: Duration) -> Instances {
+        self.splitting.from = from;
+        self
+    }
+}
+
+/// A call on one instance at least this long makes the later calls of
+/// [`Instances`] and [`ObsInstances`] split over their instances; below
+/// it, handing the shares to parked threads costs about what it saves
+/// (the Lorenz-96-400 × 20 forecast takes 0.09 ms, and split over two
+/// instances its cycle went from 0.59 to 0.76 ms).
+pub const SPLIT_FROM: Duration = Duration::from_micros(500);
+
+/// Whether calls split over the instances, decided by timing the first
+/// whole-ensemble call on instance 0. The bits are the same either way.
+#[derive(Clone, Copy, Debug)]
+struct Splitting {
+    from: Duration,
+    decided: Option<bool>,
+}
+
+impl Default for Splitting {
+    fn default() -> Self {
+        Splitting { from: SPLIT_FROM, decided: None }
+    }
+}
+
+impl Splitting {
+    /// `split(arg)` when this call uses several instances and splitting
+    /// pays; otherwise `whole(arg)` (instance 0 alone), timed the first
+    /// time several could be used, to decide.
+    fn run<A, T>(&mut self, used: usize, arg: A, whole: impl FnOnce(A) -> Result<T>, split: impl FnOnce(A) -> Result<T>) -> Result<T> {
+        if used > 1 && (self.decided == Some(true) || self.from.is_zero()) {
+            return split(arg);
+        }
+        let start = Instant::now();
+        let result = whole(arg);
+        if used > 1 && self.decided.is_none() && result.is_ok() {
+            self.decided = Some(start.elapsed() >= self.from);
+        }
+        result
     }
 }
 
@@ -292,19 +340,23 @@ impl ForwardModel for Instances {
     fn advance(&mut self, states: &mut DMatrix<f64>, t: f64, dt: f64) -> Result<()> {
         let (size, members) = states.shape();
         let used = self.models.len().min(members).max(1);
-        if used == 1 {
-            return unpoisoned(self.models[0].get_mut()).advance(states, t, dt);
-        }
-        // Columns are contiguous (column-major): instance i's share is one
-        // slice of the buffer, split as `share` counts. Each thread copies
-        // its share out and back itself, so the copies of a large ensemble
-        // split too.
-        let models = &self.models;
-        each_share(&mut self.pool, used, states.as_mut_slice(), members, "model instance", &|i, _, values| {
-            let mut model = unpoisoned(models[i].lock());
-            let mut part = DMatrix::from_column_slice(size, share(members, used, i).len(), values);
-            model.advance(&mut part, t, dt).map(|()| values.copy_from_slice(part.as_slice()))
-        })
+        let (models, pool) = (&self.models, &mut self.pool);
+        self.splitting.run(
+            used,
+            states,
+            |states| unpoisoned(models[0].lock()).advance(states, t, dt),
+            |states| {
+                // Columns are contiguous (column-major): instance i's share
+                // is one slice of the buffer, split as `share` counts. Each
+                // thread copies its share out and back itself, so the copies
+                // of a large ensemble split too.
+                each_share(pool, used, states.as_mut_slice(), members, "model instance", &|i, _, values| {
+                    let mut model = unpoisoned(models[i].lock());
+                    let mut part = DMatrix::from_column_slice(size, share(members, used, i).len(), values);
+                    model.advance(&mut part, t, dt).map(|()| values.copy_from_slice(part.as_slice()))
+                })
+            },
+        )
     }
 }
 
@@ -339,13 +391,20 @@ pub struct ObsInstances {
     operators: Vec<Mutex<Box<dyn ObsOperator + Send>>>,
     info: geohost_sandbox::model::ObsInfo,
     pool: Pool,
+    splitting: Splitting,
 }
 
 impl ObsInstances {
     /// At least one operator; every one configured alike.
     pub fn new(operators: Vec<Box<dyn ObsOperator + Send>>) -> Result<ObsInstances> {
         let info = operators.first().context("at least one observation operator instance is needed")?.info().clone();
-        Ok(ObsInstances { operators: operators.into_iter().map(Mutex::new).collect(), info, pool: Pool::default() })
+        Ok(ObsInstances { operators: operators.into_iter().map(Mutex::new).collect(), info, pool: Pool::default(), splitting: Splitting::default() })
+    }
+
+    /// As [`Instances::split_from`].
+    pub fn split_from(mut self, from: Duration) -> ObsInstances {
+        self.splitting.from = from;
+        self
     }
 }
 
@@ -357,21 +416,26 @@ impl ObsOperator for ObsInstances {
     /// The error names the failing instance and its members.
     fn observe(&mut self, states: &DMatrix<f64>, t: f64) -> Result<DMatrix<f64>> {
         let members = states.ncols();
-        let (p, used) = (self.info.obs_size, self.operators.len().min(members).max(1));
-        if used == 1 || p == 0 {
-            return unpoisoned(self.operators[0].get_mut()).observe(states, t);
-        }
-        let mut observed = DMatrix::zeros(p, members);
-        let (operators, name) = (&self.operators, &self.info.name);
-        // Share i's observations from operator i.
-        each_share(&mut self.pool, used, observed.as_mut_slice(), members, "observation operator instance", &|i, first, out| {
-            let count = out.len() / p;
-            let y = unpoisoned(operators[i].lock()).observe_columns(states, first..first + count, t)?;
-            anyhow::ensure!(y.shape() == (p, count), "observation operator `{name}` returned {:?} values for {p} × {count}", y.shape());
-            out.copy_from_slice(y.as_slice());
-            Ok(())
-        })?;
-        Ok(observed)
+        let p = self.info.obs_size;
+        let used = if p == 0 { 1 } else { self.operators.len().min(members).max(1) };
+        let (operators, name, pool) = (&self.operators, &self.info.name, &mut self.pool);
+        self.splitting.run(
+            used,
+            states,
+            |states| unpoisoned(operators[0].lock()).observe(states, t),
+            |states| {
+                let mut observed = DMatrix::zeros(p, members);
+                // Share i's observations from operator i.
+                each_share(pool, used, observed.as_mut_slice(), members, "observation operator instance", &|i, first, out| {
+                    let count = out.len() / p;
+                    let y = unpoisoned(operators[i].lock()).observe_columns(states, first..first + count, t)?;
+                    anyhow::ensure!(y.shape() == (p, count), "observation operator `{name}` returned {:?} values for {p} × {count}", y.shape());
+                    out.copy_from_slice(y.as_slice());
+                    Ok(())
+                })?;
+                Ok(observed)
+            },
+        )
     }
 
     fn coordinates(&mut self, t: f64) -> Result<Option<Vec<f64>>> {

@@ -10,6 +10,7 @@ use geohost_sandbox::model::{Grid, Layout};
 use nalgebra::{DMatrix, DVector};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::time::Duration;
 
 /// A linear-Gaussian test case: prior mean/covariance, H, diagonal R, y.
 struct Case {
@@ -599,7 +600,8 @@ fn observations_split_over_instances_are_the_same_to_the_bit() {
     let operator = || MemberWise(LinearObs::new(h.clone(), vec![1.0; 11]));
     let one = operator().observe(&e, 0.0).unwrap();
     for count in [1, 2, 3, 8] {
-        let mut instances = ObsInstances::new((0..count).map(|_| Box::new(operator()) as Box<dyn ObsOperator + Send>).collect()).unwrap();
+        let operators = (0..count).map(|_| Box::new(operator()) as Box<dyn ObsOperator + Send>).collect();
+        let mut instances = ObsInstances::new(operators).unwrap().split_from(Duration::ZERO);
         assert!(instances.observe(&e, 0.0).unwrap() == one, "{count} instances");
         assert!(instances.observe_columns(&e, 2..5, 0.0).unwrap() == one.columns(2, 3), "{count} instances, members 2..5");
     }
@@ -612,7 +614,7 @@ fn observations_split_over_instances_are_the_same_to_the_bit() {
             anyhow::bail!("no light")
         }
     }
-    let mut instances = ObsInstances::new(vec![Box::new(operator()), Box::new(Fails(operator()))]).unwrap();
+    let mut instances = ObsInstances::new(vec![Box::new(operator()), Box::new(Fails(operator()))]).unwrap().split_from(Duration::ZERO);
     let error = format!("{:#}", instances.observe(&e, 0.0).unwrap_err());
     assert_eq!(error, "members 4..7 (counted from 0) in observation operator instance 2: no light");
     assert!(instances.observe(&e.columns(0, 1).into_owned(), 0.0).unwrap() == one.columns(0, 1), "one member: the first instance alone");
@@ -644,7 +646,8 @@ fn forecasts_split_over_ranks_and_instances_are_the_same_to_the_bit() {
         assert!(results.iter().all(|e| *e == one), "{size} ranks");
     }
     for count in [1, 2, 3, 8] {
-        let mut instances = Instances::new((0..count).map(|_| Box::new(Lorenz96::new(40, 8.0)) as Box<dyn ForwardModel + Send>).collect()).unwrap();
+        let models = (0..count).map(|_| Box::new(Lorenz96::new(40, 8.0)) as Box<dyn ForwardModel + Send>).collect();
+        let mut instances = Instances::new(models).unwrap().split_from(Duration::ZERO);
         let mut e = e0.clone();
         for _ in 0..10 {
             instances.advance(&mut e, 0.0, 0.05).unwrap();
@@ -661,12 +664,34 @@ fn forecasts_split_over_ranks_and_instances_are_the_same_to_the_bit() {
             anyhow::bail!("diverged")
         }
     }
-    let models: Vec<Box<dyn ForwardModel + Send>> = vec![Box::new(Lorenz96::new(40, 8.0)), Box::new(Fails(Lorenz96::new(40, 8.0)))];
-    let mut instances = Instances::new(models).unwrap();
+    let with_failing = || -> Vec<Box<dyn ForwardModel + Send>> { vec![Box::new(Lorenz96::new(40, 8.0)), Box::new(Fails(Lorenz96::new(40, 8.0)))] };
+    let mut instances = Instances::new(with_failing()).unwrap().split_from(Duration::ZERO);
     let mut e = e0.clone();
     let error = format!("{:#}", instances.advance(&mut e, 0.0, 0.05).unwrap_err());
     assert_eq!(error, "members 4..7 (counted from 0) in model instance 2: diverged");
     assert!(instances.advance(&mut e0.columns(0, 1).into_owned(), 0.0, 0.05).is_ok(), "one member runs on the first instance alone");
+    // By default the first whole-ensemble step is timed on instance 0: a
+    // step this short (40 variables) stays there, so instance 2 never runs;
+    // a step longer than the threshold splits from the next call on.
+    let mut short = Instances::new(with_failing()).unwrap();
+    for _ in 0..3 {
+        short.advance(&mut e0.clone(), 0.0, 0.05).expect("a short step stays on instance 0");
+    }
+    struct Slow(Lorenz96);
+    impl ForwardModel for Slow {
+        fn info(&self) -> &geohost_sandbox::model::ModelInfo {
+            self.0.info()
+        }
+        fn advance(&mut self, e: &mut DMatrix<f64>, t: f64, dt: f64) -> anyhow::Result<()> {
+            std::thread::sleep(crate::ensemble::SPLIT_FROM);
+            self.0.advance(e, t, dt)
+        }
+    }
+    let models: Vec<Box<dyn ForwardModel + Send>> = vec![Box::new(Slow(Lorenz96::new(40, 8.0))), Box::new(Fails(Lorenz96::new(40, 8.0)))];
+    let mut slow = Instances::new(models).unwrap();
+    slow.advance(&mut e0.clone(), 0.0, 0.05).expect("the first step runs on instance 0 alone");
+    let error = format!("{:#}", slow.advance(&mut e0.clone(), 0.0, 0.05).unwrap_err());
+    assert_eq!(error, "members 4..7 (counted from 0) in model instance 2: diverged", "a long step splits");
     // A share that fails: every rank errs, the failing one says which members.
     let errors = on_ranks(2, |team| {
         let mut e = e0.clone();
