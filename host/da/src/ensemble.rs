@@ -270,24 +270,42 @@ pub fn split_members(states: &mut DMatrix<f64>, team: &dyn Team, advance: impl F
 /// slower than one). A model whose whole-ensemble step is short stays on
 /// instance 0 ([`Splitting`]).
 pub struct Instances {
-    models: Vec<Mutex<Box<dyn ForwardModel + Send>>>,
+    models: Shares<dyn ForwardModel + Send>,
     info: geohost_sandbox::model::ModelInfo,
-    pool: Pool,
-    splitting: Splitting,
 }
 
 impl Instances {
     /// At least one model; every one alike.
     pub fn new(models: Vec<Box<dyn ForwardModel + Send>>) -> Result<Instances> {
         let info = models.first().context("at least one model instance is needed")?.info().clone();
-        Ok(Instances { models: models.into_iter().map(Mutex::new).collect(), info, pool: Pool::default(), splitting: Splitting::default() })
+        Ok(Instances { models: Shares::new(models), info })
     }
 
     /// Split calls whose whole-ensemble call on one instance takes at
     /// least `from` ([`SPLIT_FROM`] by default; zero: always split).
     pub fn split_from(mut self, from: Duration) -> Instances {
-        self.splitting.from = from;
+        self.models.splitting.from = from;
         self
+    }
+}
+
+/// The instances of one plugin (a model or an operator) that
+/// [`Instances`] and [`ObsInstances`] split the members over: the
+/// instances, the parked threads that run them, and whether calls split.
+struct Shares<T: ?Sized> {
+    instances: Vec<Mutex<Box<T>>>,
+    pool: Pool,
+    splitting: Splitting,
+}
+
+impl<T: ?Sized> Shares<T> {
+    fn new(instances: Vec<Box<T>>) -> Shares<T> {
+        Shares { instances: instances.into_iter().map(Mutex::new).collect(), pool: Pool::default(), splitting: Splitting::default() }
+    }
+
+    /// Instances a call on `members` members uses.
+    fn used(&self, members: usize) -> usize {
+        self.instances.len().min(members).max(1)
     }
 }
 
@@ -339,9 +357,10 @@ impl ForwardModel for Instances {
     /// failing instance and its members.
     fn advance(&mut self, states: &mut DMatrix<f64>, t: f64, dt: f64) -> Result<()> {
         let (size, members) = states.shape();
-        let used = self.models.len().min(members).max(1);
-        let (models, pool) = (&self.models, &mut self.pool);
-        self.splitting.run(
+        let used = self.models.used(members);
+        let Shares { instances: models, pool, splitting } = &mut self.models;
+        let models = &*models;
+        splitting.run(
             used,
             states,
             |states| unpoisoned(models[0].lock()).advance(states, t, dt),
@@ -388,22 +407,20 @@ fn each_share(pool: &mut Pool, used: usize, data: &mut [f64], members: usize, wh
 /// the sandbox is the cycle's longest serial part (Lorenz-96-40,000 × 20:
 /// some 7 ms of 70). The observations' coordinates come from instance 0.
 pub struct ObsInstances {
-    operators: Vec<Mutex<Box<dyn ObsOperator + Send>>>,
+    operators: Shares<dyn ObsOperator + Send>,
     info: geohost_sandbox::model::ObsInfo,
-    pool: Pool,
-    splitting: Splitting,
 }
 
 impl ObsInstances {
     /// At least one operator; every one configured alike.
     pub fn new(operators: Vec<Box<dyn ObsOperator + Send>>) -> Result<ObsInstances> {
         let info = operators.first().context("at least one observation operator instance is needed")?.info().clone();
-        Ok(ObsInstances { operators: operators.into_iter().map(Mutex::new).collect(), info, pool: Pool::default(), splitting: Splitting::default() })
+        Ok(ObsInstances { operators: Shares::new(operators), info })
     }
 
     /// As [`Instances::split_from`].
     pub fn split_from(mut self, from: Duration) -> ObsInstances {
-        self.splitting.from = from;
+        self.operators.splitting.from = from;
         self
     }
 }
@@ -417,9 +434,11 @@ impl ObsOperator for ObsInstances {
     fn observe(&mut self, states: &DMatrix<f64>, t: f64) -> Result<DMatrix<f64>> {
         let members = states.ncols();
         let p = self.info.obs_size;
-        let used = if p == 0 { 1 } else { self.operators.len().min(members).max(1) };
-        let (operators, name, pool) = (&self.operators, &self.info.name, &mut self.pool);
-        self.splitting.run(
+        let used = if p == 0 { 1 } else { self.operators.used(members) };
+        let name = &self.info.name;
+        let Shares { instances: operators, pool, splitting } = &mut self.operators;
+        let operators = &*operators;
+        splitting.run(
             used,
             states,
             |states| unpoisoned(operators[0].lock()).observe(states, t),
@@ -439,7 +458,7 @@ impl ObsOperator for ObsInstances {
     }
 
     fn coordinates(&mut self, t: f64) -> Result<Option<Vec<f64>>> {
-        unpoisoned(self.operators[0].get_mut()).coordinates(t)
+        unpoisoned(self.operators.instances[0].get_mut()).coordinates(t)
     }
 }
 
