@@ -162,6 +162,19 @@ mod with_mpi {
             // The registry (one, shared): identical inputs, identical outputs.
             assert!(err.contains("identical inputs to an earlier run; its") && err.contains("outputs are identical (same hashes)"), "{err}");
             assert_same_outputs(&one, &two);
+            // The decomposed LETKF says where its time went, exchanges
+            // between the ranks included; one process has no exchanges.
+            let letkf_phases = |dir: &Path| {
+                let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+                let row = summary["results"].as_array().unwrap().iter().find(|r| r["label"].as_str().unwrap().starts_with("LETKF")).unwrap().clone();
+                (row["phases_ms"].clone(), row["ms_per_cycle"].as_f64().unwrap())
+            };
+            let (phases, ms) = letkf_phases(&two);
+            let parts: Vec<f64> = ["forecast", "observe", "analysis", "statistics", "exchange"].iter().map(|p| phases[p].as_f64().unwrap()).collect();
+            assert!(parts.iter().all(|&v| v.is_finite() && v >= 0.0) && parts.iter().sum::<f64>() <= ms, "{name}: {phases} of {ms} ms");
+            assert!(parts[0] > 0.0 && parts[2] > 0.0 && parts[4] > 0.0, "{name}: {phases}");
+            let (phases, _) = letkf_phases(&one);
+            assert!(phases["analysis"].as_f64().unwrap() > 0.0 && phases.get("exchange").is_none(), "{name}: {phases}");
         }
     }
 

@@ -24,9 +24,10 @@
 //! gathered whole, only at the cycles [`Record`](super::ensemble::Record)
 //! asks for. Every number is computed by the same code on the same inputs
 //! as in one process, and exchanges copy bits, so the outputs are the
-//! one-process outputs' bytes (tested with `mpirun -np 2`).
+//! one-process outputs' bytes (tested with `mpirun -np 2`). The phases
+//! each rank reports ([`Phases`]) add the exchanges' time.
 
-use super::ensemble::{forecast, Analysis, Execution, PostProcess, Trajectory};
+use super::ensemble::{forecast, Analysis, Execution, Phases, PostProcess, Trajectory};
 use super::linalg::mean;
 use super::stats::{rmse, spread_of, variances_about, CycleStats};
 use super::team::{share, Team};
@@ -177,32 +178,40 @@ pub fn cycle(
     let mut stats = CycleStats::with_capacity(ch.cycles);
     let mut analysis_mean = DMatrix::zeros(state, ch.cycles);
     let mut kept = Vec::new();
+    let (mut phases, mut exchange, mut clock) = (Phases::default(), 0.0, std::time::Instant::now());
     for k in 0..ch.cycles {
         let t = twin.times[k];
         // This rank's members: forecast, then observed.
         let observed = if member_share.is_empty() {
             Ok(DMatrix::zeros(obs.info().obs_size, 0))
         } else {
-            forecast(model, &mut columns, twin, k)
+            let forecast = forecast(model, &mut columns, twin, k);
+            Phases::lap(&mut phases.forecast, &mut clock);
+            forecast
                 .and_then(|()| obs.observe(&columns, t).with_context(|| format!("observing the ensemble at cycle {k}")))
                 .with_context(|| format!("members {}..{} (counted from 0) on MPI rank {}", member_share.start, member_share.end, team.rank()))
         };
+        Phases::lap(&mut phases.observe, &mut clock);
         // Each rank gets the observations its rows' analysis uses (its
         // halo), every member's; a rank that failed makes every rank fail.
         analysis.locate(obs, t).with_context(|| format!("locating the observations at cycle {k}"))?;
         let halos = analysis.observations_by_rank()?;
+        Phases::lap(&mut phases.analysis, &mut clock);
         let eo = match observed {
             Ok(ref observed) => d.rows_of_members(Ok(observed), &halos)?,
             Err(e) => d.rows_of_members(Err(e), &halos)?,
         };
         // This rank's rows, every member.
         let mut e = d.to_rows(&columns)?;
+        Phases::lap(&mut exchange, &mut clock);
         let truth = twin.truth_at(k);
         let (mu, var) = stats_of(&e)?;
         stats.push_forecast(rmse(&mu, &truth), spread_of(&var));
+        Phases::lap(&mut phases.statistics, &mut clock);
 
         analysis.analyse_rows(&mut e, &eo, &twin.obs_at(k), &twin.obs_variance, rng).with_context(|| format!("analysis at cycle {k}"))?;
         post.apply(&mut e, rng);
+        Phases::lap(&mut phases.analysis, &mut clock);
 
         let (mu, var) = stats_of(&e)?;
         stats.push_analysis(rmse(&mu, &truth), spread_of(&var));
@@ -210,8 +219,11 @@ pub fn cycle(
         if execution.record.keeps(k) {
             kept.push((k, d.assemble(Ok(e.clone()), members)?));
         }
+        Phases::lap(&mut phases.statistics, &mut clock);
         columns = d.to_members(&e)?;
+        Phases::lap(&mut exchange, &mut clock);
         progress(k);
     }
-    Ok(Trajectory { stats, analysis_mean, members: kept, phases: None })
+    phases.exchange = Some(exchange);
+    Ok(Trajectory { stats, analysis_mean, members: kept, phases: Some(phases.per_cycle(ch.cycles)) })
 }

@@ -146,8 +146,8 @@ pub struct Trajectory {
     /// Analysis ensembles (`size × N`) kept at the cycles [`Record`] asked
     /// for, with their cycle index; empty for methods without an ensemble.
     pub members: Vec<(usize, DMatrix<f64>)>,
-    /// Where an ensemble cycle's time went, per cycle (the one-process
-    /// cycle; `None` for the baselines and across MPI ranks).
+    /// Where an ensemble cycle's time went, per cycle (`None` for the
+    /// baselines).
     pub phases: Option<Phases>,
 }
 
@@ -164,20 +164,32 @@ pub struct Phases {
     pub analysis: f64,
     /// Means, spreads and RMSEs (twice a cycle), and keeping members.
     pub statistics: f64,
+    /// Moving the ensemble between MPI ranks (members to rows and back,
+    /// the observed ensemble to its halos), waiting for the slowest rank
+    /// included: the decomposed cycle only, as rank 0 (which writes the
+    /// outputs) saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<f64>,
 }
 
 impl Phases {
     /// Add the time since `*since` to `phase` and restart the clock.
-    fn lap(phase: &mut f64, since: &mut std::time::Instant) {
+    pub(crate) fn lap(phase: &mut f64, since: &mut std::time::Instant) {
         let now = std::time::Instant::now();
         *phase += (now - *since).as_secs_f64() * 1e3;
         *since = now;
     }
 
     /// Totals over `cycles` cycles as per-cycle means.
-    fn per_cycle(self, cycles: usize) -> Phases {
+    pub(crate) fn per_cycle(self, cycles: usize) -> Phases {
         let d = cycles.max(1) as f64;
-        Phases { forecast: self.forecast / d, observe: self.observe / d, analysis: self.analysis / d, statistics: self.statistics / d }
+        Phases {
+            forecast: self.forecast / d,
+            observe: self.observe / d,
+            analysis: self.analysis / d,
+            statistics: self.statistics / d,
+            exchange: self.exchange.map(|ms| ms / d),
+        }
     }
 }
 
