@@ -160,43 +160,46 @@ fn shifted(v: &[f64], n: usize, j: usize, dy: isize, dx: isize) -> &[f64] {
 /// The five-point Laplacian of `a` into `out`, zero on the walls.
 #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
 fn laplacian(n: usize, h: f64, a: &[f64], out: &mut [f64]) {
-    let inv_h2 = 1.0 / (h * h);
     zero_walls(n, out);
     for j in 1..n - 1 {
-        let row = |dy, dx| shifted(a, n, j, dy, dx);
-        let (c, w, e, s, nn) = (row(0, 0), row(0, -1), row(0, 1), row(-1, 0), row(1, 0));
-        let o = &mut out[j * n + 1..(j + 1) * n - 1];
-        for ((((o, c), w), e), (s, nn)) in o.iter_mut().zip(c).zip(w).zip(e).zip(s.iter().zip(nn)) {
-            *o = (w + e + s + nn - 4.0 * c) * inv_h2;
-        }
+        laplacian_row(n, h, a, j, &mut out[j * n + 1..(j + 1) * n - 1]);
     }
 }
 
-/// Arakawa's Jacobian J(a, b) = a_x b_y − a_y b_x (x along rows, y across
-/// them), the mean of the three second-order forms J⁺⁺, J⁺ˣ, Jˣ⁺; zero on
-/// the walls.
+/// Row `j` of Arakawa's Jacobian J(a, b) = a_x b_y − a_y b_x (x along
+/// rows, y across them), the mean of the three second-order forms J⁺⁺,
+/// J⁺ˣ, Jˣ⁺, at the row's `n − 2` interior points, into `out`. The flux
+/// takes it row by row, so no whole field of it is ever stored.
 #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
-fn arakawa(n: usize, h: f64, a: &[f64], b: &[f64], out: &mut [f64]) {
+fn arakawa_row(n: usize, h: f64, a: &[f64], b: &[f64], j: usize, out: &mut [f64]) {
     let scale = 1.0 / (12.0 * h * h);
-    zero_walls(n, out);
-    for j in 1..n - 1 {
-        // Neighbours: e(ast) = x+1, w = x−1, n(orth) = y+1, s = y−1.
-        let ra = |dy, dx| shifted(a, n, j, dy, dx);
-        let rb = |dy, dx| shifted(b, n, j, dy, dx);
-        let (ae, aw, an, as_) = (ra(0, 1), ra(0, -1), ra(1, 0), ra(-1, 0));
-        let (ane, anw, ase, asw) = (ra(1, 1), ra(1, -1), ra(-1, 1), ra(-1, -1));
-        let (be, bw, bn, bs) = (rb(0, 1), rb(0, -1), rb(1, 0), rb(-1, 0));
-        let (bne, bnw, bse, bsw) = (rb(1, 1), rb(1, -1), rb(-1, 1), rb(-1, -1));
-        let o = &mut out[j * n + 1..(j + 1) * n - 1];
-        let m = o.len();
-        let (ae, aw, an, as_, ane, anw, ase, asw) = (&ae[..m], &aw[..m], &an[..m], &as_[..m], &ane[..m], &anw[..m], &ase[..m], &asw[..m]);
-        let (be, bw, bn, bs, bne, bnw, bse, bsw) = (&be[..m], &bw[..m], &bn[..m], &bs[..m], &bne[..m], &bnw[..m], &bse[..m], &bsw[..m]);
-        for i in 0..m {
-            let j_pp = (ae[i] - aw[i]) * (bn[i] - bs[i]) - (an[i] - as_[i]) * (be[i] - bw[i]);
-            let j_px = ae[i] * (bne[i] - bse[i]) - aw[i] * (bnw[i] - bsw[i]) - an[i] * (bne[i] - bnw[i]) + as_[i] * (bse[i] - bsw[i]);
-            let j_xp = bn[i] * (ane[i] - anw[i]) - bs[i] * (ase[i] - asw[i]) - be[i] * (ane[i] - ase[i]) + bw[i] * (anw[i] - asw[i]);
-            o[i] = (j_pp + j_px + j_xp) * scale;
-        }
+    // Neighbours: e(ast) = x+1, w = x−1, n(orth) = y+1, s = y−1.
+    let ra = |dy, dx| shifted(a, n, j, dy, dx);
+    let rb = |dy, dx| shifted(b, n, j, dy, dx);
+    let (ae, aw, an, as_) = (ra(0, 1), ra(0, -1), ra(1, 0), ra(-1, 0));
+    let (ane, anw, ase, asw) = (ra(1, 1), ra(1, -1), ra(-1, 1), ra(-1, -1));
+    let (be, bw, bn, bs) = (rb(0, 1), rb(0, -1), rb(1, 0), rb(-1, 0));
+    let (bne, bnw, bse, bsw) = (rb(1, 1), rb(1, -1), rb(-1, 1), rb(-1, -1));
+    let m = out.len();
+    let (ae, aw, an, as_, ane, anw, ase, asw) = (&ae[..m], &aw[..m], &an[..m], &as_[..m], &ane[..m], &anw[..m], &ase[..m], &asw[..m]);
+    let (be, bw, bn, bs, bne, bnw, bse, bsw) = (&be[..m], &bw[..m], &bn[..m], &bs[..m], &bne[..m], &bnw[..m], &bse[..m], &bsw[..m]);
+    for i in 0..m {
+        let j_pp = (ae[i] - aw[i]) * (bn[i] - bs[i]) - (an[i] - as_[i]) * (be[i] - bw[i]);
+        let j_px = ae[i] * (bne[i] - bse[i]) - aw[i] * (bnw[i] - bsw[i]) - an[i] * (bne[i] - bnw[i]) + as_[i] * (bse[i] - bsw[i]);
+        let j_xp = bn[i] * (ane[i] - anw[i]) - bs[i] * (ase[i] - asw[i]) - be[i] * (ane[i] - ase[i]) + bw[i] * (anw[i] - asw[i]);
+        out[i] = (j_pp + j_px + j_xp) * scale;
+    }
+}
+
+/// Row `j` of the five-point Laplacian of `a` at its `n − 2` interior
+/// points, into `out` (the same sums as [`laplacian`]).
+#[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
+fn laplacian_row(n: usize, h: f64, a: &[f64], j: usize, out: &mut [f64]) {
+    let inv_h2 = 1.0 / (h * h);
+    let row = |dy, dx| shifted(a, n, j, dy, dx);
+    let (c, w, e, s, nn) = (row(0, 0), row(0, -1), row(0, 1), row(-1, 0), row(1, 0));
+    for ((((o, c), w), e), (s, nn)) in out.iter_mut().zip(c).zip(w).zip(e).zip(s.iter().zip(nn)) {
+        *o = (w + e + s + nn - 4.0 * c) * inv_h2;
     }
 }
 
@@ -216,10 +219,11 @@ struct Qg {
     solver: Helmholtz,
     /// Work arrays, each `n × n`.
     psi: Vec<f64>,
-    jac: Vec<f64>,
     zeta: Vec<f64>,
     zeta2: Vec<f64>,
-    zeta4: Vec<f64>,
+    /// One interior row each of J(ψ, q) and ∇²ζ₂, made as the flux needs them.
+    jac_row: Vec<f64>,
+    zeta4_row: Vec<f64>,
     stages: [Vec<f64>; 4],
     q: Vec<f64>,
     q_stage: Vec<f64>,
@@ -227,31 +231,34 @@ struct Qg {
 
 impl Qg {
     /// dq/dt at `q` into `flux` (ψ solved into `self.psi` on the way).
+    /// Row by row: the Jacobian and ∇⁴ζ of a row are made just before
+    /// the row's flux (the same sums as whole fields, without storing them).
     #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
     fn flux(&mut self, q: &[f64], stage: usize) {
         let (n, h) = (self.n, self.h);
         self.solver.solve(q, &mut self.psi);
-        arakawa(n, h, &self.psi, q, &mut self.jac);
         laplacian(n, h, &self.psi, &mut self.zeta);
         let viscous = self.rkh != 0.0 || self.rkh2 != 0.0;
         if viscous {
             laplacian(n, h, &self.zeta, &mut self.zeta2);
-            laplacian(n, h, &self.zeta2, &mut self.zeta4);
         }
         let flux = &mut self.stages[stage];
         let beta_h = self.beta / (2.0 * h);
         let (r, rkb, rkh, rkh2) = (self.r, self.rkb, self.rkh, self.rkh2);
+        let (jac, zeta4) = (&mut self.jac_row, &mut self.zeta4_row);
         zero_walls(n, flux);
         for j in 1..n - 1 {
-            let (jac, zeta, curl) = (shifted(&self.jac, n, j, 0, 0), shifted(&self.zeta, n, j, 0, 0), shifted(&self.curl, n, j, 0, 0));
+            arakawa_row(n, h, &self.psi, q, j, jac);
+            let (zeta, curl) = (shifted(&self.zeta, n, j, 0, 0), shifted(&self.curl, n, j, 0, 0));
             let (psi_e, psi_w) = (shifted(&self.psi, n, j, 0, 1), shifted(&self.psi, n, j, 0, -1));
             let out = &mut flux[j * n + 1..(j + 1) * n - 1];
-            for ((((o, &jac), &zeta), &curl), (&e, &w)) in out.iter_mut().zip(jac).zip(zeta).zip(curl).zip(psi_e.iter().zip(psi_w)) {
+            for ((((o, &jac), &zeta), &curl), (&e, &w)) in out.iter_mut().zip(&*jac).zip(zeta).zip(curl).zip(psi_e.iter().zip(psi_w)) {
                 *o = -r * jac - rkb * zeta + curl - beta_h * (e - w);
             }
             if viscous {
-                let (zeta2, zeta4) = (shifted(&self.zeta2, n, j, 0, 0), shifted(&self.zeta4, n, j, 0, 0));
-                for ((o, &z2), &z4) in out.iter_mut().zip(zeta2).zip(zeta4) {
+                laplacian_row(n, h, &self.zeta2, j, zeta4);
+                let zeta2 = shifted(&self.zeta2, n, j, 0, 0);
+                for ((o, &z2), &z4) in out.iter_mut().zip(zeta2).zip(&*zeta4) {
                     *o += rkh * z2 - rkh2 * z4;
                 }
             }
@@ -315,10 +322,10 @@ impl ForwardModel for Qg {
             curl,
             solver: Helmholtz::new(n, h, f),
             psi: field(),
-            jac: field(),
             zeta: field(),
             zeta2: field(),
-            zeta4: field(),
+            jac_row: vec![0.0; n - 2],
+            zeta4_row: vec![0.0; n - 2],
             stages: [field(), field(), field(), field()],
             q: field(),
             q_stage: field(),
