@@ -61,7 +61,7 @@ pub struct Row<'a> {
     pub summary: Summary,
     pub ms_per_cycle: f64,
     /// The ensemble cycle's time per cycle by phase (forecast, observe,
-    /// analysis, statistics), when it ran in one process.
+    /// analysis, statistics; and exchange across MPI ranks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phases_ms: Option<geohost_da::ensemble::Phases>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -35,6 +35,7 @@ use super::twin::Twin;
 use anyhow::{Context, Result};
 use geohost_sandbox::model::{ForwardModel, ObsOperator};
 use nalgebra::{DMatrix, DVector};
+use std::time::Instant;
 
 /// Which rank holds what: members in contiguous shares, rows as each
 /// rank's analysis lists them.
@@ -178,7 +179,7 @@ pub fn cycle(
     let mut stats = CycleStats::with_capacity(ch.cycles);
     let mut analysis_mean = DMatrix::zeros(state, ch.cycles);
     let mut kept = Vec::new();
-    let (mut phases, mut exchange, mut clock) = (Phases::default(), 0.0, std::time::Instant::now());
+    let (mut phases, mut exchange, mut clock) = (Phases::default(), 0.0, Instant::now());
     for k in 0..ch.cycles {
         let t = twin.times[k];
         // This rank's members: forecast, then observed.

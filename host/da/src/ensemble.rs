@@ -174,8 +174,8 @@ pub struct Phases {
 
 impl Phases {
     /// Add the time since `*since` to `phase` and restart the clock.
-    pub(crate) fn lap(phase: &mut f64, since: &mut std::time::Instant) {
-        let now = std::time::Instant::now();
+    pub(crate) fn lap(phase: &mut f64, since: &mut Instant) {
+        let now = Instant::now();
         *phase += (now - *since).as_secs_f64() * 1e3;
         *since = now;
     }
@@ -504,7 +504,7 @@ pub fn cycle(
         let (mu, variances) = moments_on(e, pool, threads);
         (mu, spread_of(&variances))
     };
-    let (mut phases, mut clock) = (Phases::default(), std::time::Instant::now());
+    let (mut phases, mut clock) = (Phases::default(), Instant::now());
     for k in 0..ch.cycles {
         forecast_shared(model, &mut e, twin, k, execution.team)?;
         Phases::lap(&mut phases.forecast, &mut clock);
