@@ -183,3 +183,31 @@ loc_rad = 2
     assert!(!out.status.success());
     assert!(stderr(&out).contains("experiment.spinup.samples"), "{}", stderr(&out));
 }
+
+/// `geohost perf letkf` times the QG row under the plugin-set's own model
+/// config, cycle length and `[limits]` (cycles/qg.toml by default), and
+/// refuses a set whose model has no square 2-D layout, naming the set.
+#[test]
+fn perf_letkf_times_the_qg_row_from_its_plugin_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = crate::common::repo_root();
+    let out = geohost(dir.path())
+        .current_dir(&root)
+        .args(["perf", "letkf", "--sizes", "64", "--threads", "1,2", "--members", "8", "--samples", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("cycles/qg.toml's model and [limits], forecast dt 5"), "{text}");
+    for label in ["L96 64", "QG 129²"] {
+        let row = text.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no row {label}:\n{text}"));
+        let figures: Vec<f64> = row.trim_start()[label.len()..].split_whitespace().map(|f| f.parse().unwrap()).collect();
+        assert_eq!(figures.len(), 9, "{row}");
+        assert!(figures.iter().all(|f| f.is_finite() && *f >= 0.0) && figures[2] > 0.0, "{row}");
+    }
+    let refused = geohost(dir.path()).current_dir(&root).args(["perf", "letkf", "--sizes", "64", "--qg", "cycles/lorenz96.toml"]).output().unwrap();
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(message.contains("--qg cycles/lorenz96.toml") && message.contains("no square 2-D layout"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+}

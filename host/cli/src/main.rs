@@ -107,3 +107,20 @@ fn keep_freed_memory() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// `run --model-instances`'s help quotes the split threshold; clap help
+    /// is a literal, so this keeps it and the constant together.
+    #[test]
+    fn model_instances_help_quotes_the_split_threshold() {
+        let mut cli = Cli::command();
+        let run = cli.find_subcommand_mut("run").expect("a run subcommand");
+        let help = run.get_arguments().find(|a| a.get_id() == "model_instances").and_then(|a| a.get_help()).expect("--model-instances has help").to_string();
+        let ms = geohost_da::ensemble::SPLIT_FROM.as_secs_f64() * 1e3;
+        assert!(help.contains(&format!("under {ms} ms on one instance")), "--model-instances help must quote SPLIT_FROM ({ms} ms): {help}");
+    }
+}

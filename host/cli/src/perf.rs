@@ -64,6 +64,46 @@ impl EtkfTiming {
     }
 }
 
+/// The QG row of [`letkf_cost`], from a plugin-set (cycles/qg.toml): its
+/// `[model]` component and config, its cycle length and the sandbox under
+/// its `[limits]`, so that the forecast is timed as `geohost run` runs it.
+pub struct QgRow {
+    set: std::path::PathBuf,
+    runtime: Runtime,
+    component: geohost_sandbox::LoadedComponent,
+    config: String,
+    dt: f64,
+    /// A square 2-D grid (checked).
+    layout: geohost_sandbox::model::Layout,
+}
+
+impl QgRow {
+    /// Load the plugin-set at `set`; its `[model]` must name a component
+    /// file (not a registry artifact or an emulator).
+    pub fn from_set(set: &Path) -> Result<QgRow> {
+        use geohost_cycle::pluginset::{PluginSet, Source};
+        let loaded = PluginSet::load(set)?;
+        let Source::Path(plugin) = &loaded.model else {
+            bail!("--qg {}: [model] must name a component file (`plugin = …`) for `perf letkf`", set.display());
+        };
+        let runtime = Runtime::new(loaded.set.limits, None)?;
+        let component = runtime.load("model", plugin, World::ForwardModel).with_context(|| format!("--qg {}", set.display()))?;
+        let config = geohost_sandbox::config_json(&loaded.set.model.config);
+        let dt = loaded.set.experiment.dt.unwrap_or(5.0) * loaded.set.experiment.steps_per_obs as f64;
+        let info = WasmForward::new(&runtime, &component, &config).with_context(|| format!("--qg {}", set.display()))?.info().clone();
+        // The row observes 300 points spread through the grid (after an
+        // offset of 17): a side of at least 72.
+        let layout = info.layout().filter(|l| matches!(l.shape()[..], [a, b] if a == b && a >= 72)).with_context(|| {
+            format!(
+                "--qg {}: model `{}` has no square 2-D layout of at least 72 × 72 points (the QG row needs one, as cycles/qg.toml's)",
+                set.display(),
+                info.name
+            )
+        })?;
+        Ok(QgRow { set: set.to_path_buf(), runtime, component, config, dt, layout })
+    }
+}
+
 /// The LETKF at size: on Lorenz-96 (native, F = 8) of each of `sizes`, a
 /// state spun up from a perturbed rest state, an ensemble of `members`
 /// about it (sd 1), every variable observed with R = I, loc_rad 4 in pairs
@@ -80,15 +120,7 @@ impl EtkfTiming {
 /// members; the analysis with its halo of observations and the two
 /// transpositions), the speed-up and the efficiency.
 #[allow(clippy::too_many_arguments)]
-pub fn letkf_cost(
-    runtime: &Runtime,
-    sizes: &[usize],
-    threads: &[usize],
-    members: usize,
-    samples: usize,
-    qg: Option<&Path>,
-    team: &dyn geohost_da::team::Team,
-) -> Result<String> {
+pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: usize, qg: Option<&QgRow>, team: &dyn geohost_da::team::Team) -> Result<String> {
     use geohost_da::letkf::Letkf;
     use geohost_sandbox::model::{Grid, Layout};
     use rand_distr::{Distribution, StandardNormal};
@@ -109,8 +141,13 @@ pub fn letkf_cost(
         );
     }
     let _ = writeln!(out, "  Lorenz-96 (native): every variable observed (R = I), loc_rad 4, pairs");
-    if qg.is_some() {
-        let _ = writeln!(out, "  QG 129 × 129 (wasm forecast, dt 5): 300 track observations (R = 4), loc_rad 10, 2 × 2 squares");
+    if let Some(qg) = qg {
+        let _ = writeln!(
+            out,
+            "  QG 129 × 129 ({}'s model and [limits], forecast dt {}): 300 track observations (R = 4), loc_rad 10, 2 × 2 squares",
+            qg.set.display(),
+            qg.dt
+        );
     }
     // Per thread count (or: one process, then the ranks), the forecast, the
     // analysis and the cycle; then each cycle's speed-up and efficiency.
@@ -144,10 +181,8 @@ pub fn letkf_cost(
             Case { label: format!("L96 {m}"), instance: &mut instance, dt: 0.05, forecast_samples: samples, letkf, setup, e0: &e0, eo: &e0, y: &y, r: &r };
         case.row(&mut out, threads, samples, team)?;
     }
-    if let Some(plugin) = qg {
-        let loaded = runtime.load("qg", plugin, World::ForwardModel)?;
-        let layout = WasmForward::new(runtime, &loaded, "{}")?.info().layout().context("the QG component describes no layout")?;
-        let n = layout.shape()[1];
+    if let Some(QgRow { runtime, component, config, dt, layout, .. }) = qg {
+        let (layout, n) = (layout.clone(), layout.shape()[1]);
         // Smooth fields with walls at 0: random amplitudes of the lowest
         // sine modes (the size of a spun-up ψ, tens).
         let pi = std::f64::consts::PI;
@@ -175,9 +210,9 @@ pub fn letkf_cost(
         let start = Instant::now();
         let letkf = Letkf::new(layout, &coordinates, 10.0, 2);
         let setup = start.elapsed().as_secs_f64() * 1e3;
-        let mut instance = || -> Result<Box<dyn ForwardModel + Send>> { Ok(Box::new(WasmForward::new(runtime, &loaded, "{}")?)) };
+        let mut instance = || -> Result<Box<dyn ForwardModel + Send>> { Ok(Box::new(WasmForward::new(runtime, component, config)?)) };
         let case =
-            Case { label: "QG 129²".into(), instance: &mut instance, dt: 5.0, forecast_samples: samples.min(3), letkf, setup, e0: &e0, eo: &eo, y: &y, r: &r };
+            Case { label: "QG 129²".into(), instance: &mut instance, dt: *dt, forecast_samples: samples.min(3), letkf, setup, e0: &e0, eo: &eo, y: &y, r: &r };
         case.row(&mut out, threads, samples, team)?;
     }
     Ok(out)

@@ -45,9 +45,10 @@ struct LetkfPerfArgs {
     /// Timing samples (the median is reported).
     #[arg(long, default_value_t = 7)]
     samples: usize,
-    /// The QG component for the 2-D row (DAPPER's sakov2008 analysis);
-    /// `none` leaves the row out.
-    #[arg(long, default_value = "plugins/dist/qg.wasm")]
+    /// The plugin-set for the 2-D row (DAPPER's sakov2008 analysis): its
+    /// [model] component and config, its cycle length and its [limits], as
+    /// `geohost run` uses them; `none` leaves the row out.
+    #[arg(long, default_value = "cycles/qg.toml")]
     qg: PathBuf,
 }
 
@@ -201,7 +202,7 @@ pub fn run(args: PerfArgs) -> Result<()> {
             match &p.task {
                 Some(task) => {
                     let explicit = std::env::args().any(|a| a == "--estimator" || a.starts_with("--estimator="));
-                    let runtime = geohost_sandbox::Runtime::new(Limits::default(), None)?;
+                    let runtime = Runtime::new(Limits::default(), None)?;
                     let task = perf::SbibmTask { name: task, sets: &p.sets, data: &p.data, simulations: p.simulations, samples: p.samples, seeds: p.seeds };
                     perf::sbibm_benchmark(&runtime, &task, explicit.then_some(estimator))?
                 }
@@ -214,11 +215,8 @@ pub fn run(args: PerfArgs) -> Result<()> {
         }
         Some(PerfTarget::Languages(l)) => perf::language_cost(&l.plugins, l.members, l.cycles, l.samples)?,
         Some(PerfTarget::Letkf(l)) => {
-            let qg = (l.qg.as_os_str() != "none").then_some(l.qg.as_path());
-            // The QG forecast under cycles/qg.toml's [limits], as `geohost
-            // run` runs it: metered, NaN canonicalisation off.
-            let runtime = Runtime::new(Limits { fuel: 40_000_000_000, deadline_ms: 120_000, nan_canonicalization: false, ..Limits::default() }, None)?;
-            perf::letkf_cost(&runtime, &l.sizes, &l.threads, l.members, l.samples, qg, ranks.team())?
+            let qg = if l.qg.as_os_str() == "none" { None } else { Some(perf::QgRow::from_set(&l.qg)?) };
+            perf::letkf_cost(&l.sizes, &l.threads, l.members, l.samples, qg.as_ref(), ranks.team())?
         }
         None => perf_da(DaPerfArgs::parse_from(["da"]))?,
     };
