@@ -1,22 +1,36 @@
-//! Worker threads kept parked between analyses, so that a cycle of a
-//! fraction of a millisecond does not pay for starting threads (a scoped
-//! spawn and join cost about as much as a tenth of a Lorenz-96-400 LETKF
-//! analysis on two threads).
+//! Worker threads kept between analyses, so that a cycle of a fraction of
+//! a millisecond does not pay for starting threads (a scoped spawn and
+//! join cost about as much as a tenth of a Lorenz-96-400 LETKF analysis
+//! on two threads).
 //!
 //! [`Pool::run`] hands one job to the calling thread and `threads − 1`
-//! parked workers and returns when every one of them has finished it: the
-//! job may borrow from the caller's stack, as with `std::thread::scope`.
-//! Workers sleep on a condition variable between jobs (no spinning: under
-//! `mpirun` the other ranks want the cores). A job that panics on any
-//! thread makes `run` panic on the caller once all have finished.
+//! workers and returns when every one of them has finished it: the job
+//! may borrow from the caller's stack, as with `std::thread::scope`. The
+//! workers are the process's, one set for every [`Pool`] handle (the
+//! LETKF's, the model instances', the statistics'), so that they never
+//! compete for the cores among themselves. Between jobs a worker polls
+//! for [`spin_time`], then sleeps on a condition variable. A job that
+//! panics on any thread makes `run` panic on the caller once all have
+//! finished.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-/// Parked worker threads; started on first use, joined when dropped.
+/// A handle on the process's worker threads (started on first use).
 #[derive(Default)]
 pub struct Pool {
+    _handle: (),
+}
+
+/// The process's workers.
+static WORKERS: LazyLock<Mutex<Workers>> = LazyLock::new(Mutex::default);
+
+/// Parked worker threads; started on first use.
+#[derive(Default)]
+struct Workers {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -24,10 +38,14 @@ pub struct Pool {
 #[derive(Default)]
 struct Shared {
     state: Mutex<State>,
-    /// Workers wait here for a new job (or for the pool to close).
+    /// Workers wait here for a new job.
     wake: Condvar,
     /// The caller waits here for the last worker to finish.
     done: Condvar,
+    /// `state.generation` and `state.running`, readable without the lock
+    /// for the polls before a sleep ([`spin_until`]).
+    posted: AtomicU64,
+    left: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -40,10 +58,9 @@ struct State {
     /// Of them, those not finished yet.
     running: usize,
     panicked: bool,
-    closing: bool,
 }
 
-/// The current job, its lifetime erased: [`Pool::run`] does not return
+/// The current job, its lifetime erased: [`Workers::run`] does not return
 /// (or unwind) before every worker has finished with it.
 #[derive(Clone, Copy)]
 struct Job(*const (dyn Fn(usize) + Sync + 'static));
@@ -53,17 +70,30 @@ unsafe impl Send for Job {}
 
 impl Pool {
     /// Run `job(i)` for every i in `0..threads`: `job(0)` on this thread,
-    /// the others on parked workers (started the first time they are
-    /// needed). Returns when all have returned; panics if any panicked.
+    /// the others on the process's workers (started the first time they
+    /// are needed). Returns when all have returned; panics if any
+    /// panicked. While another thread has the workers (tests, ranks
+    /// played by threads), every `job(i)` runs here, one after the other:
+    /// the jobs are independent, so the result is the same.
     pub fn run(&mut self, threads: usize, job: &(dyn Fn(usize) + Sync)) {
-        let helpers = threads.saturating_sub(1);
-        if helpers == 0 {
+        if threads <= 1 {
             return job(0);
         }
+        match WORKERS.try_lock() {
+            Ok(mut workers) => workers.run(threads, job),
+            Err(TryLockError::Poisoned(workers)) => workers.into_inner().run(threads, job),
+            Err(TryLockError::WouldBlock) => (0..threads).for_each(job),
+        }
+    }
+}
+
+impl Workers {
+    fn run(&mut self, threads: usize, job: &(dyn Fn(usize) + Sync)) {
+        let helpers = threads - 1;
         while self.workers.len() < helpers {
             let (shared, index) = (Arc::clone(&self.shared), self.workers.len() + 1);
             self.workers.push(
-                std::thread::Builder::new().name(format!("geohost-analysis-{index}")).spawn(move || work(&shared, index)).expect("starting an analysis thread"),
+                std::thread::Builder::new().name(format!("geohost-worker-{index}")).spawn(move || work(&shared, index)).expect("starting a worker thread"),
             );
         }
         // SAFETY: only the lifetime changes; the wait below outlives every use.
@@ -75,9 +105,12 @@ impl Pool {
             state.taking = helpers;
             state.running = helpers;
             state.panicked = false;
+            self.shared.left.store(helpers, Ordering::Release);
+            self.shared.posted.store(state.generation, Ordering::Release);
         }
         self.shared.wake.notify_all();
         let here = catch_unwind(AssertUnwindSafe(|| job(0)));
+        spin_until(|| self.shared.left.load(Ordering::Acquire) == 0);
         let mut state = lock(&self.shared.state);
         while state.running > 0 {
             state = unpoisoned(self.shared.done.wait(state));
@@ -88,7 +121,7 @@ impl Pool {
         if let Err(payload) = here {
             std::panic::resume_unwind(payload);
         }
-        assert!(!panicked, "an analysis thread panicked");
+        assert!(!panicked, "a worker thread panicked");
     }
 }
 
@@ -145,16 +178,6 @@ pub fn threads_for(elements: usize, threads: usize) -> usize {
 /// Fewest values per thread in a threaded pass ([`threads_for`]).
 pub const ELEMENTS_PER_THREAD: usize = 1 << 17;
 
-impl Drop for Pool {
-    fn drop(&mut self) {
-        lock(&self.shared.state).closing = true;
-        self.shared.wake.notify_all();
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
-        }
-    }
-}
-
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     unpoisoned(state.lock())
 }
@@ -165,16 +188,43 @@ pub(crate) fn unpoisoned<T>(lock: std::sync::LockResult<T>) -> T {
     lock.unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// How long a thread polls before it sleeps on a condition variable: a
+/// worker for the next job, the caller for the workers to finish. A
+/// Lorenz-96-400 cycle hands out one job per 0.6 ms or so, and waking a
+/// sleeping thread costs tens of µs on a VM; polling yields the core to
+/// any other runnable thread each turn (MPI ranks, another pool's
+/// workers). Set by `GEOHOST_SPIN_US` (0: sleep at once).
+fn spin_time() -> Duration {
+    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| Duration::from_micros(std::env::var("GEOHOST_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)))
+}
+
+/// Poll `ready` for up to [`spin_time`], yielding between polls.
+fn spin_until(ready: impl Fn() -> bool) {
+    let spin = spin_time();
+    if spin.is_zero() || ready() {
+        return;
+    }
+    let start = Instant::now();
+    while start.elapsed() < spin {
+        for _ in 0..32 {
+            if ready() {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// Worker `index`'s loop: wait for a job it takes part in, run it, report.
 fn work(shared: &Shared, index: usize) {
     let mut seen = 0;
     loop {
+        spin_until(|| shared.posted.load(Ordering::Acquire) != seen);
         let job = {
             let mut state = lock(&shared.state);
             loop {
-                if state.closing {
-                    return;
-                }
                 if state.generation != seen {
                     seen = state.generation;
                     if index <= state.taking {
@@ -189,6 +239,7 @@ fn work(shared: &Shared, index: usize) {
         let mut state = lock(&shared.state);
         state.panicked |= result.is_err();
         state.running -= 1;
+        shared.left.store(state.running, Ordering::Release);
         if state.running == 0 {
             shared.done.notify_one();
         }
@@ -224,5 +275,26 @@ mod tests {
             sum.fetch_add(i, Ordering::Relaxed);
         });
         assert_eq!(sum.load(Ordering::Relaxed), 3);
+    }
+
+    /// Handles used from several threads at once (tests, ranks played by
+    /// threads): one gets the workers, the others run their jobs in turn
+    /// on their own thread; every index still runs once per job.
+    #[test]
+    fn handles_on_several_threads_at_once_run_every_index_once() {
+        std::thread::scope(|scope| {
+            for threads in [2, 3, 4] {
+                scope.spawn(move || {
+                    let mut pool = Pool::default();
+                    for _ in 0..300 {
+                        let hits: Vec<AtomicUsize> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
+                        pool.run(threads, &|i| {
+                            hits[i].fetch_add(1, Ordering::Relaxed);
+                        });
+                        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "{threads} threads: {hits:?}");
+                    }
+                });
+            }
+        });
     }
 }

@@ -670,11 +670,12 @@ fn forecasts_split_over_ranks_and_instances_are_the_same_to_the_bit() {
     let error = format!("{:#}", instances.advance(&mut e, 0.0, 0.05).unwrap_err());
     assert_eq!(error, "members 4..7 (counted from 0) in model instance 2: diverged");
     assert!(instances.advance(&mut e0.columns(0, 1).into_owned(), 0.0, 0.05).is_ok(), "one member runs on the first instance alone");
-    // By default the first whole-ensemble step is timed on instance 0: a
-    // step this short (40 variables) stays there, so instance 2 never runs;
-    // a step longer than the threshold splits from the next call on.
+    // By default the first TIMED_CALLS whole-ensemble steps are timed on
+    // instance 0: a step this short (40 variables) stays there, so
+    // instance 2 never runs; when the fastest of them is longer than the
+    // threshold, the calls split from then on.
     let mut short = Instances::new(with_failing()).unwrap();
-    for _ in 0..3 {
+    for _ in 0..6 {
         short.advance(&mut e0.clone(), 0.0, 0.05).expect("a short step stays on instance 0");
     }
     struct Slow(Lorenz96);
@@ -689,7 +690,9 @@ fn forecasts_split_over_ranks_and_instances_are_the_same_to_the_bit() {
     }
     let models: Vec<Box<dyn ForwardModel + Send>> = vec![Box::new(Slow(Lorenz96::new(40, 8.0))), Box::new(Fails(Lorenz96::new(40, 8.0)))];
     let mut slow = Instances::new(models).unwrap();
-    slow.advance(&mut e0.clone(), 0.0, 0.05).expect("the first step runs on instance 0 alone");
+    for _ in 0..3 {
+        slow.advance(&mut e0.clone(), 0.0, 0.05).expect("the first three steps run on instance 0 alone");
+    }
     let error = format!("{:#}", slow.advance(&mut e0.clone(), 0.0, 0.05).unwrap_err());
     assert_eq!(error, "members 4..7 (counted from 0) in model instance 2: diverged", "a long step splits");
     // A share that fails: every rank errs, the failing one says which members.

@@ -25,7 +25,7 @@ pub struct RunArgs {
     /// Stop after this step of the cycle: 2 skips the plugin-set's [step3] and [step4], 3 skips [step4].
     #[arg(long, value_parser = clap::value_parser!(u8).range(2..=4))]
     until_step: Option<u8>,
-    /// Advance and observe the ensemble's members in K instances of the model component and of the observation operator on K threads (the same bits as one; the forecast is most of a QG cycle). A call that takes under 0.5 ms on one instance stays there (splitting it would cost more).
+    /// Advance and observe the ensemble's members in K instances of the model component and of the observation operator on K threads (the same bits as one; the forecast is most of a QG cycle). A call that takes under 0.05 ms on one instance (the fastest of its first three) stays there (splitting it would cost more).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     model_instances: u64,
     /// No progress bars.
