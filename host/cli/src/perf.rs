@@ -247,6 +247,12 @@ impl Case<'_> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let forecast = |model: &mut dyn ForwardModel, team: &dyn geohost_da::team::Team| {
             let mut ensemble = e0.clone();
+            // The calls that decide whether instances split, as the first
+            // cycles of `geohost run` do; then the timed ones.
+            for _ in 0..geohost_da::ensemble::TIMED_CALLS {
+                ensemble.copy_from(e0);
+                split_members(&mut ensemble, team, |part| model.advance(part, 0.0, dt))?;
+            }
             time_ms(forecast_samples, 1, || {
                 ensemble.copy_from(e0);
                 split_members(&mut ensemble, team, |part| model.advance(part, 0.0, dt))

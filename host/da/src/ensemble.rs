@@ -343,7 +343,7 @@ struct Splitting {
 }
 
 /// Whole-ensemble calls timed before [`Splitting`] decides.
-const TIMED_CALLS: usize = 3;
+pub const TIMED_CALLS: usize = 3;
 
 impl Default for Splitting {
     fn default() -> Self {
