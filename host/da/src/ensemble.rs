@@ -276,7 +276,7 @@ pub fn split_members(states: &mut DMatrix<f64>, team: &dyn Team, advance: impl F
 /// advances each member on its own (the WIT's rule), the result is the
 /// one-instance result's bits. Fewer members than instances use the first
 /// ones (a truth run uses one). Instance 0 runs on the calling thread, the
-/// others on threads kept parked between steps ([`Pool`]): a wasm model
+/// others on the process's worker threads, kept between steps ([`Pool`]): a wasm model
 /// called from a new thread each step pays the runtime's per-thread set-up
 /// every time (with it, two instances of the Lorenz-96-4000 forecast were
 /// slower than one). A model whose whole-ensemble step is short stays on
@@ -303,7 +303,8 @@ impl Instances {
 
 /// The instances of one plugin (a model or an operator) that
 /// [`Instances`] and [`ObsInstances`] split the members over: the
-/// instances, the parked threads that run them, and whether calls split.
+/// instances, the handle on the workers that run them, and whether calls
+/// split.
 struct Shares<T: ?Sized> {
     instances: Vec<Mutex<Box<T>>>,
     pool: Pool,

@@ -122,11 +122,9 @@ pub struct Letkf<'t> {
     /// The processes sharing the local analyses (contiguous shares).
     team: &'t dyn Team,
     /// Per thread, its buffers; per chunk of batches, the rows the last
-    /// analysis produced ([`Letkf::local_analyses`]); the threads beyond
-    /// the calling one, parked between analyses (taken while one runs).
+    /// analysis produced ([`Letkf::local_analyses`]).
     work: Vec<Mutex<LocalWork>>,
     rows: Vec<Vec<f64>>,
-    pool: Option<Pool>,
     /// This rank's state rows (its batches' points, batch after batch),
     /// where each of its batches starts among them, and 0, 1, … as long:
     /// how [`Analysis::analyse_rows`] finds a batch's rows.
@@ -219,7 +217,6 @@ impl Letkf<'static> {
             team: &Solo,
             work: Vec::new(),
             rows: Vec::new(),
-            pool: Some(Pool::default()),
             rank_rows: Vec::new(),
             rank_offsets: Vec::new(),
             positions: Vec::new(),
@@ -242,7 +239,7 @@ impl<'t> Letkf<'t> {
     /// Split the local analyses over the ranks of `team` (each rank then
     /// over its threads); the analysis is the same to the bit.
     pub fn with_team<'u>(self, team: &'u dyn Team) -> Letkf<'u> {
-        let Letkf { layout, loc_rad, batches, local, observed, threads, team: _, work, rows, pool, .. } = self;
+        let Letkf { layout, loc_rad, batches, local, observed, threads, team: _, work, rows, .. } = self;
         let mut letkf = Letkf {
             layout,
             loc_rad,
@@ -253,7 +250,6 @@ impl<'t> Letkf<'t> {
             team,
             work,
             rows,
-            pool,
             rank_rows: Vec::new(),
             rank_offsets: Vec::new(),
             positions: Vec::new(),
@@ -311,8 +307,9 @@ impl<'t> Letkf<'t> {
         let threads = self.threads.min(self.batches.len() / DOMAINS_PER_THREAD).max(1);
         let mut local = std::mem::take(&mut self.local);
         local.resize_with(self.batches.len(), LocalObs::default);
-        self.with_pool(|this, pool| {
-            let (batches, layout, loc_rad) = (&this.batches, &this.layout, this.loc_rad);
+        {
+            let mut pool = Pool::default();
+            let (batches, layout, loc_rad) = (&self.batches, &self.layout, self.loc_rad);
             pool.split_mut(threads, &mut local, 1, &|first, part| {
                 let mut candidates = Vec::new();
                 for (near, batch) in part.iter_mut().zip(&batches[first..]) {
@@ -347,7 +344,7 @@ impl<'t> Letkf<'t> {
                     }
                 }
             });
-        });
+        }
         self.local = local;
         self.observed = observed.to_vec();
         self.halo.current = false;
@@ -646,8 +643,9 @@ impl Letkf<'_> {
         out.resize_with(chunks, Vec::new);
         out.truncate(chunks);
         out.iter_mut().for_each(Vec::clear);
-        self.with_pool(|this, pool| {
-            let map = this.row_map(rows);
+        {
+            let mut pool = Pool::default();
+            let map = self.row_map(rows);
             let chunk_range = |c: usize| {
                 let start = range.start + c * chunk;
                 start..(start + chunk).min(range.end)
@@ -675,7 +673,7 @@ impl Letkf<'_> {
                     }
                 });
             }
-        });
+        }
         self.work = work;
         self.rows = out;
         chunk
@@ -683,7 +681,7 @@ impl Letkf<'_> {
 
     /// The [`Inputs`] of an analysis, made on this rank's threads.
     fn inputs<'a>(&mut self, e: &'a DMatrix<f64>, eo: &DMatrix<f64>, y: &DVector<f64>, r: &DVector<f64>) -> Inputs<'a> {
-        self.with_pool(|this, pool| Inputs::new(e, eo, y, r, pool, this.threads))
+        Inputs::new(e, eo, y, r, &mut Pool::default(), self.threads)
     }
 
     /// Write the rows [`Letkf::local_analyses`] left in `self.rows` (for
@@ -691,10 +689,11 @@ impl Letkf<'_> {
     /// over this rank's threads (each writes its members' columns).
     fn write_back(&mut self, e: &mut DMatrix<f64>, range: std::ops::Range<usize>, chunk: usize, rows: Rows) {
         let (size, members) = e.shape();
-        self.with_pool(|this, pool| {
-            let map = this.row_map(rows);
-            let values = &this.rows;
-            pool.split_mut(threads_for(e.len(), this.threads), e.as_mut_slice(), size.max(1), &|first, columns| {
+        {
+            let mut pool = Pool::default();
+            let map = self.row_map(rows);
+            let values = &self.rows;
+            pool.split_mut(threads_for(e.len(), self.threads), e.as_mut_slice(), size.max(1), &|first, columns| {
                 for (start, values) in range.clone().step_by(chunk).zip(values) {
                     let mut at = 0;
                     for b in start..(start + chunk).min(range.end) {
@@ -708,17 +707,7 @@ impl Letkf<'_> {
                     }
                 }
             });
-        });
-    }
-
-    /// Run `job` with this LETKF's thread pool lent out of it, so that
-    /// `job` can borrow the rest of the LETKF alongside; the pool (and its
-    /// threads) is put back after.
-    fn with_pool<R>(&mut self, job: impl FnOnce(&mut Self, &mut Pool) -> R) -> R {
-        let mut pool = self.pool.take().unwrap_or_default();
-        let result = job(self, &mut pool);
-        self.pool = Some(pool);
-        result
+        }
     }
 }
 

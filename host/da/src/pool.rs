@@ -192,8 +192,8 @@ pub(crate) fn unpoisoned<T>(lock: std::sync::LockResult<T>) -> T {
 /// worker for the next job, the caller for the workers to finish. A
 /// Lorenz-96-400 cycle hands out one job per 0.6 ms or so, and waking a
 /// sleeping thread costs tens of µs on a VM; polling yields the core to
-/// any other runnable thread each turn (MPI ranks, another pool's
-/// workers). Set by `GEOHOST_SPIN_US` (0: sleep at once).
+/// any other runnable thread every 32 tries (other MPI ranks, other
+/// processes). Set by `GEOHOST_SPIN_US` (0: sleep at once).
 fn spin_time() -> Duration {
     static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *SPIN.get_or_init(|| Duration::from_micros(std::env::var("GEOHOST_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)))
