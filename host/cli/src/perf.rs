@@ -89,8 +89,10 @@ impl QgRow {
         let runtime = Runtime::new(loaded.set.limits, None)?;
         let component = runtime.load("model", plugin, World::ForwardModel).with_context(|| format!("--qg {}", set.display()))?;
         let config = geohost_sandbox::config_json(&loaded.set.model.config);
-        let dt = loaded.set.experiment.dt.unwrap_or(5.0) * loaded.set.experiment.steps_per_obs as f64;
         let info = WasmForward::new(&runtime, &component, &config).with_context(|| format!("--qg {}", set.display()))?.info().clone();
+        // One cycle, as `geohost run` counts it (the model's own step when
+        // the set gives none).
+        let dt = loaded.set.experiment.dt.unwrap_or(info.default_dt) * loaded.set.experiment.steps_per_obs as f64;
         // The row observes 300 points spread through the grid (after an
         // offset of 17): a side of at least 72.
         let layout = info.layout().filter(|l| matches!(l.shape()[..], [a, b] if a == b && a >= 72)).with_context(|| {
@@ -247,16 +249,16 @@ impl Case<'_> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let forecast = |model: &mut dyn ForwardModel, team: &dyn geohost_da::team::Team| {
             let mut ensemble = e0.clone();
+            let mut step = || {
+                ensemble.copy_from(e0);
+                split_members(&mut ensemble, team, |part| model.advance(part, 0.0, dt))
+            };
             // The calls that decide whether instances split, as the first
             // cycles of `geohost run` do; then the timed ones.
             for _ in 0..geohost_da::ensemble::TIMED_CALLS {
-                ensemble.copy_from(e0);
-                split_members(&mut ensemble, team, |part| model.advance(part, 0.0, dt))?;
+                step()?;
             }
-            time_ms(forecast_samples, 1, || {
-                ensemble.copy_from(e0);
-                split_members(&mut ensemble, team, |part| model.advance(part, 0.0, dt))
-            })
+            time_ms(forecast_samples, 1, step)
         };
         let mut analysis = |letkf: &mut geohost_da::letkf::Letkf<'_>| {
             time_ms(samples, 1, || {

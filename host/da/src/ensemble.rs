@@ -302,18 +302,16 @@ impl Instances {
 }
 
 /// The instances of one plugin (a model or an operator) that
-/// [`Instances`] and [`ObsInstances`] split the members over: the
-/// instances, the handle on the workers that run them, and whether calls
-/// split.
+/// [`Instances`] and [`ObsInstances`] split the members over (on the
+/// process's workers, [`Pool`]), and whether calls split.
 struct Shares<T: ?Sized> {
     instances: Vec<Mutex<Box<T>>>,
-    pool: Pool,
     splitting: Splitting,
 }
 
 impl<T: ?Sized> Shares<T> {
     fn new(instances: Vec<Box<T>>) -> Shares<T> {
-        Shares { instances: instances.into_iter().map(Mutex::new).collect(), pool: Pool::default(), splitting: Splitting::default() }
+        Shares { instances: instances.into_iter().map(Mutex::new).collect(), splitting: Splitting::default() }
     }
 
     /// Instances a call on `members` members uses.
@@ -384,7 +382,7 @@ impl ForwardModel for Instances {
     fn advance(&mut self, states: &mut DMatrix<f64>, t: f64, dt: f64) -> Result<()> {
         let (size, members) = states.shape();
         let used = self.models.used(members);
-        let Shares { instances: models, pool, splitting } = &mut self.models;
+        let Shares { instances: models, splitting } = &mut self.models;
         let models = &*models;
         splitting.run(
             used,
@@ -395,7 +393,7 @@ impl ForwardModel for Instances {
                 // is one slice of the buffer, split as `share` counts. Each
                 // thread copies its share out and back itself, so the copies
                 // of a large ensemble split too.
-                each_share(pool, used, states.as_mut_slice(), members, "model instance", &|i, _, values| {
+                each_share(used, states.as_mut_slice(), members, "model instance", &|i, _, values| {
                     let mut model = unpoisoned(models[i].lock());
                     let mut part = DMatrix::from_column_slice(size, share(members, used, i).len(), values);
                     model.advance(&mut part, t, dt).map(|()| values.copy_from_slice(part.as_slice()))
@@ -414,10 +412,10 @@ type ShareJob<'a> = dyn Fn(usize, usize, &mut [f64]) -> Result<()> + Sync + 'a;
 /// takes instance i and share i, so no lock is ever contended. Every
 /// share runs; the first error is returned, naming its members and
 /// `what` ("model instance") with the instance's number.
-fn each_share(pool: &mut Pool, used: usize, data: &mut [f64], members: usize, what: &str, job: &ShareJob) -> Result<()> {
+fn each_share(used: usize, data: &mut [f64], members: usize, what: &str, job: &ShareJob) -> Result<()> {
     let results: Vec<Mutex<Result<()>>> = (0..used).map(|_| Mutex::new(Ok(()))).collect();
     let unit = data.len().checked_div(members).unwrap_or(0);
-    pool.split_mut_indexed(used, data, unit, &|i, first, part| *unpoisoned(results[i].lock()) = job(i, first, part));
+    Pool::default().split_mut_indexed(used, data, unit, &|i, first, part| *unpoisoned(results[i].lock()) = job(i, first, part));
     for (i, result) in results.into_iter().enumerate() {
         let range = share(members, used, i);
         unpoisoned(result.into_inner()).with_context(|| format!("members {}..{} (counted from 0) in {what} {}", range.start, range.end, i + 1))?;
@@ -462,7 +460,7 @@ impl ObsOperator for ObsInstances {
         let p = self.info.obs_size;
         let used = if p == 0 { 1 } else { self.operators.used(members) };
         let name = &self.info.name;
-        let Shares { instances: operators, pool, splitting } = &mut self.operators;
+        let Shares { instances: operators, splitting } = &mut self.operators;
         let operators = &*operators;
         splitting.run(
             used,
@@ -471,7 +469,7 @@ impl ObsOperator for ObsInstances {
             |states| {
                 let mut observed = DMatrix::zeros(p, members);
                 // Share i's observations from operator i.
-                each_share(pool, used, observed.as_mut_slice(), members, "observation operator instance", &|i, first, out| {
+                each_share(used, observed.as_mut_slice(), members, "observation operator instance", &|i, first, out| {
                     let count = out.len() / p;
                     let y = unpoisoned(operators[i].lock()).observe_columns(states, first..first + count, t)?;
                     anyhow::ensure!(y.shape() == (p, count), "observation operator `{name}` returned {:?} values for {p} × {count}", y.shape());

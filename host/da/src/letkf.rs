@@ -307,44 +307,41 @@ impl<'t> Letkf<'t> {
         let threads = self.threads.min(self.batches.len() / DOMAINS_PER_THREAD).max(1);
         let mut local = std::mem::take(&mut self.local);
         local.resize_with(self.batches.len(), LocalObs::default);
-        {
-            let mut pool = Pool::default();
-            let (batches, layout, loc_rad) = (&self.batches, &self.layout, self.loc_rad);
-            pool.split_mut(threads, &mut local, 1, &|first, part| {
-                let mut candidates = Vec::new();
-                for (near, batch) in part.iter_mut().zip(&batches[first..]) {
-                    candidates.clear();
-                    if loc_rad.is_infinite() {
-                        candidates.extend(0..count);
-                    } else {
-                        let mut within = |x: f64| {
-                            let lo = by_first.partition_point(|(l, _)| *l < x - reach);
-                            let hi = by_first.partition_point(|(l, _)| *l <= x + reach);
-                            candidates.extend(by_first[lo..hi].iter().map(|(_, j)| *j));
-                        };
-                        within(batch.centre[0]);
-                        if let Some(p) = period {
-                            within(batch.centre[0] - p);
-                            within(batch.centre[0] + p);
-                        }
-                        // In observation order, as a scan would give them (the
-                        // local analysis sums in this order).
-                        candidates.sort_unstable();
-                        candidates.dedup();
+        let mut pool = Pool::default();
+        let (batches, layout, loc_rad) = (&self.batches, &self.layout, self.loc_rad);
+        pool.split_mut(threads, &mut local, 1, &|first, part| {
+            let mut candidates = Vec::new();
+            for (near, batch) in part.iter_mut().zip(&batches[first..]) {
+                candidates.clear();
+                if loc_rad.is_infinite() {
+                    candidates.extend(0..count);
+                } else {
+                    let mut within = |x: f64| {
+                        let lo = by_first.partition_point(|(l, _)| *l < x - reach);
+                        let hi = by_first.partition_point(|(l, _)| *l <= x + reach);
+                        candidates.extend(by_first[lo..hi].iter().map(|(_, j)| *j));
+                    };
+                    within(batch.centre[0]);
+                    if let Some(p) = period {
+                        within(batch.centre[0] - p);
+                        within(batch.centre[0] + p);
                     }
-                    near.obs.clear();
-                    near.sqrt_taper.clear();
-                    for &j in &candidates {
-                        let taper =
-                            if loc_rad.is_infinite() { 1.0 } else { gaspari_cohn(layout.distance(&batch.centre, &observed[j * ndim..(j + 1) * ndim]), c) };
-                        if taper > TAPER_CUTOFF {
-                            near.obs.push(j);
-                            near.sqrt_taper.push(taper.sqrt());
-                        }
+                    // In observation order, as a scan would give them (the
+                    // local analysis sums in this order).
+                    candidates.sort_unstable();
+                    candidates.dedup();
+                }
+                near.obs.clear();
+                near.sqrt_taper.clear();
+                for &j in &candidates {
+                    let taper = if loc_rad.is_infinite() { 1.0 } else { gaspari_cohn(layout.distance(&batch.centre, &observed[j * ndim..(j + 1) * ndim]), c) };
+                    if taper > TAPER_CUTOFF {
+                        near.obs.push(j);
+                        near.sqrt_taper.push(taper.sqrt());
                     }
                 }
-            });
-        }
+            }
+        });
         self.local = local;
         self.observed = observed.to_vec();
         self.halo.current = false;
@@ -643,36 +640,34 @@ impl Letkf<'_> {
         out.resize_with(chunks, Vec::new);
         out.truncate(chunks);
         out.iter_mut().for_each(Vec::clear);
-        {
-            let mut pool = Pool::default();
-            let map = self.row_map(rows);
-            let chunk_range = |c: usize| {
-                let start = range.start + c * chunk;
-                start..(start + chunk).min(range.end)
-            };
-            if threads == 1 {
-                let work = unpoisoned(work[0].get_mut());
-                for b in chunk_range(0) {
-                    local_analysis(map.of(b), map.near(b), inputs, work, &mut out[0]);
-                }
-            } else {
-                let slots: Vec<Mutex<&mut Vec<f64>>> = out.iter_mut().map(Mutex::new).collect();
-                let next = AtomicUsize::new(0);
-                // Thread i (the caller is 0) takes chunks in turn with its own
-                // buffers; each chunk and each buffer is taken by one thread,
-                // so no lock is ever contended.
-                pool.run(threads, &|i| {
-                    let mut work = unpoisoned(work[i].lock());
-                    loop {
-                        let c = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(slot) = slots.get(c) else { break };
-                        let mut out = unpoisoned(slot.lock());
-                        for b in chunk_range(c) {
-                            local_analysis(map.of(b), map.near(b), inputs, &mut work, &mut out);
-                        }
-                    }
-                });
+        let mut pool = Pool::default();
+        let map = self.row_map(rows);
+        let chunk_range = |c: usize| {
+            let start = range.start + c * chunk;
+            start..(start + chunk).min(range.end)
+        };
+        if threads == 1 {
+            let work = unpoisoned(work[0].get_mut());
+            for b in chunk_range(0) {
+                local_analysis(map.of(b), map.near(b), inputs, work, &mut out[0]);
             }
+        } else {
+            let slots: Vec<Mutex<&mut Vec<f64>>> = out.iter_mut().map(Mutex::new).collect();
+            let next = AtomicUsize::new(0);
+            // Thread i (the caller is 0) takes chunks in turn with its own
+            // buffers; each chunk and each buffer is taken by one thread,
+            // so no lock is ever contended.
+            pool.run(threads, &|i| {
+                let mut work = unpoisoned(work[i].lock());
+                loop {
+                    let c = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(slot) = slots.get(c) else { break };
+                    let mut out = unpoisoned(slot.lock());
+                    for b in chunk_range(c) {
+                        local_analysis(map.of(b), map.near(b), inputs, &mut work, &mut out);
+                    }
+                }
+            });
         }
         self.work = work;
         self.rows = out;
@@ -689,25 +684,23 @@ impl Letkf<'_> {
     /// over this rank's threads (each writes its members' columns).
     fn write_back(&mut self, e: &mut DMatrix<f64>, range: std::ops::Range<usize>, chunk: usize, rows: Rows) {
         let (size, members) = e.shape();
-        {
-            let mut pool = Pool::default();
-            let map = self.row_map(rows);
-            let values = &self.rows;
-            pool.split_mut(threads_for(e.len(), self.threads), e.as_mut_slice(), size.max(1), &|first, columns| {
-                for (start, values) in range.clone().step_by(chunk).zip(values) {
-                    let mut at = 0;
-                    for b in start..(start + chunk).min(range.end) {
-                        if map.near(b).0.is_empty() {
-                            continue;
-                        }
-                        let index = map.of(b);
-                        let len = index.len() * members;
-                        write(columns, first, size, index, &values[at..at + len]);
-                        at += len;
+        let mut pool = Pool::default();
+        let map = self.row_map(rows);
+        let values = &self.rows;
+        pool.split_mut(threads_for(e.len(), self.threads), e.as_mut_slice(), size.max(1), &|first, columns| {
+            for (start, values) in range.clone().step_by(chunk).zip(values) {
+                let mut at = 0;
+                for b in start..(start + chunk).min(range.end) {
+                    if map.near(b).0.is_empty() {
+                        continue;
                     }
+                    let index = map.of(b);
+                    let len = index.len() * members;
+                    write(columns, first, size, index, &values[at..at + len]);
+                    at += len;
                 }
-            });
-        }
+            }
+        });
     }
 }
 
