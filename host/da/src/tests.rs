@@ -695,6 +695,22 @@ fn forecasts_split_over_ranks_and_instances_are_the_same_to_the_bit() {
     }
     let error = format!("{:#}", slow.advance(&mut e0.clone(), 0.0, 0.05).unwrap_err());
     assert_eq!(error, "members 4..7 (counted from 0) in model instance 2: diverged", "a long step splits");
+    // A step AT_ONCE times the threshold decides at its first call.
+    struct Slower(Lorenz96);
+    impl ForwardModel for Slower {
+        fn info(&self) -> &geohost_sandbox::model::ModelInfo {
+            self.0.info()
+        }
+        fn advance(&mut self, e: &mut DMatrix<f64>, t: f64, dt: f64) -> anyhow::Result<()> {
+            std::thread::sleep(crate::ensemble::SPLIT_FROM * crate::ensemble::AT_ONCE);
+            self.0.advance(e, t, dt)
+        }
+    }
+    let models: Vec<Box<dyn ForwardModel + Send>> = vec![Box::new(Slower(Lorenz96::new(40, 8.0))), Box::new(Fails(Lorenz96::new(40, 8.0)))];
+    let mut slower = Instances::new(models).unwrap();
+    slower.advance(&mut e0.clone(), 0.0, 0.05).expect("the first step runs on instance 0 alone");
+    let error = format!("{:#}", slower.advance(&mut e0.clone(), 0.0, 0.05).unwrap_err());
+    assert_eq!(error, "members 4..7 (counted from 0) in model instance 2: diverged", "a very long step splits from the second on");
     // A share that fails: every rank errs, the failing one says which members.
     let errors = on_ranks(2, |team| {
         let mut e = e0.clone();
