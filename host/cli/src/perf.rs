@@ -134,7 +134,8 @@ pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: u
     if ranks == 1 {
         let _ = writeln!(
             out,
-            "LETKF, N = {members}; ms (median of {samples}) of the forecast on t model instances (threads), the analysis on t threads, the cycle"
+            "LETKF, N = {members}; ms (median of {samples}) of the forecast on t model instances (threads), the analysis on t threads, the cycle; \
+             the counts take turns sample by sample, the speed-up is the median of the paired samples' ratios"
         );
     } else {
         let _ = writeln!(
@@ -214,7 +215,7 @@ pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: u
         let setup = start.elapsed().as_secs_f64() * 1e3;
         let mut instance = || -> Result<Box<dyn ForwardModel + Send>> { Ok(Box::new(WasmForward::new(runtime, component, config)?)) };
         let case =
-            Case { label: "QG 129²".into(), instance: &mut instance, dt: *dt, forecast_samples: samples.min(3), letkf, setup, e0: &e0, eo: &eo, y: &y, r: &r };
+            Case { label: "QG 129²".into(), instance: &mut instance, dt: *dt, forecast_samples: samples.min(5), letkf, setup, e0: &e0, eo: &eo, y: &y, r: &r };
         case.row(&mut out, threads, samples, team)?;
     }
     Ok(out)
@@ -227,7 +228,8 @@ struct Case<'a> {
     label: String,
     instance: &'a mut dyn FnMut() -> Result<Box<dyn ForwardModel + Send>>,
     dt: f64,
-    /// Forecast timings (fewer for the slow QG forecast).
+    /// Forecast timings (fewer for the slow QG forecast); the paired
+    /// speed-up is over this many samples.
     forecast_samples: usize,
     letkf: geohost_da::letkf::Letkf<'static>,
     setup: f64,
@@ -247,47 +249,82 @@ impl Case<'_> {
         use geohost_da::ensemble::{split_members, Analysis, Instances};
         let Case { label, instance, dt, forecast_samples, letkf, setup, e0, eo, y, r } = self;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let forecast = |model: &mut dyn ForwardModel, team: &dyn geohost_da::team::Team| {
-            let mut ensemble = e0.clone();
-            let mut step = || {
-                ensemble.copy_from(e0);
-                split_members(&mut ensemble, team, |part| model.advance(part, 0.0, dt))
-            };
-            // The calls that decide whether instances split, as the first
-            // cycles of `geohost run` do; then the timed ones.
-            for _ in 0..geohost_da::ensemble::TIMED_CALLS {
-                step()?;
-            }
-            time_ms(forecast_samples, 1, step)
+        let mut ensemble = e0.clone();
+        // One timed forecast of `e0` (the members split over `team`).
+        let mut forecast_once = |model: &mut dyn ForwardModel, team: &dyn geohost_da::team::Team| -> Result<f64> {
+            let start = Instant::now();
+            ensemble.copy_from(e0);
+            split_members(&mut ensemble, team, |part| model.advance(part, 0.0, dt))?;
+            Ok(start.elapsed().as_secs_f64() * 1e3)
         };
-        let mut analysis = |letkf: &mut geohost_da::letkf::Letkf<'_>| {
-            time_ms(samples, 1, || {
-                let mut e = e0.clone();
-                letkf.analyse(&mut e, eo, y, r, &mut rng)
-            })
+        // The calls that decide whether instances split, as the first
+        // cycles of `geohost run` make them (the first is also the warm-up).
+        let deciding = geohost_da::ensemble::TIMED_CALLS;
+        let mut analysis_once = |letkf: &mut geohost_da::letkf::Letkf<'_>| -> Result<f64> {
+            let mut e = e0.clone();
+            let start = Instant::now();
+            letkf.analyse(&mut e, eo, y, r, &mut rng)?;
+            Ok(start.elapsed().as_secs_f64() * 1e3)
         };
         let mut instances = |count: usize| -> Result<Instances> { Instances::new((0..count).map(|_| instance()).collect::<Result<Vec<_>>>()?) };
         let mut row = format!("{label:>10} {setup:>9.1}");
-        let mut cycles = Vec::new();
+        // Per count: the forecast's and the analysis' ms (medians), the
+        // cycle (their sum), and the cycles of the paired samples.
+        let mut cycles: Vec<(usize, f64, Vec<f64>)> = Vec::new();
         if team.size() == 1 {
+            // The thread counts take turns sample by sample, so a burst of
+            // load on a shared machine hits every count, and the speed-up
+            // is the median of the paired samples' ratios.
+            let mut models = threads.iter().map(|&t| instances(t)).collect::<Result<Vec<_>>>()?;
             let mut letkf = Some(letkf);
-            for &t in threads {
-                let f = forecast(&mut instances(t)?, team)?;
+            let mut analyse_on = |t: usize| -> Result<f64> {
                 let mut l = letkf.take().expect("put back below").with_threads(t);
-                let a = analysis(&mut l)?;
+                let a = analysis_once(&mut l);
                 letkf = Some(l);
-                let _ = write!(row, " {f:>12.3} {a:>12.2} {:>10.2}", f + a);
-                cycles.push((t, f + a));
+                a
+            };
+            for (model, &t) in models.iter_mut().zip(threads) {
+                for _ in 0..deciding {
+                    forecast_once(model, team)?;
+                }
+                analyse_on(t)?; // warm-up
+            }
+            let (mut f, mut a) = (vec![Vec::new(); threads.len()], vec![Vec::new(); threads.len()]);
+            for sample in 0..samples {
+                for (i, (model, &t)) in models.iter_mut().zip(threads).enumerate() {
+                    if sample < forecast_samples {
+                        f[i].push(forecast_once(model, team)?);
+                    }
+                    a[i].push(analyse_on(t)?);
+                }
+            }
+            for (i, &t) in threads.iter().enumerate() {
+                let (fm, am) = (median(f[i].clone()), median(a[i].clone()));
+                let _ = write!(row, " {fm:>12.3} {am:>12.2} {:>10.2}", fm + am);
+                cycles.push((t, fm + am, f[i].iter().zip(&a[i]).map(|(f, a)| f + a).collect()));
             }
         } else {
+            let time_ms = |samples: usize, f: &mut dyn FnMut() -> Result<()>| time_ms(samples, 1, f);
+            let mut forecast = |model: &mut dyn ForwardModel, team: &dyn geohost_da::team::Team| -> Result<f64> {
+                for _ in 0..deciding {
+                    forecast_once(model, team)?;
+                }
+                Ok(median((0..forecast_samples).map(|_| forecast_once(model, team)).collect::<Result<Vec<_>>>()?))
+            };
             // One process first (rank 0, one thread; the other ranks wait),
             // then every rank on its share.
             let mut letkf = letkf.with_threads(1);
             let mut model = instances(1)?;
-            let (f, a) = if team.rank() == 0 { (forecast(&mut model, &geohost_da::team::Solo)?, analysis(&mut letkf)?) } else { (0.0, 0.0) };
+            let (f, a) = if team.rank() == 0 {
+                let f = forecast(&mut model, &geohost_da::team::Solo)?;
+                analysis_once(&mut letkf)?; // warm-up
+                (f, median((0..samples).map(|_| analysis_once(&mut letkf)).collect::<Result<Vec<_>>>()?))
+            } else {
+                (0.0, 0.0)
+            };
             team.gather(Ok(Vec::new()), &vec![0; team.size()])?;
             let _ = write!(row, " {f:>12.3} {a:>12.2} {:>10.2}", f + a);
-            cycles.push((1, f + a));
+            cycles.push((1, f + a, Vec::new()));
             // As `geohost run` splits the LETKF's cycle: each rank advances
             // its members, then the analysis receives its halo of the
             // observed ensemble, transposes the members into its rows,
@@ -300,23 +337,24 @@ impl Case<'_> {
             let observed = eo.columns(mine.start, mine.len()).into_owned();
             let halos = letkf.observations_by_rank()?;
             let mut advanced = members.clone();
-            let f = time_ms(forecast_samples, 1, || {
+            let f = time_ms(forecast_samples, &mut || {
                 advanced.copy_from(&members);
                 model.advance(&mut advanced, 0.0, dt)
             })?;
-            let a = time_ms(samples, 1, || {
+            let a = time_ms(samples, &mut || {
                 let halo = decomposition.rows_of_members(Ok(&observed), &halos)?;
                 let mut e = decomposition.to_rows(&members)?;
                 letkf.analyse_rows(&mut e, &halo, y, r, &mut rng)?;
                 decomposition.to_members(&e).map(|_| ())
             })?;
             let _ = write!(row, " {f:>12.3} {a:>12.2} {:>10.2}", f + a);
-            cycles.push((team.size(), f + a));
+            cycles.push((team.size(), f + a, Vec::new()));
         }
-        let (base_count, base) = cycles[0];
-        for &(count, cycle) in &cycles[1..] {
-            let speedup = base / cycle;
-            let _ = write!(row, " {speedup:>10.2} {:>10.2}", speedup * base_count as f64 / count as f64);
+        let (base_count, base, base_samples) = &cycles[0];
+        for (count, cycle, samples) in &cycles[1..] {
+            // Paired samples where there are (threads), else the medians (ranks).
+            let speedup = if samples.is_empty() { base / cycle } else { median(base_samples.iter().zip(samples).map(|(b, c)| b / c).collect()) };
+            let _ = write!(row, " {speedup:>10.2} {:>10.2}", speedup * *base_count as f64 / *count as f64);
         }
         let _ = writeln!(out, "{row}");
         Ok(())
