@@ -304,7 +304,6 @@ impl Case<'_> {
                 cycles.push((t, fm + am, f[i].iter().zip(&a[i]).map(|(f, a)| f + a).collect()));
             }
         } else {
-            let time_ms = |samples: usize, f: &mut dyn FnMut() -> Result<()>| time_ms(samples, 1, f);
             let mut forecast = |model: &mut dyn ForwardModel, team: &dyn geohost_da::team::Team| -> Result<f64> {
                 for _ in 0..deciding {
                     forecast_once(model, team)?;
@@ -337,11 +336,11 @@ impl Case<'_> {
             let observed = eo.columns(mine.start, mine.len()).into_owned();
             let halos = letkf.observations_by_rank()?;
             let mut advanced = members.clone();
-            let f = time_ms(forecast_samples, &mut || {
+            let f = time_ms(forecast_samples, 1, || {
                 advanced.copy_from(&members);
                 model.advance(&mut advanced, 0.0, dt)
             })?;
-            let a = time_ms(samples, &mut || {
+            let a = time_ms(samples, 1, || {
                 let halo = decomposition.rows_of_members(Ok(&observed), &halos)?;
                 let mut e = decomposition.to_rows(&members)?;
                 letkf.analyse_rows(&mut e, &halo, y, r, &mut rng)?;

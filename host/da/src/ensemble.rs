@@ -332,9 +332,9 @@ pub const SPLIT_FROM: Duration = Duration::from_micros(50);
 /// the first [`TIMED_CALLS`] whole-ensemble calls on instance 0 (the first
 /// alone would count a cold start, and one slow sample on a noisy machine
 /// would decide for good), or at once by a call [`AT_ONCE`] times the
-/// threshold: no cold start or noise makes a call that much longer, and
-/// the QG forecast (130 ms whole, 68 split) would otherwise run its first
-/// three cycles on one instance. The bits are the same either way.
+/// threshold, which is no short call slowed by a cold start or noise (the
+/// QG forecast, 130 ms whole and 68 split, would otherwise run its first
+/// three cycles on one instance). The bits are the same either way.
 #[derive(Clone, Copy, Debug)]
 struct Splitting {
     from: Duration,
