@@ -48,20 +48,30 @@ loc_rad = 2
     )
 }
 
-/// The QG forecast on three instances of the component (threads): the
-/// same output bytes as on one.
+/// The QG forecast on three instances of the component (threads), and
+/// on the default of one per thread: the same output bytes as on one;
+/// `summary.json` says how many ran.
 #[test]
 fn model_instances_give_the_bits_of_one() {
     let dir = tempfile::tempdir().unwrap();
     let set = qg_set(dir.path());
-    let run = |instances: &str, out: &Path| {
-        let out = geohost(dir.path()).args(["run", "-q", "--no-registry", "--model-instances", instances]).arg(&set).arg("--out").arg(out).output().unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
+    let run = |instances: Option<&str>, out: &Path| {
+        let mut cmd = geohost(dir.path());
+        cmd.env("GEOHOST_THREADS", "2").args(["run", "-q", "--no-registry"]);
+        if let Some(count) = instances {
+            cmd.args(["--model-instances", count]);
+        }
+        let output = cmd.arg(&set).arg("--out").arg(out).output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        summary["parallelism"].clone()
     };
-    let (one, three) = (dir.path().join("one"), dir.path().join("three"));
-    run("1", &one);
-    run("3", &three);
+    let (one, three, default) = (dir.path().join("one"), dir.path().join("three"), dir.path().join("default"));
+    assert_eq!(run(Some("1"), &one), serde_json::json!({ "ranks": 1, "threads": 2, "model_instances": 1 }));
+    assert_eq!(run(Some("3"), &three)["model_instances"], 3);
+    assert_eq!(run(None, &default)["model_instances"], 2, "one instance per thread by default");
     assert_same_outputs(&one, &three);
+    assert_same_outputs(&one, &default);
 }
 
 /// The LETKF's and the ETKF's kernels compiled for AVX-512, for AVX2 and

@@ -125,5 +125,7 @@ mod tests {
             help.contains(&format!("under {ms} ms on one instance (the fastest of its first three)")),
             "--model-instances help must quote SPLIT_FROM ({ms} ms): {help}"
         );
+        let at_once = ms * geohost_da::ensemble::AT_ONCE as f64;
+        assert!(help.contains(&format!("one of {at_once} ms or more splits from the next call")), "--model-instances help must quote AT_ONCE: {help}");
     }
 }

@@ -29,14 +29,17 @@ pub struct Parallelism<'a> {
     pub team: &'a dyn geohost_da::team::Team,
     /// Instances of the model component and of the observation operator
     /// (threads) the members of every forecast and observation are split
-    /// over.
-    pub model_instances: usize,
+    /// over; `None`: one per thread ([`geohost_da::letkf::default_threads`])
+    /// when `[model]` is a component, one when it is a registered emulator
+    /// (which runs natively). Calls too short to pay for a split stay on
+    /// the first instance, and the bits are the same for any number.
+    pub model_instances: Option<usize>,
 }
 
 impl Default for Parallelism<'static> {
     /// One process, one model instance.
     fn default() -> Self {
-        Parallelism { team: &Solo, model_instances: 1 }
+        Parallelism { team: &Solo, model_instances: Some(1) }
     }
 }
 
@@ -124,6 +127,17 @@ pub struct RunOutput {
     pub cycles: usize,
     /// What `[step3]` produced, when the plugin-set has one.
     pub emulator: Option<crate::emulation::EmulatorRecord>,
+    /// How step 2 ran (the results do not depend on it; the times do).
+    pub parallelism: ParallelismRecord,
+}
+
+/// How a run was split, for `summary.json`: MPI ranks, threads per rank
+/// and model (and operator) instances per rank.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct ParallelismRecord {
+    pub ranks: usize,
+    pub threads: usize,
+    pub model_instances: usize,
 }
 
 /// The generator of the twin experiment and the base seed of the methods:
@@ -220,21 +234,25 @@ pub fn run(
 ) -> Result<RunOutput> {
     let team = parallel.team;
     let (mut model, model_record, model_component) = load_model(runtime, registry.as_deref(), set)?;
-    if parallel.model_instances > 1 {
+    let instances = match parallel.model_instances {
+        Some(count) => count,
+        None if model_component.is_some() => geohost_da::letkf::default_threads(),
+        None => 1,
+    };
+    if instances > 1 {
         let component = model_component.as_ref().context("model instances split a component's forecast, but [model] is a registered emulator")?;
         let config = config_json(&set.set.model.config);
-        let models = (0..parallel.model_instances)
-            .map(|_| Ok(Box::new(WasmForward::new(runtime, component, &config)?) as Box<dyn ForwardModel + Send>))
-            .collect::<Result<Vec<_>>>()?;
+        let models =
+            (0..instances).map(|_| Ok(Box::new(WasmForward::new(runtime, component, &config)?) as Box<dyn ForwardModel + Send>)).collect::<Result<Vec<_>>>()?;
         model = Box::new(Instances::new(models)?);
     }
     let m = model.info().state_size;
 
     let (first_obs, obs_component, obs_config) = load_obs(runtime, registry.as_deref(), set, model.info())?;
     // The operator's instances observe the members in the same shares.
-    let mut obs: Box<dyn ObsOperator + Send> = if parallel.model_instances > 1 {
+    let mut obs: Box<dyn ObsOperator + Send> = if instances > 1 {
         let mut operators: Vec<Box<dyn ObsOperator + Send>> = vec![Box::new(first_obs)];
-        for _ in 1..parallel.model_instances {
+        for _ in 1..instances {
             operators.push(Box::new(WasmObs::new(runtime, &obs_component, &obs_config)?));
         }
         Box::new(ObsInstances::new(operators)?)
@@ -304,7 +322,8 @@ pub fn run(
     }
 
     let plugins = vec![model_record, PluginRecord::new("observations", &obs_component, &obs_config)];
-    Ok(RunOutput { model: model.info().clone(), obs: obs.info().clone(), plugins, twin, methods, cycles: chronology.cycles, emulator })
+    let parallelism = ParallelismRecord { ranks: team.size(), threads: geohost_da::letkf::default_threads(), model_instances: instances };
+    Ok(RunOutput { model: model.info().clone(), obs: obs.info().clone(), plugins, twin, methods, cycles: chronology.cycles, emulator, parallelism })
 }
 
 /// Register a component with the self-description it gave for `config`.

@@ -25,9 +25,9 @@ pub struct RunArgs {
     /// Stop after this step of the cycle: 2 skips the plugin-set's [step3] and [step4], 3 skips [step4].
     #[arg(long, value_parser = clap::value_parser!(u8).range(2..=4))]
     until_step: Option<u8>,
-    /// Advance and observe the ensemble's members in K instances of the model component and of the observation operator on K threads (the same bits as one; the forecast is most of a QG cycle). A call that takes under 0.05 ms on one instance (the fastest of its first three) stays there (splitting it would cost more).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
-    model_instances: u64,
+    /// Advance and observe the ensemble's members in K instances of the model component and of the observation operator on K threads (the same bits as any K; the forecast is most of a QG cycle) [default: one per thread (GEOHOST_THREADS, else the cores); 1 for a registered emulator]. A call that takes under 0.05 ms on one instance (the fastest of its first three) stays there (splitting it would cost more); one of 5 ms or more splits from the next call. K = 1 keeps one instance (a plugin whose instances take much memory).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    model_instances: Option<u64>,
     /// No progress bars.
     #[arg(long, short)]
     quiet: bool,
@@ -68,7 +68,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let runtime = args.sandbox.runtime(set.set.limits)?;
     let mut registry = if args.no_registry { None } else { Some(Registry::open(&args.registry.clone().unwrap_or_else(default_dir))?) };
     let mut progress = progress_factory(args.quiet || args.json || !root);
-    let parallel = run::Parallelism { team, model_instances: args.model_instances as usize };
+    let parallel = run::Parallelism { team, model_instances: args.model_instances.map(|count| count as usize) };
     let result = match run::run(&set, &runtime, registry.as_mut(), args.cycles, &mut progress, parallel) {
         Ok(result) => result,
         Err(error) if team.size() > 1 => ranks.fail(&error),

@@ -149,6 +149,7 @@ pub fn write(dir: &Path, run: &RunOutput, set: &Loaded) -> Result<Written> {
         "chronology": twin.chronology,
         "truth": truth_id,
         "emulator": run.emulator,
+        "parallelism": run.parallelism,
         "results": run.methods.iter().map(|r| r.row()).collect::<Vec<_>>(),
     });
     let summary_path = dir.join("summary.json");
