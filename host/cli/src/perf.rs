@@ -17,6 +17,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The median of `samples` figures that `f` measures itself (a sample
+/// that times only part of its work).
+fn median_of(samples: usize, mut f: impl FnMut() -> Result<f64>) -> Result<f64> {
+    Ok(median((0..samples).map(|_| f()).collect::<Result<Vec<_>>>()?))
+}
+
 /// Time `f` `samples` times; median milliseconds divided by `per`.
 fn time_ms(samples: usize, per: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?; // warm-up
@@ -121,7 +127,6 @@ impl QgRow {
 /// (one thread each) as `geohost run` does it (each rank's forecast of its
 /// members; the analysis with its halo of observations and the two
 /// transpositions), the speed-up and the efficiency.
-#[allow(clippy::too_many_arguments)]
 pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: usize, qg: Option<&QgRow>, team: &dyn geohost_da::team::Team) -> Result<String> {
     use geohost_da::letkf::Letkf;
     use geohost_sandbox::model::{Grid, Layout};
@@ -308,7 +313,7 @@ impl Case<'_> {
                 for _ in 0..deciding {
                     forecast_once(model, team)?;
                 }
-                Ok(median((0..forecast_samples).map(|_| forecast_once(model, team)).collect::<Result<Vec<_>>>()?))
+                median_of(forecast_samples, || forecast_once(model, team))
             };
             // One process first (rank 0, one thread; the other ranks wait),
             // then every rank on its share.
@@ -317,7 +322,7 @@ impl Case<'_> {
             let (f, a) = if team.rank() == 0 {
                 let f = forecast(&mut model, &geohost_da::team::Solo)?;
                 analysis_once(&mut letkf)?; // warm-up
-                (f, median((0..samples).map(|_| analysis_once(&mut letkf)).collect::<Result<Vec<_>>>()?))
+                (f, median_of(samples, || analysis_once(&mut letkf))?)
             } else {
                 (0.0, 0.0)
             };

@@ -234,9 +234,10 @@ pub fn run(
 ) -> Result<RunOutput> {
     let team = parallel.team;
     let (mut model, model_record, model_component) = load_model(runtime, registry.as_deref(), set)?;
+    let threads = geohost_da::letkf::default_threads();
     let instances = match parallel.model_instances {
         Some(count) => count,
-        None if model_component.is_some() => geohost_da::letkf::default_threads(),
+        None if model_component.is_some() => threads,
         None => 1,
     };
     if instances > 1 {
@@ -322,7 +323,7 @@ pub fn run(
     }
 
     let plugins = vec![model_record, PluginRecord::new("observations", &obs_component, &obs_config)];
-    let parallelism = ParallelismRecord { ranks: team.size(), threads: geohost_da::letkf::default_threads(), model_instances: instances };
+    let parallelism = ParallelismRecord { ranks: team.size(), threads, model_instances: instances };
     Ok(RunOutput { model: model.info().clone(), obs: obs.info().clone(), plugins, twin, methods, cycles: chronology.cycles, emulator, parallelism })
 }
 
