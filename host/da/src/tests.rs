@@ -678,35 +678,27 @@ fn forecasts_split_over_ranks_and_instances_are_the_same_to_the_bit() {
     for _ in 0..6 {
         short.advance(&mut e0.clone(), 0.0, 0.05).expect("a short step stays on instance 0");
     }
-    struct Slow(Lorenz96);
+    /// Lorenz-96 whose every step first sleeps this long.
+    struct Slow(Lorenz96, Duration);
     impl ForwardModel for Slow {
         fn info(&self) -> &geohost_sandbox::model::ModelInfo {
             self.0.info()
         }
         fn advance(&mut self, e: &mut DMatrix<f64>, t: f64, dt: f64) -> anyhow::Result<()> {
-            std::thread::sleep(crate::ensemble::SPLIT_FROM);
+            std::thread::sleep(self.1);
             self.0.advance(e, t, dt)
         }
     }
-    let models: Vec<Box<dyn ForwardModel + Send>> = vec![Box::new(Slow(Lorenz96::new(40, 8.0))), Box::new(Fails(Lorenz96::new(40, 8.0)))];
-    let mut slow = Instances::new(models).unwrap();
+    let slow_then_failing =
+        |sleep: Duration| -> Vec<Box<dyn ForwardModel + Send>> { vec![Box::new(Slow(Lorenz96::new(40, 8.0), sleep)), Box::new(Fails(Lorenz96::new(40, 8.0)))] };
+    let mut slow = Instances::new(slow_then_failing(crate::ensemble::SPLIT_FROM)).unwrap();
     for _ in 0..3 {
         slow.advance(&mut e0.clone(), 0.0, 0.05).expect("the first three steps run on instance 0 alone");
     }
     let error = format!("{:#}", slow.advance(&mut e0.clone(), 0.0, 0.05).unwrap_err());
     assert_eq!(error, "members 4..7 (counted from 0) in model instance 2: diverged", "a long step splits");
     // A step AT_ONCE times the threshold decides at its first call.
-    struct Slower(Lorenz96);
-    impl ForwardModel for Slower {
-        fn info(&self) -> &geohost_sandbox::model::ModelInfo {
-            self.0.info()
-        }
-        fn advance(&mut self, e: &mut DMatrix<f64>, t: f64, dt: f64) -> anyhow::Result<()> {
-            std::thread::sleep(crate::ensemble::SPLIT_FROM * crate::ensemble::AT_ONCE);
-            self.0.advance(e, t, dt)
-        }
-    }
-    let models: Vec<Box<dyn ForwardModel + Send>> = vec![Box::new(Slower(Lorenz96::new(40, 8.0))), Box::new(Fails(Lorenz96::new(40, 8.0)))];
+    let models = slow_then_failing(crate::ensemble::SPLIT_FROM * crate::ensemble::AT_ONCE);
     let mut slower = Instances::new(models).unwrap();
     slower.advance(&mut e0.clone(), 0.0, 0.05).expect("the first step runs on instance 0 alone");
     let error = format!("{:#}", slower.advance(&mut e0.clone(), 0.0, 0.05).unwrap_err());
