@@ -259,3 +259,48 @@ fn without_mpi_a_start_by_mpirun_is_refused() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// `geohost perf threads` runs a plugin-set's whole cycle as child
+/// `geohost run`s on each thread count and prints ms per cycle and per
+/// phase, the paired speed-up with its range and the machine's ceiling;
+/// with one round the speed-up is the ratio of the two runs' cycles. A
+/// set that fails names the set, the thread count and the run's own
+/// error; a missing set is named.
+#[test]
+fn perf_threads_times_whole_runs_on_each_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = crate::common::lorenz96_set(dir.path(), 300, "[[method]]\nmethod = \"letkf\"\nN = 10\ninfl = 1.04\nloc_rad = 4");
+    let out = geohost(dir.path()).args(["perf", "threads", "--rounds", "1"]).arg(&set).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = crate::common::stdout(&out);
+    assert!(text.contains(&format!("{}: LETKF N=10 infl=1.04 loc_rad=4", set.display())), "{text}");
+    let header = text.lines().find(|l| l.trim_start().starts_with("threads")).unwrap_or_else(|| panic!("no header:\n{text}"));
+    let phases: Vec<&str> = header.split_whitespace().skip(6).collect();
+    assert_eq!(phases, ["analysis", "forecast", "observe", "statistics"], "{header}");
+    let row = |threads: &str| -> Vec<String> {
+        let line = text.lines().find(|l| l.split_whitespace().next() == Some(threads)).unwrap_or_else(|| panic!("no row for {threads}:\n{text}"));
+        line.split_whitespace().map(String::from).collect()
+    };
+    let (one, two) = (row("1"), row("2"));
+    assert_eq!((one.len(), two.len()), (10, 10), "{text}");
+    assert_eq!(&one[..2], ["1", "1"], "one thread, one model instance: {text}");
+    assert_eq!(&one[3..6], ["-", "-", "-"], "{text}");
+    assert_eq!(two[1], "2", "one model instance per thread: {text}");
+    let figure = |s: &String| -> f64 { s.parse().unwrap_or_else(|_| panic!("`{s}` is not a number:\n{text}")) };
+    let (cycle_1, cycle_2, speedup, ceiling) = (figure(&one[2]), figure(&two[2]), figure(&two[3]), figure(&two[5]));
+    assert!(cycle_1 > 0.0 && cycle_2 > 0.0 && (cycle_1 / cycle_2 - speedup).abs() <= 0.01 * speedup + 0.005, "{text}");
+    assert_eq!(two[4], format!("{speedup:.2}–{speedup:.2}"), "one round: the range is the one ratio: {text}");
+    assert!(ceiling > 0.0 && ceiling.is_finite(), "{text}");
+    assert!(one[6..].iter().chain(&two[6..]).all(|p| figure(p) >= 0.0), "{text}");
+
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, std::fs::read_to_string(&set).unwrap().replace("N = 10", "N = 0")).unwrap();
+    let failed = geohost(dir.path()).args(["perf", "threads", "--rounds", "1"]).arg(&set).arg(&broken).output().unwrap();
+    assert!(!failed.status.success());
+    let message = stderr(&failed);
+    assert!(message.contains(&format!("`geohost run {}` on 1 thread failed", broken.display())) && message.contains("N"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+    let missing = geohost(dir.path()).args(["perf", "threads"]).arg(dir.path().join("nowhere.toml")).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("nowhere.toml not found"), "{}", stderr(&missing));
+}

@@ -35,6 +35,62 @@ fn time_ms(samples: usize, per: usize, mut f: impl FnMut() -> Result<()>) -> Res
     Ok(median(v))
 }
 
+/// One sample of the machine's ceiling for `threads` threads: that many
+/// copies of one CPU-bound job (native Lorenz-96 steps of one 40-variable
+/// state in cache, about 3 ms, long beside waking a worker) at once on the
+/// process's workers ([`geohost_da::pool::Pool`], the analysis' threads),
+/// against one copy alone: `threads`·T₁ / T_threads, the median of a few
+/// pairs. With every core free it is about `threads`; a virtual CPU that
+/// its host runs at part speed, or a neighbour's load, lowers it. Taken
+/// beside the samples it bounds: a speed-up well below it is the
+/// program's to lose, one near it is all the machine gave (the copies
+/// share nothing, so only cache effects can put a program above it).
+pub fn ceiling_sample(threads: usize) -> Result<f64> {
+    let job = || -> Result<()> {
+        let mut model = Lorenz96::new(40, 8.0);
+        let mut x = DMatrix::from_fn(40, 1, |i, _| 8.0 + 0.01 * i as f64);
+        for _ in 0..CEILING_STEPS {
+            model.advance(&mut x, 0.0, 0.01)?;
+        }
+        std::hint::black_box(&x);
+        Ok(())
+    };
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let together = || {
+        let start = Instant::now();
+        geohost_da::pool::Pool::default().run(threads.max(1), &|_| {
+            if job().is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        start.elapsed().as_secs_f64()
+    };
+    // Wake the workers and the cores they run on first, as the cycles it
+    // bounds keep them awake: here a virtual CPU left idle for a while ran
+    // at two thirds of its speed or less for tens of milliseconds after.
+    let warm = Instant::now();
+    while warm.elapsed() < CEILING_WARM_UP {
+        together();
+    }
+    let mut ratios = Vec::with_capacity(CEILING_PAIRS);
+    for _ in 0..CEILING_PAIRS {
+        let at_once = together();
+        let start = Instant::now();
+        job()?;
+        ratios.push(threads.max(1) as f64 * start.elapsed().as_secs_f64() / at_once);
+    }
+    anyhow::ensure!(!failed.into_inner(), "the ceiling's job failed");
+    Ok(median(ratios))
+}
+
+/// How long [`ceiling_sample`] keeps every thread busy before it times.
+const CEILING_WARM_UP: std::time::Duration = std::time::Duration::from_millis(60);
+/// Timed pairs (all at once, then one alone) per [`ceiling_sample`].
+const CEILING_PAIRS: usize = 3;
+
+/// Steps of [`ceiling_sample`]'s job.
+const CEILING_STEPS: usize = 30_000;
+
 /// The Lorenz-96 twin that `perf da` and `perf languages` time an ETKF
 /// on: 40 variables, all observed with R = I, `cycles` cycles of dt = 0.05
 /// from e₀ (native truth, seed 1), and an ETKF with N = `members`,
@@ -142,6 +198,7 @@ pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: u
             "LETKF, N = {members}; ms (median of {samples}) of the forecast on t model instances (threads), the analysis on t threads, the cycle; \
              the counts take turns sample by sample, the speed-up is the median of the paired samples' ratios"
         );
+        let _ = writeln!(out, "  ceiling: t copies of one CPU-bound job at once against one, after each sample (median): what the machine gives t threads now");
     } else {
         let _ = writeln!(
             out,
@@ -166,6 +223,9 @@ pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: u
     }
     for (count, unit) in &counts[1..] {
         let _ = write!(header, " {:>10} {:>10}", format!("speed-up {count}{unit}"), format!("effic. {count}{unit}"));
+        if ranks == 1 {
+            let _ = write!(header, " {:>10}", format!("ceiling {count}{unit}"));
+        }
     }
     let _ = writeln!(out, "{header}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
@@ -276,6 +336,9 @@ impl Case<'_> {
         // Per count: the forecast's and the analysis' ms (medians), the
         // cycle (their sum), and the cycles of the paired samples.
         let mut cycles: Vec<(usize, f64, Vec<f64>)> = Vec::new();
+        // Per count, the machine's ceiling samples ([`ceiling_sample`];
+        // none on ranks, whose waiting ranks may spin on the other cores).
+        let mut ceilings: Vec<Vec<f64>> = vec![Vec::new(); threads.len()];
         if team.size() == 1 {
             // The thread counts take turns sample by sample, so a burst of
             // load on a shared machine hits every count, and the speed-up
@@ -301,6 +364,9 @@ impl Case<'_> {
                         f[i].push(forecast_once(model, team)?);
                     }
                     a[i].push(analyse_on(t)?);
+                    if i > 0 {
+                        ceilings[i].push(ceiling_sample(t)?);
+                    }
                 }
             }
             for (i, &t) in threads.iter().enumerate() {
@@ -355,10 +421,13 @@ impl Case<'_> {
             cycles.push((team.size(), f + a, Vec::new()));
         }
         let (base_count, base, base_samples) = &cycles[0];
-        for (count, cycle, samples) in &cycles[1..] {
+        for ((count, cycle, samples), ceiling) in cycles[1..].iter().zip(&ceilings[1..]) {
             // Paired samples where there are (threads), else the medians (ranks).
             let speedup = if samples.is_empty() { base / cycle } else { median(base_samples.iter().zip(samples).map(|(b, c)| b / c).collect()) };
             let _ = write!(row, " {speedup:>10.2} {:>10.2}", speedup * *base_count as f64 / *count as f64);
+            if !ceiling.is_empty() {
+                let _ = write!(row, " {:>10.2}", median(ceiling.clone()));
+            }
         }
         let _ = writeln!(out, "{row}");
         Ok(())
@@ -942,4 +1011,138 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// The plugin-sets `geohost perf threads` runs when given none: the
+/// Lorenz-96 LETKF at three sizes and the QG timing cycle.
+pub const THREAD_SETS: [&str; 4] =
+    ["cycles/bench/l96-letkf-400.toml", "cycles/bench/l96-letkf-4000.toml", "cycles/bench/l96-letkf-40000.toml", "cycles/bench/qg-timing.toml"];
+
+/// What one `geohost run` of a plugin-set reported: its methods' figures
+/// and its model instances.
+struct RunFigures {
+    methods: Vec<MethodFigures>,
+    instances: usize,
+}
+
+/// One method's row of a run's `summary.json`.
+struct MethodFigures {
+    label: String,
+    ms_per_cycle: f64,
+    /// ms per cycle by phase (none for a method without an ensemble cycle).
+    phases: Vec<(String, f64)>,
+}
+
+/// Run `geohost run --no-registry -q SET --out OUT RUN_ARGS` as a child
+/// process on `threads` threads (GEOHOST_THREADS) and read its
+/// `summary.json`.
+fn run_child(set: &Path, threads: usize, out: &Path, run_args: &[String]) -> Result<RunFigures> {
+    let exe = std::env::current_exe().context("finding this geohost binary to run the plugin-sets with")?;
+    let child = std::process::Command::new(&exe)
+        .args(["run", "--no-registry", "-q"])
+        .arg(set)
+        .arg("--out")
+        .arg(out)
+        .args(run_args)
+        .env("GEOHOST_THREADS", threads.to_string())
+        .output()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    if !child.status.success() {
+        let stderr = String::from_utf8_lossy(&child.stderr);
+        let plural = if threads == 1 { "" } else { "s" };
+        bail!("`geohost run {}` on {threads} thread{plural} failed ({}):\n{}", set.display(), child.status, stderr.trim_end());
+    }
+    let path = out.join("summary.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let summary: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let instances = summary["parallelism"]["model_instances"].as_u64().unwrap_or(1) as usize;
+    let mut methods = Vec::new();
+    for row in summary["results"].as_array().into_iter().flatten() {
+        let label = row["label"].as_str().unwrap_or("?").to_string();
+        let ms_per_cycle = row["ms_per_cycle"].as_f64().with_context(|| format!("{}: a result without ms_per_cycle", path.display()))?;
+        let phases = row["phases_ms"].as_object().into_iter().flatten().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
+        methods.push(MethodFigures { label, ms_per_cycle, phases });
+    }
+    anyhow::ensure!(!methods.is_empty(), "`geohost run {}` reported no method's results in {}", set.display(), path.display());
+    Ok(RunFigures { methods, instances })
+}
+
+/// `geohost perf threads`: each plugin-set's whole `geohost run` cycle on
+/// each of `threads` thread counts (child processes with GEOHOST_THREADS,
+/// so one model and operator instance per thread unless `run_args` say
+/// otherwise), `rounds` times with the counts taking turns, and after
+/// each round the machine's [`ceiling_sample`] per count. Per method: ms
+/// per cycle and per phase (medians), the speed-up over the first count
+/// (the median of the rounds' paired ratios, and their range).
+pub fn thread_runs(sets: &[std::path::PathBuf], threads: &[usize], rounds: usize, run_args: &[String]) -> Result<String> {
+    if threads.is_empty() || threads.contains(&0) || rounds == 0 {
+        bail!("--threads needs counts of at least 1 and --rounds at least 1");
+    }
+    for set in sets {
+        anyhow::ensure!(set.is_file(), "plugin-set {} not found (run from the repository's root, or give the sets' paths)", set.display());
+    }
+    let dir = tempfile_dir()?;
+    let result = (|| -> Result<String> {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Whole cycles of `geohost run` in child processes on t threads (GEOHOST_THREADS=t), {rounds} rounds, the counts taking turns; \
+             ms per cycle and per phase (medians); the speed-up is the median of the rounds' paired ratios [their range]; \
+             ceiling: t copies of one CPU-bound job at once against one, after each round (median), what the machine gives t threads now"
+        );
+        if !run_args.is_empty() {
+            let _ = writeln!(out, "  each run with: {}", run_args.join(" "));
+        }
+        for set in sets {
+            // runs[i][round]: count i's run in that round.
+            let mut runs: Vec<Vec<RunFigures>> = threads.iter().map(|_| Vec::new()).collect();
+            let mut ceilings: Vec<Vec<f64>> = vec![Vec::new(); threads.len()];
+            for _ in 0..rounds {
+                for (i, &t) in threads.iter().enumerate() {
+                    runs[i].push(run_child(set, t, &dir.join(format!("t{t}")), run_args)?);
+                }
+                for (i, &t) in threads.iter().enumerate().skip(1) {
+                    ceilings[i].push(ceiling_sample(t)?);
+                }
+            }
+            for (m, MethodFigures { label, phases, .. }) in runs[0][0].methods.iter().enumerate() {
+                let _ = writeln!(out, "{}: {label}", set.display());
+                let names: Vec<&String> = phases.iter().map(|(name, _)| name).collect();
+                let mut header = format!("  {:>7} {:>9} {:>10} {:>9} {:>11} {:>8}", "threads", "instances", "ms/cycle", "speed-up", "range", "ceiling");
+                names.iter().for_each(|name| {
+                    let _ = write!(header, " {name:>10}");
+                });
+                let _ = writeln!(out, "{header}");
+                let ms = |i: usize| -> Result<Vec<f64>> {
+                    runs[i].iter().map(|r| r.methods.get(m).map(|x| x.ms_per_cycle).context("a run reported fewer methods than the first")).collect()
+                };
+                let base = ms(0)?;
+                for (i, &t) in threads.iter().enumerate() {
+                    let cycle = ms(i)?;
+                    let mut line = format!("  {t:>7} {:>9} {:>10.4}", runs[i][0].instances, median(cycle.clone()));
+                    if i == 0 {
+                        let _ = write!(line, " {:>9} {:>11} {:>8}", "-", "-", "-");
+                    } else {
+                        let mut ratios: Vec<f64> = base.iter().zip(&cycle).map(|(b, c)| b / c).collect();
+                        ratios.sort_by(f64::total_cmp);
+                        let range = format!("{:.2}–{:.2}", ratios[0], ratios[ratios.len() - 1]);
+                        let _ = write!(line, " {:>9.2} {range:>11} {:>8.2}", median(ratios.clone()), median(ceilings[i].clone()));
+                    }
+                    for name in &names {
+                        let values: Vec<f64> =
+                            runs[i].iter().filter_map(|r| r.methods.get(m)?.phases.iter().find(|(n, _)| n == *name).map(|(_, v)| *v)).collect();
+                        if values.is_empty() {
+                            let _ = write!(line, " {:>10}", "-");
+                        } else {
+                            let _ = write!(line, " {:>10.3}", median(values));
+                        }
+                    }
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+        }
+        Ok(out)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result.map(|s| s.trim_end().to_string())
 }

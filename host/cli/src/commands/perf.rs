@@ -30,6 +30,23 @@ enum PerfTarget {
     Languages(LanguagesPerfArgs),
     /// The LETKF at size: ms per analysis on Lorenz-96 (native, every variable observed, loc_rad 4) and QG with 1, 2, … threads, the speed-up and parallel efficiency, and the forecast's ms beside it; under `mpirun -np K`, the cycle on K ranks against one process.
     Letkf(LetkfPerfArgs),
+    /// Whole `geohost run` cycles on 1, 2, … threads: each plugin-set run in child processes (GEOHOST_THREADS), the counts taking turns; ms per cycle and per phase, the paired speed-up and its range, and the machine's ceiling measured between the runs.
+    Threads(ThreadsPerfArgs),
+}
+
+#[derive(Args)]
+struct ThreadsPerfArgs {
+    /// Plugin-sets to run [default: cycles/bench/l96-letkf-{400,4000,40000}.toml and cycles/bench/qg-timing.toml].
+    sets: Vec<PathBuf>,
+    /// Thread counts, comma-separated (the first is the reference).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Rounds: each runs every set once on every thread count.
+    #[arg(long, default_value_t = 6)]
+    rounds: usize,
+    /// Arguments for every `geohost run`, after `--` (e.g. `-- --model-instances 1`).
+    #[arg(last = true)]
+    run_args: Vec<String>,
 }
 
 #[derive(Args)]
@@ -217,6 +234,10 @@ pub fn run(args: PerfArgs) -> Result<()> {
         Some(PerfTarget::Letkf(l)) => {
             let qg = if l.qg.as_os_str() == "none" { None } else { Some(perf::QgRow::from_set(&l.qg)?) };
             perf::letkf_cost(&l.sizes, &l.threads, l.members, l.samples, qg.as_ref(), ranks.team())?
+        }
+        Some(PerfTarget::Threads(t)) => {
+            let sets = if t.sets.is_empty() { perf::THREAD_SETS.iter().map(PathBuf::from).collect() } else { t.sets };
+            perf::thread_runs(&sets, &t.threads, t.rounds, &t.run_args)?
         }
         None => perf_da(DaPerfArgs::parse_from(["da"]))?,
     };
