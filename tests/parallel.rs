@@ -298,7 +298,10 @@ fn perf_threads_times_whole_runs_on_each_thread_count() {
     let failed = geohost(dir.path()).args(["perf", "threads", "--rounds", "1"]).arg(&set).arg(&broken).output().unwrap();
     assert!(!failed.status.success());
     let message = stderr(&failed);
-    assert!(message.contains(&format!("`geohost run {}` on 1 thread failed", broken.display())) && message.contains("N"), "{message}");
+    assert!(
+        message.contains(&format!("`geohost run {}` on 1 thread failed", broken.display())) && message.contains("`N` must be at least 2, got 0"),
+        "{message}"
+    );
     assert!(!message.contains("panicked"), "{message}");
     let missing = geohost(dir.path()).args(["perf", "threads"]).arg(dir.path().join("nowhere.toml")).output().unwrap();
     assert!(!missing.status.success());
