@@ -83,6 +83,84 @@ pub fn ceiling_sample(threads: usize) -> Result<f64> {
     Ok(median(ratios))
 }
 
+/// One sample of how long a cache line takes to go from this thread's
+/// core to another's and back, in ns: a second thread answers each write
+/// of one shared counter with one of its own, for [`ROUND_TRIP_TIME`].
+/// Two threads of a cycle hand each other their parts this way (the
+/// analysis writes rows the forecast's other share reads), so where
+/// [`ceiling_sample`] bounds what independent work gains, this says what
+/// a hand-off costs now: on the 2-core VMs here 60–140 ns, and 310–400 ns
+/// beside the runs of their slow mode (docs/performance.md, "The slow
+/// mode"). `None` if the other thread did not answer within a second.
+pub fn round_trip_ns() -> Option<f64> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    let (line, stop) = (Line(AtomicU64::new(0)), AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        // The answerer: each odd value becomes the next even one. Both
+        // sides yield the core every 64 polls, so that two threads left on
+        // one core (a busy machine) trade it at once, not per time slice.
+        scope.spawn(|| {
+            let mut polls = 0u32;
+            loop {
+                let v = line.0.load(Ordering::Acquire);
+                if v % 2 == 1 {
+                    line.0.store(v + 1, Ordering::Release);
+                } else if stop.load(Ordering::Relaxed) {
+                    return;
+                } else {
+                    poll(&mut polls);
+                }
+            }
+        });
+        let start = Instant::now();
+        let (mut value, mut trips, mut timed_from) = (0u64, 0u64, None);
+        let answered = 'trips: loop {
+            let elapsed = start.elapsed();
+            if elapsed >= ROUND_TRIP_WARM_UP + ROUND_TRIP_TIME {
+                break true;
+            }
+            // The first trips wait for the other thread to start.
+            if timed_from.is_none() && elapsed >= ROUND_TRIP_WARM_UP {
+                timed_from = Some((Instant::now(), trips));
+            }
+            for _ in 0..256 {
+                line.0.store(value + 1, Ordering::Release);
+                let mut polls = 0u32;
+                while line.0.load(Ordering::Acquire) != value + 2 {
+                    poll(&mut polls);
+                    if polls.is_multiple_of(4096) && start.elapsed() > ROUND_TRIP_WARM_UP + std::time::Duration::from_secs(1) {
+                        break 'trips false;
+                    }
+                }
+                value += 2;
+                trips += 1;
+            }
+        };
+        stop.store(true, Ordering::Relaxed);
+        // The answerer returns once it has answered the last value and
+        // sees `stop`; the scope waits for it.
+        let (from, first) = timed_from?;
+        (answered && trips > first).then(|| from.elapsed().as_secs_f64() * 1e9 / (trips - first) as f64)
+    })
+}
+
+/// One poll of [`round_trip_ns`]'s: a spin, and every 64th a yield.
+fn poll(polls: &mut u32) {
+    *polls = polls.wrapping_add(1);
+    if polls.is_multiple_of(64) {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
+}
+
+/// How long [`round_trip_ns`] lets the other thread start and settle.
+const ROUND_TRIP_WARM_UP: std::time::Duration = std::time::Duration::from_millis(5);
+/// How long [`round_trip_ns`] times round trips.
+const ROUND_TRIP_TIME: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// How long [`ceiling_sample`] keeps every thread busy before it times.
 const CEILING_WARM_UP: std::time::Duration = std::time::Duration::from_millis(60);
 /// Timed pairs (all at once, then one alone) per [`ceiling_sample`].
@@ -1071,9 +1149,11 @@ fn run_child(set: &Path, threads: usize, out: &Path, run_args: &[String]) -> Res
 /// each of `threads` thread counts (child processes with GEOHOST_THREADS,
 /// so one model and operator instance per thread unless `run_args` say
 /// otherwise), `rounds` times with the counts taking turns, and after
-/// each round the machine's [`ceiling_sample`] per count. Per method: ms
-/// per cycle and per phase (medians), the speed-up over the first count
-/// (the median of the rounds' paired ratios, and their range).
+/// each round the machine's [`ceiling_sample`] per count and a
+/// [`round_trip_ns`] sample. Per method: ms per cycle and per phase
+/// (medians), the speed-up over the first count (the median of the
+/// rounds' paired ratios, and their range), the ceiling (median) and the
+/// round trips' range.
 pub fn thread_runs(sets: &[std::path::PathBuf], threads: &[usize], rounds: usize, run_args: &[String]) -> Result<String> {
     if threads.is_empty() || threads.contains(&0) || rounds == 0 {
         bail!("--threads needs counts of at least 1 and --rounds at least 1");
@@ -1088,7 +1168,8 @@ pub fn thread_runs(sets: &[std::path::PathBuf], threads: &[usize], rounds: usize
             out,
             "Whole cycles of `geohost run` in child processes on t threads (GEOHOST_THREADS=t), {rounds} rounds, the counts taking turns; \
              ms per cycle and per phase (medians); the speed-up is the median of the rounds' paired ratios [their range]; \
-             ceiling: t copies of one CPU-bound job at once against one, after each round (median), what the machine gives t threads now"
+             ceiling: t copies of one CPU-bound job at once against one, after each round (median), what the machine gives t threads now; \
+             round-trip: a cache line's from one core to another and back after each round, ns [lowest–highest], what a hand-off between threads costs now"
         );
         if !run_args.is_empty() {
             let _ = writeln!(out, "  each run with: {}", run_args.join(" "));
@@ -1097,6 +1178,7 @@ pub fn thread_runs(sets: &[std::path::PathBuf], threads: &[usize], rounds: usize
             // runs[i][round]: count i's run in that round.
             let mut runs: Vec<Vec<RunFigures>> = threads.iter().map(|_| Vec::new()).collect();
             let mut ceilings: Vec<Vec<f64>> = vec![Vec::new(); threads.len()];
+            let mut trips: Vec<f64> = Vec::new();
             for _ in 0..rounds {
                 for (i, &t) in threads.iter().enumerate() {
                     runs[i].push(run_child(set, t, &dir.join(format!("t{t}")), run_args)?);
@@ -1104,11 +1186,20 @@ pub fn thread_runs(sets: &[std::path::PathBuf], threads: &[usize], rounds: usize
                 for (i, &t) in threads.iter().enumerate().skip(1) {
                     ceilings[i].push(ceiling_sample(t)?);
                 }
+                if threads.iter().any(|&t| t > 1) {
+                    trips.extend(round_trip_ns());
+                }
             }
+            trips.sort_by(f64::total_cmp);
+            let trip_range = match (trips.first(), trips.last()) {
+                (Some(low), Some(high)) => format!("{low:.0}–{high:.0}"),
+                _ => "-".to_string(),
+            };
             for (m, MethodFigures { label, phases, .. }) in runs[0][0].methods.iter().enumerate() {
                 let _ = writeln!(out, "{}: {label}", set.display());
                 let names: Vec<&String> = phases.iter().map(|(name, _)| name).collect();
-                let mut header = format!("  {:>7} {:>9} {:>10} {:>9} {:>11} {:>8}", "threads", "instances", "ms/cycle", "speed-up", "range", "ceiling");
+                let mut header =
+                    format!("  {:>7} {:>9} {:>10} {:>9} {:>11} {:>8} {:>10}", "threads", "instances", "ms/cycle", "speed-up", "range", "ceiling", "round-trip");
                 names.iter().for_each(|name| {
                     let _ = write!(header, " {name:>10}");
                 });
@@ -1121,12 +1212,12 @@ pub fn thread_runs(sets: &[std::path::PathBuf], threads: &[usize], rounds: usize
                     let cycle = ms(i)?;
                     let mut line = format!("  {t:>7} {:>9} {:>10.4}", runs[i][0].instances, median(cycle.clone()));
                     if i == 0 {
-                        let _ = write!(line, " {:>9} {:>11} {:>8}", "-", "-", "-");
+                        let _ = write!(line, " {:>9} {:>11} {:>8} {:>10}", "-", "-", "-", "-");
                     } else {
                         let mut ratios: Vec<f64> = base.iter().zip(&cycle).map(|(b, c)| b / c).collect();
                         ratios.sort_by(f64::total_cmp);
                         let range = format!("{:.2}–{:.2}", ratios[0], ratios[ratios.len() - 1]);
-                        let _ = write!(line, " {:>9.2} {range:>11} {:>8.2}", median(ratios.clone()), median(ceilings[i].clone()));
+                        let _ = write!(line, " {:>9.2} {range:>11} {:>8.2} {trip_range:>10}", median(ratios.clone()), median(ceilings[i].clone()));
                     }
                     for name in &names {
                         let values: Vec<f64> =
