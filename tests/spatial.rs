@@ -186,7 +186,8 @@ loc_rad = 2
 
 /// `geohost perf letkf` times the QG row under the plugin-set's own model
 /// config, cycle length and `[limits]` (cycles/qg.toml by default), with
-/// the machine's ceiling beside the speed-up, and
+/// the machine's ceiling beside the speed-up and a cache line's round
+/// trip between two cores, and
 /// refuses a set whose model has no square 2-D layout, naming the set.
 #[test]
 fn perf_letkf_times_the_qg_row_from_its_plugin_set() {
@@ -202,7 +203,14 @@ fn perf_letkf_times_the_qg_row_from_its_plugin_set() {
     assert!(text.contains("cycles/qg.toml's model and [limits], forecast dt 5"), "{text}");
     for label in ["L96 64", "QG 129²"] {
         let row = text.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no row {label}:\n{text}"));
-        let figures: Vec<f64> = row.trim_start()[label.len()..].split_whitespace().map(|f| f.parse().unwrap()).collect();
+        let mut fields: Vec<&str> = row.trim_start()[label.len()..].split_whitespace().collect();
+        // Last, the round trip (ns): one sample, so a range of one value,
+        // more than 1 ns and less than 10 ms.
+        let trip = fields.pop().and_then(|f| f.split_once('–')).unwrap_or_else(|| panic!("no round-trip range: {row}"));
+        assert_eq!(trip.0, trip.1, "{row}");
+        let trip: f64 = trip.0.parse().unwrap_or_else(|_| panic!("{row}"));
+        assert!(trip > 1.0 && trip < 1e7, "{row}");
+        let figures: Vec<f64> = fields.iter().map(|f| f.parse().unwrap_or_else(|_| panic!("`{f}` is not a number: {row}"))).collect();
         // Setup, forecast, analysis and cycle per count, the speed-up, the
         // efficiency and the machine's ceiling for two threads.
         assert_eq!(figures.len(), 10, "{row}");

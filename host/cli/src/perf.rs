@@ -146,6 +146,15 @@ pub fn round_trip_ns() -> Option<f64> {
     })
 }
 
+/// `lowest–highest` of round trips in ns, or `-` if there are none.
+fn trip_range(trips: &mut [f64]) -> String {
+    trips.sort_by(f64::total_cmp);
+    match (trips.first(), trips.last()) {
+        (Some(low), Some(high)) => format!("{low:.0}–{high:.0}"),
+        _ => "-".to_string(),
+    }
+}
+
 /// One poll of [`round_trip_ns`]'s: a spin, and every 64th a yield.
 fn poll(polls: &mut u32) {
     *polls = polls.wrapping_add(1);
@@ -277,6 +286,12 @@ pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: u
              the counts take turns sample by sample, the speed-up is the median of the paired samples' ratios"
         );
         let _ = writeln!(out, "  ceiling: t copies of one CPU-bound job at once against one, after each sample (median): what the machine gives t threads now");
+        if threads.iter().any(|&t| t > 1) {
+            let _ = writeln!(
+                out,
+                "  round-trip: a cache line's from one core to another and back after each sample, ns [lowest–highest]: what a hand-off between threads costs now"
+            );
+        }
     } else {
         let _ = writeln!(
             out,
@@ -304,6 +319,9 @@ pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: u
         if ranks == 1 {
             let _ = write!(header, " {:>10}", format!("ceiling {count}{unit}"));
         }
+    }
+    if ranks == 1 && threads.iter().any(|&t| t > 1) {
+        let _ = write!(header, " {:>10}", "round-trip");
     }
     let _ = writeln!(out, "{header}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
@@ -417,6 +435,10 @@ impl Case<'_> {
         // Per count, the machine's ceiling samples ([`ceiling_sample`];
         // none on ranks, whose waiting ranks may spin on the other cores).
         let mut ceilings: Vec<Vec<f64>> = vec![Vec::new(); threads.len()];
+        // A cache line's round trips ([`round_trip_ns`]), one per sample,
+        // where some count has several threads (one process only).
+        let with_trips = team.size() == 1 && threads.iter().any(|&t| t > 1);
+        let mut trips: Vec<f64> = Vec::new();
         if team.size() == 1 {
             // The thread counts take turns sample by sample, so a burst of
             // load on a shared machine hits every count, and the speed-up
@@ -445,6 +467,9 @@ impl Case<'_> {
                     if i > 0 {
                         ceilings[i].push(ceiling_sample(t)?);
                     }
+                }
+                if with_trips {
+                    trips.extend(round_trip_ns());
                 }
             }
             for (i, &t) in threads.iter().enumerate() {
@@ -506,6 +531,9 @@ impl Case<'_> {
             if !ceiling.is_empty() {
                 let _ = write!(row, " {:>10.2}", median(ceiling.clone()));
             }
+        }
+        if with_trips {
+            let _ = write!(row, " {:>10}", trip_range(&mut trips));
         }
         let _ = writeln!(out, "{row}");
         Ok(())
@@ -1190,11 +1218,7 @@ pub fn thread_runs(sets: &[std::path::PathBuf], threads: &[usize], rounds: usize
                     trips.extend(round_trip_ns());
                 }
             }
-            trips.sort_by(f64::total_cmp);
-            let trip_range = match (trips.first(), trips.last()) {
-                (Some(low), Some(high)) => format!("{low:.0}–{high:.0}"),
-                _ => "-".to_string(),
-            };
+            let trip_range = trip_range(&mut trips);
             for (m, MethodFigures { label, phases, .. }) in runs[0][0].methods.iter().enumerate() {
                 let _ = writeln!(out, "{}: {label}", set.display());
                 let names: Vec<&String> = phases.iter().map(|(name, _)| name).collect();

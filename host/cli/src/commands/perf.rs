@@ -28,7 +28,7 @@ enum PerfTarget {
     Posterior(PosteriorPerfArgs),
     /// Lorenz-96 in Rust, Python and JavaScript: component size, first and cached compile, ms per ETKF cycle and the ratio to Rust.
     Languages(LanguagesPerfArgs),
-    /// The LETKF at size: ms per analysis on Lorenz-96 (native, every variable observed, loc_rad 4) and QG with 1, 2, … threads, the speed-up and parallel efficiency with the machine's ceiling (t copies of one CPU-bound job at once against one), and the forecast's ms beside it; under `mpirun -np K`, the cycle on K ranks against one process.
+    /// The LETKF at size: ms per analysis on Lorenz-96 (native, every variable observed, loc_rad 4) and QG with 1, 2, … threads, the speed-up and parallel efficiency with the machine's ceiling (t copies of one CPU-bound job at once against one) and a cache line's round trip between two cores, and the forecast's ms beside it; under `mpirun -np K`, the cycle on K ranks against one process.
     Letkf(LetkfPerfArgs),
     /// Whole `geohost run` cycles on 1, 2, … threads: each plugin-set run in child processes (GEOHOST_THREADS), the counts taking turns; ms per cycle and per phase, the paired speed-up and its range, the machine's ceiling and the cost of a hand-off between two cores (a cache line's round trip), measured between the runs.
     Threads(ThreadsPerfArgs),
