@@ -91,7 +91,9 @@ pub fn ceiling_sample(threads: usize) -> Result<f64> {
 /// [`ceiling_sample`] bounds what independent work gains, this says what
 /// a hand-off costs now: on the 2-core VMs here 60–140 ns, and 310–400 ns
 /// beside the runs of their slow mode (docs/performance.md, "The slow
-/// mode"). `None` if the other thread did not answer within a second.
+/// mode"). On a busy machine the two threads may share a core and a
+/// trip costs a switch between them (microseconds). `None` if one trip
+/// went unanswered for [`ROUND_TRIP_STALL`].
 pub fn round_trip_ns() -> Option<f64> {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     #[repr(align(128))]
@@ -115,22 +117,24 @@ pub fn round_trip_ns() -> Option<f64> {
             }
         });
         let start = Instant::now();
-        let (mut value, mut trips, mut timed_from) = (0u64, 0u64, None);
+        let (mut value, mut trips) = (0u64, 0u64);
+        // From when, and after how many trips, the timing runs: the first
+        // trips wait for the other thread to start.
+        let mut timed: Option<(Instant, u64)> = None;
         let answered = 'trips: loop {
-            let elapsed = start.elapsed();
-            if elapsed >= ROUND_TRIP_WARM_UP + ROUND_TRIP_TIME {
-                break true;
-            }
-            // The first trips wait for the other thread to start.
-            if timed_from.is_none() && elapsed >= ROUND_TRIP_WARM_UP {
-                timed_from = Some((Instant::now(), trips));
+            match timed {
+                None if start.elapsed() >= ROUND_TRIP_WARM_UP => timed = Some((Instant::now(), trips)),
+                Some((from, _)) if from.elapsed() >= ROUND_TRIP_TIME => break true,
+                _ => {}
             }
             for _ in 0..256 {
                 line.0.store(value + 1, Ordering::Release);
-                let mut polls = 0u32;
+                // A clock read only once a trip has polled long (reading it
+                // every trip would add to what is timed).
+                let (mut polls, mut waiting_since) = (0u32, None);
                 while line.0.load(Ordering::Acquire) != value + 2 {
                     poll(&mut polls);
-                    if polls.is_multiple_of(4096) && start.elapsed() > ROUND_TRIP_WARM_UP + std::time::Duration::from_secs(1) {
+                    if polls.is_multiple_of(4096) && waiting_since.get_or_insert_with(Instant::now).elapsed() > ROUND_TRIP_STALL {
                         break 'trips false;
                     }
                 }
@@ -141,7 +145,7 @@ pub fn round_trip_ns() -> Option<f64> {
         stop.store(true, Ordering::Relaxed);
         // The answerer returns once it has answered the last value and
         // sees `stop`; the scope waits for it.
-        let (from, first) = timed_from?;
+        let (from, first) = timed?;
         (answered && trips > first).then(|| from.elapsed().as_secs_f64() * 1e9 / (trips - first) as f64)
     })
 }
@@ -169,6 +173,8 @@ fn poll(polls: &mut u32) {
 const ROUND_TRIP_WARM_UP: std::time::Duration = std::time::Duration::from_millis(5);
 /// How long [`round_trip_ns`] times round trips.
 const ROUND_TRIP_TIME: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long [`round_trip_ns`] waits for one answer before it gives up.
+const ROUND_TRIP_STALL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long [`ceiling_sample`] keeps every thread busy before it times.
 const CEILING_WARM_UP: std::time::Duration = std::time::Duration::from_millis(60);
