@@ -294,15 +294,9 @@ fn perf_threads_times_whole_runs_on_each_thread_count() {
     // One round: one round trip, so its range is one value of ns (a core
     // to another and back takes more than 1 ns, and less than 10 ms even
     // on a machine so busy that both threads share one core).
-    let trip = figure(
-        &two[6]
-            .split_once('–')
-            .map(|(low, high)| {
-                assert_eq!(low, high, "{text}");
-                low.to_string()
-            })
-            .unwrap_or_else(|| panic!("`{}` is not a range:\n{text}", two[6])),
-    );
+    let (low, high) = two[6].split_once('–').unwrap_or_else(|| panic!("`{}` is not a range:\n{text}", two[6]));
+    assert_eq!(low, high, "{text}");
+    let trip = figure(&low.to_string());
     assert!(trip > 1.0 && trip < 1e7, "{text}");
     assert!(one[7..].iter().chain(&two[7..]).all(|p| figure(p) >= 0.0), "{text}");
 

@@ -150,11 +150,12 @@ pub fn round_trip_ns() -> Option<f64> {
     })
 }
 
-/// `lowest–highest` of round trips in ns, or `-` if there are none.
-fn trip_range(trips: &mut [f64]) -> String {
-    trips.sort_by(f64::total_cmp);
-    match (trips.first(), trips.last()) {
-        (Some(low), Some(high)) => format!("{low:.0}–{high:.0}"),
+/// `lowest–highest` of `values` with `decimals` digits (sorting them),
+/// or `-` if there are none: the speed-ups' and round trips' ranges.
+fn value_range(values: &mut [f64], decimals: usize) -> String {
+    values.sort_by(f64::total_cmp);
+    match (values.first(), values.last()) {
+        (Some(low), Some(high)) => format!("{low:.decimals$}–{high:.decimals$}"),
         _ => "-".to_string(),
     }
 }
@@ -285,6 +286,8 @@ pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: u
     }
     let mut out = String::new();
     let ranks = team.size();
+    // The round-trip column: one process with some count of several threads.
+    let with_trips = ranks == 1 && threads.iter().any(|&t| t > 1);
     if ranks == 1 {
         let _ = writeln!(
             out,
@@ -292,7 +295,7 @@ pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: u
              the counts take turns sample by sample, the speed-up is the median of the paired samples' ratios"
         );
         let _ = writeln!(out, "  ceiling: t copies of one CPU-bound job at once against one, after each sample (median): what the machine gives t threads now");
-        if threads.iter().any(|&t| t > 1) {
+        if with_trips {
             let _ = writeln!(
                 out,
                 "  round-trip: a cache line's from one core to another and back after each sample, ns [lowest–highest]: what a hand-off between threads costs now"
@@ -326,7 +329,7 @@ pub fn letkf_cost(sizes: &[usize], threads: &[usize], members: usize, samples: u
             let _ = write!(header, " {:>10}", format!("ceiling {count}{unit}"));
         }
     }
-    if ranks == 1 && threads.iter().any(|&t| t > 1) {
+    if with_trips {
         let _ = write!(header, " {:>10}", "round-trip");
     }
     let _ = writeln!(out, "{header}");
@@ -539,7 +542,7 @@ impl Case<'_> {
             }
         }
         if with_trips {
-            let _ = write!(row, " {:>10}", trip_range(&mut trips));
+            let _ = write!(row, " {:>10}", value_range(&mut trips, 0));
         }
         let _ = writeln!(out, "{row}");
         Ok(())
@@ -1224,7 +1227,7 @@ pub fn thread_runs(sets: &[std::path::PathBuf], threads: &[usize], rounds: usize
                     trips.extend(round_trip_ns());
                 }
             }
-            let trip_range = trip_range(&mut trips);
+            let trip_range = value_range(&mut trips, 0);
             for (m, MethodFigures { label, phases, .. }) in runs[0][0].methods.iter().enumerate() {
                 let _ = writeln!(out, "{}: {label}", set.display());
                 let names: Vec<&String> = phases.iter().map(|(name, _)| name).collect();
@@ -1245,8 +1248,7 @@ pub fn thread_runs(sets: &[std::path::PathBuf], threads: &[usize], rounds: usize
                         let _ = write!(line, " {:>9} {:>11} {:>8} {:>10}", "-", "-", "-", "-");
                     } else {
                         let mut ratios: Vec<f64> = base.iter().zip(&cycle).map(|(b, c)| b / c).collect();
-                        ratios.sort_by(f64::total_cmp);
-                        let range = format!("{:.2}–{:.2}", ratios[0], ratios[ratios.len() - 1]);
+                        let range = value_range(&mut ratios, 2);
                         let _ = write!(line, " {:>9.2} {range:>11} {:>8.2} {trip_range:>10}", median(ratios.clone()), median(ceilings[i].clone()));
                     }
                     for name in &names {
