@@ -114,6 +114,25 @@ fn the_qg_model_conserves_energy_and_enstrophy_when_inviscid_and_unforced() {
     assert!(energy > 1e-3 && enstrophy > 1e-3, "biharmonic friction dissipates: E by {energy:.2e}, Z by {enstrophy:.2e}");
 }
 
+/// With every term of dq/dt switched off, a step turns ψ into q and
+/// back: the plugin's Helmholtz solve (sine transforms and tridiagonal
+/// sweeps) must invert the five-point operator it is built on, at a size
+/// whose FFT ends in a radix-2 pass (65 × 65) and at the reference size.
+#[test]
+fn the_qg_solve_inverts_the_models_own_operator() {
+    let rt = runtime();
+    for (refinement, n) in [(6, 65), (7, 129)] {
+        let config = format!(r#"{{"refinement": {refinement}, "forcing": 0.0, "r": 0.0, "beta": 0.0, "rkh2": 0.0}}"#);
+        let mut model = qg(&rt, &config);
+        let psi0 = smooth_state(n);
+        let mut e = DMatrix::from_column_slice(n * n, 1, &psi0);
+        model.advance(&mut e, 0.0, 5.0).unwrap();
+        let worst = e.column(0).iter().zip(&psi0).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        // ψ of size 30 through q (about 5·10⁴ at 129 × 129) and back.
+        assert!(worst < 1e-10, "n {n}: ψ came back off by {worst:e}");
+    }
+}
+
 /// The satellite tracks observe where their coordinates say, move
 /// between times, and are the same at the same time.
 #[test]
@@ -182,6 +201,44 @@ loc_rad = 2
     let out = geohost(dir.path()).args(["run", "-q"]).arg(&set).arg("--out").arg(dir.path().join("out")).output().unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("experiment.spinup.samples"), "{}", stderr(&out));
+}
+
+/// `geohost perf model` times a set's model call by call, and with
+/// `--against` a second build taking turns with it: the Python Lorenz-96
+/// gives the Rust one's bits at a cost the paired ratio shows; a build of
+/// another model is refused, naming the file and the config key.
+#[test]
+fn perf_model_times_two_builds_of_a_model_call_by_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = crate::common::repo_root();
+    let perf = |args: &[&str]| geohost(dir.path()).current_dir(&root).args(["perf", "model", "cycles/lorenz96.toml"]).args(args).output().unwrap();
+    let out = perf(&["--against", "plugins/dist/lorenz96-py.wasm", "--calls", "5", "--warm-up", "1", "--members", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "model `lorenz96` of cycles/lorenz96.toml (40 variables), 2 members a call, one cycle of 0.05 time units per call; 5 calls after 1 untimed"
+        ),
+        "{text}"
+    );
+    let figures = |label: &str| -> Vec<f64> {
+        let row = text.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no row {label}:\n{text}"));
+        row.split_whitespace().rev().take(2).flat_map(|f| f.split('–')).map(|f| f.parse().unwrap_or_else(|_| panic!("{row}"))).collect()
+    };
+    // (q1–q3, median) of each build and of the ratio: ordered, positive.
+    let (rust, python, ratio) = (figures("A cycles/"), figures("B plugins/dist/lorenz96-py.wasm"), figures("A/B"));
+    for f in [&rust, &python, &ratio] {
+        let (q1, q3, median) = (f[0], f[1], f[2]);
+        assert!(q1 > 0.0 && q1 <= median && median <= q3, "{text}");
+    }
+    // The interpreter costs far more than a tenth of compiled Rust's time.
+    assert!(ratio[2] < 0.5, "{text}");
+    assert!(text.contains("the ensembles after every call: the same bits"), "{text}");
+    let refused = perf(&["--against", "plugins/dist/qg.wasm", "--calls", "2"]);
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(message.contains("--against plugins/dist/qg.wasm") && message.contains("unknown config key `size`"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
 }
 
 /// `geohost perf letkf` times the QG row under the plugin-set's own model

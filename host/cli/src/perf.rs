@@ -619,6 +619,113 @@ pub fn forward_cost(runtime: &Runtime, plugin: &Path, members: usize, cycles: us
     Ok(s)
 }
 
+/// A plugin-set's forward model timed call by call: each call advances
+/// `members` states by one cycle of the set (its `dt` × `steps_per_obs`)
+/// under the set's `[limits]`, from its `x0` plus a fixed small wave (so
+/// that a model at rest in `x0` moves), after `warm_up` untimed calls.
+/// With `against`, a second build of the component (same config, same
+/// limits) takes turns with the set's, call by call and first in every
+/// other round, so that the minutes when this machine's vCPU runs slow
+/// hit both: its median, the median and quartiles of the paired ratios,
+/// and how far the two ensembles ended apart (0: the same bits). This is
+/// how to tell whether a change to a plugin makes it faster; whole
+/// `geohost run`s of either vary by ±20% here from one minute to the next.
+pub fn model_cost(set: &Path, against: Option<&Path>, calls: usize, members: usize, warm_up: usize) -> Result<String> {
+    use geohost_cycle::pluginset::{PluginSet, Source};
+    let loaded = PluginSet::load(set)?;
+    let Source::Path(plugin) = &loaded.model else {
+        bail!("{}: [model] must name a component file (`plugin = …`) for `perf model`", set.display());
+    };
+    let runtime = Runtime::new(loaded.set.limits, None)?;
+    let config = geohost_sandbox::config_json(&loaded.set.model.config);
+    let mut builds = vec![plugin.clone()];
+    builds.extend(against.map(Path::to_path_buf));
+    let mut models = Vec::new();
+    for (i, path) in builds.iter().enumerate() {
+        let what = if i == 0 { format!("perf model {}", set.display()) } else { format!("perf model --against {}", path.display()) };
+        let component = runtime.load("model", path, World::ForwardModel).with_context(|| what.clone())?;
+        models.push(WasmForward::new(&runtime, &component, &config).with_context(|| format!("{what}, with {}'s [model] config", set.display()))?);
+    }
+    let info = models[0].info().clone();
+    if let Some(other) = models.get(1) {
+        if other.info().state_size != info.state_size {
+            bail!(
+                "--against {}: its state has {} variables, {}'s model {} (two builds of one model must agree)",
+                builds[1].display(),
+                other.info().state_size,
+                set.display(),
+                info.state_size
+            );
+        }
+    }
+    let dt = loaded.set.experiment.dt.unwrap_or(info.default_dt) * loaded.set.experiment.steps_per_obs as f64;
+    let x0 = loaded.set.experiment.x0.resolve(info.state_size)?;
+    let wave = loaded.set.experiment.x0_variance.sqrt().max(1e-3);
+    let start = DMatrix::from_fn(info.state_size, members, |i, k| x0[i] + wave * ((i + 7 * k) as f64 * 0.37).sin());
+    let mut states = vec![start; models.len()];
+    let mut t = 0.0;
+    for _ in 0..warm_up {
+        for (model, x) in models.iter_mut().zip(&mut states) {
+            model.advance(x, t, dt)?;
+        }
+        t += dt;
+    }
+    let mut ms = vec![Vec::with_capacity(calls); models.len()];
+    let mut ratios = Vec::with_capacity(calls);
+    for call in 0..calls {
+        let mut order: Vec<usize> = (0..models.len()).collect();
+        if call % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let started = Instant::now();
+            models[i].advance(&mut states[i], t, dt)?;
+            ms[i].push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        if ms.len() == 2 {
+            ratios.push(ms[0][call] / ms[1][call]);
+        }
+        t += dt;
+    }
+    let quartiles = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 4], v[v.len() / 2], v[(3 * v.len()) / 4])
+    };
+    // Four significant figures from 1 ns (10⁻⁶ ms) up.
+    let figure = |v: f64| format!("{v:.*}", (3 - v.log10().floor().clamp(-6.0, 3.0) as i32) as usize);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "model `{}` of {} ({} variables), {members} member{} a call, one cycle of {dt} time units per call; {calls} calls after {warm_up} untimed",
+        info.name,
+        set.display(),
+        info.state_size,
+        if members == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(
+        s,
+        "limits: fuel {} per call, NaN canonicalisation {}",
+        loaded.set.limits.fuel,
+        if loaded.set.limits.nan_canonicalization { "on" } else { "off" }
+    );
+    let _ = writeln!(s, "  {:<44} {:>10} {:>21}", "build", "ms/call", "quartiles");
+    for (label, (path, v)) in ["A", "B"].iter().zip(builds.iter().zip(&mut ms)) {
+        let (q1, q2, q3) = quartiles(v);
+        let _ = writeln!(s, "  {label} {:<42} {:>10} {:>21}", path.display().to_string(), figure(q2), format!("{}–{}", figure(q1), figure(q3)));
+    }
+    if !ratios.is_empty() {
+        let (q1, q2, q3) = quartiles(&mut ratios);
+        let apart = states[0].iter().zip(states[1].iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let _ = writeln!(s, "  A/B, median of the paired calls {:>23.3} {:>21}", q2, format!("{q1:.3}–{q3:.3}"));
+        let _ = write!(
+            s,
+            "  the ensembles after every call: {}",
+            if apart == 0.0 { "the same bits".to_string() } else { format!("at most {apart:.3e} apart (max |A − B|)") }
+        );
+    }
+    Ok(s.trim_end().to_string())
+}
+
 /// The same Lorenz-96 written in Rust, Python (componentize-py) and
 /// JavaScript (componentize-js): component size, compile time on first
 /// load and from the compile cache, and ms per ETKF analysis cycle through

@@ -32,6 +32,26 @@ enum PerfTarget {
     Letkf(LetkfPerfArgs),
     /// Whole `geohost run` cycles on 1, 2, … threads: each plugin-set run in child processes (GEOHOST_THREADS), the counts taking turns; ms per cycle and per phase, the paired speed-up and its range, the machine's ceiling and the cost of a hand-off between two cores (a cache line's round trip), measured between the runs.
     Threads(ThreadsPerfArgs),
+    /// A plugin-set's forward model, call by call (ms per cycle of its members); with --against, a second build of the component taking turns with it: the paired ratio and its quartiles, and whether the two give the same bits.
+    Model(ModelPerfArgs),
+}
+
+#[derive(Args)]
+struct ModelPerfArgs {
+    /// The plugin-set whose [model] (component file and config), cycle length and [limits] are timed.
+    set: PathBuf,
+    /// Another build of the same component, timed against it call by call.
+    #[arg(long)]
+    against: Option<PathBuf>,
+    /// Timed calls (per build).
+    #[arg(long, default_value_t = 200)]
+    calls: usize,
+    /// Untimed calls first (per build).
+    #[arg(long, default_value_t = 10)]
+    warm_up: usize,
+    /// Ensemble members advanced per call.
+    #[arg(long, default_value_t = 1)]
+    members: usize,
 }
 
 #[derive(Args)]
@@ -238,6 +258,12 @@ pub fn run(args: PerfArgs) -> Result<()> {
         Some(PerfTarget::Threads(t)) => {
             let sets = if t.sets.is_empty() { perf::THREAD_SETS.iter().map(PathBuf::from).collect() } else { t.sets };
             perf::thread_runs(&sets, &t.threads, t.rounds, &t.run_args)?
+        }
+        Some(PerfTarget::Model(m)) => {
+            if m.calls < 1 || m.members < 1 {
+                anyhow::bail!("perf model: --calls and --members must be at least 1");
+            }
+            perf::model_cost(&m.set, m.against.as_deref(), m.calls, m.members, m.warm_up)?
         }
         None => perf_da(DaPerfArgs::parse_from(["da"]))?,
     };
