@@ -38,6 +38,8 @@ struct Helmholtz {
     /// algorithm's modified super-diagonal c′ and 1 / modified diagonal.
     c_prime: Vec<f64>,
     inv_diag: Vec<f64>,
+    /// Rows kept of the two tables: every later row equals the last.
+    table_rows: usize,
     /// 1/h², the off-diagonals of the tridiagonal systems.
     off: f64,
     /// sin(π j / (m+1)), j = 0..=m, for the sine transform's folding.
@@ -67,9 +69,17 @@ impl Helmholtz {
                 c_prev = c_prime[j * m + k];
             }
         }
+        // The recurrence reaches a fixed point (in floating point, exactly):
+        // keep the rows up to the last that differs from the one after.
+        let mut rows = m;
+        while rows > 1 && c_prime[(rows - 2) * m..(rows - 1) * m] == c_prime[(rows - 1) * m..rows * m] && inv_diag[(rows - 2) * m..(rows - 1) * m] == inv_diag[(rows - 1) * m..rows * m] {
+            rows -= 1;
+        }
+        c_prime.truncate(rows * m);
+        inv_diag.truncate(rows * m);
         let (line, spectrum, scratch) = (fft.make_input_vec(), fft.make_output_vec(), fft.make_scratch_vec());
         let sines = (0..=m).map(|j| (PI * j as f64 / (m + 1) as f64).sin()).collect();
-        Helmholtz { m, fft, c_prime, inv_diag, off, sines, line, spectrum, scratch, hat: vec![0.0; m * m] }
+        Helmholtz { m, fft, c_prime, inv_diag, table_rows: rows, off, sines, line, spectrum, scratch, hat: vec![0.0; m * m] }
     }
 
     /// The sine transform S_k = Σ_j x_j sin(π k j / N) of `row` (x_1 …
@@ -115,14 +125,16 @@ impl Helmholtz {
         for j in 1..m {
             let (done, rest) = hat.split_at_mut(j * m);
             let (prev, row) = (&done[(j - 1) * m..], &mut rest[..m]);
-            for ((x, &p), &d) in row.iter_mut().zip(prev).zip(&self.inv_diag[j * m..(j + 1) * m]) {
+            let t = j.min(self.table_rows - 1);
+            for ((x, &p), &d) in row.iter_mut().zip(prev).zip(&self.inv_diag[t * m..(t + 1) * m]) {
                 *x = (*x - off * p) * d;
             }
         }
         for j in (0..m - 1).rev() {
             let (head, next) = hat.split_at_mut((j + 1) * m);
             let (row, next) = (&mut head[j * m..], &next[..m]);
-            for ((x, &nx), &c) in row.iter_mut().zip(next).zip(&self.c_prime[j * m..(j + 1) * m]) {
+            let t = j.min(self.table_rows - 1);
+            for ((x, &nx), &c) in row.iter_mut().zip(next).zip(&self.c_prime[t * m..(t + 1) * m]) {
                 *x -= c * nx;
             }
         }
