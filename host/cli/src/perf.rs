@@ -643,7 +643,8 @@ pub fn model_cost(set: &Path, against: Option<&Path>, calls: usize, members: usi
     let mut models = Vec::new();
     for (i, path) in builds.iter().enumerate() {
         let what = if i == 0 { format!("perf model {}", set.display()) } else { format!("perf model --against {}", path.display()) };
-        let component = runtime.load("model", path, World::ForwardModel).with_context(|| what.clone())?;
+        // Named by its file, so that a trap or a refusal says which build.
+        let component = runtime.load(&path.display().to_string(), path, World::ForwardModel).with_context(|| what.clone())?;
         models.push(WasmForward::new(&runtime, &component, &config).with_context(|| format!("{what}, with {}'s [model] config", set.display()))?);
     }
     let info = models[0].info().clone();
