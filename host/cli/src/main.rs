@@ -58,7 +58,7 @@ fn main() {
     keep_freed_memory();
     let cli = Cli::parse();
     if let Err(message) = geohost_da::linalg::requested_vectors() {
-        eprintln!("error: {message}");
+        print_error(&message);
         std::process::exit(2);
     }
     // Neural kernels are small: one thread is faster here (parallelise over
@@ -86,9 +86,17 @@ fn main() {
         Command::Report(args) => report::run(args),
     };
     if let Err(error) = result {
-        eprintln!("error: {error:#}");
+        print_error(&format!("{error:#}"));
         std::process::exit(1);
     }
+}
+
+/// `error: MESSAGE` on stderr in one write. `eprintln!` writes each piece
+/// of a formatted message as it goes (stderr is unbuffered), and under
+/// `mpirun` another rank's lines then land inside this one's.
+fn print_error(message: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(format!("error: {message}\n").as_bytes());
 }
 
 /// Keep freed memory in the process instead of handing it back to the
