@@ -94,7 +94,7 @@ fn main() {
 /// `error: MESSAGE` on stderr in one write. `eprintln!` writes each piece
 /// of a formatted message as it goes (stderr is unbuffered), and under
 /// `mpirun` another rank's lines then land inside this one's.
-fn print_error(message: &str) {
+pub(crate) fn print_error(message: &str) {
     use std::io::Write;
     let _ = std::io::stderr().lock().write_all(format!("error: {message}\n").as_bytes());
 }

@@ -52,7 +52,8 @@ impl Ranks {
     /// would stop the other ranks when the first one exits, before they
     /// print which rank failed.
     pub fn fail(&self, error: &anyhow::Error) -> ! {
-        eprintln!("error: {error:#}");
+        // One write: every rank prints at once here.
+        crate::print_error(&format!("{error:#}"));
         #[cfg(feature = "mpi")]
         if let Ranks::Mpi(world) = self {
             world.barrier();
