@@ -116,8 +116,8 @@ fn the_qg_model_conserves_energy_and_enstrophy_when_inviscid_and_unforced() {
 
 /// With every term of dq/dt switched off, a step turns ψ into q and
 /// back: the plugin's Helmholtz solve (sine transforms and tridiagonal
-/// sweeps) must invert the five-point operator it is built on, at a size
-/// whose FFT ends in a radix-2 pass (65 × 65) and at the reference size.
+/// sweeps) must invert the five-point operator it is built on, at two
+/// sizes (65 × 65 and the reference 129 × 129).
 #[test]
 fn the_qg_solve_inverts_the_models_own_operator() {
     let rt = runtime();
