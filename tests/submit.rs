@@ -234,7 +234,13 @@ fn a_forged_results_file_wins_only_as_self_reported_and_a_hidden_contract_refuse
 #[test]
 fn the_etkf_submission_matches_the_native_etkf_on_hidden_experiments_and_rescores_byte_for_byte() {
     let host = Host::new();
-    let contract = host.contract("hidden.toml", "l96-hidden", HIDDEN);
+    // Long hidden experiments: the verdict's calibration check (spread /
+    // skill in 0.7–1.3) is a statistic of secret, fresh truths. This ETKF
+    // measured 1.19 ± 0.06 (sd over 40 experiments) at 300 cycles, so a
+    // mean of two crossed 1.3 about once in a hundred runs (CI saw 1.309);
+    // at 1,200 cycles it measured 1.196 ± 0.022, six sd of the mean of two
+    // inside the band.
+    let contract = host.contract("hidden.toml", "l96-hidden", "\n[hidden]\nexperiments = 2\ncycles = 1200\n");
     let etkf = plugin("filter-etkf");
     let report = host.submit(&contract, &etkf, r#"{"N": 20, "infl": 1.04}"#);
     assert_eq!(report["verdict"], "pass", "{report:#}");
@@ -245,8 +251,9 @@ fn the_etkf_submission_matches_the_native_etkf_on_hidden_experiments_and_rescore
     let mine = scalar(&hidden["candidates"][0], "rmse");
     let native = scalar(&hidden["oracle"], "rmse");
     // The oracle is the native ETKF with the same N and inflation, rerun on
-    // the same hidden experiments (measured 0.205 against 0.203 at 600
-    // cycles; different initial members, so not bit-equal).
+    // the same hidden experiments (measured 0.203 against 0.203, means of
+    // 24 experiments of 1,200 cycles; different initial members, so not
+    // bit-equal).
     assert!((mine - native).abs() < 0.01, "hidden RMSE {mine} against the native ETKF's {native}");
     assert!(mine < scalar(&hidden["baselines"][1], "rmse"), "better than 3D-Var on the hidden experiments");
     assert_eq!(hidden["ranking"]["order"].as_array().unwrap().len(), 4);
@@ -255,7 +262,7 @@ fn the_etkf_submission_matches_the_native_etkf_on_hidden_experiments_and_rescore
     let sub = &candidate["submission"];
     let experiments: Vec<&str> = sub["accounting"].as_array().unwrap().iter().map(|a| a["experiment"].as_str().unwrap()).collect();
     assert_eq!(experiments, ["public", "hidden 1", "hidden 2"]);
-    assert!(sub["fuel_total"].as_u64().unwrap() > 0 && sub["accounting"][1]["calls"] == 301, "{sub}");
+    assert!(sub["fuel_total"].as_u64().unwrap() > 0 && sub["accounting"][1]["calls"] == 1201, "{sub}");
 
     // Rescoring: byte-identical reports, fuel included.
     let a = host.path("a.json").display().to_string();
