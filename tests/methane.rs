@@ -436,6 +436,12 @@ fn methane_retrieval_benchmarks_score_components_on_hidden_pixels() {
     let speedup = f(&r["candidate_scores"]["fuel_speedup"]);
     assert!(speedup > 2.0, "{r}");
     assert_eq!(r["verdict"], if r["checks"].as_array().unwrap().iter().all(|c| c["pass"] == true) { "pass" } else { "fail" });
+    // The submission is registered under the component's own name, the
+    // emulator's; exporting the emulator by that name again (the demo's
+    // second run) still finds the weights, and writes the same bytes.
+    let again = dir.path().join("emulator-again.wasm");
+    ok(&["export", "emulator", "emulator-small", "-o", again.to_str().unwrap()]);
+    assert!(std::fs::read(&again).unwrap() == std::fs::read(&emulator).unwrap(), "the re-export differs");
     // The physics itself is exact, but no cheaper than the physics.
     let r = submit(&step3, &plugin("ch4-rt"), "{}");
     assert_eq!(f(&r["candidate_scores"]["worst_band_rmse_over_noise"]), 0.0);

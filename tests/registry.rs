@@ -164,6 +164,41 @@ fn short_ids_resolve_and_ambiguity_lists_the_candidates() {
     assert!(stderr(&missing).contains("no artifact matches `nosuchname`"));
 }
 
+/// A caller that needs a role (an emulator to export or run, a predictor
+/// as a baseline) resolves a name among the artifacts with that role: the
+/// submission `bench submit` registers under the exported component's own
+/// name does not make the emulator of that name ambiguous (the demo's
+/// second run stopped on that), while two emulators of one name still are
+/// until one supersedes the other.
+#[test]
+fn a_name_shared_with_other_roles_resolves_to_the_one_artifact_with_the_role() {
+    let home = tempfile::tempdir().unwrap();
+    let mut reg = Registry::open(&home.path().join("registry")).unwrap();
+    let artifact = |kind: &str, role: Option<&str>, version: Option<&str>| NewArtifact {
+        kind: kind.into(),
+        name: "rt-emulator".into(),
+        version: version.map(Into::into),
+        role: role.map(Into::into),
+        media_type: "application/octet-stream".into(),
+        ..Default::default()
+    };
+    let (weights, _) = reg.add(b"weights 1", &artifact("weights", Some("emulator"), None)).unwrap();
+    let (submission, _) = reg.add(b"submitted component", &artifact("submission", None, Some("0.1.0"))).unwrap();
+    let err = reg.resolve("rt-emulator").unwrap_err().to_string();
+    assert!(err.contains("is ambiguous") && err.contains(&weights) && err.contains(&submission), "{err}");
+    assert_eq!(reg.resolve_with_role("rt-emulator", "emulator").unwrap(), weights);
+    assert_eq!(reg.resolve_with_role("rt-emulator@0.1.0", "emulator").unwrap(), submission, "a single match is returned for the caller's role check");
+    // No artifact of the name has the role: still ambiguous, listing all.
+    let err = reg.resolve_with_role("rt-emulator", "predictor").unwrap_err().to_string();
+    assert!(err.contains("is ambiguous") && err.contains(&weights) && err.contains(&submission), "{err}");
+
+    let (retrained, _) = reg.add(b"weights 2", &artifact("weights", Some("emulator"), None)).unwrap();
+    let err = reg.resolve_with_role("rt-emulator", "emulator").unwrap_err().to_string();
+    assert!(err.contains("is ambiguous") && err.contains(&weights) && err.contains(&retrained) && err.contains("geohost registry supersede"), "{err}");
+    reg.supersede(&weights, &retrained).unwrap();
+    assert_eq!(reg.resolve_with_role("rt-emulator", "emulator").unwrap(), retrained);
+}
+
 #[test]
 fn a_flipped_byte_is_caught_by_verify_and_refused_on_load() {
     let home = tempfile::tempdir().unwrap();

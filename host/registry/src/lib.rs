@@ -315,6 +315,21 @@ impl Registry {
     /// newest silently; the one exception is a name whose artifacts were
     /// explicitly superseded (`registry supersede`) down to one.
     pub fn resolve(&self, reference: &str) -> Result<String> {
+        self.resolve_among(reference, None)
+    }
+
+    /// [`Registry::resolve`] for a caller that needs an artifact with
+    /// `role` (an emulator, a predictor): when a name or `name@version`
+    /// names several artifacts, the one non-superseded artifact among them
+    /// with that role decides. A component submitted under its own name
+    /// thus does not make an emulator of the same name ambiguous; two
+    /// emulators of one name still are. The caller checks the role of what
+    /// comes back (an id or a single name may name an artifact without it).
+    pub fn resolve_with_role(&self, reference: &str, role: &str) -> Result<String> {
+        self.resolve_among(reference, Some(role))
+    }
+
+    fn resolve_among(&self, reference: &str, role: Option<&str>) -> Result<String> {
         let hex = reference.strip_prefix("blake3:").unwrap_or(reference);
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             let pattern = format!("blake3:{}*", hex.to_ascii_lowercase());
@@ -341,6 +356,17 @@ impl Registry {
             0 => bail!("no artifact matches `{reference}` (not a known id, id prefix, name or name@version); `geohost registry list` shows what is registered"),
             1 => Ok(candidates[0].clone()),
             _ => {
+                if let Some(role) = role {
+                    let mut with_role = Vec::new();
+                    for id in &candidates {
+                        if self.get(id)?.role.as_deref() == Some(role) {
+                            with_role.push(id.clone());
+                        }
+                    }
+                    if let [head] = self.not_superseded(&with_role)?.as_slice() {
+                        return Ok(head.clone());
+                    }
+                }
                 let heads = self.not_superseded(&candidates)?;
                 if let [head] = heads.as_slice() {
                     return Ok(head.clone());

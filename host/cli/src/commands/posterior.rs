@@ -62,7 +62,7 @@ pub fn load_trained(reference: &str, registry_dir: &Path, role: &str, what: &str
     }
     let reg =
         Registry::open_existing(registry_dir).with_context(|| format!("`{reference}` is not a file, and the registry to look it up in could not be opened"))?;
-    let id = reg.resolve(reference)?;
+    let id = reg.resolve_with_role(reference, role)?;
     let artifact = reg.get(&id)?;
     if artifact.role.as_deref() != Some(role) {
         anyhow::bail!("{id} ({}) is a {} without role `{role}`; name {what}", artifact.name, artifact.kind);

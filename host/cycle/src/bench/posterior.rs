@@ -194,7 +194,7 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Poster
     }
     let mut baselines = Vec::new();
     for (i, b) in contract.file.baselines.iter().enumerate() {
-        let id = registry.resolve(&b.predictor).with_context(|| format!("[[baselines]] #{}: predictor `{}`", i + 1, b.predictor))?;
+        let id = registry.resolve_with_role(&b.predictor, "predictor").with_context(|| format!("[[baselines]] #{}: predictor `{}`", i + 1, b.predictor))?;
         let artifact = registry.get(&id)?;
         if artifact.role.as_deref() != Some("predictor") {
             bail!("[[baselines]] #{}: {id} ({}) is not a step-5 predictor (role predictor)", i + 1, artifact.name);

@@ -322,7 +322,7 @@ fn resolve_baseline(registry: &Registry, i: usize, b: &RetrievalBaseline) -> Res
         (_, Some(p)) => (p, "predictor"),
         _ => bail!("[[baselines]] #{i}: names nothing"),
     };
-    let id = registry.resolve(reference).with_context(|| format!("[[baselines]] #{i}: {role} `{reference}`"))?;
+    let id = registry.resolve_with_role(reference, role).with_context(|| format!("[[baselines]] #{i}: {role} `{reference}`"))?;
     let artifact = registry.get(&id)?;
     if artifact.role.as_deref() != Some(role) {
         bail!("[[baselines]] #{i}: {id} ({}) is not a registered {role} (its role: {})", artifact.name, artifact.role.as_deref().unwrap_or("none"));
