@@ -206,7 +206,8 @@ loc_rad = 2
 /// `geohost perf model` times a set's model call by call, and with
 /// `--against` a second build taking turns with it: the Python Lorenz-96
 /// gives the Rust one's bits at a cost the paired ratio shows; a build of
-/// another model is refused, naming the file and the config key.
+/// another model is refused, naming the file and the config key or the
+/// state sizes, and so are zero calls or members.
 #[test]
 fn perf_model_times_two_builds_of_a_model_call_by_call() {
     let dir = tempfile::tempdir().unwrap();
@@ -239,6 +240,25 @@ fn perf_model_times_two_builds_of_a_model_call_by_call() {
     let message = stderr(&refused);
     assert!(message.contains("--against plugins/dist/qg.wasm") && message.contains("unknown config key `size`"), "{message}");
     assert!(!message.contains("panicked"), "{message}");
+    // Nothing to time: refused before anything loads.
+    for args in [["--calls", "0"], ["--members", "0"]] {
+        let refused = perf(&args);
+        assert_eq!(refused.status.code(), Some(1));
+        assert_eq!(stderr(&refused), "error: perf model: --calls and --members must be at least 1\n");
+    }
+    // A build of another size (both take the set's config, here none).
+    let set = dir.path().join("l63.toml");
+    let text = format!(
+        "[model]\nplugin = \"{}\"\n[observations]\nplugin = \"{}\"\nconfig = {{ select = \"all\", variance = 1.0 }}\n[experiment]\ncycles = 10\nx0 = \"e0\"\nx0_variance = 0.001\n[[method]]\nmethod = \"climatology\"\n",
+        crate::common::plugin("lorenz63").display(),
+        crate::common::plugin("obs-subset").display()
+    );
+    std::fs::write(&set, text).unwrap();
+    let l96 = crate::common::plugin("lorenz96");
+    let refused = geohost(dir.path()).args(["perf", "model", set.to_str().unwrap(), "--against", l96.to_str().unwrap(), "--calls", "2"]).output().unwrap();
+    let message = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{message}");
+    assert!(message.contains(&format!("--against {}: its state has 40 variables, {}'s model 3", l96.display(), set.display())), "{message}");
 }
 
 /// `geohost perf letkf` times the QG row under the plugin-set's own model
