@@ -33,3 +33,6 @@ plugins/build-python.sh
 plugins/build-js.sh
 cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
 cargo test --workspace --locked "${features[@]}"
+# The plugins' own unit tests (e.g. ch4-rt's exp against libm), natively:
+# the components themselves are tested through the host above.
+cargo test --workspace --locked --manifest-path plugins/Cargo.toml
