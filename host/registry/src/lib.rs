@@ -345,8 +345,9 @@ impl Registry {
             Some((n, v)) => (n, Some(v)),
             None => (reference, None),
         };
-        let mut stmt = self.conn.prepare("SELECT id FROM artifacts WHERE name = ?1 AND (?2 IS NULL OR version = ?2) ORDER BY created, id")?;
-        let candidates: Vec<String> = stmt.query_map(params![name, version], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self.conn.prepare("SELECT id, role FROM artifacts WHERE name = ?1 AND (?2 IS NULL OR version = ?2) ORDER BY created, id")?;
+        let named: Vec<(String, Option<String>)> = stmt.query_map(params![name, version], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        let candidates: Vec<String> = named.iter().map(|(id, _)| id.clone()).collect();
         match candidates.len() {
             0 if Path::new(reference).is_file() => {
                 // A file on disk: the artifact with its bytes' id.
@@ -357,12 +358,7 @@ impl Registry {
             1 => Ok(candidates[0].clone()),
             _ => {
                 if let Some(role) = role {
-                    let mut with_role = Vec::new();
-                    for id in &candidates {
-                        if self.get(id)?.role.as_deref() == Some(role) {
-                            with_role.push(id.clone());
-                        }
-                    }
+                    let with_role: Vec<String> = named.iter().filter(|(_, r)| r.as_deref() == Some(role)).map(|(id, _)| id.clone()).collect();
                     if let [head] = self.not_superseded(&with_role)?.as_slice() {
                         return Ok(head.clone());
                     }
