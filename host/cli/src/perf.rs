@@ -13,8 +13,14 @@ use std::path::Path;
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    quartiles(&mut v).1
+}
+
+/// (first quartile, median, third quartile) of `v`, sorting it: its
+/// elements at a quarter, a half and three quarters of its length.
+fn quartiles(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 4], v[v.len() / 2], v[3 * v.len() / 4])
 }
 
 /// The median of `samples` figures that `f` measures itself (a sample
@@ -688,10 +694,6 @@ pub fn model_cost(set: &Path, against: Option<&Path>, calls: usize, members: usi
         }
         t += dt;
     }
-    let quartiles = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 4], v[v.len() / 2], v[(3 * v.len()) / 4])
-    };
     // Four significant figures from 1 ns (10⁻⁶ ms) up.
     let figure = |v: f64| format!("{v:.*}", (3 - v.log10().floor().clamp(-6.0, 3.0) as i32) as usize);
     let mut s = String::new();
