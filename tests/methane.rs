@@ -442,6 +442,16 @@ fn methane_retrieval_benchmarks_score_components_on_hidden_pixels() {
     let again = dir.path().join("emulator-again.wasm");
     ok(&["export", "emulator", "emulator-small", "-o", again.to_str().unwrap()]);
     assert!(std::fs::read(&again).unwrap() == std::fs::read(&emulator).unwrap(), "the re-export differs");
+    // The submission itself, named by its id, is no emulator to export.
+    let submission = blake3::hash(&std::fs::read(&emulator).unwrap()).to_hex().to_string();
+    let out = geohost().args(["export", "emulator", &submission[..12], "-o", again.to_str().unwrap()]).output().unwrap();
+    let err = crate::common::stderr(&out);
+    assert!(
+        out.status.code() == Some(1)
+            && err.contains("a step-3 emulator is needed")
+            && err.contains(&format!("names blake3:{submission} (emulator-small, a submission with role none), not an artifact with role `emulator`")),
+        "{err}"
+    );
     // The physics itself is exact, but no cheaper than the physics.
     let r = submit(&step3, &plugin("ch4-rt"), "{}");
     assert_eq!(f(&r["candidate_scores"]["worst_band_rmse_over_noise"]), 0.0);

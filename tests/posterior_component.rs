@@ -180,6 +180,9 @@ fn an_exported_posterior_scores_like_its_predictor_on_hidden_observations() {
     let registered = run(&["bench", "register", "-q", contract]);
     assert!(registered.contains("hidden     2 observations"), "{registered}");
     assert!(run(&["bench", "register", "-q", contract]).contains("already pre-registered"));
+    // Listed with every other pre-registered contract.
+    let listed = run(&["registry", "list", "--kind", "contract", "--tag", "pre-registered"]);
+    assert!(listed.contains("plume-step5-test"), "{listed}");
 
     let submit = |component: &std::path::Path| -> serde_json::Value {
         serde_json::from_str(&run(&["bench", "submit", "--json", contract, component.to_str().unwrap()])).unwrap()

@@ -186,17 +186,27 @@ fn a_name_shared_with_other_roles_resolves_to_the_one_artifact_with_the_role() {
     let (submission, _) = reg.add(b"submitted component", &artifact("submission", None, Some("0.1.0"))).unwrap();
     let err = reg.resolve("rt-emulator").unwrap_err().to_string();
     assert!(err.contains("is ambiguous") && err.contains(&weights) && err.contains(&submission), "{err}");
-    assert_eq!(reg.resolve_with_role("rt-emulator", "emulator").unwrap(), weights);
-    assert_eq!(reg.resolve_with_role("rt-emulator@0.1.0", "emulator").unwrap(), submission, "a single match is returned for the caller's role check");
+    let with_role = |reference: &str, role: &str| reg.get_with_role(reference, role).map(|a| a.id).map_err(|e| e.to_string());
+    assert_eq!(with_role("rt-emulator", "emulator").unwrap(), weights);
+    // One match without the role, by name@version or by id prefix: refused,
+    // naming what it is instead.
+    for reference in ["rt-emulator@0.1.0", &submission[7..19]] {
+        let err = with_role(reference, "emulator").unwrap_err();
+        assert!(
+            err.contains(&format!("`{reference}` names {submission} (rt-emulator, a submission with role none), not an artifact with role `emulator`"))
+                && err.contains("geohost registry list --role emulator"),
+            "{err}"
+        );
+    }
     // No artifact of the name has the role: still ambiguous, listing all.
-    let err = reg.resolve_with_role("rt-emulator", "predictor").unwrap_err().to_string();
+    let err = with_role("rt-emulator", "predictor").unwrap_err();
     assert!(err.contains("is ambiguous") && err.contains(&weights) && err.contains(&submission), "{err}");
 
     let (retrained, _) = reg.add(b"weights 2", &artifact("weights", Some("emulator"), None)).unwrap();
-    let err = reg.resolve_with_role("rt-emulator", "emulator").unwrap_err().to_string();
+    let err = reg.get_with_role("rt-emulator", "emulator").unwrap_err().to_string();
     assert!(err.contains("is ambiguous") && err.contains(&weights) && err.contains(&retrained) && err.contains("geohost registry supersede"), "{err}");
     reg.supersede(&weights, &retrained).unwrap();
-    assert_eq!(reg.resolve_with_role("rt-emulator", "emulator").unwrap(), retrained);
+    assert_eq!(reg.get_with_role("rt-emulator", "emulator").unwrap().id, retrained);
 }
 
 #[test]

@@ -185,11 +185,7 @@ pub(crate) fn load_model(
     match &set.model {
         Source::Emulator(reference) => {
             let registry = registry.with_context(|| format!("[model] names emulator `{reference}`, but no registry is in use (drop --no-registry)"))?;
-            let id = registry.resolve_with_role(reference, "emulator").context("[model] emulator")?;
-            let artifact = registry.get(&id)?;
-            if artifact.role.as_deref() != Some("emulator") {
-                anyhow::bail!("[model] emulator = \"{reference}\" names {id} ({}), which is a {} without role `emulator`", artifact.name, artifact.kind);
-            }
+            let id = registry.get_with_role(reference, "emulator").context("[model] emulator")?.id;
             let bytes = registry.read(&id)?;
             let forward = NeuralForward::from_bytes(&id, &bytes)?;
             let record = PluginRecord { role: "model", kind: "emulator", path: id.clone(), blake3: id, size: bytes.len(), config: serde_json::Value::Null };

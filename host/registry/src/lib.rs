@@ -318,15 +318,27 @@ impl Registry {
         self.resolve_among(reference, None)
     }
 
-    /// [`Registry::resolve`] for a caller that needs an artifact with
-    /// `role` (an emulator, a predictor): when a name or `name@version`
-    /// names several artifacts, the one non-superseded artifact among them
-    /// with that role decides. A component submitted under its own name
-    /// thus does not make an emulator of the same name ambiguous; two
-    /// emulators of one name still are. The caller checks the role of what
-    /// comes back (an id or a single name may name an artifact without it).
-    pub fn resolve_with_role(&self, reference: &str, role: &str) -> Result<String> {
-        self.resolve_among(reference, Some(role))
+    /// The artifact with `role` (an emulator, a predictor) that `reference`
+    /// names, resolved as [`Registry::resolve`] does, except that when a
+    /// name or `name@version` names several artifacts, the one
+    /// non-superseded artifact among them with that role decides. A
+    /// component submitted under its own name thus does not make an
+    /// emulator of the same name ambiguous; two emulators of one name still
+    /// are. An id, a prefix or a single name that names an artifact without
+    /// the role is an error naming what it names instead.
+    pub fn get_with_role(&self, reference: &str, role: &str) -> Result<Artifact> {
+        let artifact = self.get(&self.resolve_among(reference, Some(role))?)?;
+        if artifact.role.as_deref() != Some(role) {
+            bail!(
+                "`{reference}` names {} ({}, a {} with role {}), not an artifact with role `{role}`; \
+                 `geohost registry list --role {role}` lists those",
+                artifact.id,
+                artifact.name,
+                artifact.kind,
+                artifact.role.as_deref().map_or("none".into(), |r| format!("`{r}`"))
+            );
+        }
+        Ok(artifact)
     }
 
     fn resolve_among(&self, reference: &str, role: Option<&str>) -> Result<String> {

@@ -62,12 +62,8 @@ pub fn load_trained(reference: &str, registry_dir: &Path, role: &str, what: &str
     }
     let reg =
         Registry::open_existing(registry_dir).with_context(|| format!("`{reference}` is not a file, and the registry to look it up in could not be opened"))?;
-    let id = reg.resolve_with_role(reference, role)?;
-    let artifact = reg.get(&id)?;
-    if artifact.role.as_deref() != Some(role) {
-        anyhow::bail!("{id} ({}) is a {} without role `{role}`; name {what}", artifact.name, artifact.kind);
-    }
-    Ok(LoadedPredictor { label: id.clone(), name: artifact.name, bytes: reg.read(&id)?, id: Some(id) })
+    let artifact = reg.get_with_role(reference, role).with_context(|| format!("{what} is needed"))?;
+    Ok(LoadedPredictor { label: artifact.id.clone(), name: artifact.name, bytes: reg.read(&artifact.id)?, id: Some(artifact.id) })
 }
 
 /// Print draws (`d × n`) as CSV, or write them as NetCDF to `out`.

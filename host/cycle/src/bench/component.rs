@@ -24,6 +24,28 @@ pub(super) fn already_registered<T: DeserializeOwned>(registry: &Registry, id: &
     Ok(None)
 }
 
+/// Register a contract once its record is frozen: `bytes` as `contract`
+/// (the caller's name, version, step, transition and metadata, which
+/// holds the record under `frozen`; kind, media type and the
+/// `pre-registered` tag are set here), derived from its plugin-set and its
+/// baselines (`(name, id)`), with the hidden experiments' secret seeds.
+pub(super) fn register_frozen(
+    registry: &mut Registry,
+    bytes: &[u8],
+    contract: NewArtifact,
+    set_id: &str,
+    baselines: &[(String, String)],
+    seeds: &[[u8; 32]],
+) -> Result<()> {
+    let contract = NewArtifact { kind: "contract".into(), media_type: "application/toml".into(), tags: vec!["pre-registered".into()], ..contract };
+    let (id, _) = registry.add(bytes, &contract)?;
+    registry.link(&id, set_id, "derived_from")?;
+    for (_, b) in baselines {
+        registry.link(&id, b, "derived_from")?;
+    }
+    registry.add_secrets(&id, seeds).context("keeping the hidden experiments' secret seeds")
+}
+
 /// The frozen record of pre-registered contract `id` (`label`, read from
 /// `path`), or how to pre-register it.
 pub(super) fn frozen<T: DeserializeOwned>(registry: &Registry, id: &str, label: &str, path: &Path) -> Result<T> {

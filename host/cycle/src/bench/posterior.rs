@@ -194,20 +194,22 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Poster
     }
     let mut baselines = Vec::new();
     for (i, b) in contract.file.baselines.iter().enumerate() {
-        let id = registry.resolve_with_role(&b.predictor, "predictor").with_context(|| format!("[[baselines]] #{}: predictor `{}`", i + 1, b.predictor))?;
-        let artifact = registry.get(&id)?;
-        if artifact.role.as_deref() != Some("predictor") {
-            bail!("[[baselines]] #{}: {id} ({}) is not a step-5 predictor (role predictor)", i + 1, artifact.name);
-        }
+        let artifact = registry.get_with_role(&b.predictor, "predictor").with_context(|| format!("[[baselines]] #{}: predictor `{}`", i + 1, b.predictor))?;
         // Loadable now, not first at scoring time.
-        geohost_learn::refine::Predictor::from_safetensors(&id, &registry.read(&id)?)?;
-        baselines.push((artifact.name, id));
+        geohost_learn::refine::Predictor::from_safetensors(&artifact.id, &registry.read(&artifact.id)?)?;
+        baselines.push((artifact.name, artifact.id));
     }
     let setup = setup(&contract.set, runtime, Some(registry))?;
     let ids = plugin_ids(&setup.components, Some(registry))?;
     let (set_id, _) = registry.add(
         &contract.set.bytes,
-        &NewArtifact { kind: "plugin-set".into(), name: contract.set.name.clone(), media_type: "application/toml".into(), ..Default::default() },
+        &NewArtifact {
+            kind: "plugin-set".into(),
+            name: contract.set.name.clone(),
+            media_type: "application/toml".into(),
+            l_transition: contract.set.set.transition.clone(),
+            ..Default::default()
+        },
     )?;
     let seeds = super::hidden::draw_seeds(contract.file.hidden.as_ref().map_or(0, |h| h.experiments))?;
     let frozen = FrozenPosterior {
@@ -221,24 +223,21 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Poster
         baselines,
         commitments: seeds.iter().map(|s| commitment(s, &contract.id)).collect(),
     };
-    let (id, _) = registry.add(
+    component::register_frozen(
+        registry,
         &contract.bytes,
-        &NewArtifact {
-            kind: "contract".into(),
+        NewArtifact {
             name: contract.file.name.clone(),
             version: Some(contract.file.version.clone()),
-            media_type: "application/toml".into(),
             step: Some(5),
             l_transition: contract.set.set.transition.clone(),
             metadata: serde_json::json!({ "posterior": true, "frozen": frozen }),
             ..Default::default()
         },
+        &set_id,
+        &frozen.baselines,
+        &seeds,
     )?;
-    registry.link(&id, &set_id, "derived_from")?;
-    for (_, b) in &frozen.baselines {
-        registry.link(&id, b, "derived_from")?;
-    }
-    registry.add_secrets(&id, &seeds)?;
     Ok((frozen, true))
 }
 

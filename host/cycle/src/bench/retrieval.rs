@@ -322,11 +322,8 @@ fn resolve_baseline(registry: &Registry, i: usize, b: &RetrievalBaseline) -> Res
         (_, Some(p)) => (p, "predictor"),
         _ => bail!("[[baselines]] #{i}: names nothing"),
     };
-    let id = registry.resolve_with_role(reference, role).with_context(|| format!("[[baselines]] #{i}: {role} `{reference}`"))?;
-    let artifact = registry.get(&id)?;
-    if artifact.role.as_deref() != Some(role) {
-        bail!("[[baselines]] #{i}: {id} ({}) is not a registered {role} (its role: {})", artifact.name, artifact.role.as_deref().unwrap_or("none"));
-    }
+    let artifact = registry.get_with_role(reference, role).with_context(|| format!("[[baselines]] #{i}: {role} `{reference}`"))?;
+    let id = artifact.id.clone();
     let bytes = registry.read(&id)?;
     match role {
         "emulator" => {
@@ -374,25 +371,21 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Retrie
         baselines,
         commitments: seeds.iter().map(|s| commitment(s, &contract.id)).collect(),
     };
-    let (id, _) = registry.add(
+    component::register_frozen(
+        registry,
         &contract.bytes,
-        &NewArtifact {
-            kind: "contract".into(),
+        NewArtifact {
             name: contract.file.name.clone(),
             version: Some(contract.file.version.clone()),
-            media_type: "application/toml".into(),
             step: Some(spec.target_step),
             l_transition: contract.set.set.transition.clone(),
-            tags: vec!["pre-registered".into()],
             metadata: serde_json::json!({ "retrieval": true, "frozen": frozen }),
             ..Default::default()
         },
+        &set_id,
+        &frozen.baselines,
+        &seeds,
     )?;
-    registry.link(&id, &set_id, "derived_from")?;
-    for (_, b) in &frozen.baselines {
-        registry.link(&id, b, "derived_from")?;
-    }
-    registry.add_secrets(&id, &seeds)?;
     Ok((frozen, true))
 }
 
