@@ -230,6 +230,20 @@ fn plugin_set_mistakes_get_clear_errors() {
     // A model that blows up: NaNs are caught and named.
     let err = run_fails(dir.path(), &variant("diverge.toml", "x0_variance = 0.001", "x0_variance = 1e250"), &[]);
     assert!(err.contains("plugin `model`") && err.contains("non-finite value"), "{err}");
+
+    // A compile cache others can write (they could plant compiled code,
+    // which runs outside the sandbox) is refused before anything is loaded;
+    // --no-cache runs without it.
+    let compiled = dir.path().join("compiled");
+    assert!(compiled.is_dir(), "the runs above made no compile cache");
+    std::fs::set_permissions(&compiled, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let err = run_fails(dir.path(), &set, &[]);
+    assert!(
+        err.contains(&format!("the compile cache {} can be written by its group or by others (mode 777)", compiled.display())) && err.contains("--no-cache"),
+        "{err}"
+    );
+    let out = geohost(dir.path()).args(["run", "-q", "--no-cache"]).arg(&set).arg("--out").arg(dir.path().join("o")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]

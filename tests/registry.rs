@@ -209,6 +209,35 @@ fn a_name_shared_with_other_roles_resolves_to_the_one_artifact_with_the_role() {
     assert_eq!(reg.get_with_role("rt-emulator", "emulator").unwrap().id, retrained);
 }
 
+/// A registry is created private (it may hold the secret seeds of hidden
+/// experiments), and secret seeds are refused by one that its group or
+/// others can enter; revealed seeds, public already, are not.
+#[test]
+fn secret_seeds_are_kept_only_in_a_private_registry() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("nested").join("registry");
+    let mut reg = Registry::open(&dir).unwrap();
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    let contract = |reg: &mut Registry, text: &[u8]| {
+        let new = NewArtifact { kind: "contract".into(), name: "c".into(), media_type: "application/toml".into(), ..Default::default() };
+        reg.add(text, &new).unwrap().0
+    };
+    let first = contract(&mut reg, b"contract 1");
+    reg.add_secrets(&first, &[[1u8; 32]]).unwrap();
+    assert_eq!(reg.secrets(&first).unwrap(), vec![[1u8; 32]]);
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let second = contract(&mut reg, b"contract 2");
+    let err = reg.add_secrets(&second, &[[2u8; 32]]).unwrap_err().to_string();
+    assert!(err.contains(&dir.display().to_string()) && err.contains("mode 750") && err.contains("chmod 700"), "{err}");
+    assert!(reg.secrets(&second).unwrap().is_empty(), "refused seeds were kept");
+    // No seeds (a public contract), or revealed ones: nothing secret.
+    reg.add_secrets(&second, &[]).unwrap();
+    reg.add_revealed_seeds(&second, &[[2u8; 32]]).unwrap();
+    assert_eq!(reg.secrets(&second).unwrap(), vec![[2u8; 32]]);
+}
+
 #[test]
 fn a_flipped_byte_is_caught_by_verify_and_refused_on_load() {
     let home = tempfile::tempdir().unwrap();

@@ -304,6 +304,45 @@ fn a_python_filter_submission_scores_as_its_rust_twin() {
     assert_eq!(python["verdict"], rust["verdict"]);
     let fuel = |report: &Value| report["candidates"][0]["submission"]["fuel_total"].as_u64().unwrap();
     assert_ne!(fuel(&python), fuel(&rust), "{python}");
+
+    // --no-cache compiles into a scratch directory under TMPDIR, as the
+    // hidden runs write theirs. Watched while the submission runs, each is
+    // private (0700) and named so that no other user can guess it (not by
+    // the process id: a directory created first by someone else would let
+    // them plant compiled code or swap a written file); none is left, and
+    // the scores are the same.
+    let tmp = host.path("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut child = geohost(host.dir.path())
+        .current_dir(host.dir.path())
+        .env("TMPDIR", &tmp)
+        .args(["bench", "submit", "-q", "--json", "--no-cache", &contract, plugin("filter-nudging").to_str().unwrap(), "--config", r#"{"N": 10, "gain": 0.5}"#])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let mut seen = std::collections::BTreeMap::new();
+    while child.try_wait().unwrap().is_none() {
+        for entry in std::fs::read_dir(&tmp).unwrap().flatten() {
+            if let Ok(meta) = entry.metadata() {
+                use std::os::unix::fs::PermissionsExt;
+                seen.insert(entry.file_name().to_string_lossy().into_owned(), meta.permissions().mode() & 0o777);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(seen.keys().any(|name| name.starts_with("geohost-submit-")), "no compile scratch seen under TMPDIR: {seen:?}");
+    for (name, mode) in &seen {
+        assert!(*mode == 0o700 && !name.contains(&pid), "scratch {name} (mode {mode:o}) is not private to this run (pid {pid})");
+    }
+    let uncached: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(uncached["candidates"][0]["metrics"], rust["candidates"][0]["metrics"]);
+    assert_eq!(uncached["hidden"]["candidates"][0]["metrics"], rust["hidden"]["candidates"][0]["metrics"]);
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
 }
 
 /// `geohost new plugin --lang python --world filter` writes a serial
@@ -647,6 +686,23 @@ fn hostile_submissions_each_get_their_own_verdict_and_only_a_report_is_registere
 fn seeds_match_their_commitments_never_leave_the_registry_and_tampering_is_caught() {
     let host = Host::new();
     let contract = host.contract("hidden.toml", "l96-hidden", HIDDEN);
+    // The registry that keeps the seeds was created private; opened to
+    // others, it refuses another hidden contract before registering
+    // anything of it.
+    use std::os::unix::fs::PermissionsExt;
+    let registry_dir = host.path("registry");
+    assert_eq!(std::fs::metadata(&registry_dir).unwrap().permissions().mode() & 0o777, 0o700);
+    std::fs::set_permissions(&registry_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = host.list().len();
+    let second = host.path("hidden-2.toml");
+    std::fs::write(&second, contract_text("l96-hidden-2", &host.path("set.toml")) + HIDDEN).unwrap();
+    let err = host.fails(&["bench", "register", "-q", second.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("the registry {} is open to its group or to others (mode 755)", registry_dir.display())) && err.contains("chmod 700"),
+        "{err}"
+    );
+    assert_eq!(host.list().len(), before, "a refused contract changed the registry");
+    std::fs::set_permissions(&registry_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let db = rusqlite::Connection::open(host.path("registry/registry.db")).unwrap();
     let (id, metadata): (String, String) =
         db.query_row("SELECT id, metadata FROM artifacts WHERE kind = 'contract' AND name = 'l96-hidden'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();

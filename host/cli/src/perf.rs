@@ -736,7 +736,8 @@ pub fn model_cost(set: &Path, against: Option<&Path>, calls: usize, members: usi
 /// ratio to Rust.
 pub fn language_cost(plugins: &Path, members: usize, cycles: usize, samples: usize) -> Result<String> {
     let names = ["lorenz96", "lorenz96-py", "lorenz96-js"];
-    let cache = tempfile_dir()?;
+    let scratch = geohost_cycle::scratch::private("perf")?;
+    let cache = scratch.path().to_path_buf();
     let mut s = String::new();
     let _ =
         writeln!(s, "Lorenz-96 (40 variables) as a component in three languages; ETKF N={members}, {cycles} cycles per sample, median of {samples} samples");
@@ -777,7 +778,6 @@ pub fn language_cost(plugins: &Path, members: usize, cycles: usize, samples: usi
         let (t, r) = (median(times[i].clone()), median(ratios[i].clone()));
         let _ = writeln!(s, "  {name:<14} {mb:>9.1} {first:>16.2} {cached:>16.1} {t:>12.3} {r:>9.1}×");
     }
-    let _ = std::fs::remove_dir_all(&cache);
     Ok(s.trim_end().to_string())
 }
 
@@ -1166,7 +1166,8 @@ pub fn submission_cost(runtime: &Runtime, plugins: &Path, members: usize, cycles
     }
 
     // Small submissions through the whole path, in a scratch registry.
-    let dir = tempfile_dir()?;
+    let scratch = geohost_cycle::scratch::private("perf")?;
+    let dir = scratch.path();
     let result = (|| -> Result<(f64, f64)> {
         let set_path = dir.join("set.toml");
         std::fs::write(
@@ -1214,7 +1215,6 @@ pub fn submission_cost(runtime: &Runtime, plugins: &Path, members: usize, cycles
         let per = median(times);
         Ok((per * 1e3, 1.0 / per))
     })();
-    let _ = std::fs::remove_dir_all(&dir);
     let (small_ms, per_s) = result?;
 
     let mut s = String::new();
@@ -1225,17 +1225,6 @@ pub fn submission_cost(runtime: &Runtime, plugins: &Path, members: usize, cycles
     let _ = writeln!(s, "small submissions (nudging, {small_cycles} cycles public + 1 hidden experiment, scored), median of {small}:");
     let _ = write!(s, "  ms per submission:                      {small_ms:.1}  ({per_s:.2} submissions/s)");
     Ok(s)
-}
-
-/// A fresh scratch directory under the system's temporary directory.
-fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "geohost-perf-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// The plugin-sets `geohost perf threads` runs when given none: the
@@ -1308,7 +1297,8 @@ pub fn thread_runs(sets: &[std::path::PathBuf], threads: &[usize], rounds: usize
     for set in sets {
         anyhow::ensure!(set.is_file(), "plugin-set {} not found (run from the repository's root, or give the sets' paths)", set.display());
     }
-    let dir = tempfile_dir()?;
+    let scratch = geohost_cycle::scratch::private("perf")?;
+    let dir = scratch.path();
     let result = (|| -> Result<String> {
         let mut out = String::new();
         let _ = writeln!(
@@ -1376,6 +1366,5 @@ pub fn thread_runs(sets: &[std::path::PathBuf], threads: &[usize], rounds: usize
         }
         Ok(out)
     })();
-    let _ = std::fs::remove_dir_all(&dir);
     result.map(|s| s.trim_end().to_string())
 }

@@ -12,7 +12,8 @@
 //!   pixel and [`retrieval_report`] its cycle report and contract;
 //! - [`bench`]: benchmark contracts, pre-registration, scoring, reports,
 //!   diffs and cycle benchmarks;
-//! - [`progress`]: how long tasks report progress (the CLI draws it).
+//! - [`progress`]: how long tasks report progress (the CLI draws it);
+//! - [`scratch`]: private scratch directories for files written and read back.
 
 pub mod bench;
 pub mod emulation;
@@ -25,6 +26,7 @@ pub mod progress;
 pub mod retrieval_report;
 pub mod run;
 pub mod scenes;
+pub mod scratch;
 pub mod static_contract;
 pub mod static_report;
 pub mod static_run;

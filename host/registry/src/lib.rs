@@ -160,8 +160,14 @@ fn check_choice(field: &str, value: &Option<String>, allowed: &[&str]) -> Result
 
 impl Registry {
     /// Open the registry at `dir`, creating it when absent.
+    /// A new registry directory is created with mode 0700: it may come to
+    /// hold the secret seeds of hidden experiments.
     pub fn open(dir: &Path) -> Result<Registry> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create registry directory {}", dir.display()))?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).with_context(|| format!("cannot create registry directory {}", dir.display()))?;
         Self::connect(dir)
     }
 
@@ -669,10 +675,41 @@ impl Registry {
         Ok(doomed)
     }
 
+    /// That the registry directory is closed to its group and to others,
+    /// as it must be to keep secret seeds: whoever reads them computes
+    /// every hidden truth. Pre-registration checks it before it registers
+    /// anything; [`Registry::add_secrets`] checks it again.
+    pub fn ensure_private(&self) -> Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&self.dir).with_context(|| format!("cannot read {}", self.dir.display()))?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                bail!(
+                    "the registry {} is open to its group or to others (mode {mode:o}), and the secret seeds of hidden experiments \
+                     would be kept in it: whoever reads them computes every hidden truth. `chmod 700 {}`, then register again",
+                    self.dir.display(),
+                    self.dir.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Keep the secret seeds of a hidden contract's evaluation experiments
     /// (in order). Refuses a contract that already has seeds: they are
-    /// drawn once, at pre-registration, and never replaced.
+    /// drawn once, at pre-registration, and never replaced. Refuses a
+    /// registry that is not private ([`Registry::ensure_private`]).
     pub fn add_secrets(&mut self, contract: &str, seeds: &[[u8; 32]]) -> Result<()> {
+        if !seeds.is_empty() {
+            self.ensure_private()?;
+        }
+        self.explained(|reg| reg.add_secrets_unexplained(contract, seeds))
+    }
+
+    /// Keep seeds that were revealed (public, checked against their
+    /// commitments by the caller), so that reports can be rescored here.
+    pub fn add_revealed_seeds(&mut self, contract: &str, seeds: &[[u8; 32]]) -> Result<()> {
         self.explained(|reg| reg.add_secrets_unexplained(contract, seeds))
     }
 

@@ -219,9 +219,11 @@ pub struct Runtime {
 
 impl Runtime {
     /// Build an engine for `limits`. `cache_dir` enables the compiled
-    /// component cache.
+    /// component cache ([`CompileCache::open`]: an error when it is not
+    /// private to this user).
     pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
         limits.validate()?;
+        let cache = cache_dir.map(|dir| CompileCache::open(&dir)).transpose()?;
         let mut config = Config::new();
         config
             .consume_fuel(limits.fuel > 0)
@@ -237,7 +239,7 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(&engine, ticker_stop.clone());
-        Ok(Runtime { engine, limits, cache: cache_dir.map(CompileCache::new), ticker_stop })
+        Ok(Runtime { engine, limits, cache, ticker_stop })
     }
 
     pub fn limits(&self) -> &Limits {

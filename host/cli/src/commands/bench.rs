@@ -199,11 +199,12 @@ fn pair_reports(a: Vec<(Option<u8>, Report)>, b: Vec<(Option<u8>, Report)>) -> V
 
 /// The executable and compile cache of the compiling child process (as
 /// `bench submit` uses them): the user's cache, or with --no-cache a
-/// private one for this call (returned third, to remove afterwards).
-fn compile_child(sandbox: &SandboxArgs) -> Result<(PathBuf, PathBuf, Option<PathBuf>)> {
-    let scratch = sandbox.no_cache().then(|| std::env::temp_dir().join(format!("geohost-submit-{}", std::process::id())));
+/// private one for this call (returned third: keep it until the child is
+/// done; dropping it removes it).
+fn compile_child(sandbox: &SandboxArgs) -> Result<(PathBuf, PathBuf, Option<geohost_cycle::scratch::TempDir>)> {
+    let scratch = sandbox.no_cache().then(|| geohost_cycle::scratch::private("submit")).transpose()?;
     let cache_dir = match (&scratch, geohost_sandbox::CompileCache::default_dir()) {
-        (Some(s), _) => s.clone(),
+        (Some(s), _) => s.path().to_path_buf(),
         (None, Some(d)) => d,
         (None, None) => bail!("no compile cache directory (set GEOHOST_CACHE_DIR or HOME, or pass --no-cache)"),
     };
@@ -354,9 +355,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let options = submit::SubmitOptions { component, config, name, exe, cache_dir, submitter };
             if let Some(c) = posterior_contract {
                 let report = posterior::submit(&mut registry, &runtime, &c, &options);
-                if let Some(s) = &scratch {
-                    let _ = std::fs::remove_dir_all(s);
-                }
+                drop(scratch);
                 let (report, scored) = report?;
                 let bytes = serde_json::to_vec_pretty(&report)?;
                 let path = report_path(out, &c.file.name, &bytes);
@@ -371,9 +370,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
             if let Some(c) = retrieval_contract {
                 let report = retrieval::submit(&mut registry, &runtime, &c, &options);
-                if let Some(s) = &scratch {
-                    let _ = std::fs::remove_dir_all(s);
-                }
+                drop(scratch);
                 let (report, scored) = report?;
                 let bytes = serde_json::to_vec_pretty(&report)?;
                 let path = report_path(out, &c.file.name, &bytes);
@@ -389,9 +386,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let Some(contract) = filter_contract else { bail!("{contract}: not a contract") };
             let mut progress = progress_factory(quiet);
             let submitted = submit::submit(&mut registry, &runtime, &contract, &options, &mut progress);
-            if let Some(s) = &scratch {
-                let _ = std::fs::remove_dir_all(s);
-            }
+            drop(scratch);
             let submitted = submitted?;
             let bytes = serde_json::to_vec_pretty(&submitted.report)?;
             let path = report_path(out, &contract.file.name, &bytes);
@@ -444,9 +439,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let options = verify::VerifyOptions { contract: contract.as_deref(), component: component.as_deref(), exe, cache_dir };
             let mut progress = progress_factory(true);
             let outcome = verify::verify(&mut registry, &runtime, &bytes, &options, &mut progress);
-            if let Some(s) = &scratch {
-                let _ = std::fs::remove_dir_all(s);
-            }
+            drop(scratch);
             let v = outcome?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);

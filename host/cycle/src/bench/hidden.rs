@@ -165,32 +165,16 @@ pub fn run_experiment(
     progress: &mut ProgressFactory<'_>,
 ) -> Result<ExperimentOutputs> {
     let result = crate::run::run(set, runtime, Some(registry), cycles, progress, Default::default())?;
-    let scratch = private_scratch()?;
-    let read = (|| {
-        let written = crate::outputs::write(&scratch, &result, set)?;
-        let truth_bytes = std::fs::read(&written.truth)?;
-        let truth_id = geohost_registry::artifact_id(&truth_bytes);
-        let truth = TruthFile::parse(&truth_id, truth_bytes)?;
-        let mut outputs = Vec::new();
-        for (m, path) in result.methods.iter().zip(&written.methods) {
-            outputs.push((m.label(), std::fs::read(path)?));
-        }
-        Ok(ExperimentOutputs { truth_id, truth, outputs })
-    })();
-    let _ = std::fs::remove_dir_all(&scratch);
-    read
-}
-
-/// A fresh directory only this user can read.
-fn private_scratch() -> Result<std::path::PathBuf> {
-    let mut tag = [0u8; 8];
-    rand::rngs::OsRng.try_fill_bytes(&mut tag).context("drawing a scratch directory name")?;
-    let dir = std::env::temp_dir().join(format!("geohost-hidden-{}-{}", std::process::id(), u64::from_le_bytes(tag)));
-    let mut builder = std::fs::DirBuilder::new();
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(&dir).with_context(|| format!("cannot create the scratch directory {}", dir.display()))?;
-    Ok(dir)
+    let scratch = crate::scratch::private("hidden")?;
+    let written = crate::outputs::write(scratch.path(), &result, set)?;
+    let truth_bytes = std::fs::read(&written.truth)?;
+    let truth_id = geohost_registry::artifact_id(&truth_bytes);
+    let truth = TruthFile::parse(&truth_id, truth_bytes)?;
+    let mut outputs = Vec::new();
+    for (m, path) in result.methods.iter().zip(&written.methods) {
+        outputs.push((m.label(), std::fs::read(path)?));
+    }
+    Ok(ExperimentOutputs { truth_id, truth, outputs })
 }
 
 /// The tag a contract gets when its seeds are revealed.
@@ -293,7 +277,7 @@ pub fn import_revealed(registry: &mut Registry, revealed: &Revealed) -> Result<(
         seeds.push(seed);
     }
     if registry.secrets(&revealed.contract)?.is_empty() {
-        registry.add_secrets(&revealed.contract, &seeds)?;
+        registry.add_revealed_seeds(&revealed.contract, &seeds)?;
     }
     tag_revealed(registry, &artifact)
 }

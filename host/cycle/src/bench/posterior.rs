@@ -192,6 +192,9 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Poster
     if let Some(frozen) = component::already_registered(registry, &contract.id, &contract.file.name, &contract.file.version)? {
         return Ok((frozen, false));
     }
+    if contract.file.hidden.as_ref().is_some_and(|h| h.experiments > 0) {
+        registry.ensure_private()?;
+    }
     let mut baselines = Vec::new();
     for (i, b) in contract.file.baselines.iter().enumerate() {
         let artifact = registry.get_with_role(&b.predictor, "predictor").with_context(|| format!("[[baselines]] #{}: predictor `{}`", i + 1, b.predictor))?;

@@ -144,6 +144,9 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
     // Everything is checked before anything is written: a refused contract
     // leaves the registry as it was.
     let publishers = contract.publisher_keys()?;
+    if file.hidden.is_some() {
+        registry.ensure_private()?;
+    }
 
     // Metric components: configured, their metrics listed.
     let mut components = Vec::new();
@@ -207,7 +210,7 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
 
     // The reference: generated (with the method baselines) into a scratch
     // directory, or a registered truth.nc.
-    let scratch = std::env::temp_dir().join(format!("geohost-prereg-{}-{}", std::process::id(), &contract.id[7..19]));
+    let scratch = crate::scratch::private("prereg")?;
     let forecasts = match &file.reference.forecasts {
         Some(spec) => {
             let mut set = PluginSet::load(&dir.join(&spec.plugin_set)).context("field `reference.forecasts.plugin_set`")?;
@@ -226,7 +229,7 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
             set.methods = file.baselines.iter().filter_map(|b| b.method_spec()).enumerate().map(|(i, m)| m.validate(i + 1)).collect::<Result<_>>()?;
             let result =
                 crate::run::run(&set, runtime, Some(&mut *registry), None, progress, Default::default()).context("generating the reference experiment")?;
-            let written = crate::outputs::write(&scratch, &result, &set)?;
+            let written = crate::outputs::write(scratch.path(), &result, &set)?;
             Some((set, result, written))
         }
         None => None,
@@ -339,20 +342,12 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
         };
         Ok((reference, baselines, oracle, hidden))
     })();
-    let (reference, ordered, oracle, hidden) = match outcome {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&scratch);
-            return Err(e);
-        }
-    };
+    let (reference, ordered, oracle, hidden) = outcome?;
 
     // All checked: record the generated run, the components, the contract.
     if let Some((set, g)) = &forecasts {
-        let written = crate::outputs::write(&scratch, &g.run, set)?;
-        let registration = crate::outputs::register(registry, set, &g.run, &written);
-        let _ = std::fs::remove_dir_all(&scratch);
-        registration?;
+        let written = crate::outputs::write(scratch.path(), &g.run, set)?;
+        crate::outputs::register(registry, set, &g.run, &written)?;
         let model_id = &g.run.plugins[0].blake3;
         registry.add(
             &g.bytes,
@@ -369,9 +364,7 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Contra
         registry.link(&reference, model_id, "derived_from")?;
     }
     if let Some((set, result, written)) = &generated {
-        let registration = crate::outputs::register(registry, set, result, written);
-        let _ = std::fs::remove_dir_all(&scratch);
-        registration?;
+        crate::outputs::register(registry, set, result, written)?;
     }
     let mut metrics = Vec::new();
     for (m, bytes) in components {

@@ -345,6 +345,9 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Retrie
     if let Some(frozen) = component::already_registered(registry, &contract.id, &contract.file.name, &contract.file.version)? {
         return Ok((frozen, false));
     }
+    if contract.file.hidden.as_ref().is_some_and(|h| h.experiments > 0) {
+        registry.ensure_private()?;
+    }
     let baselines = contract.file.baselines.iter().enumerate().map(|(i, b)| resolve_baseline(registry, i + 1, b)).collect::<Result<Vec<_>>>()?;
     let plugins = crate::scenes::setup(&contract.set, runtime, Some(registry))?;
     let ids = plugin_ids(&plugins.components[..2], Some(registry))?;

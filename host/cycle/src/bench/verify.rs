@@ -76,9 +76,8 @@ pub fn verify(
         differences.push(format!("submission: the bytes given hash to {actual}, but the report scored {component}"));
         return Ok(Verification { report: report_id, contract: contract_id, submission: component, matches: false, differences });
     }
-    let scratch = std::env::temp_dir().join(format!("geohost-verify-{}-{}", std::process::id(), &component[7..19]));
-    std::fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
-    let file = scratch.join("submission.wasm");
+    let scratch = crate::scratch::private("verify")?;
+    let file = scratch.path().join("submission.wasm");
     std::fs::write(&file, &bytes)?;
     let submit = SubmitOptions { component: file, config, name: None, exe: options.exe.clone(), cache_dir: options.cache_dir.clone(), submitter };
 
@@ -120,7 +119,7 @@ pub fn verify(
             Ok(serde_json::to_vec_pretty(&report)?)
         }
     })();
-    let _ = std::fs::remove_dir_all(&scratch);
+    drop(scratch);
     let bytes = recomputed?;
     if bytes != report_bytes {
         diff_values("", &value, &serde_json::from_slice(&bytes)?, &mut differences);
