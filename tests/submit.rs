@@ -649,6 +649,15 @@ fn hostile_submissions_each_get_their_own_verdict_and_only_a_report_is_registere
         (hostile.clone(), r#"{"mode": "nan", "at": 4}"#, "run", Some("public"), Some(4), &["non-finite value (NaN) for member 0"]),
         (hostile.clone(), r#"{"mode": "trap", "at": 5}"#, "run", Some("public"), Some(5), &["trapped in `analyse`"]),
         (hostile.clone(), r#"{"mode": "init-error"}"#, "init", Some("public"), None, &["rejected its config: refusing to start"]),
+        // Terminal control sequences in its error, escaped; its length cut.
+        (
+            hostile.clone(),
+            r#"{"mode": "shout", "at": 2}"#,
+            "run",
+            Some("public"),
+            Some(2),
+            &["returned an error from `analyse`: \\u{1b}[2J\\u{1b}]52;c;cHduZWQ=\\u{7}\\u{202e}cleared!!!", "more characters)"],
+        ),
         // About 1.02 million fuel per call, 301 calls per experiment: the
         // 500-million total runs out in the first hidden experiment.
         (hostile.clone(), r#"{"mode": "burn", "work": 100000}"#, "run", Some("hidden 1"), None, &["used up its total fuel budget of 500000000"]),
@@ -680,6 +689,22 @@ fn hostile_submissions_each_get_their_own_verdict_and_only_a_report_is_registere
         assert_eq!(new.len(), 1, "{what}: only the report is new: {new:#?}");
         assert_eq!(new[0]["kind"], "report");
     }
+
+    // What the shouting submission wrote reaches neither the report nor
+    // the terminal as it was: no control character or override is left,
+    // its 100,000 characters are cut to 4,096, its name is escaped too.
+    let config = r#"{"mode": "shout", "at": 2}"#;
+    let report = host.submit(&contract, &hostile, config);
+    let submission = &report["candidates"][0]["submission"];
+    assert_eq!(submission["name"], "testkit-hostile-filter\\u{1b}[31m");
+    let reason = submission["disqualified"]["reason"].as_str().unwrap();
+    assert!(reason.chars().count() < 4096 + 200, "{} characters kept", reason.chars().count());
+    let out = host.cmd(&["bench", "submit", "-q", &contract, hostile.to_str().unwrap(), "--config", config]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for text in [reason.to_string(), stdout(&out), stderr(&out)] {
+        assert!(!text.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'), "a control character reached the output: {text:?}");
+    }
+    assert!(stdout(&out).contains("disqualified"), "{}", stdout(&out));
 }
 
 #[test]

@@ -67,7 +67,7 @@ impl WasmFilter {
             dt: problem.dt,
         };
         let info = instance.init(|b, store| b.geohost_plugin_assimilate().call_init(store, config, &wit_problem))?;
-        let info = FilterInfo { name: info.name, version: info.version, members: info.members as usize };
+        let info = FilterInfo { name: crate::printable(&info.name), version: crate::printable(&info.version), members: info.members as usize };
         if !(2..=MAX_MEMBERS).contains(&info.members) {
             return Err(SandboxError::Shape {
                 plugin: loaded.plugin.clone(),

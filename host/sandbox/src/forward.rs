@@ -71,8 +71,8 @@ impl WasmForward {
         instance.set_fuel_budget(budget);
         let info = instance.init(|b, store| b.geohost_plugin_forward().call_init(store, config))?;
         let info = ModelInfo {
-            name: info.name,
-            version: info.version,
+            name: crate::printable(&info.name),
+            version: crate::printable(&info.version),
             state_size: info.state_size as usize,
             parameters: info.parameters.into_iter().map(|p| Parameter { name: p.name, value: p.value, units: p.units }).collect(),
             default_dt: info.default_dt,

@@ -153,6 +153,32 @@ pub enum SandboxError {
     Poisoned { plugin: String, first: String },
 }
 
+/// How much of a plugin's own text (an error message, its name) is kept.
+pub const MAX_PLUGIN_TEXT: usize = 4096;
+
+/// Text a plugin wrote (an error message, its name or version), made safe
+/// to print and to keep: control characters other than newline and tab,
+/// and the bidirectional overrides, are escaped (`\u{1b}`), since a
+/// terminal acts on them (it clears the screen, rewrites lines, sets the
+/// clipboard) and the overrides make text read other than it is; past
+/// [`MAX_PLUGIN_TEXT`] characters the rest is cut, and counted.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_PLUGIN_TEXT));
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_PLUGIN_TEXT {
+            out.push_str(&format!("… ({} more characters)", text.chars().count() - i));
+            break;
+        }
+        let hidden = (c.is_control() && c != '\n' && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if hidden {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A compiled, checked component, ready to instantiate.
 pub struct LoadedComponent {
     pub plugin: String,
@@ -495,7 +521,7 @@ impl<B> Instance<B> {
         self.settle();
         match result {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(message)) => Err(SandboxError::Returned { plugin: self.plugin.clone(), call, message }),
+            Ok(Err(message)) => Err(SandboxError::Returned { plugin: self.plugin.clone(), call, message: printable(&message) }),
             Err(error) => {
                 let error = self.classify(call, error);
                 self.poisoned = Some(error.to_string());
@@ -530,7 +556,8 @@ impl<B> Instance<B> {
                 hint: "a Rust plugin traps like this when its stack, which lives in linear memory, overflows: unbounded recursion? Or a bad pointer",
             },
             Some(trap) => SandboxError::Trap { plugin, call, trap: trap.to_string(), hint: self.language.trap_hint() },
-            None => SandboxError::Trap { plugin, call, trap: format!("{error:#}"), hint: self.language.trap_hint() },
+            // The message may quote the plugin's own function names.
+            None => SandboxError::Trap { plugin, call, trap: printable(&format!("{error:#}")), hint: self.language.trap_hint() },
         }
     }
 }

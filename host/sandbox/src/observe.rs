@@ -55,8 +55,8 @@ impl WasmObs {
         let mut instance = Instance::new(runtime, loaded, Bindings::instantiate)?;
         let info = instance.init(|b, store| b.geohost_plugin_observe().call_init(store, config))?;
         let info = ObsInfo {
-            name: info.name,
-            version: info.version,
+            name: crate::printable(&info.name),
+            version: crate::printable(&info.version),
             state_size: info.state_size as usize,
             obs_size: info.obs_size as usize,
             noise_variance: info.noise_variance,

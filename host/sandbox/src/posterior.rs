@@ -46,8 +46,8 @@ impl WasmPosterior {
         instance.set_fuel_budget(budget);
         let info = instance.init(|b, store| b.geohost_plugin_infer().call_init(store, config))?;
         let info = PosteriorInfo {
-            name: info.name,
-            version: info.version,
+            name: crate::printable(&info.name),
+            version: crate::printable(&info.version),
             parameters: info.parameters,
             data_size: info.data_size as usize,
             has_log_prob: info.has_log_prob,

@@ -33,8 +33,8 @@ impl WasmSimulator {
         instance.set_fuel_budget(budget);
         let info = instance.init(|b, store| b.geohost_plugin_simulate().call_init(store, config))?;
         let info = SimulatorInfo {
-            name: info.name,
-            version: info.version,
+            name: crate::printable(&info.name),
+            version: crate::printable(&info.version),
             parameters: info.parameters.into_iter().map(|p| ParameterInfo { name: p.name, units: p.units }).collect(),
             output_size: info.output_size as usize,
             output_units: info.output_units,

@@ -11,6 +11,9 @@
 //! - `"burn"`: every call burns `work` loop iterations (default 10⁶), so a
 //!   long run exhausts a small total fuel budget late, never one call
 //! - `"init-error"`: refuses its config
+//! - `"shout"`: names itself with a terminal colour code, and `analyse`
+//!   returns an error of 100,000 characters that starts with terminal
+//!   control sequences (clear the screen, set the clipboard)
 //!
 //! Config keys: `mode`, `at`, `N` (default 10), `work`.
 
@@ -48,7 +51,8 @@ impl Filter for Hostile {
     }
 
     fn info(&self) -> FilterInfo {
-        FilterInfo { name: "testkit-hostile-filter".into(), version: env!("CARGO_PKG_VERSION").into(), members: self.n }
+        let name = if self.mode == "shout" { "testkit-hostile-filter\x1b[31m" } else { "testkit-hostile-filter" };
+        FilterInfo { name: name.into(), version: env!("CARGO_PKG_VERSION").into(), members: self.n }
     }
 
     fn analyse(&mut self, x: &mut Members<'_>, _hx: &[f64], _y: &[f64], _t: f64, _rng: &mut SplitMix64) -> Result<(), String> {
@@ -85,6 +89,7 @@ impl Filter for Hostile {
             }
             "nan" => x.data[0] = f64::NAN,
             "trap" => panic!("hostile filter: deliberate panic at cycle {k}"),
+            "shout" => return Err(format!("\x1b[2J\x1b]52;c;cHduZWQ=\x07\u{202e}cleared{}", "!".repeat(100_000))),
             _ => {}
         }
         Ok(())
