@@ -43,12 +43,12 @@ impl Bindings {
 /// The host's [`Layout`] from the WIT record.
 fn layout(l: spatial::Layout) -> Layout {
     Layout {
-        axes: l.dims.into_iter().map(|d| Axis { name: d.name, coordinates: d.coordinates, period: d.period }).collect(),
+        axes: l.dims.into_iter().map(|d| Axis { name: crate::printable(&d.name), coordinates: d.coordinates, period: d.period }).collect(),
         metric: match l.metric {
             spatial::Metric::Euclidean => Metric::Euclidean,
             spatial::Metric::GreatCircle(radius) => Metric::GreatCircle { radius },
         },
-        units: l.units,
+        units: crate::printable(&l.units),
     }
 }
 
@@ -74,10 +74,14 @@ impl WasmForward {
             name: crate::printable(&info.name),
             version: crate::printable(&info.version),
             state_size: info.state_size as usize,
-            parameters: info.parameters.into_iter().map(|p| Parameter { name: p.name, value: p.value, units: p.units }).collect(),
+            parameters: info
+                .parameters
+                .into_iter()
+                .map(|p| Parameter { name: crate::printable(&p.name), value: p.value, units: crate::printable(&p.units) })
+                .collect(),
             default_dt: info.default_dt,
-            state_units: info.state_units,
-            time_units: info.time_units,
+            state_units: crate::printable(&info.state_units),
+            time_units: crate::printable(&info.time_units),
             grid: info.grid.map(|g| Grid { points: g.points as usize, periodic: g.periodic }),
             layout: None,
         };

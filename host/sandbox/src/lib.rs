@@ -156,7 +156,8 @@ pub enum SandboxError {
 /// How much of a plugin's own text (an error message, its name) is kept.
 pub const MAX_PLUGIN_TEXT: usize = 4096;
 
-/// Text a plugin wrote (an error message, its name or version), made safe
+/// Text a plugin wrote (an error message, its name or version, the names
+/// and units of its parameters, metrics and axes), made safe
 /// to print and to keep: control characters other than newline and tab,
 /// and the bidirectional overrides, are escaped (`\u{1b}`), since a
 /// terminal acts on them (it clears the screen, rewrites lines, sets the

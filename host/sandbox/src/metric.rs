@@ -51,7 +51,12 @@ impl WasmMetric {
     pub fn new(runtime: &Runtime, loaded: &LoadedComponent, config: &str) -> Result<WasmMetric, SandboxError> {
         let mut instance = Instance::new(runtime, loaded, |store, component, linker| Bindings::instantiate(store, component, linker))?;
         let info = instance.init(|b, store| b.geohost_plugin_score().call_init(store, config))?;
-        Ok(WasmMetric { instance, name: crate::printable(&info.name), version: crate::printable(&info.version), metrics: info.metrics })
+        Ok(WasmMetric {
+            instance,
+            name: crate::printable(&info.name),
+            version: crate::printable(&info.version),
+            metrics: info.metrics.iter().map(|m| crate::printable(m)).collect(),
+        })
     }
 
     /// Score `prediction` against `reference` (and `members`, if given).

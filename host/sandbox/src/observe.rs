@@ -61,8 +61,12 @@ impl WasmObs {
             obs_size: info.obs_size as usize,
             noise_variance: info.noise_variance,
             locations: info.locations,
-            parameters: info.parameters.into_iter().map(|p| Parameter { name: p.name, value: p.value, units: p.units }).collect(),
-            units: info.units,
+            parameters: info
+                .parameters
+                .into_iter()
+                .map(|p| Parameter { name: crate::printable(&p.name), value: p.value, units: crate::printable(&p.units) })
+                .collect(),
+            units: crate::printable(&info.units),
         };
         Ok(WasmObs { instance, info, input: Vec::new() })
     }

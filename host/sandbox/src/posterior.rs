@@ -48,7 +48,7 @@ impl WasmPosterior {
         let info = PosteriorInfo {
             name: crate::printable(&info.name),
             version: crate::printable(&info.version),
-            parameters: info.parameters,
+            parameters: info.parameters.iter().map(|p| crate::printable(p)).collect(),
             data_size: info.data_size as usize,
             has_log_prob: info.has_log_prob,
         };

@@ -35,10 +35,14 @@ impl WasmSimulator {
         let info = SimulatorInfo {
             name: crate::printable(&info.name),
             version: crate::printable(&info.version),
-            parameters: info.parameters.into_iter().map(|p| ParameterInfo { name: p.name, units: p.units }).collect(),
+            parameters: info.parameters.into_iter().map(|p| ParameterInfo { name: crate::printable(&p.name), units: crate::printable(&p.units) }).collect(),
             output_size: info.output_size as usize,
-            output_units: info.output_units,
-            settings: info.settings.into_iter().map(|p| Parameter { name: p.name, value: p.value, units: p.units }).collect(),
+            output_units: crate::printable(&info.output_units),
+            settings: info
+                .settings
+                .into_iter()
+                .map(|p| Parameter { name: crate::printable(&p.name), value: p.value, units: crate::printable(&p.units) })
+                .collect(),
             stochastic: info.stochastic,
         };
         if info.parameters.is_empty() || info.output_size == 0 {
