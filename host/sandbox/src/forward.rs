@@ -74,11 +74,7 @@ impl WasmForward {
             name: crate::printable(&info.name),
             version: crate::printable(&info.version),
             state_size: info.state_size as usize,
-            parameters: info
-                .parameters
-                .into_iter()
-                .map(|p| Parameter { name: crate::printable(&p.name), value: p.value, units: crate::printable(&p.units) })
-                .collect(),
+            parameters: info.parameters.into_iter().map(|p| Parameter::from_plugin(&p.name, p.value, &p.units)).collect(),
             default_dt: info.default_dt,
             state_units: crate::printable(&info.state_units),
             time_units: crate::printable(&info.time_units),

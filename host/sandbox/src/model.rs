@@ -20,6 +20,14 @@ pub struct Parameter {
     pub units: String,
 }
 
+impl Parameter {
+    /// A parameter as a plugin reported it, its texts made
+    /// [`printable`](crate::printable).
+    pub(crate) fn from_plugin(name: &str, value: f64, units: &str) -> Parameter {
+        Parameter { name: crate::printable(name), value, units: crate::printable(units) }
+    }
+}
+
 /// A 1-D grid on which state variable `i` sits at coordinate `i`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Grid {

@@ -61,11 +61,7 @@ impl WasmObs {
             obs_size: info.obs_size as usize,
             noise_variance: info.noise_variance,
             locations: info.locations,
-            parameters: info
-                .parameters
-                .into_iter()
-                .map(|p| Parameter { name: crate::printable(&p.name), value: p.value, units: crate::printable(&p.units) })
-                .collect(),
+            parameters: info.parameters.into_iter().map(|p| Parameter::from_plugin(&p.name, p.value, &p.units)).collect(),
             units: crate::printable(&info.units),
         };
         Ok(WasmObs { instance, info, input: Vec::new() })

@@ -38,11 +38,7 @@ impl WasmSimulator {
             parameters: info.parameters.into_iter().map(|p| ParameterInfo { name: crate::printable(&p.name), units: crate::printable(&p.units) }).collect(),
             output_size: info.output_size as usize,
             output_units: crate::printable(&info.output_units),
-            settings: info
-                .settings
-                .into_iter()
-                .map(|p| Parameter { name: crate::printable(&p.name), value: p.value, units: crate::printable(&p.units) })
-                .collect(),
+            settings: info.settings.into_iter().map(|p| Parameter::from_plugin(&p.name, p.value, &p.units)).collect(),
             stochastic: info.stochastic,
         };
         if info.parameters.is_empty() || info.output_size == 0 {

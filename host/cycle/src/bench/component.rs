@@ -24,6 +24,14 @@ pub(super) fn already_registered<T: DeserializeOwned>(registry: &Registry, id: &
     Ok(None)
 }
 
+/// Register a component-scored contract's plugin-set (its `bytes`, `name`
+/// and L-transition); returns its id.
+pub(super) fn register_set(registry: &mut Registry, bytes: &[u8], name: &str, transition: Option<String>) -> Result<String> {
+    let set =
+        NewArtifact { kind: "plugin-set".into(), name: name.into(), media_type: "application/toml".into(), l_transition: transition, ..Default::default() };
+    Ok(registry.add(bytes, &set)?.0)
+}
+
 /// Register a contract once its record is frozen: `bytes` as `contract`
 /// (the caller's name, version, step, transition and metadata, which
 /// holds the record under `frozen`; kind, media type and the

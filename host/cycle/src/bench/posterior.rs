@@ -204,16 +204,7 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Poster
     }
     let setup = setup(&contract.set, runtime, Some(registry))?;
     let ids = plugin_ids(&setup.components, Some(registry))?;
-    let (set_id, _) = registry.add(
-        &contract.set.bytes,
-        &NewArtifact {
-            kind: "plugin-set".into(),
-            name: contract.set.name.clone(),
-            media_type: "application/toml".into(),
-            l_transition: contract.set.set.transition.clone(),
-            ..Default::default()
-        },
-    )?;
+    let set_id = component::register_set(registry, &contract.set.bytes, &contract.set.name, contract.set.set.transition.clone())?;
     let seeds = super::hidden::draw_seeds(contract.file.hidden.as_ref().map_or(0, |h| h.experiments))?;
     let frozen = FrozenPosterior {
         contract: contract.id.clone(),

@@ -351,16 +351,7 @@ pub fn preregister(registry: &mut Registry, runtime: &Runtime, contract: &Retrie
     let baselines = contract.file.baselines.iter().enumerate().map(|(i, b)| resolve_baseline(registry, i + 1, b)).collect::<Result<Vec<_>>>()?;
     let plugins = crate::scenes::setup(&contract.set, runtime, Some(registry))?;
     let ids = plugin_ids(&plugins.components[..2], Some(registry))?;
-    let (set_id, _) = registry.add(
-        &contract.set.bytes,
-        &NewArtifact {
-            kind: "plugin-set".into(),
-            name: contract.set.name.clone(),
-            media_type: "application/toml".into(),
-            l_transition: contract.set.set.transition.clone(),
-            ..Default::default()
-        },
-    )?;
+    let set_id = component::register_set(registry, &contract.set.bytes, &contract.set.name, contract.set.set.transition.clone())?;
     let seeds = super::hidden::draw_seeds(contract.file.hidden.as_ref().map_or(0, |h| h.experiments))?;
     let spec = &contract.file.retrieval;
     let frozen = FrozenRetrieval {
